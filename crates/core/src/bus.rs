@@ -1,0 +1,404 @@
+//! The I/O buses: where a guest's `in`/`out` and MMIO accesses go.
+//!
+//! A PC has two address spaces for devices: the 64 KiB port space reached
+//! with `in`/`out` (Intel SDM Vol. 1, ch. 19 "Input/Output") and memory-mapped
+//! I/O, physical addresses that are not RAM. A [`Bus`] holds one range map
+//! for each ([`IoSpace`]); a device claims ranges and receives accesses as
+//! `(offset within its range, bytes)`.
+//!
+//! Both engines call the same bus: the kvm engine on `KVM_EXIT_IO` /
+//! `KVM_EXIT_MMIO`, the emu engine straight from its `in`/`out` and
+//! load/store paths. Accesses nobody claims behave like an empty ISA bus:
+//! reads return all ones, writes vanish, and both are counted.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A device on the bus. Accesses arrive with the offset from the start of
+/// the range the device was registered at; `data.len()` is 1, 2, 4 or 8.
+pub trait BusDevice: Send {
+    /// Handles a read: fill `data` (little-endian).
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// Handles a write of `data` (little-endian).
+    fn write(&mut self, offset: u64, data: &[u8]);
+}
+
+/// A device shared between the bus and whoever else holds it (the VMM, the
+/// inspector).
+pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
+
+/// Which address space an access is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IoSpace {
+    /// The 16-bit port space of `in`/`out`.
+    Port,
+    /// Memory-mapped I/O in the physical address space.
+    Mmio,
+}
+
+impl std::fmt::Display for IoSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoSpace::Port => "port",
+            IoSpace::Mmio => "MMIO",
+        })
+    }
+}
+
+/// The width of one bus access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessWidth {
+    /// 8 bits.
+    Byte = 1,
+    /// 16 bits.
+    Word = 2,
+    /// 32 bits.
+    Dword = 4,
+    /// 64 bits (MMIO only on real hardware).
+    Qword = 8,
+}
+
+impl AccessWidth {
+    /// The width of an access of `len` bytes, if it is a legal one.
+    pub fn from_len(len: usize) -> Option<Self> {
+        match len {
+            1 => Some(AccessWidth::Byte),
+            2 => Some(AccessWidth::Word),
+            4 => Some(AccessWidth::Dword),
+            8 => Some(AccessWidth::Qword),
+            _ => None,
+        }
+    }
+}
+
+/// Errors from building the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Two devices claim overlapping ranges.
+    #[error("{space} range {base:#x}..{end:#x} of `{name}` overlaps `{other}` at {other_base:#x}..{other_end:#x}")]
+    Overlap {
+        /// Address space.
+        space: IoSpace,
+        /// The device being added.
+        name: String,
+        /// Its first address.
+        base: u64,
+        /// One past its last address.
+        end: u64,
+        /// The device already there.
+        other: String,
+        /// Its first address.
+        other_base: u64,
+        /// One past its last address.
+        other_end: u64,
+    },
+    /// A range is empty, wraps around, or leaves the 64 KiB port space.
+    #[error("{space} range {base:#x}+{len:#x} of `{name}` is not a valid range")]
+    BadRange {
+        /// Address space.
+        space: IoSpace,
+        /// The device.
+        name: String,
+        /// First address.
+        base: u64,
+        /// Length.
+        len: u64,
+    },
+}
+
+/// What happened to one access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A device handled it.
+    Claimed,
+    /// Nobody is there: a read returned all ones, a write was dropped.
+    Unclaimed,
+    /// The width was not 1, 2, 4 or 8 bytes: treated as unclaimed.
+    BadWidth,
+}
+
+#[derive(Clone)]
+struct Range {
+    len: u64,
+    name: Arc<str>,
+    device: SharedDevice,
+}
+
+/// Counters of accesses nobody claimed.
+#[derive(Debug, Default)]
+pub struct UnclaimedCounters {
+    /// Port reads that returned all ones.
+    pub port_reads: AtomicU64,
+    /// Port writes that were dropped.
+    pub port_writes: AtomicU64,
+    /// MMIO reads that returned all ones.
+    pub mmio_reads: AtomicU64,
+    /// MMIO writes that were dropped.
+    pub mmio_writes: AtomicU64,
+}
+
+/// The port and MMIO buses of one machine.
+#[derive(Default)]
+pub struct Bus {
+    ports: RwLock<BTreeMap<u64, Range>>,
+    mmio: RwLock<BTreeMap<u64, Range>>,
+    unclaimed: UnclaimedCounters,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("ranges", &self.ranges())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registered range, as listed by [`Bus::ranges`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeInfo {
+    /// Address space.
+    pub space: IoSpace,
+    /// First address.
+    pub base: u64,
+    /// Length.
+    pub len: u64,
+    /// Name of the device that claimed it.
+    pub name: String,
+}
+
+impl Bus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self, space: IoSpace) -> &RwLock<BTreeMap<u64, Range>> {
+        match space {
+            IoSpace::Port => &self.ports,
+            IoSpace::Mmio => &self.mmio,
+        }
+    }
+
+    /// Registers `device` for `len` addresses starting at `base`.
+    pub fn insert(
+        &self,
+        space: IoSpace,
+        base: u64,
+        len: u64,
+        name: &str,
+        device: SharedDevice,
+    ) -> Result<(), BusError> {
+        let limit = match space {
+            IoSpace::Port => 0x1_0000,
+            IoSpace::Mmio => u64::MAX,
+        };
+        let end = base.checked_add(len).filter(|&e| len > 0 && e <= limit);
+        let Some(end) = end else {
+            return Err(BusError::BadRange {
+                space,
+                name: name.to_string(),
+                base,
+                len,
+            });
+        };
+        let mut map = self.map(space).write().unwrap_or_else(|p| p.into_inner());
+        let clash = map
+            .range(..end)
+            .next_back()
+            .filter(|(&b, r)| b + r.len > base);
+        if let Some((&other_base, other)) = clash {
+            return Err(BusError::Overlap {
+                space,
+                name: name.to_string(),
+                base,
+                end,
+                other: other.name.to_string(),
+                other_base,
+                other_end: other_base + other.len,
+            });
+        }
+        let name = Arc::from(name);
+        map.insert(base, Range { len, name, device });
+        Ok(())
+    }
+
+    /// Removes the range starting exactly at `base` (used when a PCI BAR
+    /// moves). Returns whether one was there.
+    pub fn remove(&self, space: IoSpace, base: u64) -> bool {
+        let mut map = self.map(space).write().unwrap_or_else(|p| p.into_inner());
+        map.remove(&base).is_some()
+    }
+
+    fn find(&self, space: IoSpace, addr: u64, len: usize) -> Option<(u64, SharedDevice)> {
+        let map = self.map(space).read().unwrap_or_else(|p| p.into_inner());
+        let (&base, range) = map.range(..=addr).next_back()?;
+        let fits = addr
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= base + range.len);
+        fits.then(|| (addr - base, range.device.clone()))
+    }
+
+    /// Performs a read of `data.len()` bytes at `addr`.
+    pub fn read(&self, space: IoSpace, addr: u64, data: &mut [u8]) -> Access {
+        if AccessWidth::from_len(data.len()).is_none() {
+            data.fill(0xff);
+            return Access::BadWidth;
+        }
+        match self.find(space, addr, data.len()) {
+            Some((offset, device)) => {
+                lock(&device).read(offset, data);
+                Access::Claimed
+            }
+            None => {
+                data.fill(0xff);
+                self.count_unclaimed(space, false);
+                Access::Unclaimed
+            }
+        }
+    }
+
+    /// Performs a write of `data` at `addr`.
+    pub fn write(&self, space: IoSpace, addr: u64, data: &[u8]) -> Access {
+        if AccessWidth::from_len(data.len()).is_none() {
+            return Access::BadWidth;
+        }
+        match self.find(space, addr, data.len()) {
+            Some((offset, device)) => {
+                lock(&device).write(offset, data);
+                Access::Claimed
+            }
+            None => {
+                self.count_unclaimed(space, true);
+                Access::Unclaimed
+            }
+        }
+    }
+
+    fn count_unclaimed(&self, space: IoSpace, write: bool) {
+        let c = &self.unclaimed;
+        let counter = match (space, write) {
+            (IoSpace::Port, false) => &c.port_reads,
+            (IoSpace::Port, true) => &c.port_writes,
+            (IoSpace::Mmio, false) => &c.mmio_reads,
+            (IoSpace::Mmio, true) => &c.mmio_writes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counters of unclaimed accesses so far.
+    pub fn unclaimed(&self) -> &UnclaimedCounters {
+        &self.unclaimed
+    }
+
+    /// Every registered range, ports first, in address order.
+    pub fn ranges(&self) -> Vec<RangeInfo> {
+        let mut out = Vec::new();
+        for space in [IoSpace::Port, IoSpace::Mmio] {
+            let map = self.map(space).read().unwrap_or_else(|p| p.into_inner());
+            out.extend(map.iter().map(|(&base, r)| RangeInfo {
+                space,
+                base,
+                len: r.len,
+                name: r.name.to_string(),
+            }));
+        }
+        out
+    }
+}
+
+/// Locks a device, recovering from a poisoned lock: a device whose handler
+/// panicked on another vCPU thread keeps its last state rather than taking
+/// the whole VMM down with it.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that remembers the last write and echoes its offset.
+    #[derive(Default)]
+    struct Scratch {
+        last: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl BusDevice for Scratch {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.last.push((offset, data.to_vec()));
+        }
+    }
+
+    fn scratch() -> Arc<Mutex<Scratch>> {
+        Arc::new(Mutex::new(Scratch::default()))
+    }
+
+    #[test]
+    fn accesses_reach_the_device_at_their_offset() {
+        let bus = Bus::new();
+        let dev = scratch();
+        bus.insert(IoSpace::Port, 0x3f8, 8, "uart", dev.clone())
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(bus.read(IoSpace::Port, 0x3fd, &mut b), Access::Claimed);
+        assert_eq!(b[0], 5);
+        bus.write(IoSpace::Port, 0x3f8, &[b'A']);
+        assert_eq!(dev.lock().unwrap().last, vec![(0, vec![b'A'])]);
+    }
+
+    #[test]
+    fn overlapping_ranges_are_a_typed_error() {
+        let bus = Bus::new();
+        bus.insert(IoSpace::Port, 0x60, 5, "i8042", scratch())
+            .unwrap();
+        let err = bus
+            .insert(IoSpace::Port, 0x64, 1, "other", scratch())
+            .unwrap_err();
+        assert!(matches!(err, BusError::Overlap { other_base: 0x60, .. }));
+        assert!(err.to_string().contains("i8042"));
+        // Adjacent ranges and the other space are fine.
+        bus.insert(IoSpace::Port, 0x65, 1, "next", scratch())
+            .unwrap();
+        bus.insert(IoSpace::Mmio, 0x60, 5, "mmio", scratch())
+            .unwrap();
+    }
+
+    #[test]
+    fn ports_beyond_64k_and_empty_ranges_are_rejected() {
+        let bus = Bus::new();
+        assert!(bus
+            .insert(IoSpace::Port, 0xffff, 2, "x", scratch())
+            .is_err());
+        assert!(bus.insert(IoSpace::Mmio, 0x1000, 0, "x", scratch()).is_err());
+        assert!(bus
+            .insert(IoSpace::Mmio, u64::MAX, 2, "x", scratch())
+            .is_err());
+    }
+
+    #[test]
+    fn unclaimed_reads_are_all_ones_and_counted() {
+        let bus = Bus::new();
+        let mut b = [0u8; 4];
+        assert_eq!(bus.read(IoSpace::Port, 0x1234, &mut b), Access::Unclaimed);
+        assert_eq!(b, [0xff; 4]);
+        assert_eq!(bus.write(IoSpace::Mmio, 0xd000_0000, &[1]), Access::Unclaimed);
+        assert_eq!(bus.unclaimed().port_reads.load(Ordering::Relaxed), 1);
+        assert_eq!(bus.unclaimed().mmio_writes.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn odd_widths_and_straddling_accesses_never_reach_devices() {
+        let bus = Bus::new();
+        let dev = scratch();
+        bus.insert(IoSpace::Mmio, 0x1000, 4, "d", dev.clone()).unwrap();
+        let mut three = [0u8; 3];
+        assert_eq!(bus.read(IoSpace::Mmio, 0x1000, &mut three), Access::BadWidth);
+        assert_eq!(bus.write(IoSpace::Mmio, 0x1002, &[0; 4]), Access::Unclaimed);
+        assert_eq!(bus.write(IoSpace::Mmio, u64::MAX, &[0; 8]), Access::Unclaimed);
+        assert!(dev.lock().unwrap().last.is_empty());
+    }
+}

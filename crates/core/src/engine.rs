@@ -1,0 +1,168 @@
+//! The execution-engine interface shared by the kvm and emu engines.
+//!
+//! An [`Engine`] turns a [`Machine`] (memory, bus, hooks) into an
+//! [`EngineVm`], which creates [`Vcpu`]s. A vCPU runs guest code with
+//! [`Vcpu::run`] and handles every port, MMIO, MSR and hypercall access
+//! itself by calling into the machine's [`crate::Bus`] and
+//! [`crate::Hooks`]; it returns to its caller only for the events in
+//! [`VcpuExit`], which concern the VM as a whole. The per-exit counts live in
+//! [`crate::stats::VcpuStats`], keyed by [`ExitKind`].
+
+use std::sync::Arc;
+
+use crate::machine::Machine;
+use crate::regs::{Regs, SpecialRegs};
+
+/// Which engine runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// Hardware-assisted virtualization through `/dev/kvm`.
+    Kvm,
+    /// Alcazar's software x86-64 CPU.
+    Emu,
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineKind::Kvm => "kvm",
+            EngineKind::Emu => "emu",
+        })
+    }
+}
+
+/// Errors from an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine cannot run on this host.
+    #[error("the {engine} engine is unavailable: {why}")]
+    Unavailable {
+        /// Which engine.
+        engine: EngineKind,
+        /// Why not.
+        why: String,
+    },
+    /// A host system call failed.
+    #[error("{what} failed: {source}")]
+    Host {
+        /// What the VMM was doing.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The guest did something the engine cannot go on from.
+    #[error("vCPU {vcpu}: {what}")]
+    Guest {
+        /// Which vCPU.
+        vcpu: u32,
+        /// What went wrong, with the guest state that matters.
+        what: String,
+    },
+}
+
+impl EngineError {
+    /// A host error from an `errno`.
+    pub fn host(what: &'static str, errno: i32) -> Self {
+        EngineError::Host {
+            what,
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+}
+
+/// Why [`Vcpu::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuExit {
+    /// The VM's [`crate::VmControl`] asked every vCPU to stop.
+    Stopped,
+    /// The vCPU executed `hlt` and nothing inside the engine can wake it
+    /// (no interrupt controller is wired yet).
+    Halted,
+    /// The vCPU hit a triple fault; the machine must reset or shut down.
+    Shutdown,
+}
+
+/// The kinds of exit counted per vCPU (see [`crate::stats::VcpuStats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitKind {
+    /// `in`/`out`/`ins`/`outs`.
+    PortIo,
+    /// An access to MMIO.
+    Mmio,
+    /// `rdmsr`/`wrmsr` that reached user space.
+    Msr,
+    /// `cpuid` that reached user space.
+    Cpuid,
+    /// An Alcazar hypercall.
+    Hypercall,
+    /// `hlt`.
+    Hlt,
+    /// Triple fault.
+    Shutdown,
+    /// The vCPU was kicked out of guest mode (signal, immediate exit).
+    Interrupted,
+    /// Anything else.
+    Other,
+}
+
+impl ExitKind {
+    /// Every kind, in display order.
+    pub const ALL: [ExitKind; 9] = [
+        ExitKind::PortIo,
+        ExitKind::Mmio,
+        ExitKind::Msr,
+        ExitKind::Cpuid,
+        ExitKind::Hypercall,
+        ExitKind::Hlt,
+        ExitKind::Shutdown,
+        ExitKind::Interrupted,
+        ExitKind::Other,
+    ];
+
+    /// A short lower-case name for telemetry.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::PortIo => "port_io",
+            ExitKind::Mmio => "mmio",
+            ExitKind::Msr => "msr",
+            ExitKind::Cpuid => "cpuid",
+            ExitKind::Hypercall => "hypercall",
+            ExitKind::Hlt => "hlt",
+            ExitKind::Shutdown => "shutdown",
+            ExitKind::Interrupted => "interrupted",
+            ExitKind::Other => "other",
+        }
+    }
+}
+
+/// An execution engine: a factory of VMs.
+pub trait Engine: Send + Sync {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+    /// Creates the engine's side of a VM for `machine` (under kvm: the VM fd
+    /// and the memory slots).
+    fn create_vm(&self, machine: Arc<Machine>) -> Result<Box<dyn EngineVm>, EngineError>;
+}
+
+/// An engine's VM: creates the vCPUs.
+pub trait EngineVm: Send + Sync {
+    /// Creates vCPU `id` (0 is the bootstrap processor).
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, EngineError>;
+}
+
+/// One virtual CPU.
+pub trait Vcpu: Send {
+    /// The vCPU index (also its initial APIC ID).
+    fn id(&self) -> u32;
+    /// Reads the general-purpose registers.
+    fn regs(&self) -> Result<Regs, EngineError>;
+    /// Writes the general-purpose registers.
+    fn set_regs(&mut self, regs: &Regs) -> Result<(), EngineError>;
+    /// Reads segment, control and mode registers.
+    fn sregs(&self) -> Result<SpecialRegs, EngineError>;
+    /// Writes segment, control and mode registers.
+    fn set_sregs(&mut self, sregs: &SpecialRegs) -> Result<(), EngineError>;
+    /// Runs guest code until an event in [`VcpuExit`]. Device and hook
+    /// accesses are handled inside.
+    fn run(&mut self) -> Result<VcpuExit, EngineError>;
+}

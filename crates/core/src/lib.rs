@@ -1,0 +1,38 @@
+//! # alcazar-core
+//!
+//! The embeddable heart of Alcazar: everything a virtual PC needs that is
+//! neither a particular device nor a particular execution engine.
+//!
+//! * [`memory`] — guest physical memory (on `vm-memory`) and the memory map
+//!   (RAM, ROM, the MMIO hole below 4 GiB).
+//! * [`bus`] — the port-I/O and MMIO buses that route guest accesses to
+//!   [`bus::BusDevice`]s.
+//! * [`hooks`] — MSR, CPUID and hypercall hooks in the spirit of Palacios's
+//!   `v3_hook_msr`, `v3_hook_cpuid` and `v3_register_hypercall`.
+//! * [`engine`] — the [`engine::Engine`] / [`engine::Vcpu`] traits both
+//!   execution engines (kvm, emu) implement, and the shared exit vocabulary.
+//! * [`control`] — how a running VM is asked to stop and why it stopped.
+//! * [`machine`] — the bundle of the above that an engine runs against.
+//!
+//! The core knows no device by name: devices live in `alcazar-devices` and
+//! are plugged into the [`bus::Bus`] by whoever assembles the machine.
+
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod control;
+pub mod cpuid;
+pub mod engine;
+pub mod hooks;
+pub mod irq;
+pub mod machine;
+pub mod memory;
+pub mod regs;
+pub mod stats;
+
+pub use bus::{AccessWidth, Bus, BusDevice, BusError, IoSpace};
+pub use control::{StopReason, VmControl};
+pub use engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu};
+pub use hooks::Hooks;
+pub use machine::Machine;
+pub use memory::{GuestMemory, MemoryError, MemoryMap};

@@ -1,0 +1,56 @@
+//! The machine an engine runs: memory, buses, hooks, CPUID policy, the stop
+//! switch and the counters, bundled so that one `Arc<Machine>` is all an
+//! engine (or an embedder) needs.
+
+use crate::bus::Bus;
+use crate::control::VmControl;
+use crate::cpuid::CpuidPolicy;
+use crate::hooks::Hooks;
+use crate::memory::GuestMemory;
+use crate::stats::VcpuStats;
+
+/// Everything engines share about one VM.
+#[derive(Debug)]
+pub struct Machine {
+    /// Guest physical memory.
+    pub memory: GuestMemory,
+    /// Port-I/O and MMIO buses.
+    pub bus: Bus,
+    /// MSR, CPUID and hypercall hooks.
+    pub hooks: Hooks,
+    /// What the guest is told about its CPUs.
+    pub cpuid: CpuidPolicy,
+    /// Stop requests and reasons.
+    pub control: VmControl,
+    /// Per-vCPU exit counters, indexed by vCPU id.
+    pub stats: Vec<VcpuStats>,
+}
+
+impl Machine {
+    /// A machine with `memory`, empty buses and hooks, the default CPUID
+    /// policy and counters for `vcpus` vCPUs.
+    pub fn new(memory: GuestMemory, vcpus: u32) -> Self {
+        Machine {
+            memory,
+            bus: Bus::new(),
+            hooks: Hooks::new(),
+            cpuid: CpuidPolicy::default(),
+            control: VmControl::new(),
+            stats: (0..vcpus).map(|_| VcpuStats::default()).collect(),
+        }
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> u32 {
+        self.stats.len() as u32
+    }
+
+    /// Counters of vCPU `id` (a shared dummy for out-of-range ids, so a
+    /// bad id can never panic an engine).
+    pub fn vcpu_stats(&self, id: u32) -> &VcpuStats {
+        static SPARE: std::sync::OnceLock<VcpuStats> = std::sync::OnceLock::new();
+        self.stats
+            .get(id as usize)
+            .unwrap_or_else(|| SPARE.get_or_init(VcpuStats::default))
+    }
+}

@@ -1,0 +1,185 @@
+//! Engine-neutral x86-64 register state.
+//!
+//! Both engines read and write vCPU state through these types, so boot
+//! code, the inspector and tests never see `kvm_regs` or the emu engine's
+//! internals. Layouts follow the Intel SDM Vol. 3A: §3.4.5 (segment
+//! descriptors), §2.5 (control registers), §2.2.1 (EFER).
+
+/// General-purpose registers, RIP and RFLAGS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Regs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// RFLAGS bit 1, which always reads as 1.
+pub const RFLAGS_FIXED: u64 = 1 << 1;
+/// RFLAGS.IF.
+pub const RFLAGS_IF: u64 = 1 << 9;
+
+/// A segment register with its hidden (descriptor-cache) part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Base address.
+    pub base: u64,
+    /// Limit, in bytes (already scaled by the granularity bit).
+    pub limit: u32,
+    /// Visible selector.
+    pub selector: u16,
+    /// Descriptor type field (4 bits).
+    pub type_: u8,
+    /// Present.
+    pub present: bool,
+    /// Descriptor privilege level.
+    pub dpl: u8,
+    /// Default operation size (D/B): 32-bit when set.
+    pub db: bool,
+    /// Code/data (true) or system (false) descriptor.
+    pub s: bool,
+    /// 64-bit code segment.
+    pub l: bool,
+    /// Granularity: limit in 4 KiB units.
+    pub g: bool,
+    /// Available for software.
+    pub avl: bool,
+    /// Null/unusable.
+    pub unusable: bool,
+}
+
+impl Segment {
+    /// A real-mode segment for `selector` (base = selector * 16, 64 KiB).
+    pub fn real_mode(selector: u16, code: bool) -> Self {
+        Segment {
+            base: u64::from(selector) << 4,
+            limit: 0xffff,
+            selector,
+            type_: if code { 0xb } else { 0x3 },
+            present: true,
+            s: true,
+            ..Default::default()
+        }
+    }
+
+    /// A flat 4 GiB 32-bit code (`code`) or data segment, DPL 0.
+    pub fn flat32(selector: u16, code: bool) -> Self {
+        Segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_: if code { 0xb } else { 0x3 },
+            present: true,
+            db: true,
+            s: true,
+            g: true,
+            ..Default::default()
+        }
+    }
+
+    /// A 64-bit code segment, DPL 0.
+    pub fn code64(selector: u16) -> Self {
+        Segment {
+            l: true,
+            db: false,
+            ..Segment::flat32(selector, true)
+        }
+    }
+
+    /// The 8-byte GDT descriptor that loads as this segment.
+    pub fn to_descriptor(&self) -> u64 {
+        let limit = if self.g { self.limit >> 12 } else { self.limit };
+        let limit = u64::from(limit);
+        let base = self.base & 0xffff_ffff;
+        let access = u64::from(self.type_ & 0xf)
+            | u64::from(self.s) << 4
+            | u64::from(self.dpl & 3) << 5
+            | u64::from(self.present) << 7;
+        let flags = u64::from(self.avl) | u64::from(self.l) << 1 | u64::from(self.db) << 2 | u64::from(self.g) << 3;
+        (limit & 0xffff)
+            | (base & 0xff_ffff) << 16
+            | access << 40
+            | ((limit >> 16) & 0xf) << 48
+            | flags << 52
+            | (base >> 24) << 56
+    }
+}
+
+/// GDTR or IDTR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DescriptorTable {
+    /// Linear base address.
+    pub base: u64,
+    /// Limit (size - 1).
+    pub limit: u16,
+}
+
+/// Segment, descriptor-table, control and mode registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SpecialRegs {
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldt: Segment,
+    pub gdt: DescriptorTable,
+    pub idt: DescriptorTable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cr8: u64,
+    pub efer: u64,
+    pub apic_base: u64,
+}
+
+/// CR0.PE: protected mode.
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.ET: x87 present (hard-wired to 1).
+pub const CR0_ET: u64 = 1 << 4;
+/// CR0.NE: native x87 error reporting.
+pub const CR0_NE: u64 = 1 << 5;
+/// CR0.WP: supervisor writes honour read-only pages.
+pub const CR0_WP: u64 = 1 << 16;
+/// CR0.PG: paging.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE: physical address extension.
+pub const CR4_PAE: u64 = 1 << 5;
+/// EFER.LME: long mode enable.
+pub const EFER_LME: u64 = 1 << 8;
+/// EFER.LMA: long mode active.
+pub const EFER_LMA: u64 = 1 << 10;
+/// EFER.NXE: no-execute enable.
+pub const EFER_NXE: u64 = 1 << 11;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_code_descriptor_matches_the_manual_encoding() {
+        // The classic flat 32-bit ring-0 code descriptor.
+        assert_eq!(Segment::flat32(0x8, true).to_descriptor(), 0x00cf_9b00_0000_ffff);
+        assert_eq!(Segment::flat32(0x10, false).to_descriptor(), 0x00cf_9300_0000_ffff);
+        assert_eq!(Segment::code64(0x8).to_descriptor(), 0x00af_9b00_0000_ffff);
+    }
+}
