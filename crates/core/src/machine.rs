@@ -2,6 +2,8 @@
 //! switch and the counters, bundled so that one `Arc<Machine>` is all an
 //! engine (or an embedder) needs.
 
+use std::sync::Arc;
+
 use crate::bus::Bus;
 use crate::control::VmControl;
 use crate::cpuid::CpuidPolicy;
@@ -20,8 +22,8 @@ pub struct Machine {
     pub hooks: Hooks,
     /// What the guest is told about its CPUs.
     pub cpuid: CpuidPolicy,
-    /// Stop requests and reasons.
-    pub control: VmControl,
+    /// Stop requests and reasons (shared with the devices that end the VM).
+    pub control: Arc<VmControl>,
     /// Per-vCPU exit counters, indexed by vCPU id.
     pub stats: Vec<VcpuStats>,
 }
@@ -35,7 +37,7 @@ impl Machine {
             bus: Bus::new(),
             hooks: Hooks::new(),
             cpuid: CpuidPolicy::default(),
-            control: VmControl::new(),
+            control: Arc::new(VmControl::new()),
             stats: (0..vcpus).map(|_| VcpuStats::default()).collect(),
         }
     }

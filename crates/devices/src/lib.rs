@@ -1,1 +1,27 @@
-//! placeholder
+//! # alcazar-devices
+//!
+//! Alcazar's device models, one device per file, each behind the core's
+//! [`alcazar_core::BusDevice`] trait. Each file opens with what it models,
+//! the ports or MMIO it owns, the IRQ it raises and the manual it follows.
+//!
+//! The devices know nothing about how the machine is assembled: the VMM's
+//! device registry creates them from the configuration and inserts them in
+//! the bus at their ranges.
+
+#![warn(missing_docs)]
+
+pub mod acpi_pm;
+pub mod debug_exit;
+pub mod debugcon;
+pub mod i8042;
+pub mod serial;
+pub mod sink;
+pub mod system_control;
+
+pub use acpi_pm::AcpiPm;
+pub use debug_exit::DebugExit;
+pub use debugcon::DebugCon;
+pub use i8042::I8042;
+pub use serial::Uart16550;
+pub use sink::ConsoleSink;
+pub use system_control::SystemControlB;

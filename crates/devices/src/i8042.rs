@@ -1,0 +1,298 @@
+//! Intel 8042 keyboard controller, enough for Linux to probe it and for
+//! the guest to reset the machine.
+//!
+//! Ports: 0x60 (data) and 0x64 (status on read, command on write).
+//! IRQ 1 (keyboard) when the command byte enables it; no mouse (the AUX
+//! port answers its tests but no device is attached, so Linux's
+//! `i8042` driver reports no AUX port). Reference: IBM PC/AT Technical
+//! Reference, "Keyboard Controller", and the command list in the 8042
+//! chapter of the Personal System/2 Hardware Interface Technical Reference.
+//!
+//! The one command that matters most to a VMM is 0xFE, "pulse output
+//! port bit 0": the output port's bit 0 drives the CPU's RESET line, so
+//! this is how a PC without ACPI reboots. Writing an output-port value
+//! with bit 0 clear (command 0xD1) resets too. Both end the VM with
+//! [`StopReason::Reset`]. No scancodes are generated: the console is the
+//! UART.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use alcazar_core::irq::IrqLine;
+use alcazar_core::{BusDevice, StopReason, VmControl};
+
+/// The data port.
+pub const DATA_PORT: u16 = 0x60;
+/// Status/command port.
+pub const COMMAND_PORT: u16 = 0x64;
+
+// Status register bits.
+const STATUS_OBF: u8 = 1 << 0;
+const STATUS_SYSTEM: u8 = 1 << 2;
+const STATUS_CMD: u8 = 1 << 3;
+const STATUS_AUX_OBF: u8 = 1 << 5;
+
+// Command byte bits.
+const CB_KBD_INT: u8 = 1 << 0;
+const CB_SYSTEM: u8 = 1 << 2;
+const CB_KBD_DISABLE: u8 = 1 << 4;
+const CB_AUX_DISABLE: u8 = 1 << 5;
+const CB_XLATE: u8 = 1 << 6;
+
+/// Which register the next data-port write goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    /// A command to the keyboard itself.
+    Keyboard,
+    /// 0x60: the controller's command byte.
+    CommandByte,
+    /// 0xD1: the output port.
+    OutputPort,
+    /// 0xD2: data to loop back as if from the keyboard.
+    KbdBuffer,
+    /// 0xD3: data to loop back as if from the mouse.
+    AuxBuffer,
+    /// 0xD4: a command for the (absent) mouse.
+    Aux,
+}
+
+/// The 8042 controller. Its register offsets are 0 (data) and 4
+/// (status/command); because port 0x61 sits between them and belongs to
+/// another device, the VMM registers two [`I8042Port`] adapters, one per
+/// port in [`I8042::PORTS`].
+pub struct I8042 {
+    command_byte: u8,
+    output_port: u8,
+    pending: Pending,
+    status_cmd: bool,
+    out: VecDeque<(u8, bool)>,
+    irq1: Arc<dyn IrqLine>,
+    control: Arc<VmControl>,
+}
+
+impl std::fmt::Debug for I8042 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("I8042")
+            .field("command_byte", &self.command_byte)
+            .field("output_port", &self.output_port)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl I8042 {
+    /// The two single-port ranges the device answers: (port, len).
+    pub const PORTS: [(u16, u16); 2] = [(DATA_PORT, 1), (COMMAND_PORT, 1)];
+
+    /// A controller after self-test: keyboard interrupt enabled,
+    /// translation on, system flag set, output port with the reset line
+    /// released (bit 0) and A20 enabled (bit 1).
+    pub fn new(irq1: Arc<dyn IrqLine>, control: Arc<VmControl>) -> Self {
+        I8042 {
+            command_byte: CB_KBD_INT | CB_SYSTEM | CB_XLATE,
+            output_port: 0x03,
+            pending: Pending::Keyboard,
+            status_cmd: false,
+            out: VecDeque::new(),
+            irq1,
+            control,
+        }
+    }
+
+    fn status(&self) -> u8 {
+        let mut s = STATUS_SYSTEM & if self.command_byte & CB_SYSTEM != 0 { 0xff } else { 0 };
+        if let Some(&(_, aux)) = self.out.front() {
+            s |= STATUS_OBF;
+            if aux {
+                s |= STATUS_AUX_OBF;
+            }
+        }
+        if self.status_cmd {
+            s |= STATUS_CMD;
+        }
+        s
+    }
+
+    fn push(&mut self, byte: u8, aux: bool) {
+        // The real output buffer holds one byte; a short queue lets a
+        // multi-byte reply (reset: ACK then 0xAA) wait its turn.
+        if self.out.len() < 16 {
+            self.out.push_back((byte, aux));
+        }
+        if !aux && self.command_byte & CB_KBD_INT != 0 {
+            self.irq1.pulse();
+        }
+    }
+
+    fn reset_machine(&mut self) {
+        tracing::info!("i8042: guest pulsed the CPU reset line");
+        self.control.request_stop(StopReason::Reset);
+    }
+
+    fn command(&mut self, cmd: u8) {
+        self.status_cmd = true;
+        match cmd {
+            0x20 => self.push(self.command_byte, false),
+            0x60 => self.pending = Pending::CommandByte,
+            0xa7 => self.command_byte |= CB_AUX_DISABLE,
+            0xa8 => self.command_byte &= !CB_AUX_DISABLE,
+            0xa9 => self.push(0x00, false), // AUX interface test: OK
+            0xaa => self.push(0x55, false), // controller self-test: OK
+            0xab => self.push(0x00, false), // keyboard interface test: OK
+            0xad => self.command_byte |= CB_KBD_DISABLE,
+            0xae => self.command_byte &= !CB_KBD_DISABLE,
+            0xc0 => self.push(0x00, false), // input port
+            0xd0 => self.push(self.output_port, false),
+            0xd1 => self.pending = Pending::OutputPort,
+            0xd2 => self.pending = Pending::KbdBuffer,
+            0xd3 => self.pending = Pending::AuxBuffer,
+            0xd4 => self.pending = Pending::Aux,
+            // 0xF0-0xFF pulse output-port bits low; bit 0 is RESET.
+            0xf0..=0xff if cmd & 1 == 0 => self.reset_machine(),
+            0xf0..=0xff => {}
+            _ => tracing::debug!(cmd, "i8042: unsupported command ignored"),
+        }
+    }
+
+    fn keyboard_command(&mut self, byte: u8) {
+        match byte {
+            0xff => {
+                self.push(0xfa, false);
+                self.push(0xaa, false); // basic assurance test passed
+            }
+            0xf2 => {
+                self.push(0xfa, false);
+                self.push(0xab, false);
+                self.push(0x83, false); // MF2 keyboard ID
+            }
+            0xee => self.push(0xee, false), // echo
+            _ => self.push(0xfa, false),    // ACK everything else
+        }
+    }
+
+    fn data_write(&mut self, byte: u8) {
+        self.status_cmd = false;
+        let pending = std::mem::replace(&mut self.pending, Pending::Keyboard);
+        match pending {
+            Pending::Keyboard => self.keyboard_command(byte),
+            Pending::CommandByte => self.command_byte = byte,
+            Pending::OutputPort => {
+                self.output_port = byte;
+                if byte & 1 == 0 {
+                    self.reset_machine();
+                }
+            }
+            Pending::KbdBuffer => self.push(byte, false),
+            Pending::AuxBuffer => self.push(byte, true),
+            // No mouse is attached: the controller times out (nothing
+            // is queued), which is how Linux learns there is none.
+            Pending::Aux => {}
+        }
+    }
+}
+
+impl BusDevice for I8042 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+        let value = match offset {
+            0 => self.out.pop_front().map(|(b, _)| b).unwrap_or(0),
+            _ => self.status(),
+        };
+        if let Some(first) = data.first_mut() {
+            *first = value;
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let Some(&value) = data.first() else { return };
+        match offset {
+            0 => self.data_write(value),
+            _ => self.command(value),
+        }
+    }
+}
+
+/// Adapter that presents one of the 8042's two ports as its own bus
+/// device, so the pair can be registered at 0x60 and 0x64 without
+/// claiming 0x61..0x63.
+pub struct I8042Port {
+    /// The shared controller.
+    pub controller: Arc<std::sync::Mutex<I8042>>,
+    /// 0 for the data port, 4 for the command port.
+    pub offset: u64,
+}
+
+impl BusDevice for I8042Port {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        alcazar_core::bus::lock(&self.controller).read(self.offset, data);
+    }
+
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        alcazar_core::bus::lock(&self.controller).write(self.offset, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alcazar_core::irq::NoIrq;
+
+    fn kbc() -> (I8042, Arc<VmControl>) {
+        let control = Arc::new(VmControl::new());
+        (I8042::new(Arc::new(NoIrq), control.clone()), control)
+    }
+
+    fn read_data(k: &mut I8042) -> u8 {
+        let mut b = [0];
+        k.read(0, &mut b);
+        b[0]
+    }
+
+    #[test]
+    fn pulse_reset_command_resets_the_machine() {
+        let (mut k, control) = kbc();
+        k.write(4, &[0xfe]);
+        assert_eq!(control.reason(), Some(StopReason::Reset));
+    }
+
+    #[test]
+    fn output_port_write_with_reset_bit_clear_resets() {
+        let (mut k, control) = kbc();
+        k.write(4, &[0xd1]);
+        k.write(0, &[0x02]);
+        assert_eq!(control.reason(), Some(StopReason::Reset));
+    }
+
+    #[test]
+    fn self_test_and_command_byte_round_trip() {
+        let (mut k, _) = kbc();
+        k.write(4, &[0xaa]);
+        let mut s = [0];
+        k.read(4, &mut s);
+        assert_ne!(s[0] & STATUS_OBF, 0);
+        assert_eq!(read_data(&mut k), 0x55);
+        k.write(4, &[0x60]);
+        k.write(0, &[0x45]);
+        k.write(4, &[0x20]);
+        assert_eq!(read_data(&mut k), 0x45);
+    }
+
+    #[test]
+    fn keyboard_reset_acks_then_passes() {
+        let (mut k, control) = kbc();
+        k.write(0, &[0xff]);
+        assert_eq!(read_data(&mut k), 0xfa);
+        assert_eq!(read_data(&mut k), 0xaa);
+        assert_eq!(control.reason(), None);
+    }
+
+    #[test]
+    fn mouse_commands_get_no_answer() {
+        let (mut k, _) = kbc();
+        k.write(4, &[0xd4]);
+        k.write(0, &[0xf2]);
+        let mut s = [0];
+        k.read(4, &mut s);
+        assert_eq!(s[0] & STATUS_OBF, 0);
+    }
+}
