@@ -1,1 +1,30 @@
-fn main() {}
+//! `alcazar`: the command-line front end of the Alcazar VMM.
+//!
+//! Exit status: the guest's debug-exit status `(v << 1) | 1`, 0 on a clean
+//! power-off, 1 on a VMM or guest failure, 2 on a usage or config error.
+
+mod cli;
+mod terminal;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = cli::Cli::parse();
+    let status = cli::dispatch(args);
+    ExitCode::from(status)
+}
+
+/// Logs go to stderr, filtered by `ALCAZAR_LOG` (default: warnings), so
+/// that the guest console on stdout never mixes with them.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALCAZAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,1 +1,37 @@
-//! placeholder
+//! # alcazar-vmm
+//!
+//! The embeddable VMM: turns a [`config::VmConfig`] into a running virtual
+//! PC. [`vm::Vm::create`] allocates guest memory, creates the devices
+//! through the [`registry`] of device classes, loads the boot image
+//! ([`boot`]), picks an engine and creates the vCPUs; [`vm::Vm::run`] runs
+//! one thread per vCPU until the machine stops and says why.
+//!
+//! ```no_run
+//! use alcazar_vmm::config::VmConfig;
+//! use alcazar_vmm::vm::Vm;
+//!
+//! let config = VmConfig::from_toml_str(r#"
+//!     memory = "32M"
+//!     [boot]
+//!     kind = "kit"
+//!     program = "real-hello"
+//! "#).unwrap();
+//! let vm = Vm::create(&config).unwrap();
+//! let reason = vm.run().unwrap();
+//! println!("guest stopped: {reason}");
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod boot;
+pub mod config;
+pub mod console;
+pub mod engine_select;
+pub mod error;
+pub mod registry;
+pub mod vm;
+
+pub use config::VmConfig;
+pub use error::{ConfigError, VmmError};
+pub use alcazar_devices::Uart16550;
+pub use vm::Vm;

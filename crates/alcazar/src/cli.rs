@@ -1,0 +1,177 @@
+//! The command line: verbs, flags, and how a VM's end becomes an exit
+//! status.
+
+use std::path::PathBuf;
+
+use alcazar_core::engine::ExitKind;
+use alcazar_core::StopReason;
+use alcazar_vmm::config::{self, BootSource, VmConfig};
+use alcazar_vmm::{registry, Vm, VmmError};
+use clap::{Parser, Subcommand};
+
+use crate::terminal;
+
+/// Alcazar: an embeddable x86-64 virtual machine monitor.
+#[derive(Debug, Parser)]
+#[command(name = "alcazar", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a VM in the foreground (with no CONFIG: the built-in demo guest).
+    Run(RunArgs),
+    /// List the tiny-guest kit's programs (boot one with `run --kit NAME`).
+    Kit,
+    /// List the device classes a config's [[device]] entries can use.
+    Devices,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The VM's TOML config file.
+    config: Option<PathBuf>,
+    /// Engine: kvm, emu or auto.
+    #[arg(long)]
+    engine: Option<String>,
+    /// Number of vCPUs.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Guest memory, e.g. 256M or 2G.
+    #[arg(long)]
+    memory: Option<String>,
+    /// COM1 output: stdio, file:PATH or none.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Boot this kit program instead of the config's boot source.
+    #[arg(long)]
+    kit: Option<String>,
+    /// Print per-vCPU exit counts when the VM stops.
+    #[arg(long)]
+    telemetry: bool,
+}
+
+/// Runs the chosen verb; returns the process exit status.
+pub fn dispatch(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Kit => {
+            list_kit();
+            0
+        }
+        Command::Devices => {
+            for c in registry::CLASSES {
+                println!("{:<16} {}  (keys: {})", c.name, c.description, if c.keys.is_empty() { "-".to_string() } else { c.keys.join(", ") });
+            }
+            0
+        }
+    }
+}
+
+fn list_kit() {
+    for name in alcazar_kit::names() {
+        match alcazar_kit::build(name) {
+            Some(Ok(p)) => println!("{:<18} {:?}  {}", p.name, p.mode, p.description),
+            _ => println!("{name:<18} (does not assemble)"),
+        }
+    }
+}
+
+fn config_from_args(args: &RunArgs) -> Result<VmConfig, VmmError> {
+    let mut config = match &args.config {
+        Some(path) => VmConfig::from_file(path)?,
+        None => VmConfig::default(),
+    };
+    let here = std::path::Path::new(".");
+    if let Some(e) = &args.engine {
+        config.engine = config::parse_engine("--engine", e)?;
+    }
+    if let Some(c) = &args.cpus {
+        config.cpus = config::parse_cpus("--cpus", c)?;
+    }
+    if let Some(m) = &args.memory {
+        config.memory = config::parse_memory("--memory", m)?;
+    }
+    if let Some(s) = &args.serial {
+        config.serial = config::parse_console("--serial", s, here)?;
+    }
+    if let Some(k) = &args.kit {
+        if !alcazar_kit::names().contains(&k.as_str()) {
+            let fix = format!("choose one of: {}", alcazar_kit::names().join(", "));
+            return Err(alcazar_vmm::ConfigError::new("--kit", format!("\"{k}\""), "no such kit program", fix).into());
+        }
+        config.boot = BootSource::Kit { program: k.clone() };
+    }
+    Ok(config)
+}
+
+fn fail(e: &VmmError) -> u8 {
+    eprintln!("alcazar: {e}");
+    if e.is_usage() {
+        2
+    } else {
+        1
+    }
+}
+
+fn run(args: RunArgs) -> u8 {
+    let config = match config_from_args(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let vm = match Vm::create(&config) {
+        Ok(vm) => vm,
+        Err(e) => return fail(&e),
+    };
+    let (engine, why) = vm.engine();
+    eprintln!("alcazar: running \"{}\" on the {engine} engine ({why}); Ctrl-A X quits", vm.name());
+    let machine = vm.machine().clone();
+    let interactive = config.serial == config::ConsoleTarget::Stdio;
+    let _term = interactive.then(terminal::RawMode::enter).flatten();
+    if let Some(com1) = vm.com1() {
+        terminal::spawn_input(com1, machine.clone(), interactive);
+    }
+    let result = vm.run();
+    drop(_term);
+    let reason = match result {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if args.telemetry {
+        print_telemetry(&machine);
+    }
+    report(&reason)
+}
+
+fn report(reason: &StopReason) -> u8 {
+    let status = reason.exit_status();
+    match reason {
+        StopReason::Error(_) | StopReason::TripleFault { .. } => eprintln!("alcazar: {reason}"),
+        _ => eprintln!("alcazar: {reason} (exit status {status})"),
+    }
+    status.clamp(0, 255) as u8
+}
+
+fn print_telemetry(machine: &alcazar_core::Machine) {
+    eprintln!("alcazar: exits per vCPU");
+    for (id, stats) in machine.stats.iter().enumerate() {
+        let counts: Vec<String> = ExitKind::ALL
+            .iter()
+            .map(|&k| (k, stats.get(k)))
+            .filter(|&(_, n)| n > 0)
+            .map(|(k, n)| format!("{}={n}", k.name()))
+            .collect();
+        eprintln!("  vcpu{id}: {}", counts.join(" "));
+    }
+    let u = machine.bus.unclaimed();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "  unclaimed: port reads={} writes={}, mmio reads={} writes={}",
+        load(&u.port_reads),
+        load(&u.port_writes),
+        load(&u.mmio_reads),
+        load(&u.mmio_writes)
+    );
+}

@@ -1,0 +1,72 @@
+//! The program registry. Each submodule builds one program.
+
+pub(crate) mod demo;
+pub(crate) mod long;
+pub(crate) mod protected;
+pub(crate) mod real;
+pub(crate) mod smp;
+pub(crate) mod sweep;
+
+use crate::image::{CodePart, Image};
+use crate::{Expect, KitError, KitProgram, Mode};
+
+/// A built program plus where its code parts are (for the decode tests).
+pub(crate) struct Built {
+    pub(crate) program: KitProgram,
+    /// Only the tests look at the parts; the public API hands out bytes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) parts: Vec<CodePart>,
+}
+
+/// Static facts about a program, shared by every build of it.
+pub(crate) struct Info {
+    pub(crate) name: &'static str,
+    pub(crate) description: &'static str,
+    pub(crate) mode: Mode,
+}
+
+/// One registry row: a name and the function that builds it.
+pub(crate) struct Entry {
+    pub(crate) name: &'static str,
+    build: fn() -> Result<Built, KitError>,
+}
+
+impl Entry {
+    /// Assembles the program.
+    pub(crate) fn build(&self) -> Result<Built, KitError> {
+        (self.build)()
+    }
+}
+
+/// Every program, in the order [`crate::names`] lists them.
+pub(crate) const REGISTRY: &[Entry] = &[
+    Entry { name: real::INFO.name, build: real::build },
+    Entry { name: protected::INFO.name, build: protected::build },
+    Entry { name: long::INFO.name, build: long::build },
+    Entry { name: demo::INFO.name, build: demo::build },
+    Entry { name: sweep::INFO.name, build: sweep::build },
+    Entry { name: smp::INFO.name, build: smp::build },
+];
+
+/// The registry row called `name`.
+pub(crate) fn find(name: &str) -> Option<&'static Entry> {
+    REGISTRY.iter().find(|entry| entry.name == name)
+}
+
+/// Wraps a finished image into a [`Built`].
+pub(crate) fn finish(image: Image, info: &Info, expect: Expect) -> Built {
+    let load_address = image.linear(0);
+    let (code, parts) = image.finish();
+    let program = KitProgram {
+        name: info.name,
+        description: info.description,
+        mode: info.mode,
+        load_address,
+        code,
+        expect,
+    };
+    Built { program, parts }
+}
+
+#[cfg(test)]
+mod tests;

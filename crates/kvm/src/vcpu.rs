@@ -1,0 +1,241 @@
+//! The kvm vCPU and its run loop.
+//!
+//! Each pass enters the guest with `KVM_RUN` and handles one exit:
+//!
+//! | exit | handled by |
+//! |------|------------|
+//! | `KVM_EXIT_IO` | the machine's port bus; `out` to [`HYPERCALL_PORT`] is a hypercall |
+//! | `KVM_EXIT_MMIO` | the machine's MMIO bus |
+//! | `KVM_EXIT_X86_RDMSR` / `WRMSR` | the MSR hooks (only hooked MSRs exit) |
+//! | `KVM_EXIT_HLT` | returned to the caller as [`VcpuExit::Halted`] |
+//! | `KVM_EXIT_SHUTDOWN` | triple fault: [`VcpuExit::Shutdown`] |
+//! | `EINTR` | a kick: check whether the VM is stopping |
+//!
+//! Every exit is counted in the machine's per-vCPU statistics.
+
+use std::sync::Arc;
+
+use alcazar_core::engine::{EngineError, ExitKind, Vcpu, VcpuExit};
+use alcazar_core::hooks::{HypercallArgs, HYPERCALL_PORT};
+use alcazar_core::regs::{Regs, SpecialRegs};
+use alcazar_core::{IoSpace, Machine};
+use kvm_bindings::kvm_run;
+use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
+
+use crate::kick::{self, RunGuard, Target};
+use crate::regs::{regs_from_kvm, regs_to_kvm, sregs_from_kvm, sregs_to_kvm};
+
+/// A vCPU of the kvm engine.
+pub struct KvmVcpu {
+    id: u32,
+    fd: VcpuFd,
+    machine: Arc<Machine>,
+    target: Target,
+    kicker_registered: bool,
+}
+
+impl std::fmt::Debug for KvmVcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvmVcpu").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// What one exit asks the loop to do next.
+enum Next {
+    Continue,
+    Return(VcpuExit),
+}
+
+impl KvmVcpu {
+    pub(crate) fn new(id: u32, fd: VcpuFd, machine: Arc<Machine>) -> Self {
+        KvmVcpu {
+            id,
+            fd,
+            machine,
+            target: Target::default(),
+            kicker_registered: false,
+        }
+    }
+
+    fn guest_error(&self, what: String) -> EngineError {
+        EngineError::Guest { vcpu: self.id, what }
+    }
+
+    fn register_kicker(&mut self) -> Result<(), EngineError> {
+        if self.kicker_registered {
+            return Ok(());
+        }
+        kick::install_handler().map_err(|source| EngineError::Host {
+            what: "installing the vCPU kick signal handler",
+            source,
+        })?;
+        let target = self.target.clone();
+        self.machine.control.add_kicker(Box::new(move || target.kick()));
+        self.kicker_registered = true;
+        Ok(())
+    }
+
+    /// An Alcazar hypercall: `out HYPERCALL_PORT, al` with the number in
+    /// RAX and arguments in RBX, RCX, RDX, RSI; the result goes to RAX.
+    /// KVM has already moved RIP past the `out`.
+    fn hypercall(&mut self) -> Result<(), EngineError> {
+        let mut regs = self
+            .fd
+            .get_regs()
+            .map_err(|e| EngineError::host("KVM_GET_REGS", e.errno()))?;
+        let args = HypercallArgs {
+            a0: regs.rbx,
+            a1: regs.rcx,
+            a2: regs.rdx,
+            a3: regs.rsi,
+        };
+        regs.rax = self.machine.hooks.hypercall(self.id, regs.rax, &args);
+        self.fd
+            .set_regs(&regs)
+            .map_err(|e| EngineError::host("KVM_SET_REGS", e.errno()))
+    }
+
+    /// One pass of the loop: enter the guest, handle the exit.
+    fn step(&mut self, run: *const kvm_run) -> Result<Next, EngineError> {
+        let machine = self.machine.clone();
+        let stats = machine.vcpu_stats(self.id);
+        let (bus, hooks) = (&machine.bus, &machine.hooks);
+        match self.fd.run() {
+            Ok(KvmExit::IoOut(port, data)) => {
+                stats.count(ExitKind::PortIo);
+                if port == HYPERCALL_PORT {
+                    stats.count(ExitKind::Hypercall);
+                    self.hypercall()?;
+                } else {
+                    let size = io_size(run, data.len());
+                    for chunk in data.chunks(size) {
+                        bus.write(IoSpace::Port, u64::from(port), chunk);
+                    }
+                }
+            }
+            Ok(KvmExit::IoIn(port, data)) => {
+                stats.count(ExitKind::PortIo);
+                let size = io_size(run, data.len());
+                for chunk in data.chunks_mut(size) {
+                    bus.read(IoSpace::Port, u64::from(port), chunk);
+                }
+            }
+            Ok(KvmExit::MmioRead(addr, data)) => {
+                stats.count(ExitKind::Mmio);
+                bus.read(IoSpace::Mmio, addr, data);
+            }
+            Ok(KvmExit::MmioWrite(addr, data)) => {
+                stats.count(ExitKind::Mmio);
+                bus.write(IoSpace::Mmio, addr, data);
+            }
+            Ok(KvmExit::X86Rdmsr(exit)) => {
+                stats.count(ExitKind::Msr);
+                match hooks.msr_read(self.id, exit.index) {
+                    Some(Ok(v)) => *exit.data = v,
+                    _ => *exit.error = 1,
+                }
+            }
+            Ok(KvmExit::X86Wrmsr(exit)) => {
+                stats.count(ExitKind::Msr);
+                if !matches!(hooks.msr_write(self.id, exit.index, exit.data), Some(Ok(()))) {
+                    *exit.error = 1;
+                }
+            }
+            Ok(KvmExit::Hlt) => {
+                stats.count(ExitKind::Hlt);
+                return Ok(Next::Return(VcpuExit::Halted));
+            }
+            Ok(KvmExit::Shutdown) => {
+                stats.count(ExitKind::Shutdown);
+                return Ok(Next::Return(VcpuExit::Shutdown));
+            }
+            Ok(KvmExit::FailEntry(reason, cpu)) => {
+                return Err(self.guest_error(format!(
+                    "KVM could not enter the guest (hardware reason {reason:#x}, host cpu {cpu})"
+                )));
+            }
+            Ok(KvmExit::InternalError) => {
+                return Err(self.guest_error("KVM internal error (emulation failure)".into()));
+            }
+            Ok(other) => {
+                stats.count(ExitKind::Other);
+                let what = format!("unexpected KVM exit {other:?}");
+                return Err(EngineError::Guest { vcpu: self.id, what });
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                stats.count(ExitKind::Interrupted);
+                self.fd.set_kvm_immediate_exit(0);
+            }
+            Err(e) => return Err(EngineError::host("KVM_RUN", e.errno())),
+        }
+        Ok(Next::Continue)
+    }
+}
+
+/// The access size of the pending `KVM_EXIT_IO`, so that a string I/O
+/// exit (`rep outsb`: `count` accesses in one exit) is split correctly.
+fn io_size(run: *const kvm_run, len: usize) -> usize {
+    // SAFETY: `run` points at this vCPU's mmap'd kvm_run page, valid for
+    // the vCPU's lifetime; the exit reason is KVM_EXIT_IO, so the `io`
+    // member of the union is the one the kernel filled in. This reads
+    // plain integers and does not overlap the data area borrowed by the
+    // exit.
+    let size = unsafe { (*run).__bindgen_anon_1.io.size } as usize;
+    if matches!(size, 1 | 2 | 4) && len % size == 0 {
+        size
+    } else {
+        len.clamp(1, 4)
+    }
+}
+
+impl Vcpu for KvmVcpu {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn regs(&self) -> Result<Regs, EngineError> {
+        let r = self
+            .fd
+            .get_regs()
+            .map_err(|e| EngineError::host("KVM_GET_REGS", e.errno()))?;
+        Ok(regs_from_kvm(&r))
+    }
+
+    fn set_regs(&mut self, regs: &Regs) -> Result<(), EngineError> {
+        self.fd
+            .set_regs(&regs_to_kvm(regs))
+            .map_err(|e| EngineError::host("KVM_SET_REGS", e.errno()))
+    }
+
+    fn sregs(&self) -> Result<SpecialRegs, EngineError> {
+        let s = self
+            .fd
+            .get_sregs()
+            .map_err(|e| EngineError::host("KVM_GET_SREGS", e.errno()))?;
+        Ok(sregs_from_kvm(&s))
+    }
+
+    fn set_sregs(&mut self, sregs: &SpecialRegs) -> Result<(), EngineError> {
+        let base = self
+            .fd
+            .get_sregs()
+            .map_err(|e| EngineError::host("KVM_GET_SREGS", e.errno()))?;
+        self.fd
+            .set_sregs(&sregs_to_kvm(sregs, &base))
+            .map_err(|e| EngineError::host("KVM_SET_SREGS", e.errno()))
+    }
+
+    fn run(&mut self) -> Result<VcpuExit, EngineError> {
+        self.register_kicker()?;
+        let run: *mut kvm_run = self.fd.get_kvm_run();
+        let _guard = RunGuard::enter(&self.target, run);
+        loop {
+            if self.machine.control.should_stop() {
+                return Ok(VcpuExit::Stopped);
+            }
+            if let Next::Return(exit) = self.step(run)? {
+                return Ok(exit);
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The VMM's error types.
+
+use alcazar_core::{BusError, EngineError, MemoryError};
+
+/// A problem with the configuration: which key, what value, and what to
+/// do about it. Displayed on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} = {value}: {problem}; {fix}")]
+pub struct ConfigError {
+    /// The key, as a path (`memory`, `device[2].class`, `boot.image`).
+    pub key: String,
+    /// The offending value as the user wrote it (or `(missing)`).
+    pub value: String,
+    /// What is wrong.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl ConfigError {
+    /// A config error for `key` with `value`.
+    pub fn new(
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            key: key.into(),
+            value: value.to_string(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Everything that can go wrong creating or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The configuration is invalid.
+    #[error("config error: {0}")]
+    Config(#[from] ConfigError),
+    /// Guest memory could not be set up.
+    #[error("guest memory: {0}")]
+    Memory(#[from] MemoryError),
+    /// The device layout is inconsistent.
+    #[error("device layout: {0}")]
+    Bus(#[from] BusError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A host I/O operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the VMM was doing.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl VmmError {
+    /// Whether the error is the user's input (exit status 2) rather than a
+    /// failure while running (exit status 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, VmmError::Config(_))
+    }
+}

@@ -1,0 +1,207 @@
+//! The device registry: device classes by name, Palacios's
+//! `device_register` idea. A `[[device]]` entry names a class; the class's
+//! constructor validates the entry's keys and returns the device with the
+//! ranges it claims. The core never knows a device by name.
+//!
+//! | class | ports | keys |
+//! |-------|-------|------|
+//! | `serial` | 8 from `port` (0x3f8) | `port`, `irq` (4), `output` |
+//! | `i8042` | 0x60, 0x64 | |
+//! | `system-control` | 0x61 | |
+//! | `debug-exit` | `size` from `port` (0xf4, 4) | `port`, `size` |
+//! | `debugcon` | `port` (0xe9) | `port`, `output` |
+//! | `acpi-pm` | 0x600..0x60c | |
+//!
+//! Interrupt controllers arrive with the Linux-boot work; until then `irq`
+//! keys are validated and recorded but the lines go nowhere.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use alcazar_core::bus::SharedDevice;
+use alcazar_core::irq::{IrqLine, NoIrq};
+use alcazar_core::{IoSpace, VmControl};
+use alcazar_devices::{acpi_pm, debug_exit, debugcon, i8042, system_control};
+use alcazar_devices::{AcpiPm, DebugCon, DebugExit, SystemControlB, Uart16550, I8042};
+use toml::{Table, Value};
+
+use crate::config::{parse_console, show, ConsoleTarget, DeviceSpec};
+use crate::console::sink_for;
+use crate::error::ConfigError;
+
+/// What a class constructor gets to work with.
+pub struct BuildContext<'a> {
+    /// The VM's stop switch (for devices that end the VM).
+    pub control: &'a Arc<VmControl>,
+    /// COM1's output (the `serial` key / `--serial` flag).
+    pub serial: &'a ConsoleTarget,
+    /// Directory relative output paths are resolved against.
+    pub base: &'a Path,
+}
+
+/// A device ready to be put on the bus.
+pub struct BuiltDevice {
+    /// The ranges it claims, each with the bus device answering there.
+    pub ranges: Vec<(IoSpace, u64, u64, SharedDevice)>,
+    /// Set for UARTs: where host input goes.
+    pub uart: Option<Arc<Mutex<Uart16550>>>,
+}
+
+impl BuiltDevice {
+    fn one(space: IoSpace, base: u64, len: u64, dev: SharedDevice) -> Self {
+        BuiltDevice {
+            ranges: vec![(space, base, len, dev)],
+            uart: None,
+        }
+    }
+}
+
+type Constructor = fn(&DeviceSpec, &BuildContext<'_>) -> Result<BuiltDevice, ConfigError>;
+
+/// A device class.
+pub struct DeviceClass {
+    /// The name used in `class = "..."`.
+    pub name: &'static str,
+    /// One line on what it is.
+    pub description: &'static str,
+    /// The keys its entries accept (besides `class` and `id`).
+    pub keys: &'static [&'static str],
+    constructor: Constructor,
+}
+
+/// Every device class, in the order defaults are created.
+pub static CLASSES: &[DeviceClass] = &[
+    DeviceClass { name: "serial", description: "16550A UART", keys: &["port", "irq", "output"], constructor: build_serial },
+    DeviceClass { name: "i8042", description: "8042 keyboard controller (reset line)", keys: &[], constructor: build_i8042 },
+    DeviceClass { name: "system-control", description: "system control port B (0x61)", keys: &[], constructor: build_system_control },
+    DeviceClass { name: "debug-exit", description: "isa-debug-exit compatible VM exit port", keys: &["port", "size"], constructor: build_debug_exit },
+    DeviceClass { name: "debugcon", description: "port 0xe9 debug console", keys: &["port", "output"], constructor: build_debugcon },
+    DeviceClass { name: "acpi-pm", description: "ACPI PM1a event/control blocks and PM timer", keys: &[], constructor: build_acpi_pm },
+];
+
+/// Looks a class up by name.
+pub fn class(name: &str) -> Option<&'static DeviceClass> {
+    CLASSES.iter().find(|c| c.name == name)
+}
+
+/// The standard PC devices, with the ids a `[[device]]` entry uses to
+/// reconfigure one of them.
+pub fn default_specs() -> Vec<DeviceSpec> {
+    [
+        ("serial", "com1"),
+        ("i8042", "i8042"),
+        ("system-control", "port61"),
+        ("debug-exit", "debug-exit"),
+        ("debugcon", "debugcon"),
+        ("acpi-pm", "acpi-pm"),
+    ]
+    .into_iter()
+    .map(|(class, id)| DeviceSpec {
+        index: 0,
+        class: class.into(),
+        id: id.into(),
+        params: Table::new(),
+    })
+    .collect()
+}
+
+impl DeviceClass {
+    /// Validates `spec`'s keys and builds the device.
+    pub fn build(&self, spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+        if let Some(k) = spec.params.keys().find(|k| !self.keys.contains(&k.as_str())) {
+            let known = if self.keys.is_empty() { "none".to_string() } else { self.keys.join(", ") };
+            return Err(ConfigError::new(
+                spec.key(k),
+                show(&spec.params[k]),
+                format!("unknown key for a {} device", self.name),
+                format!("keys it takes besides class and id: {known}"),
+            ));
+        }
+        (self.constructor)(spec, ctx)
+    }
+}
+
+fn int_param(spec: &DeviceSpec, key: &str, default: u64, range: std::ops::RangeInclusive<u64>, fix: &str) -> Result<u64, ConfigError> {
+    match spec.params.get(key) {
+        None => Ok(default),
+        Some(Value::Integer(n)) if *n >= 0 && range.contains(&(*n as u64)) => Ok(*n as u64),
+        Some(v) => Err(ConfigError::new(spec.key(key), show(v), "out of range", fix.to_string())),
+    }
+}
+
+fn port_param(spec: &DeviceSpec, default: u16, width: u64) -> Result<u64, ConfigError> {
+    let max = 0x1_0000 - width;
+    int_param(spec, "port", u64::from(default), 0..=max, &format!("give an I/O port from 0 to {max:#x}"))
+}
+
+fn output_param(spec: &DeviceSpec, ctx: &BuildContext<'_>, default: &ConsoleTarget) -> Result<ConsoleTarget, ConfigError> {
+    match spec.params.get("output") {
+        None => Ok(default.clone()),
+        Some(Value::String(s)) => parse_console(&spec.key("output"), s, ctx.base),
+        Some(v) => Err(ConfigError::new(spec.key("output"), show(v), "must be a string", "use \"stdio\", \"none\" or \"file:PATH\"")),
+    }
+}
+
+fn no_irq() -> Arc<dyn IrqLine> {
+    Arc::new(NoIrq)
+}
+
+fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let port = port_param(spec, 0x3f8, 8)?;
+    let _irq = int_param(spec, "irq", 4, 0..=15, "give an ISA IRQ from 0 to 15")?;
+    let default_out = if spec.id == "com1" { ctx.serial.clone() } else { ConsoleTarget::None };
+    let output = output_param(spec, ctx, &default_out)?;
+    let uart = Arc::new(Mutex::new(Uart16550::new(sink_for(&output), no_irq())));
+    Ok(BuiltDevice {
+        ranges: vec![(IoSpace::Port, port, 8, uart.clone())],
+        uart: Some(uart),
+    })
+}
+
+fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let controller = Arc::new(Mutex::new(I8042::new(no_irq(), ctx.control.clone())));
+    let ranges = I8042::PORTS
+        .iter()
+        .map(|&(port, len)| {
+            let adapter = i8042::I8042Port {
+                controller: controller.clone(),
+                offset: u64::from(port - i8042::DATA_PORT),
+            };
+            let dev: SharedDevice = Arc::new(Mutex::new(adapter));
+            (IoSpace::Port, u64::from(port), u64::from(len), dev)
+        })
+        .collect();
+    Ok(BuiltDevice { ranges, uart: None })
+}
+
+fn build_system_control(_: &DeviceSpec, _: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let dev = Arc::new(Mutex::new(SystemControlB::new()));
+    Ok(BuiltDevice::one(IoSpace::Port, u64::from(system_control::PORT), 1, dev))
+}
+
+fn build_debug_exit(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let size = int_param(spec, "size", u64::from(debug_exit::DEFAULT_SIZE), 1..=4, "give a size of 1, 2 or 4 ports")?;
+    if size == 3 {
+        return Err(ConfigError::new(spec.key("size"), 3, "out of range", "give a size of 1, 2 or 4 ports"));
+    }
+    let port = port_param(spec, debug_exit::DEFAULT_PORT, size)?;
+    let dev = Arc::new(Mutex::new(DebugExit::new(ctx.control.clone())));
+    Ok(BuiltDevice::one(IoSpace::Port, port, size, dev))
+}
+
+fn build_debugcon(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let port = port_param(spec, debugcon::DEFAULT_PORT, 1)?;
+    let output = output_param(spec, ctx, ctx.serial)?;
+    let dev = Arc::new(Mutex::new(DebugCon::new(sink_for(&output))));
+    Ok(BuiltDevice::one(IoSpace::Port, port, 1, dev))
+}
+
+fn build_acpi_pm(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let dev = Arc::new(Mutex::new(AcpiPm::new(no_irq(), ctx.control.clone())));
+    Ok(BuiltDevice::one(
+        IoSpace::Port,
+        u64::from(acpi_pm::BASE_PORT),
+        u64::from(acpi_pm::PORT_COUNT),
+        dev,
+    ))
+}
