@@ -102,6 +102,9 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, VmmError> {
             let fix = format!("choose one of: {}", alcazar_kit::names().join(", "));
             return Err(alcazar_vmm::ConfigError::new("--kit", format!("\"{k}\""), "no such kit program", fix).into());
         }
+        if args.config.is_none() {
+            config.name = k.clone();
+        }
         config.boot = BootSource::Kit { program: k.clone() };
     }
     Ok(config)

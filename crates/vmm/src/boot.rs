@@ -216,7 +216,7 @@ mod tests {
     fn images_may_not_cover_the_vmm_tables_or_stacks() {
         let m = mem();
         assert!(install(&m, &image(FlatMode::Long, 0x1000, 16), 1).is_err());
-        assert!(install(&m, &image(FlatMode::Long, 0x90000, 16), 1).is_err());
+        assert!(install(&m, &image(FlatMode::Long, 0x9e800, 16), 1).is_err());
         assert!(install(&m, &image(FlatMode::Real, 0xffff0, 0x100), 1).is_err());
         assert!(install(&m, &image(FlatMode::Protected, 0xff_f000, 0x2000), 1).is_err());
         assert!(install(&m, &image(FlatMode::Protected, 0x10_0000, 0x2000), 1).is_ok());

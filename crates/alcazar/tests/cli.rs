@@ -1,0 +1,120 @@
+//! The `alcazar` command as a user meets it: exit statuses, the one-line
+//! config errors, and that a failed start leaves nothing behind.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn alcazar(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_alcazar"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("alcazar runs")
+}
+
+fn kvm_available(test: &str) -> bool {
+    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    if !ok {
+        if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("{test}: kvm required (ALCAZAR_REQUIRE_KVM=1) but /dev/kvm does not open");
+        }
+        eprintln!("SKIPPED {test}: /dev/kvm does not open");
+    }
+    ok
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("alcazar-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `toml` to a config file in a fresh directory.
+fn config(name: &str, toml: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch_dir(name);
+    let path = dir.join("vm.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
+/// Asserts a usage/config failure: status 2, exactly one line on stderr
+/// containing every `needle`, nothing on stdout.
+fn assert_config_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected, got: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "{n:?} missing from: {stderr}");
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn run_without_arguments_boots_the_demo_and_exits_zero() {
+    if !kvm_available("run_without_arguments") {
+        return;
+    }
+    let out = alcazar(&["run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Alcazar demo guest: hello from real mode"), "stdout: {stdout}");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn debug_exit_value_becomes_the_exit_status() {
+    if !kvm_available("debug_exit_status") {
+        return;
+    }
+    let out = alcazar(&["run", "--kit", "real-hello", "--serial", "none"]);
+    assert_eq!(out.status.code(), Some(0x21));
+    assert!(out.stdout.is_empty(), "serial none prints nothing");
+}
+
+#[test]
+fn unknown_device_class_is_one_line_and_status_2() {
+    let (_dir, path) = config("class", "[[device]]\nclass = \"floppy\"\n");
+    let out = alcazar(&["run", path.to_str().unwrap()]);
+    assert_config_error(&out, &["device[0].class", "floppy", "serial"]);
+}
+
+#[test]
+fn missing_config_file_is_one_line_and_status_2() {
+    let out = alcazar(&["run", "/nonexistent/vm.toml"]);
+    assert_config_error(&out, &["/nonexistent/vm.toml", "cannot read"]);
+}
+
+#[test]
+fn missing_boot_image_is_one_line_and_status_2() {
+    let (_dir, path) = config("image", "[boot]\nkind = \"flat\"\nimage = \"nope.bin\"\n");
+    let out = alcazar(&["run", path.to_str().unwrap()]);
+    assert_config_error(&out, &["boot.image", "nope.bin", "not found"]);
+}
+
+#[test]
+fn overlapping_ports_are_one_line_status_2_and_leave_nothing_behind() {
+    let toml = "serial = \"file:console.log\"\n[[device]]\nclass = \"serial\"\nid = \"com2\"\nport = 0x3f8\noutput = \"file:com2.log\"\n";
+    let (dir, path) = config("overlap", toml);
+    let out = alcazar(&["run", path.to_str().unwrap()]);
+    assert_config_error(&out, &["device[0].port", "0x3f8", "com1"]);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("vm.toml")], "no console files were created");
+}
+
+#[test]
+fn zero_memory_is_one_line_and_status_2() {
+    let (_dir, path) = config("memory", "memory = 0\n");
+    let out = alcazar(&["run", path.to_str().unwrap()]);
+    assert_config_error(&out, &["memory = 0", "256M"]);
+    let out = alcazar(&["run", "--memory", "0"]);
+    assert_config_error(&out, &["--memory", "\"0\""]);
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    assert_config_error(&alcazar(&["run", "--cpus", "0"]), &["--cpus"]);
+    assert_config_error(&alcazar(&["run", "--engine", "xen"]), &["--engine", "xen"]);
+    assert_config_error(&alcazar(&["run", "--serial", "tcp:1"]), &["--serial"]);
+    assert_config_error(&alcazar(&["run", "--kit", "nope"]), &["--kit", "demo"]);
+    assert_eq!(alcazar(&["frobnicate"]).status.code(), Some(2));
+}

@@ -1,0 +1,104 @@
+//! Every tiny-guest kit program, run on the kvm engine: the UART output
+//! must contain the program's expected lines in order, and the VM must end
+//! with the expected exit status.
+//!
+//! Without a usable /dev/kvm these tests print `SKIPPED` and the reason;
+//! with `ALCAZAR_REQUIRE_KVM=1` (set by CI) they fail instead.
+
+use std::path::PathBuf;
+
+use alcazar_kit::Expect;
+use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, VmConfig};
+use alcazar_vmm::Vm;
+
+/// Whether the kvm engine can run here; says why not when it cannot.
+fn kvm_available(test: &str) -> bool {
+    match alcazar_kvm::KvmEngine::new() {
+        Ok(_) => true,
+        Err(e) if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") => {
+            panic!("{test}: kvm required (ALCAZAR_REQUIRE_KVM=1) but unavailable: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e}");
+            false
+        }
+    }
+}
+
+fn scratch_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("alcazar-kit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Runs kit `program` on `cpus` vCPUs and returns (exit status, UART output).
+fn run_kit(program: &str, cpus: u32) -> (i32, String) {
+    let out = scratch_file(&format!("{program}-{cpus}.log"));
+    let config = VmConfig {
+        name: program.into(),
+        memory: 32 << 20,
+        cpus,
+        engine: EngineChoice::Kvm,
+        serial: ConsoleTarget::File(out.clone()),
+        boot: BootSource::Kit { program: program.into() },
+        ..VmConfig::default()
+    };
+    let vm = Vm::create(&config).unwrap_or_else(|e| panic!("{program}: {e}"));
+    let reason = vm.run().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    (reason.exit_status(), text)
+}
+
+fn check(program: &str, cpus: u32, expect: &Expect) {
+    if !kvm_available(program) {
+        return;
+    }
+    let (status, text) = run_kit(program, cpus);
+    let mut rest = text.as_str();
+    for line in &expect.output {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("{program}: expected {line:?} in order; UART output was:\n{text}"));
+        rest = &rest[at + line.len()..];
+    }
+    assert_eq!(status, expect.status, "{program}: exit status; UART output was:\n{text}");
+}
+
+fn expect_of(program: &str) -> Expect {
+    alcazar_kit::build(program)
+        .expect("program exists")
+        .expect("program assembles")
+        .expect
+}
+
+#[test]
+fn real_mode_hello_runs_on_kvm() {
+    check("real-hello", 1, &expect_of("real-hello"));
+}
+
+#[test]
+fn protected_mode_with_own_gdt_runs_on_kvm() {
+    check("protected-hello", 1, &expect_of("protected-hello"));
+}
+
+#[test]
+fn long_mode_with_own_page_tables_runs_on_kvm() {
+    check("long-hello", 1, &expect_of("long-hello"));
+}
+
+#[test]
+fn demo_walks_real_protected_long_and_powers_off_on_kvm() {
+    check("demo", 1, &expect_of("demo"));
+}
+
+#[test]
+fn two_vcpus_each_say_hello_on_kvm() {
+    check("smp-hello", 2, &alcazar_kit::smp_expect(2));
+}
+
+#[test]
+fn sweeping_every_port_and_unclaimed_mmio_leaves_the_vmm_standing() {
+    check("port-sweep", 1, &expect_of("port-sweep"));
+}
