@@ -63,7 +63,16 @@ pub fn dispatch(cli: Cli) -> u8 {
         }
         Command::Devices => {
             for c in registry::CLASSES {
-                println!("{:<16} {}  (keys: {})", c.name, c.description, if c.keys.is_empty() { "-".to_string() } else { c.keys.join(", ") });
+                println!(
+                    "{:<16} {}  (keys: {})",
+                    c.name,
+                    c.description,
+                    if c.keys.is_empty() {
+                        "-".to_string()
+                    } else {
+                        c.keys.join(", ")
+                    }
+                );
             }
             0
         }
@@ -100,7 +109,13 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, VmmError> {
     if let Some(k) = &args.kit {
         if !alcazar_kit::names().contains(&k.as_str()) {
             let fix = format!("choose one of: {}", alcazar_kit::names().join(", "));
-            return Err(alcazar_vmm::ConfigError::new("--kit", format!("\"{k}\""), "no such kit program", fix).into());
+            return Err(alcazar_vmm::ConfigError::new(
+                "--kit",
+                format!("\"{k}\""),
+                "no such kit program",
+                fix,
+            )
+            .into());
         }
         if args.config.is_none() {
             config.name = k.clone();
@@ -129,7 +144,10 @@ fn run(args: RunArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     let (engine, why) = vm.engine();
-    eprintln!("alcazar: running \"{}\" on the {engine} engine ({why}); Ctrl-A X quits", vm.name());
+    eprintln!(
+        "alcazar: running \"{}\" on the {engine} engine ({why}); Ctrl-A X quits",
+        vm.name()
+    );
     let machine = vm.machine().clone();
     let interactive = config.serial == config::ConsoleTarget::Stdio;
     let _term = interactive.then(terminal::RawMode::enter).flatten();

@@ -13,7 +13,11 @@ fn alcazar(args: &[&str]) -> Output {
 }
 
 fn kvm_available(test: &str) -> bool {
-    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     if !ok {
         if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") {
             panic!("{test}: kvm required (ALCAZAR_REQUIRE_KVM=1) but /dev/kvm does not open");
@@ -43,7 +47,11 @@ fn config(name: &str, toml: &str) -> (PathBuf, PathBuf) {
 fn assert_config_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected, got: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected, got: {stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "{n:?} missing from: {stderr}");
     }
@@ -57,8 +65,16 @@ fn run_without_arguments_boots_the_demo_and_exits_zero() {
     }
     let out = alcazar(&["run"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Alcazar demo guest: hello from real mode"), "stdout: {stdout}");
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("Alcazar demo guest: hello from real mode"),
+        "stdout: {stdout}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -97,8 +113,15 @@ fn overlapping_ports_are_one_line_status_2_and_leave_nothing_behind() {
     let (dir, path) = config("overlap", toml);
     let out = alcazar(&["run", path.to_str().unwrap()]);
     assert_config_error(&out, &["device[0].port", "0x3f8", "com1"]);
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("vm.toml")], "no console files were created");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("vm.toml")],
+        "no console files were created"
+    );
 }
 
 #[test]

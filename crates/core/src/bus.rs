@@ -346,7 +346,7 @@ mod tests {
         let mut b = [0u8; 1];
         assert_eq!(bus.read(IoSpace::Port, 0x3fd, &mut b), Access::Claimed);
         assert_eq!(b[0], 5);
-        bus.write(IoSpace::Port, 0x3f8, &[b'A']);
+        bus.write(IoSpace::Port, 0x3f8, b"A");
         assert_eq!(dev.lock().unwrap().last, vec![(0, vec![b'A'])]);
     }
 
@@ -358,7 +358,13 @@ mod tests {
         let err = bus
             .insert(IoSpace::Port, 0x64, 1, "other", scratch())
             .unwrap_err();
-        assert!(matches!(err, BusError::Overlap { other_base: 0x60, .. }));
+        assert!(matches!(
+            err,
+            BusError::Overlap {
+                other_base: 0x60,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("i8042"));
         // Adjacent ranges and the other space are fine.
         bus.insert(IoSpace::Port, 0x65, 1, "next", scratch())
@@ -373,7 +379,9 @@ mod tests {
         assert!(bus
             .insert(IoSpace::Port, 0xffff, 2, "x", scratch())
             .is_err());
-        assert!(bus.insert(IoSpace::Mmio, 0x1000, 0, "x", scratch()).is_err());
+        assert!(bus
+            .insert(IoSpace::Mmio, 0x1000, 0, "x", scratch())
+            .is_err());
         assert!(bus
             .insert(IoSpace::Mmio, u64::MAX, 2, "x", scratch())
             .is_err());
@@ -385,7 +393,10 @@ mod tests {
         let mut b = [0u8; 4];
         assert_eq!(bus.read(IoSpace::Port, 0x1234, &mut b), Access::Unclaimed);
         assert_eq!(b, [0xff; 4]);
-        assert_eq!(bus.write(IoSpace::Mmio, 0xd000_0000, &[1]), Access::Unclaimed);
+        assert_eq!(
+            bus.write(IoSpace::Mmio, 0xd000_0000, &[1]),
+            Access::Unclaimed
+        );
         assert_eq!(bus.unclaimed().port_reads.load(Ordering::Relaxed), 1);
         assert_eq!(bus.unclaimed().mmio_writes.load(Ordering::Relaxed), 1);
     }
@@ -394,11 +405,18 @@ mod tests {
     fn odd_widths_and_straddling_accesses_never_reach_devices() {
         let bus = Bus::new();
         let dev = scratch();
-        bus.insert(IoSpace::Mmio, 0x1000, 4, "d", dev.clone()).unwrap();
+        bus.insert(IoSpace::Mmio, 0x1000, 4, "d", dev.clone())
+            .unwrap();
         let mut three = [0u8; 3];
-        assert_eq!(bus.read(IoSpace::Mmio, 0x1000, &mut three), Access::BadWidth);
+        assert_eq!(
+            bus.read(IoSpace::Mmio, 0x1000, &mut three),
+            Access::BadWidth
+        );
         assert_eq!(bus.write(IoSpace::Mmio, 0x1002, &[0; 4]), Access::Unclaimed);
-        assert_eq!(bus.write(IoSpace::Mmio, u64::MAX, &[0; 8]), Access::Unclaimed);
+        assert_eq!(
+            bus.write(IoSpace::Mmio, u64::MAX, &[0; 8]),
+            Access::Unclaimed
+        );
         assert!(dev.lock().unwrap().last.is_empty());
     }
 }

@@ -99,7 +99,12 @@ impl VmControl {
             self.stopping.store(true, Ordering::SeqCst);
             self.stopped.notify_all();
         }
-        for kick in self.kickers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for kick in self
+            .kickers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             kick();
         }
     }
@@ -111,7 +116,10 @@ impl VmControl {
 
     /// The stop reason, once there is one.
     pub fn reason(&self) -> Option<StopReason> {
-        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Blocks until a stop is requested and returns its reason.

@@ -146,7 +146,8 @@ impl CpuidPolicy {
         } else {
             max_of(0)
         };
-        if leaf > range_max && leaf < 0x4000_0000 || (leaf >= 0x8000_0000 && leaf > range_max) {
+        let hypervisor_range = (0x4000_0000..0x8000_0000).contains(&leaf);
+        if leaf > range_max && !hypervisor_range {
             return find(max_of(0)).unwrap_or_default();
         }
         find(leaf).unwrap_or_default()
@@ -158,12 +159,22 @@ mod tests {
     use super::*;
 
     fn entry(leaf: u32, r: CpuidResult) -> CpuidEntry {
-        CpuidEntry { leaf, result: r, ..Default::default() }
+        CpuidEntry {
+            leaf,
+            result: r,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn policy_sets_hypervisor_bit_and_apic_id() {
-        let mut t = vec![entry(1, CpuidResult { ebx: 0xff00_0800, ..Default::default() })];
+        let mut t = vec![entry(
+            1,
+            CpuidResult {
+                ebx: 0xff00_0800,
+                ..Default::default()
+            },
+        )];
         CpuidPolicy::default().apply(&mut t, 3, 4);
         assert_ne!(t[0].result.ecx & LEAF1_ECX_HYPERVISOR, 0);
         assert_eq!(t[0].result.ebx >> 24, 3);
@@ -174,12 +185,33 @@ mod tests {
     #[test]
     fn leaves_past_the_maximum_answer_like_the_highest_basic_leaf() {
         let t = vec![
-            entry(0, CpuidResult { eax: 1, ..Default::default() }),
-            entry(1, CpuidResult { ecx: 0x55, ..Default::default() }),
-            entry(0x8000_0000, CpuidResult { eax: 0x8000_0001, ..Default::default() }),
+            entry(
+                0,
+                CpuidResult {
+                    eax: 1,
+                    ..Default::default()
+                },
+            ),
+            entry(
+                1,
+                CpuidResult {
+                    ecx: 0x55,
+                    ..Default::default()
+                },
+            ),
+            entry(
+                0x8000_0000,
+                CpuidResult {
+                    eax: 0x8000_0001,
+                    ..Default::default()
+                },
+            ),
         ];
         assert_eq!(CpuidPolicy::lookup(&t, 7, 0).ecx, 0x55);
         assert_eq!(CpuidPolicy::lookup(&t, 0x8000_0008, 0).ecx, 0x55);
-        assert_eq!(CpuidPolicy::lookup(&t, 0x8000_0001, 0), CpuidResult::default());
+        assert_eq!(
+            CpuidPolicy::lookup(&t, 0x8000_0001, 0),
+            CpuidResult::default()
+        );
     }
 }

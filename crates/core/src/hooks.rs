@@ -155,7 +155,11 @@ impl Hooks {
     }
 
     /// Registers hypercall number `nr` (like `v3_register_hypercall`).
-    pub fn register_hypercall(&self, nr: u64, handler: Arc<dyn Hypercall>) -> Result<(), HookError> {
+    pub fn register_hypercall(
+        &self,
+        nr: u64,
+        handler: Arc<dyn Hypercall>,
+    ) -> Result<(), HookError> {
         let mut map = write(&self.hypercalls);
         if map.contains_key(&nr) {
             return Err(HookError::HypercallTaken(nr));
@@ -258,7 +262,11 @@ mod tests {
         let hooks = Hooks::new();
         let add = |_: u32, a: &HypercallArgs| a.a0 + a.a1;
         hooks.register_hypercall(1, Arc::new(add)).unwrap();
-        let args = HypercallArgs { a0: 2, a1: 40, ..Default::default() };
+        let args = HypercallArgs {
+            a0: 2,
+            a1: 40,
+            ..Default::default()
+        };
         assert_eq!(hooks.hypercall(0, 1, &args), 42);
         assert_eq!(hooks.hypercall(0, 2, &args) as i64, -1);
     }

@@ -212,8 +212,8 @@ impl GuestMemory {
                     .map_err(|_| MemoryError::BadRamSize(e.size))
             })
             .collect::<Result<_, _>>()?;
-        let mmap = GuestMemoryMmap::from_ranges(&ranges)
-            .map_err(|e| MemoryError::Alloc(e.to_string()))?;
+        let mmap =
+            GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Alloc(e.to_string()))?;
         Ok(GuestMemory { map, mmap })
     }
 

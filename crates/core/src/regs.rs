@@ -110,7 +110,10 @@ impl Segment {
             | u64::from(self.s) << 4
             | u64::from(self.dpl & 3) << 5
             | u64::from(self.present) << 7;
-        let flags = u64::from(self.avl) | u64::from(self.l) << 1 | u64::from(self.db) << 2 | u64::from(self.g) << 3;
+        let flags = u64::from(self.avl)
+            | u64::from(self.l) << 1
+            | u64::from(self.db) << 2
+            | u64::from(self.g) << 3;
         (limit & 0xffff)
             | (base & 0xff_ffff) << 16
             | access << 40
@@ -178,8 +181,14 @@ mod tests {
     #[test]
     fn flat_code_descriptor_matches_the_manual_encoding() {
         // The classic flat 32-bit ring-0 code descriptor.
-        assert_eq!(Segment::flat32(0x8, true).to_descriptor(), 0x00cf_9b00_0000_ffff);
-        assert_eq!(Segment::flat32(0x10, false).to_descriptor(), 0x00cf_9300_0000_ffff);
+        assert_eq!(
+            Segment::flat32(0x8, true).to_descriptor(),
+            0x00cf_9b00_0000_ffff
+        );
+        assert_eq!(
+            Segment::flat32(0x10, false).to_descriptor(),
+            0x00cf_9300_0000_ffff
+        );
         assert_eq!(Segment::code64(0x8).to_descriptor(), 0x00af_9b00_0000_ffff);
     }
 }

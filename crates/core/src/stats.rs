@@ -41,6 +41,9 @@ mod tests {
         s.count(ExitKind::PortIo);
         s.count(ExitKind::PortIo);
         s.count(ExitKind::Hlt);
-        assert_eq!(s.snapshot(), vec![(ExitKind::PortIo, 2), (ExitKind::Hlt, 1)]);
+        assert_eq!(
+            s.snapshot(),
+            vec![(ExitKind::PortIo, 2), (ExitKind::Hlt, 1)]
+        );
     }
 }

@@ -100,7 +100,12 @@ impl I8042 {
     }
 
     fn status(&self) -> u8 {
-        let mut s = STATUS_SYSTEM & if self.command_byte & CB_SYSTEM != 0 { 0xff } else { 0 };
+        let mut s = STATUS_SYSTEM
+            & if self.command_byte & CB_SYSTEM != 0 {
+                0xff
+            } else {
+                0
+            };
         if let Some(&(_, aux)) = self.out.front() {
             s |= STATUS_OBF;
             if aux {

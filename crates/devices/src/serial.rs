@@ -134,7 +134,11 @@ impl Uart16550 {
 
     /// The interrupt identification register, highest priority first.
     fn iir(&self) -> u8 {
-        let fifo = if self.fifo_enabled { IIR_FIFO_ENABLED } else { 0 };
+        let fifo = if self.fifo_enabled {
+            IIR_FIFO_ENABLED
+        } else {
+            0
+        };
         let id = if self.ier & IER_RDA != 0 && !self.rx.is_empty() {
             IIR_RDA
         } else if self.ier & IER_THRE != 0 && self.thre_pending {
@@ -375,9 +379,13 @@ mod tests {
         u.write(IER_DLM, &[IER_THRE]);
         assert_eq!(line.rises.load(Ordering::SeqCst), 1);
         assert_eq!(rd(&mut u, IIR_FCR) & 0x0f, IIR_THRE);
-        assert_eq!(rd(&mut u, IIR_FCR) & 0x0f, IIR_NONE, "reading IIR acks THRE");
-        u.write(RBR_THR_DLL, &[b'a']);
-        u.write(RBR_THR_DLL, &[b'b']);
+        assert_eq!(
+            rd(&mut u, IIR_FCR) & 0x0f,
+            IIR_NONE,
+            "reading IIR acks THRE"
+        );
+        u.write(RBR_THR_DLL, b"a");
+        u.write(RBR_THR_DLL, b"b");
         assert_eq!(line.rises.load(Ordering::SeqCst), 3);
     }
 

@@ -37,7 +37,12 @@ pub(crate) struct Image {
 impl Image {
     /// Starts an empty image that will be loaded at `load`.
     pub(crate) fn new(load: u64) -> Self {
-        Self { load, bytes: Vec::new(), used: Vec::new(), parts: Vec::new() }
+        Self {
+            load,
+            bytes: Vec::new(),
+            used: Vec::new(),
+            parts: Vec::new(),
+        }
     }
 
     /// The linear (== physical) address of image offset `offset`.
@@ -60,19 +65,34 @@ impl Image {
     ) -> Asm {
         let mut a = CodeAssembler::new(bitness)?;
         emit(&mut a)?;
-        let ip = if bitness == 16 { offset as u64 } else { self.linear(offset) };
+        let ip = if bitness == 16 {
+            offset as u64
+        } else {
+            self.linear(offset)
+        };
         let bytes = a.assemble(ip)?;
         self.place(what, offset, &bytes)?;
-        self.parts.push(CodePart { offset, len: bytes.len(), bitness });
+        self.parts.push(CodePart {
+            offset,
+            len: bytes.len(),
+            bitness,
+        });
         Ok(())
     }
 
     /// Copies `bytes` to `offset`, zero-padding any gap before it.
     pub(crate) fn place(&mut self, what: &'static str, offset: usize, bytes: &[u8]) -> Asm {
         let end = offset + bytes.len();
-        let overlaps = self.used.iter().any(|&(start, stop)| offset < stop && start < end);
+        let overlaps = self
+            .used
+            .iter()
+            .any(|&(start, stop)| offset < stop && start < end);
         if overlaps {
-            return Err(KitError::Layout { what, offset, len: bytes.len() });
+            return Err(KitError::Layout {
+                what,
+                offset,
+                len: bytes.len(),
+            });
         }
         if self.bytes.len() < end {
             self.bytes.resize(end, 0);
@@ -98,14 +118,16 @@ pub(crate) struct DataArea {
 impl DataArea {
     /// Starts an empty data area at image offset `offset`.
     pub(crate) fn new(offset: usize) -> Self {
-        Self { offset, bytes: Vec::new() }
+        Self {
+            offset,
+            bytes: Vec::new(),
+        }
     }
 
     /// Pads with zeros until the next byte is `align`-aligned.
     pub(crate) fn align(&mut self, align: usize) {
-        while (self.offset + self.bytes.len()) % align != 0 {
-            self.bytes.push(0);
-        }
+        let aligned = (self.offset + self.bytes.len()).next_multiple_of(align);
+        self.bytes.resize(aligned - self.offset, 0);
     }
 
     /// Appends raw bytes.

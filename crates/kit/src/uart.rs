@@ -36,7 +36,10 @@ pub(crate) struct Uart {
 impl Uart {
     /// Reserves the labels of the print routines in `a`.
     pub(crate) fn new(a: &mut CodeAssembler) -> Self {
-        Self { puts: a.create_label(), putc: a.create_label() }
+        Self {
+            puts: a.create_label(),
+            putc: a.create_label(),
+        }
     }
 
     /// Programs the line format and disables UART interrupts. The baud

@@ -35,7 +35,11 @@ pub fn to_kvm(table: &[CpuidEntry]) -> Result<CpuId, EngineError> {
         .map(|e| kvm_cpuid_entry2 {
             function: e.leaf,
             index: e.subleaf,
-            flags: if e.indexed { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 },
+            flags: if e.indexed {
+                KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+            } else {
+                0
+            },
             eax: e.result.eax,
             ebx: e.result.ebx,
             ecx: e.result.ecx,
@@ -45,7 +49,10 @@ pub fn to_kvm(table: &[CpuidEntry]) -> Result<CpuId, EngineError> {
         .collect();
     CpuId::from_entries(&entries).map_err(|_| EngineError::Guest {
         vcpu: 0,
-        what: format!("CPUID table of {} entries is too large for KVM", entries.len()),
+        what: format!(
+            "CPUID table of {} entries is too large for KVM",
+            entries.len()
+        ),
     })
 }
 

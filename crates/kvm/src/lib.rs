@@ -28,7 +28,9 @@ use std::sync::Arc;
 use alcazar_core::engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu};
 use alcazar_core::Machine;
 use kvm_bindings::{kvm_enable_cap, kvm_userspace_memory_region, KVM_MEM_READONLY};
-use kvm_ioctls::{Cap, Kvm, MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VmFd};
+use kvm_ioctls::{
+    Cap, Kvm, MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VmFd,
+};
 
 /// Where KVM may put the three pages of the real-mode TSS it needs on
 /// Intel hosts: just below the firmware area at the top of 4 GiB, inside
@@ -59,7 +61,9 @@ impl KvmEngine {
         let kvm = Kvm::new().map_err(|e| unavailable(format!("cannot open /dev/kvm: {e}")))?;
         let version = kvm.get_api_version();
         if version != 12 {
-            return Err(unavailable(format!("KVM API version {version}, expected 12")));
+            return Err(unavailable(format!(
+                "KVM API version {version}, expected 12"
+            )));
         }
         if !kvm.check_extension(Cap::ImmediateExit) {
             return Err(unavailable("KVM lacks KVM_CAP_IMMEDIATE_EXIT"));
@@ -100,7 +104,11 @@ impl Engine for KvmEngine {
 /// writes to it exit as MMIO (and are dropped by the bus).
 fn install_memory(vm: &VmFd, machine: &Machine) -> Result<(), EngineError> {
     for (slot, region) in machine.memory.host_regions().iter().enumerate() {
-        let flags = if region.read_only { KVM_MEM_READONLY } else { 0 };
+        let flags = if region.read_only {
+            KVM_MEM_READONLY
+        } else {
+            0
+        };
         let mem = kvm_userspace_memory_region {
             slot: slot as u32,
             flags,

@@ -36,7 +36,9 @@ pub struct KvmVcpu {
 
 impl std::fmt::Debug for KvmVcpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvmVcpu").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("KvmVcpu")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,7 +60,10 @@ impl KvmVcpu {
     }
 
     fn guest_error(&self, what: String) -> EngineError {
-        EngineError::Guest { vcpu: self.id, what }
+        EngineError::Guest {
+            vcpu: self.id,
+            what,
+        }
     }
 
     fn register_kicker(&mut self) -> Result<(), EngineError> {
@@ -70,7 +75,9 @@ impl KvmVcpu {
             source,
         })?;
         let target = self.target.clone();
-        self.machine.control.add_kicker(Box::new(move || target.kick()));
+        self.machine
+            .control
+            .add_kicker(Box::new(move || target.kick()));
         self.kicker_registered = true;
         Ok(())
     }
@@ -137,7 +144,10 @@ impl KvmVcpu {
             }
             Ok(KvmExit::X86Wrmsr(exit)) => {
                 stats.count(ExitKind::Msr);
-                if !matches!(hooks.msr_write(self.id, exit.index, exit.data), Some(Ok(()))) {
+                if !matches!(
+                    hooks.msr_write(self.id, exit.index, exit.data),
+                    Some(Ok(()))
+                ) {
                     *exit.error = 1;
                 }
             }
@@ -160,7 +170,10 @@ impl KvmVcpu {
             Ok(other) => {
                 stats.count(ExitKind::Other);
                 let what = format!("unexpected KVM exit {other:?}");
-                return Err(EngineError::Guest { vcpu: self.id, what });
+                return Err(EngineError::Guest {
+                    vcpu: self.id,
+                    what,
+                });
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 stats.count(ExitKind::Interrupted);
@@ -181,7 +194,7 @@ fn io_size(run: *const kvm_run, len: usize) -> usize {
     // plain integers and does not overlap the data area borrowed by the
     // exit.
     let size = unsafe { (*run).__bindgen_anon_1.io.size } as usize;
-    if matches!(size, 1 | 2 | 4) && len % size == 0 {
+    if matches!(size, 1 | 2 | 4) && len.is_multiple_of(size) {
         size
     } else {
         len.clamp(1, 4)

@@ -57,35 +57,72 @@ pub fn load_image(source: &BootSource) -> Result<BootImage, VmmError> {
     match source {
         BootSource::Kit { program } => {
             let kit = alcazar_kit::build(program)
-                .ok_or_else(|| ConfigError::new("boot.program", format!("\"{program}\""), "no such kit program", "run a program listed by the kit"))?
-                .map_err(|e| VmmError::Io { what: format!("assembling kit program {program}"), source: std::io::Error::other(e.to_string()) })?;
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "boot.program",
+                        format!("\"{program}\""),
+                        "no such kit program",
+                        "run a program listed by the kit",
+                    )
+                })?
+                .map_err(|e| VmmError::Io {
+                    what: format!("assembling kit program {program}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
             let mode = match kit.mode {
                 alcazar_kit::Mode::Real => FlatMode::Real,
                 alcazar_kit::Mode::Protected => FlatMode::Protected,
                 alcazar_kit::Mode::Long => FlatMode::Long,
             };
-            Ok(BootImage { code: kit.code, mode, load_address: kit.load_address })
+            Ok(BootImage {
+                code: kit.code,
+                mode,
+                load_address: kit.load_address,
+            })
         }
-        BootSource::Flat { image, mode, load_address } => {
+        BootSource::Flat {
+            image,
+            mode,
+            load_address,
+        } => {
             let code = std::fs::read(image).map_err(|e| {
-                ConfigError::new("boot.image", format!("\"{}\"", image.display()), format!("cannot read it ({e})"), "give the path of a readable flat binary")
+                ConfigError::new(
+                    "boot.image",
+                    format!("\"{}\"", image.display()),
+                    format!("cannot read it ({e})"),
+                    "give the path of a readable flat binary",
+                )
             })?;
-            Ok(BootImage { code, mode: *mode, load_address: *load_address })
+            Ok(BootImage {
+                code,
+                mode: *mode,
+                load_address: *load_address,
+            })
         }
     }
 }
 
 fn placement_error(image: &BootImage, problem: String, fix: &str) -> VmmError {
-    ConfigError::new("boot.load_address", format!("{:#x}", image.load_address), problem, fix.to_string()).into()
+    ConfigError::new(
+        "boot.load_address",
+        format!("{:#x}", image.load_address),
+        problem,
+        fix.to_string(),
+    )
+    .into()
 }
 
 /// Checks where `image` would land for `cpus` vCPUs and copies it into
 /// `memory`, with the GDT and (long mode) page tables.
 pub fn install(memory: &GuestMemory, image: &BootImage, cpus: u32) -> Result<(), VmmError> {
     let start = image.load_address;
-    let end = start
-        .checked_add(image.code.len() as u64)
-        .ok_or_else(|| placement_error(image, "image wraps around".into(), "choose a lower load address"))?;
+    let end = start.checked_add(image.code.len() as u64).ok_or_else(|| {
+        placement_error(
+            image,
+            "image wraps around".into(),
+            "choose a lower load address",
+        )
+    })?;
     let stacks_bottom = STACK_TOP - u64::from(cpus) * STACK_SIZE;
     if start < SYSTEM_AREA_END || (start < STACK_TOP && end > stacks_bottom) {
         return Err(placement_error(
@@ -94,14 +131,26 @@ pub fn install(memory: &GuestMemory, image: &BootImage, cpus: u32) -> Result<(),
             "load it at 0x10000 (small images) or at or above 0x100000",
         ));
     }
-    if image.mode == FlatMode::Real && (end > 0x10_0000 || start % 16 != 0) {
-        return Err(placement_error(image, "a real-mode image must be 16-byte aligned and end below 1 MiB".into(), "use the default 0x10000"));
+    if image.mode == FlatMode::Real && (end > 0x10_0000 || !start.is_multiple_of(16)) {
+        return Err(placement_error(
+            image,
+            "a real-mode image must be 16-byte aligned and end below 1 MiB".into(),
+            "use the default 0x10000",
+        ));
     }
     if image.mode != FlatMode::Long && end > 0x1_0000_0000 {
-        return Err(placement_error(image, "a 32-bit image must end below 4 GiB".into(), "choose a lower load address"));
+        return Err(placement_error(
+            image,
+            "a 32-bit image must end below 4 GiB".into(),
+            "choose a lower load address",
+        ));
     }
     memory.write(start, &image.code).map_err(|_| {
-        placement_error(image, format!("image {start:#x}..{end:#x} does not fit in guest RAM"), "give the VM more memory or load the image lower")
+        placement_error(
+            image,
+            format!("image {start:#x}..{end:#x} does not fit in guest RAM"),
+            "give the VM more memory or load the image lower",
+        )
     })?;
     write_gdt(memory, image.mode)?;
     if image.mode == FlatMode::Long {
@@ -118,7 +167,11 @@ fn code_segment(mode: FlatMode) -> Segment {
 }
 
 fn write_gdt(memory: &GuestMemory, mode: FlatMode) -> Result<(), VmmError> {
-    let entries = [0, code_segment(mode).to_descriptor(), Segment::flat32(DATA_SELECTOR, false).to_descriptor()];
+    let entries = [
+        0,
+        code_segment(mode).to_descriptor(),
+        Segment::flat32(DATA_SELECTOR, false).to_descriptor(),
+    ];
     for (i, e) in entries.iter().enumerate() {
         memory.write_u64(GDT_ADDRESS + 8 * i as u64, *e)?;
     }
@@ -145,7 +198,12 @@ fn write_identity_page_tables(memory: &GuestMemory) -> Result<(), VmmError> {
 
 /// The register state vCPU `id` of `count` starts with, given the engine's
 /// reset state `sregs` (whose TR/LDT and other defaults are kept).
-pub fn vcpu_state(image: &BootImage, id: u32, count: u32, mut sregs: SpecialRegs) -> (Regs, SpecialRegs) {
+pub fn vcpu_state(
+    image: &BootImage,
+    id: u32,
+    count: u32,
+    mut sregs: SpecialRegs,
+) -> (Regs, SpecialRegs) {
     let mut regs = Regs {
         rflags: RFLAGS_FIXED,
         rdi: u64::from(id),
@@ -172,8 +230,16 @@ pub fn vcpu_state(image: &BootImage, id: u32, count: u32, mut sregs: SpecialRegs
             sregs.cs = code_segment(image.mode);
             let data = Segment::flat32(DATA_SELECTOR, false);
             (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-            sregs.gdt = DescriptorTable { base: GDT_ADDRESS, limit: 23 };
-            sregs.tr = Segment { type_: 11, present: true, limit: 0x67, ..Default::default() };
+            sregs.gdt = DescriptorTable {
+                base: GDT_ADDRESS,
+                limit: 23,
+            };
+            sregs.tr = Segment {
+                type_: 11,
+                present: true,
+                limit: 0x67,
+                ..Default::default()
+            };
             regs.rsp = stack;
             regs.rip = image.load_address;
             sregs.cr0 = CR0_PE | CR0_ET;
@@ -200,7 +266,11 @@ mod tests {
     }
 
     fn image(mode: FlatMode, load_address: u64, len: usize) -> BootImage {
-        BootImage { code: vec![0x90; len], mode, load_address }
+        BootImage {
+            code: vec![0x90; len],
+            mode,
+            load_address,
+        }
     }
 
     #[test]

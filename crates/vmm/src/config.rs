@@ -179,7 +179,9 @@ impl VmConfig {
     }
 
     fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let table: Table = text.parse().map_err(|e: toml::de::Error| syntax_error(text, &e))?;
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| syntax_error(text, &e))?;
         check_keys(&table, TOP_KEYS, "", "top-level keys")?;
         let d = VmConfig::default();
         let config = VmConfig {
@@ -192,7 +194,8 @@ impl VmConfig {
                 Some(v) => parse_cpus_value("cpus", v)?,
                 None => d.cpus,
             },
-            engine: opt_str(&table, "engine")?.map_or(Ok(d.engine), |s| parse_engine("engine", &s))?,
+            engine: opt_str(&table, "engine")?
+                .map_or(Ok(d.engine), |s| parse_engine("engine", &s))?,
             serial: opt_str(&table, "serial")?
                 .map_or(Ok(d.serial), |s| parse_console("serial", &s, base))?,
             default_devices: opt_bool(&table, "default_devices")?.unwrap_or(true),
@@ -241,7 +244,12 @@ fn opt_str(t: &Table, key: &str) -> Result<Option<String>, ConfigError> {
     match t.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(ConfigError::new(key, show(v), "must be a string", format!("quote it: {key} = \"...\""))),
+        Some(v) => Err(ConfigError::new(
+            key,
+            show(v),
+            "must be a string",
+            format!("quote it: {key} = \"...\""),
+        )),
     }
 }
 
@@ -249,7 +257,12 @@ fn opt_bool(t: &Table, key: &str) -> Result<Option<bool>, ConfigError> {
     match t.get(key) {
         None => Ok(None),
         Some(Value::Boolean(b)) => Ok(Some(*b)),
-        Some(v) => Err(ConfigError::new(key, show(v), "must be true or false", format!("write {key} = true or {key} = false"))),
+        Some(v) => Err(ConfigError::new(
+            key,
+            show(v),
+            "must be true or false",
+            format!("write {key} = true or {key} = false"),
+        )),
     }
 }
 
@@ -257,7 +270,8 @@ fn opt_bool(t: &Table, key: &str) -> Result<Option<bool>, ConfigError> {
 pub fn parse_name(key: &str, s: &str) -> Result<String, ConfigError> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         && !s.starts_with('.');
     if ok {
         Ok(s.to_string())
@@ -312,7 +326,7 @@ fn check_memory(key: &str, shown: String, bytes: u64) -> Result<u64, ConfigError
     if !(MIN_RAM..=MAX_RAM).contains(&bytes) {
         return Err(memory_error(key, shown, "out of range"));
     }
-    if bytes % 4096 != 0 {
+    if !bytes.is_multiple_of(4096) {
         return Err(memory_error(key, shown, "not a multiple of 4 KiB"));
     }
     Ok(bytes)
@@ -322,7 +336,7 @@ fn parse_memory_value(key: &str, v: &Value) -> Result<u64, ConfigError> {
     match v {
         Value::String(s) => parse_memory(key, s),
         Value::Integer(n) if *n >= 0 => {
-            let bytes = (*n as u64).checked_mul(1 << 20).unwrap_or(u64::MAX);
+            let bytes = (*n as u64).saturating_mul(1 << 20);
             check_memory(key, n.to_string(), bytes)
         }
         other => Err(memory_error(key, show(other), "not a size")),
@@ -331,12 +345,20 @@ fn parse_memory_value(key: &str, v: &Value) -> Result<u64, ConfigError> {
 
 /// Parses a vCPU count.
 pub fn parse_cpus(key: &str, s: &str) -> Result<u32, ConfigError> {
-    let n: i64 = s.trim().parse().map_err(|_| cpus_error(key, format!("\"{s}\"")))?;
+    let n: i64 = s
+        .trim()
+        .parse()
+        .map_err(|_| cpus_error(key, format!("\"{s}\"")))?;
     check_cpus(key, n)
 }
 
 fn cpus_error(key: &str, shown: String) -> ConfigError {
-    ConfigError::new(key, shown, "not a valid vCPU count", format!("give a number from 1 to {MAX_CPUS}"))
+    ConfigError::new(
+        key,
+        shown,
+        "not a valid vCPU count",
+        format!("give a number from 1 to {MAX_CPUS}"),
+    )
 }
 
 fn check_cpus(key: &str, n: i64) -> Result<u32, ConfigError> {
@@ -360,7 +382,12 @@ pub fn parse_engine(key: &str, s: &str) -> Result<EngineChoice, ConfigError> {
         "auto" => Ok(EngineChoice::Auto),
         "kvm" => Ok(EngineChoice::Kvm),
         "emu" => Ok(EngineChoice::Emu),
-        _ => Err(ConfigError::new(key, format!("\"{s}\""), "unknown engine", "use \"kvm\", \"emu\" or \"auto\"")),
+        _ => Err(ConfigError::new(
+            key,
+            format!("\"{s}\""),
+            "unknown engine",
+            "use \"kvm\", \"emu\" or \"auto\"",
+        )),
     }
 }
 
@@ -368,13 +395,20 @@ pub fn parse_engine(key: &str, s: &str) -> Result<EngineChoice, ConfigError> {
 /// directory must exist (the file itself is created on first output).
 pub fn parse_console(key: &str, s: &str, base: &Path) -> Result<ConsoleTarget, ConfigError> {
     let bad = |problem: &str| {
-        ConfigError::new(key, format!("\"{s}\""), problem.to_string(), "use \"stdio\", \"none\" or \"file:PATH\"")
+        ConfigError::new(
+            key,
+            format!("\"{s}\""),
+            problem.to_string(),
+            "use \"stdio\", \"none\" or \"file:PATH\"",
+        )
     };
     match s {
         "stdio" => Ok(ConsoleTarget::Stdio),
         "none" => Ok(ConsoleTarget::None),
         _ => {
-            let path = s.strip_prefix("file:").ok_or_else(|| bad("unknown console target"))?;
+            let path = s
+                .strip_prefix("file:")
+                .ok_or_else(|| bad("unknown console target"))?;
             if path.is_empty() {
                 return Err(bad("empty file path"));
             }
@@ -401,7 +435,12 @@ fn parse_boot(v: Option<&Value>, base: &Path) -> Result<BootSource, ConfigError>
         return Ok(VmConfig::default().boot);
     };
     let Value::Table(t) = v else {
-        return Err(ConfigError::new("boot", show(v), "must be a table", "write a [boot] section"));
+        return Err(ConfigError::new(
+            "boot",
+            show(v),
+            "must be a table",
+            "write a [boot] section",
+        ));
     };
     let kind = opt_str(t, "kind")?.unwrap_or_else(|| "flat".into());
     match kind.as_str() {
@@ -432,9 +471,19 @@ fn parse_kit_boot(t: &Table) -> Result<BootSource, ConfigError> {
 }
 
 fn parse_flat_boot(t: &Table, base: &Path) -> Result<BootSource, ConfigError> {
-    check_keys(t, &["kind", "image", "mode", "load_address"], "boot.", "keys of a flat boot")?;
+    check_keys(
+        t,
+        &["kind", "image", "mode", "load_address"],
+        "boot.",
+        "keys of a flat boot",
+    )?;
     let image = opt_str(t, "image")?.ok_or_else(|| {
-        ConfigError::new("boot.image", "(missing)", "a flat boot needs an image", "add image = \"PATH\" to [boot]")
+        ConfigError::new(
+            "boot.image",
+            "(missing)",
+            "a flat boot needs an image",
+            "add image = \"PATH\" to [boot]",
+        )
     })?;
     let path = base.join(&image);
     if !path.is_file() {
@@ -480,28 +529,59 @@ fn parse_flat_boot(t: &Table, base: &Path) -> Result<BootSource, ConfigError> {
 fn parse_devices(v: Option<&Value>) -> Result<Vec<DeviceSpec>, ConfigError> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let Value::Array(items) = v else {
-        return Err(ConfigError::new("device", show(v), "must be a list of tables", "write each device as a [[device]] section"));
+        return Err(ConfigError::new(
+            "device",
+            show(v),
+            "must be a list of tables",
+            "write each device as a [[device]] section",
+        ));
     };
     let mut specs: Vec<DeviceSpec> = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let Value::Table(t) = item else {
-            return Err(ConfigError::new(format!("device[{index}]"), show(item), "must be a table", "write each device as a [[device]] section"));
+            return Err(ConfigError::new(
+                format!("device[{index}]"),
+                show(item),
+                "must be a table",
+                "write each device as a [[device]] section",
+            ));
         };
         let class = opt_str(t, "class")
-            .map_err(|e| ConfigError { key: format!("device[{index}].class"), ..e })?
+            .map_err(|e| ConfigError {
+                key: format!("device[{index}].class"),
+                ..e
+            })?
             .ok_or_else(|| {
-                ConfigError::new(format!("device[{index}].class"), "(missing)", "every device needs a class", "add class = \"serial\" (or another class)")
+                ConfigError::new(
+                    format!("device[{index}].class"),
+                    "(missing)",
+                    "every device needs a class",
+                    "add class = \"serial\" (or another class)",
+                )
             })?;
         let id = opt_str(t, "id")
-            .map_err(|e| ConfigError { key: format!("device[{index}].id"), ..e })?
+            .map_err(|e| ConfigError {
+                key: format!("device[{index}].id"),
+                ..e
+            })?
             .unwrap_or_else(|| format!("{class}{index}"));
         if specs.iter().any(|s| s.id == id) {
-            return Err(ConfigError::new(format!("device[{index}].id"), format!("\"{id}\""), "a device with this id already exists", "give every device its own id"));
+            return Err(ConfigError::new(
+                format!("device[{index}].id"),
+                format!("\"{id}\""),
+                "a device with this id already exists",
+                "give every device its own id",
+            ));
         }
         let mut params = t.clone();
         params.remove("class");
         params.remove("id");
-        specs.push(DeviceSpec { index, class, id, params });
+        specs.push(DeviceSpec {
+            index,
+            class,
+            id,
+            params,
+        });
     }
     Ok(specs)
 }
@@ -559,7 +639,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.devices.len(), 2);
-        assert_eq!(c.devices[0].params.get("port").and_then(|v| v.as_integer()), Some(0x2f8));
+        assert_eq!(
+            c.devices[0].params.get("port").and_then(|v| v.as_integer()),
+            Some(0x2f8)
+        );
         assert_eq!(c.devices[1].id, "i80421");
     }
 
@@ -572,8 +655,14 @@ mod tests {
     #[test]
     fn cpus_and_engine_are_checked() {
         assert_eq!(VmConfig::from_toml_str("cpus = 0").unwrap_err().key, "cpus");
-        assert_eq!(VmConfig::from_toml_str("cpus = 65").unwrap_err().key, "cpus");
-        assert_eq!(VmConfig::from_toml_str("engine = \"xen\"").unwrap_err().key, "engine");
+        assert_eq!(
+            VmConfig::from_toml_str("cpus = 65").unwrap_err().key,
+            "cpus"
+        );
+        assert_eq!(
+            VmConfig::from_toml_str("engine = \"xen\"").unwrap_err().key,
+            "engine"
+        );
         let c = VmConfig::from_toml_str("cpus = 2\nengine = \"kvm\"").unwrap();
         assert_eq!((c.cpus, c.engine), (2, EngineChoice::Kvm));
     }

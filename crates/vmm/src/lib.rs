@@ -31,7 +31,7 @@ pub mod error;
 pub mod registry;
 pub mod vm;
 
+pub use alcazar_devices::Uart16550;
 pub use config::VmConfig;
 pub use error::{ConfigError, VmmError};
-pub use alcazar_devices::Uart16550;
 pub use vm::Vm;

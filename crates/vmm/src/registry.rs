@@ -71,12 +71,42 @@ pub struct DeviceClass {
 
 /// Every device class, in the order defaults are created.
 pub static CLASSES: &[DeviceClass] = &[
-    DeviceClass { name: "serial", description: "16550A UART", keys: &["port", "irq", "output"], constructor: build_serial },
-    DeviceClass { name: "i8042", description: "8042 keyboard controller (reset line)", keys: &[], constructor: build_i8042 },
-    DeviceClass { name: "system-control", description: "system control port B (0x61)", keys: &[], constructor: build_system_control },
-    DeviceClass { name: "debug-exit", description: "isa-debug-exit compatible VM exit port", keys: &["port", "size"], constructor: build_debug_exit },
-    DeviceClass { name: "debugcon", description: "port 0xe9 debug console", keys: &["port", "output"], constructor: build_debugcon },
-    DeviceClass { name: "acpi-pm", description: "ACPI PM1a event/control blocks and PM timer", keys: &[], constructor: build_acpi_pm },
+    DeviceClass {
+        name: "serial",
+        description: "16550A UART",
+        keys: &["port", "irq", "output"],
+        constructor: build_serial,
+    },
+    DeviceClass {
+        name: "i8042",
+        description: "8042 keyboard controller (reset line)",
+        keys: &[],
+        constructor: build_i8042,
+    },
+    DeviceClass {
+        name: "system-control",
+        description: "system control port B (0x61)",
+        keys: &[],
+        constructor: build_system_control,
+    },
+    DeviceClass {
+        name: "debug-exit",
+        description: "isa-debug-exit compatible VM exit port",
+        keys: &["port", "size"],
+        constructor: build_debug_exit,
+    },
+    DeviceClass {
+        name: "debugcon",
+        description: "port 0xe9 debug console",
+        keys: &["port", "output"],
+        constructor: build_debugcon,
+    },
+    DeviceClass {
+        name: "acpi-pm",
+        description: "ACPI PM1a event/control blocks and PM timer",
+        keys: &[],
+        constructor: build_acpi_pm,
+    },
 ];
 
 /// Looks a class up by name.
@@ -107,9 +137,21 @@ pub fn default_specs() -> Vec<DeviceSpec> {
 
 impl DeviceClass {
     /// Validates `spec`'s keys and builds the device.
-    pub fn build(&self, spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-        if let Some(k) = spec.params.keys().find(|k| !self.keys.contains(&k.as_str())) {
-            let known = if self.keys.is_empty() { "none".to_string() } else { self.keys.join(", ") };
+    pub fn build(
+        &self,
+        spec: &DeviceSpec,
+        ctx: &BuildContext<'_>,
+    ) -> Result<BuiltDevice, ConfigError> {
+        if let Some(k) = spec
+            .params
+            .keys()
+            .find(|k| !self.keys.contains(&k.as_str()))
+        {
+            let known = if self.keys.is_empty() {
+                "none".to_string()
+            } else {
+                self.keys.join(", ")
+            };
             return Err(ConfigError::new(
                 spec.key(k),
                 show(&spec.params[k]),
@@ -121,24 +163,50 @@ impl DeviceClass {
     }
 }
 
-fn int_param(spec: &DeviceSpec, key: &str, default: u64, range: std::ops::RangeInclusive<u64>, fix: &str) -> Result<u64, ConfigError> {
+fn int_param(
+    spec: &DeviceSpec,
+    key: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    fix: &str,
+) -> Result<u64, ConfigError> {
     match spec.params.get(key) {
         None => Ok(default),
         Some(Value::Integer(n)) if *n >= 0 && range.contains(&(*n as u64)) => Ok(*n as u64),
-        Some(v) => Err(ConfigError::new(spec.key(key), show(v), "out of range", fix.to_string())),
+        Some(v) => Err(ConfigError::new(
+            spec.key(key),
+            show(v),
+            "out of range",
+            fix.to_string(),
+        )),
     }
 }
 
 fn port_param(spec: &DeviceSpec, default: u16, width: u64) -> Result<u64, ConfigError> {
     let max = 0x1_0000 - width;
-    int_param(spec, "port", u64::from(default), 0..=max, &format!("give an I/O port from 0 to {max:#x}"))
+    int_param(
+        spec,
+        "port",
+        u64::from(default),
+        0..=max,
+        &format!("give an I/O port from 0 to {max:#x}"),
+    )
 }
 
-fn output_param(spec: &DeviceSpec, ctx: &BuildContext<'_>, default: &ConsoleTarget) -> Result<ConsoleTarget, ConfigError> {
+fn output_param(
+    spec: &DeviceSpec,
+    ctx: &BuildContext<'_>,
+    default: &ConsoleTarget,
+) -> Result<ConsoleTarget, ConfigError> {
     match spec.params.get("output") {
         None => Ok(default.clone()),
         Some(Value::String(s)) => parse_console(&spec.key("output"), s, ctx.base),
-        Some(v) => Err(ConfigError::new(spec.key("output"), show(v), "must be a string", "use \"stdio\", \"none\" or \"file:PATH\"")),
+        Some(v) => Err(ConfigError::new(
+            spec.key("output"),
+            show(v),
+            "must be a string",
+            "use \"stdio\", \"none\" or \"file:PATH\"",
+        )),
     }
 }
 
@@ -149,7 +217,11 @@ fn no_irq() -> Arc<dyn IrqLine> {
 fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
     let port = port_param(spec, 0x3f8, 8)?;
     let _irq = int_param(spec, "irq", 4, 0..=15, "give an ISA IRQ from 0 to 15")?;
-    let default_out = if spec.id == "com1" { ctx.serial.clone() } else { ConsoleTarget::None };
+    let default_out = if spec.id == "com1" {
+        ctx.serial.clone()
+    } else {
+        ConsoleTarget::None
+    };
     let output = output_param(spec, ctx, &default_out)?;
     let uart = Arc::new(Mutex::new(Uart16550::new(sink_for(&output), no_irq())));
     Ok(BuiltDevice {
@@ -176,13 +248,29 @@ fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, Co
 
 fn build_system_control(_: &DeviceSpec, _: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
     let dev = Arc::new(Mutex::new(SystemControlB::new()));
-    Ok(BuiltDevice::one(IoSpace::Port, u64::from(system_control::PORT), 1, dev))
+    Ok(BuiltDevice::one(
+        IoSpace::Port,
+        u64::from(system_control::PORT),
+        1,
+        dev,
+    ))
 }
 
 fn build_debug_exit(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let size = int_param(spec, "size", u64::from(debug_exit::DEFAULT_SIZE), 1..=4, "give a size of 1, 2 or 4 ports")?;
+    let size = int_param(
+        spec,
+        "size",
+        u64::from(debug_exit::DEFAULT_SIZE),
+        1..=4,
+        "give a size of 1, 2 or 4 ports",
+    )?;
     if size == 3 {
-        return Err(ConfigError::new(spec.key("size"), 3, "out of range", "give a size of 1, 2 or 4 ports"));
+        return Err(ConfigError::new(
+            spec.key("size"),
+            3,
+            "out of range",
+            "give a size of 1, 2 or 4 ports",
+        ));
     }
     let port = port_param(spec, debug_exit::DEFAULT_PORT, size)?;
     let dev = Arc::new(Mutex::new(DebugExit::new(ctx.control.clone())));

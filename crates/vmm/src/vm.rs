@@ -106,7 +106,10 @@ impl Vm {
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
                 .spawn(move || vcpu_loop(vcpu, &machine, &halted))
-                .map_err(|source| VmmError::Io { what: "starting a vCPU thread".into(), source })?;
+                .map_err(|source| VmmError::Io {
+                    what: "starting a vCPU thread".into(),
+                    source,
+                })?;
             threads.push(thread);
         }
         let reason = self.machine.control.wait();
@@ -148,15 +151,31 @@ pub fn vcpu_loop(mut vcpu: Box<dyn Vcpu>, machine: &Machine, halted: &AtomicU32)
 /// The default devices (unless disabled), with `[[device]]` entries that
 /// reuse a default's id replacing it and the others appended.
 fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
-    let mut specs = if config.default_devices { registry::default_specs() } else { Vec::new() };
+    let mut specs = if config.default_devices {
+        registry::default_specs()
+    } else {
+        Vec::new()
+    };
     for spec in &config.devices {
         if registry::class(&spec.class).is_none() {
             let known: Vec<&str> = registry::CLASSES.iter().map(|c| c.name).collect();
-            return Err(ConfigError::new(spec.key("class"), format!("\"{}\"", spec.class), "unknown device class", format!("known classes: {}", known.join(", "))).into());
+            return Err(ConfigError::new(
+                spec.key("class"),
+                format!("\"{}\"", spec.class),
+                "unknown device class",
+                format!("known classes: {}", known.join(", ")),
+            )
+            .into());
         }
         match specs.iter_mut().find(|s| s.id == spec.id) {
             Some(existing) if existing.class != spec.class => {
-                return Err(ConfigError::new(spec.key("id"), format!("\"{}\"", spec.id), format!("that id is the default {} device", existing.class), "use another id, or the same class to reconfigure it").into());
+                return Err(ConfigError::new(
+                    spec.key("id"),
+                    format!("\"{}\"", spec.id),
+                    format!("that id is the default {} device", existing.class),
+                    "use another id, or the same class to reconfigure it",
+                )
+                .into());
             }
             Some(existing) => *existing = spec.clone(),
             None => specs.push(spec.clone()),
@@ -166,14 +185,32 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
 }
 
 /// Builds each device and puts it on the bus; returns COM1.
-fn add_devices(machine: &Machine, specs: &[DeviceSpec], config: &VmConfig) -> Result<Option<Arc<Mutex<Uart16550>>>, VmmError> {
-    let ctx = BuildContext { control: &machine.control, serial: &config.serial, base: Path::new(".") };
+fn add_devices(
+    machine: &Machine,
+    specs: &[DeviceSpec],
+    config: &VmConfig,
+) -> Result<Option<Arc<Mutex<Uart16550>>>, VmmError> {
+    let ctx = BuildContext {
+        control: &machine.control,
+        serial: &config.serial,
+        base: Path::new("."),
+    };
     let mut com1 = None;
     for spec in specs {
-        let class = registry::class(&spec.class).ok_or_else(|| ConfigError::new(spec.key("class"), &spec.class, "unknown device class", "see the registry"))?;
+        let class = registry::class(&spec.class).ok_or_else(|| {
+            ConfigError::new(
+                spec.key("class"),
+                &spec.class,
+                "unknown device class",
+                "see the registry",
+            )
+        })?;
         let built = class.build(spec, &ctx)?;
         for (space, base, len, device) in built.ranges {
-            machine.bus.insert(space, base, len, &spec.id, device).map_err(|e| overlap_error(spec, e))?;
+            machine
+                .bus
+                .insert(space, base, len, &spec.id, device)
+                .map_err(|e| overlap_error(spec, e))?;
         }
         if spec.id == "com1" {
             com1 = built.uart;
@@ -183,7 +220,11 @@ fn add_devices(machine: &Machine, specs: &[DeviceSpec], config: &VmConfig) -> Re
 }
 
 fn overlap_error(spec: &DeviceSpec, e: BusError) -> VmmError {
-    let key = if spec.index == 0 && spec.params.is_empty() { format!("device \"{}\"", spec.id) } else { spec.key("port") };
+    let key = if spec.index == 0 && spec.params.is_empty() {
+        format!("device \"{}\"", spec.id)
+    } else {
+        spec.key("port")
+    };
     match e {
         BusError::Overlap { space, base, end, other, other_base, other_end, .. } => ConfigError::new(
             key,

@@ -70,7 +70,9 @@ fn guest() -> Vec<u8> {
 fn an_embedder_drives_a_guest_through_its_own_device_and_hooks() {
     let engine = match KvmEngine::new() {
         Ok(e) => e,
-        Err(e) if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") => panic!("kvm required: {e}"),
+        Err(e) if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") => {
+            panic!("kvm required: {e}")
+        }
         Err(e) => return eprintln!("SKIPPED embedding example: {e}"),
     };
 
@@ -79,15 +81,36 @@ fn an_embedder_drives_a_guest_through_its_own_device_and_hooks() {
     let machine = Machine::new(memory, 1);
 
     // 2. The embedder's device and hooks.
-    let answer = Arc::new(Mutex::new(Answer { written: Vec::new() }));
-    machine.bus.insert(IoSpace::Port, u64::from(ANSWER_PORT), 1, "answer", answer.clone()).unwrap();
+    let answer = Arc::new(Mutex::new(Answer {
+        written: Vec::new(),
+    }));
+    machine
+        .bus
+        .insert(
+            IoSpace::Port,
+            u64::from(ANSWER_PORT),
+            1,
+            "answer",
+            answer.clone(),
+        )
+        .unwrap();
     let double = |_vcpu: u32, args: &HypercallArgs| args.a0 * 2;
-    machine.hooks.register_hypercall(7, Arc::new(double)).unwrap();
+    machine
+        .hooks
+        .register_hypercall(7, Arc::new(double))
+        .unwrap();
     let scratch = Arc::new(ScratchMsr(AtomicU64::new(0)));
-    machine.hooks.hook_msr(SCRATCH_MSR, scratch.clone()).unwrap();
+    machine
+        .hooks
+        .hook_msr(SCRATCH_MSR, scratch.clone())
+        .unwrap();
 
     // 3. Load the guest, create the vCPU, run it until it halts.
-    let image = BootImage { code: guest(), mode: FlatMode::Long, load_address: boot::DEFAULT_LOAD_ADDRESS };
+    let image = BootImage {
+        code: guest(),
+        mode: FlatMode::Long,
+        load_address: boot::DEFAULT_LOAD_ADDRESS,
+    };
     boot::install(&machine.memory, &image, 1).unwrap();
     let machine = Arc::new(machine);
     let vm = engine.create_vm(machine.clone()).unwrap();
@@ -99,7 +122,11 @@ fn an_embedder_drives_a_guest_through_its_own_device_and_hooks() {
 
     // 4. What the guest did.
     assert_eq!(answer.lock().unwrap().written, vec![43]);
-    assert_eq!(scratch.0.load(Ordering::SeqCst), 40, "hypercall result written through the MSR hook");
+    assert_eq!(
+        scratch.0.load(Ordering::SeqCst),
+        40,
+        "hypercall result written through the MSR hook"
+    );
     assert_eq!(vcpu.regs().unwrap().rax, 40);
     let stats = machine.vcpu_stats(0).snapshot();
     assert!(!stats.is_empty());

@@ -42,7 +42,9 @@ fn run_kit(program: &str, cpus: u32) -> (i32, String) {
         cpus,
         engine: EngineChoice::Kvm,
         serial: ConsoleTarget::File(out.clone()),
-        boot: BootSource::Kit { program: program.into() },
+        boot: BootSource::Kit {
+            program: program.into(),
+        },
         ..VmConfig::default()
     };
     let vm = Vm::create(&config).unwrap_or_else(|e| panic!("{program}: {e}"));
@@ -58,12 +60,15 @@ fn check(program: &str, cpus: u32, expect: &Expect) {
     let (status, text) = run_kit(program, cpus);
     let mut rest = text.as_str();
     for line in &expect.output {
-        let at = rest
-            .find(line)
-            .unwrap_or_else(|| panic!("{program}: expected {line:?} in order; UART output was:\n{text}"));
+        let at = rest.find(line).unwrap_or_else(|| {
+            panic!("{program}: expected {line:?} in order; UART output was:\n{text}")
+        });
         rest = &rest[at + line.len()..];
     }
-    assert_eq!(status, expect.status, "{program}: exit status; UART output was:\n{text}");
+    assert_eq!(
+        status, expect.status,
+        "{program}: exit status; UART output was:\n{text}"
+    );
 }
 
 fn expect_of(program: &str) -> Expect {

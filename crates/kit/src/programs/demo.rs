@@ -20,10 +20,10 @@ use iced_x86::{Code, Instruction, MemoryOperand};
 
 use super::{finish, Built, Info};
 use crate::arch::{
-    CODE32_FLAT, CODE64, CR0_PE, CR0_PG, CR4_PAE, DATA_FLAT, EFER_LME, MSR_EFER, NULL_DESCRIPTOR, PAGE_SIZE,
-    PDE_LARGE, PTE_RW,
+    CODE32_FLAT, CODE64, CR0_PE, CR0_PG, CR4_PAE, DATA_FLAT, EFER_LME, MSR_EFER, NULL_DESCRIPTOR,
+    PAGE_SIZE, PDE_LARGE, PTE_RW,
 };
-use crate::cpu::{load_data_segments, push_gdt, set_stack};
+use crate::cpu::{load_data_segments, push_gdt, set_stack, STACK_TOP};
 use crate::image::{addr32, offset16, Asm, DataArea, Image};
 use crate::uart::{bsp_only, power_off, Uart};
 use crate::{Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS};
@@ -75,7 +75,11 @@ pub(crate) fn build() -> Result<Built, KitError> {
     let protected = data.push_cstr(PROTECTED);
     let long = data.push_cstr(LONG);
     let off = data.push_cstr(POWER_OFF);
-    let gdtr = push_gdt(&mut data, load, &[NULL_DESCRIPTOR, CODE32_FLAT, DATA_FLAT, CODE64])?;
+    let gdtr = push_gdt(
+        &mut data,
+        load,
+        &[NULL_DESCRIPTOR, CODE32_FLAT, DATA_FLAT, CODE64],
+    )?;
     data.place_into(&mut image)?;
 
     let addrs = Addrs {
@@ -127,7 +131,11 @@ fn part16(a: &mut CodeAssembler, addrs: &Addrs) -> Asm {
     a.mov(cr0, eax)?;
     // The target offset is above 0xffff, so the 16-bit part needs the
     // ptr16:32 form (0x66 EA) rather than code_asm's default ptr16:16.
-    a.add_instruction(Instruction::with_far_branch(Code::Jmp_ptr1632, CODE32_SEL, addrs.part32)?)?;
+    a.add_instruction(Instruction::with_far_branch(
+        Code::Jmp_ptr1632,
+        CODE32_SEL,
+        addrs.part32,
+    )?)?;
     uart.emit_routines(a)
 }
 
@@ -179,8 +187,12 @@ fn identity_map_2mib(a: &mut CodeAssembler) -> Asm {
 /// Long mode: print two lines and power off.
 fn part64(a: &mut CodeAssembler, addrs: &Addrs) -> Asm {
     // DS/ES/SS still hold the flat data selector; in 64-bit mode their
-    // bases are ignored anyway (SDM 3.4.4). Only RSP needs a 64-bit value.
-    set_stack(a)?;
+    // bases are ignored anyway (SDM 3.4.4). RSP needs a full 64-bit value:
+    // the upper halves of registers are undefined after running in
+    // compatibility mode (SDM Vol. 1, 3.4.1.1). Only the bootstrap CPU gets
+    // here, and `rep stosd` reused EDI, so use vCPU 0's stack top directly;
+    // writing ESP zero-extends into RSP.
+    a.mov(esp, STACK_TOP)?;
     let mut uart = Uart::new(a);
     uart.print(a, addrs.long)?;
     uart.print(a, addrs.power_off)?;

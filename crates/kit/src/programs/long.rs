@@ -30,7 +30,8 @@ use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "long-hello",
-    description: "64-bit long mode: builds and loads its own page tables, checks a non-identity mapping",
+    description:
+        "64-bit long mode: builds and loads its own page tables, checks a non-identity mapping",
     mode: Mode::Long,
 };
 
@@ -113,7 +114,12 @@ fn build_tables(a: &mut CodeAssembler) -> Result<(), KitError> {
 }
 
 /// Writes [`MAGIC`] through the alias and reads it back physically.
-fn check_alias(a: &mut CodeAssembler, uart: &mut Uart, ok: u32, failed: u32) -> Result<(), KitError> {
+fn check_alias(
+    a: &mut CodeAssembler,
+    uart: &mut Uart,
+    ok: u32,
+    failed: u32,
+) -> Result<(), KitError> {
     let mut bad = a.create_label();
     a.mov(dword_ptr(ALIAS_LINEAR), MAGIC)?;
     a.cmp(dword_ptr(ALIAS_PHYSICAL), MAGIC)?;

@@ -40,12 +40,30 @@ impl Entry {
 
 /// Every program, in the order [`crate::names`] lists them.
 pub(crate) const REGISTRY: &[Entry] = &[
-    Entry { name: real::INFO.name, build: real::build },
-    Entry { name: protected::INFO.name, build: protected::build },
-    Entry { name: long::INFO.name, build: long::build },
-    Entry { name: demo::INFO.name, build: demo::build },
-    Entry { name: sweep::INFO.name, build: sweep::build },
-    Entry { name: smp::INFO.name, build: smp::build },
+    Entry {
+        name: real::INFO.name,
+        build: real::build,
+    },
+    Entry {
+        name: protected::INFO.name,
+        build: protected::build,
+    },
+    Entry {
+        name: long::INFO.name,
+        build: long::build,
+    },
+    Entry {
+        name: demo::INFO.name,
+        build: demo::build,
+    },
+    Entry {
+        name: sweep::INFO.name,
+        build: sweep::build,
+    },
+    Entry {
+        name: smp::INFO.name,
+        build: smp::build,
+    },
 ];
 
 /// The registry row called `name`.

@@ -21,7 +21,8 @@ use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "protected-hello",
-    description: "32-bit protected mode: loads its own GDT (code 0x18, data 0x20), reloads CS by far jump",
+    description:
+        "32-bit protected mode: loads its own GDT (code 0x18, data 0x20), reloads CS by far jump",
     mode: Mode::Protected,
 };
 
@@ -47,7 +48,13 @@ pub(crate) fn build() -> Result<Built, KitError> {
     let load = DEFAULT_LOAD_ADDRESS;
     let mut image = Image::new(load);
     let mut data = DataArea::new(DATA);
-    let gdt = [NULL_DESCRIPTOR, NULL_DESCRIPTOR, NULL_DESCRIPTOR, CODE32_FLAT, DATA_FLAT];
+    let gdt = [
+        NULL_DESCRIPTOR,
+        NULL_DESCRIPTOR,
+        NULL_DESCRIPTOR,
+        CODE32_FLAT,
+        DATA_FLAT,
+    ];
     let gdtr = push_gdt(&mut data, load, &gdt)?;
     let ok = data.push_cstr("kit: protected mode ok, own GDT loaded\n");
     let failed = data.push_cstr("kit: protected mode FAILED\n");

@@ -13,7 +13,8 @@ use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "real-hello",
-    description: "16-bit real mode: prints a DS-relative string through the UART, exits via debug-exit",
+    description:
+        "16-bit real mode: prints a DS-relative string through the UART, exits via debug-exit",
     mode: Mode::Real,
 };
 
@@ -47,6 +48,9 @@ pub(crate) fn build() -> Result<Built, KitError> {
         uart.emit_routines(a)
     })?;
 
-    let expect = Expect { output: vec!["kit: real mode ok"], status: debug_exit_status(KIT_PASS) };
+    let expect = Expect {
+        output: vec!["kit: real mode ok"],
+        status: debug_exit_status(KIT_PASS),
+    };
     Ok(finish(image, &INFO, expect))
 }

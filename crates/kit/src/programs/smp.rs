@@ -26,7 +26,8 @@ use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "smp-hello",
-    description: "64-bit long mode on every vCPU: spinlocked prints in index order, atomic arrival counter",
+    description:
+        "64-bit long mode on every vCPU: spinlocked prints in index order, atomic arrival counter",
     mode: Mode::Long,
 };
 
@@ -58,7 +59,12 @@ pub(crate) fn build() -> Result<Built, KitError> {
     ];
     data.place_into(&mut image)?;
     let [cpu, up, all, cpus_up] = offsets.map(|offset| addr32("string", image.linear(offset)));
-    let strings = Strings { cpu: cpu?, up: up?, all: all?, cpus_up: cpus_up? };
+    let strings = Strings {
+        cpu: cpu?,
+        up: up?,
+        all: all?,
+        cpus_up: cpus_up?,
+    };
 
     image.code("smp-hello code", CODE, 64, |a| emit(a, &strings))?;
     Ok(finish(image, &INFO, smp_expect(1)))
@@ -183,10 +189,16 @@ const ALL_UP: [&str; 16] = lines!("kit: all ", " cpus up"; 1 2 3 4 5 6 7 8 9 10 
 /// leaked strings (fine for tests, which call this a few times).
 pub fn smp_expect(cpus: u32) -> Expect {
     let cpus = cpus.max(1);
-    let mut output: Vec<&'static str> =
-        (0..cpus).map(|i| line(&CPU_UP, i as usize, || format!("kit: cpu {i} up"))).collect();
-    output.push(line(&ALL_UP, cpus as usize - 1, || format!("kit: all {cpus} cpus up")));
-    Expect { output, status: debug_exit_status(KIT_PASS) }
+    let mut output: Vec<&'static str> = (0..cpus)
+        .map(|i| line(&CPU_UP, i as usize, || format!("kit: cpu {i} up")))
+        .collect();
+    output.push(line(&ALL_UP, cpus as usize - 1, || {
+        format!("kit: all {cpus} cpus up")
+    }));
+    Expect {
+        output,
+        status: debug_exit_status(KIT_PASS),
+    }
 }
 
 /// `table[index]`, or a leaked copy of `make()` beyond the table.

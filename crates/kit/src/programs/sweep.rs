@@ -83,7 +83,10 @@ pub(crate) fn build() -> Result<Built, KitError> {
         uart.emit_routines(a)
     })?;
 
-    let expect = Expect { output: vec!["kit: port sweep done"], status: debug_exit_status(KIT_PASS) };
+    let expect = Expect {
+        output: vec!["kit: port sweep done"],
+        status: debug_exit_status(KIT_PASS),
+    };
     Ok(finish(image, &INFO, expect))
 }
 

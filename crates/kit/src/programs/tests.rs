@@ -5,20 +5,31 @@ use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 
 use super::{find, Built, REGISTRY};
 use crate::image::CodePart;
-use crate::{all, build, debug_exit_status, names, smp_expect, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{
+    all, build, debug_exit_status, names, smp_expect, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS,
+};
 
 /// Everything the kit may occupy from the load address up (see crate docs).
 const MAX_IMAGE: usize = 0x70000;
 
 fn built(name: &str) -> Built {
-    find(name).expect("program is registered").build().expect("program assembles")
+    find(name)
+        .expect("program is registered")
+        .build()
+        .expect("program assembles")
 }
 
 /// Decodes one code part with the IP it was assembled for.
 fn decode(built: &Built, part: &CodePart) -> Vec<Instruction> {
     let bytes = &built.program.code[part.offset..part.offset + part.len];
-    let ip = if part.bitness == 16 { part.offset as u64 } else { built.program.load_address + part.offset as u64 };
-    Decoder::with_ip(part.bitness, bytes, ip, DecoderOptions::NONE).into_iter().collect()
+    let ip = if part.bitness == 16 {
+        part.offset as u64
+    } else {
+        built.program.load_address + part.offset as u64
+    };
+    Decoder::with_ip(part.bitness, bytes, ip, DecoderOptions::NONE)
+        .into_iter()
+        .collect()
 }
 
 fn far_jumps(instructions: &[Instruction]) -> Vec<(u16, u32)> {
@@ -35,8 +46,16 @@ fn every_program_assembles() {
     assert_eq!(programs.len(), REGISTRY.len());
     for program in programs {
         assert!(!program.code.is_empty(), "{} is empty", program.name);
-        assert!(program.code.len() < MAX_IMAGE, "{} is too big", program.name);
-        assert_eq!(program.load_address, DEFAULT_LOAD_ADDRESS, "{}", program.name);
+        assert!(
+            program.code.len() < MAX_IMAGE,
+            "{} is too big",
+            program.name
+        );
+        assert_eq!(
+            program.load_address, DEFAULT_LOAD_ADDRESS,
+            "{}",
+            program.name
+        );
         assert!(!program.description.is_empty(), "{}", program.name);
         assert!(!program.expect.output.is_empty(), "{}", program.name);
     }
@@ -44,7 +63,14 @@ fn every_program_assembles() {
 
 #[test]
 fn names_are_the_documented_ones_and_each_builds() {
-    let expected = ["real-hello", "protected-hello", "long-hello", "demo", "port-sweep", "smp-hello"];
+    let expected = [
+        "real-hello",
+        "protected-hello",
+        "long-hello",
+        "demo",
+        "port-sweep",
+        "smp-hello",
+    ];
     assert_eq!(names(), expected);
     for name in expected {
         let program = build(name).expect("known name").expect("assembles");
@@ -66,7 +92,12 @@ fn every_code_part_decodes_without_invalid_instructions() {
             let instructions = decode(&built, part);
             assert!(!instructions.is_empty());
             let invalid = instructions.iter().find(|i| i.is_invalid());
-            assert!(invalid.is_none(), "{}: invalid instruction in {part:?} at {:#x}", entry.name, invalid.map_or(0, |i| i.ip()));
+            assert!(
+                invalid.is_none(),
+                "{}: invalid instruction in {part:?} at {:#x}",
+                entry.name,
+                invalid.map_or(0, |i| i.ip())
+            );
         }
     }
 }
@@ -75,8 +106,16 @@ fn every_code_part_decodes_without_invalid_instructions() {
 fn first_part_matches_the_start_mode() {
     for entry in REGISTRY {
         let built = built(entry.name);
-        let first = built.parts.iter().min_by_key(|part| part.offset).expect("has code");
-        assert_eq!(first.offset, 0, "{} must start executing at its first byte", entry.name);
+        let first = built
+            .parts
+            .iter()
+            .min_by_key(|part| part.offset)
+            .expect("has code");
+        assert_eq!(
+            first.offset, 0,
+            "{} must start executing at its first byte",
+            entry.name
+        );
         let bitness = match built.program.mode {
             Mode::Real => 16,
             Mode::Protected => 32,
@@ -89,10 +128,17 @@ fn first_part_matches_the_start_mode() {
 #[test]
 fn demo_parts_decode_at_their_bitness() {
     let demo = built("demo");
-    let bitnesses: Vec<(usize, u32)> = demo.parts.iter().map(|part| (part.offset, part.bitness)).collect();
+    let bitnesses: Vec<(usize, u32)> = demo
+        .parts
+        .iter()
+        .map(|part| (part.offset, part.bitness))
+        .collect();
     assert_eq!(bitnesses, [(0x000, 16), (0x400, 32), (0x800, 64)]);
     for part in &demo.parts {
-        assert!(decode(&demo, part).iter().all(|i| !i.is_invalid()), "{part:?}");
+        assert!(
+            decode(&demo, part).iter().all(|i| !i.is_invalid()),
+            "{part:?}"
+        );
     }
 }
 
@@ -100,8 +146,14 @@ fn demo_parts_decode_at_their_bitness() {
 fn demo_far_jumps_climb_from_real_to_long_mode() {
     let demo = built("demo");
     let load = demo.program.load_address as u32;
-    assert_eq!(far_jumps(&decode(&demo, &demo.parts[0])), [(0x08, load + 0x400)]);
-    assert_eq!(far_jumps(&decode(&demo, &demo.parts[1])), [(0x18, load + 0x800)]);
+    assert_eq!(
+        far_jumps(&decode(&demo, &demo.parts[0])),
+        [(0x08, load + 0x400)]
+    );
+    assert_eq!(
+        far_jumps(&decode(&demo, &demo.parts[1])),
+        [(0x18, load + 0x800)]
+    );
     assert!(far_jumps(&decode(&demo, &demo.parts[2])).is_empty());
 }
 
@@ -116,7 +168,10 @@ fn demo_loads_its_gdt_with_a_32_bit_base() {
 fn protected_hello_reloads_cs_with_its_own_selector() {
     let program = built("protected-hello");
     let load = program.program.load_address as u32;
-    assert_eq!(far_jumps(&decode(&program, &program.parts[0])), [(0x18, load + 0x100)]);
+    assert_eq!(
+        far_jumps(&decode(&program, &program.parts[0])),
+        [(0x18, load + 0x100)]
+    );
 }
 
 #[test]
@@ -127,11 +182,16 @@ fn absolute_memory_operands_stay_clear_of_the_vmm_tables() {
         let built = built(entry.name);
         for part in built.parts.iter().filter(|part| part.bitness != 16) {
             for instruction in decode(&built, part) {
-                let absolute = (0..instruction.op_count()).any(|n| instruction.op_kind(n) == OpKind::Memory)
+                let absolute = (0..instruction.op_count())
+                    .any(|n| instruction.op_kind(n) == OpKind::Memory)
                     && instruction.memory_base() == Register::None
                     && instruction.memory_index() == Register::None;
                 if absolute {
-                    assert!(instruction.memory_displacement64() >= 0x8000, "{}: {instruction}", entry.name);
+                    assert!(
+                        instruction.memory_displacement64() >= 0x8000,
+                        "{}: {instruction}",
+                        entry.name
+                    );
                 }
             }
         }
@@ -140,9 +200,21 @@ fn absolute_memory_operands_stay_clear_of_the_vmm_tables() {
 
 #[test]
 fn expectations_use_the_documented_statuses() {
-    let status = |name: &str| build(name).expect("known").expect("assembles").expect.status;
+    let status = |name: &str| {
+        build(name)
+            .expect("known")
+            .expect("assembles")
+            .expect
+            .status
+    };
     assert_eq!(debug_exit_status(KIT_PASS), 0x21);
-    for name in ["real-hello", "protected-hello", "long-hello", "port-sweep", "smp-hello"] {
+    for name in [
+        "real-hello",
+        "protected-hello",
+        "long-hello",
+        "port-sweep",
+        "smp-hello",
+    ] {
         assert_eq!(status(name), 0x21, "{name}");
     }
     assert_eq!(status("demo"), 0);
@@ -150,8 +222,14 @@ fn expectations_use_the_documented_statuses() {
 
 #[test]
 fn smp_expect_lists_every_cpu_in_index_order() {
-    assert_eq!(smp_expect(1).output, ["kit: cpu 0 up", "kit: all 1 cpus up"]);
-    assert_eq!(smp_expect(2).output, ["kit: cpu 0 up", "kit: cpu 1 up", "kit: all 2 cpus up"]);
+    assert_eq!(
+        smp_expect(1).output,
+        ["kit: cpu 0 up", "kit: all 1 cpus up"]
+    );
+    assert_eq!(
+        smp_expect(2).output,
+        ["kit: cpu 0 up", "kit: cpu 1 up", "kit: all 2 cpus up"]
+    );
     let many = smp_expect(20);
     assert_eq!(many.output.len(), 21);
     assert_eq!(many.output[19], "kit: cpu 19 up");
@@ -163,7 +241,10 @@ fn smp_expect_lists_every_cpu_in_index_order() {
 fn messages_live_inside_the_image() {
     for program in all().expect("assembles") {
         for line in &program.expect.output {
-            let found = program.code.windows(line.len()).any(|window| window == line.as_bytes());
+            let found = program
+                .code
+                .windows(line.len())
+                .any(|window| window == line.as_bytes());
             // smp-hello builds its lines from pieces around the numbers.
             if program.name != "smp-hello" {
                 assert!(found, "{}: {line:?} not in image", program.name);
