@@ -1,0 +1,197 @@
+//! Decode once: the decoded-block cache and the code-page table.
+//!
+//! iced-x86 decodes an instruction once; the result, with the handler
+//! chosen for it, is kept in a [`Block`] (straight-line code up to a branch
+//! or a page end) keyed by the physical address and code size it was
+//! decoded at. Each vCPU has its own cache.
+//!
+//! Memory that held decoded code can be rewritten (self-modifying code,
+//! page reuse, DMA). [`CodePages`], shared by all vCPUs, keeps one word per
+//! physical page: a "has code" bit and a generation number. A block records
+//! the generations of the pages it came from and is valid only while they
+//! are unchanged. A store to a page with the code bit bumps the generation
+//! (and clears the bit); the MMU never caches write translations for such
+//! pages, so every such store is seen.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use iced_x86::Instruction;
+
+use crate::exec::Handler;
+
+const CODE_BIT: u32 = 1 << 31;
+
+/// Per-physical-page code state for one VM.
+#[derive(Debug)]
+pub struct CodePages {
+    pages: Box<[AtomicU32]>,
+}
+
+impl CodePages {
+    /// A table covering physical addresses below `phys_end`.
+    pub fn new(phys_end: u64) -> Self {
+        let n = (phys_end.div_ceil(4096)) as usize;
+        CodePages {
+            pages: (0..n).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn slot(&self, phys: u64) -> Option<&AtomicU32> {
+        self.pages.get((phys >> 12) as usize)
+    }
+
+    /// Whether the page holding `phys` has decoded code.
+    #[inline]
+    pub fn has_code(&self, phys: u64) -> bool {
+        self.slot(phys)
+            .is_some_and(|s| s.load(Ordering::Relaxed) & CODE_BIT != 0)
+    }
+
+    /// The generation of the page holding `phys`.
+    #[inline]
+    pub fn generation(&self, phys: u64) -> u32 {
+        self.slot(phys)
+            .map_or(0, |s| s.load(Ordering::Acquire) & !CODE_BIT)
+    }
+
+    /// Marks the page holding `phys` as containing code; returns its
+    /// generation.
+    pub fn mark_code(&self, phys: u64) -> u32 {
+        match self.slot(phys) {
+            Some(s) => s.fetch_or(CODE_BIT, Ordering::AcqRel) & !CODE_BIT,
+            None => 0,
+        }
+    }
+
+    /// Called for a store to `phys` (or DMA into it): if the page has code,
+    /// invalidates it. Returns whether it did.
+    #[inline]
+    pub fn note_write(&self, phys: u64) -> bool {
+        let Some(s) = self.slot(phys) else {
+            return false;
+        };
+        if s.load(Ordering::Relaxed) & CODE_BIT == 0 {
+            return false;
+        }
+        let _ = s.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+            Some(((v & !CODE_BIT).wrapping_add(1)) & !CODE_BIT)
+        });
+        true
+    }
+}
+
+/// One decoded instruction with its handler.
+#[derive(Clone, Copy)]
+pub struct Decoded {
+    /// The instruction, as iced-x86 decoded it.
+    pub insn: Instruction,
+    /// The function that executes it.
+    pub handler: Handler,
+}
+
+/// A run of decoded instructions.
+pub struct Block {
+    /// The instructions, in order.
+    pub insns: Vec<Decoded>,
+    /// (physical page, generation) of every page the bytes came from.
+    pub pages: [(u64, u32); 2],
+    /// How many of `pages` are used (1 or 2).
+    pub page_count: u8,
+    /// The RIP it was decoded at (branch targets and RIP-relative
+    /// addresses are resolved against it).
+    pub rip: u64,
+}
+
+impl Block {
+    /// Whether the code this block was decoded from is unchanged.
+    #[inline]
+    pub fn valid(&self, code: &CodePages) -> bool {
+        self.pages[..self.page_count as usize]
+            .iter()
+            .all(|&(p, g)| code.generation(p) == g && code.has_code(p))
+    }
+}
+
+/// A vCPU's decoded blocks, keyed by physical address and code size.
+#[derive(Default)]
+pub struct BlockCache {
+    blocks: HashMap<u64, std::sync::Arc<Block>, BuildKeyHasher>,
+    /// Blocks decoded so far (telemetry).
+    pub decoded: u64,
+}
+
+impl BlockCache {
+    /// The key of a block at `phys` decoded with `bitness`.
+    #[inline]
+    pub fn key(phys: u64, bitness: u32) -> u64 {
+        phys | (u64::from(bitness) << 56)
+    }
+
+    /// A valid block at `key`, if cached.
+    #[inline]
+    pub fn get(&self, key: u64, code: &CodePages) -> Option<std::sync::Arc<Block>> {
+        let b = self.blocks.get(&key)?;
+        b.valid(code).then(|| b.clone())
+    }
+
+    /// Caches `block` at `key`.
+    pub fn insert(&mut self, key: u64, block: std::sync::Arc<Block>) {
+        if self.blocks.len() > 1 << 18 {
+            self.blocks.clear(); // bound memory; everything re-decodes
+        }
+        self.decoded += 1;
+        self.blocks.insert(key, block);
+    }
+}
+
+/// A cheap hasher for block keys (physical addresses are well spread in
+/// their low bits; multiply to mix the rest).
+#[derive(Default, Clone, Copy)]
+pub struct BuildKeyHasher;
+
+/// The hasher [`BuildKeyHasher`] builds.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+impl std::hash::BuildHasher for BuildKeyHasher {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_to_a_code_page_invalidates_it_once() {
+        let c = CodePages::new(1 << 20);
+        assert!(!c.note_write(0x5000));
+        let g = c.mark_code(0x5000);
+        assert!(c.has_code(0x5123));
+        assert!(c.note_write(0x5fff));
+        assert!(!c.has_code(0x5000));
+        assert_ne!(c.generation(0x5000), g);
+        assert!(!c.note_write(0x5000), "no code left to invalidate");
+        assert!(
+            !c.note_write(u64::MAX),
+            "out-of-range addresses are ignored"
+        );
+    }
+}

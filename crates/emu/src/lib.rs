@@ -1,0 +1,336 @@
+//! # alcazar-emu
+//!
+//! The emu engine: Alcazar's software x86-64 CPU. It runs anywhere, runs
+//! the same guest the same way every time (with one vCPU), and can show
+//! everything a guest does.
+//!
+//! How an instruction runs:
+//!
+//! 1. [`Cpu::run_block`] translates CS:RIP through the [`mmu::Mmu`] (a
+//!    software TLB in front of the page walker) to a physical address.
+//! 2. The [`code::BlockCache`] returns the decoded block at that address,
+//!    or iced-x86 decodes one (once) and [`exec::handler_for`] picks a
+//!    handler for each instruction.
+//! 3. Each handler reads and writes operands through [`mem`] (segments,
+//!    then the TLB, then host RAM or the MMIO bus) and records arithmetic
+//!    flags lazily ([`flags`]).
+//! 4. A fault unwinds to the run loop, which delivers it through the
+//!    IVT/IDT ([`interrupts`]).
+//!
+//! vCPUs run one host thread each, like the kvm engine; decoded code is
+//! per vCPU and kept coherent through [`code::CodePages`].
+
+#![warn(missing_docs)]
+
+pub mod code;
+pub mod cpu;
+pub mod exec;
+pub mod fault;
+pub mod flags;
+pub mod interrupts;
+pub mod mem;
+pub mod mmu;
+#[cfg(test)]
+pub mod testutil;
+mod vcpu;
+
+use std::sync::{Arc, Mutex};
+
+use alcazar_core::cpuid::CpuidEntry;
+use alcazar_core::engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu, VcpuExit};
+use alcazar_core::Machine;
+use iced_x86::{Decoder, DecoderOptions, FlowControl};
+
+use crate::code::{Block, BlockCache, CodePages, Decoded};
+use crate::cpu::{seg, CpuState};
+use crate::fault::Fault;
+use crate::mmu::{AccessKind, Mmu};
+
+/// Serializes locked read-modify-writes that cannot use a host atomic
+/// (split across pages, or on MMIO) — the "split lock" of real CPUs.
+pub(crate) static SPLIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Most instructions in one decoded block.
+const MAX_BLOCK_INSNS: usize = 64;
+/// Blocks run between checks of the stop flag and interrupts.
+const BLOCKS_PER_SLICE: usize = 4096;
+
+/// The emu engine.
+#[derive(Debug, Default)]
+pub struct EmuEngine;
+
+impl EmuEngine {
+    /// The engine (always available).
+    pub fn new() -> Self {
+        EmuEngine
+    }
+}
+
+impl Engine for EmuEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Emu
+    }
+
+    fn create_vm(&self, machine: Arc<Machine>) -> Result<Box<dyn EngineVm>, EngineError> {
+        let phys_end = machine
+            .memory
+            .map()
+            .backed()
+            .map(|e| e.end())
+            .max()
+            .unwrap_or(0);
+        let code = Arc::new(CodePages::new(phys_end));
+        Ok(Box::new(EmuVm { machine, code }))
+    }
+}
+
+/// The emu engine's side of a VM.
+#[derive(Debug)]
+pub struct EmuVm {
+    machine: Arc<Machine>,
+    code: Arc<CodePages>,
+}
+
+impl EngineVm for EmuVm {
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, EngineError> {
+        Ok(Box::new(vcpu::EmuVcpu::new(Cpu::new(
+            id,
+            self.machine.clone(),
+            self.code.clone(),
+        ))))
+    }
+}
+
+/// One emulated CPU: architectural state plus the machinery that runs it.
+pub struct Cpu {
+    /// The vCPU index.
+    pub id: u32,
+    /// Architectural state.
+    pub s: CpuState,
+    /// Address translation and the TLB.
+    pub mmu: Mmu,
+    /// The machine: memory, bus, hooks, control.
+    pub machine: Arc<Machine>,
+    /// Code-page generations shared by all vCPUs.
+    pub code: Arc<CodePages>,
+    /// This vCPU's decoded blocks.
+    pub cache: BlockCache,
+    /// The CPUID table (policy applied; hooks run per query).
+    pub cpuid: Vec<CpuidEntry>,
+    /// Instructions retired.
+    pub icount: u64,
+    /// RIP of the instruction after the one executing; branches set it.
+    pub next_rip: u64,
+    /// Set by a handler to end the current block after it (mode changes,
+    /// stores into code, `sti`).
+    pub end_block: bool,
+    /// Set by a handler for an event the run loop must return
+    /// ([`VcpuExit::Shutdown`] after a triple fault).
+    pub exit: Option<VcpuExit>,
+}
+
+impl std::fmt::Debug for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cpu")
+            .field("id", &self.id)
+            .field("rip", &self.s.rip)
+            .field("icount", &self.icount)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cpu {
+    /// A CPU in its power-on state.
+    pub fn new(id: u32, machine: Arc<Machine>, code: Arc<CodePages>) -> Self {
+        let mmu = Mmu::new(&machine.memory.host_regions());
+        let mut cpuid = exec::system::cpuid_table();
+        machine.cpuid.apply(&mut cpuid, id, machine.vcpu_count());
+        let mut s = CpuState::default();
+        s.msr.apic_base = 0xfee0_0000 | (1 << 11) | if id == 0 { 1 << 8 } else { 0 };
+        Cpu {
+            id,
+            s,
+            mmu,
+            machine,
+            code,
+            cache: BlockCache::default(),
+            cpuid,
+            icount: 0,
+            next_rip: 0,
+            end_block: false,
+            exit: None,
+        }
+    }
+
+    /// Runs until the VM stops, the CPU halts, or a triple fault.
+    pub fn run(&mut self) -> VcpuExit {
+        loop {
+            if self.machine.control.should_stop() {
+                return VcpuExit::Stopped;
+            }
+            if let Some(exit) = self.exit.take() {
+                return exit;
+            }
+            if self.s.halted {
+                if !self.take_interrupt() {
+                    return VcpuExit::Halted;
+                }
+                continue;
+            }
+            for _ in 0..BLOCKS_PER_SLICE {
+                self.take_interrupt();
+                self.step();
+                if self.exit.is_some() || self.s.halted {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs one block (or one instruction inside an interrupt shadow) and
+    /// delivers any fault it raised.
+    pub fn step(&mut self) {
+        let limit = if self.s.interrupt_shadow {
+            1
+        } else {
+            MAX_BLOCK_INSNS
+        };
+        let shadow = self.s.interrupt_shadow;
+        if let Err(fault) = self.run_block(limit) {
+            self.raise(fault);
+        }
+        if shadow {
+            self.s.interrupt_shadow = false;
+        }
+    }
+
+    /// Delivers a pending external interrupt if one is deliverable now.
+    fn take_interrupt(&mut self) -> bool {
+        interrupts::take_pending(self)
+    }
+
+    /// Delivers `fault`; a fault during delivery escalates (#DF, then a
+    /// triple fault, which ends the run with [`VcpuExit::Shutdown`]).
+    pub fn raise(&mut self, fault: Fault) {
+        interrupts::deliver_fault(self, fault);
+    }
+
+    /// Runs up to `limit` instructions of the block at CS:RIP.
+    pub fn run_block(&mut self, limit: usize) -> Result<(), Fault> {
+        let block = self.block_at_rip()?;
+        for d in block.insns.iter().take(limit) {
+            self.next_rip = self.s.rip.wrapping_add(d.insn.len() as u64) & self.ip_mask();
+            (d.handler)(self, &d.insn)?;
+            self.s.rip = self.next_rip;
+            self.icount += 1;
+            if self.end_block {
+                self.end_block = false;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn ip_mask(&self) -> u64 {
+        match self.s.code_size() {
+            cpu::CodeSize::Bits64 => u64::MAX,
+            cpu::CodeSize::Bits32 => 0xffff_ffff,
+            cpu::CodeSize::Bits16 => 0xffff,
+        }
+    }
+
+    /// The decoded block at CS:RIP, from the cache or freshly decoded.
+    fn block_at_rip(&mut self) -> Result<Arc<Block>, Fault> {
+        let lin = self.linear(seg::CS, self.s.rip, 1, AccessKind::Fetch)?;
+        let user = self.user();
+        let t = self.translate(lin, AccessKind::Fetch, user)?;
+        let bitness = self.s.code_size().bitness();
+        let key = BlockCache::key(t.phys, bitness);
+        if let Some(b) = self.cache.get(key, &self.code) {
+            if b.rip == self.s.rip {
+                return Ok(b);
+            }
+        }
+        let block = Arc::new(self.decode_block(lin, t.phys, bitness)?);
+        self.cache.insert(key, block.clone());
+        Ok(block)
+    }
+
+    /// Decodes from linear `lin` (physical `phys`) until a control
+    /// transfer, a page boundary or [`MAX_BLOCK_INSNS`].
+    fn decode_block(&mut self, lin: u64, phys: u64, bitness: u32) -> Result<Block, Fault> {
+        let page_left = 0x1000 - (lin & 0xfff) as usize;
+        let mut bytes = self.fetch_bytes(phys, page_left);
+        let mut pages = [(phys & !0xfff, 0u32), (0, 0)];
+        let mut page_count = 1u8;
+        // An instruction may run into the next page: fetch up to 15 more
+        // bytes from it if it is mapped (if not, the decoder sees a short
+        // buffer and the fault is raised when that instruction runs).
+        if page_left < 15 + MAX_BLOCK_INSNS * 15 {
+            let next_lin = lin.wrapping_add(page_left as u64);
+            if let Ok(next) = self.translate(next_lin, AccessKind::Fetch, self.user()) {
+                bytes.extend(self.fetch_bytes(next.phys, 15));
+                pages[1] = (next.phys & !0xfff, 0);
+                page_count = 2;
+            }
+        }
+        for p in pages.iter_mut().take(page_count as usize) {
+            p.1 = self.code.mark_code(p.0);
+        }
+        let mut decoder = Decoder::with_ip(bitness, &bytes, self.s.rip, DecoderOptions::NONE);
+        let mut insns = Vec::with_capacity(16);
+        let mut offset = 0usize;
+        while decoder.can_decode() && insns.len() < MAX_BLOCK_INSNS {
+            let insn = decoder.decode();
+            let len = insn.len();
+            if insn.is_invalid() && offset + 15 > bytes.len() && page_count == 1 {
+                // Ran off the page into an unmapped one: fetch the next
+                // page so the CPU raises the page fault at that address.
+                if insns.is_empty() {
+                    let next = lin.wrapping_add(page_left as u64);
+                    self.translate(next, AccessKind::Fetch, self.user())?;
+                }
+                break;
+            }
+            insns.push(Decoded {
+                insn,
+                handler: exec::handler_for(&insn),
+            });
+            offset += len;
+            if insn.flow_control() != FlowControl::Next || offset >= page_left || insn.is_invalid()
+            {
+                break;
+            }
+        }
+        Ok(Block {
+            insns,
+            pages,
+            page_count,
+            rip: self.s.rip,
+        })
+    }
+
+    /// Copies up to `len` code bytes from physical `phys` (RAM/ROM only;
+    /// code in MMIO reads as nothing and decodes as invalid).
+    fn fetch_bytes(&self, phys: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        match self.machine.memory.read(phys, &mut out) {
+            Ok(()) => out,
+            Err(_) => {
+                // The range may end early (RAM end): take what exists.
+                let mut n = 0;
+                while n < len
+                    && self
+                        .machine
+                        .memory
+                        .read(phys + n as u64, &mut out[n..n + 1])
+                        .is_ok()
+                {
+                    n += 1;
+                }
+                out.truncate(n);
+                out
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Guest memory as instructions see it: segmentation, then the MMU, then
+//! host RAM or the MMIO bus.
+//!
+//! Segmentation follows SDM Vol. 3A §3.4 and §5.3: in 64-bit mode only FS
+//! and GS have a base and addresses must be canonical; elsewhere every
+//! access is checked against the segment's limit (expand-up or
+//! expand-down) and type. Faults are #GP(0), or #SS(0) for the stack
+//! segment. Accesses that cross a page are split after both pages are
+//! translated, so a fault on the second page leaves memory untouched.
+
+use alcazar_core::engine::ExitKind;
+use alcazar_core::IoSpace;
+
+use crate::cpu::seg;
+use crate::fault::Fault;
+use crate::mmu::{AccessKind, Translation};
+use crate::Cpu;
+
+/// Whether `addr` is canonical for 48-bit linear addresses.
+#[inline]
+pub fn canonical(addr: u64) -> bool {
+    ((addr as i64) << 16 >> 16) as u64 == addr
+}
+
+fn seg_fault(seg_index: usize) -> Fault {
+    if seg_index == seg::SS {
+        Fault::StackFault(0)
+    } else {
+        Fault::GeneralProtection(0)
+    }
+}
+
+impl Cpu {
+    /// Whether accesses are made with user privilege (CPL 3).
+    #[inline]
+    pub fn user(&self) -> bool {
+        self.s.cpl == 3
+    }
+
+    /// Applies segment `seg_index` to offset `off` for an access of `size`
+    /// bytes; returns the linear address.
+    #[inline]
+    pub fn linear(
+        &self,
+        seg_index: usize,
+        off: u64,
+        size: u8,
+        kind: AccessKind,
+    ) -> Result<u64, Fault> {
+        if self.s.long_mode() && self.s.seg[seg::CS].l {
+            let base = if seg_index >= seg::FS {
+                self.s.seg[seg_index].base
+            } else {
+                0
+            };
+            let lin = base.wrapping_add(off);
+            if !canonical(lin) {
+                return Err(seg_fault(seg_index));
+            }
+            return Ok(lin);
+        }
+        let s = &self.s.seg[seg_index];
+        if self.s.protected_mode() && !self.s.v86_mode() {
+            self.check_segment_type(seg_index, kind)?;
+        }
+        let last = off.wrapping_add(u64::from(size) - 1);
+        let expand_down = s.s && s.type_ & 0xc == 0x4;
+        let ok = if expand_down {
+            let upper = if s.db { 0xffff_ffff } else { 0xffff };
+            off > u64::from(s.limit) && last <= upper && last >= off
+        } else {
+            last <= u64::from(s.limit) && last >= off
+        };
+        if !ok {
+            return Err(seg_fault(seg_index));
+        }
+        Ok(s.base.wrapping_add(off) & 0xffff_ffff)
+    }
+
+    fn check_segment_type(&self, seg_index: usize, kind: AccessKind) -> Result<(), Fault> {
+        let s = &self.s.seg[seg_index];
+        if s.unusable || !s.present {
+            return Err(seg_fault(seg_index));
+        }
+        let code = s.type_ & 0x8 != 0;
+        let bad = match kind {
+            AccessKind::Write => code || s.type_ & 0x2 == 0,
+            AccessKind::Read => code && s.type_ & 0x2 == 0,
+            AccessKind::Fetch => false,
+        };
+        if bad {
+            Err(seg_fault(seg_index))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Translates a linear address with the current privilege.
+    #[inline]
+    pub fn translate(
+        &mut self,
+        lin: u64,
+        kind: AccessKind,
+        user: bool,
+    ) -> Result<Translation, Fault> {
+        self.mmu.translate(&mut self.s, &self.code, lin, kind, user)
+    }
+
+    /// Reads `size` bytes (1, 2, 4, 8) at `seg:off`.
+    #[inline]
+    pub fn read(&mut self, seg_index: usize, off: u64, size: u8) -> Result<u64, Fault> {
+        let lin = self.linear(seg_index, off, size, AccessKind::Read)?;
+        let user = self.user();
+        self.read_lin(lin, size, user)
+    }
+
+    /// Writes `size` bytes of `value` at `seg:off`.
+    #[inline]
+    pub fn write(&mut self, seg_index: usize, off: u64, size: u8, value: u64) -> Result<(), Fault> {
+        let lin = self.linear(seg_index, off, size, AccessKind::Write)?;
+        let user = self.user();
+        self.write_lin(lin, size, value, user)
+    }
+
+    /// Reads at a linear address; `user` selects the privilege of the
+    /// access (system structures are read with supervisor privilege).
+    #[inline]
+    pub fn read_lin(&mut self, lin: u64, size: u8, user: bool) -> Result<u64, Fault> {
+        if (lin & 0xfff) + u64::from(size) > 0x1000 {
+            return self.read_split(lin, size, user);
+        }
+        let t = self.translate(lin, AccessKind::Read, user)?;
+        Ok(self.read_phys_at(t, size))
+    }
+
+    /// Writes at a linear address.
+    #[inline]
+    pub fn write_lin(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Fault> {
+        if (lin & 0xfff) + u64::from(size) > 0x1000 {
+            return self.write_split(lin, size, value, user);
+        }
+        let t = self.translate(lin, AccessKind::Write, user)?;
+        self.write_phys_at(t, size, value);
+        Ok(())
+    }
+
+    fn read_split(&mut self, lin: u64, size: u8, user: bool) -> Result<u64, Fault> {
+        let first = 0x1000 - (lin & 0xfff);
+        let t0 = self.translate(lin, AccessKind::Read, user)?;
+        let t1 = self.translate(lin.wrapping_add(first), AccessKind::Read, user)?;
+        let mut v = 0u64;
+        for i in 0..u64::from(size) {
+            let t = if i < first {
+                offset(t0, i)
+            } else {
+                offset(t1, i - first)
+            };
+            v |= self.read_phys_at(t, 1) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    fn write_split(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Fault> {
+        let first = 0x1000 - (lin & 0xfff);
+        let t0 = self.translate(lin, AccessKind::Write, user)?;
+        let t1 = self.translate(lin.wrapping_add(first), AccessKind::Write, user)?;
+        for i in 0..u64::from(size) {
+            let t = if i < first {
+                offset(t0, i)
+            } else {
+                offset(t1, i - first)
+            };
+            self.write_phys_at(t, 1, value >> (8 * i));
+        }
+        Ok(())
+    }
+
+    /// Reads `size` bytes at a translated address: RAM through the host
+    /// pointer, anything else through the MMIO bus.
+    #[inline]
+    pub fn read_phys_at(&mut self, t: Translation, size: u8) -> u64 {
+        match t.host {
+            // SAFETY: `host` points into a mapped guest page and the access
+            // does not cross the page (callers split crossing accesses).
+            Some(p) => unsafe {
+                match size {
+                    1 => u64::from(p.read()),
+                    2 => u64::from(p.cast::<u16>().read_unaligned()),
+                    4 => u64::from(p.cast::<u32>().read_unaligned()),
+                    _ => p.cast::<u64>().read_unaligned(),
+                }
+            },
+            None => self.mmio_read(t.phys, size),
+        }
+    }
+
+    /// Writes `size` bytes at a translated address, invalidating decoded
+    /// code on that page.
+    #[inline]
+    pub fn write_phys_at(&mut self, t: Translation, size: u8, value: u64) {
+        if self.code.note_write(t.phys) {
+            self.end_block = true;
+        }
+        match t.host {
+            // SAFETY: as in `read_phys_at`; writable pages only (read-only
+            // ROM never gets a host pointer for writes).
+            Some(p) => unsafe {
+                match size {
+                    1 => p.write(value as u8),
+                    2 => p.cast::<u16>().write_unaligned(value as u16),
+                    4 => p.cast::<u32>().write_unaligned(value as u32),
+                    _ => p.cast::<u64>().write_unaligned(value),
+                }
+            },
+            None => self.mmio_write(t.phys, size, value),
+        }
+    }
+
+    fn mmio_read(&mut self, phys: u64, size: u8) -> u64 {
+        self.machine.vcpu_stats(self.id).count(ExitKind::Mmio);
+        let mut buf = [0u8; 8];
+        let n = usize::from(size.min(8));
+        self.machine.bus.read(IoSpace::Mmio, phys, &mut buf[..n]);
+        u64::from_le_bytes(buf)
+    }
+
+    fn mmio_write(&mut self, phys: u64, size: u8, value: u64) {
+        self.machine.vcpu_stats(self.id).count(ExitKind::Mmio);
+        let n = usize::from(size.min(8));
+        self.machine
+            .bus
+            .write(IoSpace::Mmio, phys, &value.to_le_bytes()[..n]);
+    }
+
+    /// An atomic read-modify-write of `size` bytes at `seg:off` (LOCK'd
+    /// instructions, XCHG with memory): `f` maps the old value to the new
+    /// one; returns the old value. Aligned RAM accesses use host atomics,
+    /// so the guarantee holds even with vCPUs on several host threads;
+    /// split or MMIO accesses fall back to a VM-wide lock.
+    pub fn locked_rmw(
+        &mut self,
+        seg_index: usize,
+        off: u64,
+        size: u8,
+        f: &mut dyn FnMut(u64) -> u64,
+    ) -> Result<u64, Fault> {
+        let lin = self.linear(seg_index, off, size, AccessKind::Write)?;
+        let user = self.user();
+        let crosses = (lin & 0xfff) + u64::from(size) > 0x1000;
+        let aligned = lin % u64::from(size) == 0;
+        if !crosses && aligned {
+            let t = self.translate(lin, AccessKind::Write, user)?;
+            if let Some(p) = t.host {
+                if self.code.note_write(t.phys) {
+                    self.end_block = true;
+                }
+                return Ok(atomic_rmw(p, size, f));
+            }
+        }
+        // Slow path: translate for write first so faults come before any
+        // change, then read-modify-write under the VM-wide split lock.
+        let guard = crate::SPLIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.read_lin(lin, size, user)?;
+        self.translate(lin, AccessKind::Write, user)?;
+        self.write_lin(lin, size, f(old), user)?;
+        drop(guard);
+        Ok(old)
+    }
+}
+
+fn offset(t: Translation, by: u64) -> Translation {
+    Translation {
+        phys: t.phys + by,
+        // SAFETY: callers only offset within the same page.
+        host: t.host.map(|p| unsafe { p.add(by as usize) }),
+    }
+}
+
+fn atomic_rmw(p: *mut u8, size: u8, f: &mut dyn FnMut(u64) -> u64) -> u64 {
+    use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
+    macro_rules! cas_loop {
+        ($atomic:ty, $t:ty) => {{
+            // SAFETY: `p` is aligned for the type (checked by the caller),
+            // inside one mapped guest page, and only accessed atomically
+            // by other vCPUs' locked operations.
+            let a = unsafe { <$atomic>::from_ptr(p.cast::<$t>()) };
+            let mut cur = a.load(SeqCst);
+            loop {
+                let new = f(u64::from(cur)) as $t;
+                match a.compare_exchange_weak(cur, new, SeqCst, SeqCst) {
+                    Ok(old) => break u64::from(old),
+                    Err(actual) => cur = actual,
+                }
+            }
+        }};
+    }
+    match size {
+        1 => cas_loop!(AtomicU8, u8),
+        2 => cas_loop!(AtomicU16, u16),
+        4 => cas_loop!(AtomicU32, u32),
+        _ => cas_loop!(AtomicU64, u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical;
+
+    #[test]
+    fn canonical_addresses_sign_extend_bit_47() {
+        assert!(canonical(0x0000_7fff_ffff_ffff));
+        assert!(canonical(0xffff_8000_0000_0000));
+        assert!(!canonical(0x0000_8000_0000_0000));
+        assert!(!canonical(0xfff0_0000_0000_0000));
+    }
+}
