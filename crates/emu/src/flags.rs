@@ -115,7 +115,7 @@ pub fn sign_bit(size: u8) -> u64 {
 
 #[inline]
 fn parity(byte: u64) -> bool {
-    (byte as u8).count_ones() % 2 == 0
+    (byte as u8).count_ones().is_multiple_of(2)
 }
 
 impl Flags {

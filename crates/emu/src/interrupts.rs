@@ -14,10 +14,8 @@ pub fn deliver_fault(cpu: &mut Cpu, fault: Fault) {
     } else {
         cpu.s.rip
     };
-    if !cpu.s.protected_mode() {
-        if real_mode_vector(cpu, fault.vector(), return_rip).is_ok() {
-            return;
-        }
+    if !cpu.s.protected_mode() && real_mode_vector(cpu, fault.vector(), return_rip).is_ok() {
+        return;
     }
     tracing::warn!(
         vcpu = cpu.id,
