@@ -1,5 +1,6 @@
 //! The program registry. Each submodule builds one program.
 
+pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod long;
 pub(crate) mod protected;
@@ -63,6 +64,18 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: smp::INFO.name,
         build: smp::build,
+    },
+    Entry {
+        name: bench::SIEVE.name,
+        build: bench::build_sieve,
+    },
+    Entry {
+        name: bench::MEMCPY.name,
+        build: bench::build_memcpy,
+    },
+    Entry {
+        name: bench::INTERP.name,
+        build: bench::build_interp,
     },
 ];
 

@@ -51,11 +51,12 @@ fn every_program_assembles() {
             "{} is too big",
             program.name
         );
-        assert_eq!(
-            program.load_address, DEFAULT_LOAD_ADDRESS,
-            "{}",
-            program.name
-        );
+        let expected_load = if program.name.starts_with("bench-") {
+            super::bench::BENCH_LOAD_ADDRESS
+        } else {
+            DEFAULT_LOAD_ADDRESS
+        };
+        assert_eq!(program.load_address, expected_load, "{}", program.name);
         assert!(!program.description.is_empty(), "{}", program.name);
         assert!(!program.expect.output.is_empty(), "{}", program.name);
     }
@@ -70,6 +71,9 @@ fn names_are_the_documented_ones_and_each_builds() {
         "demo",
         "port-sweep",
         "smp-hello",
+        "bench-sieve",
+        "bench-memcpy",
+        "bench-interp",
     ];
     assert_eq!(names(), expected);
     for name in expected {
