@@ -23,10 +23,22 @@ pub struct Cli {
 enum Command {
     /// Run a VM in the foreground (with no CONFIG: the built-in demo guest).
     Run(RunArgs),
-    /// List the tiny-guest kit's programs (boot one with `run --kit NAME`).
-    Kit,
+    /// List the tiny-guest kit's programs, or write one out as a flat binary.
+    Kit(KitArgs),
+    /// Measure engine speed on the kit's benchmark guests (guest MIPS).
+    Bench(crate::bench::BenchArgs),
     /// List the device classes a config's [[device]] entries can use.
     Devices,
+}
+
+#[derive(Debug, clap::Args)]
+struct KitArgs {
+    /// A program to write out (with --output); omit to list them all.
+    name: Option<String>,
+    /// Where to write the program's image (a flat binary; the bench-*
+    /// programs are also multiboot kernels, e.g. for `qemu -kernel`).
+    #[arg(short, long, requires = "name")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,10 +69,8 @@ struct RunArgs {
 pub fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Kit => {
-            list_kit();
-            0
-        }
+        Command::Kit(args) => kit(args),
+        Command::Bench(args) => crate::bench::run(args),
         Command::Devices => {
             for c in registry::CLASSES {
                 println!(
@@ -74,6 +84,53 @@ pub fn dispatch(cli: Cli) -> u8 {
                     }
                 );
             }
+            0
+        }
+    }
+}
+
+fn kit(args: KitArgs) -> u8 {
+    let Some(name) = args.name else {
+        list_kit();
+        return 0;
+    };
+    let program = match alcazar_kit::build(&name) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            eprintln!("alcazar: kit program {name} does not assemble: {e}");
+            return 1;
+        }
+        None => {
+            eprintln!("alcazar: kit {name}: no such program; run `alcazar kit` for the list");
+            return 2;
+        }
+    };
+    match args.output {
+        Some(path) => match std::fs::write(&path, &program.code) {
+            Ok(()) => {
+                eprintln!(
+                    "alcazar: wrote {} ({} bytes, load at {:#x}, {:?} mode)",
+                    path.display(),
+                    program.code.len(),
+                    program.load_address,
+                    program.mode
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("alcazar: cannot write {}: {e}", path.display());
+                1
+            }
+        },
+        None => {
+            println!(
+                "{}: {:?} mode, load at {:#x}, {} bytes\n  {}",
+                program.name,
+                program.mode,
+                program.load_address,
+                program.code.len(),
+                program.description
+            );
             0
         }
     }

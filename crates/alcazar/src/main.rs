@@ -3,6 +3,7 @@
 //! Exit status: the guest's debug-exit status `(v << 1) | 1`, 0 on a clean
 //! power-off, 1 on a VMM or guest failure, 2 on a usage or config error.
 
+mod bench;
 mod cli;
 mod terminal;
 

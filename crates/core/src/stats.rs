@@ -8,6 +8,7 @@ use crate::engine::ExitKind;
 #[derive(Debug, Default)]
 pub struct VcpuStats {
     counts: [AtomicU64; ExitKind::ALL.len()],
+    instructions: AtomicU64,
 }
 
 impl VcpuStats {
@@ -19,6 +20,17 @@ impl VcpuStats {
     /// The count of `kind` so far.
     pub fn get(&self, kind: ExitKind) -> u64 {
         self.counts[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Adds `n` retired guest instructions (engines that can count them:
+    /// emu).
+    pub fn add_instructions(&self, n: u64) {
+        self.instructions.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Guest instructions retired so far (0 for engines that cannot count).
+    pub fn instructions(&self) -> u64 {
+        self.instructions.load(Ordering::Relaxed)
     }
 
     /// Every non-zero count, in [`ExitKind::ALL`] order.

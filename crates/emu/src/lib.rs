@@ -24,12 +24,15 @@
 
 pub mod code;
 pub mod cpu;
+pub mod cpuid;
 pub mod exec;
 pub mod fault;
 pub mod flags;
 pub mod interrupts;
 pub mod mem;
 pub mod mmu;
+pub mod msr;
+pub mod segment;
 #[cfg(test)]
 pub mod testutil;
 mod vcpu;
@@ -127,6 +130,10 @@ pub struct Cpu {
     /// Set by a handler for an event the run loop must return
     /// ([`VcpuExit::Shutdown`] after a triple fault).
     pub exit: Option<VcpuExit>,
+    /// The interrupt pins (INTR, NMI) other threads drive.
+    pub irq: Arc<interrupts::InterruptLines>,
+    /// The MTRRs (stored for RDMSR/WRMSR; the emu engine has no caches).
+    pub mtrr: msr::Mtrrs,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -159,6 +166,8 @@ impl Cpu {
             next_rip: 0,
             end_block: false,
             exit: None,
+            irq: Arc::new(interrupts::InterruptLines::new()),
+            mtrr: msr::Mtrrs::default(),
         }
     }
 
@@ -172,11 +181,14 @@ impl Cpu {
                 return exit;
             }
             if self.s.halted {
-                if !self.take_interrupt() {
+                // Sleep until an interrupt may be deliverable; with no
+                // interrupt source nothing can ever wake the vCPU.
+                if !self.take_interrupt() && !interrupts::wait_for_interrupt(self) {
                     return VcpuExit::Halted;
                 }
                 continue;
             }
+            let before = self.icount;
             for _ in 0..BLOCKS_PER_SLICE {
                 self.take_interrupt();
                 self.step();
@@ -184,6 +196,7 @@ impl Cpu {
                     break;
                 }
             }
+            self.machine.vcpu_stats(self.id).add_instructions(self.icount - before);
         }
     }
 

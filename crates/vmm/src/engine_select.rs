@@ -1,10 +1,11 @@
 //! Choosing the engine: `kvm`, `emu`, or `auto`.
 
 use alcazar_core::engine::Engine;
+use alcazar_emu::EmuEngine;
 use alcazar_kvm::KvmEngine;
 
 use crate::config::EngineChoice;
-use crate::error::{ConfigError, VmmError};
+use crate::error::VmmError;
 
 /// Whether the host CPU advertises hardware virtualization (`vmx` or
 /// `svm` in /proc/cpuinfo).
@@ -26,16 +27,6 @@ pub struct Selected {
     pub why: String,
 }
 
-fn emu_missing() -> VmmError {
-    ConfigError::new(
-        "engine",
-        "\"emu\"",
-        "the emu engine (Alcazar's software CPU) is not part of this build yet",
-        "use engine = \"kvm\" or \"auto\"",
-    )
-    .into()
-}
-
 /// Creates the engine `choice` asks for.
 pub fn select(choice: EngineChoice) -> Result<Selected, VmmError> {
     match choice {
@@ -43,7 +34,10 @@ pub fn select(choice: EngineChoice) -> Result<Selected, VmmError> {
             engine: Box::new(KvmEngine::new()?),
             why: "requested".into(),
         }),
-        EngineChoice::Emu => Err(emu_missing()),
+        EngineChoice::Emu => Ok(Selected {
+            engine: Box::new(EmuEngine::new()),
+            why: "requested".into(),
+        }),
         EngineChoice::Auto => {
             let kvm = KvmEngine::new()?;
             let why = if host_has_hw_virt() {
