@@ -3,7 +3,7 @@
 
 use iced_x86::code_asm::*;
 
-use crate::arch::gdtr;
+use crate::arch::{gdtr, pseudo_descriptor64};
 use crate::image::{addr32, Asm, DataArea};
 use crate::KitError;
 
@@ -53,4 +53,13 @@ pub(crate) fn push_gdt(data: &mut DataArea, load: u64, entries: &[u64]) -> Resul
     let base = addr32("GDT base", load + table as u64)?;
     data.align(2);
     Ok(data.push_bytes(&gdtr(base, entries.len())))
+}
+
+/// Like [`push_gdt`], for code that runs `lgdt` in 64-bit mode, where the
+/// pseudo-descriptor holds a 64-bit base (10 bytes; SDM 3.5.1). Returns the
+/// pseudo-descriptor's image offset.
+pub(crate) fn push_gdt64(data: &mut DataArea, load: u64, entries: &[u64]) -> usize {
+    let table = data.push_qwords(entries);
+    data.align(2);
+    data.push_bytes(&pseudo_descriptor64(load + table as u64, entries.len() * 8))
 }

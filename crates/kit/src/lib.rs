@@ -37,7 +37,9 @@
 
 mod arch;
 mod cpu;
+mod idt;
 mod image;
+mod paging;
 mod programs;
 mod uart;
 

@@ -62,6 +62,13 @@ impl Uart {
         Ok(())
     }
 
+    /// Prints the NUL-terminated string (E/R)SI already points at. Clobbers
+    /// AX, DX and (E/R)SI.
+    pub(crate) fn print_si(&self, a: &mut CodeAssembler) -> Asm {
+        a.call(self.puts)?;
+        Ok(())
+    }
+
     /// Prints the character in AL. Clobbers AH and DX.
     pub(crate) fn putc(&self, a: &mut CodeAssembler) -> Asm {
         a.call(self.putc)?;

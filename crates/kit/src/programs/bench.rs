@@ -116,7 +116,11 @@ fn build(info: &Info, workload: Workload, expected: u64) -> Result<Built, KitErr
     let failed = data.push_cstr(&format!("kit: {} FAILED: wrong result\n", info.name));
     data.align(8);
     let bytecode = data.push_bytes(&BYTECODE);
-    let gdtr = push_gdt(&mut data, load, &[NULL_DESCRIPTOR, CODE32_FLAT, DATA_FLAT, CODE64])?;
+    let gdtr = push_gdt(
+        &mut data,
+        load,
+        &[NULL_DESCRIPTOR, CODE32_FLAT, DATA_FLAT, CODE64],
+    )?;
     data.place_into(&mut image)?;
     let addrs = Addrs {
         done: addr32("done message", image.linear(done))?,
@@ -135,8 +139,12 @@ fn build(info: &Info, workload: Workload, expected: u64) -> Result<Built, KitErr
     })?;
     let header = multiboot_header(image_start + HEADER as u32, image_start, part32);
     image.place("multiboot header", HEADER, &header)?;
-    image.code("bench 32-bit part", PART32, 32, |a| enter_long_mode(a, gdtr, part64))?;
-    image.code("bench 64-bit part", PART64, 64, |a| part64_code(a, &addrs, workload, expected))?;
+    image.code("bench 32-bit part", PART32, 32, |a| {
+        enter_long_mode(a, gdtr, part64)
+    })?;
+    image.code("bench 64-bit part", PART64, 64, |a| {
+        part64_code(a, &addrs, workload, expected)
+    })?;
     let expect = Expect {
         output: vec![leak(format!("kit: {} done, result ok", info.name))],
         status: debug_exit_status(KIT_PASS),
@@ -153,10 +161,19 @@ fn leak(s: String) -> &'static str {
 fn multiboot_header(header_addr: u32, load_addr: u32, entry: u32) -> Vec<u8> {
     let flags = MULTIBOOT_AOUT_KLUDGE;
     let checksum = 0u32.wrapping_sub(MULTIBOOT_MAGIC).wrapping_sub(flags);
-    [MULTIBOOT_MAGIC, flags, checksum, header_addr, load_addr, 0, 0, entry]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect()
+    [
+        MULTIBOOT_MAGIC,
+        flags,
+        checksum,
+        header_addr,
+        load_addr,
+        0,
+        0,
+        entry,
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .collect()
 }
 
 /// 32-bit protected mode: own GDT, 1 GiB identity map, long mode.
@@ -222,8 +239,15 @@ fn part64_code(a: &mut CodeAssembler, addrs: &Addrs, workload: Workload, expecte
 
 /// Sieve: RAX = total primes found over all passes.
 fn sieve(a: &mut CodeAssembler, _: &Addrs) -> Asm {
-    let (mut pass, mut fill, mut outer, mut inner, mut next, mut count, mut counted) =
-        (a.create_label(), a.create_label(), a.create_label(), a.create_label(), a.create_label(), a.create_label(), a.create_label());
+    let (mut pass, mut fill, mut outer, mut inner, mut next, mut count, mut counted) = (
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+    );
     a.xor(r15, r15)?; // total
     a.mov(r14d, SIEVE_PASSES as u32)?;
     a.set_label(&mut pass)?;
@@ -270,7 +294,12 @@ fn sieve(a: &mut CodeAssembler, _: &Addrs) -> Asm {
 /// memcpy: fill A with a pattern, copy A -> B `COPY_PASSES` times with a
 /// quadword loop, RAX = sum of B's quadwords.
 fn memcpy(a: &mut CodeAssembler, _: &Addrs) -> Asm {
-    let (mut fill, mut pass, mut copy, mut sum) = (a.create_label(), a.create_label(), a.create_label(), a.create_label());
+    let (mut fill, mut pass, mut copy, mut sum) = (
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+    );
     a.mov(rsi, u64::from(BUF_A))?;
     a.mov(rdi, u64::from(BUF_B))?;
     a.mov(rdx, 0x9e37_79b9_7f4a_7c15u64)?;
@@ -404,7 +433,10 @@ mod tests {
     #[test]
     fn multiboot_header_checksums_to_zero() {
         let h = multiboot_header(1, 2, 3);
-        let words: Vec<u32> = h.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let words: Vec<u32> = h
+            .chunks(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         assert_eq!(words[0].wrapping_add(words[1]).wrapping_add(words[2]), 0);
     }
 }

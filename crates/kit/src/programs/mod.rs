@@ -2,11 +2,15 @@
 
 pub(crate) mod bench;
 pub(crate) mod demo;
+pub(crate) mod fault_pf;
+pub(crate) mod faults;
+pub(crate) mod interrupts;
 pub(crate) mod long;
 pub(crate) mod protected;
 pub(crate) mod real;
 pub(crate) mod smp;
 pub(crate) mod sweep;
+pub(crate) mod syscall;
 
 use crate::image::{CodePart, Image};
 use crate::{Expect, KitError, KitProgram, Mode};
@@ -64,6 +68,34 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: smp::INFO.name,
         build: smp::build,
+    },
+    Entry {
+        name: fault_pf::INFO.name,
+        build: fault_pf::build,
+    },
+    Entry {
+        name: faults::GP.name,
+        build: faults::build_gp,
+    },
+    Entry {
+        name: faults::UD.name,
+        build: faults::build_ud,
+    },
+    Entry {
+        name: faults::DE.name,
+        build: faults::build_de,
+    },
+    Entry {
+        name: interrupts::LONG.name,
+        build: interrupts::build_long,
+    },
+    Entry {
+        name: interrupts::REAL.name,
+        build: interrupts::build_real,
+    },
+    Entry {
+        name: syscall::INFO.name,
+        build: syscall::build,
     },
     Entry {
         name: bench::SIEVE.name,

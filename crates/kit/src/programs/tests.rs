@@ -71,6 +71,13 @@ fn names_are_the_documented_ones_and_each_builds() {
         "demo",
         "port-sweep",
         "smp-hello",
+        "fault-pf",
+        "fault-gp",
+        "fault-ud",
+        "fault-de",
+        "int-roundtrip",
+        "int-roundtrip-real",
+        "syscall-sysret",
         "bench-sieve",
         "bench-memcpy",
         "bench-interp",
@@ -218,6 +225,13 @@ fn expectations_use_the_documented_statuses() {
         "long-hello",
         "port-sweep",
         "smp-hello",
+        "fault-pf",
+        "fault-gp",
+        "fault-ud",
+        "fault-de",
+        "int-roundtrip",
+        "int-roundtrip-real",
+        "syscall-sysret",
     ] {
         assert_eq!(status(name), 0x21, "{name}");
     }
@@ -245,6 +259,12 @@ fn smp_expect_lists_every_cpu_in_index_order() {
 fn messages_live_inside_the_image() {
     for program in all().expect("assembles") {
         for line in &program.expect.output {
+            // Exception checks print the recorded values in parentheses
+            // after a stored title.
+            let line = match line.split_once(" (vector=") {
+                Some((title, _)) => title,
+                None => line,
+            };
             let found = program
                 .code
                 .windows(line.len())
@@ -255,4 +275,88 @@ fn messages_live_inside_the_image() {
             }
         }
     }
+}
+
+/// The programs that install the shared exception IDT (see `crate::idt`).
+const IDT_PROGRAMS: [&str; 6] = [
+    "fault-pf",
+    "fault-gp",
+    "fault-ud",
+    "fault-de",
+    "int-roundtrip",
+    "syscall-sysret",
+];
+
+#[test]
+fn exception_stubs_push_their_vector_and_jump_to_the_handler() {
+    for name in IDT_PROGRAMS {
+        let built = built(name);
+        let handler = built.program.load_address + 0x800;
+        for vector in 0..32u64 {
+            let offset = 0x900 + vector as usize * 16;
+            let part = built
+                .parts
+                .iter()
+                .find(|part| part.offset == offset)
+                .unwrap_or_else(|| panic!("{name}: no stub for vector {vector}"));
+            let instructions = decode(&built, part);
+            let pushes: Vec<u64> = instructions
+                .iter()
+                .filter(|i| i.code() == Code::Pushq_imm8)
+                .map(|i| i.immediate(0))
+                .collect();
+            let with_error = matches!(vector, 8 | 10..=14 | 17 | 21);
+            let expected = if with_error {
+                vec![vector]
+            } else {
+                vec![0, vector]
+            };
+            assert_eq!(pushes, expected, "{name}: stub {vector}");
+            let last = instructions.last().expect("stub has code");
+            assert_eq!(last.near_branch_target(), handler, "{name}: stub {vector}");
+        }
+    }
+}
+
+#[test]
+fn fault_ud_keeps_its_invalid_opcodes_outside_the_code_parts() {
+    let built = built("fault-ud");
+    for offset in [0xb00, 0xb10] {
+        assert!(
+            built
+                .parts
+                .iter()
+                .all(|part| offset < part.offset || offset >= part.offset + part.len),
+            "{offset:#x} is inside a code part"
+        );
+        let bytes = &built.program.code[offset..offset + 5];
+        let first = Decoder::new(64, bytes, DecoderOptions::NONE).decode();
+        assert!(first.is_invalid(), "{offset:#x} decodes as {first}");
+    }
+}
+
+#[test]
+fn syscall_sysret_user_code_has_a_page_of_its_own() {
+    let built = built("syscall-sysret");
+    let user = built
+        .parts
+        .iter()
+        .find(|part| part.offset == 0x6000)
+        .expect("user part");
+    assert!(user.len <= 0x1000);
+    let instructions = decode(&built, user);
+    assert_eq!(
+        instructions
+            .iter()
+            .filter(|i| i.code() == Code::Syscall)
+            .count(),
+        3
+    );
+    let kernel = built
+        .parts
+        .iter()
+        .find(|part| part.offset == 0)
+        .expect("kernel part");
+    let kernel = decode(&built, kernel);
+    assert!(kernel.iter().any(|i| i.code() == Code::Sysretq));
 }
