@@ -196,7 +196,9 @@ impl Cpu {
                     break;
                 }
             }
-            self.machine.vcpu_stats(self.id).add_instructions(self.icount - before);
+            self.machine
+                .vcpu_stats(self.id)
+                .add_instructions(self.icount - before);
         }
     }
 

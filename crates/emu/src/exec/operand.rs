@@ -226,6 +226,68 @@ pub fn stack_op_size(insn: &Instruction) -> u8 {
     }
 }
 
+/// Reads operand `n`, maps it through `f` and writes the result back: the
+/// read-modify-write of ALU, shift and bit instructions. Returns the old
+/// value. A memory operand is translated for writing before it is read,
+/// so a fault leaves everything unchanged; with a LOCK prefix the update
+/// is atomic ([`Cpu::locked_rmw`]), and LOCK on a register is #UD.
+/// `f` may run more than once (a locked update retries), so it must be
+/// a pure function of its argument.
+#[inline]
+pub fn modify_op(
+    cpu: &mut Cpu,
+    insn: &Instruction,
+    n: u32,
+    mut f: impl FnMut(u64) -> u64,
+) -> Result<u64, Fault> {
+    if insn.op_kind(n) == OpKind::Register {
+        if insn.has_lock_prefix() {
+            return Err(Fault::InvalidOpcode);
+        }
+        let r = insn.op_register(n);
+        let old = read_reg(cpu, r);
+        write_reg(cpu, r, f(old));
+        return Ok(old);
+    }
+    let (s, off) = memory_operand(cpu, insn);
+    let size = insn.memory_size().size() as u8;
+    if insn.has_lock_prefix() {
+        return cpu.locked_rmw(s, off, size, &mut f);
+    }
+    modify_mem(cpu, s, off, size, f)
+}
+
+/// A (non-atomic) read-modify-write of `size` bytes at `seg:off`; returns
+/// the old value. Both pages of a crossing access are translated for
+/// writing before anything is read or written.
+#[inline]
+pub fn modify_mem(
+    cpu: &mut Cpu,
+    seg_index: usize,
+    off: u64,
+    size: u8,
+    f: impl FnOnce(u64) -> u64,
+) -> Result<u64, Fault> {
+    let lin = cpu.linear(seg_index, off, size, AccessKind::Write)?;
+    let user = cpu.user();
+    if (lin & 0xfff) + u64::from(size) <= 0x1000 {
+        let t = cpu.translate(lin, AccessKind::Write, user)?;
+        let old = if t.host.is_some() {
+            cpu.read_phys_at(t, size)
+        } else {
+            // MMIO, or ROM (which has no host pointer for writes).
+            cpu.read_lin(lin, size, user)?
+        };
+        cpu.write_phys_at(t, size, f(old));
+        return Ok(old);
+    }
+    cpu.translate(lin, AccessKind::Write, user)?;
+    cpu.translate((lin | 0xfff).wrapping_add(1), AccessKind::Write, user)?;
+    let old = cpu.read_lin(lin, size, user)?;
+    cpu.write_lin(lin, size, f(old), user)?;
+    Ok(old)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

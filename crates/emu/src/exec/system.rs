@@ -1,15 +1,377 @@
-//! (Being written.)
+//! System instructions (Intel SDM Vol. 2 for each instruction, Vol. 3A
+//! for the system architecture they touch).
+//!
+//! This module decodes which handler runs and implements the small ones:
+//! CPUID, RDTSC/RDTSCP/RDPID, RDMSR/WRMSR, HLT, CLI/STI and PUSHF/POPF
+//! with their IOPL rules (Vol. 1 §3.4.3, Vol. 3A §20.2.7), SWAPGS,
+//! XGETBV/XSETBV, VMCALL/VMMCALL as Alcazar hypercalls, the cache and
+//! fence instructions (no-ops or host fences: the emu engine has no
+//! caches), UD0/UD1/UD2. The submodules hold the rest:
+//!
+//! * [`far`]: MOV/PUSH/POP Sreg, LDS..LSS, far JMP/CALL (with call gates),
+//!   RETF, IRET;
+//! * [`tables`]: control and debug registers, LGDT/LIDT/SGDT/SIDT,
+//!   LLDT/SLDT/LTR/STR, LMSW/SMSW/CLTS, INVLPG, LAR/LSL/VERR/VERW, ARPL;
+//! * [`fast`]: INT n/INT3/INTO/INT1 and SYSCALL/SYSRET/SYSENTER/SYSEXIT.
+//!
+//! Debug registers are stored but breakpoints do not fire; task switches
+//! (task gates, far transfers to a TSS) raise #GP and are logged.
 
-use iced_x86::Instruction;
+mod far;
+mod fast;
+mod tables;
+#[cfg(test)]
+mod tests;
 
+use alcazar_core::engine::ExitKind;
+use alcazar_core::hooks::{HypercallArgs, HYPERCALL_UNKNOWN};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind};
+
+use super::operand::{pop, push, stack_op_size, write_reg};
 use super::Handler;
+use crate::cpu::{cr4, efer, reg, seg, CodeSize};
+use crate::fault::Fault;
+use crate::flags::{self, Flags};
+use crate::Cpu;
+
+pub use crate::cpuid::cpuid_table;
 
 /// The handler for `insn`, if this module implements it.
-pub fn lookup(_insn: &Instruction) -> Option<Handler> {
-    None
+pub fn lookup(insn: &Instruction) -> Option<Handler> {
+    use Mnemonic as M;
+    Some(match insn.mnemonic() {
+        M::Mov if is_sreg_mov(insn) => far::mov_sreg,
+        M::Mov if is_cr_mov(insn) => tables::mov_cr,
+        M::Mov if is_dr_mov(insn) => tables::mov_dr,
+        M::Push if is_sreg_op(insn) => far::push_sreg,
+        M::Pop if is_sreg_op(insn) => far::pop_sreg,
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => far::load_far_pointer,
+        M::Jmp if is_far(insn) => far::jmp_far,
+        M::Call if is_far(insn) => far::call_far,
+        M::Retf => far::retf,
+        M::Iret | M::Iretd | M::Iretq => far::iret,
+        M::Int => fast::int_n,
+        M::Int3 => fast::int3,
+        M::Into => fast::into,
+        M::Int1 => fast::int1,
+        M::Syscall => fast::syscall,
+        M::Sysret | M::Sysretq => fast::sysret,
+        M::Sysenter => fast::sysenter,
+        M::Sysexit | M::Sysexitq => fast::sysexit,
+        M::Lgdt | M::Lidt => tables::load_table,
+        M::Sgdt | M::Sidt => tables::store_table,
+        M::Lldt => tables::lldt,
+        M::Ltr => tables::ltr,
+        M::Sldt | M::Str => tables::store_selector,
+        M::Lmsw => tables::lmsw,
+        M::Smsw => tables::smsw,
+        M::Clts => tables::clts,
+        M::Invlpg => tables::invlpg,
+        M::Lar | M::Lsl => tables::lar_lsl,
+        M::Verr | M::Verw => tables::verr_verw,
+        M::Arpl => tables::arpl,
+        M::Cpuid => cpuid,
+        M::Rdtsc | M::Rdtscp => rdtsc,
+        M::Rdpid => rdpid,
+        M::Rdmsr => rdmsr,
+        M::Wrmsr => wrmsr,
+        M::Hlt => hlt,
+        M::Cli => cli,
+        M::Sti => sti,
+        M::Pushf | M::Pushfd | M::Pushfq => pushf,
+        M::Popf | M::Popfd | M::Popfq => popf,
+        M::Swapgs => swapgs,
+        M::Xgetbv => xgetbv,
+        M::Xsetbv => xsetbv,
+        M::Vmcall | M::Vmmcall => vmcall,
+        M::Invd | M::Wbinvd => invd,
+        M::Mfence => mfence,
+        M::Lfence
+        | M::Sfence
+        | M::Clflush
+        | M::Clflushopt
+        | M::Prefetch
+        | M::Prefetchw
+        | M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2 => nop,
+        M::Ud0 | M::Ud1 | M::Ud2 => super::undefined,
+        _ => return None,
+    })
 }
 
-/// The CPUID table the emu engine advertises (before the VM's policy).
-pub fn cpuid_table() -> Vec<alcazar_core::cpuid::CpuidEntry> {
-    Vec::new()
+fn is_sreg_op(insn: &Instruction) -> bool {
+    insn.op_kind(0) == OpKind::Register && insn.op_register(0).is_segment_register()
+}
+
+fn is_sreg_mov(insn: &Instruction) -> bool {
+    (0..insn.op_count())
+        .any(|n| insn.op_kind(n) == OpKind::Register && insn.op_register(n).is_segment_register())
+}
+
+fn is_cr_mov(insn: &Instruction) -> bool {
+    (0..insn.op_count()).any(|n| insn.op_kind(n) == OpKind::Register && insn.op_register(n).is_cr())
+}
+
+fn is_dr_mov(insn: &Instruction) -> bool {
+    (0..insn.op_count()).any(|n| insn.op_kind(n) == OpKind::Register && insn.op_register(n).is_dr())
+}
+
+fn is_far(insn: &Instruction) -> bool {
+    matches!(insn.op_kind(0), OpKind::FarBranch16 | OpKind::FarBranch32)
+        || matches!(
+            insn.code(),
+            Code::Jmp_m1616
+                | Code::Jmp_m1632
+                | Code::Jmp_m1664
+                | Code::Call_m1616
+                | Code::Call_m1632
+                | Code::Call_m1664
+        )
+}
+
+/// #GP(0) unless the CPU runs at CPL 0 (any CPL is 0 in real mode).
+pub(crate) fn require_cpl0(cpu: &Cpu) -> Result<(), Fault> {
+    if cpu.s.cpl == 0 && !cpu.s.v86_mode() {
+        Ok(())
+    } else {
+        Err(Fault::GeneralProtection(0))
+    }
+}
+
+/// RFLAGS.IOPL.
+pub(crate) fn iopl(cpu: &Cpu) -> u8 {
+    ((cpu.s.flags.get() & flags::IOPL) >> 12) as u8
+}
+
+/// Whether the CPU is in 64-bit mode.
+pub(crate) fn in_64bit(cpu: &Cpu) -> bool {
+    cpu.s.code_size() == CodeSize::Bits64
+}
+
+/// Writes EDX:EAX (each zero-extended, as 32-bit register writes are).
+fn write_edx_eax(cpu: &mut Cpu, v: u64) {
+    cpu.s.write_gpr(reg::RAX, 4, false, v & 0xffff_ffff);
+    cpu.s.write_gpr(reg::RDX, 4, false, v >> 32);
+}
+
+fn edx_eax(cpu: &Cpu) -> u64 {
+    (cpu.s.gpr[reg::RDX] & 0xffff_ffff) << 32 | (cpu.s.gpr[reg::RAX] & 0xffff_ffff)
+}
+
+fn nop(_: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    Ok(())
+}
+
+fn mfence(_: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// INVD/WBINVD: privileged; no caches to flush.
+fn invd(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    require_cpl0(cpu)
+}
+
+fn cpuid(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    cpu.machine.vcpu_stats(cpu.id).count(ExitKind::Cpuid);
+    let leaf = cpu.s.gpr[reg::RAX] as u32;
+    let subleaf = cpu.s.gpr[reg::RCX] as u32;
+    let r = crate::cpuid::execute(cpu, leaf, subleaf);
+    cpu.s.write_gpr(reg::RAX, 4, false, u64::from(r.eax));
+    cpu.s.write_gpr(reg::RBX, 4, false, u64::from(r.ebx));
+    cpu.s.write_gpr(reg::RCX, 4, false, u64::from(r.ecx));
+    cpu.s.write_gpr(reg::RDX, 4, false, u64::from(r.edx));
+    Ok(())
+}
+
+/// RDTSC/RDTSCP: #GP(0) with CR4.TSD at CPL > 0 (see [`crate::msr`] for
+/// the clock).
+fn rdtsc(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    if cpu.s.cr4 & cr4::TSD != 0 && cpu.s.cpl > 0 && cpu.s.protected_mode() {
+        return Err(Fault::GeneralProtection(0));
+    }
+    let tsc = crate::msr::read_tsc(cpu);
+    write_edx_eax(cpu, tsc);
+    if insn.mnemonic() == Mnemonic::Rdtscp {
+        let aux = cpu.s.msr.tsc_aux & 0xffff_ffff;
+        cpu.s.write_gpr(reg::RCX, 4, false, aux);
+    }
+    Ok(())
+}
+
+fn rdpid(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    let aux = cpu.s.msr.tsc_aux;
+    write_reg(cpu, insn.op_register(0), aux);
+    Ok(())
+}
+
+fn rdmsr(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    require_cpl0(cpu)?;
+    let v = crate::msr::read_msr(cpu, cpu.s.gpr[reg::RCX] as u32)?;
+    write_edx_eax(cpu, v);
+    Ok(())
+}
+
+fn wrmsr(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    require_cpl0(cpu)?;
+    let v = edx_eax(cpu);
+    crate::msr::write_msr(cpu, cpu.s.gpr[reg::RCX] as u32, v)?;
+    // EFER, FS/GS bases and the like may change how code runs.
+    cpu.end_block = true;
+    Ok(())
+}
+
+/// HLT: privileged; the run loop sleeps until an interrupt (or returns
+/// `Halted` when nothing can wake the vCPU).
+fn hlt(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    require_cpl0(cpu)?;
+    cpu.machine.vcpu_stats(cpu.id).count(ExitKind::Hlt);
+    cpu.s.halted = true;
+    cpu.end_block = true;
+    Ok(())
+}
+
+/// Whether CLI/STI/POPF may change IF: always in real mode, CPL <= IOPL in
+/// protected mode, IOPL = 3 in virtual-8086 mode (no VME/PVI).
+fn may_change_if(cpu: &Cpu) -> bool {
+    if !cpu.s.protected_mode() {
+        true
+    } else if cpu.s.v86_mode() {
+        iopl(cpu) == 3
+    } else {
+        cpu.s.cpl <= iopl(cpu)
+    }
+}
+
+fn cli(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    if !may_change_if(cpu) {
+        return Err(Fault::GeneralProtection(0));
+    }
+    cpu.s.flags.set_flag(flags::IF, false);
+    Ok(())
+}
+
+/// STI: interrupts stay blocked until after the next instruction.
+fn sti(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    if !may_change_if(cpu) {
+        return Err(Fault::GeneralProtection(0));
+    }
+    if !cpu.s.flags.test(flags::IF) {
+        cpu.s.flags.set_flag(flags::IF, true);
+        cpu.s.interrupt_shadow = true;
+    }
+    cpu.end_block = true;
+    Ok(())
+}
+
+/// PUSHF: the pushed image has VM and RF clear; #GP(0) in virtual-8086
+/// mode with IOPL < 3.
+fn pushf(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    if cpu.s.v86_mode() && iopl(cpu) < 3 {
+        return Err(Fault::GeneralProtection(0));
+    }
+    let v = cpu.s.flags.get() & !(flags::VM | flags::RF);
+    push(cpu, stack_op_size(insn), v)
+}
+
+/// POPF (SDM POPF): which bits may change depends on CPL and IOPL; VM,
+/// VIF and VIP never change, RF is cleared (32/64-bit forms).
+fn popf(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    let v86 = cpu.s.v86_mode();
+    if v86 && iopl(cpu) < 3 {
+        return Err(Fault::GeneralProtection(0));
+    }
+    let size = stack_op_size(insn);
+    let v = pop(cpu, size)?;
+    let old = cpu.s.flags.get();
+    let mut mask = flags::ARITH | flags::TF | flags::DF | flags::NT;
+    if size >= 4 {
+        mask |= flags::AC | flags::ID;
+    }
+    if cpu.s.cpl == 0 && !v86 {
+        mask |= flags::IOPL;
+    }
+    if may_change_if(cpu) {
+        mask |= flags::IF;
+    }
+    let mut new = (old & !mask) | (v & mask);
+    if size >= 4 {
+        new &= !flags::RF;
+    }
+    cpu.s.flags = Flags::from_bits(new);
+    // IF or TF may have changed: let the run loop look.
+    cpu.end_block = true;
+    Ok(())
+}
+
+/// SWAPGS: 64-bit mode, CPL 0; exchanges GS.base and IA32_KERNEL_GS_BASE.
+fn swapgs(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    if !in_64bit(cpu) {
+        return Err(Fault::InvalidOpcode);
+    }
+    require_cpl0(cpu)?;
+    std::mem::swap(&mut cpu.s.seg[seg::GS].base, &mut cpu.s.msr.kernel_gs_base);
+    Ok(())
+}
+
+/// XCR0 bits the emu engine accepts: x87 and SSE state.
+const XCR0_SUPPORTED: u64 = 0b11;
+
+fn xgetbv(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    if cpu.s.cr4 & cr4::OSXSAVE == 0 {
+        return Err(Fault::InvalidOpcode);
+    }
+    if cpu.s.gpr[reg::RCX] as u32 != 0 {
+        return Err(Fault::GeneralProtection(0));
+    }
+    write_edx_eax(cpu, cpu.s.xcr0);
+    Ok(())
+}
+
+fn xsetbv(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    if cpu.s.cr4 & cr4::OSXSAVE == 0 {
+        return Err(Fault::InvalidOpcode);
+    }
+    require_cpl0(cpu)?;
+    let v = edx_eax(cpu);
+    if cpu.s.gpr[reg::RCX] as u32 != 0 || v & 1 == 0 || v & !XCR0_SUPPORTED != 0 {
+        return Err(Fault::GeneralProtection(0));
+    }
+    cpu.s.xcr0 = v;
+    Ok(())
+}
+
+/// VMCALL/VMMCALL: an Alcazar hypercall (see [`hypercall`]).
+fn vmcall(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
+    hypercall(cpu);
+    Ok(())
+}
+
+/// Performs an Alcazar hypercall: number in RAX, arguments in RBX, RCX,
+/// RDX, RSI, result in RAX (`alcazar_core::hooks`). Only CPL 0 may call
+/// (like KVM's hypercalls); other levels get [`HYPERCALL_UNKNOWN`]. The
+/// block ends so a stop the hypercall requested is noticed at once.
+pub(crate) fn hypercall(cpu: &mut Cpu) {
+    cpu.machine.vcpu_stats(cpu.id).count(ExitKind::Hypercall);
+    let g = &cpu.s.gpr;
+    let args = HypercallArgs {
+        a0: g[reg::RBX],
+        a1: g[reg::RCX],
+        a2: g[reg::RDX],
+        a3: g[reg::RSI],
+    };
+    let nr = g[reg::RAX];
+    cpu.s.gpr[reg::RAX] = if cpu.s.cpl == 0 {
+        cpu.machine.hooks.hypercall(cpu.id, nr, &args)
+    } else {
+        HYPERCALL_UNKNOWN
+    };
+    cpu.end_block = true;
+}
+
+/// Whether long mode is active and SYSCALL is enabled.
+pub(crate) fn syscall_enabled(cpu: &Cpu) -> bool {
+    cpu.s.long_mode() && cpu.s.efer & efer::SCE != 0
 }

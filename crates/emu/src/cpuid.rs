@@ -1,0 +1,212 @@
+//! CPUID: what the emu engine tells a guest about its CPU (Intel SDM
+//! Vol. 2A, "CPUID—CPU Identification").
+//!
+//! [`cpuid_table`] advertises exactly what the emu engine implements, as a
+//! plain 64-bit "GenuineIntel" CPU (family 15, model 6, the generic
+//! identity KVM's `kvm64` model uses). Not advertised until implemented:
+//! SSE and later vector extensions, FXSR, XSAVE, MCE/MCA, MTRR (the MSRs
+//! exist but are not applied), the local APIC (arrives with the interrupt
+//! controllers), x2APIC, PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
+//! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
+//! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
+//!
+//! Leaves 0x15/0x16 give the TSC frequency: 1 GHz, from a 1 GHz "core
+//! crystal" (also the local APIC timer's clock, as with KVM's APIC bus).
+//! [`execute`] answers a `cpuid` at run time: the table (with the VM's
+//! CPUID policy already applied), the few bits that follow CPU state
+//! (OSXSAVE, the APIC enable, the topology leaf), then the VM's hooks.
+
+use alcazar_core::cpuid::{CpuidEntry, CpuidPolicy, CpuidResult};
+
+use crate::cpu::cr4;
+use crate::Cpu;
+
+/// CPUID.1:EDX bits advertised.
+mod edx1 {
+    pub const FPU: u32 = 1 << 0;
+    pub const DE: u32 = 1 << 2;
+    pub const PSE: u32 = 1 << 3;
+    pub const TSC: u32 = 1 << 4;
+    pub const MSR: u32 = 1 << 5;
+    pub const PAE: u32 = 1 << 6;
+    pub const CX8: u32 = 1 << 8;
+    pub const APIC: u32 = 1 << 9;
+    pub const SEP: u32 = 1 << 11;
+    pub const PGE: u32 = 1 << 13;
+    pub const CMOV: u32 = 1 << 15;
+    pub const PAT: u32 = 1 << 16;
+    pub const PSE36: u32 = 1 << 17;
+    pub const CLFSH: u32 = 1 << 19;
+}
+
+/// CPUID.1:ECX bits.
+mod ecx1 {
+    pub const CX16: u32 = 1 << 13;
+    pub const POPCNT: u32 = 1 << 23;
+    pub const XSAVE: u32 = 1 << 26;
+    pub const OSXSAVE: u32 = 1 << 27;
+}
+
+/// The highest basic leaf.
+const MAX_BASIC: u32 = 0x16;
+/// The highest extended leaf.
+const MAX_EXTENDED: u32 = 0x8000_0008;
+/// Family 15, model 6, stepping 1.
+const SIGNATURE: u32 = 0x0000_0f61;
+/// The brand string of leaves 0x80000002-4 (48 bytes, NUL-padded).
+const BRAND: &[u8] = b"Alcazar emu x86-64 CPU @ 1.00GHz";
+
+fn entry(leaf: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> CpuidEntry {
+    CpuidEntry {
+        leaf,
+        subleaf: 0,
+        indexed: false,
+        result: CpuidResult { eax, ebx, ecx, edx },
+    }
+}
+
+fn indexed(mut e: CpuidEntry, subleaf: u32) -> CpuidEntry {
+    e.subleaf = subleaf;
+    e.indexed = true;
+    e
+}
+
+/// Four little-endian bytes of `s` at `at` (zero past its end).
+fn le32(s: &[u8], at: usize) -> u32 {
+    let b = |i: usize| u32::from(s.get(at + i).copied().unwrap_or(0));
+    b(0) | b(1) << 8 | b(2) << 16 | b(3) << 24
+}
+
+/// The CPUID table of the emu engine, before the VM's policy.
+pub fn cpuid_table() -> Vec<CpuidEntry> {
+    let vendor = b"GenuineIntel";
+    let (genu, inei, ntel) = (le32(vendor, 0), le32(vendor, 4), le32(vendor, 8));
+    use edx1::*;
+    let leaf1_edx = FPU | DE | PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV | PAT | PSE36 | CLFSH;
+    let leaf1_ecx = ecx1::CX16 | ecx1::POPCNT;
+    // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
+    // ID and logical processor count.
+    let mut t = vec![
+        entry(0, MAX_BASIC, genu, ntel, inei),
+        entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
+        // Leaf 7: RDPID only.
+        indexed(entry(7, 0, 0, 1 << 22, 0), 0),
+        // Topology: level 0 = SMT (1 thread per core), level 1 = core
+        // (the count is filled in by `execute`).
+        indexed(entry(0xb, 0, 1, 0x100, 0), 0),
+        indexed(entry(0xb, 0, 1, 0x201, 0), 1),
+        // TSC = crystal * EBX / EAX = 1 GHz.
+        entry(0x15, 1, 1, 1_000_000_000, 0),
+        entry(0x16, 1000, 1000, 1000, 0),
+        entry(0x8000_0000, MAX_EXTENDED, 0, 0, 0),
+        // ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM). EDX: SYSCALL, NX,
+        // RDTSCP, LM.
+        entry(
+            0x8000_0001,
+            0,
+            0,
+            1 | 1 << 5,
+            1 << 11 | 1 << 20 | 1 << 27 | 1 << 29,
+        ),
+    ];
+    for (i, leaf) in (0x8000_0002..=0x8000_0004u32).enumerate() {
+        let at = i * 16;
+        t.push(entry(
+            leaf,
+            le32(BRAND, at),
+            le32(BRAND, at + 4),
+            le32(BRAND, at + 8),
+            le32(BRAND, at + 12),
+        ));
+    }
+    // Invariant TSC; 40 physical and 48 linear address bits.
+    t.push(entry(0x8000_0007, 0, 0, 0, 1 << 8));
+    t.push(entry(
+        0x8000_0008,
+        48 << 8 | crate::mmu::PHYS_ADDR_BITS,
+        0,
+        0,
+        0,
+    ));
+    t
+}
+
+/// Answers `cpuid` with EAX = `leaf`, ECX = `subleaf` for `cpu`.
+pub fn execute(cpu: &Cpu, leaf: u32, subleaf: u32) -> CpuidResult {
+    let mut r = CpuidPolicy::lookup(&cpu.cpuid, leaf, subleaf);
+    match leaf {
+        1 => {
+            r.ecx &= !ecx1::OSXSAVE;
+            if r.ecx & ecx1::XSAVE != 0 && cpu.s.cr4 & cr4::OSXSAVE != 0 {
+                r.ecx |= ecx1::OSXSAVE;
+            }
+            if cpu.s.msr.apic_base & (1 << 11) == 0 {
+                r.edx &= !edx1::APIC;
+            }
+        }
+        0xb => {
+            let vcpus = cpu.machine.vcpu_count().max(1);
+            let shift = 32 - (vcpus - 1).leading_zeros();
+            match subleaf {
+                0 => {}
+                1 => {
+                    r.eax = shift;
+                    r.ebx = vcpus;
+                }
+                _ => {
+                    r.eax = 0;
+                    r.ebx = 0;
+                }
+            }
+            r.ecx = (r.ecx & !0xff) | (subleaf & 0xff);
+            r.edx = cpu.id;
+        }
+        _ => {}
+    }
+    cpu.machine.hooks.cpuid(cpu.id, leaf, subleaf, &mut r);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::cpu64;
+
+    #[test]
+    fn the_vendor_is_genuine_intel_and_long_mode_is_advertised() {
+        let cpu = cpu64(&[]);
+        let r = execute(&cpu, 0, 0);
+        let mut v = Vec::new();
+        for x in [r.ebx, r.edx, r.ecx] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        assert_eq!(&v, b"GenuineIntel");
+        let ext = execute(&cpu, 0x8000_0001, 0);
+        assert_ne!(ext.edx & (1 << 29), 0);
+        let one = execute(&cpu, 1, 0);
+        assert_ne!(one.ecx & (1 << 31), 0, "the policy sets the hypervisor bit");
+        assert_eq!(one.edx & (1 << 25), 0, "no SSE until it is implemented");
+    }
+
+    #[test]
+    fn the_brand_string_and_address_sizes_are_reported() {
+        let cpu = cpu64(&[]);
+        let mut s = Vec::new();
+        for leaf in 0x8000_0002..=0x8000_0004 {
+            let r = execute(&cpu, leaf, 0);
+            for x in [r.eax, r.ebx, r.ecx, r.edx] {
+                s.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        assert!(s.starts_with(BRAND));
+        assert_eq!(execute(&cpu, 0x8000_0008, 0).eax, 0x3028);
+    }
+
+    #[test]
+    fn the_topology_leaf_counts_the_vcpus() {
+        let cpu = cpu64(&[]);
+        let r = execute(&cpu, 0xb, 1);
+        assert_eq!((r.ebx, r.ecx & 0xff, (r.ecx >> 8) & 0xff), (1, 1, 2));
+        assert_eq!(execute(&cpu, 0xb, 2).ecx, 2, "level 2 is invalid");
+    }
+}

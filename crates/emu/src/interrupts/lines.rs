@@ -1,0 +1,239 @@
+//! External interrupts, NMI and the HLT sleep of one vCPU.
+//!
+//! [`InterruptLines`] is the vCPU's INTR and NMI pins as other threads see
+//! them (SDM Vol. 3A §6.3 "Sources of interrupts", §6.7 NMI blocking,
+//! §6.8.3 the STI/MOV SS interrupt shadow). An interrupt controller (the
+//! local APIC of the next issue) implements [`InterruptSource`] and is
+//! [`InterruptLines::connect`]ed; a simpler producer may latch one vector
+//! with [`InterruptLines::set_external`] or raise an NMI. Either way the
+//! producer calls [`InterruptLines::notify`] when something new may be
+//! pending, which sets an "attention" flag the run loop checks with one
+//! atomic load per block and wakes the vCPU if it sleeps in HLT.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use super::{deliver, deliver_fault, Event, Source};
+use crate::flags;
+use crate::Cpu;
+
+/// An interrupt controller as the CPU sees it (the local APIC implements
+/// it). Calls come from the vCPU's thread.
+pub trait InterruptSource: Send + Sync {
+    /// The vector the CPU should take now, if any: the highest-priority
+    /// requested vector the controller does not mask (RFLAGS.IF is the
+    /// CPU's business).
+    fn pending(&self) -> Option<u8>;
+    /// The CPU takes `vector` (the interrupt-acknowledge cycle: IRR -> ISR).
+    fn acknowledge(&self, vector: u8);
+    /// The guest wrote CR8 (the APIC task priority, TPR bits 7:4).
+    fn set_tpr(&self, _cr8: u8) {}
+    /// CR8 as the controller tracks it (TPR bits 7:4), if it does.
+    fn tpr(&self) -> Option<u8> {
+        None
+    }
+}
+
+/// The interrupt pins of one vCPU, shared with whatever drives them.
+#[derive(Default)]
+pub struct InterruptLines {
+    /// Something may be pending: set by producers, cleared by the vCPU
+    /// when it finds nothing to take.
+    attention: AtomicBool,
+    nmi: AtomicBool,
+    /// A latched external vector: `0x100 | vector`, or 0.
+    latch: AtomicU16,
+    source: RwLock<Option<Arc<dyn InterruptSource>>>,
+    /// A producer is connected: HLT sleeps instead of ending the run.
+    wakeable: AtomicBool,
+    /// NMIs are blocked until the next IRET (vCPU thread only).
+    nmi_blocked: AtomicBool,
+    kicker_registered: AtomicBool,
+    sleep: Mutex<()>,
+    wake: Condvar,
+}
+
+impl std::fmt::Debug for InterruptLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterruptLines")
+            .field("attention", &self.attention.load(SeqCst))
+            .field("nmi", &self.nmi.load(SeqCst))
+            .field("latch", &self.latch.load(SeqCst))
+            .field("wakeable", &self.wakeable.load(SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl InterruptLines {
+    /// Lines with nothing connected.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connects an interrupt controller; from now on HLT waits for it.
+    pub fn connect(&self, source: Arc<dyn InterruptSource>) {
+        *self.source.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+        self.wakeable.store(true, SeqCst);
+        self.notify();
+    }
+
+    /// The connected controller, if any.
+    pub fn source(&self) -> Option<Arc<dyn InterruptSource>> {
+        self.source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Raises an NMI (edge: taken once, unless NMIs are blocked, in which
+    /// case it waits for the IRET that unblocks them).
+    pub fn raise_nmi(&self) {
+        self.nmi.store(true, SeqCst);
+        self.wakeable.store(true, SeqCst);
+        self.notify();
+    }
+
+    /// Latches external interrupt `vector` (taken once, when RFLAGS.IF
+    /// allows), or withdraws the latched one with `None`. For producers
+    /// without an [`InterruptSource`]; the latch is checked first.
+    pub fn set_external(&self, vector: Option<u8>) {
+        self.latch
+            .store(vector.map_or(0, |v| 0x100 | u16::from(v)), SeqCst);
+        self.wakeable.store(true, SeqCst);
+        if vector.is_some() {
+            self.notify();
+        }
+    }
+
+    /// Tells the vCPU something may be pending now: it checks before its
+    /// next block and wakes from HLT. Controllers call this whenever they
+    /// get a new request (or a mask is lifted).
+    pub fn notify(&self) {
+        self.attention.store(true, SeqCst);
+        self.kick();
+    }
+
+    /// Wakes the vCPU from HLT without making anything pending (used when
+    /// the VM is stopping).
+    pub fn kick(&self) {
+        let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// Whether anything can ever wake this vCPU from HLT.
+    pub fn can_wake(&self) -> bool {
+        self.wakeable.load(SeqCst)
+    }
+
+    /// Whether an NMI is pending.
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi.load(SeqCst)
+    }
+
+    /// Whether NMIs are blocked (between NMI delivery and the next IRET).
+    pub fn nmi_blocked(&self) -> bool {
+        self.nmi_blocked.load(SeqCst)
+    }
+
+    /// IRET: NMIs are deliverable again (SDM Vol. 3A §6.7.1).
+    pub fn unblock_nmi(&self) {
+        if self.nmi_blocked.swap(false, SeqCst) && self.nmi.load(SeqCst) {
+            self.attention.store(true, SeqCst);
+        }
+    }
+
+    #[inline]
+    fn attention(&self) -> bool {
+        self.attention.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take_latch(&self) -> Option<u8> {
+        let v = self.latch.swap(0, SeqCst);
+        (v & 0x100 != 0).then_some(v as u8)
+    }
+}
+
+/// Delivers a pending NMI (unless blocked) or external interrupt (when
+/// RFLAGS.IF = 1 and no interrupt shadow), waking the vCPU from HLT.
+/// Returns whether one was delivered. The common case, nothing pending, is
+/// one relaxed atomic load.
+pub fn take_pending(cpu: &mut Cpu) -> bool {
+    if !cpu.irq.attention() || cpu.s.interrupt_shadow {
+        return false;
+    }
+    let lines = cpu.irq.clone();
+    if lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst) {
+        lines.nmi.store(false, SeqCst);
+        lines.nmi_blocked.store(true, SeqCst);
+        take(cpu, 2);
+        // An external interrupt may still be pending.
+        lines.attention.store(true, SeqCst);
+        return true;
+    }
+    if !cpu.s.flags.test(flags::IF) {
+        return false;
+    }
+    lines.attention.store(false, SeqCst);
+    let vector = lines.take_latch().or_else(|| {
+        let src = lines.source()?;
+        let v = src.pending()?;
+        src.acknowledge(v);
+        Some(v)
+    });
+    match vector {
+        Some(v) => {
+            take(cpu, v);
+            // More may be pending: look again before the next block.
+            lines.attention.store(true, SeqCst);
+            true
+        }
+        None => {
+            if lines.nmi.load(SeqCst) {
+                lines.attention.store(true, SeqCst);
+            }
+            false
+        }
+    }
+}
+
+/// Delivers external event `vector` at the current RIP.
+fn take(cpu: &mut Cpu, vector: u8) {
+    cpu.s.halted = false;
+    let ev = Event {
+        vector,
+        error: None,
+        source: Source::External,
+        return_rip: cpu.s.rip,
+    };
+    if let Err(fault) = deliver(cpu, ev) {
+        // An interrupt is benign for Table 6-5: handle the fault serially.
+        deliver_fault(cpu, fault);
+    }
+    cpu.end_block = false;
+}
+
+/// HLT with nothing deliverable: sleeps (no spinning) until an NMI or,
+/// with RFLAGS.IF = 1, an external interrupt may be pending, or the VM is
+/// asked to stop. Returns `false` at once if nothing can ever wake this
+/// vCPU (no producer connected), so the run loop reports
+/// [`alcazar_core::engine::VcpuExit::Halted`].
+pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
+    let lines = cpu.irq.clone();
+    if !lines.can_wake() {
+        return false;
+    }
+    if !lines.kicker_registered.swap(true, SeqCst) {
+        let l = lines.clone();
+        cpu.machine.control.add_kicker(Box::new(move || l.kick()));
+    }
+    let want_external = cpu.s.flags.test(flags::IF);
+    let control = cpu.machine.control.clone();
+    let mut guard = lines.sleep.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let nmi = lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst);
+        if control.should_stop() || nmi || (want_external && lines.attention.load(SeqCst)) {
+            return true;
+        }
+        guard = lines.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
+    }
+}

@@ -1,0 +1,83 @@
+//! Running tiny-guest kit programs and checking them against their
+//! expectations: the harness behind the kit tests on both engines, and a
+//! convenience for embedders who want a known-good guest.
+
+use std::path::PathBuf;
+
+use alcazar_kit::Expect;
+
+use crate::config::{BootSource, ConsoleTarget, EngineChoice, VmConfig};
+use crate::error::VmmError;
+use crate::vm::Vm;
+
+/// What a kit program did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KitOutcome {
+    /// The process exit status its stop reason maps to.
+    pub status: i32,
+    /// Everything it wrote to COM1.
+    pub output: String,
+}
+
+impl KitOutcome {
+    /// Checks the outcome against `expect`: every expected line in order,
+    /// and the exit status. Returns a description of the first difference.
+    pub fn check(&self, expect: &Expect) -> Result<(), String> {
+        let mut rest = self.output.as_str();
+        for line in &expect.output {
+            let at = rest.find(line).ok_or_else(|| {
+                format!(
+                    "expected {line:?} (in order); COM1 output was:\n{}",
+                    self.output
+                )
+            })?;
+            rest = &rest[at + line.len()..];
+        }
+        if self.status != expect.status {
+            return Err(format!(
+                "exit status {} (expected {}); COM1 output was:\n{}",
+                self.status, expect.status, self.output
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn scratch_file(name: &str) -> Result<PathBuf, VmmError> {
+    let dir = std::env::temp_dir().join(format!("alcazar-kit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| VmmError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    Ok(path)
+}
+
+/// Runs kit `program` on `cpus` vCPUs of `engine` with 32 MiB of RAM and
+/// returns its exit status and COM1 output.
+pub fn run_kit(program: &str, cpus: u32, engine: EngineChoice) -> Result<KitOutcome, VmmError> {
+    let tag = format!(
+        "{program}-{cpus}-{engine:?}-{:?}.log",
+        std::thread::current().id()
+    );
+    let out = scratch_file(&tag.replace(['(', ')'], ""))?;
+    let config = VmConfig {
+        name: program.into(),
+        memory: 32 << 20,
+        cpus,
+        engine,
+        serial: ConsoleTarget::File(out.clone()),
+        boot: BootSource::Kit {
+            program: program.into(),
+        },
+        ..VmConfig::default()
+    };
+    let reason = Vm::create(&config)?.run()?;
+    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    Ok(KitOutcome {
+        status: reason.exit_status(),
+        output,
+    })
+}
