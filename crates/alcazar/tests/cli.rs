@@ -60,9 +60,7 @@ fn assert_config_error(out: &Output, needles: &[&str]) {
 
 #[test]
 fn run_without_arguments_boots_the_demo_and_exits_zero() {
-    if !kvm_available("run_without_arguments") {
-        return;
-    }
+    // `auto` picks kvm with VT-x/SVM, emu otherwise: this runs everywhere.
     let out = alcazar(&["run"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -79,12 +77,21 @@ fn run_without_arguments_boots_the_demo_and_exits_zero() {
 
 #[test]
 fn debug_exit_value_becomes_the_exit_status() {
-    if !kvm_available("debug_exit_status") {
-        return;
-    }
     let out = alcazar(&["run", "--kit", "real-hello", "--serial", "none"]);
     assert_eq!(out.status.code(), Some(0x21));
     assert!(out.stdout.is_empty(), "serial none prints nothing");
+}
+
+#[test]
+fn the_demo_runs_on_both_engines_with_the_same_output() {
+    let emu = alcazar(&["run", "--engine", "emu"]);
+    assert_eq!(emu.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&emu.stderr));
+    if !kvm_available("demo_on_kvm") {
+        return;
+    }
+    let kvm = alcazar(&["run", "--engine", "kvm"]);
+    assert_eq!(kvm.status.code(), Some(0));
+    assert_eq!(emu.stdout, kvm.stdout, "same guest, same console output");
 }
 
 #[test]

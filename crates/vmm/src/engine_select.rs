@@ -38,17 +38,29 @@ pub fn select(choice: EngineChoice) -> Result<Selected, VmmError> {
             engine: Box::new(EmuEngine::new()),
             why: "requested".into(),
         }),
-        EngineChoice::Auto => {
-            let kvm = KvmEngine::new()?;
-            let why = if host_has_hw_virt() {
-                "auto: /dev/kvm opens and the CPU has VT-x/SVM".to_string()
-            } else {
-                "auto: /dev/kvm opens but the CPU has no VT-x/SVM (KVM emulates guest kernel code); the emu engine is not built yet".to_string()
-            };
-            Ok(Selected {
-                engine: Box::new(kvm),
-                why,
-            })
-        }
+        EngineChoice::Auto => Ok(auto()),
+    }
+
+}
+
+/// `auto`: kvm only when the CPU has VT-x/SVM and `/dev/kvm` opens (KVM
+/// without hardware support, like the PVM backend, emulates guest kernel
+/// code far slower than the emu engine runs it); emu otherwise.
+fn auto() -> Selected {
+    if !host_has_hw_virt() {
+        return Selected {
+            engine: Box::new(EmuEngine::new()),
+            why: "auto: the host CPU has no VT-x/SVM".into(),
+        };
+    }
+    match KvmEngine::new() {
+        Ok(kvm) => Selected {
+            engine: Box::new(kvm),
+            why: "auto: VT-x/SVM present and /dev/kvm opens".into(),
+        },
+        Err(e) => Selected {
+            engine: Box::new(EmuEngine::new()),
+            why: format!("auto: VT-x/SVM present but {e}"),
+        },
     }
 }
