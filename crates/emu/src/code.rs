@@ -15,9 +15,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use iced_x86::Instruction;
 
+use crate::exec::fast::{Exec, Operands};
 use crate::exec::Handler;
 
 const CODE_BIT: u32 = 1 << 31;
@@ -46,6 +48,14 @@ impl CodePages {
     pub fn has_code(&self, phys: u64) -> bool {
         self.slot(phys)
             .is_some_and(|s| s.load(Ordering::Relaxed) & CODE_BIT != 0)
+    }
+
+    /// Whether the page holding `phys` still has code at generation
+    /// `generation` (one load: the code bit and the generation together).
+    #[inline]
+    pub fn is_current(&self, phys: u64, generation: u32) -> bool {
+        self.slot(phys)
+            .is_some_and(|s| s.load(Ordering::Acquire) == generation | CODE_BIT)
     }
 
     /// The generation of the page holding `phys`.
@@ -81,13 +91,25 @@ impl CodePages {
     }
 }
 
-/// One decoded instruction with its handler.
+/// One decoded instruction with its handlers and pre-decoded operands.
 #[derive(Clone, Copy)]
 pub struct Decoded {
+    /// The function the run loop calls: a specialized handler reading
+    /// `ops`, or [`crate::exec::fast::generic`], which calls `handler`.
+    pub exec: Exec,
+    /// Operands resolved at decode time (for specialized handlers).
+    pub ops: Operands,
+    /// The RIP of this instruction.
+    pub rip: u64,
+    /// A specialized direct JMP/Jcc: after it the block may run again
+    /// without a lookup if it branched to the block's start.
+    pub chains: bool,
+    /// The RIP of the next instruction (masked to the code size).
+    pub next_rip: u64,
+    /// The generic handler for `insn`.
+    pub handler: Handler,
     /// The instruction, as iced-x86 decoded it.
     pub insn: Instruction,
-    /// The function that executes it.
-    pub handler: Handler,
 }
 
 /// A run of decoded instructions.
@@ -101,6 +123,8 @@ pub struct Block {
     /// The RIP it was decoded at (branch targets and RIP-relative
     /// addresses are resolved against it).
     pub rip: u64,
+    /// The instruction-pointer mask of the code size it was decoded for.
+    pub ip_mask: u64,
 }
 
 impl Block {
@@ -109,16 +133,36 @@ impl Block {
     pub fn valid(&self, code: &CodePages) -> bool {
         self.pages[..self.page_count as usize]
             .iter()
-            .all(|&(p, g)| code.generation(p) == g && code.has_code(p))
+            .all(|&(p, g)| code.is_current(p, g))
     }
 }
 
+/// Entries of the direct-mapped first-level block cache.
+const L1_ENTRIES: usize = 4096;
+
 /// A vCPU's decoded blocks, keyed by physical address and code size.
-#[derive(Default)]
+///
+/// A direct-mapped first level holds the hot blocks; the run loop *takes*
+/// a block out of it to run it and puts it back afterwards, so the hot
+/// path moves a pointer instead of touching a reference count. A map
+/// behind it holds every block decoded.
 pub struct BlockCache {
-    blocks: HashMap<u64, std::sync::Arc<Block>, BuildKeyHasher>,
+    blocks: HashMap<u64, Arc<Block>, BuildKeyHasher>,
+    l1_keys: Box<[u64]>,
+    l1: Box<[Option<Arc<Block>>]>,
     /// Blocks decoded so far (telemetry).
     pub decoded: u64,
+}
+
+impl Default for BlockCache {
+    fn default() -> Self {
+        BlockCache {
+            blocks: HashMap::default(),
+            l1_keys: vec![u64::MAX; L1_ENTRIES].into_boxed_slice(),
+            l1: (0..L1_ENTRIES).map(|_| None).collect(),
+            decoded: 0,
+        }
+    }
 }
 
 impl BlockCache {
@@ -128,17 +172,49 @@ impl BlockCache {
         phys | (u64::from(bitness) << 56)
     }
 
+    #[inline]
+    fn l1_index(key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (L1_ENTRIES - 1)
+    }
+
     /// A valid block at `key`, if cached.
     #[inline]
-    pub fn get(&self, key: u64, code: &CodePages) -> Option<std::sync::Arc<Block>> {
+    pub fn get(&self, key: u64, code: &CodePages) -> Option<Arc<Block>> {
         let b = self.blocks.get(&key)?;
         b.valid(code).then(|| b.clone())
     }
 
+    /// Takes the valid block at `key` decoded at `rip` out of the first
+    /// level (or clones it from the map); hand it back with
+    /// [`BlockCache::put_back`] after running it.
+    #[inline]
+    pub fn take(&mut self, key: u64, rip: u64, code: &CodePages) -> Option<Arc<Block>> {
+        let i = Self::l1_index(key);
+        if self.l1_keys[i] == key {
+            if let Some(b) = &self.l1[i] {
+                if b.rip == rip && b.valid(code) {
+                    return self.l1[i].take();
+                }
+            }
+        }
+        self.get(key, code).filter(|b| b.rip == rip)
+    }
+
+    /// Puts a block taken with [`BlockCache::take`] (or just decoded) into
+    /// the first level.
+    #[inline(always)]
+    pub fn put_back(&mut self, key: u64, block: Arc<Block>) {
+        let i = Self::l1_index(key);
+        self.l1_keys[i] = key;
+        self.l1[i] = Some(block);
+    }
+
     /// Caches `block` at `key`.
-    pub fn insert(&mut self, key: u64, block: std::sync::Arc<Block>) {
+    pub fn insert(&mut self, key: u64, block: Arc<Block>) {
         if self.blocks.len() > 1 << 18 {
-            self.blocks.clear(); // bound memory; everything re-decodes
+            // Bound memory; everything re-decodes.
+            self.blocks.clear();
+            self.l1.iter_mut().for_each(|e| *e = None);
         }
         self.decoded += 1;
         self.blocks.insert(key, block);

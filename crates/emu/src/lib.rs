@@ -9,8 +9,9 @@
 //! 1. [`Cpu::run_block`] translates CS:RIP through the [`mmu::Mmu`] (a
 //!    software TLB in front of the page walker) to a physical address.
 //! 2. The [`code::BlockCache`] returns the decoded block at that address,
-//!    or iced-x86 decodes one (once) and [`exec::handler_for`] picks a
-//!    handler for each instruction.
+//!    or iced-x86 decodes one (once) and [`exec::fast::decode`] resolves
+//!    the operands of common forms and picks a specialized handler (or the
+//!    generic one from [`exec::handler_for`]) for each instruction.
 //! 3. Each handler reads and writes operands through [`mem`] (segments,
 //!    then the TLB, then host RAM or the MMIO bus) and records arithmetic
 //!    flags lazily ([`flags`]).
@@ -44,7 +45,7 @@ use alcazar_core::engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu, Vcpu
 use alcazar_core::Machine;
 use iced_x86::{Decoder, DecoderOptions, FlowControl};
 
-use crate::code::{Block, BlockCache, CodePages, Decoded};
+use crate::code::{Block, BlockCache, CodePages};
 use crate::cpu::{seg, CpuState};
 use crate::fault::Fault;
 use crate::mmu::{AccessKind, Mmu};
@@ -55,6 +56,8 @@ pub(crate) static SPLIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// Most instructions in one decoded block.
 const MAX_BLOCK_INSNS: usize = 64;
+/// Most times a looping block reruns itself without a lookup.
+const MAX_CHAINED_RUNS: usize = 16;
 /// Blocks run between checks of the stop flag and interrupts.
 const BLOCKS_PER_SLICE: usize = 4096;
 
@@ -191,7 +194,7 @@ impl Cpu {
             let before = self.icount;
             for _ in 0..BLOCKS_PER_SLICE {
                 self.take_interrupt();
-                self.step();
+                self.step_chained();
                 if self.exit.is_some() || self.s.halted {
                     break;
                 }
@@ -219,6 +222,42 @@ impl Cpu {
         }
     }
 
+    /// Like [`Cpu::step`], but a block that ends by branching to its own
+    /// start (a loop) runs again without a lookup, a bounded number of
+    /// times, while nothing else needs attention.
+    fn step_chained(&mut self) {
+        if self.s.interrupt_shadow {
+            return self.step();
+        }
+        let (key, block) = match self.block_at_rip() {
+            Ok(b) => b,
+            Err(fault) => return self.raise(fault),
+        };
+        let mut result = self.run_insns(&block, MAX_BLOCK_INSNS);
+        for _ in 0..MAX_CHAINED_RUNS {
+            match result {
+                Ok(true) if self.loops_back(&block) => {}
+                _ => break,
+            }
+            result = self.run_insns(&block, MAX_BLOCK_INSNS);
+        }
+        self.cache.put_back(key, block);
+        if let Err(fault) = result {
+            self.raise(fault);
+        }
+    }
+
+    /// Whether `block`, having just ended with a specialized branch, can
+    /// simply run again: it branched to its own start, its code is
+    /// unchanged, and no interrupt, exit or stop request is pending.
+    #[inline]
+    fn loops_back(&self, block: &Block) -> bool {
+        self.s.rip == block.rip
+            && self.exit.is_none()
+            && !self.irq.attention()
+            && block.valid(&self.code)
+    }
+
     /// Delivers a pending external interrupt if one is deliverable now.
     fn take_interrupt(&mut self) -> bool {
         interrupts::take_pending(self)
@@ -232,43 +271,62 @@ impl Cpu {
 
     /// Runs up to `limit` instructions of the block at CS:RIP.
     pub fn run_block(&mut self, limit: usize) -> Result<(), Fault> {
-        let block = self.block_at_rip()?;
+        let (key, block) = self.block_at_rip()?;
+        let result = self.run_insns(&block, limit);
+        self.cache.put_back(key, block);
+        result.map(|_| ())
+    }
+
+    /// Runs up to `limit` instructions of `block` (which starts at RIP).
+    ///
+    /// Specialized handlers do not need RIP, so it is only written back
+    /// when the block ends or faults, and before a generic handler runs
+    /// ([`exec::fast::generic`]); each instruction's next RIP is set
+    /// before it runs (branches overwrite it).
+    ///
+    /// Returns whether the last instruction run was a specialized branch
+    /// (after which the block may chain to itself).
+    #[inline]
+    fn run_insns(&mut self, block: &Block, limit: usize) -> Result<bool, Fault> {
+        let mut done = 0u64;
+        let mut result = Ok(false);
         for d in block.insns.iter().take(limit) {
-            self.next_rip = self.s.rip.wrapping_add(d.insn.len() as u64) & self.ip_mask();
-            (d.handler)(self, &d.insn)?;
-            self.s.rip = self.next_rip;
-            self.icount += 1;
-            if self.end_block {
-                self.end_block = false;
+            self.next_rip = d.next_rip;
+            if let Err(fault) = (d.exec)(self, d) {
+                self.s.rip = d.rip;
+                result = Err(fault);
                 break;
             }
+            done += 1;
+            if self.end_block {
+                self.end_block = false;
+                result = Ok(d.chains);
+                break;
+            }
+            result = Ok(d.chains);
         }
-        Ok(())
+        if result.is_ok() {
+            self.s.rip = self.next_rip;
+        }
+        self.icount += done;
+        result
     }
 
-    fn ip_mask(&self) -> u64 {
-        match self.s.code_size() {
-            cpu::CodeSize::Bits64 => u64::MAX,
-            cpu::CodeSize::Bits32 => 0xffff_ffff,
-            cpu::CodeSize::Bits16 => 0xffff,
-        }
-    }
-
-    /// The decoded block at CS:RIP, from the cache or freshly decoded.
-    fn block_at_rip(&mut self) -> Result<Arc<Block>, Fault> {
+    /// The decoded block at CS:RIP (with its cache key), from the cache or
+    /// freshly decoded. Hand it back with [`BlockCache::put_back`].
+    #[inline(always)]
+    fn block_at_rip(&mut self) -> Result<(u64, Arc<Block>), Fault> {
         let lin = self.linear(seg::CS, self.s.rip, 1, AccessKind::Fetch)?;
         let user = self.user();
         let t = self.translate(lin, AccessKind::Fetch, user)?;
         let bitness = self.s.code_size().bitness();
         let key = BlockCache::key(t.phys, bitness);
-        if let Some(b) = self.cache.get(key, &self.code) {
-            if b.rip == self.s.rip {
-                return Ok(b);
-            }
+        if let Some(b) = self.cache.take(key, self.s.rip, &self.code) {
+            return Ok((key, b));
         }
         let block = Arc::new(self.decode_block(lin, t.phys, bitness)?);
         self.cache.insert(key, block.clone());
-        Ok(block)
+        Ok((key, block))
     }
 
     /// Decodes from linear `lin` (physical `phys`) until a control
@@ -294,6 +352,12 @@ impl Cpu {
         }
         let mut decoder = Decoder::with_ip(bitness, &bytes, self.s.rip, DecoderOptions::NONE);
         let mut insns = Vec::with_capacity(16);
+        let ip_mask = match bitness {
+            64 => u64::MAX,
+            32 => 0xffff_ffff,
+            _ => 0xffff,
+        };
+        let mut rip = self.s.rip;
         let mut offset = 0usize;
         while decoder.can_decode() && insns.len() < MAX_BLOCK_INSNS {
             let insn = decoder.decode();
@@ -307,13 +371,17 @@ impl Cpu {
                 }
                 break;
             }
-            insns.push(Decoded {
-                insn,
-                handler: exec::handler_for(&insn),
-            });
+            let next_rip = rip.wrapping_add(len as u64) & ip_mask;
+            insns.push(exec::fast::decode(&insn, bitness, rip, next_rip));
+            rip = next_rip;
             offset += len;
-            if insn.flow_control() != FlowControl::Next || offset >= page_left || insn.is_invalid()
-            {
+            let goes_on = match insn.flow_control() {
+                FlowControl::Next => true,
+                // Specialized Jcc's end the block when taken.
+                FlowControl::ConditionalBranch => exec::fast::flow::is_fast_jcc(&insn, bitness),
+                _ => false,
+            };
+            if !goes_on || offset >= page_left || insn.is_invalid() {
                 break;
             }
         }
@@ -322,6 +390,7 @@ impl Cpu {
             pages,
             page_count,
             rip: self.s.rip,
+            ip_mask,
         })
     }
 

@@ -12,6 +12,7 @@
 pub mod alu;
 pub mod bits;
 pub mod data;
+pub mod fast;
 pub mod flow;
 pub mod io;
 pub mod muldiv;

@@ -143,7 +143,7 @@ impl InterruptLines {
     }
 
     #[inline]
-    fn attention(&self) -> bool {
+    pub(crate) fn attention(&self) -> bool {
         self.attention.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -157,10 +157,16 @@ impl InterruptLines {
 /// RFLAGS.IF = 1 and no interrupt shadow), waking the vCPU from HLT.
 /// Returns whether one was delivered. The common case, nothing pending, is
 /// one relaxed atomic load.
+#[inline]
 pub fn take_pending(cpu: &mut Cpu) -> bool {
     if !cpu.irq.attention() || cpu.s.interrupt_shadow {
         return false;
     }
+    take_pending_slow(cpu)
+}
+
+#[inline(never)]
+fn take_pending_slow(cpu: &mut Cpu) -> bool {
     let lines = cpu.irq.clone();
     if lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst) {
         lines.nmi.store(false, SeqCst);

@@ -1,0 +1,218 @@
+//! The specialized handlers against the generic ones: each case runs one
+//! instruction both ways from the same state and compares everything.
+
+use iced_x86::code_asm::*;
+use iced_x86::{ConditionCode, Decoder, DecoderOptions};
+
+use super::{decode, generic, select, Operands, NO_MEM, NO_REG};
+use crate::cpu::reg;
+use crate::fault::Fault;
+use crate::flags::{CF, OF, ZF};
+use crate::testutil::{assemble, cpu32, cpu64, CODE, DATA};
+use crate::Cpu;
+
+/// Distinct values in every byte of every GPR.
+fn setup(cpu: &mut Cpu, flags: u64) {
+    for (i, r) in cpu.s.gpr.iter_mut().enumerate() {
+        *r = 0x8123_4567_89ab_cdefu64.rotate_left(i as u32 * 5) ^ (i as u64 * 0x1111);
+    }
+    cpu.s.gpr[reg::RDI] = DATA;
+    cpu.s.gpr[reg::RSI] = DATA + 0x100;
+    cpu.s.gpr[reg::RCX] = 3;
+    cpu.s.flags.set(flags);
+    let bytes: Vec<u8> = (0..0x200u32).map(|i| (i * 37 + 11) as u8).collect();
+    cpu.machine.memory.write(DATA, &bytes).unwrap();
+}
+
+fn state(cpu: &Cpu) -> (Vec<u64>, u64, u64, Vec<u8>) {
+    let mut mem = vec![0u8; 0x200];
+    cpu.machine.memory.read(DATA, &mut mem).unwrap();
+    (cpu.s.gpr.to_vec(), cpu.s.flags.get(), cpu.next_rip, mem)
+}
+
+/// Runs the first instruction of `f` through its specialized handler and
+/// through the generic one (`bitness` 64 or 32), with RFLAGS = `flags`
+/// and `tweak` applied to the state; asserts that a specialized handler
+/// exists and that both agree. Returns the result.
+fn compare_with(
+    bitness: u32,
+    flags: u64,
+    tweak: impl Fn(&mut Cpu),
+    f: impl FnOnce(&mut CodeAssembler),
+) -> Result<(), Fault> {
+    let code = assemble(bitness, f);
+    let insn = Decoder::with_ip(bitness, &code, CODE, DecoderOptions::NONE).decode();
+    let mut ops = Operands {
+        imm: 0,
+        mem: NO_MEM,
+        r0: NO_REG,
+        r1: NO_REG,
+        cc: 0,
+    };
+    assert!(
+        select(&insn, bitness, &mut ops).is_some(),
+        "no specialized handler for {insn}"
+    );
+    let d = decode(&insn, bitness, CODE, CODE + insn.len() as u64);
+    let new = |code: &[u8]| {
+        if bitness == 64 {
+            cpu64(code)
+        } else {
+            cpu32(code)
+        }
+    };
+    let (mut fast, mut slow) = (new(&code), new(&code));
+    for cpu in [&mut fast, &mut slow] {
+        setup(cpu, flags);
+        tweak(cpu);
+        cpu.next_rip = d.next_rip;
+    }
+    let a = (d.exec)(&mut fast, &d);
+    let b = generic(&mut slow, &d);
+    assert_eq!(a, b, "{insn}: result");
+    assert_eq!(state(&fast), state(&slow), "{insn}: state");
+    a
+}
+
+fn compare(flags: u64, f: impl FnOnce(&mut CodeAssembler)) -> Result<(), Fault> {
+    compare_with(64, flags, |_| {}, f)
+}
+
+#[test]
+fn alu_register_forms_match_the_generic_handlers() {
+    for flags in [0, CF, CF | ZF | OF] {
+        compare(flags, |a| a.add(eax, ebx).unwrap()).unwrap();
+        compare(flags, |a| a.add(al, bl).unwrap()).unwrap();
+        compare(flags, |a| a.sub(r9w, r10w).unwrap()).unwrap();
+        compare(flags, |a| a.adc(rax, rdx).unwrap()).unwrap();
+        compare(flags, |a| a.sbb(sil, dil).unwrap()).unwrap();
+        compare(flags, |a| a.and(r15d, -2).unwrap()).unwrap();
+        compare(flags, |a| a.or(rbx, 0x7fff_ffff).unwrap()).unwrap();
+        compare(flags, |a| a.xor(ecx, ecx).unwrap()).unwrap();
+        compare(flags, |a| a.cmp(rcx, 3).unwrap()).unwrap();
+        compare(flags, |a| a.cmp(dl, al).unwrap()).unwrap();
+        compare(flags, |a| a.test(r8, r8).unwrap()).unwrap();
+        compare(flags, |a| a.test(ax, 0x8000u32).unwrap()).unwrap();
+        compare(flags, |a| a.inc(cx).unwrap()).unwrap();
+        compare(flags, |a| a.dec(r14d).unwrap()).unwrap();
+        compare(flags, |a| a.dec(bpl).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn shifts_by_an_immediate_match_including_zero_and_masked_counts() {
+    for flags in [0, CF | OF] {
+        compare(flags, |a| a.shl(eax, 0).unwrap()).unwrap();
+        compare(flags, |a| a.shr(r8, 7).unwrap()).unwrap();
+        compare(flags, |a| a.sar(bx, 15).unwrap()).unwrap();
+        compare(flags, |a| a.sar(bl, 33).unwrap()).unwrap();
+        compare(flags, |a| a.shl(rdx, 1).unwrap()).unwrap();
+        compare(flags, |a| a.shr(esi, 32).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn memory_forms_match_and_fault_alike() {
+    compare(0, |a| a.add(rax, qword_ptr(rdi + rcx * 8)).unwrap()).unwrap();
+    compare(0, |a| a.and(r8b, byte_ptr(rsi - 1)).unwrap()).unwrap();
+    compare(0, |a| a.cmp(byte_ptr(rdi + rbx), 0).unwrap()).unwrap_err();
+    compare(0, |a| a.cmp(byte_ptr(rdi + rcx), 0).unwrap()).unwrap();
+    compare(0, |a| a.cmp(dword_ptr(rsi), eax).unwrap()).unwrap();
+    compare(0, |a| a.test(word_ptr(rdi + 6), 0x8001).unwrap()).unwrap();
+    compare(0, |a| a.mov(qword_ptr(rdi + rcx * 8), rax).unwrap()).unwrap();
+    compare(0, |a| a.mov(byte_ptr(rdi + rcx), 1).unwrap()).unwrap();
+    compare(0, |a| a.mov(word_ptr(rsi + 0x10), -1).unwrap()).unwrap();
+    compare(0, |a| a.mov(r11d, dword_ptr(rsi + rcx * 4)).unwrap()).unwrap();
+    compare(0, |a| a.mov(dl, byte_ptr(rdi + 0x33)).unwrap()).unwrap();
+    compare(0, |a| a.movzx(eax, byte_ptr(rdi + rcx)).unwrap()).unwrap();
+    compare(0, |a| a.movzx(r9, word_ptr(rdi)).unwrap()).unwrap();
+    compare(0, |a| a.movsx(rbx, word_ptr(rsi + 1)).unwrap()).unwrap();
+    compare(0, |a| a.movsx(cx, byte_ptr(rdi + 0x80)).unwrap()).unwrap();
+    compare(0, |a| a.movsxd(rdx, dword_ptr(rsi + 4)).unwrap()).unwrap();
+    // Non-canonical: #GP(0); through SS (RSP/RBP base): #SS(0).
+    let gp = compare(0, |a| a.mov(rax, qword_ptr(rbx)).unwrap());
+    assert_eq!(gp, Err(Fault::GeneralProtection(0)));
+    let stack = compare(0, |a| a.mov(qword_ptr(rbp), rax).unwrap());
+    assert_eq!(stack, Err(Fault::StackFault(0)));
+    // Beyond the 1 GiB identity map: #PF, and nothing is written.
+    let far = |c: &mut Cpu| c.s.gpr[reg::RDI] = 0x4000_0000;
+    let pf = compare_with(64, 0, far, |a| a.mov(byte_ptr(rdi), 1).unwrap());
+    assert!(matches!(pf, Err(Fault::PageFault { .. })));
+    compare_with(64, 0, far, |a| a.movzx(eax, byte_ptr(rdi + 4)).unwrap()).unwrap_err();
+    // FS has a base of its own.
+    let fs_base = |c: &mut Cpu| c.s.seg[crate::cpu::seg::FS].base = DATA;
+    compare_with(64, 0, fs_base, |a| a.mov(eax, dword_ptr(rcx).fs()).unwrap()).unwrap();
+}
+
+#[test]
+fn register_moves_extensions_and_lea_match() {
+    compare(0, |a| a.mov(eax, ebx).unwrap()).unwrap();
+    compare(0, |a| a.mov(r12w, dx).unwrap()).unwrap();
+    compare(0, |a| a.mov(sil, r9b).unwrap()).unwrap();
+    compare(0, |a| a.mov(rax, 0x1234_5678_9abc_def0u64).unwrap()).unwrap();
+    compare(0, |a| a.mov(ebx, 7).unwrap()).unwrap();
+    compare(0, |a| a.movzx(ecx, dl).unwrap()).unwrap();
+    compare(0, |a| a.movsx(rax, r10w).unwrap()).unwrap();
+    compare(0, |a| a.movsxd(r8, r15d).unwrap()).unwrap();
+    compare(0, |a| a.lea(rax, ptr(rax + rax * 2)).unwrap()).unwrap();
+    compare(0, |a| a.lea(eax, ptr(rbx + rcx * 4 + 8)).unwrap()).unwrap();
+    compare(0, |a| a.lea(r9d, ptr(ebx + ecx * 8 - 1)).unwrap()).unwrap();
+    compare(0, |a| a.lea(dx, ptr(rsi + 0x7fff)).unwrap()).unwrap();
+}
+
+#[test]
+fn high_byte_registers_and_lock_stay_generic() {
+    let code = assemble(64, |a| {
+        a.add(ah, bl).unwrap();
+        a.lock().add(qword_ptr(rdi), rax).unwrap();
+        a.mov(es, ax).unwrap();
+    });
+    let mut dec = Decoder::with_ip(64, &code, CODE, DecoderOptions::NONE);
+    for _ in 0..3 {
+        let insn = dec.decode();
+        let mut ops = Operands {
+            imm: 0,
+            mem: NO_MEM,
+            r0: NO_REG,
+            r1: NO_REG,
+            cc: 0,
+        };
+        assert!(select(&insn, 64, &mut ops).is_none(), "{insn}");
+    }
+}
+
+#[test]
+fn branches_match_taken_and_not_taken() {
+    for flags in [0, CF, ZF, OF, CF | ZF] {
+        compare(flags, |a| {
+            let mut l = a.create_label();
+            a.jb(l).unwrap();
+            a.set_label(&mut l).unwrap();
+            a.nop().unwrap();
+        })
+        .unwrap();
+        compare(flags, |a| {
+            let mut l = a.create_label();
+            a.set_label(&mut l).unwrap();
+            a.jg(l).unwrap();
+        })
+        .unwrap();
+        compare(flags, |a| {
+            let mut l = a.create_label();
+            a.set_label(&mut l).unwrap();
+            a.jmp(l).unwrap();
+        })
+        .unwrap();
+        // 32-bit mode: the target is checked against CS at run time.
+        compare_with(32, flags, |_| {}, |a| a.jbe(0x10000u64).unwrap()).unwrap();
+        compare_with(32, flags, |_| {}, |a| a.add(eax, dword_ptr(edi)).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn condition_codes_round_trip_through_u8() {
+    for cc in (0..=16u8).map(super::condition) {
+        assert_eq!(super::condition(cc as u8), cc);
+    }
+    assert_eq!(super::condition(ConditionCode::g as u8), ConditionCode::g);
+}
