@@ -23,6 +23,8 @@ use crate::Cpu;
 
 /// CPUID.1:EDX bits advertised.
 mod edx1 {
+    /// x87 FPU on chip: set once the x87 is implemented.
+    #[allow(dead_code)]
     pub const FPU: u32 = 1 << 0;
     pub const DE: u32 = 1 << 2;
     pub const PSE: u32 = 1 << 3;
@@ -42,6 +44,7 @@ mod edx1 {
 /// CPUID.1:ECX bits.
 mod ecx1 {
     pub const CX16: u32 = 1 << 13;
+    pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
     pub const XSAVE: u32 = 1 << 26;
     pub const OSXSAVE: u32 = 1 << 27;
@@ -82,8 +85,10 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
     let vendor = b"GenuineIntel";
     let (genu, inei, ntel) = (le32(vendor, 0), le32(vendor, 4), le32(vendor, 8));
     use edx1::*;
-    let leaf1_edx = FPU | DE | PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV | PAT | PSE36 | CLFSH;
-    let leaf1_ecx = ecx1::CX16 | ecx1::POPCNT;
+    // No FPU bit: x87/SSE are not implemented yet (CPUID advertises exactly
+    // what the engine executes).
+    let leaf1_edx = DE | PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV | PAT | PSE36 | CLFSH;
+    let leaf1_ecx = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT;
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
     let mut t = vec![
