@@ -85,7 +85,12 @@ fn debug_exit_value_becomes_the_exit_status() {
 #[test]
 fn the_demo_runs_on_both_engines_with_the_same_output() {
     let emu = alcazar(&["run", "--engine", "emu"]);
-    assert_eq!(emu.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&emu.stderr));
+    assert_eq!(
+        emu.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&emu.stderr)
+    );
     if !kvm_available("demo_on_kvm") {
         return;
     }

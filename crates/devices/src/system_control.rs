@@ -8,11 +8,21 @@
 //! for the channel 2 OUT pin.
 //!
 //! This device owns the register and the refresh toggle. Channel 2's
-//! gate and output belong to the PIT: until the 8254 is wired in, the OUT
-//! bit reads as the gate (as if channel 2 were idle in mode 0 with a count
-//! that has expired).
+//! gate and output belong to the PIT: a port built with
+//! [`SystemControlB::with_pit`] holds a shared handle to the
+//! [`Pit8254`], drives channel 2's gate from bit 0 on every write that
+//! changes it, and reads bit 5 from channel 2's OUT at the time of the
+//! read. Lock order: the port locks the PIT, never the other way round.
+//! A port built with [`SystemControlB::new`] has no PIT: its OUT bit reads
+//! as the gate (as if channel 2 were idle in mode 0 with a count that has
+//! expired).
 
+use std::sync::{Arc, Mutex};
+
+use alcazar_core::bus::lock;
 use alcazar_core::BusDevice;
+
+use crate::pit::{Pit8254, SPEAKER_CHANNEL};
 
 /// Port 0x61.
 pub const PORT: u16 = 0x61;
@@ -27,12 +37,32 @@ const OUT2: u8 = 1 << 5;
 pub struct SystemControlB {
     control: u8,
     refresh: bool,
+    pit: Option<Arc<Mutex<Pit8254>>>,
 }
 
 impl SystemControlB {
-    /// The port with channel 2 gated off and the speaker off.
+    /// The port with channel 2 gated off and the speaker off, not wired to
+    /// a PIT.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The port wired to `pit`'s channel 2: bit 0 drives its gate (low
+    /// now), bit 5 reads its OUT.
+    pub fn with_pit(pit: Arc<Mutex<Pit8254>>) -> Self {
+        lock(&pit).set_gate(SPEAKER_CHANNEL, false);
+        SystemControlB {
+            pit: Some(pit),
+            ..Self::default()
+        }
+    }
+
+    /// PIT channel 2's OUT pin, as bit 5 shows it.
+    fn out2(&self) -> bool {
+        match &self.pit {
+            Some(pit) => lock(pit).out(SPEAKER_CHANNEL),
+            None => self.gate2(),
+        }
     }
 
     /// Whether the guest has opened PIT channel 2's gate (bit 0).
@@ -48,7 +78,7 @@ impl BusDevice for SystemControlB {
         if self.refresh {
             v |= REFRESH;
         }
-        if self.gate2() {
+        if self.out2() {
             v |= OUT2;
         }
         data.fill(0xff);
@@ -58,8 +88,11 @@ impl BusDevice for SystemControlB {
     }
 
     fn write(&mut self, _offset: u64, data: &[u8]) {
-        if let Some(&v) = data.first() {
-            self.control = v & 0x0f;
+        let Some(&v) = data.first() else { return };
+        let gate_was = self.gate2();
+        self.control = v & 0x0f;
+        if let Some(pit) = self.pit.as_ref().filter(|_| self.gate2() != gate_was) {
+            lock(pit).set_gate(SPEAKER_CHANNEL, self.gate2());
         }
     }
 }
@@ -67,6 +100,7 @@ impl BusDevice for SystemControlB {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alcazar_core::irq::NoIrq;
 
     #[test]
     fn refresh_bit_toggles_on_every_read() {
@@ -86,5 +120,61 @@ mod tests {
         p.read(0, &mut a);
         assert_eq!(a[0] & 0x03, 0x03);
         assert!(p.gate2());
+    }
+
+    fn pit() -> Arc<Mutex<Pit8254>> {
+        Arc::new(Mutex::new(Pit8254::new(Arc::new(NoIrq))))
+    }
+
+    fn out2(p: &mut SystemControlB) -> bool {
+        let mut b = [0];
+        p.read(0, &mut b);
+        b[0] & OUT2 != 0
+    }
+
+    #[test]
+    fn bit0_drives_the_pit_channel2_gate() {
+        let pit = pit();
+        let mut p = SystemControlB::with_pit(pit.clone());
+        assert!(!lock(&pit).gate(SPEAKER_CHANNEL));
+        p.write(0, &[GATE2]);
+        assert!(lock(&pit).gate(SPEAKER_CHANNEL));
+        p.write(0, &[SPEAKER]);
+        assert!(!lock(&pit).gate(SPEAKER_CHANNEL));
+    }
+
+    #[test]
+    fn bit5_follows_channel2_out_as_linux_calibrates_the_tsc() {
+        let pit = pit();
+        let mut p = SystemControlB::with_pit(pit.clone());
+        // pit_calibrate_tsc: gate high, speaker off, mode 0, 2 ms latch.
+        let mut b = [0];
+        p.read(0, &mut b);
+        p.write(0, &[(b[0] & !SPEAKER) | GATE2]);
+        {
+            let mut pit = lock(&pit);
+            pit.write(3, &[0xb0]);
+            pit.write(2, &[0x52]);
+            pit.write(2, &[0x09]); // 2386 ticks: 2 ms
+        }
+        assert!(!out2(&mut p), "counting: OUT low");
+        let start = std::time::Instant::now();
+        while !out2(&mut p) {
+            assert!(start.elapsed() < std::time::Duration::from_secs(5));
+            std::hint::spin_loop();
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= std::time::Duration::from_micros(1900),
+            "{elapsed:?}"
+        );
+    }
+
+    #[test]
+    fn an_unwired_port_reads_out_as_the_gate() {
+        let mut p = SystemControlB::new();
+        assert!(!out2(&mut p));
+        p.write(0, &[GATE2]);
+        assert!(out2(&mut p));
     }
 }

@@ -54,10 +54,7 @@ impl Cpu {
                 0
             };
             let lin = base.wrapping_add(off);
-            if !canonical(lin) {
-                return Err(seg_fault(seg_index));
-            }
-            return Ok(lin);
+            return self.check_linear64(seg_index, lin, size);
         }
         let s = &self.s.seg[seg_index];
         if self.s.protected_mode() && !self.s.v86_mode() {
@@ -74,7 +71,55 @@ impl Cpu {
         if !ok {
             return Err(seg_fault(seg_index));
         }
-        Ok(s.base.wrapping_add(off) & 0xffff_ffff)
+        let lin = s.base.wrapping_add(off) & 0xffff_ffff;
+        if self.misaligned_for_ac(lin, size) {
+            return Err(Fault::AlignmentCheck);
+        }
+        Ok(lin)
+    }
+
+    /// The checks of a 64-bit-mode data access at linear `lin`: a
+    /// non-canonical start (#GP(0), or #SS(0) for the stack), then
+    /// alignment (#AC), then — for the stack segment only — a non-canonical
+    /// far end, whose #SS(0) wins over a page fault on the first part;
+    /// other segments check the far end in the split-access path, after
+    /// the first page (the order the differential tester observed on real
+    /// CPUs).
+    #[inline]
+    pub fn check_linear64(&self, seg_index: usize, lin: u64, size: u8) -> Result<u64, Fault> {
+        if !canonical(lin) {
+            return Err(seg_fault(seg_index));
+        }
+        if self.misaligned_for_ac(lin, size) {
+            return Err(Fault::AlignmentCheck);
+        }
+        let last = lin.wrapping_add(u64::from(size.max(1)) - 1);
+        if seg_index == seg::SS && !canonical(last) {
+            return Err(seg_fault(seg_index));
+        }
+        Ok(lin)
+    }
+
+    /// Whether an access of `size` bytes at `lin` must raise #AC: CPL 3,
+    /// CR0.AM and RFLAGS.AC set, and the address not a multiple of the size
+    /// (SDM Vol. 3A §6.15, "Interrupt 17").
+    #[inline]
+    pub fn misaligned_for_ac(&self, lin: u64, size: u8) -> bool {
+        size > 1
+            && lin & (u64::from(size) - 1) != 0
+            && self.s.cpl == 3
+            && self.s.cr0 & crate::cpu::cr0::AM != 0
+            && self.s.flags.test(crate::flags::AC)
+    }
+
+    /// In 64-bit mode, the second part of a page-crossing access must be
+    /// canonical too (#GP(0) after the first page translated).
+    #[inline]
+    fn check_second_part(&self, second: u64) -> Result<(), Fault> {
+        if self.s.long_mode() && self.s.seg[seg::CS].l && !canonical(second) {
+            return Err(Fault::GeneralProtection(0));
+        }
+        Ok(())
     }
 
     fn check_segment_type(&self, seg_index: usize, kind: AccessKind) -> Result<(), Fault> {
@@ -147,6 +192,7 @@ impl Cpu {
     fn read_split(&mut self, lin: u64, size: u8, user: bool) -> Result<u64, Fault> {
         let first = 0x1000 - (lin & 0xfff);
         let t0 = self.translate(lin, AccessKind::Read, user)?;
+        self.check_second_part(lin.wrapping_add(first))?;
         let t1 = self.translate(lin.wrapping_add(first), AccessKind::Read, user)?;
         let mut v = 0u64;
         for i in 0..u64::from(size) {
@@ -163,6 +209,7 @@ impl Cpu {
     fn write_split(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Fault> {
         let first = 0x1000 - (lin & 0xfff);
         let t0 = self.translate(lin, AccessKind::Write, user)?;
+        self.check_second_part(lin.wrapping_add(first))?;
         let t1 = self.translate(lin.wrapping_add(first), AccessKind::Write, user)?;
         for i in 0..u64::from(size) {
             let t = if i < first {
@@ -260,8 +307,16 @@ impl Cpu {
         // Slow path: translate for write first so faults come before any
         // change, then read-modify-write under the VM-wide split lock.
         let guard = crate::SPLIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.read_lin(lin, size, user)?;
+        // A locked access is a write access from the start: a fault on it
+        // reports W=1 (SDM Vol. 3A §4.7), so translate both ends for
+        // writing before reading anything.
         self.translate(lin, AccessKind::Write, user)?;
+        if crosses {
+            let second = (lin | 0xfff).wrapping_add(1);
+            self.check_second_part(second)?;
+            self.translate(second, AccessKind::Write, user)?;
+        }
+        let old = self.read_lin(lin, size, user)?;
         self.write_lin(lin, size, f(old), user)?;
         drop(guard);
         Ok(old)

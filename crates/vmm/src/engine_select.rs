@@ -40,7 +40,6 @@ pub fn select(choice: EngineChoice) -> Result<Selected, VmmError> {
         }),
         EngineChoice::Auto => Ok(auto()),
     }
-
 }
 
 /// `auto`: kvm only when the CPU has VT-x/SVM and `/dev/kvm` opens (KVM

@@ -336,6 +336,12 @@ fn enter_frame(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         push(cpu, size, frame)?;
     }
     let rsp = mask_to(cpu.s.read_gpr(reg::RSP, ss, false).wrapping_sub(alloc), ss);
+    // ENTER faults if a write at the final stack pointer would (SDM ENTER:
+    // #SS/#PF "using the final value of the stack pointer"; with alignment
+    // checking on, a misaligned final frame raises #AC).
+    let lin = cpu.linear(seg::SS, rsp, size, AccessKind::Write)?;
+    let user = cpu.user();
+    cpu.translate(lin, AccessKind::Write, user)?;
     cpu.s.write_gpr(reg::RBP, size, false, frame);
     cpu.s.write_gpr(reg::RSP, ss, false, rsp);
     Ok(())

@@ -80,7 +80,13 @@ fn iteration<const OP: u8>(
             let v = cpu.read(src, si, size)?;
             cpu.write(seg::ES, di, size, v)?;
         }
-        CMPS => *last = (cpu.read(src, si, size)?, cpu.read(seg::ES, di, size)?),
+        CMPS => {
+            // ES:rDI is read first, as on the AMD hosts the differential
+            // tester checks against (the order decides which of two
+            // faulting operands is reported; the SDM leaves it open).
+            let dst = cpu.read(seg::ES, di, size)?;
+            *last = (cpu.read(src, si, size)?, dst);
+        }
         SCAS => *last = (*acc, cpu.read(seg::ES, di, size)?),
         LODS => *acc = cpu.read(src, si, size)?,
         _ => cpu.write(seg::ES, di, size, *acc)?,

@@ -316,15 +316,9 @@ impl Cpu {
     pub fn read_mem(&mut self, m: &MemOperand) -> Result<u64, Fault> {
         let off = ea(self, m);
         if usize::from(m.seg) < seg::FS && self.flat64() {
-            if !crate::mem::canonical(off) {
-                return Err(if usize::from(m.seg) == seg::SS {
-                    Fault::StackFault(0)
-                } else {
-                    Fault::GeneralProtection(0)
-                });
-            }
+            let lin = self.check_linear64(usize::from(m.seg), off, m.size)?;
             let user = self.user();
-            return self.read_lin(off, m.size, user);
+            return self.read_lin(lin, m.size, user);
         }
         self.read(usize::from(m.seg), off, m.size)
     }
@@ -334,15 +328,9 @@ impl Cpu {
     pub fn write_mem(&mut self, m: &MemOperand, v: u64) -> Result<(), Fault> {
         let off = ea(self, m);
         if usize::from(m.seg) < seg::FS && self.flat64() {
-            if !crate::mem::canonical(off) {
-                return Err(if usize::from(m.seg) == seg::SS {
-                    Fault::StackFault(0)
-                } else {
-                    Fault::GeneralProtection(0)
-                });
-            }
+            let lin = self.check_linear64(usize::from(m.seg), off, m.size)?;
             let user = self.user();
-            return self.write_lin(off, m.size, v, user);
+            return self.write_lin(lin, m.size, v, user);
         }
         self.write(usize::from(m.seg), off, m.size, v)
     }
