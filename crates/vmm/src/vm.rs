@@ -105,7 +105,16 @@ impl Vm {
             let halted = halted.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
-                .spawn(move || vcpu_loop(vcpu, &machine, &halted))
+                .spawn(move || {
+                    // A bug in an engine or device must end this VM with an
+                    // error, not leave the other threads waiting forever.
+                    let run = std::panic::AssertUnwindSafe(|| vcpu_loop(vcpu, &machine, &halted));
+                    if std::panic::catch_unwind(run).is_err() {
+                        machine.control.request_stop(StopReason::Error(
+                            "a vCPU thread panicked (a VMM bug; see the message above)".into(),
+                        ));
+                    }
+                })
                 .map_err(|source| VmmError::Io {
                     what: "starting a vCPU thread".into(),
                     source,
