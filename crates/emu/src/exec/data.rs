@@ -250,10 +250,12 @@ fn cmpxchg16b(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         return Err(Fault::InvalidOpcode);
     }
     let (s, off) = memory_operand(cpu, insn);
-    let lin = cpu.linear(s, off, 16, AccessKind::Write)?;
-    if lin & 15 != 0 {
+    // The 16-byte alignment #GP(0) comes before an alignment-check #AC:
+    // test the start address first, then do the full segment checks.
+    if cpu.linear(s, off, 1, AccessKind::Write)? & 15 != 0 {
         return Err(Fault::GeneralProtection(0));
     }
+    let lin = cpu.linear(s, off, 16, AccessKind::Write)?;
     let user = cpu.user();
     let (lo, hi) = {
         let _guard = crate::SPLIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
