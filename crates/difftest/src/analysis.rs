@@ -21,45 +21,8 @@ use iced_x86::{
 
 use crate::gen::regs;
 
-/// RFLAGS bits (Intel SDM Vol. 1 §3.4.3).
-pub mod fl {
-    /// Carry.
-    pub const CF: u64 = 1;
-    /// Parity.
-    pub const PF: u64 = 1 << 2;
-    /// Auxiliary carry.
-    pub const AF: u64 = 1 << 4;
-    /// Zero.
-    pub const ZF: u64 = 1 << 6;
-    /// Sign.
-    pub const SF: u64 = 1 << 7;
-    /// Trap.
-    pub const TF: u64 = 1 << 8;
-    /// Interrupt enable.
-    pub const IF: u64 = 1 << 9;
-    /// Direction.
-    pub const DF: u64 = 1 << 10;
-    /// Overflow.
-    pub const OF: u64 = 1 << 11;
-    /// I/O privilege level.
-    pub const IOPL: u64 = 3 << 12;
-    /// Nested task.
-    pub const NT: u64 = 1 << 14;
-    /// Resume.
-    pub const RF: u64 = 1 << 16;
-    /// Virtual-8086 mode.
-    pub const VM: u64 = 1 << 17;
-    /// Alignment check.
-    pub const AC: u64 = 1 << 18;
-    /// Virtual interrupt flag.
-    pub const VIF: u64 = 1 << 19;
-    /// Virtual interrupt pending.
-    pub const VIP: u64 = 1 << 20;
-    /// CPUID available.
-    pub const ID: u64 = 1 << 21;
-    /// The six arithmetic status flags.
-    pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
-}
+/// RFLAGS bits (Intel SDM Vol. 1 §3.4.3): the emu engine's definitions.
+pub use alcazar_emu::flags as fl;
 
 /// Converts iced-x86 [`RflagsBits`] to RFLAGS bit positions.
 pub fn from_iced(bits: u32) -> u64 {
