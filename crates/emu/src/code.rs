@@ -14,7 +14,7 @@
 //! pages, so every such store is seen.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use iced_x86::Instruction;
@@ -28,6 +28,8 @@ const CODE_BIT: u32 = 1 << 31;
 #[derive(Debug)]
 pub struct CodePages {
     pages: Box<[AtomicU32]>,
+    /// Invalidations so far (part of the link epoch).
+    invalidations: AtomicU64,
 }
 
 impl CodePages {
@@ -36,6 +38,7 @@ impl CodePages {
         let n = (phys_end.div_ceil(4096)) as usize;
         CodePages {
             pages: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            invalidations: AtomicU64::new(0),
         }
     }
 
@@ -87,7 +90,18 @@ impl CodePages {
         let _ = s.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
             Some(((v & !CODE_BIT).wrapping_add(1)) & !CODE_BIT)
         });
+        // After the generation: a link made before this count changed
+        // may point at a block of this page.
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
         true
+    }
+
+    /// How many times a page with code has been invalidated (only grows).
+    /// A block that was valid when this count was read stays valid while
+    /// the count is unchanged.
+    #[inline(always)]
+    pub fn invalidations(&self) -> u64 {
+        self.invalidations.load(Ordering::Acquire)
     }
 }
 
@@ -104,6 +118,10 @@ pub struct Decoded {
     /// A specialized direct JMP/Jcc: after it the block may run again
     /// without a lookup if it branched to the block's start.
     pub chains: bool,
+    /// A CMP/TEST fused with the Jcc after it
+    /// ([`crate::exec::fast::fused`]): `exec` runs both, `handler` and
+    /// `insn` are the CMP/TEST's, `next_rip` is after the Jcc.
+    pub fused: bool,
     /// The RIP of the next instruction (masked to the code size).
     pub next_rip: u64,
     /// The generic handler for `insn`.
@@ -125,6 +143,61 @@ pub struct Block {
     pub rip: u64,
     /// The instruction-pointer mask of the code size it was decoded for.
     pub ip_mask: u64,
+    /// Successors seen after this block ran (see [`Link`]).
+    pub links: [Link; LINKS],
+}
+
+/// Successor slots per block (a block with side exits has several).
+pub const LINKS: usize = 8;
+
+/// A remembered successor of a block: after the block ends at `rip`, the
+/// run loop may run `block` next without a lookup if the link epoch
+/// ([`crate::Cpu::link_epoch`]) still equals `epoch`. The epoch changes
+/// whenever the way a RIP maps to a decoded block may have changed (TLB
+/// flushes and fetch-TLB refills, any generic instruction, fault and
+/// interrupt delivery, a new entry into the run loop), whenever a block
+/// may have left the cache, and whenever any code page is invalidated
+/// ([`CodePages::invalidations`]). So a current link points at a live,
+/// still valid block decoded for the same RIP, mode and translation.
+///
+/// The fields are atomics only so that blocks stay `Sync`; they are used
+/// by the owning vCPU alone, with relaxed (plain) loads and stores.
+#[derive(Debug)]
+pub struct Link {
+    rip: AtomicU64,
+    epoch: AtomicU64,
+    block: AtomicPtr<Block>,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            rip: AtomicU64::new(u64::MAX),
+            epoch: AtomicU64::new(u64::MAX),
+            block: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+impl Link {
+    /// The linked block for `rip` if the link is current at `epoch`
+    /// (null otherwise).
+    #[inline(always)]
+    pub fn get(&self, rip: u64, epoch: u64) -> *const Block {
+        if self.rip.load(Ordering::Relaxed) == rip && self.epoch.load(Ordering::Relaxed) == epoch {
+            self.block.load(Ordering::Relaxed)
+        } else {
+            std::ptr::null()
+        }
+    }
+
+    /// Links `rip` to `block` at `epoch`.
+    #[inline]
+    pub fn set(&self, rip: u64, epoch: u64, block: *const Block) {
+        self.rip.store(rip, Ordering::Relaxed);
+        self.epoch.store(epoch, Ordering::Relaxed);
+        self.block.store(block.cast_mut(), Ordering::Relaxed);
+    }
 }
 
 impl Block {
@@ -134,6 +207,13 @@ impl Block {
         self.pages[..self.page_count as usize]
             .iter()
             .all(|&(p, g)| code.is_current(p, g))
+    }
+
+    /// The link slot for the exit `exit` (distinct for each side exit and
+    /// the end of a short block; the link still records the RIP).
+    #[inline(always)]
+    pub fn link(&self, exit: usize) -> &Link {
+        &self.links[exit & (LINKS - 1)]
     }
 }
 
@@ -152,6 +232,9 @@ pub struct BlockCache {
     l1: Box<[Option<Arc<Block>>]>,
     /// Blocks decoded so far (telemetry).
     pub decoded: u64,
+    /// Bumped whenever a block may leave the map (part of the link
+    /// epoch: a current [`Link`] points at a block the map keeps alive).
+    pub epoch: u64,
 }
 
 impl Default for BlockCache {
@@ -161,6 +244,7 @@ impl Default for BlockCache {
             l1_keys: vec![u64::MAX; L1_ENTRIES].into_boxed_slice(),
             l1: (0..L1_ENTRIES).map(|_| None).collect(),
             decoded: 0,
+            epoch: 0,
         }
     }
 }
@@ -217,6 +301,7 @@ impl BlockCache {
             self.l1.iter_mut().for_each(|e| *e = None);
         }
         self.decoded += 1;
+        self.epoch = self.epoch.wrapping_add(1);
         self.blocks.insert(key, block);
     }
 }

@@ -134,7 +134,7 @@ impl Flags {
 
     /// Records an arithmetic result. `dst`, `src`, `res` need not be masked.
     /// For [`FlagOp::Adc`]/[`FlagOp::Sbb`] pass the incoming carry.
-    #[inline]
+    #[inline(always)]
     pub fn set_result(
         &mut self,
         op: FlagOp,

@@ -58,8 +58,12 @@ pub(crate) static SPLIT_LOCK: Mutex<()> = Mutex::new(());
 const MAX_BLOCK_INSNS: usize = 64;
 /// Most times a looping block reruns itself without a lookup.
 const MAX_CHAINED_RUNS: usize = 16;
-/// Blocks run between checks of the stop flag and interrupts.
-const BLOCKS_PER_SLICE: usize = 4096;
+/// Most blocks run one after another through links without returning to
+/// the run loop.
+const MAX_LINKED_BLOCKS: usize = 32;
+/// Block steps ([`Cpu::step_chained`], each up to [`MAX_LINKED_BLOCKS`]
+/// blocks) between checks of the stop flag.
+const BLOCKS_PER_SLICE: usize = 256;
 
 /// The emu engine.
 #[derive(Debug, Default)]
@@ -137,6 +141,12 @@ pub struct Cpu {
     pub irq: Arc<interrupts::InterruptLines>,
     /// The MTRRs (stored for RDMSR/WRMSR; the emu engine has no caches).
     pub mtrr: msr::Mtrrs,
+    /// Bumped by generic instructions, fault and interrupt delivery and
+    /// each entry into [`Cpu::run`] (part of [`Cpu::link_epoch`]).
+    pub(crate) ctx_epoch: u64,
+    /// How the last block run ended: instructions run, times two, plus
+    /// one if a taken side exit ended it (picks its [`code::Link`]).
+    exit_slot: usize,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -171,11 +181,15 @@ impl Cpu {
             exit: None,
             irq: Arc::new(interrupts::InterruptLines::new()),
             mtrr: msr::Mtrrs::default(),
+            ctx_epoch: 0,
+            exit_slot: 0,
         }
     }
 
     /// Runs until the VM stops, the CPU halts, or a triple fault.
     pub fn run(&mut self) -> VcpuExit {
+        // The state may have been changed from outside since the last run.
+        self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
         loop {
             if self.machine.control.should_stop() {
                 return VcpuExit::Stopped;
@@ -225,6 +239,10 @@ impl Cpu {
     /// Like [`Cpu::step`], but a block that ends by branching to its own
     /// start (a loop) runs again without a lookup, a bounded number of
     /// times, while nothing else needs attention.
+    ///
+    /// Then, while nothing needs attention, it runs the blocks that follow
+    /// through their links ([`code::Link`]), looking up (and linking) only
+    /// successors that are not linked yet.
     fn step_chained(&mut self) {
         if self.s.interrupt_shadow {
             return self.step();
@@ -233,18 +251,75 @@ impl Cpu {
             Ok(b) => b,
             Err(fault) => return self.raise(fault),
         };
-        let mut result = self.run_insns(&block, MAX_BLOCK_INSNS);
-        for _ in 0..MAX_CHAINED_RUNS {
-            match result {
-                Ok(true) if self.loops_back(&block) => {}
-                _ => break,
-            }
-            result = self.run_insns(&block, MAX_BLOCK_INSNS);
-        }
+        let result = self.run_looping(&block);
+        let mut prev = Arc::as_ptr(&block);
         self.cache.put_back(key, block);
         if let Err(fault) = result {
-            self.raise(fault);
+            return self.raise(fault);
         }
+        for _ in 0..MAX_LINKED_BLOCKS {
+            if self.exit.is_some()
+                || self.s.halted
+                || self.s.interrupt_shadow
+                || self.irq.attention()
+            {
+                return;
+            }
+            let epoch = self.link_epoch();
+            let rip = self.s.rip;
+            // SAFETY: `prev` is a block the cache's map holds: it was
+            // current (looked up, or linked at the current epoch) when it
+            // ran, and running blocks never touches the cache. Blocks only
+            // leave the map in `BlockCache::insert`, which bumps the epoch;
+            // `prev` is not used after an epoch change.
+            let link = unsafe { &*prev }.link(self.exit_slot);
+            let mut next = link.get(rip, epoch);
+            if next.is_null() {
+                let (key, b) = match self.block_at_rip() {
+                    Ok(b) => b,
+                    Err(fault) => return self.raise(fault),
+                };
+                next = Arc::as_ptr(&b);
+                if self.link_epoch() == epoch {
+                    // No block left the map (`prev` is alive) and no code
+                    // changed (`next` is still valid).
+                    link.set(rip, epoch, next);
+                }
+                self.cache.put_back(key, b);
+            }
+            // SAFETY: `next` was just looked up (the map holds it) or is
+            // linked at the current epoch (the map holds it; see above).
+            let b = unsafe { &*next };
+            if let Err(fault) = self.run_looping(b) {
+                return self.raise(fault);
+            }
+            prev = next;
+        }
+    }
+
+    /// Runs `block` (at RIP), then reruns it while it loops back to its
+    /// own start ([`Cpu::loops_back`]), a bounded number of times.
+    #[inline(always)]
+    fn run_looping(&mut self, block: &Block) -> Result<(), Fault> {
+        let mut result = self.run_insns(block, MAX_BLOCK_INSNS);
+        for _ in 0..MAX_CHAINED_RUNS {
+            match result {
+                Ok(true) if self.loops_back(block) => {}
+                _ => break,
+            }
+            result = self.run_insns(block, MAX_BLOCK_INSNS);
+        }
+        result.map(|_| ())
+    }
+
+    /// The link epoch: a [`code::Link`] made at another epoch is stale.
+    /// Each part only grows, so the sum changes whenever any part does.
+    #[inline(always)]
+    fn link_epoch(&self) -> u64 {
+        self.ctx_epoch
+            .wrapping_add(self.mmu.epoch)
+            .wrapping_add(self.cache.epoch)
+            .wrapping_add(self.code.invalidations())
     }
 
     /// Whether `block`, having just ended with a specialized branch, can
@@ -260,12 +335,17 @@ impl Cpu {
 
     /// Delivers a pending external interrupt if one is deliverable now.
     fn take_interrupt(&mut self) -> bool {
-        interrupts::take_pending(self)
+        let taken = interrupts::take_pending(self);
+        if taken {
+            self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
+        }
+        taken
     }
 
     /// Delivers `fault`; a fault during delivery escalates (#DF, then a
     /// triple fault, which ends the run with [`VcpuExit::Shutdown`]).
     pub fn raise(&mut self, fault: Fault) {
+        self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
         interrupts::deliver_fault(self, fault);
     }
 
@@ -289,10 +369,18 @@ impl Cpu {
     #[inline]
     fn run_insns(&mut self, block: &Block, limit: usize) -> Result<bool, Fault> {
         let mut done = 0u64;
+        let mut taken = false;
         let mut result = Ok(false);
         for d in block.insns.iter().take(limit) {
             self.next_rip = d.next_rip;
-            if let Err(fault) = (d.exec)(self, d) {
+            let r = if limit == 1 && d.fused {
+                // One instruction only: the CMP/TEST without its Jcc.
+                self.next_rip = d.insn.next_ip() & block.ip_mask;
+                exec::fast::generic(self, d)
+            } else {
+                (d.exec)(self, d)
+            };
+            if let Err(fault) = r {
                 self.s.rip = d.rip;
                 result = Err(fault);
                 break;
@@ -300,6 +388,7 @@ impl Cpu {
             done += 1;
             if self.end_block {
                 self.end_block = false;
+                taken = true;
                 result = Ok(d.chains);
                 break;
             }
@@ -309,6 +398,7 @@ impl Cpu {
             self.s.rip = self.next_rip;
         }
         self.icount += done;
+        self.exit_slot = (done as usize) << 1 | usize::from(taken);
         result
     }
 
@@ -372,7 +462,15 @@ impl Cpu {
                 break;
             }
             let next_rip = rip.wrapping_add(len as u64) & ip_mask;
-            insns.push(exec::fast::decode(&insn, bitness, rip, next_rip));
+            let d = exec::fast::decode(&insn, bitness, rip, next_rip);
+            let fused = bitness == 64
+                && exec::fast::flow::is_fast_jcc(&insn, bitness)
+                && insns
+                    .last_mut()
+                    .is_some_and(|p| exec::fast::fused::fuse(p, &insn, &d));
+            if !fused {
+                insns.push(d);
+            }
             rip = next_rip;
             offset += len;
             let goes_on = match insn.flow_control() {
@@ -391,6 +489,7 @@ impl Cpu {
             page_count,
             rip: self.s.rip,
             ip_mask,
+            links: Default::default(),
         })
     }
 

@@ -86,6 +86,9 @@ pub struct Mmu {
     pub flushes: u64,
     /// Page walks so far (telemetry).
     pub walks: u64,
+    /// Bumped by every flush and every fetch-TLB refill (part of the link
+    /// epoch, [`crate::code::Link`]).
+    pub epoch: u64,
 }
 
 // SAFETY: the raw pointers point into guest memory mappings that the
@@ -122,6 +125,7 @@ impl Mmu {
             backing,
             flushes: 0,
             walks: 0,
+            epoch: 0,
         }
     }
 
@@ -148,6 +152,7 @@ impl Mmu {
             set.fill(EMPTY);
         }
         self.flushes += 1;
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// Drops every entry except global ones (a CR3 write with CR4.PGE).
@@ -158,12 +163,14 @@ impl Mmu {
             }
         }
         self.flushes += 1;
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// Drops the entries for the page containing `lin` (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
         let vpn = lin >> 12;
         let idx = (vpn as usize) & (TLB_ENTRIES - 1);
+        self.epoch = self.epoch.wrapping_add(1);
         for set in self.tlb.iter_mut() {
             if set[idx].tag == vpn + 1 {
                 set[idx] = EMPTY;
@@ -212,6 +219,9 @@ impl Mmu {
         set: usize,
         idx: usize,
     ) -> Result<Translation, Fault> {
+        if kind == AccessKind::Fetch {
+            self.epoch = self.epoch.wrapping_add(1);
+        }
         let (phys_page, global) = if cpu.cr0 & cr0::PG == 0 {
             (lin & PAGE_MASK & 0xffff_ffff_ffff, false)
         } else {

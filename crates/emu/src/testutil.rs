@@ -183,4 +183,60 @@ mod tests {
         assert_eq!(cpu.s.gpr[reg::RAX], 7);
         assert!(cpu.exit.is_none(), "the int3 was never executed");
     }
+
+    #[test]
+    fn linked_blocks_see_stores_into_their_code() {
+        // A loop of linked blocks; halfway through, a store patches the
+        // immediate of `add eax, 1` (in a block already linked) to 2.
+        let program = |patch: u64| {
+            assemble(64, |a| {
+                let (mut top, mut p, mut q, mut r) = (
+                    a.create_label(),
+                    a.create_label(),
+                    a.create_label(),
+                    a.create_label(),
+                );
+                a.xor(eax, eax).unwrap();
+                a.mov(ecx, 100u32).unwrap();
+                a.set_label(&mut top).unwrap();
+                a.jmp(p).unwrap();
+                a.set_label(&mut p).unwrap();
+                a.db(&[0x83, 0xc0, 0x01]).unwrap(); // add eax, 1
+                a.jmp(q).unwrap();
+                a.set_label(&mut q).unwrap();
+                a.dec(ecx).unwrap();
+                a.cmp(ecx, 50).unwrap();
+                a.jne(r).unwrap();
+                a.mov(byte_ptr(patch), 2u32).unwrap();
+                a.set_label(&mut r).unwrap();
+                a.test(ecx, ecx).unwrap();
+                a.jnz(top).unwrap();
+                a.hlt().unwrap();
+            })
+        };
+        let add = [0x83, 0xc0, 0x01];
+        let at = |code: &[u8]| code.windows(3).position(|w| w == add).unwrap() as u64;
+        let code = program(CODE + at(&program(CODE)) + 2);
+        let mut cpu = cpu64(&code);
+        assert_eq!(cpu.run(), alcazar_core::engine::VcpuExit::Halted);
+        assert_eq!(cpu.s.gpr[reg::RAX], 50 + 50 * 2);
+        assert_eq!(cpu.s.gpr[reg::RCX], 0);
+    }
+
+    #[test]
+    fn a_single_step_runs_only_the_compare_of_a_fused_pair() {
+        let code = assemble(64, |a| {
+            let mut t = a.create_label();
+            a.cmp(eax, eax).unwrap();
+            a.je(t).unwrap();
+            a.nop().unwrap();
+            a.set_label(&mut t).unwrap();
+            a.nop().unwrap();
+        });
+        let mut cpu = cpu64(&code);
+        cpu.run_block(1).unwrap();
+        assert_eq!((cpu.s.rip, cpu.icount), (CODE + 2, 1));
+        cpu.run_block(1).unwrap();
+        assert_eq!((cpu.s.rip, cpu.icount), (CODE + 5, 2));
+    }
 }

@@ -17,6 +17,7 @@
 pub mod alu;
 pub mod data;
 pub mod flow;
+pub mod fused;
 #[cfg(test)]
 mod tests;
 
@@ -83,7 +84,11 @@ const NO_MEM: MemOperand = MemOperand {
 /// Runs the generic handler of `d`. The run loop keeps RIP only in the
 /// decoded instructions while specialized handlers run; generic handlers
 /// see the architectural RIP.
+///
+/// A generic instruction may change anything (mode, CS, CPL, paging), so
+/// it also invalidates every block link ([`crate::code::Link`]).
 pub fn generic(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    cpu.ctx_epoch = cpu.ctx_epoch.wrapping_add(1);
     cpu.s.rip = d.rip;
     (d.handler)(cpu, &d.insn)
 }
@@ -108,6 +113,7 @@ pub fn decode(insn: &Instruction, bitness: u32, rip: u64, next_rip: u64) -> Deco
     Decoded {
         exec: exec.unwrap_or(generic),
         chains,
+        fused: false,
         ops,
         rip,
         next_rip,

@@ -216,3 +216,94 @@ fn condition_codes_round_trip_through_u8() {
     }
     assert_eq!(super::condition(ConditionCode::g as u8), ConditionCode::g);
 }
+
+/// Runs `cmp; jcc` (the first two instructions of `f`) fused and as two
+/// specialized instructions; asserts that the pair fuses and that both
+/// ways agree (registers, flags, next RIP, block end, instruction count).
+fn compare_fused(setup_regs: impl Fn(&mut Cpu), f: impl FnOnce(&mut CodeAssembler)) {
+    let code = assemble(64, f);
+    let mut dec = Decoder::with_ip(64, &code, CODE, DecoderOptions::NONE);
+    let (i1, i2) = (dec.decode(), dec.decode());
+    let d1 = decode(&i1, 64, CODE, i1.next_ip());
+    let d2 = decode(&i2, 64, i1.next_ip(), i2.next_ip());
+    let mut fused = d1;
+    assert!(super::fused::fuse(&mut fused, &i2, &d2), "{i1}; {i2}");
+    let (mut a, mut b) = (cpu64(&code), cpu64(&code));
+    for cpu in [&mut a, &mut b] {
+        setup(cpu, 0);
+        setup_regs(cpu);
+    }
+    a.next_rip = fused.next_rip;
+    (fused.exec)(&mut a, &fused).unwrap();
+    b.next_rip = d1.next_rip;
+    (d1.exec)(&mut b, &d1).unwrap();
+    b.icount += 1;
+    b.next_rip = d2.next_rip;
+    (d2.exec)(&mut b, &d2).unwrap();
+    let s = |c: &Cpu| (state(c), c.end_block, c.icount);
+    assert_eq!(s(&a), s(&b), "{i1}; {i2}");
+}
+
+#[test]
+fn fused_compare_and_branch_matches_the_pair() {
+    type Jcc = fn(&mut CodeAssembler, u64) -> Result<(), IcedError>;
+    let jccs: [Jcc; 16] = [
+        CodeAssembler::jo,
+        CodeAssembler::jno,
+        CodeAssembler::jb,
+        CodeAssembler::jae,
+        CodeAssembler::je,
+        CodeAssembler::jne,
+        CodeAssembler::jbe,
+        CodeAssembler::ja,
+        CodeAssembler::js,
+        CodeAssembler::jns,
+        CodeAssembler::jp,
+        CodeAssembler::jnp,
+        CodeAssembler::jl,
+        CodeAssembler::jge,
+        CodeAssembler::jle,
+        CodeAssembler::jg,
+    ];
+    let values = [
+        0u64,
+        1,
+        3,
+        0x7f,
+        0x80,
+        0xffff_ffff,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ];
+    for jcc in jccs {
+        for &x in &values {
+            for &y in &values {
+                let regs = |c: &mut Cpu| {
+                    c.s.gpr[reg::RAX] = x;
+                    c.s.gpr[reg::RBX] = y;
+                };
+                let target = CODE + 0x100;
+                compare_fused(regs, |a| {
+                    a.cmp(eax, ebx).unwrap();
+                    jcc(a, target).unwrap();
+                });
+                compare_fused(regs, |a| {
+                    a.cmp(rax, 3).unwrap();
+                    jcc(a, target).unwrap();
+                });
+                compare_fused(regs, |a| {
+                    a.cmp(al, bl).unwrap();
+                    jcc(a, target).unwrap();
+                });
+                compare_fused(regs, |a| {
+                    a.test(rax, rbx).unwrap();
+                    jcc(a, target).unwrap();
+                });
+                compare_fused(regs, |a| {
+                    a.test(bx, 0x8001).unwrap();
+                    jcc(a, target).unwrap();
+                });
+            }
+        }
+    }
+}
