@@ -23,13 +23,13 @@ use crate::fault::Fault;
 use crate::flags::{self, sign_extend, FlagOp, Flags, AF, ARITH, CF, PF, SF, ZF};
 use crate::Cpu;
 
-const ADD: u8 = 0;
-const ADC: u8 = 1;
-const SUB: u8 = 2;
-const SBB: u8 = 3;
-const AND: u8 = 4;
-const OR: u8 = 5;
-const XOR: u8 = 6;
+pub(crate) const ADD: u8 = 0;
+pub(crate) const ADC: u8 = 1;
+pub(crate) const SUB: u8 = 2;
+pub(crate) const SBB: u8 = 3;
+pub(crate) const AND: u8 = 4;
+pub(crate) const OR: u8 = 5;
+pub(crate) const XOR: u8 = 6;
 
 /// The handler for `insn`, if this module implements it.
 pub fn lookup(insn: &Instruction) -> Option<Handler> {
@@ -91,8 +91,9 @@ pub fn szp(res: u64, size: u8) -> u64 {
     f
 }
 
+/// The result of binary ALU operation `OP` (shared with the fast handlers).
 #[inline(always)]
-fn compute<const OP: u8>(d: u64, s: u64, carry: bool) -> u64 {
+pub(crate) fn compute<const OP: u8>(d: u64, s: u64, carry: bool) -> u64 {
     match OP {
         ADD => d.wrapping_add(s),
         ADC => d.wrapping_add(s).wrapping_add(u64::from(carry)),
@@ -104,8 +105,9 @@ fn compute<const OP: u8>(d: u64, s: u64, carry: bool) -> u64 {
     }
 }
 
+/// The lazy-flags record kind of binary ALU operation `OP`.
 #[inline(always)]
-fn flag_op<const OP: u8>() -> FlagOp {
+pub(crate) fn flag_op<const OP: u8>() -> FlagOp {
     match OP {
         ADD => FlagOp::Add,
         ADC => FlagOp::Adc,

@@ -8,17 +8,10 @@ use iced_x86::Mnemonic;
 
 use super::{rd, sized, wr, Exec, Form, Operands};
 use crate::code::Decoded;
+use crate::exec::alu::{compute, flag_op, ADC, ADD, AND, OR, SBB, SUB, XOR};
 use crate::fault::Fault;
 use crate::flags::{sign_extend, FlagOp};
 use crate::Cpu;
-
-const ADD: u8 = 0;
-const ADC: u8 = 1;
-const SUB: u8 = 2;
-const SBB: u8 = 3;
-const AND: u8 = 4;
-const OR: u8 = 5;
-const XOR: u8 = 6;
 
 /// Where a source (or CMP/TEST destination) operand comes from.
 const REG: u8 = 0;
@@ -90,30 +83,6 @@ fn compare(f: Form, size: u8, test: bool) -> Option<Exec> {
         };
     }
     Some(if test { pick!(test_) } else { pick!(cmp) })
-}
-
-#[inline(always)]
-fn compute<const OP: u8>(d: u64, s: u64, carry: bool) -> u64 {
-    match OP {
-        ADD => d.wrapping_add(s),
-        ADC => d.wrapping_add(s).wrapping_add(u64::from(carry)),
-        SUB => d.wrapping_sub(s),
-        SBB => d.wrapping_sub(s).wrapping_sub(u64::from(carry)),
-        AND => d & s,
-        OR => d | s,
-        _ => d ^ s,
-    }
-}
-
-#[inline(always)]
-fn flag_op<const OP: u8>() -> FlagOp {
-    match OP {
-        ADD => FlagOp::Add,
-        ADC => FlagOp::Adc,
-        SUB => FlagOp::Sub,
-        SBB => FlagOp::Sbb,
-        _ => FlagOp::Logic,
-    }
 }
 
 /// Operand `KIND`: `r` (register slot), the immediate or the memory
