@@ -5,11 +5,9 @@
 //! Without a usable /dev/kvm these tests print `SKIPPED` and the reason;
 //! with `ALCAZAR_REQUIRE_KVM=1` (set by CI) they fail instead.
 
-use std::path::PathBuf;
-
 use alcazar_kit::Expect;
-use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, VmConfig};
-use alcazar_vmm::Vm;
+use alcazar_vmm::config::EngineChoice;
+use alcazar_vmm::kit::run_kit;
 
 /// Whether the kvm engine can run here; says why not when it cannot.
 fn kvm_available(test: &str) -> bool {
@@ -25,50 +23,17 @@ fn kvm_available(test: &str) -> bool {
     }
 }
 
-fn scratch_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("alcazar-kit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-/// Runs kit `program` on `cpus` vCPUs and returns (exit status, UART output).
-fn run_kit(program: &str, cpus: u32) -> (i32, String) {
-    let out = scratch_file(&format!("{program}-{cpus}.log"));
-    let config = VmConfig {
-        name: program.into(),
-        memory: 32 << 20,
-        cpus,
-        engine: EngineChoice::Kvm,
-        serial: ConsoleTarget::File(out.clone()),
-        boot: BootSource::Kit {
-            program: program.into(),
-        },
-        ..VmConfig::default()
-    };
-    let vm = Vm::create(&config).unwrap_or_else(|e| panic!("{program}: {e}"));
-    let reason = vm.run().unwrap_or_else(|e| panic!("{program}: {e}"));
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    (reason.exit_status(), text)
-}
-
+/// Runs kit `program` on kvm and checks it against `expect` (the same
+/// harness as the emu kit tests: `alcazar_vmm::kit`).
 fn check(program: &str, cpus: u32, expect: &Expect) {
     if !kvm_available(program) {
         return;
     }
-    let (status, text) = run_kit(program, cpus);
-    let mut rest = text.as_str();
-    for line in &expect.output {
-        let at = rest.find(line).unwrap_or_else(|| {
-            panic!("{program}: expected {line:?} in order; UART output was:\n{text}")
-        });
-        rest = &rest[at + line.len()..];
+    let outcome =
+        run_kit(program, cpus, EngineChoice::Kvm).unwrap_or_else(|e| panic!("{program}: {e}"));
+    if let Err(why) = outcome.check(expect) {
+        panic!("{program} on kvm: {why}");
     }
-    assert_eq!(
-        status, expect.status,
-        "{program}: exit status; UART output was:\n{text}"
-    );
 }
 
 fn expect_of(program: &str) -> Expect {
