@@ -63,3 +63,29 @@ pub(crate) fn push_gdt64(data: &mut DataArea, load: u64, entries: &[u64]) -> usi
     data.align(2);
     data.push_bytes(&pseudo_descriptor64(load + table as u64, entries.len() * 8))
 }
+
+/// Activates IA-32e mode from 32-bit protected mode with paging off
+/// (SDM Vol. 3A 10.8.5, "Initializing IA-32e Mode"), using the 4-level
+/// tables whose PML4 is at `pml4`. Afterwards the CPU is in compatibility
+/// mode; a far jump to a code segment with L=1 enters 64-bit mode.
+/// Clobbers EAX, ECX, EDX.
+pub(crate) fn enable_ia32e(a: &mut CodeAssembler, pml4: u32) -> Asm {
+    use crate::arch::{CR0_PG, CR4_PAE, EFER_LME, MSR_EFER};
+    // 1. CR4.PAE: 4-level paging needs 64-bit table entries.
+    a.mov(eax, cr4)?;
+    a.or(eax, CR4_PAE)?;
+    a.mov(cr4, eax)?;
+    // 2. CR3 = physical address of the PML4.
+    a.mov(eax, pml4)?;
+    a.mov(cr3, eax)?;
+    // 3. IA32_EFER.LME = 1 (read-modify-write: EDX:EAX <-> MSR[ECX]).
+    a.mov(ecx, MSR_EFER)?;
+    a.rdmsr()?;
+    a.or(eax, EFER_LME)?;
+    a.wrmsr()?;
+    // 4. CR0.PG = 1 activates IA-32e mode (EFER.LMA becomes 1).
+    a.mov(eax, cr0)?;
+    a.or(eax, CR0_PG)?;
+    a.mov(cr0, eax)?;
+    Ok(())
+}

@@ -27,7 +27,7 @@ use iced_x86::code_asm::*;
 
 use super::{finish, Built, Info};
 use crate::arch::{CODE32_FLAT, CODE64, DATA_FLAT, NULL_DESCRIPTOR};
-use crate::cpu::push_gdt;
+use crate::cpu::{enable_ia32e, push_gdt};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{exit, Uart};
 use crate::{debug_exit_status, Expect, KitError, Mode, KIT_FAIL, KIT_PASS};
@@ -203,18 +203,7 @@ fn enter_long_mode(a: &mut CodeAssembler, gdtr: u32, part64: u32) -> Asm {
     a.add(edi, 8)?;
     a.dec(ecx)?;
     a.jnz(fill)?;
-    a.mov(eax, cr4)?;
-    a.or(eax, 1 << 5)?;
-    a.mov(cr4, eax)?;
-    a.mov(eax, PML4)?;
-    a.mov(cr3, eax)?;
-    a.mov(ecx, 0xc000_0080u32)?;
-    a.rdmsr()?;
-    a.or(eax, 1 << 8)?;
-    a.wrmsr()?;
-    a.mov(eax, cr0)?;
-    a.or(eax, 1u32 << 31)?;
-    a.mov(cr0, eax)?;
+    enable_ia32e(a, PML4)?;
     a.jmp_far(CODE64_SEL, part64)?;
     Ok(())
 }

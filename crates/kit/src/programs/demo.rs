@@ -20,10 +20,9 @@ use iced_x86::{Code, Instruction, MemoryOperand};
 
 use super::{finish, Built, Info};
 use crate::arch::{
-    CODE32_FLAT, CODE64, CR0_PE, CR0_PG, CR4_PAE, DATA_FLAT, EFER_LME, MSR_EFER, NULL_DESCRIPTOR,
-    PAGE_SIZE, PDE_LARGE, PTE_RW,
+    CODE32_FLAT, CODE64, CR0_PE, DATA_FLAT, NULL_DESCRIPTOR, PAGE_SIZE, PDE_LARGE, PTE_RW,
 };
-use crate::cpu::{load_data_segments, push_gdt, set_stack, STACK_TOP};
+use crate::cpu::{enable_ia32e, load_data_segments, push_gdt, set_stack, STACK_TOP};
 use crate::image::{addr32, offset16, Asm, DataArea, Image};
 use crate::uart::{bsp_only, power_off, Uart};
 use crate::{Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS};
@@ -148,23 +147,8 @@ fn part32(a: &mut CodeAssembler, addrs: &Addrs) -> Asm {
     uart.print(a, addrs.protected)?;
     identity_map_2mib(a)?;
 
-    // 1. CR4.PAE: 4-level paging needs 64-bit table entries.
-    a.mov(eax, cr4)?;
-    a.or(eax, CR4_PAE)?;
-    a.mov(cr4, eax)?;
-    // 2. CR3 = physical address of the PML4.
-    a.mov(eax, PML4)?;
-    a.mov(cr3, eax)?;
-    // 3. IA32_EFER.LME = 1 (read-modify-write: EDX:EAX <-> MSR[ECX]).
-    a.mov(ecx, MSR_EFER)?;
-    a.rdmsr()?;
-    a.or(eax, EFER_LME)?;
-    a.wrmsr()?;
-    // 4. CR0.PG = 1 activates IA-32e mode (EFER.LMA becomes 1); we are now
-    //    in compatibility mode, still running 32-bit code.
-    a.mov(eax, cr0)?;
-    a.or(eax, CR0_PG)?;
-    a.mov(cr0, eax)?;
+    // CR4.PAE, CR3, EFER.LME, CR0.PG: now in compatibility mode.
+    enable_ia32e(a, PML4)?;
     // 5. A far jump to a code segment with L=1 enters 64-bit mode.
     a.jmp_far(CODE64_SEL, addrs.part64)?;
     uart.emit_routines(a)
