@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::irq::ApicBus;
 use crate::machine::Machine;
 use crate::regs::{Regs, SpecialRegs};
 
@@ -58,6 +59,9 @@ pub enum EngineError {
         /// What went wrong, with the guest state that matters.
         what: String,
     },
+    /// The engine does not do what was asked of it.
+    #[error("the engine does not support {0}")]
+    Unsupported(&'static str),
 }
 
 impl EngineError {
@@ -148,6 +152,13 @@ pub trait Engine: Send + Sync {
 pub trait EngineVm: Send + Sync {
     /// Creates vCPU `id` (0 is the bootstrap processor).
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, EngineError>;
+
+    /// The engine's local APICs, if it models them for the platform to
+    /// deliver to (the emu engine does). `None`: interrupts from the
+    /// platform's controllers go nowhere on this engine.
+    fn apic_bus(&self) -> Option<Arc<dyn ApicBus>> {
+        None
+    }
 }
 
 /// One virtual CPU.
@@ -165,4 +176,11 @@ pub trait Vcpu: Send {
     /// Runs guest code until an event in [`VcpuExit`]. Device and hook
     /// accesses are handled inside.
     fn run(&mut self) -> Result<VcpuExit, EngineError>;
+
+    /// Puts an application processor in the wait-for-SIPI state: it runs
+    /// nothing until another CPU sends it INIT and a STARTUP IPI (MP
+    /// specification, appendix B.4). Engines without IPIs refuse.
+    fn set_wait_for_sipi(&mut self) -> Result<(), EngineError> {
+        Err(EngineError::Unsupported("starting a vCPU by INIT/SIPI"))
+    }
 }

@@ -12,6 +12,8 @@
 //! * [`engine`] — the [`engine::Engine`] / [`engine::Vcpu`] traits both
 //!   execution engines (kvm, emu) implement, and the shared exit vocabulary.
 //! * [`control`] — how a running VM is asked to stop and why it stopped.
+//! * [`irq`] — interrupt lines, interrupt messages and the APIC bus.
+//! * [`timer`] — time-driven devices and the thread that ticks them.
 //! * [`machine`] — the bundle of the above that an engine runs against.
 //!
 //! The core knows no device by name: devices live in `alcazar-devices` and
@@ -29,6 +31,7 @@ pub mod machine;
 pub mod memory;
 pub mod regs;
 pub mod stats;
+pub mod timer;
 
 pub use bus::{AccessWidth, Bus, BusDevice, BusError, IoSpace};
 pub use control::{StopReason, VmControl};

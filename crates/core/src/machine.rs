@@ -10,6 +10,7 @@ use crate::cpuid::CpuidPolicy;
 use crate::hooks::Hooks;
 use crate::memory::GuestMemory;
 use crate::stats::VcpuStats;
+use crate::timer::Timers;
 
 /// Everything engines share about one VM.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Machine {
     pub control: Arc<VmControl>,
     /// Per-vCPU exit counters, indexed by vCPU id.
     pub stats: Vec<VcpuStats>,
+    /// The timer service every time-driven device registers with.
+    pub timers: Timers,
 }
 
 impl Machine {
@@ -39,6 +42,7 @@ impl Machine {
             cpuid: CpuidPolicy::default(),
             control: Arc::new(VmControl::new()),
             stats: (0..vcpus).map(|_| VcpuStats::default()).collect(),
+            timers: Timers::new(),
         }
     }
 

@@ -39,7 +39,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use alcazar_core::irq::IrqLine;
+use alcazar_core::irq::{DeliveryMode, InterruptMessage, IrqLine, MsiSink};
 use alcazar_core::BusDevice;
 
 /// Where the PC puts the first IOAPIC.
@@ -71,67 +71,6 @@ const RTE_DESTINATION_SHIFT: u64 = 56;
 /// polarity, trigger mode, mask and destination (delivery status and
 /// remote IRR are read-only, 55:17 reserved).
 const RTE_WRITABLE: u64 = 0xff00_0000_0001_afff;
-
-/// How an interrupt message is delivered (redirection entry bits 10:8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryMode {
-    /// To every destination processor, at `vector`.
-    Fixed = 0,
-    /// To the destination processor with the lowest priority.
-    LowestPriority = 1,
-    /// A system management interrupt (vector ignored).
-    Smi = 2,
-    /// A non-maskable interrupt (vector ignored).
-    Nmi = 4,
-    /// An INIT (vector ignored).
-    Init = 5,
-    /// As from an 8259A: the processor gets the vector from the PIC's
-    /// INTA cycle.
-    ExtInt = 7,
-}
-
-impl DeliveryMode {
-    /// The mode encoded in three bits, if it is not a reserved one.
-    pub fn from_bits(bits: u8) -> Option<Self> {
-        match bits & 7 {
-            0 => Some(DeliveryMode::Fixed),
-            1 => Some(DeliveryMode::LowestPriority),
-            2 => Some(DeliveryMode::Smi),
-            4 => Some(DeliveryMode::Nmi),
-            5 => Some(DeliveryMode::Init),
-            7 => Some(DeliveryMode::ExtInt),
-            _ => None,
-        }
-    }
-}
-
-/// One interrupt message on its way to the local APICs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InterruptMessage {
-    /// The vector (meaningful for fixed and lowest-priority delivery).
-    pub vector: u8,
-    /// How it is delivered.
-    pub delivery_mode: DeliveryMode,
-    /// `destination` is a logical destination (set of APICs) rather than
-    /// a physical APIC ID.
-    pub dest_mode_logical: bool,
-    /// APIC ID or logical destination.
-    pub destination: u8,
-    /// Level-triggered: the receiving local APIC sets the vector's TMR
-    /// bit and broadcasts its EOI back to [`Ioapic::eoi`].
-    pub trigger_level: bool,
-}
-
-/// Where the IOAPIC sends its messages: the local APICs.
-///
-/// [`MsiSink::deliver`] is called with the IOAPIC locked: it must not call
-/// back into the IOAPIC (a local APIC queues the vector; its EOI arrives
-/// later, from the guest's EOI write, and must be forwarded to
-/// [`Ioapic::eoi`] without holding the local APIC's own lock).
-pub trait MsiSink: Send + Sync {
-    /// Delivers one message.
-    fn deliver(&self, message: InterruptMessage);
-}
 
 /// The 82093AA.
 pub struct Ioapic {

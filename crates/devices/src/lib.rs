@@ -23,10 +23,11 @@ pub mod sink;
 pub mod system_control;
 
 pub use acpi_pm::AcpiPm;
+pub use alcazar_core::irq::{DeliveryMode, InterruptMessage, MsiSink};
 pub use debug_exit::DebugExit;
 pub use debugcon::DebugCon;
 pub use i8042::I8042;
-pub use ioapic::{DeliveryMode, InterruptMessage, Ioapic, IoapicLine, MsiSink};
+pub use ioapic::{Ioapic, IoapicLine};
 pub use pic::{Pic8259, PicLine, PicPort};
 pub use pit::{DeadlineNotifier, Pit8254, TimedDevice};
 pub use rtc::{MemorySizes, Rtc};

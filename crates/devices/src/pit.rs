@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alcazar_core::irq::IrqLine;
+pub use alcazar_core::timer::{DeadlineNotifier, TimedDevice};
 use alcazar_core::BusDevice;
 
 /// First port (counter 0).
@@ -65,26 +66,6 @@ const RB_NO_STATUS: u8 = 1 << 4;
 // Status byte.
 const STATUS_OUTPUT: u8 = 1 << 7;
 const STATUS_NULL_COUNT: u8 = 1 << 6;
-
-/// Called whenever a guest access may have moved a device's next
-/// deadline, so a timer thread sleeping until the old one can re-read it.
-/// It runs with the device locked: it must not lock the device.
-pub type DeadlineNotifier = Arc<dyn Fn() + Send + Sync>;
-
-/// A device whose interrupts fall due at points in time (PIT, RTC).
-///
-/// The VMM either polls (between guest exits and before a vCPU sleeps in
-/// HLT, call `tick(Instant::now())` and sleep no later than
-/// `next_deadline()`), or runs one timer thread that sleeps until the
-/// earliest deadline of its devices, ticks them, and is woken early by
-/// their [`DeadlineNotifier`]. Ticking late, early or twice is harmless.
-pub trait TimedDevice: Send {
-    /// When the device next needs [`TimedDevice::tick`], if ever (may be
-    /// in the past if a tick is overdue).
-    fn next_deadline(&self) -> Option<Instant>;
-    /// Brings the device up to `now`, raising any interrupt that fell due.
-    fn tick(&mut self, now: Instant);
-}
 
 /// The number of input clocks in `d`.
 fn ticks_in(d: Duration) -> u64 {
