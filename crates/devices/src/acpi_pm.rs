@@ -28,6 +28,8 @@ use alcazar_core::{BusDevice, StopReason, VmControl};
 pub const BASE_PORT: u16 = 0x600;
 /// Number of ports the device claims.
 pub const PORT_COUNT: u16 = 12;
+/// The ISA interrupt line of the SCI (what the FADT's `SCI_INT` says).
+pub const SCI_IRQ: u8 = 9;
 /// Offset of PM1a_EVT_BLK.
 pub const PM1_EVT_OFFSET: u16 = 0;
 /// Offset of PM1a_CNT_BLK.

@@ -29,6 +29,7 @@ pub mod console;
 pub mod engine_select;
 pub mod error;
 pub mod kit;
+pub mod platform;
 pub mod registry;
 pub mod vm;
 

@@ -12,14 +12,14 @@
 //! | `debugcon` | `port` (0xe9) | `port`, `output` |
 //! | `acpi-pm` | 0x600..0x60c | |
 //!
-//! Interrupt controllers arrive with the Linux-boot work; until then `irq`
-//! keys are validated and recorded but the lines go nowhere.
+//! The chipset ([`crate::platform`]: 8259A pair, IOAPIC, PIT, RTC) is not
+//! in the registry: every PC has exactly one. Registry devices raise ISA
+//! interrupts through it (`irq` keys name the ISA line).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
-use alcazar_core::irq::{IrqLine, NoIrq};
 use alcazar_core::{IoSpace, VmControl};
 use alcazar_devices::{acpi_pm, debug_exit, debugcon, i8042, system_control};
 use alcazar_devices::{AcpiPm, DebugCon, DebugExit, SystemControlB, Uart16550, I8042};
@@ -28,11 +28,15 @@ use toml::{Table, Value};
 use crate::config::{parse_console, show, ConsoleTarget, DeviceSpec};
 use crate::console::sink_for;
 use crate::error::ConfigError;
+use crate::platform::Chipset;
 
 /// What a class constructor gets to work with.
 pub struct BuildContext<'a> {
     /// The VM's stop switch (for devices that end the VM).
     pub control: &'a Arc<VmControl>,
+    /// The chipset: where ISA interrupt lines go, and the PIT port 0x61
+    /// reads.
+    pub chipset: &'a Chipset,
     /// COM1's output (the `serial` key / `--serial` flag).
     pub serial: &'a ConsoleTarget,
     /// Directory relative output paths are resolved against.
@@ -210,20 +214,19 @@ fn output_param(
     }
 }
 
-fn no_irq() -> Arc<dyn IrqLine> {
-    Arc::new(NoIrq)
-}
-
 fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
     let port = port_param(spec, 0x3f8, 8)?;
-    let _irq = int_param(spec, "irq", 4, 0..=15, "give an ISA IRQ from 0 to 15")?;
+    let irq = int_param(spec, "irq", 4, 0..=15, "give an ISA IRQ from 0 to 15")? as u8;
     let default_out = if spec.id == "com1" {
         ctx.serial.clone()
     } else {
         ConsoleTarget::None
     };
     let output = output_param(spec, ctx, &default_out)?;
-    let uart = Arc::new(Mutex::new(Uart16550::new(sink_for(&output), no_irq())));
+    let uart = Arc::new(Mutex::new(Uart16550::new(
+        sink_for(&output),
+        ctx.chipset.isa_irq(irq),
+    )));
     Ok(BuiltDevice {
         ranges: vec![(IoSpace::Port, port, 8, uart.clone())],
         uart: Some(uart),
@@ -231,7 +234,10 @@ fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice
 }
 
 fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let controller = Arc::new(Mutex::new(I8042::new(no_irq(), ctx.control.clone())));
+    let controller = Arc::new(Mutex::new(I8042::new(
+        ctx.chipset.isa_irq(1),
+        ctx.control.clone(),
+    )));
     let ranges = I8042::PORTS
         .iter()
         .map(|&(port, len)| {
@@ -246,8 +252,13 @@ fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, Co
     Ok(BuiltDevice { ranges, uart: None })
 }
 
-fn build_system_control(_: &DeviceSpec, _: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let dev = Arc::new(Mutex::new(SystemControlB::new()));
+fn build_system_control(
+    _: &DeviceSpec,
+    ctx: &BuildContext<'_>,
+) -> Result<BuiltDevice, ConfigError> {
+    let dev = Arc::new(Mutex::new(SystemControlB::with_pit(
+        ctx.chipset.pit.clone(),
+    )));
     Ok(BuiltDevice::one(
         IoSpace::Port,
         u64::from(system_control::PORT),
@@ -285,7 +296,10 @@ fn build_debugcon(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevi
 }
 
 fn build_acpi_pm(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let dev = Arc::new(Mutex::new(AcpiPm::new(no_irq(), ctx.control.clone())));
+    let dev = Arc::new(Mutex::new(AcpiPm::new(
+        ctx.chipset.isa_irq(acpi_pm::SCI_IRQ),
+        ctx.control.clone(),
+    )));
     Ok(BuiltDevice::one(
         IoSpace::Port,
         u64::from(acpi_pm::BASE_PORT),

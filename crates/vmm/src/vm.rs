@@ -19,6 +19,7 @@ use crate::boot;
 use crate::config::{DeviceSpec, VmConfig};
 use crate::engine_select;
 use crate::error::{ConfigError, VmmError};
+use crate::platform::Chipset;
 use crate::registry::{self, BuildContext};
 
 /// A created (not yet running) VM.
@@ -31,6 +32,7 @@ pub struct Vm {
     engine: EngineKind,
     engine_why: String,
     com1: Option<Arc<Mutex<Uart16550>>>,
+    chipset: Chipset,
 }
 
 impl std::fmt::Debug for Vm {
@@ -49,12 +51,12 @@ impl Vm {
         let specs = device_specs(config)?;
         let image = boot::load_image(&config.boot)?;
         let memory = GuestMemory::new(MemoryMap::pc(config.memory)?)?;
-        let machine = Machine::new(memory, config.cpus);
-        let com1 = add_devices(&machine, &specs, config)?;
-        boot::install(&machine.memory, &image, config.cpus)?;
         let selected = engine_select::select(config.engine)?;
-        let machine = Arc::new(machine);
+        let machine = Arc::new(Machine::new(memory, config.cpus));
         let engine_vm = selected.engine.create_vm(machine.clone())?;
+        let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
+        let com1 = add_devices(&machine, &chipset, &specs, config)?;
+        boot::install(&machine.memory, &image, config.cpus)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
             let mut vcpu = engine_vm.create_vcpu(id)?;
@@ -72,6 +74,7 @@ impl Vm {
             _engine_vm: engine_vm,
             vcpus,
             com1,
+            chipset,
         })
     }
 
@@ -95,11 +98,17 @@ impl Vm {
         self.com1.clone()
     }
 
+    /// The chipset: interrupt controllers, PIT, RTC.
+    pub fn chipset(&self) -> &Chipset {
+        &self.chipset
+    }
+
     /// Runs every vCPU on its own thread until the machine stops; returns
     /// why it stopped.
     pub fn run(self) -> Result<StopReason, VmmError> {
         let halted = Arc::new(AtomicU32::new(0));
         let mut threads = Vec::new();
+        threads.push(self.start_timer_thread()?);
         for vcpu in self.vcpus {
             let machine = self.machine.clone();
             let halted = halted.clone();
@@ -128,6 +137,25 @@ impl Vm {
             }
         }
         Ok(reason)
+    }
+}
+
+impl Vm {
+    /// Starts the thread that drives the machine's timers
+    /// ([`alcazar_core::timer::Timers::run`]) until the VM stops.
+    fn start_timer_thread(&self) -> Result<std::thread::JoinHandle<()>, VmmError> {
+        let timers = self.machine.timers.clone();
+        let stopper = timers.clone();
+        self.machine
+            .control
+            .add_kicker(Box::new(move || stopper.stop()));
+        std::thread::Builder::new()
+            .name("timers".into())
+            .spawn(move || timers.run())
+            .map_err(|source| VmmError::Io {
+                what: "starting the timer thread".into(),
+                source,
+            })
     }
 }
 
@@ -196,11 +224,13 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
 /// Builds each device and puts it on the bus; returns COM1.
 fn add_devices(
     machine: &Machine,
+    chipset: &Chipset,
     specs: &[DeviceSpec],
     config: &VmConfig,
 ) -> Result<Option<Arc<Mutex<Uart16550>>>, VmmError> {
     let ctx = BuildContext {
         control: &machine.control,
+        chipset,
         serial: &config.serial,
         base: Path::new("."),
     };
