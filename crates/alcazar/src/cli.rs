@@ -58,8 +58,17 @@ struct RunArgs {
     #[arg(long)]
     serial: Option<String>,
     /// Boot this kit program instead of the config's boot source.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kernel")]
     kit: Option<String>,
+    /// Boot this Linux kernel (a bzImage).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The initial RAM disk for --kernel (or for the config's kernel).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The kernel command line (default: "console=ttyS0").
+    #[arg(long)]
+    cmdline: Option<String>,
     /// Print per-vCPU exit counts when the VM stops.
     #[arg(long)]
     telemetry: bool,
@@ -179,7 +188,58 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, VmmError> {
         }
         config.boot = BootSource::Kit { program: k.clone() };
     }
+    apply_linux_args(args, &mut config)?;
     Ok(config)
+}
+
+/// `--kernel`, `--initrd` and `--cmdline`: a Linux boot, or changes to
+/// the config's.
+fn apply_linux_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), VmmError> {
+    let here = std::path::Path::new(".");
+    let path =
+        |key: &str, p: &std::path::Path| config::existing_file(key, &p.to_string_lossy(), here);
+    if let Some(k) = &args.kernel {
+        let kernel = path("--kernel", k)?;
+        let cmdline = match &config.boot {
+            BootSource::Linux { cmdline, .. } => cmdline.clone(),
+            _ => alcazar_vmm::boot::linux::DEFAULT_CMDLINE.to_string(),
+        };
+        if args.config.is_none() {
+            config.name = "linux".into();
+        }
+        config.boot = BootSource::Linux {
+            kernel,
+            initrd: None,
+            cmdline,
+        };
+    }
+    let is_linux = matches!(config.boot, BootSource::Linux { .. });
+    for (flag, given) in [
+        ("--initrd", args.initrd.is_some()),
+        ("--cmdline", args.cmdline.is_some()),
+    ] {
+        if given && !is_linux {
+            return Err(alcazar_vmm::ConfigError::new(
+                flag,
+                "(given)",
+                "only a Linux boot takes it",
+                "add --kernel PATH, or use a config whose [boot] kind is \"linux\"",
+            )
+            .into());
+        }
+    }
+    if let BootSource::Linux {
+        initrd, cmdline, ..
+    } = &mut config.boot
+    {
+        if let Some(i) = &args.initrd {
+            *initrd = Some(path("--initrd", i)?);
+        }
+        if let Some(c) = &args.cmdline {
+            *cmdline = c.clone();
+        }
+    }
+    Ok(())
 }
 
 fn fail(e: &VmmError) -> u8 {

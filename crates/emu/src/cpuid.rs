@@ -94,8 +94,8 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
     let mut t = vec![
         entry(0, MAX_BASIC, genu, ntel, inei),
         entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
-        // Leaf 7: RDPID only.
-        indexed(entry(7, 0, 0, 1 << 22, 0), 0),
+        // Leaf 7: RDPID (ECX), IA32_ARCH_CAPABILITIES (EDX).
+        indexed(entry(7, 0, 0, 1 << 22, 1 << 29), 0),
         // Topology: level 0 = SMT (1 thread per core), level 1 = core
         // (the count is filled in by `execute`).
         indexed(entry(0xb, 0, 1, 0x100, 0), 0),

@@ -125,10 +125,12 @@ pub fn escalate(first: Fault, second: Fault) -> Fault {
 /// Shutdown after a triple fault: the run loop returns
 /// [`VcpuExit::Shutdown`].
 fn triple_fault(cpu: &mut Cpu, first: Fault) {
+    let insn = crate::debug::insn_at_rip(cpu);
     tracing::warn!(
         vcpu = cpu.id,
         ?first,
-        rip = cpu.s.rip,
+        rip = format_args!("{:#x}", cpu.s.rip),
+        insn,
         cs = cpu.s.seg[seg::CS].selector,
         "triple fault: shutdown"
     );

@@ -26,6 +26,7 @@
 pub mod code;
 pub mod cpu;
 pub mod cpuid;
+pub mod debug;
 pub mod exec;
 pub mod fault;
 pub mod flags;
@@ -167,6 +168,7 @@ impl Cpu {
         machine.cpuid.apply(&mut cpuid, id, machine.vcpu_count());
         let mut s = CpuState::default();
         s.msr.apic_base = 0xfee0_0000 | (1 << 11) | if id == 0 { 1 << 8 } else { 0 };
+        s.msr.misc_enable = msr::MISC_ENABLE_RESET;
         Cpu {
             id,
             s,

@@ -38,6 +38,7 @@ pub mod index {
     pub const FEATURE_CONTROL: u32 = 0x3a;
     pub const BIOS_SIGN_ID: u32 = 0x8b;
     pub const PLATFORM_INFO: u32 = 0xce;
+    pub const ARCH_CAPABILITIES: u32 = 0x10a;
     pub const MTRRCAP: u32 = 0xfe;
     pub const SYSENTER_CS: u32 = 0x174;
     pub const SYSENTER_ESP: u32 = 0x175;
@@ -61,6 +62,32 @@ pub mod index {
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub const TSC_AUX: u32 = 0xc000_0103;
 }
+
+/// IA32_ARCH_CAPABILITIES (SDM Vol. 4 Table 2-2): the software CPU does
+/// not speculate, so it declares itself immune to the speculative-execution
+/// and data-sampling attacks the bits name (and guests skip mitigations
+/// such as page-table isolation, which would flush the TLB on every
+/// system call): RDCL_NO (0), SKIP_L1DFL_VMENTRY (3), SSB_NO (4), MDS_NO
+/// (5), IF_PSCHANGE_MC_NO (6), TAA_NO (8), SBDR_SSDP_NO (13), FBSDP_NO
+/// (14), PSDP_NO (15), BHI_NO (20), PBRSB_NO (24), GDS_NO (26), RFDS_NO
+/// (27).
+pub const ARCH_CAPABILITIES_VALUE: u64 = 1
+    | 1 << 3
+    | 1 << 4
+    | 1 << 5
+    | 1 << 6
+    | 1 << 8
+    | 1 << 13
+    | 1 << 14
+    | 1 << 15
+    | 1 << 20
+    | 1 << 24
+    | 1 << 26
+    | 1 << 27;
+
+/// IA32_MISC_ENABLE at reset: fast strings enabled (bit 0), branch trace
+/// storage (bit 11) and PEBS (bit 12) unavailable.
+pub const MISC_ENABLE_RESET: u64 = 1 | 1 << 11 | 1 << 12;
 
 /// Number of variable-range MTRR pairs (MTRRcap.VCNT).
 pub const MTRR_VARIABLE: usize = 8;
@@ -158,6 +185,7 @@ pub fn read_msr(cpu: &mut Cpu, msr: u32) -> Result<u64, Fault> {
         MTRRCAP => MTRRCAP_VALUE,
         MTRR_DEF_TYPE => m.mtrr_def_type,
         PLATFORM_ID | BIOS_SIGN_ID => 0,
+        ARCH_CAPABILITIES => ARCH_CAPABILITIES_VALUE,
         // Maximum non-turbo ratio 10 with a 100 MHz bus: 1 GHz.
         PLATFORM_INFO => 10 << 8,
         // Locked, VMX off: the guest leaves it alone.

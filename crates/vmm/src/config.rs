@@ -84,6 +84,15 @@ pub enum BootSource {
         /// Where it is loaded and entered.
         load_address: u64,
     },
+    /// A Linux kernel (bzImage), booted directly.
+    Linux {
+        /// The bzImage.
+        kernel: PathBuf,
+        /// The initial RAM disk, if any.
+        initrd: Option<PathBuf>,
+        /// The kernel command line.
+        cmdline: String,
+    },
 }
 
 /// One `[[device]]` entry.
@@ -446,11 +455,12 @@ fn parse_boot(v: Option<&Value>, base: &Path) -> Result<BootSource, ConfigError>
     match kind.as_str() {
         "kit" => parse_kit_boot(t),
         "flat" => parse_flat_boot(t, base),
+        "linux" => parse_linux_boot(t, base),
         other => Err(ConfigError::new(
             "boot.kind",
             format!("\"{other}\""),
             "unknown boot kind",
-            "use \"flat\" (a flat binary) or \"kit\" (a built-in kit program)",
+            "use \"linux\" (a bzImage), \"flat\" (a flat binary) or \"kit\" (a built-in kit program)",
         )),
     }
 }
@@ -468,6 +478,48 @@ fn parse_kit_boot(t: &Table) -> Result<BootSource, ConfigError> {
         ));
     }
     Ok(BootSource::Kit { program })
+}
+
+fn parse_linux_boot(t: &Table, base: &Path) -> Result<BootSource, ConfigError> {
+    check_keys(
+        t,
+        &["kind", "kernel", "initrd", "cmdline"],
+        "boot.",
+        "keys of a linux boot",
+    )?;
+    let kernel = opt_str(t, "kernel")?.ok_or_else(|| {
+        ConfigError::new(
+            "boot.kernel",
+            "(missing)",
+            "a linux boot needs a kernel",
+            "add kernel = \"PATH\" (a bzImage) to [boot]",
+        )
+    })?;
+    let initrd = opt_str(t, "initrd")?;
+    let cmdline =
+        opt_str(t, "cmdline")?.unwrap_or_else(|| crate::boot::linux::DEFAULT_CMDLINE.to_string());
+    Ok(BootSource::Linux {
+        kernel: existing_file("boot.kernel", &kernel, base)?,
+        initrd: initrd
+            .map(|i| existing_file("boot.initrd", &i, base))
+            .transpose()?,
+        cmdline,
+    })
+}
+
+/// `path` (relative to `base`) if it names an existing file.
+pub fn existing_file(key: &str, path: &str, base: &Path) -> Result<PathBuf, ConfigError> {
+    let full = base.join(path);
+    if full.is_file() {
+        Ok(full)
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("\"{path}\""),
+            format!("file {} not found", full.display()),
+            "give the path of an existing file",
+        ))
+    }
 }
 
 fn parse_flat_boot(t: &Table, base: &Path) -> Result<BootSource, ConfigError> {

@@ -46,6 +46,9 @@ pub enum VmmError {
     /// The device layout is inconsistent.
     #[error("device layout: {0}")]
     Bus(#[from] BusError),
+    /// The Linux kernel or initrd cannot be booted.
+    #[error("boot: {0}")]
+    Boot(#[from] crate::boot::linux::LinuxBootError),
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),

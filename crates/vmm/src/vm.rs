@@ -49,20 +49,18 @@ impl Vm {
     /// Builds the machine `config` describes, ready to run.
     pub fn create(config: &VmConfig) -> Result<Vm, VmmError> {
         let specs = device_specs(config)?;
-        let image = boot::load_image(&config.boot)?;
+        let payload = boot::load(&config.boot)?;
         let memory = GuestMemory::new(MemoryMap::pc(config.memory)?)?;
         let selected = engine_select::select(config.engine)?;
         let machine = Arc::new(Machine::new(memory, config.cpus));
         let engine_vm = selected.engine.create_vm(machine.clone())?;
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let com1 = add_devices(&machine, &chipset, &specs, config)?;
-        boot::install(&machine.memory, &image, config.cpus)?;
+        let start = payload.install(&machine.memory, config.cpus, None)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
             let mut vcpu = engine_vm.create_vcpu(id)?;
-            let (regs, sregs) = boot::vcpu_state(&image, id, config.cpus, vcpu.sregs()?);
-            vcpu.set_sregs(&sregs)?;
-            vcpu.set_regs(&regs)?;
+            start.prepare(vcpu.as_mut(), config.cpus)?;
             vcpus.push(vcpu);
         }
         tracing::info!(name = %config.name, engine = %selected.engine.kind(), why = %selected.why, "VM created");

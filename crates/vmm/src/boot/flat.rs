@@ -99,6 +99,13 @@ pub fn load_image(source: &BootSource) -> Result<BootImage, VmmError> {
                 load_address: *load_address,
             })
         }
+        BootSource::Linux { .. } => Err(ConfigError::new(
+            "boot.kind",
+            "\"linux\"",
+            "a Linux kernel is not a flat image",
+            "load it with boot::load",
+        )
+        .into()),
     }
 }
 
@@ -180,7 +187,7 @@ fn write_gdt(memory: &GuestMemory, mode: FlatMode) -> Result<(), VmmError> {
 
 /// Identity-maps 0..4 GiB with 2 MiB pages: PML4[0] -> PDPT, PDPT[0..4] ->
 /// four page directories of 512 large-page entries each.
-fn write_identity_page_tables(memory: &GuestMemory) -> Result<(), VmmError> {
+pub(crate) fn write_identity_page_tables(memory: &GuestMemory) -> Result<(), VmmError> {
     const PRESENT_RW: u64 = 0x3;
     const LARGE_PAGE: u64 = 0x80;
     let pdpt = PML4_ADDRESS + 0x1000;

@@ -1,0 +1,447 @@
+//! Direct Linux boot: a bzImage entered through the 64-bit boot protocol.
+//!
+//! The kernel's `Documentation/arch/x86/boot.rst` ("64-bit boot protocol")
+//! says what a boot loader must do, and this module does exactly that:
+//!
+//! 1. Load the protected-mode kernel (everything after the real-mode
+//!    setup sectors) at `code32_start`, 1 MiB (`linux-loader` reads the
+//!    setup header and copies it).
+//! 2. Fill a *zero page* (`struct boot_params`) with the image's setup
+//!    header plus what the loader knows: the command line's address, the
+//!    initrd's address and size, the e820 memory map and the ACPI RSDP.
+//! 3. Enter the kernel at `load address + 0x200` in 64-bit mode, with
+//!    paging on and an identity map covering the kernel, the zero page,
+//!    the command line and the initrd; a GDT with flat `__BOOT_CS` (0x10)
+//!    and `__BOOT_DS` (0x18); RSI = the zero page; interrupts off.
+//!
+//! Guest physical layout of a Linux boot:
+//!
+//! | range | what |
+//! |---|---|
+//! | 0x500 | GDT |
+//! | 0x1000..0x7000 | identity page tables (0..4 GiB, 2 MiB pages) |
+//! | 0x7000 | zero page |
+//! | 0x20000 | command line |
+//! | 0x9fc00..0x100000 | reserved in e820: firmware tables (ACPI, MP) |
+//! | 0x100000 | the kernel |
+//! | below 3 GiB, top of RAM | the initrd |
+//!
+//! Application processors are not started by the loader: they wait for
+//! the INIT/STARTUP IPIs the kernel sends them.
+
+use std::io::Cursor;
+
+use alcazar_core::memory::{GuestMemory, RegionKind, MMIO_HOLE_START};
+use alcazar_core::regs::{
+    DescriptorTable, Regs, Segment, SpecialRegs, CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA,
+    EFER_LME, RFLAGS_FIXED,
+};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::{bzimage::BzImage, KernelLoader};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
+
+use super::flat::{write_identity_page_tables, GDT_ADDRESS, PML4_ADDRESS};
+
+/// The command line when none is given: the console on COM1.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
+/// Where the zero page (`struct boot_params`) goes.
+pub const ZERO_PAGE: u64 = 0x7000;
+/// Where the kernel command line goes.
+pub const CMDLINE_ADDRESS: u64 = 0x2_0000;
+/// Most command-line bytes the loader accepts (the kernel's own limit,
+/// `cmdline_size` in the setup header, may be lower).
+pub const CMDLINE_MAX: usize = 0x1_0000;
+/// Where the protected-mode kernel is loaded.
+pub const KERNEL_ADDRESS: u64 = 0x10_0000;
+/// Start of the low-memory range reported as reserved (EBDA and BIOS
+/// area, where the firmware tables live).
+pub const EBDA_START: u64 = 0x9_fc00;
+/// End of the reserved low-memory range.
+pub const BIOS_END: u64 = 0x10_0000;
+
+/// `__BOOT_CS` and `__BOOT_DS` of the 64-bit boot protocol.
+const BOOT_CS: u16 = 0x10;
+const BOOT_DS: u16 = 0x18;
+/// Setup header magic "HdrS" and the oldest protocol with a 64-bit entry.
+const HDRS_MAGIC: u32 = 0x5372_6448;
+const MIN_PROTOCOL: u16 = 0x020c;
+/// `xloadflags` XLF_KERNEL_64: the kernel has the 64-bit entry at +0x200.
+const XLF_KERNEL_64: u16 = 1 << 0;
+/// `loadflags` CAN_USE_HEAP.
+const CAN_USE_HEAP: u8 = 1 << 7;
+/// e820 entry types.
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+/// Where the initrd may go at most when the header says nothing.
+const INITRD_ADDR_MAX_DEFAULT: u64 = 0x37ff_ffff;
+
+/// `struct boot_params` as a plain byte block (it is `repr(C, packed)`
+/// and all integers, so any bytes are a valid value).
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct ZeroPage(boot_params);
+
+// SAFETY: `boot_params` is `repr(C, packed)`, made only of integers and
+// arrays of integers (no padding, no pointers, no invalid bit patterns).
+unsafe impl ByteValued for ZeroPage {}
+
+/// A Linux kernel to boot, with its initrd and command line.
+#[derive(Clone, Debug)]
+pub struct LinuxImage {
+    /// The bzImage file's bytes.
+    pub kernel: Vec<u8>,
+    /// The initrd's bytes, if any.
+    pub initrd: Option<Vec<u8>>,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// Where the loader put things, for setting up the vCPUs.
+#[derive(Clone, Copy, Debug)]
+pub struct LinuxBoot {
+    /// The 64-bit entry point.
+    pub entry: u64,
+    /// The zero page, passed in RSI.
+    pub zero_page: u64,
+}
+
+/// Errors in the kernel image or its placement.
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxBootError {
+    /// The image is not a bzImage this loader can boot.
+    #[error("not a bootable bzImage: {0}")]
+    BadImage(String),
+    /// The command line is too long.
+    #[error("the kernel command line is {len} bytes; this kernel takes at most {max}")]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The initrd does not fit where the kernel can reach it.
+    #[error(
+        "the initrd ({size} bytes) does not fit in guest RAM below {limit:#x} above the kernel"
+    )]
+    InitrdTooBig {
+        /// Its size.
+        size: usize,
+        /// The highest address the kernel accepts.
+        limit: u64,
+    },
+    /// Guest memory rejected a write.
+    #[error("writing the boot image to guest memory failed: {0}")]
+    Memory(String),
+}
+
+/// Loads `image` into `memory` and writes the zero page; `rsdp` is the
+/// ACPI RSDP's address, if the machine has ACPI tables.
+pub fn install(
+    memory: &GuestMemory,
+    image: &LinuxImage,
+    rsdp: Option<u64>,
+) -> Result<LinuxBoot, LinuxBootError> {
+    let mmap = memory.mmap();
+    let loaded = BzImage::load(
+        mmap,
+        Some(GuestAddress(KERNEL_ADDRESS)),
+        &mut Cursor::new(&image.kernel),
+        None,
+    )
+    .map_err(|e| LinuxBootError::BadImage(e.to_string()))?;
+    let hdr = loaded
+        .setup_header
+        .ok_or_else(|| LinuxBootError::BadImage("no setup header".into()))?;
+    check_header(&hdr)?;
+    let mut params = ZeroPage::default();
+    params.0.hdr = hdr;
+    let p = &mut params.0;
+    p.hdr.type_of_loader = 0xff;
+    p.hdr.loadflags |= CAN_USE_HEAP;
+    p.hdr.heap_end_ptr = 0xfe00;
+    write_cmdline(memory, &mut p.hdr, &image.cmdline)?;
+    let kernel_end = KERNEL_ADDRESS + u64::from(hdr.init_size).max(image.kernel.len() as u64);
+    if let Some(initrd) = &image.initrd {
+        let at = place_initrd(memory, &hdr, initrd.len(), kernel_end)?;
+        write(memory, at, initrd)?;
+        p.hdr.ramdisk_image = at as u32;
+        p.hdr.ramdisk_size = initrd.len() as u32;
+    }
+    let e820 = e820_map(memory);
+    for (slot, entry) in p.e820_table.iter_mut().zip(&e820) {
+        *slot = *entry;
+    }
+    p.e820_entries = e820.len().min(p.e820_table.len()) as u8;
+    p.acpi_rsdp_addr = rsdp.unwrap_or(0);
+    mmap.write_obj(params, GuestAddress(ZERO_PAGE))
+        .map_err(|e| LinuxBootError::Memory(e.to_string()))?;
+    write_gdt(memory)?;
+    write_identity_page_tables(memory).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
+    Ok(LinuxBoot {
+        entry: KERNEL_ADDRESS + 0x200,
+        zero_page: ZERO_PAGE,
+    })
+}
+
+fn check_header(hdr: &setup_header) -> Result<(), LinuxBootError> {
+    let (magic, version, xloadflags) = (hdr.header, hdr.version, hdr.xloadflags);
+    if magic != HDRS_MAGIC {
+        return Err(LinuxBootError::BadImage("no HdrS signature".into()));
+    }
+    if version < MIN_PROTOCOL || xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(LinuxBootError::BadImage(format!(
+            "boot protocol {}.{:02} without a 64-bit entry point (need 2.12 or later)",
+            version >> 8,
+            version & 0xff
+        )));
+    }
+    Ok(())
+}
+
+fn write(memory: &GuestMemory, at: u64, bytes: &[u8]) -> Result<(), LinuxBootError> {
+    memory
+        .write(at, bytes)
+        .map_err(|e| LinuxBootError::Memory(e.to_string()))
+}
+
+fn write_cmdline(
+    memory: &GuestMemory,
+    hdr: &mut setup_header,
+    cmdline: &str,
+) -> Result<(), LinuxBootError> {
+    let max = match hdr.cmdline_size {
+        0 => 255,
+        n => (n as usize).min(CMDLINE_MAX - 1),
+    };
+    if cmdline.len() > max {
+        return Err(LinuxBootError::CmdlineTooLong {
+            len: cmdline.len(),
+            max,
+        });
+    }
+    let mut bytes = cmdline.as_bytes().to_vec();
+    bytes.push(0);
+    write(memory, CMDLINE_ADDRESS, &bytes)?;
+    hdr.cmd_line_ptr = CMDLINE_ADDRESS as u32;
+    Ok(())
+}
+
+/// The initrd goes as high as the kernel allows (`initrd_addr_max`) in
+/// RAM below the MMIO hole, page aligned, above the kernel's footprint.
+fn place_initrd(
+    memory: &GuestMemory,
+    hdr: &setup_header,
+    size: usize,
+    kernel_end: u64,
+) -> Result<u64, LinuxBootError> {
+    let limit = match hdr.initrd_addr_max {
+        0 => INITRD_ADDR_MAX_DEFAULT,
+        n => u64::from(n),
+    };
+    let low_ram_end = memory
+        .map()
+        .backed()
+        .filter(|e| e.kind == RegionKind::Ram && e.start < MMIO_HOLE_START)
+        .map(|e| e.end())
+        .max()
+        .unwrap_or(0);
+    let top = low_ram_end.min(limit.saturating_add(1));
+    let too_big = LinuxBootError::InitrdTooBig { size, limit: top };
+    let start = top.checked_sub(size as u64).ok_or(too_big)? & !0xfff;
+    if start < kernel_end {
+        return Err(LinuxBootError::InitrdTooBig { size, limit: top });
+    }
+    Ok(start)
+}
+
+/// The BIOS memory map (ACPI "E820"): RAM, with the EBDA/BIOS area below
+/// 1 MiB reserved for the firmware tables.
+pub fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
+    let entry = |addr: u64, size: u64, kind: u32| boot_e820_entry {
+        addr,
+        size,
+        r#type: kind,
+    };
+    let mut map = Vec::new();
+    for region in memory.map().backed() {
+        if region.kind != RegionKind::Ram {
+            continue;
+        }
+        let (start, end) = (region.start, region.end());
+        if start < EBDA_START {
+            map.push(entry(start, end.min(EBDA_START) - start, E820_RAM));
+            map.push(entry(EBDA_START, BIOS_END - EBDA_START, E820_RESERVED));
+            if end > BIOS_END {
+                map.push(entry(BIOS_END, end - BIOS_END, E820_RAM));
+            }
+        } else {
+            map.push(entry(start, end - start, E820_RAM));
+        }
+    }
+    map
+}
+
+/// The boot GDT: null, null, `__BOOT_CS` (64-bit code), `__BOOT_DS`.
+fn write_gdt(memory: &GuestMemory) -> Result<(), LinuxBootError> {
+    let entries = [
+        0,
+        0,
+        Segment::code64(BOOT_CS).to_descriptor(),
+        Segment::flat32(BOOT_DS, false).to_descriptor(),
+    ];
+    for (i, e) in entries.iter().enumerate() {
+        write(memory, GDT_ADDRESS + 8 * i as u64, &e.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+/// The boot processor's state at the 64-bit entry, from the engine's
+/// reset state `sregs`.
+pub fn bsp_state(boot: &LinuxBoot, mut sregs: SpecialRegs) -> (Regs, SpecialRegs) {
+    let regs = Regs {
+        rflags: RFLAGS_FIXED,
+        rip: boot.entry,
+        rsi: boot.zero_page,
+        // Not required by the protocol, but a stack that works is kinder
+        // to a kernel that pushes before it sets up its own.
+        rsp: ZERO_PAGE - 0x10,
+        ..Default::default()
+    };
+    sregs.cs = Segment::code64(BOOT_CS);
+    let data = Segment::flat32(BOOT_DS, false);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    sregs.gdt = DescriptorTable {
+        base: GDT_ADDRESS,
+        limit: 31,
+    };
+    sregs.tr = Segment {
+        type_: 11,
+        present: true,
+        limit: 0x67,
+        ..Default::default()
+    };
+    sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_PG;
+    sregs.cr3 = PML4_ADDRESS;
+    sregs.cr4 = CR4_PAE;
+    sregs.efer = EFER_LME | EFER_LMA;
+    (regs, sregs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alcazar_core::memory::MemoryMap;
+
+    fn mem(bytes: u64) -> GuestMemory {
+        GuestMemory::new(MemoryMap::pc(bytes).unwrap()).unwrap()
+    }
+
+    /// A minimal bzImage: one setup sector plus the boot sector, the
+    /// header fields the loader reads, and a "kernel" of `body` bytes.
+    fn fake_bzimage(version: u16, xloadflags: u16, body: usize) -> Vec<u8> {
+        let mut img = vec![0u8; 2 * 512 + body];
+        img[0x1f1] = 1; // setup_sects
+        img[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        img[0x202..0x206].copy_from_slice(&HDRS_MAGIC.to_le_bytes());
+        img[0x206..0x208].copy_from_slice(&version.to_le_bytes());
+        img[0x211] = 1; // loadflags: LOADED_HIGH
+        img[0x214..0x218].copy_from_slice(&(KERNEL_ADDRESS as u32).to_le_bytes());
+        img[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes());
+        img[0x236..0x238].copy_from_slice(&xloadflags.to_le_bytes());
+        img[0x238..0x23c].copy_from_slice(&2048u32.to_le_bytes());
+        img[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size
+        img[1024] = 0xf4;
+        img
+    }
+
+    fn read_u32(m: &GuestMemory, at: u64) -> u32 {
+        let mut b = [0u8; 4];
+        m.read(at, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn loads_kernel_zero_page_cmdline_and_initrd() {
+        let m = mem(64 << 20);
+        let image = LinuxImage {
+            kernel: fake_bzimage(0x020f, XLF_KERNEL_64, 4096),
+            initrd: Some(vec![0xab; 10_000]),
+            cmdline: "console=ttyS0".into(),
+        };
+        let boot = install(&m, &image, Some(0xe0000)).unwrap();
+        assert_eq!(boot.entry, KERNEL_ADDRESS + 0x200);
+        let mut b = [0u8; 1];
+        m.read(KERNEL_ADDRESS, &mut b).unwrap();
+        assert_eq!(b[0], 0xf4);
+        assert_eq!(read_u32(&m, ZERO_PAGE + 0x228), CMDLINE_ADDRESS as u32);
+        let mut cmd = [0u8; 14];
+        m.read(CMDLINE_ADDRESS, &mut cmd).unwrap();
+        assert_eq!(&cmd, b"console=ttyS0\0");
+        let initrd_at = u64::from(read_u32(&m, ZERO_PAGE + 0x218));
+        assert_eq!(read_u32(&m, ZERO_PAGE + 0x21c), 10_000);
+        assert_eq!(initrd_at % 4096, 0);
+        assert!(initrd_at + 10_000 <= 64 << 20);
+        m.read(initrd_at, &mut b).unwrap();
+        assert_eq!(b[0], 0xab);
+        assert_eq!(m.read_u64(ZERO_PAGE + 0x70).unwrap(), 0xe0000);
+        let mut t = [0u8; 1];
+        m.read(ZERO_PAGE + 0x210, &mut t).unwrap();
+        assert_eq!(t[0], 0xff, "type_of_loader");
+    }
+
+    #[test]
+    fn e820_reserves_the_bios_area_and_keeps_ram_above_4g() {
+        let m = mem(4 << 30);
+        let map = e820_map(&m);
+        let kinds: Vec<(u64, u64, u32)> = map.iter().map(|e| (e.addr, e.size, e.r#type)).collect();
+        assert_eq!(kinds[0], (0, EBDA_START, E820_RAM));
+        assert_eq!(kinds[1], (EBDA_START, BIOS_END - EBDA_START, E820_RESERVED));
+        assert_eq!(kinds[2], (BIOS_END, MMIO_HOLE_START - BIOS_END, E820_RAM));
+        assert_eq!(kinds[3], (1 << 32, (4 << 30) - MMIO_HOLE_START, E820_RAM));
+    }
+
+    #[test]
+    fn refuses_old_protocols_and_images_without_a_64_bit_entry() {
+        let m = mem(64 << 20);
+        for (version, xlf) in [(0x020b, XLF_KERNEL_64), (0x020f, 0)] {
+            let image = LinuxImage {
+                kernel: fake_bzimage(version, xlf, 512),
+                initrd: None,
+                cmdline: String::new(),
+            };
+            assert!(matches!(
+                install(&m, &image, None),
+                Err(LinuxBootError::BadImage(_))
+            ));
+        }
+        let junk = LinuxImage {
+            kernel: vec![0; 100],
+            initrd: None,
+            cmdline: String::new(),
+        };
+        assert!(install(&m, &junk, None).is_err());
+    }
+
+    #[test]
+    fn long_cmdlines_and_huge_initrds_are_errors() {
+        let m = mem(8 << 20);
+        let long = LinuxImage {
+            kernel: fake_bzimage(0x020f, XLF_KERNEL_64, 512),
+            initrd: None,
+            cmdline: "x".repeat(4000),
+        };
+        assert!(matches!(
+            install(&m, &long, None),
+            Err(LinuxBootError::CmdlineTooLong { .. })
+        ));
+        let big = LinuxImage {
+            kernel: fake_bzimage(0x020f, XLF_KERNEL_64, 512),
+            initrd: Some(vec![0; 7 << 20]),
+            cmdline: String::new(),
+        };
+        assert!(matches!(
+            install(&m, &big, None),
+            Err(LinuxBootError::InitrdTooBig { .. })
+        ));
+    }
+}

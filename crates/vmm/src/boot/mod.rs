@@ -1,0 +1,105 @@
+//! Booting: putting a payload in guest memory and each vCPU in the state
+//! the payload's boot protocol asks for.
+//!
+//! * [`flat`] — flat binaries and the tiny-guest kit (real, protected or
+//!   long mode; every vCPU starts at the entry).
+//! * [`linux`] — a Linux bzImage through the 64-bit boot protocol (the
+//!   BSP starts at the kernel's entry; the APs wait for INIT/SIPI).
+
+pub mod flat;
+pub mod linux;
+
+pub use flat::{install, load_image, vcpu_state, BootImage, DEFAULT_LOAD_ADDRESS};
+
+use alcazar_core::engine::Vcpu;
+use alcazar_core::memory::GuestMemory;
+
+use crate::config::BootSource;
+use crate::error::{ConfigError, VmmError};
+use linux::{LinuxBoot, LinuxImage};
+
+/// What a VM boots, read from disk (or assembled) but not yet in memory.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// A flat binary or kit program.
+    Flat(BootImage),
+    /// A Linux kernel.
+    Linux(LinuxImage),
+}
+
+/// A payload placed in guest memory: how to start the vCPUs.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// Every vCPU enters the flat image.
+    Flat(BootImage),
+    /// The BSP enters Linux; the APs wait for SIPI.
+    Linux(LinuxBoot),
+}
+
+/// Reads the payload `source` names.
+pub fn load(source: &BootSource) -> Result<Payload, VmmError> {
+    match source {
+        BootSource::Linux {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            let read = |key: &str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| {
+                    ConfigError::new(
+                        key,
+                        format!("\"{}\"", path.display()),
+                        format!("cannot read it ({e})"),
+                        "give the path of a readable file",
+                    )
+                })
+            };
+            Ok(Payload::Linux(LinuxImage {
+                kernel: read("boot.kernel", kernel)?,
+                initrd: initrd
+                    .as_deref()
+                    .map(|p| read("boot.initrd", p))
+                    .transpose()?,
+                cmdline: cmdline.clone(),
+            }))
+        }
+        other => Ok(Payload::Flat(load_image(other)?)),
+    }
+}
+
+impl Payload {
+    /// Puts the payload in `memory` for `cpus` vCPUs; `rsdp` is where the
+    /// ACPI tables start, if the machine has them.
+    pub fn install(
+        &self,
+        memory: &GuestMemory,
+        cpus: u32,
+        rsdp: Option<u64>,
+    ) -> Result<Start, VmmError> {
+        match self {
+            Payload::Flat(image) => {
+                install(memory, image, cpus)?;
+                Ok(Start::Flat(image.clone()))
+            }
+            Payload::Linux(image) => Ok(Start::Linux(linux::install(memory, image, rsdp)?)),
+        }
+    }
+}
+
+impl Start {
+    /// Puts `vcpu` (of `count`) in its start state.
+    pub fn prepare(&self, vcpu: &mut dyn Vcpu, count: u32) -> Result<(), VmmError> {
+        let id = vcpu.id();
+        let (regs, sregs) = match self {
+            Start::Flat(image) => vcpu_state(image, id, count, vcpu.sregs()?),
+            Start::Linux(boot) if id == 0 => linux::bsp_state(boot, vcpu.sregs()?),
+            Start::Linux(_) => {
+                vcpu.set_wait_for_sipi()?;
+                return Ok(());
+            }
+        };
+        vcpu.set_sregs(&sregs)?;
+        vcpu.set_regs(&regs)?;
+        Ok(())
+    }
+}
