@@ -266,6 +266,7 @@ fn run(args: RunArgs) -> u8 {
         vm.name()
     );
     let machine = vm.machine().clone();
+    let tail = vm.console_tail();
     let interactive = config.serial == config::ConsoleTarget::Stdio;
     let _term = interactive.then(terminal::RawMode::enter).flatten();
     if let Some(com1) = vm.com1() {
@@ -280,13 +281,33 @@ fn run(args: RunArgs) -> u8 {
     if args.telemetry {
         print_telemetry(&machine);
     }
+    if matches!(
+        reason,
+        StopReason::GuestPanic(_) | StopReason::TripleFault { .. } | StopReason::Error(_)
+    ) {
+        print_tail(&tail);
+    }
     report(&reason)
+}
+
+/// The guest console's last lines, for a VM that ended badly.
+fn print_tail(tail: &alcazar_vmm::console::ConsoleTail) {
+    let lines = tail.last_lines(20);
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("alcazar: the guest console's last lines:");
+    for l in lines {
+        eprintln!("  | {l}");
+    }
 }
 
 fn report(reason: &StopReason) -> u8 {
     let status = reason.exit_status();
     match reason {
-        StopReason::Error(_) | StopReason::TripleFault { .. } => eprintln!("alcazar: {reason}"),
+        StopReason::Error(_) | StopReason::TripleFault { .. } | StopReason::GuestPanic(_) => {
+            eprintln!("alcazar: {reason}")
+        }
         _ => eprintln!("alcazar: {reason} (exit status {status})"),
     }
     status.clamp(0, 255) as u8
@@ -301,7 +322,11 @@ fn print_telemetry(machine: &alcazar_core::Machine) {
             .filter(|&(_, n)| n > 0)
             .map(|(k, n)| format!("{}={n}", k.name()))
             .collect();
-        eprintln!("  vcpu{id}: {}", counts.join(" "));
+        let insns = match stats.instructions() {
+            0 => String::new(),
+            n => format!(" instructions={n}"),
+        };
+        eprintln!("  vcpu{id}: {}{insns}", counts.join(" "));
     }
     let u = machine.bus.unclaimed();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

@@ -28,6 +28,9 @@ pub enum StopReason {
     },
     /// Every vCPU halted and nothing can ever wake one.
     Halted,
+    /// The guest kernel panicked (recognized on its console), with the
+    /// panic message.
+    GuestPanic(String),
     /// The user asked the VMM to quit (Ctrl-A X, a signal, the API).
     UserQuit,
     /// The VMM failed while running the guest.
@@ -41,7 +44,7 @@ impl StopReason {
             StopReason::DebugExit(v) => ((v << 1) | 1) as i32 & 0xff,
             StopReason::PowerOff | StopReason::Reset | StopReason::UserQuit => 0,
             StopReason::Halted => 0,
-            StopReason::TripleFault { .. } | StopReason::Error(_) => 1,
+            StopReason::TripleFault { .. } | StopReason::GuestPanic(_) | StopReason::Error(_) => 1,
         }
     }
 }
@@ -55,6 +58,7 @@ impl std::fmt::Display for StopReason {
             StopReason::TripleFault { vcpu } => write!(f, "triple fault on vCPU {vcpu}"),
             StopReason::Halted => f.write_str("all vCPUs halted with no interrupt source"),
             StopReason::UserQuit => f.write_str("stopped by the user"),
+            StopReason::GuestPanic(why) => write!(f, "guest kernel panic: {why}"),
             StopReason::Error(e) => write!(f, "VMM error: {e}"),
         }
     }

@@ -1,9 +1,21 @@
-//! Console outputs: turning a [`ConsoleTarget`] into a device's sink.
+//! Console outputs: turning a [`ConsoleTarget`] into a device's sink, and
+//! the [`ConsoleTail`] that remembers the guest console's last lines.
+//!
+//! The tail serves two purposes: when a VM ends badly (a guest kernel
+//! panic, a triple fault) the CLI shows what the guest said last, and a
+//! Linux kernel panic is *recognized* in it. A panicked kernel only spins
+//! (`panic=0`) or resets (`panic=N`), which look like a hung or rebooted
+//! machine from outside; the line `---[ end Kernel panic - not syncing:
+//! ... ]---` that ends every panic report says what really happened, so
+//! the VM stops there with [`StopReason::GuestPanic`].
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
+use alcazar_core::{StopReason, VmControl};
 use alcazar_devices::ConsoleSink;
 
 use crate::config::ConsoleTarget;
@@ -36,12 +48,159 @@ impl Write for LazyFile {
 
 /// The sink for `target`.
 pub fn sink_for(target: &ConsoleTarget) -> ConsoleSink {
+    match writer_for(target) {
+        Some(w) => ConsoleSink::new(w),
+        None => ConsoleSink::none(),
+    }
+}
+
+fn writer_for(target: &ConsoleTarget) -> Option<Box<dyn Write + Send>> {
     match target {
-        ConsoleTarget::Stdio => ConsoleSink::new(Box::new(std::io::stdout())),
-        ConsoleTarget::File(path) => ConsoleSink::new(Box::new(LazyFile {
+        ConsoleTarget::Stdio => Some(Box::new(std::io::stdout())),
+        ConsoleTarget::File(path) => Some(Box::new(LazyFile {
             path: path.clone(),
             file: None,
         })),
-        ConsoleTarget::None => ConsoleSink::none(),
+        ConsoleTarget::None => None,
+    }
+}
+
+/// The sink for `target`, with everything written also fed to `tail`.
+pub fn watched_sink_for(target: &ConsoleTarget, tail: &Arc<ConsoleTail>) -> ConsoleSink {
+    ConsoleSink::new(Box::new(Tee {
+        out: writer_for(target),
+        tail: tail.clone(),
+    }))
+}
+
+/// How many bytes of console output the tail keeps.
+const TAIL_BYTES: usize = 16 * 1024;
+/// How the last line of a Linux panic report starts.
+const PANIC_END: &str = "---[ end Kernel panic - not syncing: ";
+
+/// The last [`TAIL_BYTES`] of a guest console, watched for kernel panics.
+pub struct ConsoleTail {
+    control: Arc<VmControl>,
+    state: Mutex<TailState>,
+}
+
+#[derive(Default)]
+struct TailState {
+    bytes: VecDeque<u8>,
+    line: Vec<u8>,
+}
+
+impl std::fmt::Debug for ConsoleTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleTail").finish_non_exhaustive()
+    }
+}
+
+impl ConsoleTail {
+    /// An empty tail that stops the VM through `control` on a panic.
+    pub fn new(control: Arc<VmControl>) -> Self {
+        ConsoleTail {
+            control,
+            state: Mutex::new(TailState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TailState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records console output.
+    pub fn feed(&self, bytes: &[u8]) {
+        let mut panic = None;
+        {
+            let mut st = self.lock();
+            for &b in bytes {
+                if st.bytes.len() == TAIL_BYTES {
+                    st.bytes.pop_front();
+                }
+                st.bytes.push_back(b);
+                if b == b'\n' {
+                    let line = String::from_utf8_lossy(&st.line).into_owned();
+                    st.line.clear();
+                    if let Some(at) = line.find(PANIC_END) {
+                        let why = &line[at + PANIC_END.len()..];
+                        panic = Some(why.trim_end().trim_end_matches("]---").trim().to_string());
+                    }
+                } else if st.line.len() < 4096 {
+                    st.line.push(b);
+                }
+            }
+        }
+        if let Some(why) = panic {
+            self.control.request_stop(StopReason::GuestPanic(why));
+        }
+    }
+
+    /// The last `n` lines (fewer if the tail holds fewer), without
+    /// terminal control characters.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        let st = self.lock();
+        let bytes: Vec<u8> = st.bytes.iter().copied().collect();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                l.chars()
+                    .filter(|c| !c.is_control() || *c == '\t')
+                    .collect()
+            })
+            .collect();
+        let start = lines.len().saturating_sub(n);
+        lines[start..].to_vec()
+    }
+}
+
+/// Writes to a console output and a [`ConsoleTail`].
+struct Tee {
+    out: Option<Box<dyn Write + Send>>,
+    tail: Arc<ConsoleTail>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tail.feed(buf);
+        match self.out.as_mut() {
+            Some(o) => o.write_all(buf).map(|_| buf.len()),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.as_mut().map_or(Ok(()), |o| o.flush())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_panic_report_stops_the_vm_with_its_reason() {
+        let control = Arc::new(VmControl::new());
+        let tail = ConsoleTail::new(control.clone());
+        tail.feed(b"[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n");
+        assert!(!control.should_stop());
+        tail.feed(
+            b"[    1.0] ---[ end Kernel panic - not syncing: VFS: Unable to mount root fs ]---\r\n",
+        );
+        assert_eq!(
+            control.wait(),
+            StopReason::GuestPanic("VFS: Unable to mount root fs".into())
+        );
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines_within_its_bound() {
+        let tail = ConsoleTail::new(Arc::new(VmControl::new()));
+        for i in 0..5000 {
+            tail.feed(format!("line {i}\r\n").as_bytes());
+        }
+        assert_eq!(tail.last_lines(2), vec!["line 4998", "line 4999"]);
+        assert!(tail.lock().bytes.len() <= TAIL_BYTES);
     }
 }

@@ -26,7 +26,7 @@ use alcazar_devices::{AcpiPm, DebugCon, DebugExit, SystemControlB, Uart16550, I8
 use toml::{Table, Value};
 
 use crate::config::{parse_console, show, ConsoleTarget, DeviceSpec};
-use crate::console::sink_for;
+use crate::console::{sink_for, watched_sink_for, ConsoleTail};
 use crate::error::ConfigError;
 use crate::platform::Chipset;
 
@@ -37,6 +37,8 @@ pub struct BuildContext<'a> {
     /// The chipset: where ISA interrupt lines go, and the PIT port 0x61
     /// reads.
     pub chipset: &'a Chipset,
+    /// Where the guest console (COM1) output is remembered.
+    pub tail: &'a Arc<ConsoleTail>,
     /// COM1's output (the `serial` key / `--serial` flag).
     pub serial: &'a ConsoleTarget,
     /// Directory relative output paths are resolved against.
@@ -223,10 +225,12 @@ fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice
         ConsoleTarget::None
     };
     let output = output_param(spec, ctx, &default_out)?;
-    let uart = Arc::new(Mutex::new(Uart16550::new(
-        sink_for(&output),
-        ctx.chipset.isa_irq(irq),
-    )));
+    let sink = if spec.id == "com1" {
+        watched_sink_for(&output, ctx.tail)
+    } else {
+        sink_for(&output)
+    };
+    let uart = Arc::new(Mutex::new(Uart16550::new(sink, ctx.chipset.isa_irq(irq))));
     Ok(BuiltDevice {
         ranges: vec![(IoSpace::Port, port, 8, uart.clone())],
         uart: Some(uart),

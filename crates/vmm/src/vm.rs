@@ -17,6 +17,7 @@ use alcazar_devices::Uart16550;
 
 use crate::boot;
 use crate::config::{DeviceSpec, VmConfig};
+use crate::console::ConsoleTail;
 use crate::engine_select;
 use crate::error::{ConfigError, VmmError};
 use crate::platform::Chipset;
@@ -33,6 +34,7 @@ pub struct Vm {
     engine_why: String,
     com1: Option<Arc<Mutex<Uart16550>>>,
     chipset: Chipset,
+    tail: Arc<ConsoleTail>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -55,7 +57,8 @@ impl Vm {
         let machine = Arc::new(Machine::new(memory, config.cpus));
         let engine_vm = selected.engine.create_vm(machine.clone())?;
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
-        let com1 = add_devices(&machine, &chipset, &specs, config)?;
+        let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
+        let com1 = add_devices(&machine, &chipset, &tail, &specs, config)?;
         let start = payload.install(&machine.memory, config.cpus, None)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
@@ -73,6 +76,7 @@ impl Vm {
             vcpus,
             com1,
             chipset,
+            tail,
         })
     }
 
@@ -94,6 +98,11 @@ impl Vm {
     /// COM1, for feeding it host input.
     pub fn com1(&self) -> Option<Arc<Mutex<Uart16550>>> {
         self.com1.clone()
+    }
+
+    /// The last lines of the guest console (COM1).
+    pub fn console_tail(&self) -> Arc<ConsoleTail> {
+        self.tail.clone()
     }
 
     /// The chipset: interrupt controllers, PIT, RTC.
@@ -223,12 +232,14 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
 fn add_devices(
     machine: &Machine,
     chipset: &Chipset,
+    tail: &Arc<ConsoleTail>,
     specs: &[DeviceSpec],
     config: &VmConfig,
 ) -> Result<Option<Arc<Mutex<Uart16550>>>, VmmError> {
     let ctx = BuildContext {
         control: &machine.control,
         chipset,
+        tail,
         serial: &config.serial,
         base: Path::new("."),
     };
