@@ -16,7 +16,7 @@
 //! ```
 //!
 //! The ISA devices sit directly under `\_SB` because there is no PCI bus
-//! (hence no PCI-to-ISA bridge) yet. [`system_bus_devices`] is the one
+//! (hence no PCI-to-ISA bridge) yet. `system_bus_devices` is the one
 //! place that lists what `\_SB` holds: the PCI host bridge (`\_SB.PCI0`
 //! with its `_PRT`) is added there.
 //!
