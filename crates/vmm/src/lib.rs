@@ -28,6 +28,7 @@ pub mod config;
 pub mod console;
 pub mod engine_select;
 pub mod error;
+pub mod firmware;
 pub mod kit;
 pub mod platform;
 pub mod registry;

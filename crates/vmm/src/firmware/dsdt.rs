@@ -1,0 +1,250 @@
+//! The DSDT (ACPI 6.5 §5.2.11.1): the AML definition block that names the
+//! machine's devices the OS cannot probe, and the `\_S5` sleep object.
+//!
+//! Namespace (ACPI 6.5 §5.3, §7.4.2 for `\_Sx`, §6.1.5 for `_HID`,
+//! §6.2.2 for `_CRS`, resource descriptors from §6.4.2):
+//!
+//! ```text
+//! \_S5_  Package {SLP_TYP_S5, SLP_TYP_S5, 0, 0}   soft off (PM1_CNT.SLP_TYP)
+//! \_SB_
+//!   COM1  PNP0501  IO 0x3f8/8, IRQ 4      16550 UART (COM2 is absent)
+//!   PS2K  PNP0303  IO 0x60, IO 0x64, IRQ 1  i8042 keyboard port
+//!   PS2M  PNP0F13  IRQ 12                 i8042 auxiliary (mouse) port
+//!   RTC_  PNP0B00  IO 0x70/2, IRQ 8       MC146818 RTC/CMOS
+//!   TIMR  PNP0100  IO 0x40/4, IRQ 0       8254 PIT
+//!   PIC_  PNP0000  IO 0x20/2, 0xa0/2, 0x4d0/2   dual 8259A + ELCR
+//! ```
+//!
+//! The ISA devices sit directly under `\_SB` because there is no PCI bus
+//! (hence no PCI-to-ISA bridge) yet. `system_bus_devices` is the one
+//! place that lists what `\_SB` holds: the PCI host bridge (`\_SB.PCI0`
+//! with its `_PRT`) is added there.
+//!
+//! AML comes from the `acpi_tables` crate's `aml` module, plus the short
+//! IRQ descriptor ([`IrqNoFlags`]), which the crate lacks.
+
+use acpi_tables::aml::{Device, EISAName, Name, Package, Path, ResourceTemplate, Scope, IO};
+use acpi_tables::sdt::Sdt;
+use acpi_tables::{Aml, AmlSink};
+use alcazar_devices::acpi_pm::SLP_TYP_S5;
+
+use super::acpi::SDT_HEADER_LEN;
+use super::{ACPI_OEM_ID, ACPI_OEM_REVISION, ACPI_OEM_TABLE_ID};
+
+/// DSDT revision: 2, so AML integers are 64 bits (ACPI 6.5 §5.2.11.1).
+pub const DSDT_REVISION: u8 = 2;
+
+/// The `\_S5` SLP_TYP value. The PM control register's SLP_TYP field is
+/// 3 bits, so the device's constant always fits a byte.
+const S5_SLP_TYP: u8 = (SLP_TYP_S5 & 0x7) as u8;
+
+/// An I/O port range a device decodes, at a fixed address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoRange {
+    /// First port.
+    pub base: u16,
+    /// Number of ports.
+    pub len: u8,
+}
+
+/// A legacy ISA device the DSDT declares: its ACPI name, its PNP ID
+/// (`_HID`), an optional `_UID` and the resources its `_CRS` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsaDevice {
+    /// Four-character ACPI name segment.
+    pub name: &'static str,
+    /// EISA ID string, e.g. `PNP0501` (compressed by `EISAID()`).
+    pub hid: &'static str,
+    /// `_UID`, to tell apart devices of the same `_HID`.
+    pub uid: Option<u8>,
+    /// Fixed I/O port ranges.
+    pub io: &'static [IoRange],
+    /// ISA IRQ, if the device has one.
+    pub irq: Option<u8>,
+}
+
+/// The ISA devices of the machine, in `\_SB`.
+pub const ISA_DEVICES: &[IsaDevice] = &[
+    IsaDevice {
+        name: "COM1",
+        hid: "PNP0501",
+        uid: Some(1),
+        io: &[IoRange {
+            base: 0x3f8,
+            len: 8,
+        }],
+        irq: Some(4),
+    },
+    IsaDevice {
+        name: "PS2K",
+        hid: "PNP0303",
+        uid: None,
+        io: &[
+            IoRange { base: 0x60, len: 1 },
+            IoRange { base: 0x64, len: 1 },
+        ],
+        irq: Some(1),
+    },
+    IsaDevice {
+        name: "PS2M",
+        hid: "PNP0F13",
+        uid: None,
+        io: &[],
+        irq: Some(12),
+    },
+    IsaDevice {
+        name: "RTC_",
+        hid: "PNP0B00",
+        uid: None,
+        io: &[IoRange { base: 0x70, len: 2 }],
+        irq: Some(8),
+    },
+    IsaDevice {
+        name: "TIMR",
+        hid: "PNP0100",
+        uid: None,
+        io: &[IoRange { base: 0x40, len: 4 }],
+        irq: Some(0),
+    },
+    IsaDevice {
+        name: "PIC_",
+        hid: "PNP0000",
+        uid: None,
+        io: &[
+            IoRange { base: 0x20, len: 2 },
+            IoRange { base: 0xa0, len: 2 },
+            IoRange {
+                base: 0x4d0,
+                len: 2,
+            },
+        ],
+        irq: None,
+    },
+];
+
+/// The short IRQ descriptor without its information byte, ASL
+/// `IRQNoFlags() {n}` (ACPI 6.5 §6.4.2.1): an edge-triggered, active-high,
+/// exclusive ISA IRQ, given as a 16-bit mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrqNoFlags {
+    /// The ISA IRQ (0-15).
+    pub irq: u8,
+}
+
+/// Small resource item tag of a 2-byte IRQ descriptor: type 0x04, length 2.
+const IRQ_DESCRIPTOR_NO_FLAGS: u8 = (0x04 << 3) | 2;
+
+impl Aml for IrqNoFlags {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        sink.byte(IRQ_DESCRIPTOR_NO_FLAGS);
+        sink.word(1u16.checked_shl(u32::from(self.irq)).unwrap_or(0));
+    }
+}
+
+/// Already-encoded AML, so owned pieces can sit in a `Vec<&dyn Aml>`.
+struct Encoded(Vec<u8>);
+
+impl Aml for Encoded {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
+/// The AML `Device` object for `dev`: `_HID`, `_UID` if any, `_CRS`.
+pub fn isa_device_aml(dev: &IsaDevice) -> Vec<u8> {
+    let io: Vec<IO> = dev
+        .io
+        .iter()
+        .map(|r| IO::new(r.base, r.base, 1, r.len))
+        .collect();
+    let irq = dev.irq.map(|irq| IrqNoFlags { irq });
+    let mut resources: Vec<&dyn Aml> = io.iter().map(|r| r as &dyn Aml).collect();
+    if let Some(irq) = &irq {
+        resources.push(irq);
+    }
+    let crs = ResourceTemplate::new(resources);
+
+    let hid = EISAName::new(dev.hid);
+    let hid = Name::new(Path::new("_HID"), &hid);
+    let crs = Name::new(Path::new("_CRS"), &crs);
+    let uid = dev.uid.map(|uid| Name::new(Path::new("_UID"), &uid));
+    let mut children: Vec<&dyn Aml> = vec![&hid];
+    if let Some(uid) = &uid {
+        children.push(uid);
+    }
+    children.push(&crs);
+
+    let mut bytes = Vec::new();
+    Device::new(Path::new(dev.name), children).to_aml_bytes(&mut bytes);
+    bytes
+}
+
+/// The objects of `\_SB`, each already encoded. The PCI host bridge
+/// (`\_SB.PCI0`) is added here when the machine gets a PCI bus.
+fn system_bus_devices() -> Vec<Vec<u8>> {
+    ISA_DEVICES.iter().map(isa_device_aml).collect()
+}
+
+/// The AML of the definition block's body (everything after the header).
+pub fn dsdt_body() -> Vec<u8> {
+    let mut body = Vec::new();
+
+    let s5 = Package::new(vec![&S5_SLP_TYP, &S5_SLP_TYP, &0u8, &0u8]);
+    Name::new(Path::new("\\_S5_"), &s5).to_aml_bytes(&mut body);
+
+    let devices: Vec<Encoded> = system_bus_devices().into_iter().map(Encoded).collect();
+    let children: Vec<&dyn Aml> = devices.iter().map(|d| d as &dyn Aml).collect();
+    Scope::new(Path::new("\\_SB_"), children).to_aml_bytes(&mut body);
+    body
+}
+
+/// The complete DSDT: SDT header (signature `DSDT`) and AML body.
+pub fn build_dsdt() -> Vec<u8> {
+    let mut table = Sdt::new(
+        *b"DSDT",
+        SDT_HEADER_LEN as u32,
+        DSDT_REVISION,
+        ACPI_OEM_ID,
+        ACPI_OEM_TABLE_ID,
+        ACPI_OEM_REVISION,
+    );
+    table.append_slice(&dsdt_body());
+    table.as_slice().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irq_no_flags_is_a_mask() {
+        let mut b = Vec::new();
+        IrqNoFlags { irq: 12 }.to_aml_bytes(&mut b);
+        assert_eq!(b, [0x22, 0x00, 0x10]);
+        b.clear();
+        IrqNoFlags { irq: 0 }.to_aml_bytes(&mut b);
+        assert_eq!(b, [0x22, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn com1_device_encoding() {
+        let aml = isa_device_aml(&ISA_DEVICES[0]);
+        // ExtOpPrefix DeviceOp, then after the PkgLength the name "COM1".
+        assert_eq!(&aml[0..2], &[0x5b, 0x82]);
+        assert_eq!(&aml[3..7], b"COM1");
+        // IO(Decode16, 0x3f8, 0x3f8, 1, 8) descriptor.
+        let io = [0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08];
+        assert!(aml.windows(io.len()).any(|w| w == io));
+    }
+
+    #[test]
+    fn s5_package_uses_the_pm_devices_slp_typ() {
+        let body = dsdt_body();
+        // NameOp '\' "_S5_" PackageOp PkgLength NumElements BytePrefix 5 ...
+        assert_eq!(&body[0..6], &[0x08, b'\\', b'_', b'S', b'5', b'_']);
+        assert_eq!(body[6], 0x12);
+        assert_eq!(body[8], 4);
+        assert_eq!(&body[9..13], &[0x0a, S5_SLP_TYP, 0x0a, S5_SLP_TYP]);
+        assert_eq!(&body[13..15], &[0x00, 0x00]);
+    }
+}
