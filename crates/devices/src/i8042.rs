@@ -30,6 +30,9 @@ pub const COMMAND_PORT: u16 = 0x64;
 const STATUS_OBF: u8 = 1 << 0;
 const STATUS_SYSTEM: u8 = 1 << 2;
 const STATUS_CMD: u8 = 1 << 3;
+/// Keyboard not inhibited (the key lock switch is open): a virtual PC has
+/// no key lock.
+const STATUS_UNLOCKED: u8 = 1 << 4;
 const STATUS_AUX_OBF: u8 = 1 << 5;
 
 // Command byte bits.
@@ -100,12 +103,13 @@ impl I8042 {
     }
 
     fn status(&self) -> u8 {
-        let mut s = STATUS_SYSTEM
-            & if self.command_byte & CB_SYSTEM != 0 {
-                0xff
-            } else {
-                0
-            };
+        let mut s = STATUS_UNLOCKED
+            | STATUS_SYSTEM
+                & if self.command_byte & CB_SYSTEM != 0 {
+                    0xff
+                } else {
+                    0
+                };
         if let Some(&(_, aux)) = self.out.front() {
             s |= STATUS_OBF;
             if aux {

@@ -87,7 +87,22 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
     use edx1::*;
     // No FPU bit: x87/SSE are not implemented yet (CPUID advertises exactly
     // what the engine executes).
-    let leaf1_edx = DE | PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV | PAT | PSE36 | CLFSH;
+    let leaf1_edx = FPU
+        | 1 << 24
+        | 1 << 25
+        | 1 << 26
+        | DE
+        | PSE
+        | TSC
+        | MSR
+        | PAE
+        | CX8
+        | SEP
+        | PGE
+        | CMOV
+        | PAT
+        | PSE36
+        | CLFSH;
     let leaf1_ecx = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT;
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.

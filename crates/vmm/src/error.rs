@@ -49,6 +49,9 @@ pub enum VmmError {
     /// The Linux kernel or initrd cannot be booted.
     #[error("boot: {0}")]
     Boot(#[from] crate::boot::linux::LinuxBootError),
+    /// The firmware tables do not fit or cannot describe the machine.
+    #[error("firmware tables: {0}")]
+    Firmware(#[from] crate::firmware::FirmwareError),
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -59,7 +59,7 @@ impl Vm {
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
         let com1 = add_devices(&machine, &chipset, &tail, &specs, config)?;
-        let start = payload.install(&machine.memory, config.cpus, None)?;
+        let start = payload.install(&machine.memory, config.cpus)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
             let mut vcpu = engine_vm.create_vcpu(id)?;

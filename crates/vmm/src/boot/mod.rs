@@ -16,6 +16,7 @@ use alcazar_core::memory::GuestMemory;
 
 use crate::config::BootSource;
 use crate::error::{ConfigError, VmmError};
+use crate::firmware;
 use linux::{LinuxBoot, LinuxImage};
 
 /// What a VM boots, read from disk (or assembled) but not yet in memory.
@@ -68,20 +69,20 @@ pub fn load(source: &BootSource) -> Result<Payload, VmmError> {
 }
 
 impl Payload {
-    /// Puts the payload in `memory` for `cpus` vCPUs; `rsdp` is where the
-    /// ACPI tables start, if the machine has them.
-    pub fn install(
-        &self,
-        memory: &GuestMemory,
-        cpus: u32,
-        rsdp: Option<u64>,
-    ) -> Result<Start, VmmError> {
+    /// Puts the payload in `memory` for `cpus` vCPUs. A Linux boot also
+    /// gets the firmware tables (ACPI and MP) that describe the machine.
+    pub fn install(&self, memory: &GuestMemory, cpus: u32) -> Result<Start, VmmError> {
         match self {
             Payload::Flat(image) => {
                 install(memory, image, cpus)?;
                 Ok(Start::Flat(image.clone()))
             }
-            Payload::Linux(image) => Ok(Start::Linux(linux::install(memory, image, rsdp)?)),
+            Payload::Linux(image) => {
+                let layout = firmware::PlatformLayout::new(cpus);
+                let rsdp = firmware::acpi::install_acpi(memory, &layout)?;
+                firmware::mptable::install_mptable(memory, &layout)?;
+                Ok(Start::Linux(linux::install(memory, image, Some(rsdp))?))
+            }
         }
     }
 }
