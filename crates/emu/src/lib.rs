@@ -29,6 +29,7 @@ pub mod cpuid;
 pub mod exec;
 pub mod fault;
 pub mod flags;
+pub mod fpu;
 pub mod interrupts;
 pub mod mem;
 pub mod mmu;
