@@ -16,12 +16,16 @@
 
 pub mod access;
 pub mod control;
+pub mod float;
 pub mod fxsave;
+pub mod sse_conv;
 pub mod sse_float;
 pub mod sse_int;
 pub mod sse_move;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sse_float;
 pub mod x87;
 pub mod x87_arith;
 

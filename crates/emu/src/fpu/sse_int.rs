@@ -5,7 +5,8 @@
 //! PAND/PANDN/POR/PXOR and ANDPS/ANDNPS/ORPS/XORPS (+PD), the shifts
 //! PSLL/PSRL/PSRA (immediate or register count), PSLLDQ/PSRLDQ,
 //! PACKSSWB/PACKSSDW/PACKUSWB, PUNPCKL*/PUNPCKH*, PSHUFD/PSHUFHW/PSHUFLW/
-//! PSHUFW, PEXTRW and PINSRW. Every form works on XMM registers (128 bits)
+//! PSHUFW, PEXTRW and PINSRW; and the lane moves SHUFPS/SHUFPD and
+//! UNPCKLPS/UNPCKHPS/UNPCKLPD/UNPCKHPD. Every form works on XMM registers (128 bits)
 //! and, where the SDM defines one, on MMX registers (64 bits).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
@@ -253,6 +254,18 @@ pub fn compute(m: Mnemonic, a: u128, b: u128, imm: u8, width: u32) -> Option<u12
         M::Pshuflw => (b & !0xffff_ffff_ffff_ffffu128) | shuffle(b, 16, 0, imm),
         M::Pshufhw => (b & 0xffff_ffff_ffff_ffffu128) | shuffle(b, 16, 4, imm),
         M::Pshufw => shuffle(b, 16, 0, imm),
+        M::Unpcklps => unpack(a, b, 32, width, false),
+        M::Unpckhps => unpack(a, b, 32, width, true),
+        M::Unpcklpd => unpack(a, b, 64, width, false),
+        M::Unpckhpd => unpack(a, b, 64, width, true),
+        M::Shufps => {
+            let pick = |v: u128, i: u32| u128::from(lane(v, 32, u32::from(imm >> (2 * i)) & 3));
+            pick(a, 0) | pick(a, 1) << 32 | pick(b, 2) << 64 | pick(b, 3) << 96
+        }
+        M::Shufpd => {
+            u128::from(lane(a, 64, u32::from(imm & 1)))
+                | u128::from(lane(b, 64, u32::from(imm >> 1) & 1)) << 64
+        }
         _ => return None,
     })
 }

@@ -7,7 +7,7 @@ use crate::cpu::cr4;
 use crate::testutil::{assemble, cpu64, run_until, CODE, DATA};
 
 /// Runs `f` in 64-bit mode with CR4.OSFXSR set, after `setup`.
-fn run(setup: impl FnOnce(&mut Cpu), f: impl FnOnce(&mut CodeAssembler)) -> Cpu {
+pub(super) fn run(setup: impl FnOnce(&mut Cpu), f: impl FnOnce(&mut CodeAssembler)) -> Cpu {
     let code = assemble(64, f);
     let end = CODE + code.len() as u64;
     let mut cpu = cpu64(&code);
@@ -18,7 +18,10 @@ fn run(setup: impl FnOnce(&mut Cpu), f: impl FnOnce(&mut CodeAssembler)) -> Cpu 
 }
 
 /// Runs one instruction and returns the fault it raised, if any.
-fn fault_of(setup: impl FnOnce(&mut Cpu), f: impl FnOnce(&mut CodeAssembler)) -> Option<Fault> {
+pub(super) fn fault_of(
+    setup: impl FnOnce(&mut Cpu),
+    f: impl FnOnce(&mut CodeAssembler),
+) -> Option<Fault> {
     let code = assemble(64, f);
     let mut cpu = cpu64(&code);
     cpu.s.cr4 |= cr4::OSFXSR | cr4::OSXMMEXCPT;
