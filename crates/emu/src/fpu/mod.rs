@@ -26,6 +26,8 @@ pub mod sse_move;
 mod tests;
 #[cfg(test)]
 mod tests_sse_float;
+#[cfg(test)]
+mod tests_x87;
 pub mod x87;
 pub mod x87_arith;
 
