@@ -184,11 +184,30 @@ pub fn mmx_enter(cpu: &mut Cpu) {
     cpu.s.fpu.ftw = 0;
 }
 
+/// In 64-bit mode, a SIMD access whose last byte is not canonical is
+/// #GP(0) (#SS(0) for SS) before any page is translated: unlike integer
+/// accesses, real CPUs report it ahead of a page fault on the first part.
+fn check_far_end(cpu: &Cpu, s: usize, off: u64, size: usize) -> Result<(), Fault> {
+    if cpu.s.long_mode() && cpu.s.seg[seg::CS].l {
+        let base = if s >= seg::FS { cpu.s.seg[s].base } else { 0 };
+        let last = base.wrapping_add(off).wrapping_add(size.max(1) as u64 - 1);
+        if !canonical(last) {
+            return Err(if s == seg::SS {
+                Fault::StackFault(0)
+            } else {
+                Fault::GeneralProtection(0)
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reads memory operand bytes of `insn` (1-16 bytes) zero-extended.
 pub fn read_mem_operand(cpu: &mut Cpu, insn: &Instruction) -> Result<u128, Fault> {
     let (s, off) = memory_operand(cpu, insn);
     let size = insn.memory_size().size();
     if size <= 8 {
+        check_far_end(cpu, s, off, size)?;
         return Ok(u128::from(cpu.read(s, off, size as u8)?));
     }
     let mut b = [0u8; 16];
@@ -202,6 +221,7 @@ pub fn write_mem_operand(cpu: &mut Cpu, insn: &Instruction, v: u128) -> Result<(
     let (s, off) = memory_operand(cpu, insn);
     let size = insn.memory_size().size();
     if size <= 8 {
+        check_far_end(cpu, s, off, size)?;
         return cpu.write(s, off, size as u8, v as u64);
     }
     let align = if needs_alignment(insn) { 16 } else { 1 };

@@ -115,10 +115,12 @@ fn fnop(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
     check_x87(cpu)
 }
 
-/// EMMS: all x87 tags empty (SDM Vol. 2A "EMMS").
+/// EMMS: all x87 tags empty and, as for every MMX instruction, TOP = 0
+/// (SDM Vol. 3A Table 12-1 / Vol. 1 §9.5.1; observed on hardware).
 fn emms(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
     check_mmx(cpu)?;
     cpu.s.fpu.ftw = 0xffff;
+    cpu.s.fpu.set_top(0);
     Ok(())
 }
 

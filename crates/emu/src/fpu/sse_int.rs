@@ -22,11 +22,20 @@ use crate::Cpu;
 pub fn lookup(insn: &Instruction) -> Option<Handler> {
     use Mnemonic as M;
     match insn.mnemonic() {
-        M::Pextrw => Some(pextrw),
+        // 66 0F 3A 15 (PEXTRW to memory) is SSE4.1: not implemented.
+        M::Pextrw if insn.op_kind(0) == OpKind::Register && !is_sse41(insn) => Some(pextrw),
         M::Pinsrw => Some(pinsrw),
         m if compute(m, 0, 0, 0, 128).is_some() => Some(packed),
         _ => None,
     }
+}
+
+/// Whether `insn` is one of the SSE4.1 PEXTRW encodings.
+fn is_sse41(insn: &Instruction) -> bool {
+    matches!(
+        insn.code(),
+        iced_x86::Code::Pextrw_r32m16_xmm_imm8 | iced_x86::Code::Pextrw_r64m16_xmm_imm8
+    )
 }
 
 /// All ones in the low `bits` bits.
