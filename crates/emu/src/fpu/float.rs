@@ -83,6 +83,36 @@ pub fn flags_of(s: Status) -> u32 {
     f
 }
 
+/// Adds the overflow flag `rustc_apfloat` leaves out: like LLVM's APFloat
+/// it reports only "inexact" when a directed rounding mode turns an
+/// overflow into the largest finite number, where IEEE 754 and x86 report
+/// overflow too. `redo` recomputes the operation in another rounding
+/// mode: rounding away from zero overflows to infinity exactly when the
+/// exact result is above the largest finite number. (IEEE would not flag
+/// exact results between the largest finite number and 2^(emax+1) that
+/// round down to it; this treats those as overflow.)
+pub fn with_overflow<F: Fmt>(r: StatusAnd<F>, redo: impl FnOnce(Round) -> StatusAnd<F>) -> StatusAnd<F> {
+    if r.status.contains(Status::OVERFLOW)
+        || !r.status.contains(Status::INEXACT)
+        || !r.value.abs().bitwise_eq(F::largest())
+    {
+        return r;
+    }
+    let away = if r.value.is_negative() {
+        Round::TowardNegative
+    } else {
+        Round::TowardPositive
+    };
+    if redo(away).status.contains(Status::OVERFLOW) {
+        StatusAnd {
+            status: r.status | Status::OVERFLOW,
+            value: r.value,
+        }
+    } else {
+        r
+    }
+}
+
 /// The sign bit of format `F`.
 pub fn sign_bit<F: Fmt>() -> u128 {
     1u128 << (F::WIDTH - 1)

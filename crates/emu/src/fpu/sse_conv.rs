@@ -97,8 +97,11 @@ fn float_to_float<S: Fmt + FloatConvert<D>, D: Fmt>(v: u128, ctx: &mut Ctx) -> u
         };
         return float::quiet::<D>(sign | float::bits(D::INFINITY) | payload);
     }
-    let mut loses = false;
-    let r: StatusAnd<D> = float::val::<S>(v).convert_r(ctx.round, &mut loses);
+    let conv = |round| -> StatusAnd<D> {
+        let mut loses = false;
+        float::val::<S>(v).convert_r(round, &mut loses)
+    };
+    let r = float::with_overflow(conv(ctx.round), conv);
     ctx.output::<D>(float::bits(r.value), r.status)
 }
 
@@ -154,6 +157,10 @@ fn convert(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let m = insn.mnemonic();
     let src = read_operand(cpu, insn, 1)?;
     let dst = read_operand(cpu, insn, 0)?;
+    if mmx {
+        // The x87-to-MMX transition happens before any SIMD exception.
+        mmx_enter(cpu);
+    }
     let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
     let l32 = |v: u128, i: u32| (v >> (32 * i)) & 0xffff_ffff;
     let l64 = |v: u128, i: u32| (v >> (64 * i)) & u128::from(u64::MAX);

@@ -182,7 +182,21 @@ fn compare<F: Fmt>(a: u128, b: u128) -> Option<std::cmp::Ordering> {
     float::val::<F>(a).partial_cmp(&float::val::<F>(b))
 }
 
+/// One lane with the exception priorities of SDM Vol. 1 §4.9.2 (Table
+/// 4-8): an invalid operation or a NaN operand hides a denormal operand.
 fn lane<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
+    let had_de = ctx.pre & exc::DE;
+    let before = ctx.pre;
+    let unary = matches!(op, Op::Sqrt | Op::Rcp | Op::Rsqrt);
+    let nan_in = float::is_nan::<F>(b) || (!unary && float::is_nan::<F>(a));
+    let r = lane_inner::<F>(op, a, b, ctx);
+    if nan_in || (ctx.pre & !before) & exc::IE != 0 {
+        ctx.pre = (ctx.pre & !exc::DE) | had_de;
+    }
+    r
+}
+
+fn lane_inner<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
     let unary = matches!(op, Op::Sqrt | Op::Rcp | Op::Rsqrt);
     let is_nan = |v| float::is_nan::<F>(v);
     if let Op::Cmp(p) = op {
@@ -245,12 +259,13 @@ fn lane<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
         return nan_result::<F>(a, b, ctx);
     }
     let (x, y) = (float::val::<F>(a), float::val::<F>(b));
-    let r = match op {
-        Op::Add => x.add_r(y, ctx.round),
-        Op::Sub => x.sub_r(y, ctx.round),
-        Op::Mul => x.mul_r(y, ctx.round),
-        _ => x.div_r(y, ctx.round),
+    let f = |round| match op {
+        Op::Add => x.add_r(y, round),
+        Op::Sub => x.sub_r(y, round),
+        Op::Mul => x.mul_r(y, round),
+        _ => x.div_r(y, round),
     };
+    let r = float::with_overflow(f(ctx.round), f);
     arith_result::<F>(r, ctx)
 }
 
@@ -390,9 +405,9 @@ fn comis_lane<F: Fmt>(
     ordered: bool,
     ctx: &mut Ctx,
 ) -> Option<std::cmp::Ordering> {
-    let a = ctx.input::<F>(a, true);
-    let b = ctx.input::<F>(b, true);
     let nan = float::is_nan::<F>(a) || float::is_nan::<F>(b);
+    let a = ctx.input::<F>(a, !nan);
+    let b = ctx.input::<F>(b, !nan);
     if float::is_snan::<F>(a) || float::is_snan::<F>(b) || (ordered && nan) {
         ctx.pre |= exc::IE;
     }

@@ -189,7 +189,11 @@ where
     }
     let mut loses = false;
     let x = float::val::<X>(v);
-    let r: StatusAnd<F> = x.convert_r(round, &mut loses);
+    let conv = |round| -> StatusAnd<F> {
+        let mut loses = false;
+        x.convert_r(round, &mut loses)
+    };
+    let r = float::with_overflow(conv(round), conv);
     let flags = float::flags_of(r.status)
         | if float::is_denormal::<X>(v) {
             exc::DE

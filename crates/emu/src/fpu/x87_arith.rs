@@ -131,7 +131,8 @@ fn compute(op: Op, a: u128, b: u128, round: Round) -> (u128, u32, bool) {
         Op::Mul => x.mul_r(y, r),
         Op::Div => x.div_r(y, r),
     };
-    let (v, up) = finish(f(round), || f(Round::TowardZero).value, &mut flags);
+    let r = float::with_overflow(f(round), f);
+    let (v, up) = finish(r, || f(Round::TowardZero).value, &mut flags);
     (v, flags, up)
 }
 
