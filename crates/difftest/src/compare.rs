@@ -25,6 +25,72 @@ pub enum Field {
     Rflags,
     /// A byte of guest memory (linear address).
     Mem(u64),
+    /// An x87/SSE register: see [`FpuField`].
+    Fpu(FpuField),
+}
+
+/// The x87/SSE registers compared; 128-bit registers in two halves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FpuField {
+    /// FCW.
+    Fcw,
+    /// FSW without C0, C2, C3 (undefined after most instructions; the
+    /// generator stores them with FNSTSW where they are defined).
+    Fsw,
+    /// The abridged tag byte.
+    Ftw,
+    /// MXCSR.
+    Mxcsr,
+    /// ST(i), low 64 bits (significand).
+    StLo(usize),
+    /// ST(i), sign and exponent.
+    StHi(usize),
+    /// XMMi, low 64 bits.
+    XmmLo(usize),
+    /// XMMi, high 64 bits.
+    XmmHi(usize),
+}
+
+/// The FSW bits compared: all but C0, C2 and C3.
+pub const FSW_COMPARED: u16 = !0x4500;
+
+/// The differences between two x87/SSE states.
+pub fn compare_fpu(kvm: &crate::state::FpuRegs, emu: &crate::state::FpuRegs) -> Vec<Diff> {
+    let mut d = Vec::new();
+    let mut check = |f: FpuField, a: u64, b: u64| {
+        if a != b {
+            d.push(Diff {
+                field: Field::Fpu(f),
+                kvm: a,
+                emu: b,
+            });
+        }
+    };
+    check(FpuField::Fcw, kvm.fcw.into(), emu.fcw.into());
+    check(
+        FpuField::Fsw,
+        (kvm.fsw & FSW_COMPARED).into(),
+        (emu.fsw & FSW_COMPARED).into(),
+    );
+    check(FpuField::Ftw, kvm.ftw.into(), emu.ftw.into());
+    check(FpuField::Mxcsr, kvm.mxcsr.into(), emu.mxcsr.into());
+    for i in 0..8 {
+        check(FpuField::StLo(i), kvm.st[i] as u64, emu.st[i] as u64);
+        check(
+            FpuField::StHi(i),
+            (kvm.st[i] >> 64) as u64,
+            (emu.st[i] >> 64) as u64,
+        );
+    }
+    for i in 0..16 {
+        check(FpuField::XmmLo(i), kvm.xmm[i] as u64, emu.xmm[i] as u64);
+        check(
+            FpuField::XmmHi(i),
+            (kvm.xmm[i] >> 64) as u64,
+            (emu.xmm[i] >> 64) as u64,
+        );
+    }
+    d
 }
 
 /// One difference.
@@ -185,6 +251,7 @@ pub fn compare(
             emu: emu.rflags,
         });
     }
+    diffs.extend(compare_fpu(&kvm.fpu, &emu.fpu));
     for (base, a, b) in [
         (DATA, &kvm.data, &emu.data),
         (STACK, &kvm.stack, &emu.stack),
@@ -221,6 +288,7 @@ mod tests {
             stack: i.stack,
             retired: 0,
             note: None,
+            fpu: Default::default(),
         }
     }
 

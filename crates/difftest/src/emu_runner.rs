@@ -23,8 +23,9 @@ use iced_x86::{Decoder, DecoderOptions, Instruction};
 use crate::analysis::Tracker;
 use crate::kvm_runner::FORCED_FLAGS;
 use crate::layout::{self, Chunk};
-use crate::state::{Ending, FinalState, InitState, Program, RSP};
+use crate::state::{Ending, FinalState, FpuRegs, InitState, Program, RSP};
 use crate::Error;
+use alcazar_emu::fpu::FpuState;
 
 /// Instructions the emu engine may run before the run counts as hung
 /// (REP iterations may count one by one).
@@ -84,6 +85,7 @@ pub fn user_state(init: &InitState) -> CpuState {
     };
     s.gpr[RSP] = layout::STACK_INIT;
     s.flags.set(init.rflags | FORCED_FLAGS);
+    load_fpu(&mut s.fpu, &init.fpu);
     s.seg[seg::CS] = user_segment(layout::USER_CS, true);
     for i in [seg::DS, seg::ES, seg::SS, seg::FS, seg::GS] {
         s.seg[i] = user_segment(layout::USER_DS, false);
@@ -110,6 +112,35 @@ pub fn user_state(init: &InitState) -> CpuState {
         limit: layout::IDT_LIMIT,
     };
     s
+}
+
+/// Loads the emu engine's x87/SSE state from `f`, as FXRSTOR would.
+pub fn load_fpu(d: &mut FpuState, f: &FpuRegs) {
+    d.fcw = f.fcw;
+    d.fsw = f.fsw;
+    d.mxcsr = f.mxcsr;
+    d.xmm = f.xmm;
+    let top = d.top();
+    for (i, v) in f.st.iter().enumerate() {
+        d.st[(top + i) & 7] = v & ((1u128 << 80) - 1);
+    }
+    d.set_abridged_tag(f.ftw);
+}
+
+/// The FXSAVE view of the emu engine's x87/SSE state.
+pub fn save_fpu(s: &FpuState) -> FpuRegs {
+    let mut st = [0u128; 8];
+    for (i, v) in st.iter_mut().enumerate() {
+        *v = s.st(i);
+    }
+    FpuRegs {
+        fcw: s.fcw,
+        fsw: s.fsw,
+        ftw: s.abridged_tag(),
+        st,
+        xmm: s.xmm,
+        mxcsr: s.mxcsr,
+    }
 }
 
 /// The text of a panic payload.
@@ -225,6 +256,7 @@ impl EmuRunner {
                 stack,
                 retired: self.cpu.icount,
                 note,
+                fpu: save_fpu(&s.fpu),
             },
             tracker,
         })

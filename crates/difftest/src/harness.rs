@@ -148,6 +148,7 @@ pub fn field_kind(f: Field) -> &'static str {
         Field::Rip => "rip",
         Field::Rflags => "rflags",
         Field::Mem(_) => "memory",
+        Field::Fpu(_) => "fpu",
     }
 }
 

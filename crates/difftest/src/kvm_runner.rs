@@ -16,7 +16,7 @@ use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 use crate::layout::{self, Chunk};
-use crate::state::{has_error_code, Ending, FinalState, InitState, Program, RSP};
+use crate::state::{has_error_code, Ending, FinalState, FpuRegs, InitState, Program, RSP};
 use crate::Error;
 
 /// RFLAGS bits the runners force on: bit 1 and IF (IOPL stays 0: PVM
@@ -114,6 +114,62 @@ impl std::fmt::Debug for KvmRunner {
     }
 }
 
+/// The standard-format XSAVE image of `f` (legacy area per SDM Vol. 1
+/// §10.5.1, XSTATE_BV = x87 | SSE).
+fn to_kvm_xsave(f: &FpuRegs) -> kvm_bindings::kvm_xsave {
+    let mut b = [0u8; 4096];
+    b[0..2].copy_from_slice(&f.fcw.to_le_bytes());
+    b[2..4].copy_from_slice(&f.fsw.to_le_bytes());
+    b[4] = f.ftw;
+    b[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+    b[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+    for (i, v) in f.st.iter().enumerate() {
+        b[32 + 16 * i..48 + 16 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    for (i, v) in f.xmm.iter().enumerate() {
+        b[160 + 16 * i..176 + 16 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    b[512] = 3;
+    let mut x = kvm_bindings::kvm_xsave::default();
+    for (d, c) in x.region.iter_mut().zip(b.chunks_exact(4)) {
+        *d = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    x
+}
+
+/// The x87/SSE state of a standard-format XSAVE image: components whose
+/// XSTATE_BV bit is clear are in their initial state.
+fn from_kvm_xsave(x: &kvm_bindings::kvm_xsave) -> FpuRegs {
+    let mut b = [0u8; 1024];
+    for (c, w) in b.chunks_exact_mut(4).zip(x.region.iter()) {
+        c.copy_from_slice(&w.to_le_bytes());
+    }
+    let u128_at = |at: usize| {
+        let mut v = [0u8; 16];
+        v.copy_from_slice(&b[at..at + 16]);
+        u128::from_le_bytes(v)
+    };
+    let bv = b[512];
+    let mut f = FpuRegs {
+        mxcsr: u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
+        ..FpuRegs::default()
+    };
+    if bv & 1 != 0 {
+        f.fcw = u16::from_le_bytes([b[0], b[1]]);
+        f.fsw = u16::from_le_bytes([b[2], b[3]]);
+        f.ftw = b[4];
+        for (i, s) in f.st.iter_mut().enumerate() {
+            *s = u128_at(32 + 16 * i) & ((1u128 << 80) - 1);
+        }
+    }
+    if bv & 2 != 0 {
+        for (i, s) in f.xmm.iter_mut().enumerate() {
+            *s = u128_at(160 + 16 * i);
+        }
+    }
+    f
+}
+
 fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
     move |e| Error::Kvm {
         op,
@@ -163,6 +219,12 @@ impl KvmRunner {
         }
         for Chunk { addr, bytes } in layout::system_image()? {
             mem.write(addr, &bytes)?;
+        }
+        let xsave_size = kvm.check_extension_int(kvm_ioctls::Cap::Xsave2);
+        if xsave_size > 4096 {
+            return Err(Error::KvmUnavailable(format!(
+                "XSAVE area of {xsave_size} bytes does not fit kvm_xsave"
+            )));
         }
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let cpuid = kvm
@@ -249,6 +311,9 @@ impl KvmRunner {
             rflags: init.rflags | FORCED_FLAGS,
         };
         self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        // SAFETY: `new` checked that KVM's XSAVE area fits in `kvm_xsave`.
+        unsafe { self.vcpu.set_xsave(&to_kvm_xsave(&init.fpu)) }
+            .map_err(kvm_err("KVM_SET_XSAVE"))?;
         let Some(port) = self.run_to_port()? else {
             self.sregs_dirty = true;
             let mut hung = self.read_back()?;
@@ -296,6 +361,7 @@ impl KvmRunner {
         self.mem.read(layout::DATA, &mut data)?;
         let mut stack = vec![0; layout::STACK_SIZE as usize];
         self.mem.read(layout::STACK, &mut stack)?;
+        let fpu = self.read_fpu()?;
         Ok(FinalState {
             gpr,
             rip,
@@ -305,6 +371,7 @@ impl KvmRunner {
             stack,
             retired: 0,
             note: None,
+            fpu,
         })
     }
 
@@ -327,7 +394,15 @@ impl KvmRunner {
             stack,
             retired: 0,
             note: None,
+            fpu: self.read_fpu()?,
         })
+    }
+
+    /// The x87/SSE registers (KVM_GET_XSAVE; KVM_GET_FPU does not report
+    /// MXCSR reliably under PVM).
+    fn read_fpu(&self) -> Result<FpuRegs, Error> {
+        let x = self.vcpu.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?;
+        Ok(from_kvm_xsave(&x))
     }
 
     /// `KVM_RUN` until the first port-I/O write; returns its port, or

@@ -182,6 +182,28 @@ pub fn describe(case: &Case, c: &Checked) -> String {
             q.describe()
         );
     }
+    for d in diffs {
+        if let Field::Fpu(f) = d.field {
+            let _ = writeln!(
+                out,
+                "  {f:<12?}  {:#018x}{:>8}{:#018x}  <<<",
+                d.kvm, "", d.emu
+            );
+        }
+    }
+    if case.class.is_simd() {
+        let _ = writeln!(
+            out,
+            "  initial fcw {:#06x} fsw {:#06x} ftw {:#04x} mxcsr {:#010x}",
+            case.init.fpu.fcw, case.init.fpu.fsw, case.init.fpu.ftw, case.init.fpu.mxcsr
+        );
+        for (i, v) in case.init.fpu.st.iter().enumerate() {
+            let _ = writeln!(out, "  initial st{i} {v:#022x}");
+        }
+        for (i, v) in case.init.fpu.xmm.iter().enumerate() {
+            let _ = writeln!(out, "  initial xmm{i} {v:#034x}");
+        }
+    }
     let mem: Vec<&Diff> = diffs
         .iter()
         .filter(|d| matches!(d.field, Field::Mem(_)))

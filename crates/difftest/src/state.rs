@@ -15,6 +15,40 @@ pub const GPR_NAMES: [&str; 16] = [
 /// Index of RSP in a GPR array.
 pub const RSP: usize = 4;
 
+/// x87, MMX and SSE state as FXSAVE lays it out (SDM Vol. 1 §10.5.1):
+/// what both runners load before a run and read back after it. FOP and
+/// the last instruction/data pointers are not part of it (the emu engine
+/// does not track FOP, and the pointers differ between engines' views).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FpuRegs {
+    /// FCW.
+    pub fcw: u16,
+    /// FSW (TOP included).
+    pub fsw: u16,
+    /// The abridged tag byte (bit i: physical register i in use).
+    pub ftw: u8,
+    /// ST(0)..ST(7) in stack order, 80 bits each.
+    pub st: [u128; 8],
+    /// XMM0..XMM15.
+    pub xmm: [u128; 16],
+    /// MXCSR.
+    pub mxcsr: u32,
+}
+
+impl Default for FpuRegs {
+    /// The state after FNINIT with MXCSR at its reset value.
+    fn default() -> Self {
+        FpuRegs {
+            fcw: 0x37f,
+            fsw: 0,
+            ftw: 0,
+            st: [0; 8],
+            xmm: [0; 16],
+            mxcsr: 0x1f80,
+        }
+    }
+}
+
 /// The state a sequence starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InitState {
@@ -26,6 +60,8 @@ pub struct InitState {
     pub data: Vec<u8>,
     /// The stack page.
     pub stack: Vec<u8>,
+    /// x87/SSE registers.
+    pub fpu: FpuRegs,
 }
 
 impl InitState {
@@ -38,6 +74,7 @@ impl InitState {
             rflags: 0,
             data: vec![0; DATA_SIZE as usize],
             stack: vec![0; STACK_SIZE as usize],
+            fpu: FpuRegs::default(),
         }
     }
 }
@@ -156,6 +193,8 @@ pub struct FinalState {
     pub retired: u64,
     /// A message from the engine (the panic text), if any.
     pub note: Option<String>,
+    /// x87/SSE registers.
+    pub fpu: FpuRegs,
 }
 
 impl Program {

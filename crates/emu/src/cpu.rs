@@ -174,6 +174,8 @@ pub struct CpuState {
     /// Interrupts are inhibited for one instruction (after `sti` or a load
     /// of SS): SDM Vol. 3A §6.8.3.
     pub interrupt_shadow: bool,
+    /// x87, MMX and SSE state ([`crate::fpu`]).
+    pub fpu: crate::fpu::FpuState,
 }
 
 impl Default for CpuState {
@@ -227,6 +229,7 @@ impl Default for CpuState {
             cpl: 0,
             halted: false,
             interrupt_shadow: false,
+            fpu: crate::fpu::FpuState::default(),
         }
     }
 }

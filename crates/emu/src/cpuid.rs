@@ -3,8 +3,9 @@
 //!
 //! [`cpuid_table`] advertises exactly what the emu engine implements, as a
 //! plain 64-bit "GenuineIntel" CPU (family 15, model 6, the generic
-//! identity KVM's `kvm64` model uses). Not advertised until implemented:
-//! SSE and later vector extensions, FXSR, XSAVE, MCE/MCA, MTRR (the MSRs
+//! identity KVM's `kvm64` model uses): x87 FPU, MMX, FXSR, SSE and SSE2
+//! ([`crate::fpu`]). Not advertised until implemented: SSE3 and later
+//! vector extensions, XSAVE, MCE/MCA, MTRR (the MSRs
 //! exist but are not applied), the local APIC (arrives with the interrupt
 //! controllers), x2APIC, PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
 //! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
@@ -23,8 +24,6 @@ use crate::Cpu;
 
 /// CPUID.1:EDX bits advertised.
 mod edx1 {
-    /// x87 FPU on chip: set once the x87 is implemented.
-    #[allow(dead_code)]
     pub const FPU: u32 = 1 << 0;
     pub const DE: u32 = 1 << 2;
     pub const PSE: u32 = 1 << 3;
@@ -39,6 +38,10 @@ mod edx1 {
     pub const PAT: u32 = 1 << 16;
     pub const PSE36: u32 = 1 << 17;
     pub const CLFSH: u32 = 1 << 19;
+    pub const MMX: u32 = 1 << 23;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
 }
 
 /// CPUID.1:ECX bits.
@@ -85,12 +88,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
     let vendor = b"GenuineIntel";
     let (genu, inei, ntel) = (le32(vendor, 0), le32(vendor, 4), le32(vendor, 8));
     use edx1::*;
-    // No FPU bit: x87/SSE are not implemented yet (CPUID advertises exactly
-    // what the engine executes).
     let leaf1_edx = FPU
-        | 1 << 24
-        | 1 << 25
-        | 1 << 26
         | DE
         | PSE
         | TSC
@@ -102,7 +100,11 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | CMOV
         | PAT
         | PSE36
-        | CLFSH;
+        | CLFSH
+        | MMX
+        | FXSR
+        | SSE
+        | SSE2;
     let leaf1_ecx = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT;
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
@@ -205,7 +207,9 @@ mod tests {
         assert_ne!(ext.edx & (1 << 29), 0);
         let one = execute(&cpu, 1, 0);
         assert_ne!(one.ecx & (1 << 31), 0, "the policy sets the hypervisor bit");
-        assert_eq!(one.edx & (1 << 25), 0, "no SSE until it is implemented");
+        let fpu_sse = edx1::FPU | edx1::MMX | edx1::FXSR | edx1::SSE | edx1::SSE2;
+        assert_eq!(one.edx & fpu_sse, fpu_sse);
+        assert_eq!(one.ecx & 1, 0, "no SSE3");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod debug;
 pub mod exec;
 pub mod fault;
 pub mod flags;
+pub mod fpu;
 pub mod interrupts;
 pub mod mem;
 pub mod mmu;

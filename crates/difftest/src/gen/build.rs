@@ -513,6 +513,22 @@ impl<'a> Builder<'a> {
                 K::r16_reg | K::r16_rm | K::r16_opcode => Operand::Reg(self.reg(2, f.avoid)),
                 K::r32_reg | K::r32_rm | K::r32_opcode => Operand::Reg(self.reg(4, f.avoid)),
                 K::r64_reg | K::r64_rm | K::r64_opcode => Operand::Reg(self.reg(8, f.avoid)),
+                K::xmm_reg | K::xmm_rm => {
+                    Operand::Reg(super::simd::XMM[self.rng.below(16) as usize])
+                }
+                K::mm_reg | K::mm_rm => Operand::Reg(super::simd::MM[self.rng.below(8) as usize]),
+                K::st0 => Operand::Reg(Register::ST0),
+                K::sti_opcode => Operand::Reg(super::simd::ST[self.rng.below(8) as usize]),
+                K::xmm_or_mem | K::mm_or_mem => {
+                    if forced || self.rng.chance(f.mem_percent, 100) {
+                        forced = false;
+                        Operand::Mem(self.mem(f.mem_size, opts))
+                    } else if kind == K::xmm_or_mem {
+                        Operand::Reg(super::simd::XMM[self.rng.below(16) as usize])
+                    } else {
+                        Operand::Reg(super::simd::MM[self.rng.below(8) as usize])
+                    }
+                }
                 K::al => Operand::Reg(Register::AL),
                 K::cl => Operand::Reg(Register::CL),
                 K::ax => Operand::Reg(Register::AX),

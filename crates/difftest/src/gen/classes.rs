@@ -35,6 +35,9 @@ pub fn unit(b: &mut Builder<'_>, class: Class) {
             Class::Convert => convert(b),
             Class::Branch => branch(b),
             Class::Lock => super::memory::lock(b),
+            Class::Sse => super::simd::sse(b),
+            Class::SseFloat => super::simd::sse_float(b),
+            Class::X87 => super::simd::x87(b),
             Class::Mixed => false,
         };
         if ok {

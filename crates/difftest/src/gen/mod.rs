@@ -19,6 +19,7 @@ pub mod classes;
 mod coverage;
 pub mod memory;
 pub mod regs;
+pub mod simd;
 pub mod tables;
 
 use iced_x86::{BlockEncoder, BlockEncoderOptions, Code, Instruction, InstructionBlock, Register};
@@ -53,13 +54,19 @@ pub enum Class {
     Branch,
     /// LOCK-prefixed read-modify-write memory forms.
     Lock,
+    /// SSE2/MMX integer, logical, shuffle and move instructions.
+    Sse,
+    /// SSE/SSE2 floating point: arithmetic, compares, conversions.
+    SseFloat,
+    /// x87 loads, stores, arithmetic, compares and control.
+    X87,
     /// Templates of every other class mixed in one sequence.
     Mixed,
 }
 
 impl Class {
     /// Every class, in report order.
-    pub const ALL: [Class; 11] = [
+    pub const ALL: [Class; 14] = [
         Class::Alu,
         Class::Shift,
         Class::MulDiv,
@@ -70,6 +77,9 @@ impl Class {
         Class::Convert,
         Class::Branch,
         Class::Lock,
+        Class::Sse,
+        Class::SseFloat,
+        Class::X87,
         Class::Mixed,
     ];
 
@@ -86,8 +96,16 @@ impl Class {
             Class::Convert => "convert",
             Class::Branch => "branch",
             Class::Lock => "lock",
+            Class::Sse => "sse",
+            Class::SseFloat => "ssefloat",
+            Class::X87 => "x87",
             Class::Mixed => "mixed",
         }
+    }
+
+    /// Whether the class exercises the x87/MMX/SSE units.
+    pub fn is_simd(self) -> bool {
+        matches!(self, Class::Sse | Class::SseFloat | Class::X87)
     }
 
     /// The class called `name`.
@@ -195,6 +213,7 @@ impl Generator {
         }
         fill(rng, &mut init.data);
         fill(rng, &mut init.stack);
+        init.fpu = simd::random_fpu(rng);
         init
     }
 

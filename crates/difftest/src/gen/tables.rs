@@ -46,6 +46,22 @@ pub fn fillable(kind: K) -> bool {
     )
 }
 
+/// Whether an operand kind is an x87, MMX or XMM register or a vector
+/// memory operand (filled only for the SIMD classes).
+pub fn simd_kind(kind: K) -> bool {
+    matches!(
+        kind,
+        K::xmm_reg
+            | K::xmm_rm
+            | K::xmm_or_mem
+            | K::mm_reg
+            | K::mm_rm
+            | K::mm_or_mem
+            | K::st0
+            | K::sti_opcode
+    )
+}
+
 /// Forms left out on purpose: BSWAP r16 has an undefined result; MOVSXD
 /// r16, r/m16 reads two bytes on Intel but four on AMD (this project's
 /// hosts), so the oracle and the SDM disagree.
@@ -61,6 +77,7 @@ pub fn kinds(code: Code) -> Vec<K> {
 #[derive(Debug)]
 pub struct Tables {
     by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
+    simd_by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
 }
 
 impl Default for Tables {
@@ -73,23 +90,37 @@ impl Tables {
     /// Builds the tables from iced-x86's opcode table.
     pub fn new() -> Self {
         let mut by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
+        let mut simd_by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
         for code in Code::values() {
             let op = code.op_code();
-            let ok = op.is_instruction()
+            let legacy = op.is_instruction()
                 && op.mode64()
                 && op.encoding() == EncodingKind::Legacy
-                && !EXCLUDED.contains(&code)
-                && kinds(code).into_iter().all(fillable);
-            if ok {
+                && !EXCLUDED.contains(&code);
+            if legacy && kinds(code).into_iter().all(fillable) {
                 by_mnemonic.entry(code.mnemonic()).or_default().push(code);
             }
+            if legacy && kinds(code).into_iter().all(|k| fillable(k) || simd_kind(k)) {
+                simd_by_mnemonic
+                    .entry(code.mnemonic())
+                    .or_default()
+                    .push(code);
+            }
         }
-        Tables { by_mnemonic }
+        Tables {
+            by_mnemonic,
+            simd_by_mnemonic,
+        }
     }
 
     /// Every form of `m` (empty if none is usable).
     pub fn codes(&self, m: Mnemonic) -> &[Code] {
         self.by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every form of `m`, including those with x87/MMX/XMM operands.
+    pub fn simd_codes(&self, m: Mnemonic) -> &[Code] {
+        self.simd_by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
     }
 }
 

@@ -34,7 +34,8 @@ pub fn handler_for(insn: &Instruction) -> Handler {
     if insn.code() == Code::INVALID {
         return undefined;
     }
-    let lookups: [fn(&Instruction) -> Option<Handler>; 9] = [
+    let lookups: [fn(&Instruction) -> Option<Handler>; 10] = [
+        crate::fpu::lookup,
         data::lookup,
         flow::lookup,
         alu::lookup,

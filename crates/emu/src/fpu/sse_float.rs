@@ -1,0 +1,415 @@
+//! SSE/SSE2 floating point (SDM Vol. 1 §10.4, §11.4, §11.5): ADD, SUB,
+//! MUL, DIV, SQRT, MIN, MAX in PS/SS/PD/SD forms, CMPccPS/SS/PD/SD,
+//! COMISS/UCOMISS/COMISD/UCOMISD, RCPPS/SS and RSQRTPS/SS.
+//!
+//! Each lane is computed exactly (see [`super::float`]) in MXCSR's
+//! rounding mode. x86 specifics: DAZ turns denormal inputs into signed
+//! zeros before anything else; a NaN input gives the first NaN operand
+//! quieted (SDM Table 4-7), an SNaN (or, for MIN/MAX, COMISS and the
+//! ordered CMP predicates, any NaN) raises IE; invalid operations return
+//! the QNaN indefinite; DE flags denormal inputs; FTZ (with UE masked)
+//! flushes tiny results to signed zero and sets UE and PE. If any flag is
+//! unmasked, no destination is written: when an unmasked pre-computation
+//! exception (IE, DE, ZE) occurs, only pre-computation flags are recorded
+//! (§11.5.2), then #XM is raised if CR4.OSXMMEXCPT, else #UD.
+//! RCP/RSQRT return the exact value truncated to 12 significand bits
+//! (the SDM only bounds their error by 1.5 * 2^-12; real CPUs use
+//! tables, so these two are not bit-exact against hardware).
+
+use iced_x86::{Instruction, Mnemonic};
+use rustc_apfloat::ieee::{Double, Single};
+use rustc_apfloat::{Round, Status};
+
+use super::access::{read_operand, xmm_index};
+use super::check_sse;
+use super::float::{self, exc, Fmt};
+use super::mxcsr;
+use crate::cpu::cr4;
+use crate::exec::Handler;
+use crate::fault::Fault;
+use crate::flags::{ARITH, CF, PF, ZF};
+use crate::Cpu;
+
+/// The handler for `insn`, if this module implements it.
+pub fn lookup(insn: &Instruction) -> Option<Handler> {
+    use Mnemonic as M;
+    let xmm_dst = insn.op_count() > 0
+        && insn.op_kind(0) == iced_x86::OpKind::Register
+        && insn.op_register(0).is_xmm();
+    Some(match insn.mnemonic() {
+        M::Addps | M::Addss | M::Addpd | M::Addsd => arith,
+        M::Subps | M::Subss | M::Subpd | M::Subsd => arith,
+        M::Mulps | M::Mulss | M::Mulpd | M::Mulsd => arith,
+        M::Divps | M::Divss | M::Divpd | M::Divsd => arith,
+        M::Sqrtps | M::Sqrtss | M::Sqrtpd | M::Sqrtsd => arith,
+        M::Minps | M::Minss | M::Minpd | M::Minsd => arith,
+        M::Maxps | M::Maxss | M::Maxpd | M::Maxsd => arith,
+        M::Rcpps | M::Rcpss | M::Rsqrtps | M::Rsqrtss => arith,
+        M::Cmpps | M::Cmpss | M::Cmppd => arith,
+        M::Cmpsd if xmm_dst => arith,
+        M::Comiss | M::Ucomiss | M::Comisd | M::Ucomisd => comis,
+        _ => super::sse_conv::lookup(insn)?,
+    })
+}
+
+/// The operation of one lane.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Sqrt,
+    Min,
+    Max,
+    Rcp,
+    Rsqrt,
+    Cmp(u8),
+}
+
+/// MXCSR-driven context of one instruction: rounding, DAZ/FTZ and the
+/// flags raised before (IE, DE, ZE) and after (OE, UE, PE) computing.
+pub struct Ctx {
+    /// Rounding mode from MXCSR.RC.
+    pub round: Round,
+    /// MXCSR.DAZ.
+    pub daz: bool,
+    /// MXCSR.FZ, effective only with UE masked.
+    pub ftz: bool,
+    /// Pre-computation flags of all lanes.
+    pub pre: u32,
+    /// Post-computation flags of all lanes.
+    pub post: u32,
+    masks: u32,
+}
+
+impl Ctx {
+    /// The context for the current MXCSR.
+    pub fn new(m: u32) -> Ctx {
+        let masks = (m >> mxcsr::MASK_SHIFT) & 0x3f;
+        Ctx {
+            round: float::round_of(m >> mxcsr::RC_SHIFT),
+            daz: m & mxcsr::DAZ != 0,
+            ftz: m & mxcsr::FZ != 0 && masks & exc::UE != 0,
+            pre: 0,
+            post: 0,
+            masks,
+        }
+    }
+
+    /// A source operand after DAZ, with DE recorded for denormals.
+    pub fn input<F: Fmt>(&mut self, v: u128, flag_denormal: bool) -> u128 {
+        if float::is_denormal::<F>(v) {
+            if self.daz {
+                return v & float::sign_bit::<F>();
+            }
+            if flag_denormal {
+                self.pre |= exc::DE;
+            }
+        }
+        v
+    }
+
+    /// Records the status of a computed result and applies FTZ.
+    pub fn output<F: Fmt>(&mut self, v: u128, s: Status) -> u128 {
+        let f = float::flags_of(s);
+        self.pre |= f & (exc::IE | exc::ZE);
+        let mut post = f & (exc::OE | exc::UE | exc::PE);
+        let tiny = float::is_tiny::<F>(v);
+        if tiny && self.masks & exc::UE == 0 {
+            // Unmasked underflow is reported for tiny results even when
+            // exact (SDM Vol. 1 §4.9.1.5).
+            post |= exc::UE;
+        }
+        self.post |= post;
+        if tiny && self.ftz {
+            self.post |= exc::UE | exc::PE;
+            return v & float::sign_bit::<F>();
+        }
+        v
+    }
+
+    /// Commits the flags to MXCSR, or faults if one is unmasked.
+    pub fn finish(self, cpu: &mut Cpu) -> Result<(), Fault> {
+        let unmasked_pre = self.pre & !self.masks;
+        let flags = if unmasked_pre != 0 {
+            self.pre
+        } else {
+            self.pre | self.post
+        };
+        cpu.s.fpu.mxcsr |= flags;
+        if flags & !self.masks != 0 {
+            return Err(simd_fault(cpu));
+        }
+        Ok(())
+    }
+}
+
+/// #XM if CR4.OSXMMEXCPT, else #UD.
+pub fn simd_fault(cpu: &Cpu) -> Fault {
+    if cpu.s.cr4 & cr4::OSXMMEXCPT != 0 {
+        Fault::SimdError
+    } else {
+        Fault::InvalidOpcode
+    }
+}
+
+/// The NaN result of a two-operand instruction with a NaN input (SDM
+/// Table 4-7, SSE column): the first NaN operand, quieted.
+fn nan_result<F: Fmt>(a: u128, b: u128, ctx: &mut Ctx) -> u128 {
+    if float::is_snan::<F>(a) || float::is_snan::<F>(b) {
+        ctx.pre |= exc::IE;
+    }
+    if float::is_nan::<F>(a) {
+        float::quiet::<F>(a)
+    } else {
+        float::quiet::<F>(b)
+    }
+}
+
+/// An arithmetic result: QNaN indefinite when invalid.
+fn arith_result<F: Fmt>(r: rustc_apfloat::StatusAnd<F>, ctx: &mut Ctx) -> u128 {
+    let v = if r.status.contains(Status::INVALID_OP) {
+        float::indefinite::<F>()
+    } else {
+        float::bits(r.value)
+    };
+    ctx.output::<F>(v, r.status)
+}
+
+/// Compares `a` and `b`: `None` if unordered.
+fn compare<F: Fmt>(a: u128, b: u128) -> Option<std::cmp::Ordering> {
+    float::val::<F>(a).partial_cmp(&float::val::<F>(b))
+}
+
+/// One lane with the exception priorities of SDM Vol. 1 §4.9.2 (Table
+/// 4-8): an invalid operation or a NaN operand hides a denormal operand.
+fn lane<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
+    let had_de = ctx.pre & exc::DE;
+    let before = ctx.pre;
+    let unary = matches!(op, Op::Sqrt | Op::Rcp | Op::Rsqrt);
+    let nan_in = float::is_nan::<F>(b) || (!unary && float::is_nan::<F>(a));
+    let r = lane_inner::<F>(op, a, b, ctx);
+    if nan_in || (ctx.pre & !before) & exc::IE != 0 {
+        ctx.pre = (ctx.pre & !exc::DE) | had_de;
+    }
+    r
+}
+
+fn lane_inner<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
+    let unary = matches!(op, Op::Sqrt | Op::Rcp | Op::Rsqrt);
+    let is_nan = |v| float::is_nan::<F>(v);
+    if let Op::Cmp(p) = op {
+        let a = ctx.input::<F>(a, true);
+        let b = ctx.input::<F>(b, true);
+        let p = p & 7;
+        let signaling = matches!(p, 1 | 2 | 5 | 6);
+        if float::is_snan::<F>(a) || float::is_snan::<F>(b) || signaling && (is_nan(a) || is_nan(b))
+        {
+            ctx.pre |= exc::IE;
+        }
+        use std::cmp::Ordering::*;
+        let c = compare::<F>(a, b);
+        let t = match p {
+            0 => c == Some(Equal),
+            1 => c == Some(Less),
+            2 => matches!(c, Some(Less | Equal)),
+            3 => c.is_none(),
+            4 => c != Some(Equal),
+            5 => c != Some(Less),
+            6 => !matches!(c, Some(Less | Equal)),
+            _ => c.is_some(),
+        };
+        return if t { (1u128 << F::WIDTH) - 1 } else { 0 };
+    }
+    if matches!(op, Op::Rcp | Op::Rsqrt) {
+        return approx::<F>(op, b);
+    }
+    let b = ctx.input::<F>(b, true);
+    let a = if unary { a } else { ctx.input::<F>(a, true) };
+    if matches!(op, Op::Min | Op::Max) {
+        if is_nan(a) || is_nan(b) {
+            ctx.pre |= exc::IE;
+            return b;
+        }
+        let less = compare::<F>(a, b) == Some(std::cmp::Ordering::Less);
+        let greater = compare::<F>(a, b) == Some(std::cmp::Ordering::Greater);
+        return if (op == Op::Min && less) || (op == Op::Max && greater) {
+            a
+        } else {
+            b
+        };
+    }
+    if unary {
+        if is_nan(b) {
+            return nan_result::<F>(b, b, ctx);
+        }
+        let neg = b & float::sign_bit::<F>() != 0;
+        if float::is_zero::<F>(b) || (!neg && float::val::<F>(b).is_infinite()) {
+            return b;
+        }
+        if neg {
+            ctx.pre |= exc::IE;
+            return float::indefinite::<F>();
+        }
+        let r = float::sqrt_positive::<F>(b, ctx.round);
+        return arith_result::<F>(r, ctx);
+    }
+    if is_nan(a) || is_nan(b) {
+        return nan_result::<F>(a, b, ctx);
+    }
+    let (x, y) = (float::val::<F>(a), float::val::<F>(b));
+    let f = |round| match op {
+        Op::Add => x.add_r(y, round),
+        Op::Sub => x.sub_r(y, round),
+        Op::Mul => x.mul_r(y, round),
+        _ => x.div_r(y, round),
+    };
+    let r = float::with_overflow(f(ctx.round), f);
+    arith_result::<F>(r, ctx)
+}
+
+/// RCP/RSQRT: the exact reciprocal (square root) truncated to 12
+/// significand bits; zeros give infinities, negatives (RSQRT) and NaNs the
+/// usual special results. No flags, as on hardware.
+fn approx<F: Fmt>(op: Op, b: u128) -> u128 {
+    let v = float::val::<F>(b);
+    let sign = b & float::sign_bit::<F>();
+    if v.is_nan() {
+        return float::quiet::<F>(b);
+    }
+    if float::is_zero::<F>(b) || float::is_denormal::<F>(b) {
+        return sign | float::bits(F::INFINITY);
+    }
+    if op == Op::Rsqrt && sign != 0 {
+        return float::indefinite::<F>();
+    }
+    if v.is_infinite() {
+        return if op == Op::Rsqrt { 0 } else { sign };
+    }
+    let x = if op == Op::Rsqrt {
+        float::val::<F>(float::bits(
+            float::sqrt_positive::<F>(b, Round::TowardZero).value,
+        ))
+    } else {
+        v.abs()
+    };
+    let r = F::from_u128(1).value.div_r(x, Round::TowardZero).value;
+    let drop = F::PRECISION as u32 - 12;
+    let bits = float::bits(r) & !((1u128 << drop) - 1);
+    // Tiny reciprocals of huge inputs flush to zero, as the tables do.
+    if float::is_denormal::<F>(bits) {
+        return sign;
+    }
+    sign | bits
+}
+
+/// Whether mnemonic `m` works on doubles, and whether on one scalar.
+fn shape(m: Mnemonic) -> (bool, bool) {
+    use Mnemonic as M;
+    match m {
+        M::Addpd | M::Subpd | M::Mulpd | M::Divpd | M::Sqrtpd | M::Minpd | M::Maxpd | M::Cmppd => {
+            (true, false)
+        }
+        M::Addsd | M::Subsd | M::Mulsd | M::Divsd | M::Sqrtsd | M::Minsd | M::Maxsd | M::Cmpsd => {
+            (true, true)
+        }
+        M::Addss
+        | M::Subss
+        | M::Mulss
+        | M::Divss
+        | M::Sqrtss
+        | M::Minss
+        | M::Maxss
+        | M::Cmpss
+        | M::Rcpss
+        | M::Rsqrtss => (false, true),
+        _ => (false, false),
+    }
+}
+
+/// Packed/scalar arithmetic, MIN/MAX, SQRT, RCP/RSQRT and CMPcc.
+fn arith(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    use Mnemonic as M;
+    check_sse(cpu)?;
+    let m = insn.mnemonic();
+    let op = match m {
+        M::Addps | M::Addss | M::Addpd | M::Addsd => Op::Add,
+        M::Subps | M::Subss | M::Subpd | M::Subsd => Op::Sub,
+        M::Mulps | M::Mulss | M::Mulpd | M::Mulsd => Op::Mul,
+        M::Divps | M::Divss | M::Divpd | M::Divsd => Op::Div,
+        M::Sqrtps | M::Sqrtss | M::Sqrtpd | M::Sqrtsd => Op::Sqrt,
+        M::Minps | M::Minss | M::Minpd | M::Minsd => Op::Min,
+        M::Maxps | M::Maxss | M::Maxpd | M::Maxsd => Op::Max,
+        M::Rcpps | M::Rcpss => Op::Rcp,
+        M::Rsqrtps | M::Rsqrtss => Op::Rsqrt,
+        _ => Op::Cmp(insn.immediate8()),
+    };
+    let (double, scalar) = shape(m);
+    let d = xmm_index(insn.op_register(0));
+    let a = cpu.s.fpu.xmm[d];
+    let b = read_operand(cpu, insn, 1)?;
+    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
+    let (width, lanes) = match (double, scalar) {
+        (true, true) => (64, 1),
+        (true, false) => (64, 2),
+        (false, true) => (32, 1),
+        (false, false) => (32, 4),
+    };
+    let mask = (1u128 << width) - 1;
+    let mut r = a;
+    for i in 0..lanes {
+        let (x, y) = ((a >> (width * i)) & mask, (b >> (width * i)) & mask);
+        let v = if double {
+            lane::<Double>(op, x, y, &mut ctx)
+        } else {
+            lane::<Single>(op, x, y, &mut ctx)
+        };
+        r = (r & !(mask << (width * i))) | (v & mask) << (width * i);
+    }
+    ctx.finish(cpu)?;
+    cpu.s.fpu.xmm[d] = r;
+    Ok(())
+}
+
+/// COMISS/UCOMISS/COMISD/UCOMISD: ZF, PF, CF from the comparison
+/// (unordered 111, less 001, equal 100, greater 000); OF, SF, AF cleared.
+fn comis(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_sse(cpu)?;
+    let m = insn.mnemonic();
+    let double = matches!(m, Mnemonic::Comisd | Mnemonic::Ucomisd);
+    let ordered = matches!(m, Mnemonic::Comiss | Mnemonic::Comisd);
+    let a = cpu.s.fpu.xmm[xmm_index(insn.op_register(0))];
+    let b = read_operand(cpu, insn, 1)?;
+    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
+    let c = if double {
+        comis_lane::<Double>(a as u64 as u128, b as u64 as u128, ordered, &mut ctx)
+    } else {
+        comis_lane::<Single>(a as u32 as u128, b as u32 as u128, ordered, &mut ctx)
+    };
+    ctx.finish(cpu)?;
+    use std::cmp::Ordering::*;
+    let f = match c {
+        None => ZF | PF | CF,
+        Some(Less) => CF,
+        Some(Equal) => ZF,
+        Some(Greater) => 0,
+    };
+    cpu.s.flags.set_arith(ARITH, f);
+    Ok(())
+}
+
+fn comis_lane<F: Fmt>(
+    a: u128,
+    b: u128,
+    ordered: bool,
+    ctx: &mut Ctx,
+) -> Option<std::cmp::Ordering> {
+    let nan = float::is_nan::<F>(a) || float::is_nan::<F>(b);
+    let a = ctx.input::<F>(a, !nan);
+    let b = ctx.input::<F>(b, !nan);
+    if float::is_snan::<F>(a) || float::is_snan::<F>(b) || (ordered && nan) {
+        ctx.pre |= exc::IE;
+    }
+    compare::<F>(a, b)
+}
