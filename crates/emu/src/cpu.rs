@@ -174,6 +174,9 @@ pub struct CpuState {
     /// Interrupts are inhibited for one instruction (after `sti` or a load
     /// of SS): SDM Vol. 3A §6.8.3.
     pub interrupt_shadow: bool,
+    /// The wait-for-SIPI activity state after an INIT (SDM Vol. 3A
+    /// §9.1.1); `halted` is set too, so the run loop sleeps.
+    pub wait_for_sipi: bool,
 }
 
 impl Default for CpuState {
@@ -227,6 +230,7 @@ impl Default for CpuState {
             cpl: 0,
             halted: false,
             interrupt_shadow: false,
+            wait_for_sipi: false,
         }
     }
 }
