@@ -61,6 +61,9 @@ impl Vm {
             let (regs, sregs) = boot::vcpu_state(&image, id, config.cpus, vcpu.sregs()?);
             vcpu.set_sregs(&sregs)?;
             vcpu.set_regs(&regs)?;
+            if id != 0 && image.aps_wait_for_sipi {
+                vcpu.set_wait_for_sipi()?;
+            }
             vcpus.push(vcpu);
         }
         tracing::info!(name = %config.name, engine = %selected.engine.kind(), why = %selected.why, "VM created");
@@ -121,7 +124,21 @@ impl Vm {
                 })?;
             threads.push(thread);
         }
+        // The timer service (local APIC timers, later PIT/RTC) runs while
+        // the vCPUs do.
+        let timers = self.machine.timers.clone();
+        let timer_thread = std::thread::Builder::new()
+            .name("timers".into())
+            .spawn(move || timers.run())
+            .map_err(|source| VmmError::Io {
+                what: "starting the timer thread".into(),
+                source,
+            })?;
         let reason = self.machine.control.wait();
+        self.machine.timers.stop();
+        if timer_thread.join().is_err() {
+            tracing::error!("the timer thread panicked");
+        }
         for t in threads {
             if t.join().is_err() {
                 tracing::error!("a vCPU thread panicked");
