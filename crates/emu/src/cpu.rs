@@ -176,6 +176,9 @@ pub struct CpuState {
     pub interrupt_shadow: bool,
     /// x87, MMX and SSE state ([`crate::fpu`]).
     pub fpu: crate::fpu::FpuState,
+    /// The wait-for-SIPI activity state after an INIT (SDM Vol. 3A
+    /// §9.1.1); `halted` is set too, so the run loop sleeps.
+    pub wait_for_sipi: bool,
 }
 
 impl Default for CpuState {
@@ -230,6 +233,7 @@ impl Default for CpuState {
             halted: false,
             interrupt_shadow: false,
             fpu: crate::fpu::FpuState::default(),
+            wait_for_sipi: false,
         }
     }
 }

@@ -4,15 +4,18 @@
 //! [`cpuid_table`] advertises exactly what the emu engine implements, as a
 //! plain 64-bit "GenuineIntel" CPU (family 15, model 6, the generic
 //! identity KVM's `kvm64` model uses): x87 FPU, MMX, FXSR, SSE and SSE2
-//! ([`crate::fpu`]). Not advertised until implemented: SSE3 and later
+//! ([`crate::fpu`]), the local APIC with x2APIC and the TSC-deadline timer
+//! ([`crate::apic`]). Not advertised until implemented: SSE3 and later
 //! vector extensions, XSAVE, MCE/MCA, MTRR (the MSRs
-//! exist but are not applied), the local APIC (arrives with the interrupt
-//! controllers), x2APIC, PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
+//! exist but are not applied), PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
 //! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
 //! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
 //!
 //! Leaves 0x15/0x16 give the TSC frequency: 1 GHz, from a 1 GHz "core
 //! crystal" (also the local APIC timer's clock, as with KVM's APIC bus).
+//! The local APIC (leaf 1 EDX.APIC), x2APIC (ECX bit 21) and the
+//! TSC-deadline timer (ECX bit 24) are advertised when the CPU has a
+//! [`crate::apic::LocalApic`] (every vCPU of an emu VM).
 //! [`execute`] answers a `cpuid` at run time: the table (with the VM's
 //! CPUID policy already applied), the few bits that follow CPU state
 //! (OSXSAVE, the APIC enable, the topology leaf), then the VM's hooks.
@@ -47,6 +50,8 @@ mod edx1 {
 /// CPUID.1:ECX bits.
 mod ecx1 {
     pub const CX16: u32 = 1 << 13;
+    pub const X2APIC: u32 = 1 << 21;
+    pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
     pub const XSAVE: u32 = 1 << 26;
@@ -95,6 +100,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | MSR
         | PAE
         | CX8
+        | APIC
         | SEP
         | PGE
         | CMOV
@@ -105,7 +111,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | FXSR
         | SSE
         | SSE2;
-    let leaf1_ecx = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT;
+    let leaf1_ecx = ecx1::CX16 | ecx1::X2APIC | ecx1::MOVBE | ecx1::POPCNT | ecx1::TSC_DEADLINE;
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
     let mut t = vec![
@@ -162,7 +168,10 @@ pub fn execute(cpu: &Cpu, leaf: u32, subleaf: u32) -> CpuidResult {
             if r.ecx & ecx1::XSAVE != 0 && cpu.s.cr4 & cr4::OSXSAVE != 0 {
                 r.ecx |= ecx1::OSXSAVE;
             }
-            if cpu.s.msr.apic_base & (1 << 11) == 0 {
+            if cpu.apic.is_none() {
+                r.ecx &= !(ecx1::X2APIC | ecx1::TSC_DEADLINE);
+            }
+            if cpu.apic.is_none() || cpu.s.msr.apic_base & (1 << 11) == 0 {
                 r.edx &= !edx1::APIC;
             }
         }

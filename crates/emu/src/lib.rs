@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod apic;
 pub mod code;
 pub mod cpu;
 pub mod cpuid;
@@ -92,7 +93,11 @@ impl Engine for EmuEngine {
             .max()
             .unwrap_or(0);
         let code = Arc::new(CodePages::new(phys_end));
-        Ok(Box::new(EmuVm { machine, code }))
+        Ok(Box::new(EmuVm {
+            machine,
+            code,
+            apic_bus: apic::EmuApicBus::new(),
+        }))
     }
 }
 
@@ -101,15 +106,27 @@ impl Engine for EmuEngine {
 pub struct EmuVm {
     machine: Arc<Machine>,
     code: Arc<CodePages>,
+    apic_bus: apic::EmuApicBus,
 }
 
 impl EngineVm for EmuVm {
+    /// A vCPU with its local APIC on the VM's APIC bus, its timer
+    /// registered with the machine's timer service.
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, EngineError> {
-        Ok(Box::new(vcpu::EmuVcpu::new(Cpu::new(
-            id,
-            self.machine.clone(),
-            self.code.clone(),
-        ))))
+        let mut cpu = Cpu::new(id, self.machine.clone(), self.code.clone());
+        let apic = apic::LocalApic::new(id, cpu.irq.clone(), &self.apic_bus);
+        apic.set_timer_notifier(self.machine.timers.notifier());
+        self.machine
+            .timers
+            .register(Arc::new(Mutex::new(apic::ApicTimerDevice::new(
+                apic.clone(),
+            ))));
+        cpu.attach_apic(apic);
+        Ok(Box::new(vcpu::EmuVcpu::new(cpu)))
+    }
+
+    fn apic_bus(&self) -> Option<Arc<dyn alcazar_core::irq::ApicBus>> {
+        Some(Arc::new(self.apic_bus.clone()))
     }
 }
 
@@ -141,6 +158,9 @@ pub struct Cpu {
     pub exit: Option<VcpuExit>,
     /// The interrupt pins (INTR, NMI) other threads drive.
     pub irq: Arc<interrupts::InterruptLines>,
+    /// The local APIC, if the CPU has one (every vCPU an [`EmuVm`]
+    /// creates; bare CPUs of unit tests have none).
+    pub apic: Option<Arc<apic::LocalApic>>,
     /// The MTRRs (stored for RDMSR/WRMSR; the emu engine has no caches).
     pub mtrr: msr::Mtrrs,
     /// Bumped by generic instructions, fault and interrupt delivery and
@@ -183,6 +203,7 @@ impl Cpu {
             end_block: false,
             exit: None,
             irq: Arc::new(interrupts::InterruptLines::new()),
+            apic: None,
             mtrr: msr::Mtrrs::default(),
             ctx_epoch: 0,
             exit_slot: 0,
@@ -203,14 +224,18 @@ impl Cpu {
             if self.s.halted {
                 // Sleep until an interrupt may be deliverable; with no
                 // interrupt source nothing can ever wake the vCPU.
-                if !self.take_interrupt() && !interrupts::wait_for_interrupt(self) {
+                if !self.take_interrupt() && self.s.halted && !interrupts::wait_for_interrupt(self)
+                {
                     return VcpuExit::Halted;
                 }
                 continue;
             }
             let before = self.icount;
             for _ in 0..BLOCKS_PER_SLICE {
-                self.take_interrupt();
+                // An INIT may have put the CPU in wait-for-SIPI.
+                if self.take_interrupt() && self.s.halted {
+                    break;
+                }
                 self.step_chained();
                 if self.exit.is_some() || self.s.halted {
                     break;

@@ -265,6 +265,11 @@ impl Cpu {
 
     fn mmio_read(&mut self, phys: u64, size: u8) -> u64 {
         self.machine.vcpu_stats(self.id).count(ExitKind::Mmio);
+        if phys & !0xfff == self.mmu.apic_page {
+            if let Some(apic) = &self.apic {
+                return apic.mmio_read(phys & 0xfff, size);
+            }
+        }
         let mut buf = [0u8; 8];
         let n = usize::from(size.min(8));
         self.machine.bus.read(IoSpace::Mmio, phys, &mut buf[..n]);
@@ -273,6 +278,14 @@ impl Cpu {
 
     fn mmio_write(&mut self, phys: u64, size: u8, value: u64) {
         self.machine.vcpu_stats(self.id).count(ExitKind::Mmio);
+        if phys & !0xfff == self.mmu.apic_page {
+            if let Some(apic) = self.apic.clone() {
+                // An EOI or TPR write that unmasks an interrupt sets the
+                // attention flag: the run loop looks after this block.
+                apic.mmio_write(phys & 0xfff, size, value);
+                return;
+            }
+        }
         let n = usize::from(size.min(8));
         self.machine
             .bus

@@ -89,6 +89,11 @@ pub struct Mmu {
     /// Bumped by every flush and every fetch-TLB refill (part of the link
     /// epoch, [`crate::code::Link`]).
     pub epoch: u64,
+    /// The physical page of this CPU's xAPIC registers (or
+    /// [`crate::apic::startup::NO_APIC_PAGE`]): never given a host pointer,
+    /// so its accesses take the MMIO path, where the APIC claims them
+    /// before the machine bus. Checked on TLB refills only.
+    pub apic_page: u64,
 }
 
 // SAFETY: the raw pointers point into guest memory mappings that the
@@ -126,6 +131,7 @@ impl Mmu {
             flushes: 0,
             walks: 0,
             epoch: 0,
+            apic_page: crate::apic::startup::NO_APIC_PAGE,
         }
     }
 
@@ -241,7 +247,11 @@ impl Mmu {
             })?
         };
         let offset = lin & 0xfff;
-        let backing = self.host_of(phys_page);
+        let backing = if phys_page == self.apic_page {
+            None
+        } else {
+            self.host_of(phys_page)
+        };
         let host_page = match backing {
             Some((_, true)) if kind == AccessKind::Write => std::ptr::null_mut(),
             Some((p, _)) => p,

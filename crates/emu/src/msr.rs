@@ -5,8 +5,10 @@
 //! SYSCALL/SYSENTER MSRs (§5.8.7-§5.8.8), FS/GS bases and
 //! IA32_KERNEL_GS_BASE, the time-stamp counter and IA32_TSC_AUX (§18.17),
 //! IA32_PAT (§13.12), the MTRRs (§13.11: stored and returned, not applied:
-//! the emu engine has no caches), IA32_APIC_BASE, IA32_MISC_ENABLE and a
-//! few read-mostly identification MSRs. The VM's MSR hooks are asked first
+//! the emu engine has no caches), IA32_APIC_BASE with its mode transitions,
+//! the x2APIC registers (0x800-0x8ff) and IA32_TSC_DEADLINE (handed to the
+//! CPU's [`crate::apic::LocalApic`]), IA32_MISC_ENABLE and a few
+//! read-mostly identification MSRs. The VM's MSR hooks are asked first
 //! and win; an MSR nobody implements raises #GP(0).
 //!
 //! **The TSC** counts host nanoseconds (a monotonic clock shared by every
@@ -35,6 +37,7 @@ pub mod index {
     pub const TSC: u32 = 0x10;
     pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1b;
+    pub const TSC_DEADLINE: u32 = 0x6e0;
     pub const FEATURE_CONTROL: u32 = 0x3a;
     pub const BIOS_SIGN_ID: u32 = 0x8b;
     pub const PLATFORM_INFO: u32 = 0xce;
@@ -103,10 +106,15 @@ pub struct Mtrrs {
     pub variable: [u64; 2 * MTRR_VARIABLE],
 }
 
-/// The host clock the TSC counts: nanoseconds since the first use.
-pub fn host_tsc() -> u64 {
+/// The instant the TSC clock counts from (its first use in the process).
+pub fn tsc_epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The host clock the TSC counts: nanoseconds since [`tsc_epoch`].
+pub fn host_tsc() -> u64 {
+    tsc_epoch().elapsed().as_nanos() as u64
 }
 
 /// The TSC as vCPU `cpu` reads it.
@@ -181,6 +189,14 @@ pub fn read_msr(cpu: &mut Cpu, msr: u32) -> Result<u64, Fault> {
         TSC_AUX => m.tsc_aux,
         PAT => m.pat,
         APIC_BASE => m.apic_base,
+        TSC_DEADLINE => match &cpu.apic {
+            Some(apic) => apic.read_tsc_deadline(),
+            None => return Err(gp()),
+        },
+        crate::apic::X2APIC_MSR_FIRST..=crate::apic::X2APIC_MSR_LAST => match &cpu.apic {
+            Some(apic) => apic.msr_read(msr).map_err(|_| gp())?,
+            None => return Err(gp()),
+        },
         MISC_ENABLE => m.misc_enable,
         MTRRCAP => MTRRCAP_VALUE,
         MTRR_DEF_TYPE => m.mtrr_def_type,
@@ -227,8 +243,17 @@ pub fn write_msr(cpu: &mut Cpu, msr: u32, value: u64) -> Result<(), Fault> {
         PAT if (0..8).all(|i| pat_type_ok((value >> (8 * i)) & 0xff)) => {
             cpu.s.msr.pat = value;
         }
+        APIC_BASE if cpu.apic.is_some() => write_apic_base(cpu, value)?,
+        TSC_DEADLINE => match &cpu.apic {
+            Some(apic) => apic.write_tsc_deadline(value, cpu.s.msr.tsc_offset),
+            None => return Err(gp()),
+        },
+        crate::apic::X2APIC_MSR_FIRST..=crate::apic::X2APIC_MSR_LAST => match &cpu.apic {
+            Some(apic) => apic.msr_write(msr, value).map_err(|_| gp())?,
+            None => return Err(gp()),
+        },
         APIC_BASE => {
-            // BSP (bit 8) is read-only; x2APIC (bit 10) is not offered.
+            // No local APIC: BSP (bit 8) is read-only; EXTD is reserved.
             let writable = (1 << 11) | (!PHYS_RESERVED & !0xfff);
             if value & !(writable | 1 << 8) != 0 {
                 return Err(gp());
@@ -265,6 +290,20 @@ pub fn write_msr(cpu: &mut Cpu, msr: u32, value: u64) -> Result<(), Fault> {
             }
         }
     }
+    Ok(())
+}
+
+/// IA32_APIC_BASE of a CPU with a local APIC: the physical-address width
+/// here, the rest of the rules (reserved bits, mode transitions of SDM
+/// Vol. 3A §10.12.5) in [`crate::apic::LocalApic::set_base`].
+fn write_apic_base(cpu: &mut Cpu, value: u64) -> Result<(), Fault> {
+    if value & PHYS_RESERVED != 0 {
+        return Err(gp());
+    }
+    if let Some(apic) = &cpu.apic {
+        apic.set_base(value, true).map_err(|_| gp())?;
+    }
+    cpu.refresh_apic_page();
     Ok(())
 }
 

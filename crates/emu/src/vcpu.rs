@@ -126,11 +126,26 @@ impl Vcpu for EmuVcpu {
         } else {
             r.cs.dpl.min(3)
         };
+        if let Some(apic) = &self.cpu.apic {
+            // A state load, not a WRMSR: no transition checks.
+            let _ = apic.set_base(r.apic_base, false);
+        }
+        self.cpu.refresh_apic_page();
         self.cpu.mmu.flush_all();
         Ok(())
     }
 
     fn run(&mut self) -> Result<VcpuExit, EngineError> {
         Ok(self.cpu.run())
+    }
+
+    fn set_wait_for_sipi(&mut self) -> Result<(), EngineError> {
+        if self.cpu.enter_wait_for_sipi() {
+            Ok(())
+        } else {
+            Err(EngineError::Unsupported(
+                "INIT/SIPI on a vCPU without a local APIC",
+            ))
+        }
     }
 }

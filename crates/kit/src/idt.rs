@@ -121,8 +121,11 @@ pub(crate) fn push_idt(
     load: u64,
     extra: &[(u8, usize)],
 ) -> Result<u32, KitError> {
-    let top = extra.iter().map(|&(vector, _)| vector + 1).max();
-    let count = usize::from(top.unwrap_or(0).max(EXCEPTIONS));
+    let top = extra
+        .iter()
+        .map(|&(vector, _)| usize::from(vector) + 1)
+        .max();
+    let count = top.unwrap_or(0).max(usize::from(EXCEPTIONS));
     let mut table = vec![0u8; count * 16];
     let stubs = (0..EXCEPTIONS).map(|v| (v, STUBS + usize::from(v) * STUB_SIZE));
     for (vector, offset) in stubs.chain(extra.iter().copied()) {

@@ -44,6 +44,7 @@ mod programs;
 mod uart;
 
 pub use programs::smp::smp_expect;
+pub use programs::smp_sipi::smp_sipi_expect;
 
 /// The CPU mode the VMM puts the vCPU in before jumping to the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,11 @@ pub struct KitProgram {
     pub code: Vec<u8>,
     /// What a test should observe when the program runs on one vCPU.
     pub expect: Expect,
+    /// The VMM must hold every vCPU but the first in the wait-for-SIPI
+    /// state (no start at the entry): the program starts them itself with
+    /// INIT and STARTUP IPIs through its local APIC. Only engines with
+    /// local APICs (emu) can run such programs.
+    pub aps_wait_for_sipi: bool,
 }
 
 /// Where every kit program is loaded (and starts executing) by default.

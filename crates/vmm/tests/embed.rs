@@ -110,6 +110,7 @@ fn an_embedder_drives_a_guest_through_its_own_device_and_hooks() {
         code: guest(),
         mode: FlatMode::Long,
         load_address: boot::DEFAULT_LOAD_ADDRESS,
+        aps_wait_for_sipi: false,
     };
     boot::install(&machine.memory, &image, 1).unwrap();
     let machine = Arc::new(machine);

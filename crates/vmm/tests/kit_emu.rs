@@ -7,6 +7,8 @@ use alcazar_vmm::kit::run_kit;
 fn check(program: &str, cpus: u32) {
     let expect = if program == "smp-hello" {
         alcazar_kit::smp_expect(cpus)
+    } else if program == "smp-sipi" {
+        alcazar_kit::smp_sipi_expect(cpus)
     } else {
         alcazar_kit::build(program)
             .expect("program exists")
@@ -87,6 +89,20 @@ fn software_interrupts_round_trip_in_long_mode_on_emu() {
     // Cannot run on this host's kvm (PVM's emulator implements INT n only
     // in real mode); see kit_kvm.rs.
     check("int-roundtrip", 1);
+}
+
+#[test]
+fn the_local_apic_timer_ticks_periodically_through_hlt_on_emu() {
+    // Not on kvm: the kvm engine exposes no APIC to kit programs yet; see
+    // kit_kvm.rs.
+    check("apic-timer", 1);
+}
+
+#[test]
+fn the_bsp_starts_aps_with_init_and_startup_ipis_on_emu() {
+    // Not on kvm (see kit_kvm.rs). Four vCPUs: three APs wait for SIPI.
+    check("smp-sipi", 4);
+    check("smp-sipi", 2);
 }
 
 #[test]

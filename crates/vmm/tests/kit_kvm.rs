@@ -108,3 +108,9 @@ fn real_mode_int_round_trips_through_the_ivt_on_kvm() {
 //   jumps to IA32_LSTAR without leaving CPL 3 (PVM's user mode), so the
 //   kernel entry's first instruction fetch from its supervisor-only page
 //   faults (#PF, error code 0x5).
+// * `apic-timer` and `smp-sipi`: they program the local APIC (timer, ICR
+//   INIT/STARTUP IPIs), and their APs must be created waiting for SIPI
+//   (`Vcpu::set_wait_for_sipi`); the kvm engine exposes no APIC bus and
+//   refuses `set_wait_for_sipi` (KVM's in-kernel local APIC is not set up
+//   for kit programs yet), so `Vm::create` fails for `smp-sipi` and the
+//   timer would never tick.

@@ -3,7 +3,7 @@
 //! [`InterruptLines`] is the vCPU's INTR and NMI pins as other threads see
 //! them (SDM Vol. 3A §6.3 "Sources of interrupts", §6.7 NMI blocking,
 //! §6.8.3 the STI/MOV SS interrupt shadow). An interrupt controller (the
-//! local APIC of the next issue) implements [`InterruptSource`] and is
+//! local APIC, [`crate::apic::LocalApic`]) implements [`InterruptSource`] and is
 //! [`InterruptLines::connect`]ed; a simpler producer may latch one vector
 //! with [`InterruptLines::set_external`] or raise an NMI. Either way the
 //! producer calls [`InterruptLines::notify`] when something new may be
@@ -20,12 +20,14 @@ use crate::Cpu;
 /// An interrupt controller as the CPU sees it (the local APIC implements
 /// it). Calls come from the vCPU's thread.
 pub trait InterruptSource: Send + Sync {
-    /// The vector the CPU should take now, if any: the highest-priority
-    /// requested vector the controller does not mask (RFLAGS.IF is the
-    /// CPU's business).
-    fn pending(&self) -> Option<u8>;
-    /// The CPU takes `vector` (the interrupt-acknowledge cycle: IRR -> ISR).
-    fn acknowledge(&self, vector: u8);
+    /// Whether the controller asserts INTR: an interrupt it does not mask
+    /// waits (RFLAGS.IF is the CPU's business).
+    fn pending(&self) -> bool;
+    /// The interrupt-acknowledge cycle, after [`InterruptSource::pending`]:
+    /// the vector the CPU takes (for a local APIC: IRR -> ISR, the
+    /// spurious vector if the request was masked in between, or the
+    /// 8259A's vector for ExtINT), or `None` if nothing answered.
+    fn acknowledge(&self) -> Option<u8>;
     /// The guest wrote CR8 (the APIC task priority, TPR bits 7:4).
     fn set_tpr(&self, _cr8: u8) {}
     /// CR8 as the controller tracks it (TPR bits 7:4), if it does.
@@ -41,6 +43,8 @@ pub struct InterruptLines {
     /// when it finds nothing to take.
     attention: AtomicBool,
     nmi: AtomicBool,
+    /// An INIT or STARTUP IPI waits for the vCPU (wakes it from any sleep).
+    startup: AtomicBool,
     /// A latched external vector: `0x100 | vector`, or 0.
     latch: AtomicU16,
     source: RwLock<Option<Arc<dyn InterruptSource>>>,
@@ -89,6 +93,14 @@ impl InterruptLines {
     /// case it waits for the IRET that unblocks them).
     pub fn raise_nmi(&self) {
         self.nmi.store(true, SeqCst);
+        self.wakeable.store(true, SeqCst);
+        self.notify();
+    }
+
+    /// An INIT or STARTUP IPI arrived: the vCPU asks its local APIC what
+    /// to do before its next block, and wakes from HLT or wait-for-SIPI.
+    pub fn raise_startup(&self) {
+        self.startup.store(true, SeqCst);
         self.wakeable.store(true, SeqCst);
         self.notify();
     }
@@ -154,8 +166,8 @@ impl InterruptLines {
 }
 
 /// Delivers a pending NMI (unless blocked) or external interrupt (when
-/// RFLAGS.IF = 1 and no interrupt shadow), waking the vCPU from HLT.
-/// Returns whether one was delivered. The common case, nothing pending, is
+/// RFLAGS.IF = 1 and no interrupt shadow), waking the vCPU from HLT, or
+/// acts on an INIT / STARTUP IPI. Returns whether the CPU state changed. The common case, nothing pending, is
 /// one relaxed atomic load.
 #[inline]
 pub fn take_pending(cpu: &mut Cpu) -> bool {
@@ -168,6 +180,16 @@ pub fn take_pending(cpu: &mut Cpu) -> bool {
 #[inline(never)]
 fn take_pending_slow(cpu: &mut Cpu) -> bool {
     let lines = cpu.irq.clone();
+    if lines.startup.swap(false, SeqCst) {
+        // INIT / STARTUP: the CPU state changed; look again next time.
+        crate::apic::startup::handle(cpu);
+        lines.attention.store(true, SeqCst);
+        return true;
+    }
+    if cpu.s.wait_for_sipi {
+        // INIT state: INTR and NMI are held until a STARTUP.
+        return false;
+    }
     if lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst) {
         lines.nmi.store(false, SeqCst);
         lines.nmi_blocked.store(true, SeqCst);
@@ -182,9 +204,10 @@ fn take_pending_slow(cpu: &mut Cpu) -> bool {
     lines.attention.store(false, SeqCst);
     let vector = lines.take_latch().or_else(|| {
         let src = lines.source()?;
-        let v = src.pending()?;
-        src.acknowledge(v);
-        Some(v)
+        if !src.pending() {
+            return None;
+        }
+        src.acknowledge()
     });
     match vector {
         Some(v) => {
@@ -232,12 +255,19 @@ pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
         let l = lines.clone();
         cpu.machine.control.add_kicker(Box::new(move || l.kick()));
     }
-    let want_external = cpu.s.flags.test(flags::IF);
+    // In wait-for-SIPI only INIT/STARTUP (and a stop) wake the vCPU.
+    let running = !cpu.s.wait_for_sipi;
+    let want_external = running && cpu.s.flags.test(flags::IF);
     let control = cpu.machine.control.clone();
     let mut guard = lines.sleep.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        let nmi = lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst);
-        if control.should_stop() || nmi || (want_external && lines.attention.load(SeqCst)) {
+        let nmi = running && lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst);
+        let startup = lines.startup.load(SeqCst);
+        if control.should_stop()
+            || nmi
+            || startup
+            || (want_external && lines.attention.load(SeqCst))
+        {
             return true;
         }
         guard = lines.wake.wait(guard).unwrap_or_else(|p| p.into_inner());

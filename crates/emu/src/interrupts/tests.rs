@@ -543,14 +543,11 @@ fn hlt_with_nothing_to_wake_the_vcpu_returns_halted() {
 struct OneShot(std::sync::Mutex<Option<u8>>);
 
 impl InterruptSource for OneShot {
-    fn pending(&self) -> Option<u8> {
-        *self.0.lock().unwrap()
+    fn pending(&self) -> bool {
+        self.0.lock().unwrap().is_some()
     }
-    fn acknowledge(&self, vector: u8) {
-        let mut p = self.0.lock().unwrap();
-        if *p == Some(vector) {
-            *p = None;
-        }
+    fn acknowledge(&self) -> Option<u8> {
+        self.0.lock().unwrap().take()
     }
 }
 

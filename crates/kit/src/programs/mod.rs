@@ -1,5 +1,6 @@
 //! The program registry. Each submodule builds one program.
 
+pub(crate) mod apic_timer;
 pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod fault_pf;
@@ -9,6 +10,7 @@ pub(crate) mod long;
 pub(crate) mod protected;
 pub(crate) mod real;
 pub(crate) mod smp;
+pub(crate) mod smp_sipi;
 pub(crate) mod sweep;
 pub(crate) mod syscall;
 
@@ -98,6 +100,14 @@ pub(crate) const REGISTRY: &[Entry] = &[
         build: syscall::build,
     },
     Entry {
+        name: apic_timer::INFO.name,
+        build: apic_timer::build,
+    },
+    Entry {
+        name: smp_sipi::INFO.name,
+        build: smp_sipi::build,
+    },
+    Entry {
         name: bench::SIEVE.name,
         build: bench::build_sieve,
     },
@@ -127,6 +137,7 @@ pub(crate) fn finish(image: Image, info: &Info, expect: Expect) -> Built {
         load_address,
         code,
         expect,
+        aps_wait_for_sipi: false,
     };
     Built { program, parts }
 }

@@ -148,7 +148,7 @@ fn acquire(a: &mut CodeAssembler) -> Asm {
 /// `put_dec`: prints EAX in decimal. Divides by 10 until zero, pushing the
 /// digits, then pops them most significant first. Clobbers RAX, RCX, RDX,
 /// R8.
-fn emit_put_dec(a: &mut CodeAssembler, uart: &Uart, label: &mut CodeLabel) -> Asm {
+pub(crate) fn emit_put_dec(a: &mut CodeAssembler, uart: &Uart, label: &mut CodeLabel) -> Asm {
     let mut divide = a.create_label();
     let mut print = a.create_label();
     a.set_label(label)?;

@@ -78,6 +78,8 @@ fn names_are_the_documented_ones_and_each_builds() {
         "int-roundtrip",
         "int-roundtrip-real",
         "syscall-sysret",
+        "apic-timer",
+        "smp-sipi",
         "bench-sieve",
         "bench-memcpy",
         "bench-interp",
@@ -232,6 +234,8 @@ fn expectations_use_the_documented_statuses() {
         "int-roundtrip",
         "int-roundtrip-real",
         "syscall-sysret",
+        "apic-timer",
+        "smp-sipi",
     ] {
         assert_eq!(status(name), 0x21, "{name}");
     }
@@ -269,8 +273,9 @@ fn messages_live_inside_the_image() {
                 .code
                 .windows(line.len())
                 .any(|window| window == line.as_bytes());
-            // smp-hello builds its lines from pieces around the numbers.
-            if program.name != "smp-hello" {
+            // smp-hello and smp-sipi build their lines from pieces around
+            // the numbers.
+            if !matches!(program.name, "smp-hello" | "smp-sipi") {
                 assert!(found, "{}: {line:?} not in image", program.name);
             }
         }
@@ -359,4 +364,27 @@ fn syscall_sysret_user_code_has_a_page_of_its_own() {
         .expect("kernel part");
     let kernel = decode(&built, kernel);
     assert!(kernel.iter().any(|i| i.code() == Code::Sysretq));
+}
+
+#[test]
+fn smp_sipi_expects_one_line_per_ap_and_asks_for_wait_for_sipi() {
+    use crate::smp_sipi_expect;
+    assert_eq!(smp_sipi_expect(1).output, ["kit: all 1 cpus up via sipi"]);
+    assert_eq!(
+        smp_sipi_expect(3).output,
+        [
+            "kit: ap 1 up",
+            "kit: ap 2 up",
+            "kit: all 3 cpus up via sipi"
+        ]
+    );
+    let program = build("smp-sipi").expect("known").expect("assembles");
+    assert!(program.aps_wait_for_sipi);
+    assert!(!build("smp-hello").unwrap().unwrap().aps_wait_for_sipi);
+    // The trampoline is 16-bit code at the STARTUP vector's page.
+    let built = built("smp-sipi");
+    assert!(built
+        .parts
+        .iter()
+        .any(|p| p.bitness == 16 && p.offset == 0x1000));
 }

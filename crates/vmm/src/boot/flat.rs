@@ -50,6 +50,9 @@ pub struct BootImage {
     pub mode: FlatMode,
     /// Load and entry address.
     pub load_address: u64,
+    /// Application processors do not start at the entry: they wait for
+    /// INIT and a STARTUP IPI from the BSP (MP initialization protocol).
+    pub aps_wait_for_sipi: bool,
 }
 
 /// Reads (or, for kit programs, assembles) the image `source` names.
@@ -78,6 +81,7 @@ pub fn load_image(source: &BootSource) -> Result<BootImage, VmmError> {
                 code: kit.code,
                 mode,
                 load_address: kit.load_address,
+                aps_wait_for_sipi: kit.aps_wait_for_sipi,
             })
         }
         BootSource::Flat {
@@ -97,6 +101,7 @@ pub fn load_image(source: &BootSource) -> Result<BootImage, VmmError> {
                 code,
                 mode: *mode,
                 load_address: *load_address,
+                aps_wait_for_sipi: false,
             })
         }
         BootSource::Linux { .. } => Err(ConfigError::new(
@@ -277,6 +282,7 @@ mod tests {
             code: vec![0x90; len],
             mode,
             load_address,
+            aps_wait_for_sipi: false,
         }
     }
 

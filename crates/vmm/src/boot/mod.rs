@@ -101,6 +101,11 @@ impl Start {
         };
         vcpu.set_sregs(&sregs)?;
         vcpu.set_regs(&regs)?;
+        if let Start::Flat(image) = self {
+            if id != 0 && image.aps_wait_for_sipi {
+                vcpu.set_wait_for_sipi()?;
+            }
+        }
         Ok(())
     }
 }
