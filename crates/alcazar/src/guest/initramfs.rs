@@ -90,8 +90,11 @@ pub fn build(contents: &Contents, progress: &mut Progress) -> anyhow::Result<Vec
         if applet.is_empty() || applet == "linuxrc" || applet == "bin/busybox" {
             continue;
         }
-        let depth = applet.matches('/').count();
-        let target = format!("{}bin/busybox", "../".repeat(depth));
+        // A relative link, so the tree also works unpacked elsewhere.
+        let target = match applet.rsplit_once('/') {
+            Some(("bin", _)) => "busybox".to_string(),
+            _ => format!("{}bin/busybox", "../".repeat(applet.matches('/').count())),
+        };
         w.symlink(applet, &target)?;
     }
     w.file("bin/alcazar-exit", 0o755, &exit_tool)?;

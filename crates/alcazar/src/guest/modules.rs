@@ -317,8 +317,15 @@ kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/dr
     #[test]
     fn truncated_elf_is_an_error() {
         let image = elf_with_modinfo(b"depends=a\0");
-        for len in [0, 10, 63, 100, image.len() - 1] {
+        // The last section header's sh_offset and sh_size start 40 bytes
+        // before the end.
+        for len in [0, 10, 63, 100, image.len() - 40] {
             assert!(modinfo(&image[..len]).is_err(), "length {len} accepted");
         }
+        // A section that claims to run past the end of the file.
+        let mut huge = image.clone();
+        let last = huge.len() - 64;
+        huge[last + 32..last + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(modinfo(&huge).is_err());
     }
 }
