@@ -101,7 +101,8 @@ impl Drop for Scratch {
 
 #[test]
 fn without_apt_the_error_says_what_to_do_instead() {
-    let dir = Scratch(std::env::temp_dir().join(format!("alcazar-guest-noapt-{}", std::process::id())));
+    let dir =
+        Scratch(std::env::temp_dir().join(format!("alcazar-guest-noapt-{}", std::process::id())));
     let out = Command::new(env!("CARGO_BIN_EXE_alcazar"))
         .args(["guest", "fetch"])
         .env("XDG_CACHE_HOME", &dir.0)
@@ -110,10 +111,18 @@ fn without_apt_the_error_says_what_to_do_instead() {
         .expect("alcazar runs");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    for hint in ["apt-get", "--from-debs DIR", "--kernel PATH", "--initrd PATH"] {
+    for hint in [
+        "apt-get",
+        "--from-debs DIR",
+        "--kernel PATH",
+        "--initrd PATH",
+    ] {
         assert!(err.contains(hint), "no {hint:?} in: {err}");
     }
-    assert!(!dir.0.join("alcazar/guests/cloud").exists(), "a failed fetch left a guest");
+    assert!(
+        !dir.0.join("alcazar/guests/cloud").exists(),
+        "a failed fetch left a guest"
+    );
 }
 
 #[test]
@@ -122,7 +131,8 @@ fn fetch_builds_a_bootable_cloud_guest() {
         eprintln!("SKIPPED fetch_builds_a_bootable_cloud_guest: no apt-get/dpkg-deb on this host");
         return;
     }
-    let dir = Scratch(std::env::temp_dir().join(format!("alcazar-guest-test-{}", std::process::id())));
+    let dir =
+        Scratch(std::env::temp_dir().join(format!("alcazar-guest-test-{}", std::process::id())));
     let cache = dir.0.join("cache");
 
     // 1. A real fetch; stdout is exactly the two paths.
@@ -133,7 +143,10 @@ fn fetch_builds_a_bootable_cloud_guest() {
     let guests = cache.join("alcazar/guests/cloud");
     assert_eq!(
         paths,
-        [guests.join("vmlinuz").to_str().unwrap(), guests.join("initrd.img").to_str().unwrap()]
+        [
+            guests.join("vmlinuz").to_str().unwrap(),
+            guests.join("initrd.img").to_str().unwrap()
+        ]
     );
     // No staging or work directories are left behind.
     let leftovers: Vec<_> = std::fs::read_dir(cache.join("alcazar/guests"))
@@ -152,7 +165,9 @@ fn fetch_builds_a_bootable_cloud_guest() {
     // 3. The initramfs.
     let gz = std::fs::read(paths[1]).unwrap();
     let mut archive = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice()).read_to_end(&mut archive).unwrap();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut archive)
+        .unwrap();
     let entries = read_newc(&archive);
     let find = |name: &str| entries.iter().find(|e| e.name == name);
     let init = find("init").expect("/init");
@@ -186,7 +201,10 @@ fn fetch_builds_a_bootable_cloud_guest() {
     ] {
         let path = &order[at(m)][1..];
         let module = find(path).unwrap_or_else(|| panic!("{path} not in the archive"));
-        assert!(module.data.starts_with(b"\x7fELF"), "{path} is not an ELF module");
+        assert!(
+            module.data.starts_with(b"\x7fELF"),
+            "{path} is not an ELF module"
+        );
     }
     for (before, after) in [
         ("virtio_ring.ko", "virtio.ko"),
@@ -205,7 +223,11 @@ fn fetch_builds_a_bootable_cloud_guest() {
     std::fs::set_permissions(&bb, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let cpio = dir.0.join("initrd.cpio");
     std::fs::write(&cpio, &archive).unwrap();
-    let listed = Command::new(&bb).args(["cpio", "-t", "-F"]).arg(&cpio).output().unwrap();
+    let listed = Command::new(&bb)
+        .args(["cpio", "-t", "-F"])
+        .arg(&cpio)
+        .output()
+        .unwrap();
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
     assert_eq!(text(&listed.stdout).lines().collect::<Vec<_>>(), names);
@@ -226,10 +248,17 @@ fn fetch_builds_a_bootable_cloud_guest() {
     // 5. A second fetch reuses the cache; `path` and `ls` report it.
     let again = alcazar(&cache, &["guest", "fetch"]);
     assert!(again.status.success());
-    assert!(text(&again.stderr).contains("cached"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("cached"),
+        "{}",
+        text(&again.stderr)
+    );
     assert_eq!(text(&alcazar(&cache, &["guest", "path"]).stdout), stdout);
     let ls = text(&alcazar(&cache, &["guest", "ls"]).stdout);
-    assert!(ls.starts_with("cloud ") && ls.contains("-cloud-amd64"), "{ls}");
+    assert!(
+        ls.starts_with("cloud ") && ls.contains("-cloud-amd64"),
+        "{ls}"
+    );
     let none = alcazar(&cache, &["guest", "path", "--flavor", "generic"]);
     assert_eq!(none.status.code(), Some(1));
 
@@ -248,10 +277,19 @@ fn fetch_builds_a_bootable_cloud_guest() {
 /// QEMU TCG with the debug-exit device at 0xf4, the console on stdio.
 fn qemu(kernel: &str, initrd: &str, append: &str) -> Command {
     let mut q = Command::new("qemu-system-x86_64");
-    q.args(["-accel", "tcg", "-M", "pc", "-m", "256", "-nographic", "-no-reboot"])
-        .args(["-kernel", kernel, "-initrd", initrd])
-        .args(["-append", &format!("console=ttyS0 panic=-1 quiet {append}")])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+    q.args([
+        "-accel",
+        "tcg",
+        "-M",
+        "pc",
+        "-m",
+        "256",
+        "-nographic",
+        "-no-reboot",
+    ])
+    .args(["-kernel", kernel, "-initrd", initrd])
+    .args(["-append", &format!("console=ttyS0 panic=-1 quiet {append}")])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
     q
 }
 

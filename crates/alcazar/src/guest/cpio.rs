@@ -247,7 +247,16 @@ pub(crate) mod tests {
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
             names,
-            ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "proc", "init", "empty"]
+            [
+                "bin",
+                "bin/busybox",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "proc",
+                "init",
+                "empty"
+            ]
         );
         assert_eq!(entries[0].mode, S_IFDIR | 0o755);
         assert_eq!(entries[1].mode, S_IFREG | 0o755);
@@ -293,7 +302,11 @@ pub(crate) mod tests {
         ];
         let mut checked = false;
         for (tool, args) in tools {
-            let Ok(out) = std::process::Command::new(tool).args(args).arg(&path).output() else {
+            let Ok(out) = std::process::Command::new(tool)
+                .args(args)
+                .arg(&path)
+                .output()
+            else {
                 continue;
             };
             if !out.status.success() {

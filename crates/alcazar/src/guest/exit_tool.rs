@@ -62,7 +62,7 @@ fn code() -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut parsed)?;
     a.test(ecx, ecx)?;
     a.jz(usage)?; // an empty argument
-    // ioperm(DEBUG_EXIT_PORT, 1, 1)
+                  // ioperm(DEBUG_EXIT_PORT, 1, 1)
     a.mov(eax, SYS_IOPERM)?;
     a.mov(edi, u32::from(DEBUG_EXIT_PORT))?;
     a.mov(esi, 1u32)?;
@@ -104,7 +104,7 @@ pub fn image() -> Result<Vec<u8>, IcedError> {
     f.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
     f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
     f.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
-    // Program header: PT_LOAD, PF_R | PF_X, the whole file at LOAD_ADDRESS.
+                                  // Program header: PT_LOAD, PF_R | PF_X, the whole file at LOAD_ADDRESS.
     f.extend_from_slice(&1u32.to_le_bytes());
     f.extend_from_slice(&5u32.to_le_bytes());
     f.extend_from_slice(&0u64.to_le_bytes()); // p_offset
@@ -179,7 +179,10 @@ mod tests {
             assert_eq!(run(&path, bad), Some(2), "{bad:?}");
         }
         // A valid status reaches ioperm, which fails without CAP_SYS_RAWIO.
-        assert!(!rawio_inherited(), "CAP_SYS_RAWIO is inheritable here; not running the tool");
+        assert!(
+            !rawio_inherited(),
+            "CAP_SYS_RAWIO is inheritable here; not running the tool"
+        );
         for good in ["0", "7", "255", "007"] {
             assert_eq!(run(&path, &[good]), Some(1), "{good}");
         }

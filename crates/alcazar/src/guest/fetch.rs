@@ -62,8 +62,10 @@ pub fn have(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| {
             let p = dir.join(tool);
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+            p.metadata().is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
         })
     })
 }
@@ -86,7 +88,9 @@ pub fn check_tools(need_apt: bool) -> anyhow::Result<()> {
 /// Runs a command, capturing its output; fails with its stderr.
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("cannot run {shown}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !out.status.success() {
         bail!(
             "{shown} failed ({}): {}",
@@ -126,7 +130,7 @@ pub fn image_dependency(depends: &str, meta: &str) -> Option<(String, Option<Str
     depends
         .split([',', '|'])
         .map(str::trim)
-        .filter_map(|d| {
+        .map(|d| {
             let (name, rest) = d.split_once(' ').unwrap_or((d, ""));
             let name = name.split(':').next().unwrap_or(name);
             let version = rest
@@ -134,7 +138,7 @@ pub fn image_dependency(depends: &str, meta: &str) -> Option<(String, Option<Str
                 .strip_prefix("(=")
                 .and_then(|v| v.strip_suffix(')'))
                 .map(|v| v.trim().to_string());
-            Some((name.to_string(), version))
+            (name.to_string(), version)
         })
         .find(|(name, _)| {
             name.starts_with("linux-image-")
@@ -146,18 +150,26 @@ pub fn image_dependency(depends: &str, meta: &str) -> Option<(String, Option<Str
 /// Downloads the guest's packages into `dir` with apt-get.
 pub fn download(flavor: Flavor, dir: &Path, progress: &mut Progress) -> anyhow::Result<Debs> {
     let meta = flavor.metapackage();
-    progress.step(&format!("downloading {meta} and {BUSYBOX_PACKAGE} (apt-get download)"));
+    progress.step(&format!(
+        "downloading {meta} and {BUSYBOX_PACKAGE} (apt-get download)"
+    ));
     apt_download(dir, &[meta, BUSYBOX_PACKAGE], progress)?;
     let meta_deb = find_deb(dir, meta)?;
     let depends = field(&meta_deb.path, "Depends")?;
     let Some((image, version)) = image_dependency(&depends, meta) else {
-        bail!("{meta} {} depends on no kernel image package: Depends: {depends}", meta_deb.version);
+        bail!(
+            "{meta} {} depends on no kernel image package: Depends: {depends}",
+            meta_deb.version
+        );
     };
     let wanted = match &version {
         Some(v) => format!("{image}={v}"),
         None => image.clone(),
     };
-    progress.step(&format!("{meta} {} is {image}; downloading it", meta_deb.version));
+    progress.step(&format!(
+        "{meta} {} is {image}; downloading it",
+        meta_deb.version
+    ));
     apt_download(dir, &[&wanted], progress)?;
     Ok(Debs {
         kernel: find_deb(dir, &image)?,
@@ -206,7 +218,10 @@ pub fn from_dir(flavor: Flavor, dir: &Path) -> anyhow::Result<Debs> {
             "several {} kernel image .debs in {}: {}; keep one",
             flavor.name(),
             dir.display(),
-            many.iter().map(|d| d.package.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|d| d.package.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -222,7 +237,10 @@ fn find_deb(dir: &Path, package: &str) -> anyhow::Result<Deb> {
             return describe(&path);
         }
     }
-    bail!("apt-get download left no {package} package in {}", dir.display())
+    bail!(
+        "apt-get download left no {package} package in {}",
+        dir.display()
+    )
 }
 
 /// `apt-get download PACKAGES` in `dir`. If apt does not know a package,
@@ -239,7 +257,11 @@ fn apt_download(dir: &Path, packages: &[&str], progress: &mut Progress) -> anyho
         || err.contains("Can't select")
         || err.contains("Failed to fetch");
     if !lists_missing {
-        bail!("apt-get download {} failed: {}", packages.join(" "), err.trim());
+        bail!(
+            "apt-get download {} failed: {}",
+            packages.join(" "),
+            err.trim()
+        );
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -250,14 +272,18 @@ fn apt_download(dir: &Path, packages: &[&str], progress: &mut Progress) -> anyho
             err.trim()
         );
     }
-    progress.step("apt does not know the packages (lists missing or stale); running apt-get update");
+    progress
+        .step("apt does not know the packages (lists missing or stale); running apt-get update");
     let update = Command::new("apt-get")
         .args(["-q", "update"])
         .stdin(Stdio::null())
         .output()
         .context("cannot run apt-get update")?;
     if !update.status.success() {
-        bail!("apt-get update failed: {}", String::from_utf8_lossy(&update.stderr).trim());
+        bail!(
+            "apt-get update failed: {}",
+            String::from_utf8_lossy(&update.stderr).trim()
+        );
     }
     let second = apt_get_download(dir, packages, progress)?;
     if !second.status.success() {
@@ -312,8 +338,11 @@ pub fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {name}"))?;
     if name.ends_with(".ko.gz") {
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut out)
-            .with_context(|| format!("cannot gunzip {name}"))?;
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(bytes.as_slice()),
+            &mut out,
+        )
+        .with_context(|| format!("cannot gunzip {name}"))?;
         return Ok(out);
     }
     Ok(bytes)
@@ -329,7 +358,12 @@ pub fn busybox_applets(busybox: &Path) -> Vec<String> {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -342,13 +376,22 @@ mod tests {
         let meta = "linux-image-cloud-amd64";
         assert_eq!(
             image_dependency("linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)", meta),
-            Some(("linux-image-6.1.0-56-cloud-amd64".into(), Some("6.1.192-2".into())))
+            Some((
+                "linux-image-6.1.0-56-cloud-amd64".into(),
+                Some("6.1.192-2".into())
+            ))
         );
         assert_eq!(
-            image_dependency("initramfs-tools | linux-initramfs-tool, linux-image-6.12.9-amd64", meta),
+            image_dependency(
+                "initramfs-tools | linux-initramfs-tool, linux-image-6.12.9-amd64",
+                meta
+            ),
             Some(("linux-image-6.12.9-amd64".into(), None))
         );
-        assert_eq!(image_dependency("linux-image-cloud-amd64, libc6", meta), None);
+        assert_eq!(
+            image_dependency("linux-image-cloud-amd64, libc6", meta),
+            None
+        );
         assert_eq!(image_dependency("", meta), None);
     }
 

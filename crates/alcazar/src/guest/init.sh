@@ -25,6 +25,7 @@
 
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 export HOME=/root
+export ENV=/etc/profile # read by interactive shells: the prompt
 umask 022
 
 say() {

@@ -71,7 +71,9 @@ pub fn build(contents: &Contents, progress: &mut Progress) -> anyhow::Result<Vec
     let gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut w = CpioWriter::new(gz);
 
-    for d in ["proc", "sys", "dev", "tmp", "root", "run", "etc", "bin", "sbin"] {
+    for d in [
+        "proc", "sys", "dev", "tmp", "root", "run", "etc", "bin", "sbin",
+    ] {
         let perm = match d {
             "tmp" => 0o1777,
             "root" => 0o700,
@@ -113,7 +115,11 @@ pub fn build(contents: &Contents, progress: &mut Progress) -> anyhow::Result<Vec
         done += image.len() as u64;
         progress.bar("packing", done, total);
     }
-    w.file(&format!("{base}/modules.dep"), 0o644, modules_dep(contents.modules).as_bytes())?;
+    w.file(
+        &format!("{base}/modules.dep"),
+        0o644,
+        modules_dep(contents.modules).as_bytes(),
+    )?;
     w.file("etc/alcazar/modules", 0o644, order.as_bytes())?;
 
     let gz = w.finish()?;
@@ -188,8 +194,16 @@ mod tests {
     fn sample_modules() -> Vec<(Module, Vec<u8>)> {
         vec![
             module("virtio_ring", "kernel/drivers/virtio/virtio_ring.ko", &[]),
-            module("virtio", "kernel/drivers/virtio/virtio.ko", &["virtio_ring"]),
-            module("virtio_blk", "kernel/drivers/block/virtio_blk.ko.xz", &["virtio"]),
+            module(
+                "virtio",
+                "kernel/drivers/virtio/virtio.ko",
+                &["virtio_ring"],
+            ),
+            module(
+                "virtio_blk",
+                "kernel/drivers/block/virtio_blk.ko.xz",
+                &["virtio"],
+            ),
         ]
     }
 
@@ -210,7 +224,10 @@ mod tests {
         assert_eq!(find("init").unwrap().data, INIT_SCRIPT.as_bytes());
         assert_eq!(find("bin/busybox").unwrap().data, b"busybox bytes");
         let sh = find("bin/sh").unwrap();
-        assert_eq!((sh.mode & 0o170000, sh.data.as_slice()), (S_IFLNK, &b"busybox"[..]));
+        assert_eq!(
+            (sh.mode & 0o170000, sh.data.as_slice()),
+            (S_IFLNK, &b"busybox"[..])
+        );
         assert_eq!(find("usr/bin/env").unwrap().data, b"../../bin/busybox");
         assert!(find("linuxrc").is_none());
         let console = find("dev/console").unwrap();
@@ -218,7 +235,10 @@ mod tests {
         let blk = "lib/modules/6.1.0-test/kernel/drivers/block/virtio_blk.ko";
         assert_eq!(find(blk).unwrap().data, b"image of virtio_blk");
         let order = String::from_utf8(find("etc/alcazar/modules").unwrap().data.clone()).unwrap();
-        let names: Vec<&str> = order.lines().map(|l| l.rsplit('/').next().unwrap()).collect();
+        let names: Vec<&str> = order
+            .lines()
+            .map(|l| l.rsplit('/').next().unwrap())
+            .collect();
         assert_eq!(names, ["virtio_ring.ko", "virtio.ko", "virtio_blk.ko"]);
         assert!(find("etc/inittab").is_some());
         assert!(find("bin/alcazar-exit").is_some());

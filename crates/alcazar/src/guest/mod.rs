@@ -189,7 +189,10 @@ fn ls_command() -> anyhow::Result<()> {
         }
     }
     if !any {
-        eprintln!("alcazar: no guests in {}; run `alcazar guest fetch`", root.display());
+        eprintln!(
+            "alcazar: no guests in {}; run `alcazar guest fetch`",
+            root.display()
+        );
     }
     Ok(())
 }
@@ -224,6 +227,7 @@ fn get(
     }
     fetch::check_tools(from_debs.is_none())?;
     fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    remove_abandoned(&root, flavor);
     let staging = Scratch::new(&root, &format!(".{}-new", flavor.name()))?;
     let work = Scratch::new(&root, &format!(".{}-work", flavor.name()))?;
     let manifest = build(flavor, from_debs, &work.0, &staging.0, &mut progress)?;
@@ -315,7 +319,10 @@ fn find_vmlinuz(tree: &Path) -> anyhow::Result<(PathBuf, String)> {
     let boot = tree.join("boot");
     for entry in fs::read_dir(&boot).with_context(|| format!("no {}", boot.display()))? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if let Some(version) = name.strip_prefix("vmlinuz-") {
             return Ok((path.clone(), version.to_string()));
         }
@@ -337,7 +344,10 @@ fn collect_modules(dir: &Path) -> anyhow::Result<Vec<(modules::Module, Vec<u8>)>
                 pending.push(path);
             } else if let Ok(rel) = path.strip_prefix(dir) {
                 let rel = rel.to_string_lossy().to_string();
-                if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|s| rel.ends_with(s)) {
+                if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                    .iter()
+                    .any(|s| rel.ends_with(s))
+                {
                     files.insert(modules::module_name(&rel), rel);
                 }
             }
@@ -349,7 +359,10 @@ fn collect_modules(dir: &Path) -> anyhow::Result<Vec<(modules::Module, Vec<u8>)>
         .map(modules::module_name)
         .collect();
     let dep_file = fs::read_to_string(dir.join("modules.dep")).ok();
-    let from_depmod = dep_file.as_deref().map(modules::parse_modules_dep).transpose()?;
+    let from_depmod = dep_file
+        .as_deref()
+        .map(modules::parse_modules_dep)
+        .transpose()?;
 
     let mut roots = Vec::new();
     for &(name, required) in modules::WANTED {
@@ -391,7 +404,10 @@ fn collect_modules(dir: &Path) -> anyhow::Result<Vec<(modules::Module, Vec<u8>)>
 /// complete guest is kept and ours dropped.
 fn install(staging: &Scratch, dir: &Path, flavor: Flavor, force: bool) -> anyhow::Result<()> {
     if dir.exists() && (force || cached(dir, flavor).is_none()) {
-        let old = Scratch::new(dir.parent().unwrap_or(dir), &format!(".{}-old", flavor.name()))?;
+        let old = Scratch::new(
+            dir.parent().unwrap_or(dir),
+            &format!(".{}-old", flavor.name()),
+        )?;
         fs::remove_dir(&old.0)?;
         fs::rename(dir, &old.0).with_context(|| format!("cannot move {} aside", dir.display()))?;
     }
@@ -412,6 +428,27 @@ pub fn cache_root() -> anyhow::Result<PathBuf> {
         },
     };
     Ok(base.join("alcazar").join("guests"))
+}
+
+/// Removes the scratch directories of fetches that were killed (their
+/// process is gone), so interrupted fetches do not pile up.
+fn remove_abandoned(root: &Path, flavor: Flavor) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    let prefix = format!(".{}-", flavor.name());
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 /// A directory removed when dropped (unless renamed away first).
@@ -482,12 +519,21 @@ impl Manifest {
         t.insert("flavor".into(), s(&self.flavor));
         t.insert("kernel_version".into(), s(&self.kernel_version));
         t.insert("kernel_package".into(), s(&self.kernel_package));
-        t.insert("kernel_package_version".into(), s(&self.kernel_package_version));
+        t.insert(
+            "kernel_package_version".into(),
+            s(&self.kernel_package_version),
+        );
         t.insert("busybox_version".into(), s(&self.busybox_version));
         let modules = self.modules.iter().map(|m| s(m)).collect();
         t.insert("modules".into(), toml::Value::Array(modules));
-        t.insert("kernel_size".into(), toml::Value::Integer(self.kernel_size as i64));
-        t.insert("initrd_size".into(), toml::Value::Integer(self.initrd_size as i64));
+        t.insert(
+            "kernel_size".into(),
+            toml::Value::Integer(self.kernel_size as i64),
+        );
+        t.insert(
+            "initrd_size".into(),
+            toml::Value::Integer(self.initrd_size as i64),
+        );
         t.insert("contents".into(), s(&self.contents));
         format!("# Written by `alcazar guest fetch`. The guest is reused while this matches.\n{t}")
     }
@@ -535,12 +581,15 @@ fn cached(dir: &Path, flavor: Flavor) -> Option<Manifest> {
 // Called by `alcazar run` once it boots Linux guests (the lead wires it).
 #[allow(dead_code)]
 pub fn encode_exec(command: &str) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = command.as_bytes();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);

@@ -76,7 +76,11 @@ pub fn parse_modules_dep(text: &str) -> anyhow::Result<BTreeMap<String, Module>>
 /// Reads the `.modinfo` section of an ELF64 little-endian module image:
 /// its `key=value` strings, NUL-separated (System V gABI, section headers).
 pub fn modinfo(image: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
-    let u16_at = |o: usize| image.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |o: usize| {
+        image
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u32_at = |o: usize| {
         image
             .get(o..o + 4)
@@ -222,18 +226,30 @@ kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/dr
     }
 
     fn position(list: &[String], name: &str) -> usize {
-        list.iter().position(|n| n == name).unwrap_or_else(|| panic!("{name} missing"))
+        list.iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
     }
 
     #[test]
     fn dependencies_come_first() {
         let deps = parse_modules_dep(SAMPLE).unwrap();
-        let roots = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng"];
+        let roots = [
+            "virtio_pci",
+            "virtio_blk",
+            "virtio_net",
+            "virtio_console",
+            "virtio-rng",
+        ];
         let list = order(&roots, &deps).unwrap();
         assert_eq!(list.len(), deps.len(), "{list:?}");
         for m in deps.values() {
             for d in &m.deps {
-                assert!(position(&list, d) < position(&list, &m.name), "{d} after {}", m.name);
+                assert!(
+                    position(&list, d) < position(&list, &m.name),
+                    "{d} after {}",
+                    m.name
+                );
             }
         }
         assert!(position(&list, "virtio_ring") < position(&list, "virtio"));
@@ -253,7 +269,10 @@ kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/dr
                 "virtio_rng"
             ]
         );
-        assert_eq!(deps["virtio_rng"].path, "kernel/drivers/char/hw_random/virtio-rng.ko");
+        assert_eq!(
+            deps["virtio_rng"].path,
+            "kernel/drivers/char/hw_random/virtio-rng.ko"
+        );
     }
 
     #[test]
@@ -273,7 +292,10 @@ kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/dr
 
     #[test]
     fn names_follow_the_kernel_rules() {
-        assert_eq!(module_name("kernel/drivers/char/hw_random/virtio-rng.ko"), "virtio_rng");
+        assert_eq!(
+            module_name("kernel/drivers/char/hw_random/virtio-rng.ko"),
+            "virtio_rng"
+        );
         assert_eq!(module_name("kernel/x/virtio_blk.ko.xz"), "virtio_blk");
         assert_eq!(module_name("virtio.ko.zst"), "virtio");
         assert!(parse_modules_dep("no colon here\n").is_err());
@@ -308,7 +330,8 @@ kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/dr
 
     #[test]
     fn modinfo_depends_reads_the_section() {
-        let image = elf_with_modinfo(b"license=GPL\0depends=virtio_ring,virtio\0\0name=virtio_blk\0");
+        let image =
+            elf_with_modinfo(b"license=GPL\0depends=virtio_ring,virtio\0\0name=virtio_blk\0");
         assert_eq!(modinfo_depends(&image).unwrap(), ["virtio_ring", "virtio"]);
         let none = elf_with_modinfo(b"depends=\0name=virtio_ring\0");
         assert!(modinfo_depends(&none).unwrap().is_empty());
