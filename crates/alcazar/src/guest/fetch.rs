@@ -396,6 +396,33 @@ mod tests {
     }
 
     #[test]
+    fn compressed_modules_are_read_uncompressed() {
+        let dir = std::env::temp_dir().join(format!("alcazar-ko-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let plain = b"\x7fELF pretend module".repeat(100);
+        let ko = dir.join("m.ko");
+        fs::write(&ko, &plain).unwrap();
+        assert_eq!(read_module(&ko).unwrap(), plain);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        fs::write(dir.join("g.ko.gz"), gz.finish().unwrap()).unwrap();
+        assert_eq!(read_module(&dir.join("g.ko.gz")).unwrap(), plain);
+        for (tool, suffix) in [("xz", "xz"), ("zstd", "zst")] {
+            if !have(tool) {
+                eprintln!("NOTE: no {tool} here; .ko.{suffix} not checked");
+                continue;
+            }
+            let packed = run(Command::new(tool).args(["-c", "-q"]).arg(&ko)).unwrap().stdout;
+            let path = dir.join(format!("m.ko.{suffix}"));
+            fs::write(&path, packed).unwrap();
+            assert_eq!(read_module(&path).unwrap(), plain, "{suffix}");
+        }
+        fs::write(dir.join("bad.ko.gz"), b"not gzip").unwrap();
+        assert!(read_module(&dir.join("bad.ko.gz")).is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn missing_tools_are_reported_with_the_alternatives() {
         let help = no_tools_help("apt-get");
         assert!(help.contains("--from-debs DIR"));
