@@ -412,7 +412,9 @@ mod tests {
                 eprintln!("NOTE: no {tool} here; .ko.{suffix} not checked");
                 continue;
             }
-            let packed = run(Command::new(tool).args(["-c", "-q"]).arg(&ko)).unwrap().stdout;
+            let packed = run(Command::new(tool).args(["-c", "-q"]).arg(&ko))
+                .unwrap()
+                .stdout;
             let path = dir.join(format!("m.ko.{suffix}"));
             fs::write(&path, packed).unwrap();
             assert_eq!(read_module(&path).unwrap(), plain, "{suffix}");
