@@ -148,12 +148,13 @@ fn fetch_builds_a_bootable_cloud_guest() {
             guests.join("initrd.img").to_str().unwrap()
         ]
     );
-    // No staging or work directories are left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(cache.join("alcazar/guests"))
+    // No staging or work directories are left behind (only the lock file).
+    let mut leftovers: Vec<_> = std::fs::read_dir(cache.join("alcazar/guests"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers, ["cloud"]);
+    leftovers.sort();
+    assert_eq!(leftovers, [".lock", "cloud"]);
 
     // 2. The kernel is a bzImage: "HdrS" at 0x202, boot protocol >= 2.12
     // (the kernel's Documentation/arch/x86/boot.rst).

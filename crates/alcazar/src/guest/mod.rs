@@ -214,19 +214,26 @@ fn get(
     let mut progress = Progress::new(show);
     let root = cache_root()?;
     let dir = root.join(flavor.name());
-    if !force {
-        if let Some(m) = cached(&dir, flavor) {
-            progress.step(&format!(
-                "{} guest cached ({}, {})",
-                flavor.name(),
-                m.kernel_version,
-                dir.display()
-            ));
-            return Ok(m.image(&dir));
-        }
+    let found = |progress: &mut Progress, m: Manifest| {
+        progress.step(&format!(
+            "{} guest cached ({}, {})",
+            flavor.name(),
+            m.kernel_version,
+            dir.display()
+        ));
+        m.image(&dir)
+    };
+    if let Some(m) = cached(&dir, flavor).filter(|_| !force) {
+        return Ok(found(&mut progress, m));
+    }
+    fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    // One fetch at a time per cache, across threads and processes: a second
+    // caller waits, then finds the first one's guest.
+    let _lock = lock(&root, &mut progress)?;
+    if let Some(m) = cached(&dir, flavor).filter(|_| !force) {
+        return Ok(found(&mut progress, m));
     }
     fetch::check_tools(from_debs.is_none())?;
-    fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     remove_abandoned(&root, flavor);
     let staging = Scratch::new(&root, &format!(".{}-new", flavor.name()))?;
     let work = Scratch::new(&root, &format!(".{}-work", flavor.name()))?;
@@ -430,23 +437,45 @@ pub fn cache_root() -> anyhow::Result<PathBuf> {
     Ok(base.join("alcazar").join("guests"))
 }
 
-/// Removes the scratch directories of fetches that were killed (their
-/// process is gone), so interrupted fetches do not pile up.
+/// Removes the scratch directories of fetches that were killed. Called
+/// with the cache locked, so no other fetch is using them.
 fn remove_abandoned(root: &Path, flavor: Flavor) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };
     let prefix = format!(".{}-", flavor.name());
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = fs::remove_dir_all(entry.path());
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Takes an exclusive `flock(2)` on `<root>/.lock`; it is released when
+/// the returned file is closed (also if the process dies).
+fn lock(root: &Path, progress: &mut Progress) -> anyhow::Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = root.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut operation = libc::LOCK_EX | libc::LOCK_NB;
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; it passes no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) if operation & libc::LOCK_NB != 0 => {
+                progress.step("another fetch is building this cache; waiting for it");
+                operation = libc::LOCK_EX;
             }
+            Some(libc::EINTR) => {}
+            _ => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
     }
 }
