@@ -29,6 +29,8 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// List the device classes a config's [[device]] entries can use.
     Devices,
+    /// Fetch, build and locate guest images (Debian's kernel + a busybox initramfs).
+    Guest(crate::guest::GuestArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +82,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Run(args) => run(args),
         Command::Kit(args) => kit(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Guest(args) => crate::guest::command(args),
         Command::Devices => {
             for c in registry::CLASSES {
                 println!(

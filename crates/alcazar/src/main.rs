@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod guest;
 mod terminal;
 
 use std::process::ExitCode;

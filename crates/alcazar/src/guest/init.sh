@@ -1,0 +1,116 @@
+#!/bin/busybox sh
+# /init of an Alcazar guest: the first program the kernel runs, as PID 1.
+#
+# The kernel unpacks the initramfs (a cpio archive) into its root file
+# system and starts this script with the console (/dev/console) as stdin,
+# stdout and stderr. PID 1 must never exit (the kernel panics if it does),
+# so every path below ends in `exec init`, the debug-exit port, or poweroff.
+#
+# What it does:
+#   1. mounts the kernel's virtual file systems: proc, sysfs, devtmpfs, devpts;
+#   2. loads the virtio modules, dependencies first (the list in
+#      /etc/alcazar/modules was computed on the host from the kernel's data);
+#   3. sets the host name and prints the line ALCAZAR-READY (tests wait for it);
+#   4a. with alcazar.exec=ENC on the kernel command line: runs that command
+#       with `sh -c` on the console, then ends the VM with the command's exit
+#       status through the debug-exit port (0xf4);
+#   4b. otherwise: hands over to busybox init, which reads /etc/inittab and
+#       keeps a shell on the console until someone types `poweroff`.
+#
+# Kernel command line parameters read here (the kernel does not pass
+# parameters with a dot to init, so they are read from /proc/cmdline):
+#   alcazar.exec=ENC       the command, base64url-encoded (RFC 4648 section 5,
+#                          padding optional) so that spaces and quotes survive
+#   alcazar.hostname=NAME  the host name (default: alcazar)
+
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+export HOME=/root
+export ENV=/etc/profile # read by interactive shells: the prompt
+umask 022
+
+say() {
+	echo "alcazar-init: $*"
+}
+
+# decode_b64url ENC: writes the bytes that ENC encodes to stdout; returns
+# non-zero if ENC is not base64url. Busybox's base64 wants the standard
+# alphabet and full padding, so translate and re-pad first.
+decode_b64url() {
+	local enc="$1"
+	case "$enc" in
+	*[!A-Za-z0-9_=-]*) return 1 ;;
+	esac
+	enc="${enc%%=*}"
+	case $((${#enc} % 4)) in
+	1) return 1 ;;
+	2) enc="$enc==" ;;
+	3) enc="$enc=" ;;
+	esac
+	printf '%s' "$enc" | tr -- '-_' '+/' | base64 -d
+}
+
+# end_vm STATUS: ends the VM, reporting STATUS (0-255) to the VMM.
+end_vm() {
+	local status="$1"
+	sync
+	# The debug-exit device ends the VM as soon as the byte reaches its port.
+	/bin/alcazar-exit "$status"
+	# Still running: try /dev/port (kernels built with CONFIG_DEVPORT).
+	# Byte 244 of /dev/port is I/O port 0xf4.
+	if [ -c /dev/port ]; then
+		printf "\\$(printf %o "$status")" |
+			dd of=/dev/port bs=1 seek=244 count=1 conv=notrunc 2>/dev/null
+	fi
+	say "no debug-exit device at port 0xf4; powering off (exit status $status is lost)"
+	poweroff -f
+	while :; do sleep 3600; done
+}
+
+# 1. Virtual file systems.
+mkdir -p /proc /sys /dev /tmp /root /run
+mount -t proc proc /proc || say "cannot mount /proc"
+mount -t sysfs sysfs /sys || say "cannot mount /sys"
+mount -t devtmpfs devtmpfs /dev || say "cannot mount devtmpfs on /dev"
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts || say "cannot mount /dev/pts"
+
+# 2. Modules, one path per line, in load order. A module that fails to load
+# is reported and skipped: the shell is still useful without it.
+if [ -r /etc/alcazar/modules ]; then
+	while read -r module; do
+		[ -n "$module" ] || continue
+		insmod "$module" || say "insmod $module failed (status $?)"
+	done </etc/alcazar/modules
+fi
+
+# 3. The command line, the host name, the ready marker.
+exec_enc=""
+host="alcazar"
+set -f # the words of the command line are not file name patterns
+for word in $(cat /proc/cmdline); do
+	case "$word" in
+	alcazar.exec=*) exec_enc="${word#alcazar.exec=}" ;;
+	alcazar.hostname=*) host="${word#alcazar.hostname=}" ;;
+	esac
+done
+set +f
+hostname "$host" || say "cannot set the host name to $host"
+echo "ALCAZAR-READY"
+
+# 4a. One command, then the end of the VM.
+if [ -n "$exec_enc" ]; then
+	if cmd=$(decode_b64url "$exec_enc"); then
+		# A subshell is not a process group leader, so setsid does not
+		# fork and we get the command's status; cttyhack makes the real
+		# console (ttyS0) the controlling terminal, so Ctrl-C works.
+		(exec setsid cttyhack /bin/sh -c "$cmd") </dev/console >/dev/console 2>&1
+		status=$?
+	else
+		say "alcazar.exec is not base64url: $exec_enc"
+		status=255
+	fi
+	end_vm "$status"
+fi
+
+# 4b. An interactive guest.
+exec /sbin/init
