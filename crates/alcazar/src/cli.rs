@@ -21,7 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a VM in the foreground (with no CONFIG: the built-in demo guest).
+    /// Run a VM in the foreground (with no CONFIG, --kernel or --kit: the
+    /// default Linux guest, fetched on first use).
     Run(RunArgs),
     /// List the tiny-guest kit's programs, or write one out as a flat binary.
     Kit(KitArgs),
@@ -68,9 +69,17 @@ struct RunArgs {
     /// The initial RAM disk for --kernel (or for the config's kernel).
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// The kernel command line (default: "console=ttyS0").
+    /// The kernel command line (default: "console=ttyS0"; for the default
+    /// guest "console=ttyS0 quiet").
     #[arg(long)]
     cmdline: Option<String>,
+    /// Run CMD in the Linux guest's shell, show its output, power off and
+    /// exit with CMD's exit status.
+    #[arg(long, value_name = "CMD", conflicts_with = "kit")]
+    exec: Option<String>,
+    /// Which default Linux guest to boot when no kernel is given.
+    #[arg(long, value_enum, default_value = "cloud")]
+    guest: crate::guest::Flavor,
     /// Print per-vCPU exit counts when the VM stops.
     #[arg(long)]
     telemetry: bool,
@@ -157,7 +166,65 @@ fn list_kit() {
     }
 }
 
-fn config_from_args(args: &RunArgs) -> Result<VmConfig, VmmError> {
+/// RAM of the default Linux guest unless `--memory` says otherwise.
+const DEFAULT_GUEST_MEMORY: u64 = 256 << 20;
+/// The default guest's command line: the console on COM1, few messages.
+const DEFAULT_GUEST_CMDLINE: &str = "console=ttyS0 quiet";
+
+/// The default Linux guest (fetched and cached on first use) as the
+/// boot source of `config`; its RAM unless `--memory` was given.
+fn use_default_guest(args: &RunArgs, config: &mut VmConfig) -> anyhow::Result<()> {
+    let image = crate::guest::ensure(args.guest, true)?;
+    config.name = "linux".into();
+    if args.memory.is_none() {
+        config.memory = DEFAULT_GUEST_MEMORY;
+    }
+    config.boot = BootSource::Linux {
+        kernel: image.kernel,
+        initrd: Some(image.initrd),
+        cmdline: DEFAULT_GUEST_CMDLINE.into(),
+    };
+    Ok(())
+}
+
+/// Whether nothing says what to boot, so the default guest boots.
+fn wants_default_guest(args: &RunArgs) -> bool {
+    args.config.is_none() && args.kit.is_none() && args.kernel.is_none()
+}
+
+/// Why `run` could not start a VM.
+enum Failure {
+    /// The VMM refused the configuration or failed.
+    Vmm(VmmError),
+    /// The default guest could not be fetched.
+    Guest(anyhow::Error),
+}
+
+impl From<VmmError> for Failure {
+    fn from(e: VmmError) -> Self {
+        Failure::Vmm(e)
+    }
+}
+
+impl From<alcazar_vmm::ConfigError> for Failure {
+    fn from(e: alcazar_vmm::ConfigError) -> Self {
+        Failure::Vmm(e.into())
+    }
+}
+
+impl Failure {
+    fn report(&self) -> u8 {
+        match self {
+            Failure::Vmm(e) => fail(e),
+            Failure::Guest(e) => {
+                eprintln!("alcazar: cannot get the default guest: {e:#}");
+                1
+            }
+        }
+    }
+}
+
+fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     let mut config = match &args.config {
         Some(path) => VmConfig::from_file(path)?,
         None => VmConfig::default(),
@@ -191,7 +258,29 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, VmmError> {
         }
         config.boot = BootSource::Kit { program: k.clone() };
     }
+    if wants_default_guest(args) {
+        // Flags are checked first: a typo must not cost a download.
+        check_linux_flags(args, &config)?;
+        use_default_guest(args, &mut config).map_err(Failure::Guest)?;
+    }
     apply_linux_args(args, &mut config)?;
+    if let Some(cmd) = &args.exec {
+        match &mut config.boot {
+            BootSource::Linux { cmdline, .. } => {
+                cmdline.push(' ');
+                cmdline.push_str(&crate::guest::exec_parameter(cmd));
+            }
+            _ => {
+                return Err(alcazar_vmm::ConfigError::new(
+                    "--exec",
+                    format!("\"{cmd}\""),
+                    "only a Linux guest runs commands",
+                    "drop --kit, or boot a Linux kernel with the busybox initramfs of `alcazar guest fetch`",
+                )
+                .into())
+            }
+        }
+    }
     Ok(config)
 }
 
@@ -216,7 +305,27 @@ fn apply_linux_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), VmmErro
             cmdline,
         };
     }
-    let is_linux = matches!(config.boot, BootSource::Linux { .. });
+    if !wants_default_guest(args) {
+        check_linux_flags(args, config)?;
+    }
+    if let BootSource::Linux {
+        initrd, cmdline, ..
+    } = &mut config.boot
+    {
+        if let Some(i) = &args.initrd {
+            *initrd = Some(path("--initrd", i)?);
+        }
+        if let Some(c) = &args.cmdline {
+            *cmdline = c.clone();
+        }
+    }
+    Ok(())
+}
+
+/// `--initrd` and `--cmdline` need a Linux boot; the default guest is
+/// one (it is filled in later).
+fn check_linux_flags(args: &RunArgs, config: &VmConfig) -> Result<(), VmmError> {
+    let is_linux = wants_default_guest(args) || matches!(config.boot, BootSource::Linux { .. });
     for (flag, given) in [
         ("--initrd", args.initrd.is_some()),
         ("--cmdline", args.cmdline.is_some()),
@@ -229,17 +338,6 @@ fn apply_linux_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), VmmErro
                 "add --kernel PATH, or use a config whose [boot] kind is \"linux\"",
             )
             .into());
-        }
-    }
-    if let BootSource::Linux {
-        initrd, cmdline, ..
-    } = &mut config.boot
-    {
-        if let Some(i) = &args.initrd {
-            *initrd = Some(path("--initrd", i)?);
-        }
-        if let Some(c) = &args.cmdline {
-            *cmdline = c.clone();
         }
     }
     Ok(())
@@ -257,7 +355,7 @@ fn fail(e: &VmmError) -> u8 {
 fn run(args: RunArgs) -> u8 {
     let config = match config_from_args(&args) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return e.report(),
     };
     let vm = match Vm::create(&config) {
         Ok(vm) => vm,
@@ -290,6 +388,9 @@ fn run(args: RunArgs) -> u8 {
     ) {
         print_tail(&tail);
     }
+    if args.exec.is_some() {
+        return exec_status(&reason);
+    }
     report(&reason)
 }
 
@@ -302,6 +403,22 @@ fn print_tail(tail: &alcazar_vmm::console::ConsoleTail) {
     eprintln!("alcazar: the guest console's last lines:");
     for l in lines {
         eprintln!("  | {l}");
+    }
+}
+
+/// The exit status of `run --exec`: the guest's `/init` writes the
+/// command's status (0-255) to the debug-exit port, so it is the value
+/// written, not the isa-debug-exit encoding.
+fn exec_status(reason: &StopReason) -> u8 {
+    match reason {
+        StopReason::DebugExit(v) => (*v & 0xff) as u8,
+        other => {
+            eprintln!("alcazar: the command did not report its exit status: {other}");
+            match other.exit_status() {
+                0 => 1,
+                s => s.clamp(1, 255) as u8,
+            }
+        }
     }
 }
 

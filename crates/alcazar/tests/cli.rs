@@ -59,9 +59,9 @@ fn assert_config_error(out: &Output, needles: &[&str]) {
 }
 
 #[test]
-fn run_without_arguments_boots_the_demo_and_exits_zero() {
+fn the_demo_kit_program_boots_and_exits_zero() {
     // `auto` picks kvm with VT-x/SVM, emu otherwise: this runs everywhere.
-    let out = alcazar(&["run"]);
+    let out = alcazar(&["run", "--kit", "demo"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("Alcazar demo guest: hello from real mode"),
@@ -84,7 +84,7 @@ fn debug_exit_value_becomes_the_exit_status() {
 
 #[test]
 fn the_demo_runs_on_both_engines_with_the_same_output() {
-    let emu = alcazar(&["run", "--engine", "emu"]);
+    let emu = alcazar(&["run", "--kit", "demo", "--engine", "emu"]);
     assert_eq!(
         emu.status.code(),
         Some(0),
@@ -94,7 +94,7 @@ fn the_demo_runs_on_both_engines_with_the_same_output() {
     if !kvm_available("demo_on_kvm") {
         return;
     }
-    let kvm = alcazar(&["run", "--engine", "kvm"]);
+    let kvm = alcazar(&["run", "--kit", "demo", "--engine", "kvm"]);
     assert_eq!(kvm.status.code(), Some(0));
     assert_eq!(emu.stdout, kvm.stdout, "same guest, same console output");
 }

@@ -202,7 +202,6 @@ fn ls_command() -> anyhow::Result<()> {
 /// The guest of `flavor`, fetched and built on first use (with progress on
 /// stderr if `progress`), else straight from the cache. For `alcazar run`.
 // Called by `alcazar run` once it boots Linux guests (the lead wires it).
-#[allow(dead_code)]
 pub fn ensure(flavor: Flavor, progress: bool) -> anyhow::Result<GuestImage> {
     get(flavor, false, None, progress)
 }
@@ -413,7 +412,6 @@ fn collect_modules(dir: &Path) -> anyhow::Result<Vec<(modules::Module, Vec<u8>)>
 /// base64url without padding (RFC 4648 section 5), whose alphabet
 /// (`A-Z a-z 0-9 - _`) needs no quoting there. `/init` decodes it.
 // Called by `alcazar run` once it boots Linux guests (the lead wires it).
-#[allow(dead_code)]
 pub fn encode_exec(command: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = command.as_bytes();
@@ -434,7 +432,6 @@ pub fn encode_exec(command: &str) -> String {
 
 /// The kernel command line parameter that makes `/init` run `command`.
 // Called by `alcazar run` once it boots Linux guests (the lead wires it).
-#[allow(dead_code)]
 pub fn exec_parameter(command: &str) -> String {
     format!("alcazar.exec={}", encode_exec(command))
 }

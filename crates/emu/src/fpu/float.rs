@@ -91,7 +91,10 @@ pub fn flags_of(s: Status) -> u32 {
 /// exact result is above the largest finite number. (IEEE would not flag
 /// exact results between the largest finite number and 2^(emax+1) that
 /// round down to it; this treats those as overflow.)
-pub fn with_overflow<F: Fmt>(r: StatusAnd<F>, redo: impl FnOnce(Round) -> StatusAnd<F>) -> StatusAnd<F> {
+pub fn with_overflow<F: Fmt>(
+    r: StatusAnd<F>,
+    redo: impl FnOnce(Round) -> StatusAnd<F>,
+) -> StatusAnd<F> {
     if r.status.contains(Status::OVERFLOW)
         || !r.status.contains(Status::INEXACT)
         || !r.value.abs().bitwise_eq(F::largest())
