@@ -193,7 +193,7 @@ where
         let mut loses = false;
         x.convert_r(round, &mut loses)
     };
-    let r = float::with_overflow(conv(round), conv);
+    let r = float::with_overflow(conv(round), || float::value_beyond::<X, F>(x));
     let flags = float::flags_of(r.status)
         | if float::is_denormal::<X>(v) {
             exc::DE

@@ -131,7 +131,14 @@ fn compute(op: Op, a: u128, b: u128, round: Round) -> (u128, u32, bool) {
         Op::Mul => x.mul_r(y, r),
         Op::Div => x.div_r(y, r),
     };
-    let r = float::with_overflow(f(round), f);
+    let r = float::with_overflow(f(round), || {
+        float::op_beyond(x, y, |p, q| match op {
+            Op::Add => p.add_r(q, Round::TowardZero),
+            Op::Sub => p.sub_r(q, Round::TowardZero),
+            Op::Mul => p.mul_r(q, Round::TowardZero),
+            Op::Div => p.div_r(q, Round::TowardZero),
+        })
+    });
     let (v, up) = finish(r, || f(Round::TowardZero).value, &mut flags);
     (v, flags, up)
 }
