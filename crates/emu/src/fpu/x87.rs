@@ -372,10 +372,8 @@ pub fn to_integer(v: u128, bits: usize, round: Round) -> (i64, u32, bool) {
     if r.status.contains(Status::INVALID_OP) {
         return (indefinite, exc::IE, false);
     }
-    let mut flags = float::flags_of(r.status);
-    if float::is_denormal::<X>(v) {
-        flags |= exc::DE;
-    }
+    // FIST/FISTP/FISTTP/FBSTP report no denormal-operand exception.
+    let flags = float::flags_of(r.status);
     let up = !exact && {
         let back = X::from_i128_r(r.value, Round::NearestTiesToEven).value;
         back.abs() > x.abs()
@@ -504,7 +502,7 @@ fn fcmov(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
         return Ok(());
     }
-    cpu.s.fpu.fsw &= !fsw::C1;
+    // C1 is only defined (cleared) on stack underflow.
     if take {
         let v = cpu.s.fpu.st(i);
         cpu.s.fpu.set_st(0, v);

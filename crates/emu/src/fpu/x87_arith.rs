@@ -177,7 +177,14 @@ fn mem_source(cpu: &mut Cpu, insn: &Instruction) -> Result<(u128, u32), Fault> {
 /// Stores `v` into ST(`d`) after an operation with `flags`: nothing is
 /// stored when IE, DE or ZE is unmasked.
 fn store(cpu: &mut Cpu, d: usize, v: u128, flags: u32, up: bool) -> bool {
-    let pre = flags & (exc::IE | exc::DE | exc::ZE) & !u32::from(cpu.s.fpu.fcw) != 0;
+    let pre_flags = flags & (exc::IE | exc::DE | exc::ZE);
+    if pre_flags & !u32::from(cpu.s.fpu.fcw) != 0 {
+        // An unmasked pre-computation exception: nothing is computed, so
+        // no post-computation flag is raised either.
+        raise(cpu, pre_flags);
+        return false;
+    }
+    let pre = false;
     raise(cpu, flags);
     cpu.s.fpu.fsw = (cpu.s.fpu.fsw & !fsw::C1) | if up { fsw::C1 } else { 0 };
     if pre {
@@ -291,10 +298,10 @@ fn compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     } else {
         cmp_values(cpu.s.fpu.st(0), b, ordered, &mut flags)
     };
-    let unmasked = raise(cpu, flags);
-    if unmasked && flags & (exc::IE | exc::DE) & !u32::from(cpu.s.fpu.fcw) != 0 {
-        return Ok(());
-    }
+    raise(cpu, flags);
+    // With IE or DE unmasked the comparison still reports its result
+    // (unordered for an invalid operand) but nothing is popped.
+    let keep_stack = flags & (exc::IE | exc::DE) & !u32::from(cpu.s.fpu.fcw) != 0;
     if to_eflags {
         let f = match c {
             None => ZF | PF | CF,
@@ -313,8 +320,10 @@ fn compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         };
         set_cc(cpu, cc);
     }
-    for _ in 0..pops {
-        pop(cpu);
+    if !keep_stack {
+        for _ in 0..pops {
+            pop(cpu);
+        }
     }
     Ok(())
 }
