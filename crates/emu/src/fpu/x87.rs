@@ -223,6 +223,7 @@ fn fld(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     } else {
         let (s, off) = memory_operand(cpu, insn);
         let size = insn.memory_size().size();
+        super::access::check_far_end(cpu, s, off, size)?;
         let raw = if size <= 8 {
             u128::from(cpu.read(s, off, size as u8)?)
         } else {
@@ -337,7 +338,7 @@ fn fst(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
     };
     // Check the destination before any state changes.
-    super::access::block_linear(cpu, s, off, size as u64, crate::mmu::AccessKind::Write, 1)?;
+    super::access::probe_write(cpu, s, off, size as u64)?;
     note(cpu, insn);
     if empty {
         cpu.s.fpu.fsw |= fsw::SF;
@@ -397,7 +398,7 @@ fn fist(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     } else {
         to_integer(cpu.s.fpu.st(0), 8 * size, round)
     };
-    super::access::block_linear(cpu, s, off, size as u64, crate::mmu::AccessKind::Write, 1)?;
+    super::access::probe_write(cpu, s, off, size as u64)?;
     note(cpu, insn);
     if empty {
         cpu.s.fpu.fsw |= fsw::SF;
@@ -428,8 +429,11 @@ fn fbstp(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     if empty || flags & exc::IE != 0 || !(-limit..=limit).contains(&i) {
         flags = exc::IE;
     }
-    super::access::block_linear(cpu, s, off, 10, crate::mmu::AccessKind::Write, 1)?;
+    super::access::probe_write(cpu, s, off, 10)?;
     note(cpu, insn);
+    if empty {
+        cpu.s.fpu.fsw = (cpu.s.fpu.fsw & !fsw::C1) | fsw::SF;
+    }
     let out: u128 = if flags & exc::IE != 0 {
         // The packed BCD indefinite.
         0xffff_c000_0000_0000_0000
@@ -447,7 +451,9 @@ fn fbstp(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
         r
     };
-    if raise(cpu, flags) {
+    // Only an unmasked invalid operation prevents the store; an
+    // unmasked precision exception stores and pops, then #MF follows.
+    if raise(cpu, flags) && flags & exc::IE != 0 {
         return Ok(());
     }
     super::access::write_block(cpu, s, off, &out.to_le_bytes()[..10], 1)?;
