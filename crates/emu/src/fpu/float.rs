@@ -296,10 +296,7 @@ mod tests {
             (3.0f32.to_bits(), Status::OK)
         );
         let tiny = sqrt_positive::<Double>(1, Round::NearestTiesToEven);
-        assert_eq!(
-            bits(tiny.value) as u64,
-            f64::from_bits(1).sqrt().to_bits()
-        );
+        assert_eq!(bits(tiny.value) as u64, f64::from_bits(1).sqrt().to_bits());
         // x87: sqrt(4) = 2 exactly, with the explicit integer bit.
         let four = 0x4001u128 << 64 | 1u128 << 63;
         let r = sqrt_positive::<X87DoubleExtended>(four, Round::NearestTiesToEven);
