@@ -424,15 +424,18 @@ fn fbstp(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let (s, off) = memory_operand(cpu, insn);
     let v = cpu.s.fpu.st(0);
     let empty = cpu.s.fpu.is_empty(0);
-    let (i, mut flags, _) = to_integer(v, 64, rc(cpu));
+    let (i, mut flags, up) = to_integer(v, 64, rc(cpu));
     let limit = 999_999_999_999_999_999i64;
     if empty || flags & exc::IE != 0 || !(-limit..=limit).contains(&i) {
         flags = exc::IE;
     }
     super::access::probe_write(cpu, s, off, 10)?;
     note(cpu, insn);
+    cpu.s.fpu.fsw &= !fsw::C1;
     if empty {
-        cpu.s.fpu.fsw = (cpu.s.fpu.fsw & !fsw::C1) | fsw::SF;
+        cpu.s.fpu.fsw |= fsw::SF;
+    } else if up && flags & exc::IE == 0 {
+        cpu.s.fpu.fsw |= fsw::C1;
     }
     let out: u128 = if flags & exc::IE != 0 {
         // The packed BCD indefinite.

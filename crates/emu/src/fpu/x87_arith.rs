@@ -244,6 +244,10 @@ fn binary(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let (a, b) = if reverse { (src, dst) } else { (dst, src) };
     let (v, f, up) = compute(op, a, b, rc(cpu));
     flags |= f;
+    // A NaN operand hides a denormal one (SDM Vol. 1 §4.9.2).
+    if float::is_nan::<X>(a) || float::is_nan::<X>(b) {
+        flags &= !exc::DE;
+    }
     if store(cpu, d, v, flags, up) && popping {
         pop(cpu);
     }
@@ -306,7 +310,8 @@ fn compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     } else {
         cmp_values(cpu.s.fpu.st(0), b, ordered, &mut flags)
     };
-    if flags & exc::IE != 0 {
+    let nan_in = !underflowed && (float::is_nan::<X>(cpu.s.fpu.st(0)) || float::is_nan::<X>(b));
+    if flags & exc::IE != 0 || nan_in {
         flags &= !exc::DE;
     }
     raise(cpu, flags);
