@@ -194,12 +194,8 @@ where
         x.convert_r(round, &mut loses)
     };
     let r = float::with_overflow(conv(round), || float::value_beyond::<X, F>(x));
-    let flags = float::flags_of(r.status)
-        | if float::is_denormal::<X>(v) {
-            exc::DE
-        } else {
-            0
-        };
+    // FST/FSTP report no denormal-operand exception (SDM Vol. 2A "FST").
+    let flags = float::flags_of(r.status);
     let up = r.status.contains(Status::INEXACT) && {
         let back: StatusAnd<X> = r.value.convert_r(Round::NearestTiesToEven, &mut loses);
         back.value.abs() > x.abs()
@@ -250,7 +246,9 @@ fn fld(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
     };
     note(cpu, insn);
-    if raise(cpu, flags) {
+    // Only an unmasked invalid operation stops the load; a denormal
+    // operand is flagged (and reported by #MF later) but still loaded.
+    if raise(cpu, flags) && flags & exc::IE != 0 {
         return Ok(());
     }
     cpu.s.fpu.fsw &= !fsw::C1;
