@@ -246,6 +246,12 @@ fn fld(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
     };
     note(cpu, insn);
+    // A stack overflow (invalid) hides a denormal source.
+    let flags = if cpu.s.fpu.is_empty(7) {
+        flags
+    } else {
+        flags & !exc::DE
+    };
     // Only an unmasked invalid operation stops the load; a denormal
     // operand is flagged (and reported by #MF later) but still loaded.
     if raise(cpu, flags) && flags & exc::IE != 0 {
