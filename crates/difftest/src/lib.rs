@@ -19,8 +19,11 @@
 //! sequence returns to the host without any ring-0 guest code.
 //!
 //! Sequences never contain what PVM cannot run natively or what leaks the
-//! host (CPUID, RDTSC, `syscall`, `int 0x80`, privileged instructions) nor
-//! x87/SSE yet.
+//! host (CPUID, RDTSC, `syscall`, `int 0x80`, privileged instructions).
+//! The `sse`, `ssefloat` and `x87` classes start from a random x87/SSE
+//! state (loaded with KVM_SET_XSAVE: KVM_GET_FPU reads MXCSR back as 0
+//! under PVM) and compare FCW, FSW (but C0/C2/C3), the abridged tags,
+//! ST0-7, XMM0-15 and MXCSR; see [`gen::simd`] for what they leave out.
 //!
 //! ## Where the oracle is not the architecture
 //!

@@ -81,7 +81,7 @@ fn parse() -> Result<Option<Args>, Error> {
                     .next()
                     .ok_or_else(|| Error::Usage("--class needs a value".into()))?;
                 a.cfg.classes = if v == "all" {
-                    Class::ALL.to_vec()
+                    Class::ALL.into_iter().chain(Class::SIMD).collect()
                 } else {
                     v.split(',')
                         .map(|n| {
@@ -92,7 +92,7 @@ fn parse() -> Result<Option<Args>, Error> {
                 };
             }
             "--list-classes" => {
-                for c in Class::ALL {
+                for c in Class::every() {
                     println!("{c}");
                 }
                 return Ok(None);

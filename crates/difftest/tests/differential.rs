@@ -102,6 +102,48 @@ fn emu_matches_kvm_on_random_user_mode_sequences() {
     );
 }
 
+/// Cases in the SSE test.
+const SIMD_COUNT: u64 = 16_000;
+
+#[test]
+fn emu_matches_kvm_on_random_sse_sequences() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let mut h = Harness::kvm_vs_emu().expect("harness");
+    let cfg = Config {
+        seed: SEED,
+        count: SIMD_COUNT,
+        classes: Class::SIMD.to_vec(),
+        max_shrinks: 24,
+        shrink_budget: 1500,
+        ..Config::default()
+    };
+    let gen = Generator::new(cfg.max_len);
+    let sum = harness::run(&mut h, &gen, &cfg, |_| {}, || false).expect("harness run");
+    let text = summary_text(&sum);
+    println!(
+        "{} cases in {:.1} s\n{text}",
+        sum.runs,
+        sum.elapsed.as_secs_f64()
+    );
+    for class in Class::SIMD {
+        let s = sum.classes.get(&class).copied().unwrap_or_default();
+        assert!(
+            s.runs >= SIMD_COUNT / 3,
+            "class {class} ran only {} cases",
+            s.runs
+        );
+    }
+    assert_eq!(
+        sum.mismatches(),
+        0,
+        "emu differs from KVM in {} of {} cases; see the repros above",
+        sum.mismatches(),
+        sum.runs
+    );
+}
+
 #[test]
 fn kvm_agrees_with_itself_on_everything() {
     if !kvm_or_skip() {

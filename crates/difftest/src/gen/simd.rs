@@ -164,7 +164,9 @@ fn pick(b: &mut Builder<'_>, ms: &[Mnemonic]) -> Option<Code> {
 /// Fill options for `code`: memory operands of its size, 16-byte aligned
 /// (mostly) where the SDM requires alignment.
 fn fill_for(b: &mut Builder<'_>, code: Code) -> Fill {
-    let size = Instruction::with(code).memory_size().size() as u32;
+    let mut probe = Instruction::default();
+    probe.set_code(code);
+    let size = probe.memory_size().size() as u32;
     let mut f = plain();
     f.mem_size = size.max(1);
     let unaligned = matches!(

@@ -8,9 +8,10 @@
 //! before any byte is read or written, so a #PF (with CR2) on the second
 //! page leaves memory untouched. Where the instruction requires it, a
 //! misaligned operand is #GP(0) (SDM Vol. 1 §11.6.7: legacy SSE 16-byte
-//! operands other than the explicitly unaligned moves). Blocks of 16 bytes
-//! or more are exempt from #AC, as the SDM's exception class tables say;
-//! narrower SSE memory operands go through [`Cpu::read`], which checks it.
+//! operands other than the explicitly unaligned moves), checked before the
+//! canonical check. The unaligned 16-byte moves raise #AC when misaligned
+//! with alignment checking on (the host CPU does); narrower SSE memory
+//! operands go through [`Cpu::read`], which checks #AC by their size.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -39,6 +40,11 @@ pub fn block_linear(
         };
         let lin = base.wrapping_add(off);
         let last = lin.wrapping_add(len - 1);
+        // A required alignment is checked first: #GP(0) even where the
+        // address is also non-canonical through SS.
+        if align > 1 && lin & (align - 1) != 0 {
+            return Err(Fault::GeneralProtection(0));
+        }
         if !canonical(lin) || !canonical(last) {
             return Err(if seg_index == seg::SS {
                 Fault::StackFault(0)
@@ -55,7 +61,22 @@ pub fn block_linear(
     if align > 1 && lin & (align - 1) != 0 {
         return Err(Fault::GeneralProtection(0));
     }
+    // The explicitly unaligned 16-byte moves raise #AC when alignment
+    // checking is on and they are not 16-byte aligned (as the host CPU
+    // does; the SDM's exception tables only promise it for 8 bytes or less).
+    if align <= 1 && len == 16 && cpu.misaligned_for_ac(lin, 16) {
+        return Err(Fault::AlignmentCheck);
+    }
     Ok(lin)
+}
+
+/// Checks that a store of `len` bytes at `seg:off` would succeed
+/// (segment, canonical and page checks for every page it touches),
+/// without writing: x87 stores probe before they change any FPU state.
+pub fn probe_write(cpu: &mut Cpu, seg_index: usize, off: u64, len: u64) -> Result<(), Fault> {
+    let lin = block_linear(cpu, seg_index, off, len, AccessKind::Write, 1)?;
+    pages(cpu, lin, len, AccessKind::Write)?;
+    Ok(())
 }
 
 /// Translates the (at most two) pages of `len` bytes at `lin`.
@@ -187,7 +208,7 @@ pub fn mmx_enter(cpu: &mut Cpu) {
 /// In 64-bit mode, a SIMD access whose last byte is not canonical is
 /// #GP(0) (#SS(0) for SS) before any page is translated: unlike integer
 /// accesses, real CPUs report it ahead of a page fault on the first part.
-fn check_far_end(cpu: &Cpu, s: usize, off: u64, size: usize) -> Result<(), Fault> {
+pub fn check_far_end(cpu: &Cpu, s: usize, off: u64, size: usize) -> Result<(), Fault> {
     if cpu.s.long_mode() && cpu.s.seg[seg::CS].l {
         let base = if s >= seg::FS { cpu.s.seg[s].base } else { 0 };
         let last = base.wrapping_add(off).wrapping_add(size.max(1) as u64 - 1);

@@ -4,6 +4,7 @@
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
+use super::access::check_far_end;
 use super::{check_mmx, check_sse, check_x87, check_x87_nowait, mxcsr, Tag};
 use crate::cpu::cr0;
 use crate::exec::operand::{memory_operand, write_reg};
@@ -42,6 +43,7 @@ fn fninit(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
 fn fldcw(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     check_x87(cpu)?;
     let (s, off) = memory_operand(cpu, insn);
+    check_far_end(cpu, s, off, 2)?;
     let v = cpu.read(s, off, 2)? as u16;
     // Bits 6 and 13-15 are reserved; bit 6 reads as 1 on current CPUs.
     cpu.s.fpu.fcw = (v & 0x1f3f) | 0x40;
@@ -52,6 +54,7 @@ fn fldcw(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 fn fnstcw(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     check_x87_nowait(cpu)?;
     let (s, off) = memory_operand(cpu, insn);
+    check_far_end(cpu, s, off, 2)?;
     let v = cpu.s.fpu.fcw;
     cpu.write(s, off, 2, u64::from(v))
 }
@@ -64,6 +67,7 @@ fn fnstsw(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         return Ok(());
     }
     let (s, off) = memory_operand(cpu, insn);
+    check_far_end(cpu, s, off, 2)?;
     cpu.write(s, off, 2, v)
 }
 
@@ -128,6 +132,7 @@ fn emms(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
 fn ldmxcsr(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     check_sse(cpu)?;
     let (s, off) = memory_operand(cpu, insn);
+    check_far_end(cpu, s, off, 4)?;
     let v = cpu.read(s, off, 4)? as u32;
     if v & !mxcsr::WRITABLE != 0 {
         return Err(Fault::GeneralProtection(0));
@@ -139,6 +144,7 @@ fn ldmxcsr(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 fn stmxcsr(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     check_sse(cpu)?;
     let (s, off) = memory_operand(cpu, insn);
+    check_far_end(cpu, s, off, 4)?;
     let v = cpu.s.fpu.mxcsr;
     cpu.write(s, off, 4, u64::from(v))
 }

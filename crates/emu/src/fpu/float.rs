@@ -5,8 +5,8 @@
 //! `rustc_apfloat`'s status to the x86 exception flags (bit positions are
 //! the same in MXCSR and the x87 status word).
 
-use rustc_apfloat::ieee::{Double, Single, X87DoubleExtended};
-use rustc_apfloat::{Float, Round, Status, StatusAnd};
+use rustc_apfloat::ieee::{Double, Quad, Single, X87DoubleExtended};
+use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 
 /// Exception flag bits, as in MXCSR and FSW.
 pub mod exc {
@@ -86,34 +86,53 @@ pub fn flags_of(s: Status) -> u32 {
 /// Adds the overflow flag `rustc_apfloat` leaves out: like LLVM's APFloat
 /// it reports only "inexact" when a directed rounding mode turns an
 /// overflow into the largest finite number, where IEEE 754 and x86 report
-/// overflow too. `redo` recomputes the operation in another rounding
-/// mode: rounding away from zero overflows to infinity exactly when the
-/// exact result is above the largest finite number. (IEEE would not flag
-/// exact results between the largest finite number and 2^(emax+1) that
-/// round down to it; this treats those as overflow.)
-pub fn with_overflow<F: Fmt>(
-    r: StatusAnd<F>,
-    redo: impl FnOnce(Round) -> StatusAnd<F>,
-) -> StatusAnd<F> {
+/// overflow. `beyond` tells whether the exact result's magnitude is at
+/// least 2^(emax+1), the IEEE overflow threshold for those modes.
+pub fn with_overflow<F: Fmt>(r: StatusAnd<F>, beyond: impl FnOnce() -> bool) -> StatusAnd<F> {
     if r.status.contains(Status::OVERFLOW)
         || !r.status.contains(Status::INEXACT)
         || !r.value.abs().bitwise_eq(F::largest())
+        || !beyond()
     {
         return r;
     }
-    let away = if r.value.is_negative() {
-        Round::TowardNegative
-    } else {
-        Round::TowardPositive
-    };
-    if redo(away).status.contains(Status::OVERFLOW) {
-        StatusAnd {
-            status: r.status | Status::OVERFLOW,
-            value: r.value,
-        }
-    } else {
-        r
+    StatusAnd {
+        status: r.status | Status::OVERFLOW,
+        value: r.value,
     }
+}
+
+/// 2^(emax+1) of format `F`, as a quad.
+fn threshold<F: Fmt>() -> Quad {
+    Quad::from_u128(1).value.scalbn(F::MAX_EXP + 1)
+}
+
+/// Whether `op` applied exactly to `x` and `y` reaches 2^(emax+1) of `F`
+/// in magnitude: computed in quad precision rounded toward zero, which is
+/// monotonic and exact at the (representable) threshold; for x87 values
+/// quad's own largest number stands for the threshold.
+pub fn op_beyond<F: Fmt + FloatConvert<Quad>>(
+    x: F,
+    y: F,
+    op: impl FnOnce(Quad, Quad) -> StatusAnd<Quad>,
+) -> bool {
+    let mut loses = false;
+    let qx: Quad = x.convert(&mut loses).value;
+    let qy: Quad = y.convert(&mut loses).value;
+    let r = op(qx, qy);
+    let a = r.value.abs();
+    if F::EXPLICIT {
+        return a.bitwise_eq(Quad::largest()) || a.is_infinite();
+    }
+    a >= threshold::<F>()
+}
+
+/// Whether the exact value `v` (of a wider format `S`) reaches
+/// 2^(emax+1) of the narrower format `D`.
+pub fn value_beyond<S: Fmt + FloatConvert<Quad>, D: Fmt>(v: S) -> bool {
+    let mut loses = false;
+    let q: Quad = v.convert(&mut loses).value;
+    q.abs() >= threshold::<D>()
 }
 
 /// The sign bit of format `F`.
@@ -277,10 +296,7 @@ mod tests {
             (3.0f32.to_bits(), Status::OK)
         );
         let tiny = sqrt_positive::<Double>(1, Round::NearestTiesToEven);
-        assert_eq!(
-            bits(tiny.value) as u64,
-            4.9406564584124654e-324f64.sqrt().to_bits()
-        );
+        assert_eq!(bits(tiny.value) as u64, f64::from_bits(1).sqrt().to_bits());
         // x87: sqrt(4) = 2 exactly, with the explicit integer bit.
         let four = 0x4001u128 << 64 | 1u128 << 63;
         let r = sqrt_positive::<X87DoubleExtended>(four, Round::NearestTiesToEven);

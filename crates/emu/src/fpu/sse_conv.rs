@@ -9,7 +9,7 @@
 //! SNaNs (IE) and keep the NaN payload's top bits.
 
 use iced_x86::{Instruction, Mnemonic};
-use rustc_apfloat::ieee::{Double, Single};
+use rustc_apfloat::ieee::{Double, Quad, Single};
 use rustc_apfloat::{FloatConvert, Round, Status, StatusAnd};
 
 use super::access::{mmx_enter, read_operand, write_operand};
@@ -78,7 +78,10 @@ fn from_int<F: Fmt>(v: i64, ctx: &mut Ctx) -> u128 {
 }
 
 /// Converts between float formats `S` and `D`.
-fn float_to_float<S: Fmt + FloatConvert<D>, D: Fmt>(v: u128, ctx: &mut Ctx) -> u128 {
+fn float_to_float<S: Fmt + FloatConvert<D> + FloatConvert<Quad>, D: Fmt>(
+    v: u128,
+    ctx: &mut Ctx,
+) -> u128 {
     let v = ctx.input::<S>(v, true);
     if float::is_nan::<S>(v) {
         if float::is_snan::<S>(v) {
@@ -101,7 +104,9 @@ fn float_to_float<S: Fmt + FloatConvert<D>, D: Fmt>(v: u128, ctx: &mut Ctx) -> u
         let mut loses = false;
         float::val::<S>(v).convert_r(round, &mut loses)
     };
-    let r = float::with_overflow(conv(ctx.round), conv);
+    let r = float::with_overflow(conv(ctx.round), || {
+        float::value_beyond::<S, D>(float::val::<S>(v))
+    });
     ctx.output::<D>(float::bits(r.value), r.status)
 }
 

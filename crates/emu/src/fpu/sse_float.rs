@@ -17,8 +17,8 @@
 //! tables, so these two are not bit-exact against hardware).
 
 use iced_x86::{Instruction, Mnemonic};
-use rustc_apfloat::ieee::{Double, Single};
-use rustc_apfloat::{Round, Status};
+use rustc_apfloat::ieee::{Double, Quad, Single};
+use rustc_apfloat::{Float, FloatConvert, Round, Status};
 
 use super::access::{read_operand, xmm_index};
 use super::check_sse;
@@ -183,20 +183,24 @@ fn compare<F: Fmt>(a: u128, b: u128) -> Option<std::cmp::Ordering> {
 }
 
 /// One lane with the exception priorities of SDM Vol. 1 §4.9.2 (Table
-/// 4-8): an invalid operation or a NaN operand hides a denormal operand.
-fn lane<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
-    let had_de = ctx.pre & exc::DE;
-    let before = ctx.pre;
+/// 4-8): an invalid operation or a NaN operand hides a denormal operand;
+/// so does a zero divisor (as the differential tester observed on
+/// hardware: x / 0 with a denormal x reports ZE alone).
+fn lane<F: Fmt + FloatConvert<Quad>>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
+    let saved = ctx.pre;
+    ctx.pre = 0;
     let unary = matches!(op, Op::Sqrt | Op::Rcp | Op::Rsqrt);
     let nan_in = float::is_nan::<F>(b) || (!unary && float::is_nan::<F>(a));
     let r = lane_inner::<F>(op, a, b, ctx);
-    if nan_in || (ctx.pre & !before) & exc::IE != 0 {
-        ctx.pre = (ctx.pre & !exc::DE) | had_de;
+    let mut mine = ctx.pre;
+    if nan_in || mine & (exc::IE | exc::ZE) != 0 {
+        mine &= !exc::DE;
     }
+    ctx.pre = saved | mine;
     r
 }
 
-fn lane_inner<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
+fn lane_inner<F: Fmt + FloatConvert<Quad>>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
     let unary = matches!(op, Op::Sqrt | Op::Rcp | Op::Rsqrt);
     let is_nan = |v| float::is_nan::<F>(v);
     if let Op::Cmp(p) = op {
@@ -265,7 +269,14 @@ fn lane_inner<F: Fmt>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
         Op::Mul => x.mul_r(y, round),
         _ => x.div_r(y, round),
     };
-    let r = float::with_overflow(f(ctx.round), f);
+    let r = float::with_overflow(f(ctx.round), || {
+        float::op_beyond(x, y, |p, q| match op {
+            Op::Add => p.add_r(q, Round::TowardZero),
+            Op::Sub => p.sub_r(q, Round::TowardZero),
+            Op::Mul => p.mul_r(q, Round::TowardZero),
+            _ => p.div_r(q, Round::TowardZero),
+        })
+    });
     arith_result::<F>(r, ctx)
 }
 

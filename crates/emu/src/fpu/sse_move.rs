@@ -143,7 +143,7 @@ fn movq2dq(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 /// MOVNTI m32/m64, r: an ordinary store here.
 fn movnti(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let v = read_reg(cpu, insn.op_register(1));
-    write_op(cpu, insn, 0, v)
+    write_operand(cpu, insn, 0, u128::from(v))
 }
 
 /// MASKMOVDQU/MASKMOVQ: stores the bytes of the first register whose

@@ -187,3 +187,16 @@ fn shufps_and_unpcklps_pick_lanes() {
     assert_eq!(cpu.s.fpu.xmm[0], 0x4444_4444_7777_7777_1111_1111_2222_2222);
     assert_eq!(cpu.s.fpu.xmm[2], 0x5555_5555_1111_1111_4444_4444_0000_0000);
 }
+
+#[test]
+fn sqrt_of_negative_denormal_is_invalid_without_denormal() {
+    let cpu = run(
+        |c| {
+            c.s.fpu.mxcsr = 0xbcac;
+            c.s.fpu.xmm[6] = 0x800fffffffffffffbff0000000000000;
+        },
+        |a| a.sqrtps(xmm10, xmm6).unwrap(),
+    );
+    assert_eq!(cpu.s.fpu.xmm[10], 0xffc00000_ffffffff_ffc00000_00000000);
+    assert_eq!(cpu.s.fpu.mxcsr, 0xbcad);
+}

@@ -193,13 +193,9 @@ where
         let mut loses = false;
         x.convert_r(round, &mut loses)
     };
-    let r = float::with_overflow(conv(round), conv);
-    let flags = float::flags_of(r.status)
-        | if float::is_denormal::<X>(v) {
-            exc::DE
-        } else {
-            0
-        };
+    let r = float::with_overflow(conv(round), || float::value_beyond::<X, F>(x));
+    // FST/FSTP report no denormal-operand exception (SDM Vol. 2A "FST").
+    let flags = float::flags_of(r.status);
     let up = r.status.contains(Status::INEXACT) && {
         let back: StatusAnd<X> = r.value.convert_r(Round::NearestTiesToEven, &mut loses);
         back.value.abs() > x.abs()
@@ -223,6 +219,7 @@ fn fld(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     } else {
         let (s, off) = memory_operand(cpu, insn);
         let size = insn.memory_size().size();
+        super::access::check_far_end(cpu, s, off, size)?;
         let raw = if size <= 8 {
             u128::from(cpu.read(s, off, size as u8)?)
         } else {
@@ -249,7 +246,15 @@ fn fld(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
     };
     note(cpu, insn);
-    if raise(cpu, flags) {
+    // A stack overflow (invalid) hides a denormal source.
+    let flags = if cpu.s.fpu.is_empty(7) {
+        flags
+    } else {
+        flags & !exc::DE
+    };
+    // Only an unmasked invalid operation stops the load; a denormal
+    // operand is flagged (and reported by #MF later) but still loaded.
+    if raise(cpu, flags) && flags & exc::IE != 0 {
         return Ok(());
     }
     cpu.s.fpu.fsw &= !fsw::C1;
@@ -337,7 +342,7 @@ fn fst(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
     };
     // Check the destination before any state changes.
-    super::access::block_linear(cpu, s, off, size as u64, crate::mmu::AccessKind::Write, 1)?;
+    super::access::probe_write(cpu, s, off, size as u64)?;
     note(cpu, insn);
     if empty {
         cpu.s.fpu.fsw |= fsw::SF;
@@ -372,10 +377,8 @@ pub fn to_integer(v: u128, bits: usize, round: Round) -> (i64, u32, bool) {
     if r.status.contains(Status::INVALID_OP) {
         return (indefinite, exc::IE, false);
     }
-    let mut flags = float::flags_of(r.status);
-    if float::is_denormal::<X>(v) {
-        flags |= exc::DE;
-    }
+    // FIST/FISTP/FISTTP/FBSTP report no denormal-operand exception.
+    let flags = float::flags_of(r.status);
     let up = !exact && {
         let back = X::from_i128_r(r.value, Round::NearestTiesToEven).value;
         back.abs() > x.abs()
@@ -399,7 +402,7 @@ fn fist(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     } else {
         to_integer(cpu.s.fpu.st(0), 8 * size, round)
     };
-    super::access::block_linear(cpu, s, off, size as u64, crate::mmu::AccessKind::Write, 1)?;
+    super::access::probe_write(cpu, s, off, size as u64)?;
     note(cpu, insn);
     if empty {
         cpu.s.fpu.fsw |= fsw::SF;
@@ -425,13 +428,19 @@ fn fbstp(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let (s, off) = memory_operand(cpu, insn);
     let v = cpu.s.fpu.st(0);
     let empty = cpu.s.fpu.is_empty(0);
-    let (i, mut flags, _) = to_integer(v, 64, rc(cpu));
+    let (i, mut flags, up) = to_integer(v, 64, rc(cpu));
     let limit = 999_999_999_999_999_999i64;
     if empty || flags & exc::IE != 0 || !(-limit..=limit).contains(&i) {
         flags = exc::IE;
     }
-    super::access::block_linear(cpu, s, off, 10, crate::mmu::AccessKind::Write, 1)?;
+    super::access::probe_write(cpu, s, off, 10)?;
     note(cpu, insn);
+    cpu.s.fpu.fsw &= !fsw::C1;
+    if empty {
+        cpu.s.fpu.fsw |= fsw::SF;
+    } else if up && flags & exc::IE == 0 {
+        cpu.s.fpu.fsw |= fsw::C1;
+    }
     let out: u128 = if flags & exc::IE != 0 {
         // The packed BCD indefinite.
         0xffff_c000_0000_0000_0000
@@ -449,7 +458,9 @@ fn fbstp(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
         r
     };
-    if raise(cpu, flags) {
+    // Only an unmasked invalid operation prevents the store; an
+    // unmasked precision exception stores and pops, then #MF follows.
+    if raise(cpu, flags) && flags & exc::IE != 0 {
         return Ok(());
     }
     super::access::write_block(cpu, s, off, &out.to_le_bytes()[..10], 1)?;
@@ -504,7 +515,7 @@ fn fcmov(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
         return Ok(());
     }
-    cpu.s.fpu.fsw &= !fsw::C1;
+    // C1 is only defined (cleared) on stack underflow.
     if take {
         let v = cpu.s.fpu.st(i);
         cpu.s.fpu.set_st(0, v);

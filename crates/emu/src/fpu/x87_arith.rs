@@ -131,7 +131,14 @@ fn compute(op: Op, a: u128, b: u128, round: Round) -> (u128, u32, bool) {
         Op::Mul => x.mul_r(y, r),
         Op::Div => x.div_r(y, r),
     };
-    let r = float::with_overflow(f(round), f);
+    let r = float::with_overflow(f(round), || {
+        float::op_beyond(x, y, |p, q| match op {
+            Op::Add => p.add_r(q, Round::TowardZero),
+            Op::Sub => p.sub_r(q, Round::TowardZero),
+            Op::Mul => p.mul_r(q, Round::TowardZero),
+            Op::Div => p.div_r(q, Round::TowardZero),
+        })
+    });
     let (v, up) = finish(r, || f(Round::TowardZero).value, &mut flags);
     (v, flags, up)
 }
@@ -140,6 +147,7 @@ fn compute(op: Op, a: u128, b: u128, round: Round) -> (u128, u32, bool) {
 fn mem_source(cpu: &mut Cpu, insn: &Instruction) -> Result<(u128, u32), Fault> {
     let (s, off) = memory_operand(cpu, insn);
     let size = insn.memory_size().size();
+    super::access::check_far_end(cpu, s, off, size)?;
     let raw = cpu.read(s, off, size as u8)?;
     let integer = matches!(
         insn.mnemonic(),
@@ -169,8 +177,21 @@ fn mem_source(cpu: &mut Cpu, insn: &Instruction) -> Result<(u128, u32), Fault> {
 
 /// Stores `v` into ST(`d`) after an operation with `flags`: nothing is
 /// stored when IE, DE or ZE is unmasked.
-fn store(cpu: &mut Cpu, d: usize, v: u128, flags: u32, up: bool) -> bool {
-    let pre = flags & (exc::IE | exc::DE | exc::ZE) & !u32::from(cpu.s.fpu.fcw) != 0;
+fn store(cpu: &mut Cpu, d: usize, v: u128, mut flags: u32, up: bool) -> bool {
+    // An invalid operation or a zero divide hides a denormal operand
+    // (SDM Vol. 1 §4.9.2; as observed on hardware).
+    if flags & (exc::IE | exc::ZE) != 0 {
+        flags &= !exc::DE;
+    }
+    let pre_flags = flags & (exc::IE | exc::DE | exc::ZE);
+    if pre_flags & !u32::from(cpu.s.fpu.fcw) != 0 {
+        // An unmasked pre-computation exception: nothing is computed, so
+        // no post-computation flag is raised either.
+        raise(cpu, pre_flags);
+        cpu.s.fpu.fsw &= !fsw::C1;
+        return false;
+    }
+    let pre = false;
     raise(cpu, flags);
     cpu.s.fpu.fsw = (cpu.s.fpu.fsw & !fsw::C1) | if up { fsw::C1 } else { 0 };
     if pre {
@@ -223,6 +244,10 @@ fn binary(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let (a, b) = if reverse { (src, dst) } else { (dst, src) };
     let (v, f, up) = compute(op, a, b, rc(cpu));
     flags |= f;
+    // A NaN operand hides a denormal one (SDM Vol. 1 §4.9.2).
+    if float::is_nan::<X>(a) || float::is_nan::<X>(b) {
+        flags &= !exc::DE;
+    }
     if store(cpu, d, v, flags, up) && popping {
         pop(cpu);
     }
@@ -277,17 +302,22 @@ fn compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         (cpu.s.fpu.st(i), 0, cpu.s.fpu.is_empty(i))
     };
     note(cpu, insn);
-    let c = if cpu.s.fpu.is_empty(0) || other_empty {
+    let underflowed = cpu.s.fpu.is_empty(0) || other_empty;
+    let c = if underflowed {
         cpu.s.fpu.fsw |= fsw::SF;
         flags |= exc::IE;
         None
     } else {
         cmp_values(cpu.s.fpu.st(0), b, ordered, &mut flags)
     };
-    let unmasked = raise(cpu, flags);
-    if unmasked && flags & (exc::IE | exc::DE) & !u32::from(cpu.s.fpu.fcw) != 0 {
-        return Ok(());
+    let nan_in = !underflowed && (float::is_nan::<X>(cpu.s.fpu.st(0)) || float::is_nan::<X>(b));
+    if flags & exc::IE != 0 || nan_in {
+        flags &= !exc::DE;
     }
+    raise(cpu, flags);
+    // With IE or DE unmasked the comparison still reports its result
+    // (unordered for an invalid operand) but nothing is popped.
+    let keep_stack = flags & (exc::IE | exc::DE) & !u32::from(cpu.s.fpu.fcw) != 0;
     if to_eflags {
         let f = match c {
             None => ZF | PF | CF,
@@ -296,7 +326,10 @@ fn compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
             Some(Ordering::Greater) => 0,
         };
         cpu.s.flags.set_arith(ARITH, f);
-        cpu.s.fpu.fsw &= !fsw::C1;
+        // C1 is cleared only on stack underflow (as observed on hardware).
+        if underflowed {
+            cpu.s.fpu.fsw &= !fsw::C1;
+        }
     } else {
         let cc = match c {
             None => fsw::C3 | fsw::C2 | fsw::C0,
@@ -306,8 +339,10 @@ fn compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         };
         set_cc(cpu, cc);
     }
-    for _ in 0..pops {
-        pop(cpu);
+    if !keep_stack {
+        for _ in 0..pops {
+            pop(cpu);
+        }
     }
     Ok(())
 }
@@ -422,6 +457,15 @@ fn fxtract(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         return Ok(());
     }
     let a = cpu.s.fpu.st(0);
+    if !cpu.s.fpu.is_empty(7) {
+        // Stack overflow: with IE masked both results are the indefinite.
+        cpu.s.fpu.fsw |= fsw::SF | fsw::C1;
+        if !raise(cpu, exc::IE) {
+            cpu.s.fpu.set_st(0, float::indefinite::<X>());
+            push(cpu, float::indefinite::<X>());
+        }
+        return Ok(());
+    }
     let mut flags = 0;
     let (e, s) = if let Some(v) = precheck(a, a, &mut flags) {
         (v, v)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Boot time and memory: from process start to the guest's ready marker
+# (`ALCAZAR-READY`, printed by the initramfs's /init), and the peak RSS at
+# that moment, for the same Debian kernel and busybox initramfs on
+#   - Alcazar's emu engine (`alcazar run --exec true`),
+#   - QEMU TCG, `-M microvm` and `-M pc` (installed from apt if missing).
+#
+#   scripts/bench-boot.sh [RUNS] [FLAVOR]   (default 5 runs, cloud kernel)
+#
+# Prints a Markdown table (medians) for docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-5}
+FLAVOR=${2:-cloud}
+TIMEOUT=300
+MARKER=ALCAZAR-READY
+
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    echo "installing qemu-system-x86 from apt..." >&2
+    apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-system-x86 >&2
+fi
+cargo build --release -q -p alcazar
+ALCAZAR=target/release/alcazar
+"$ALCAZAR" guest fetch --flavor "$FLAVOR" >&2
+read -r KERNEL INITRD < <("$ALCAZAR" guest path --flavor "$FLAVOR" | tr '\n' ' ')
+APPEND="console=ttyS0 quiet"
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# measure NAME COMMAND...: RUNS boots; prints "median_seconds median_rss_mib".
+measure() {
+    local out
+    out=$(mktemp)
+    for _ in $(seq "$RUNS"); do
+        scripts/boot_timer.py "$MARKER" "$TIMEOUT" -- "$@" >>"$out"
+    done
+    local secs rss
+    secs=$(awk '{print $1}' "$out" | median)
+    rss=$(awk '{print $2}' "$out" | median)
+    rm -f "$out"
+    echo "$secs $((rss / 1024))"
+}
+
+echo "| VMM | seconds to marker (median of $RUNS) | peak RSS (MiB) |"
+echo "|---|---:|---:|"
+read -r s r < <(measure "$ALCAZAR" run --engine emu --memory 256M --exec true)
+echo "| Alcazar emu | $s | $r |"
+read -r s r < <(measure qemu-system-x86_64 -accel tcg -M microvm -m 256M -nodefaults -no-user-config \
+    -nographic -serial stdio -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND")
+echo "| QEMU TCG -M microvm | $s | $r |"
+read -r s r < <(measure qemu-system-x86_64 -accel tcg -M pc -m 256M -nodefaults -no-user-config \
+    -nographic -serial stdio -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND")
+echo "| QEMU TCG -M pc | $s | $r |"
