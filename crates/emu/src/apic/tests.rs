@@ -557,3 +557,66 @@ fn lint0_in_nmi_mode_raises_an_nmi_on_a_rising_edge() {
     assert!(a[1].lines.nmi_pending());
     assert!(!a[0].lines.nmi_pending(), "the BSP's LINT0 is ExtINT");
 }
+
+#[test]
+fn a_cpu_waiting_for_sipi_sleeps_until_startup_and_still_stops() {
+    use alcazar_core::engine::VcpuExit;
+    use alcazar_core::StopReason;
+    use iced_x86::code_asm::*;
+    use std::time::Duration;
+    // The trampoline at 0x9a000: mark linear 0x100 (DS base 0 after INIT), then park.
+    let mut a = CodeAssembler::new(16).unwrap();
+    a.mov(byte_ptr(0x100), 0x5au32).unwrap();
+    a.cli().unwrap();
+    let mut park = a.create_label();
+    a.set_label(&mut park).unwrap();
+    a.hlt().unwrap();
+    a.jmp(park).unwrap();
+    let code = a.assemble(0).unwrap();
+    let mut cpu = cpu32(&[]);
+    cpu.machine.memory.write(0x9a000, &code).unwrap();
+    let bus = EmuApicBus::new();
+    let apic = LocalApic::new(1, cpu.irq.clone(), &bus);
+    cpu.attach_apic(apic);
+    assert!(cpu.enter_wait_for_sipi());
+    let bsp = LocalApic::new(0, Arc::new(InterruptLines::new()), &bus);
+    let machine = cpu.machine.clone();
+    let runner = std::thread::spawn(move || {
+        let exit = cpu.run();
+        (exit, cpu)
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(
+        machine.memory.read_u64(0x100).unwrap() & 0xff,
+        0,
+        "nothing ran yet"
+    );
+    bsp.mmio_write(0x310, 4, 1 << 24);
+    bsp.mmio_write(0x300, 4, 6 << 8 | 1 << 14 | 0x9a);
+    for _ in 0..400 {
+        if machine.memory.read_u64(0x100).unwrap() & 0xff == 0x5a {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    machine.control.request_stop(StopReason::UserQuit);
+    let (exit, cpu) = runner.join().unwrap();
+    assert_eq!(exit, VcpuExit::Stopped);
+    assert_eq!(machine.memory.read_u64(0x100).unwrap() & 0xff, 0x5a);
+    assert!(!cpu.s.wait_for_sipi);
+}
+
+#[test]
+fn a_cpu_in_wait_for_sipi_stops_when_the_vm_stops() {
+    use alcazar_core::engine::VcpuExit;
+    use alcazar_core::StopReason;
+    let mut cpu = cpu32(&[]);
+    let bus = EmuApicBus::new();
+    cpu.attach_apic(LocalApic::new(1, cpu.irq.clone(), &bus));
+    cpu.enter_wait_for_sipi();
+    let machine = cpu.machine.clone();
+    let runner = std::thread::spawn(move || cpu.run());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    machine.control.request_stop(StopReason::UserQuit);
+    assert_eq!(runner.join().unwrap(), VcpuExit::Stopped);
+}
