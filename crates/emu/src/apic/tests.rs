@@ -156,27 +156,26 @@ fn one_shot_and_periodic_timers_count_on_the_input_clock() {
     s.irr.clear(0x40);
     s.write(reg::LVT_TIMER, 1 << 17 | 0x41, false, 0).unwrap();
     s.write(reg::TIMER_DIVIDE, 0b1011, false, 0).unwrap(); // divide by 1
-    s.write(reg::TIMER_INITIAL, 100, false, 0).unwrap();
-    assert_eq!(s.read(reg::TIMER_CURRENT, false, 250), Ok(50));
+    s.write(reg::TIMER_INITIAL, 100_000, false, 0).unwrap();
+    assert_eq!(s.read(reg::TIMER_CURRENT, false, 250_000), Ok(50_000));
     // Ticking late coalesces missed periods and re-arms on the grid.
-    assert!(s.timer_tick(350));
-    assert_eq!(s.timer.next, Some(400));
-    assert_eq!(s.read(reg::TIMER_CURRENT, false, 350), Ok(50));
+    assert!(s.timer_tick(350_000));
+    assert_eq!(s.timer.next, Some(400_000));
+    assert_eq!(s.read(reg::TIMER_CURRENT, false, 350_000), Ok(50_000));
     // A masked timer still counts but requests nothing.
     s.irr.clear(0x41);
-    s.write(
-        reg::LVT_TIMER,
-        u64::from(lvt::MASKED) | 1 << 17 | 0x41,
-        false,
-        0,
-    )
-    .unwrap();
-    assert!(!s.timer_tick(400));
+    let masked = u64::from(lvt::MASKED) | 1 << 17 | 0x41;
+    s.write(reg::LVT_TIMER, masked, false, 0).unwrap();
+    assert!(!s.timer_tick(400_000));
     assert!(!s.irr.test(0x41));
-    assert_eq!(s.timer.next, Some(500));
+    assert_eq!(s.timer.next, Some(500_000));
     // Initial count 0 stops it.
-    s.write(reg::TIMER_INITIAL, 0, false, 450).unwrap();
+    s.write(reg::TIMER_INITIAL, 0, false, 450_000).unwrap();
     assert_eq!(s.timer.next, None);
+    // A tiny period expires no more often than the floor.
+    s.write(reg::TIMER_INITIAL, 10, false, 1_000_000).unwrap();
+    assert!(!s.timer_tick(1_000_010));
+    assert_eq!(s.timer.next, Some(1_000_010 + timer::MIN_PERIODIC_NS));
 }
 
 #[test]
@@ -198,8 +197,9 @@ fn tsc_deadline_mode_fires_once_and_leaving_it_disarms() {
     s.write(reg::LVT_TIMER, 2 << 17 | 0x42, false, 0).unwrap();
     assert_eq!(s.timer.next, None, "entering TSC-deadline mode disarms");
     assert_eq!(s.read(reg::TIMER_CURRENT, false, 0), Ok(0));
-    s.write(reg::TIMER_INITIAL, 500, false, 0).unwrap();
-    assert_eq!(s.timer.initial, 0, "initial count is ignored");
+    s.write(reg::TIMER_INITIAL, 700, false, 0).unwrap();
+    assert_eq!(s.timer.initial, 500, "initial-count writes are ignored");
+    assert_eq!(s.timer.next, None);
     s.write_tsc_deadline(12345, 1000);
     assert_eq!(s.read_tsc_deadline(), 12345);
     assert!(!s.timer_tick(999));

@@ -199,6 +199,16 @@ fn take_pending_slow(cpu: &mut Cpu) -> bool {
         return true;
     }
     if !cpu.s.flags.test(flags::IF) {
+        // Keep the run loop looking (and its blocks unlinked) only while
+        // something waits for IF = 1. Clear first, then look: a producer
+        // that raises a request after the look sets the flag again.
+        lines.attention.store(false, SeqCst);
+        let waiting = lines.latch.load(SeqCst) != 0
+            || lines.nmi.load(SeqCst)
+            || lines.source().is_some_and(|src| src.pending());
+        if waiting {
+            lines.attention.store(true, SeqCst);
+        }
         return false;
     }
     lines.attention.store(false, SeqCst);
