@@ -620,3 +620,22 @@ fn a_cpu_in_wait_for_sipi_stops_when_the_vm_stops() {
     machine.control.request_stop(StopReason::UserQuit);
     assert_eq!(runner.join().unwrap(), VcpuExit::Stopped);
 }
+
+#[test]
+fn with_if_clear_attention_stays_set_only_while_an_interrupt_waits() {
+    let mut cpu = cpu32(&[]);
+    let bus = EmuApicBus::new();
+    let apic = LocalApic::new(0, cpu.irq.clone(), &bus);
+    cpu.attach_apic(apic.clone());
+    assert!(!cpu.s.flags.test(crate::flags::IF));
+    assert!(cpu.irq.attention(), "connecting the APIC notifies");
+    assert!(!take_pending(&mut cpu));
+    assert!(
+        !cpu.irq.attention(),
+        "nothing waits: the run loop may link blocks again"
+    );
+    apic.mmio_write(0xf0, 4, 0x1ff);
+    apic.receive(&Ipi::self_ipi(0x40));
+    assert!(!take_pending(&mut cpu));
+    assert!(cpu.irq.attention(), "0x40 waits for IF = 1");
+}
