@@ -156,27 +156,26 @@ fn one_shot_and_periodic_timers_count_on_the_input_clock() {
     s.irr.clear(0x40);
     s.write(reg::LVT_TIMER, 1 << 17 | 0x41, false, 0).unwrap();
     s.write(reg::TIMER_DIVIDE, 0b1011, false, 0).unwrap(); // divide by 1
-    s.write(reg::TIMER_INITIAL, 100, false, 0).unwrap();
-    assert_eq!(s.read(reg::TIMER_CURRENT, false, 250), Ok(50));
+    s.write(reg::TIMER_INITIAL, 100_000, false, 0).unwrap();
+    assert_eq!(s.read(reg::TIMER_CURRENT, false, 250_000), Ok(50_000));
     // Ticking late coalesces missed periods and re-arms on the grid.
-    assert!(s.timer_tick(350));
-    assert_eq!(s.timer.next, Some(400));
-    assert_eq!(s.read(reg::TIMER_CURRENT, false, 350), Ok(50));
+    assert!(s.timer_tick(350_000));
+    assert_eq!(s.timer.next, Some(400_000));
+    assert_eq!(s.read(reg::TIMER_CURRENT, false, 350_000), Ok(50_000));
     // A masked timer still counts but requests nothing.
     s.irr.clear(0x41);
-    s.write(
-        reg::LVT_TIMER,
-        u64::from(lvt::MASKED) | 1 << 17 | 0x41,
-        false,
-        0,
-    )
-    .unwrap();
-    assert!(!s.timer_tick(400));
+    let masked = u64::from(lvt::MASKED) | 1 << 17 | 0x41;
+    s.write(reg::LVT_TIMER, masked, false, 0).unwrap();
+    assert!(!s.timer_tick(400_000));
     assert!(!s.irr.test(0x41));
-    assert_eq!(s.timer.next, Some(500));
+    assert_eq!(s.timer.next, Some(500_000));
     // Initial count 0 stops it.
-    s.write(reg::TIMER_INITIAL, 0, false, 450).unwrap();
+    s.write(reg::TIMER_INITIAL, 0, false, 450_000).unwrap();
     assert_eq!(s.timer.next, None);
+    // A tiny period expires no more often than the floor.
+    s.write(reg::TIMER_INITIAL, 10, false, 1_000_000).unwrap();
+    assert!(!s.timer_tick(1_000_010));
+    assert_eq!(s.timer.next, Some(1_000_010 + timer::MIN_PERIODIC_NS));
 }
 
 #[test]
@@ -198,8 +197,9 @@ fn tsc_deadline_mode_fires_once_and_leaving_it_disarms() {
     s.write(reg::LVT_TIMER, 2 << 17 | 0x42, false, 0).unwrap();
     assert_eq!(s.timer.next, None, "entering TSC-deadline mode disarms");
     assert_eq!(s.read(reg::TIMER_CURRENT, false, 0), Ok(0));
-    s.write(reg::TIMER_INITIAL, 500, false, 0).unwrap();
-    assert_eq!(s.timer.initial, 0, "initial count is ignored");
+    s.write(reg::TIMER_INITIAL, 700, false, 0).unwrap();
+    assert_eq!(s.timer.initial, 500, "initial-count writes are ignored");
+    assert_eq!(s.timer.next, None);
     s.write_tsc_deadline(12345, 1000);
     assert_eq!(s.read_tsc_deadline(), 12345);
     assert!(!s.timer_tick(999));
@@ -556,4 +556,86 @@ fn lint0_in_nmi_mode_raises_an_nmi_on_a_rising_edge() {
     bus.set_ext_int(true);
     assert!(a[1].lines.nmi_pending());
     assert!(!a[0].lines.nmi_pending(), "the BSP's LINT0 is ExtINT");
+}
+
+#[test]
+fn a_cpu_waiting_for_sipi_sleeps_until_startup_and_still_stops() {
+    use alcazar_core::engine::VcpuExit;
+    use alcazar_core::StopReason;
+    use iced_x86::code_asm::*;
+    use std::time::Duration;
+    // The trampoline at 0x9a000: mark linear 0x100 (DS base 0 after INIT), then park.
+    let mut a = CodeAssembler::new(16).unwrap();
+    a.mov(byte_ptr(0x100), 0x5au32).unwrap();
+    a.cli().unwrap();
+    let mut park = a.create_label();
+    a.set_label(&mut park).unwrap();
+    a.hlt().unwrap();
+    a.jmp(park).unwrap();
+    let code = a.assemble(0).unwrap();
+    let mut cpu = cpu32(&[]);
+    cpu.machine.memory.write(0x9a000, &code).unwrap();
+    let bus = EmuApicBus::new();
+    let apic = LocalApic::new(1, cpu.irq.clone(), &bus);
+    cpu.attach_apic(apic);
+    assert!(cpu.enter_wait_for_sipi());
+    let bsp = LocalApic::new(0, Arc::new(InterruptLines::new()), &bus);
+    let machine = cpu.machine.clone();
+    let runner = std::thread::spawn(move || {
+        let exit = cpu.run();
+        (exit, cpu)
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(
+        machine.memory.read_u64(0x100).unwrap() & 0xff,
+        0,
+        "nothing ran yet"
+    );
+    bsp.mmio_write(0x310, 4, 1 << 24);
+    bsp.mmio_write(0x300, 4, 6 << 8 | 1 << 14 | 0x9a);
+    for _ in 0..400 {
+        if machine.memory.read_u64(0x100).unwrap() & 0xff == 0x5a {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    machine.control.request_stop(StopReason::UserQuit);
+    let (exit, cpu) = runner.join().unwrap();
+    assert_eq!(exit, VcpuExit::Stopped);
+    assert_eq!(machine.memory.read_u64(0x100).unwrap() & 0xff, 0x5a);
+    assert!(!cpu.s.wait_for_sipi);
+}
+
+#[test]
+fn a_cpu_in_wait_for_sipi_stops_when_the_vm_stops() {
+    use alcazar_core::engine::VcpuExit;
+    use alcazar_core::StopReason;
+    let mut cpu = cpu32(&[]);
+    let bus = EmuApicBus::new();
+    cpu.attach_apic(LocalApic::new(1, cpu.irq.clone(), &bus));
+    cpu.enter_wait_for_sipi();
+    let machine = cpu.machine.clone();
+    let runner = std::thread::spawn(move || cpu.run());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    machine.control.request_stop(StopReason::UserQuit);
+    assert_eq!(runner.join().unwrap(), VcpuExit::Stopped);
+}
+
+#[test]
+fn with_if_clear_attention_stays_set_only_while_an_interrupt_waits() {
+    let mut cpu = cpu32(&[]);
+    let bus = EmuApicBus::new();
+    let apic = LocalApic::new(0, cpu.irq.clone(), &bus);
+    cpu.attach_apic(apic.clone());
+    assert!(!cpu.s.flags.test(crate::flags::IF));
+    assert!(cpu.irq.attention(), "connecting the APIC notifies");
+    assert!(!take_pending(&mut cpu));
+    assert!(
+        !cpu.irq.attention(),
+        "nothing waits: the run loop may link blocks again"
+    );
+    apic.mmio_write(0xf0, 4, 0x1ff);
+    apic.receive(&Ipi::self_ipi(0x40));
+    assert!(!take_pending(&mut cpu));
+    assert!(cpu.irq.attention(), "0x40 waits for IF = 1");
 }

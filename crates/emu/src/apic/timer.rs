@@ -12,6 +12,10 @@
 //! ([`alcazar_core::timer::Timers`]) through [`ApicTimerDevice`], which
 //! sets the vector in IRR and wakes the vCPU (also from HLT).
 //!
+//! A periodic timer expires at most every [`MIN_PERIODIC_NS`] (KVM has a
+//! similar floor): a guest programming a period of a few counts gets its
+//! interrupts at that rate, and cannot keep the timer thread spinning.
+//!
 //! Times are host nanoseconds on the [`crate::msr::host_tsc`] clock.
 
 use std::sync::Arc;
@@ -39,6 +43,9 @@ pub struct Timer {
     pub tsc_deadline: u64,
 }
 
+/// The shortest interval between two periodic expiries, in ns (50 µs).
+pub const MIN_PERIODIC_NS: u64 = 50_000;
+
 /// LVT timer bits 18:17.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerMode {
@@ -57,9 +64,14 @@ pub fn instant_to_ns(t: Instant) -> u64 {
         .min(u128::from(u64::MAX)) as u64
 }
 
-/// The instant of host nanosecond `ns` (the TSC clock).
+/// The instant of host nanosecond `ns` (the TSC clock). A deadline the
+/// host's clock type cannot represent becomes one a year after the epoch.
 pub fn ns_to_instant(ns: u64) -> Instant {
-    crate::msr::tsc_epoch() + Duration::from_nanos(ns)
+    let epoch = crate::msr::tsc_epoch();
+    epoch
+        .checked_add(Duration::from_nanos(ns))
+        .or_else(|| epoch.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(epoch)
 }
 
 impl ApicState {
@@ -135,7 +147,6 @@ impl ApicState {
         if old != new && (old == TimerMode::TscDeadline || new == TimerMode::TscDeadline) {
             self.timer.next = None;
             self.timer.tsc_deadline = 0;
-            self.timer.initial = 0;
             self.timer.start = now;
         }
     }
@@ -172,7 +183,7 @@ impl ApicState {
         }
         match self.timer_mode() {
             TimerMode::Periodic => {
-                let period = self.timer_period().max(1);
+                let period = self.timer_period().max(MIN_PERIODIC_NS);
                 let next = due + ((now - due) / period + 1) * period;
                 self.timer.start = next - period;
                 self.timer.start_count = self.timer.initial;

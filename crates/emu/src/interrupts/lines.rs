@@ -199,6 +199,16 @@ fn take_pending_slow(cpu: &mut Cpu) -> bool {
         return true;
     }
     if !cpu.s.flags.test(flags::IF) {
+        // Keep the run loop looking (and its blocks unlinked) only while
+        // something waits for IF = 1. Clear first, then look: a producer
+        // that raises a request after the look sets the flag again.
+        lines.attention.store(false, SeqCst);
+        let waiting = lines.latch.load(SeqCst) != 0
+            || lines.nmi.load(SeqCst)
+            || lines.source().is_some_and(|src| src.pending());
+        if waiting {
+            lines.attention.store(true, SeqCst);
+        }
         return false;
     }
     lines.attention.store(false, SeqCst);
@@ -241,9 +251,10 @@ fn take(cpu: &mut Cpu, vector: u8) {
     cpu.end_block = false;
 }
 
-/// HLT with nothing deliverable: sleeps (no spinning) until an NMI or,
-/// with RFLAGS.IF = 1, an external interrupt may be pending, or the VM is
-/// asked to stop. Returns `false` at once if nothing can ever wake this
+/// HLT with nothing deliverable (or the wait-for-SIPI state): sleeps (no
+/// spinning) until an NMI, an INIT or STARTUP IPI or, with RFLAGS.IF = 1,
+/// an external interrupt may be pending, or the VM is asked to stop. In
+/// wait-for-SIPI only INIT, STARTUP and a stop wake it. Returns `false` at once if nothing can ever wake this
 /// vCPU (no producer connected), so the run loop reports
 /// [`alcazar_core::engine::VcpuExit::Halted`].
 pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
