@@ -8,6 +8,7 @@ Starts COMMAND, reads its stdout until a line contains MARKER, then prints
 kills the command. Exits 1 if the marker does not appear in time.
 """
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -23,6 +24,9 @@ def main():
     buf = b""
     found = None
     while time.monotonic() - start < timeout:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if not ready:
+            continue
         chunk = os.read(proc.stdout.fileno(), 4096)
         if not chunk:
             break

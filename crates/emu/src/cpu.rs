@@ -104,6 +104,8 @@ pub struct Msrs {
     pub apic_base: u64,
     pub misc_enable: u64,
     pub tsc_offset: u64,
+    pub tsc_adjust: u64,
+    pub spec_ctrl: u64,
     pub mtrr_def_type: u64,
 }
 

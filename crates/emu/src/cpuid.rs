@@ -117,8 +117,13 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
     let mut t = vec![
         entry(0, MAX_BASIC, genu, ntel, inei),
         entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
-        // Leaf 7: RDPID (ECX), IA32_ARCH_CAPABILITIES (EDX).
-        indexed(entry(7, 0, 0, 1 << 22, 1 << 29), 0),
+        // Leaf 7: EBX: IA32_TSC_ADJUST (1). ECX: RDPID (22). EDX:
+        // IBRS/IBPB (26), STIBP (27), IA32_ARCH_CAPABILITIES (29), SSBD
+        // (31) — the speculation controls are accepted and change nothing.
+        indexed(
+            entry(7, 0, 1 << 1, 1 << 22, 1 << 26 | 1 << 27 | 1 << 29 | 1 << 31),
+            0,
+        ),
         // Topology: level 0 = SMT (1 thread per core), level 1 = core
         // (the count is filled in by `execute`).
         indexed(entry(0xb, 0, 1, 0x100, 0), 0),

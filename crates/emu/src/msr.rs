@@ -35,6 +35,9 @@ pub const TSC_HZ: u64 = 1_000_000_000;
 pub mod index {
     #![allow(missing_docs)]
     pub const TSC: u32 = 0x10;
+    pub const TSC_ADJUST: u32 = 0x3b;
+    pub const SPEC_CTRL: u32 = 0x48;
+    pub const PRED_CMD: u32 = 0x49;
     pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1b;
     pub const TSC_DEADLINE: u32 = 0x6e0;
@@ -66,15 +69,21 @@ pub mod index {
     pub const TSC_AUX: u32 = 0xc000_0103;
 }
 
+/// IA32_SPEC_CTRL bits a guest may set: IBRS (0), STIBP (1), SSBD (2).
+const SPEC_CTRL_WRITABLE: u64 = 0b111;
+
 /// IA32_ARCH_CAPABILITIES (SDM Vol. 4 Table 2-2): the software CPU does
 /// not speculate, so it declares itself immune to the speculative-execution
 /// and data-sampling attacks the bits name (and guests skip mitigations
 /// such as page-table isolation, which would flush the TLB on every
-/// system call): RDCL_NO (0), SKIP_L1DFL_VMENTRY (3), SSB_NO (4), MDS_NO
+/// system call, or retpolines, which turn every indirect branch into a
+/// return): RDCL_NO (0), IBRS_ALL (1, "enhanced IBRS": IBRS set once
+/// protects everything), SKIP_L1DFL_VMENTRY (3), SSB_NO (4), MDS_NO
 /// (5), IF_PSCHANGE_MC_NO (6), TAA_NO (8), SBDR_SSDP_NO (13), FBSDP_NO
 /// (14), PSDP_NO (15), BHI_NO (20), PBRSB_NO (24), GDS_NO (26), RFDS_NO
 /// (27).
 pub const ARCH_CAPABILITIES_VALUE: u64 = 1
+    | 1 << 1
     | 1 << 3
     | 1 << 4
     | 1 << 5
@@ -186,6 +195,8 @@ pub fn read_msr(cpu: &mut Cpu, msr: u32) -> Result<u64, Fault> {
         SYSENTER_ESP => m.sysenter_esp,
         SYSENTER_EIP => m.sysenter_eip,
         TSC => read_tsc(cpu),
+        TSC_ADJUST => m.tsc_adjust,
+        SPEC_CTRL => m.spec_ctrl,
         TSC_AUX => m.tsc_aux,
         PAT => m.pat,
         APIC_BASE => m.apic_base,
@@ -238,7 +249,25 @@ pub fn write_msr(cpu: &mut Cpu, msr: u32, value: u64) -> Result<(), Fault> {
         SYSENTER_CS => cpu.s.msr.sysenter_cs = value & 0xffff_ffff,
         SYSENTER_ESP => cpu.s.msr.sysenter_esp = canonical(value)?,
         SYSENTER_EIP => cpu.s.msr.sysenter_eip = canonical(value)?,
-        TSC => cpu.s.msr.tsc_offset = value.wrapping_sub(host_tsc()),
+        TSC => {
+            // SDM Vol. 3B §17.17.3: a write to the TSC moves TSC_ADJUST by
+            // the same amount.
+            let delta = value.wrapping_sub(read_tsc(cpu));
+            let m = &mut cpu.s.msr;
+            m.tsc_offset = m.tsc_offset.wrapping_add(delta);
+            m.tsc_adjust = m.tsc_adjust.wrapping_add(delta);
+        }
+        TSC_ADJUST => {
+            // ... and a write to TSC_ADJUST moves the TSC.
+            let m = &mut cpu.s.msr;
+            m.tsc_offset = m.tsc_offset.wrapping_add(value.wrapping_sub(m.tsc_adjust));
+            m.tsc_adjust = value;
+        }
+        // IBRS, STIBP, SSBD: stored; without speculation they change
+        // nothing.
+        SPEC_CTRL if value & !SPEC_CTRL_WRITABLE == 0 => cpu.s.msr.spec_ctrl = value,
+        // IBPB: an empty barrier for a CPU that does not predict.
+        PRED_CMD if value & !1 == 0 => {}
         TSC_AUX if value >> 32 == 0 => cpu.s.msr.tsc_aux = value,
         PAT if (0..8).all(|i| pat_type_ok((value >> (8 * i)) & 0xff)) => {
             cpu.s.msr.pat = value;
@@ -395,5 +424,31 @@ mod tests {
         write_msr(&mut cpu, index::TSC, 1 << 40).unwrap();
         let t = read_msr(&mut cpu, index::TSC).unwrap();
         assert!((1 << 40..(1 << 40) + TSC_HZ * 10).contains(&t));
+    }
+
+    #[test]
+    fn tsc_adjust_follows_tsc_writes_and_moves_the_tsc() {
+        let mut cpu = cpu64(&[]);
+        let before = read_msr(&mut cpu, index::TSC).unwrap();
+        write_msr(&mut cpu, index::TSC_ADJUST, 1 << 40).unwrap();
+        let after = read_msr(&mut cpu, index::TSC).unwrap();
+        assert!((before + (1 << 40)..before + (1 << 40) + TSC_HZ * 10).contains(&after));
+        write_msr(&mut cpu, index::TSC, 0).unwrap();
+        let adjust = read_msr(&mut cpu, index::TSC_ADJUST).unwrap() as i64;
+        // Writing 0 to the TSC moved it back by about `after`.
+        assert!(
+            (-(after as i64) - TSC_HZ as i64 * 10..=-(after as i64) + (1 << 40)).contains(&adjust)
+        );
+    }
+
+    #[test]
+    fn speculation_controls_take_their_bits_and_refuse_others() {
+        let mut cpu = cpu64(&[]);
+        write_msr(&mut cpu, index::SPEC_CTRL, 0b101).unwrap();
+        assert_eq!(read_msr(&mut cpu, index::SPEC_CTRL).unwrap(), 0b101);
+        assert!(write_msr(&mut cpu, index::SPEC_CTRL, 1 << 8).is_err());
+        write_msr(&mut cpu, index::PRED_CMD, 1).unwrap();
+        assert!(write_msr(&mut cpu, index::PRED_CMD, 2).is_err());
+        assert!(read_msr(&mut cpu, index::PRED_CMD).is_err(), "write-only");
     }
 }
