@@ -69,6 +69,6 @@ impl VmmError {
     /// Whether the error is the user's input (exit status 2) rather than a
     /// failure while running (exit status 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, VmmError::Config(_))
+        matches!(self, VmmError::Config(_) | VmmError::Boot(_))
     }
 }

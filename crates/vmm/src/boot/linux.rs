@@ -109,10 +109,10 @@ pub struct LinuxBoot {
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxBootError {
     /// The image is not a bzImage this loader can boot.
-    #[error("not a bootable bzImage: {0}")]
+    #[error("kernel: not a bootable bzImage: {0}; give a 64-bit bzImage (boot protocol 2.12 or later)")]
     BadImage(String),
     /// The command line is too long.
-    #[error("the kernel command line is {len} bytes; this kernel takes at most {max}")]
+    #[error("cmdline: {len} bytes, but this kernel takes at most {max}; shorten the command line")]
     CmdlineTooLong {
         /// Its length.
         len: usize,
