@@ -113,6 +113,14 @@ fn the_bsp_starts_its_aps_with_init_and_startup_ipis_on_kvm() {
     check("smp-sipi", 4, &alcazar_kit::smp_sipi_expect(4));
 }
 
+#[test]
+fn pit_ticks_arrive_through_the_8259a_then_a_level_triggered_ioapic_pin_on_kvm() {
+    // Our 8259A's vector injected with KVM_INTERRUPT through LINT0, then
+    // our IOAPIC's message by KVM_SIGNAL_MSI, its EOI back through
+    // KVM_EXIT_IOAPIC_EOI.
+    check("isa-irq", 1, &expect_of("isa-irq"));
+}
+
 // Not run on kvm, because this host's KVM (PVM backend) cannot run them;
 // they are kept for the emu engine:
 //
