@@ -25,6 +25,30 @@
 //!   [`RESERVED_IOAPIC_PINS`] GSIs points at, so every level-triggered
 //!   message gets such a route (keyed by vector) before it is signalled.
 //!
+//! **HLT.** With an in-kernel local APIC, KVM handles HLT itself: the vCPU
+//! sleeps inside `KVM_RUN` until an interrupt is deliverable or a signal
+//! (our kick) arrives, and `KVM_EXIT_HLT` never reaches user space. KVM has
+//! no switch to send HLT to user space while it owns the APIC
+//! (`KVM_CAP_X86_DISABLE_EXITS` with `HLT` does the opposite: the guest
+//! halts the physical CPU without even exiting to KVM), and user space
+//! could not wake a vCPU that KVM's APIC must wake anyway. So a vCPU that
+//! executes `cli; hlt` sleeps until the VM stops — what the emu engine does
+//! once its APICs are connected. The irqchip is created only when the
+//! platform asks for the APIC bus ([`crate::KvmVm`]'s `apic_bus`); a VM
+//! built without one (an embedder driving `Vcpu::run` by hand) has no
+//! local APICs, and HLT returns `VcpuExit::Halted` as before.
+//!
+//! **Verified on the PVM backend** (this project's test host): the
+//! capability, `KVM_SET_LAPIC`, the MP states, `KVM_SIGNAL_MSI`,
+//! `KVM_INTERRUPT` with interrupt windows, `KVM_SET_GSI_ROUTING` and
+//! `KVM_EXIT_IOAPIC_EOI` (kit programs `apic-timer`, `smp-sipi`,
+//! `isa-irq`). Seen there and not explained: after an EOI exit, a
+//! level-triggered vector made pending by another thread while the vCPU
+//! sat in HLT (IF = 1) stayed in IRR without waking it, until an
+//! unrelated interrupt did; KVM's EOI exit itself was reported only when
+//! the guest reached its next HLT. `isa-irq` therefore waits awake for its
+//! IOAPIC ticks.
+//!
 //! Left out: PIC interrupts reach only vCPU 0 (the BSP), as on a PC whose
 //! APs keep LINT0 masked; x2APIC destinations above 255 (they need
 //! `KVM_CAP_X2APIC_API`).
