@@ -22,8 +22,9 @@
 //! * a guest EOI of a level-triggered vector exits with
 //!   `KVM_EXIT_IOAPIC_EOI`, forwarded to [`PlatformInterrupts::eoi`]. KVM
 //!   only exits for vectors that a level-triggered MSI route in the first
-//!   [`RESERVED_IOAPIC_PINS`] GSIs points at, so every level-triggered
-//!   message gets such a route (keyed by vector) before it is signalled.
+//!   [`RESERVED_IOAPIC_PINS`] GSIs points at, so the IOAPIC's redirection
+//!   table is mirrored there, pin *n* as GSI *n*, whenever the guest
+//!   rewrites an entry ([`MsiSink::route_changed`]).
 //!
 //! **HLT.** With an in-kernel local APIC, KVM handles HLT itself: the vCPU
 //! sleeps inside `KVM_RUN` until an interrupt is deliverable or a signal
@@ -162,46 +163,39 @@ fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
     }
 }
 
-/// The level-triggered vectors KVM must report EOIs of: one MSI route per
-/// vector in GSIs 0..[`RESERVED_IOAPIC_PINS`], most recently used last.
+/// The IOAPIC's routes as KVM sees them: GSI *n* (< [`RESERVED_IOAPIC_PINS`])
+/// is an MSI route with the message of IOAPIC pin *n*. KVM reports guest
+/// EOIs (`KVM_EXIT_IOAPIC_EOI`) for the vectors of the level-triggered
+/// ones; it never delivers through them (messages go by
+/// `KVM_SIGNAL_MSI`).
 #[derive(Default)]
-struct LevelRoutes(Vec<InterruptMessage>);
+struct IoapicRoutes([Option<InterruptMessage>; RESERVED_IOAPIC_PINS as usize]);
 
-impl LevelRoutes {
-    /// Records that `m` (level-triggered) is being delivered; `true` if
-    /// the table changed and must be given to KVM again. When the table is
-    /// full the least recently used vector makes room.
-    fn note(&mut self, m: &InterruptMessage) -> bool {
-        let same = |r: &InterruptMessage| {
-            r.vector == m.vector
-                && r.destination == m.destination
-                && r.dest_mode_logical == m.dest_mode_logical
-        };
-        if let Some(at) = self.0.iter().position(same) {
-            let r = self.0.remove(at);
-            self.0.push(r);
-            return false;
+impl IoapicRoutes {
+    /// Pin `pin` now sends `route`; `true` if KVM must be told.
+    fn set(&mut self, pin: u8, route: Option<InterruptMessage>) -> bool {
+        match self.0.get_mut(usize::from(pin)) {
+            Some(slot) if *slot != route => {
+                *slot = route;
+                true
+            }
+            _ => false,
         }
-        self.0.retain(|r| r.vector != m.vector);
-        if self.0.len() as u64 >= RESERVED_IOAPIC_PINS {
-            self.0.remove(0);
-        }
-        self.0.push(*m);
-        true
     }
 
     fn entries(&self) -> Vec<kvm_irq_routing_entry> {
         self.0
             .iter()
             .enumerate()
+            .filter_map(|(gsi, m)| m.map(|m| (gsi, m)))
             .map(|(gsi, m)| {
                 let mut e = kvm_irq_routing_entry {
                     gsi: gsi as u32,
                     type_: KVM_IRQ_ROUTING_MSI,
                     ..Default::default()
                 };
-                e.u.msi.address_lo = msi_address(m);
-                e.u.msi.data = msi_data(m);
+                e.u.msi.address_lo = msi_address(&m);
+                e.u.msi.data = msi_data(&m);
                 e
             })
             .collect()
@@ -218,7 +212,7 @@ pub(crate) struct IrqChip {
     ext_int_message: AtomicBool,
     /// The bootstrap vCPU's thread, kicked when INTR rises.
     bsp: Target,
-    level_routes: Mutex<LevelRoutes>,
+    routes: Mutex<IoapicRoutes>,
 }
 
 impl IrqChip {
@@ -230,7 +224,7 @@ impl IrqChip {
             ext_int: AtomicBool::new(false),
             ext_int_message: AtomicBool::new(false),
             bsp: Target::default(),
-            level_routes: Mutex::default(),
+            routes: Mutex::default(),
         }
     }
 
@@ -283,12 +277,6 @@ impl IrqChip {
     }
 
     fn signal_msi(&self, m: &InterruptMessage) {
-        if m.trigger_level {
-            let mut routes = self.level_routes.lock().unwrap_or_else(|p| p.into_inner());
-            if routes.note(m) {
-                self.install_routes(&routes);
-            }
-        }
         let msi = kvm_msi {
             address_lo: msi_address(m),
             data: msi_data(m),
@@ -302,7 +290,18 @@ impl IrqChip {
         }
     }
 
-    fn install_routes(&self, routes: &LevelRoutes) {
+    /// IOAPIC pin `pin` now sends `route`: give KVM the new table before
+    /// the pin can fire, so that KVM has rescanned its EOI-exit vectors by
+    /// the time the guest EOIs one (installing it at the first delivery
+    /// instead raced with that EOI on the PVM backend).
+    fn route_changed(&self, pin: u8, route: Option<InterruptMessage>) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if routes.set(pin, route) {
+            self.install_routes(&routes);
+        }
+    }
+
+    fn install_routes(&self, routes: &IoapicRoutes) {
         let entries = routes.entries();
         let table = kvm_bindings::KvmIrqRouting::from_entries(&entries);
         match table.map(|t| self.vm.set_gsi_routing(&t)) {
@@ -345,6 +344,10 @@ impl MsiSink for KvmApicBus {
             return;
         }
         self.0.signal_msi(&message);
+    }
+
+    fn route_changed(&self, pin: u8, route: Option<InterruptMessage>) {
+        self.0.route_changed(pin, route);
     }
 }
 
@@ -410,27 +413,28 @@ mod tests {
     }
 
     #[test]
-    fn level_routes_are_keyed_by_vector_and_evict_the_least_recent() {
-        let mut routes = LevelRoutes::default();
-        let a = message(0x40, DeliveryMode::Fixed, 0, false, true);
-        assert!(routes.note(&a));
-        assert!(!routes.note(&a), "the same message needs no new table");
-        let moved = message(0x40, DeliveryMode::Fixed, 1, false, true);
-        assert!(routes.note(&moved), "a new destination replaces the route");
-        assert_eq!(routes.0.len(), 1);
-        for v in 0..RESERVED_IOAPIC_PINS as u8 {
-            routes.note(&message(0x80 + v, DeliveryMode::Fixed, 0, false, true));
-        }
-        assert_eq!(routes.0.len() as u64, RESERVED_IOAPIC_PINS);
+    fn ioapic_routes_mirror_the_pins_that_send_something() {
+        let mut routes = IoapicRoutes::default();
+        let level = message(0x80, DeliveryMode::Fixed, 0, false, true);
+        assert!(routes.set(3, Some(level)));
         assert!(
-            routes.0.iter().all(|r| r.vector != 0x40),
-            "0x40 was evicted"
+            !routes.set(3, Some(level)),
+            "no change, nothing to tell KVM"
         );
+        assert!(
+            !routes.set(RESERVED_IOAPIC_PINS as u8, Some(level)),
+            "no such pin"
+        );
+        assert!(routes.set(7, Some(message(0x31, DeliveryMode::Fixed, 1, false, false))));
         let entries = routes.entries();
-        assert_eq!(entries[0].gsi, 0);
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].gsi, entries[1].gsi), (3, 7));
         assert_eq!(entries[0].type_, KVM_IRQ_ROUTING_MSI);
-        // SAFETY: the entry was built as an MSI route.
-        let data = unsafe { entries[0].u.msi.data };
+        // SAFETY: the entries were built as MSI routes.
+        let (data, address) = unsafe { (entries[0].u.msi.data, entries[1].u.msi.address_lo) };
         assert_eq!(data, 0xc080);
+        assert_eq!(address, 0xfee0_1000);
+        assert!(routes.set(3, None));
+        assert_eq!(routes.entries().len(), 1);
     }
 }
