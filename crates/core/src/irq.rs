@@ -96,6 +96,14 @@ pub struct InterruptMessage {
 pub trait MsiSink: Send + Sync {
     /// Delivers one message.
     fn deliver(&self, message: InterruptMessage);
+
+    /// IOAPIC pin `pin`'s redirection entry was written: it now describes
+    /// `route` (`None`: a reserved delivery mode). Sent whatever the mask
+    /// bit says, since an EOI for a masked level-triggered entry must
+    /// still arrive. Local APICs that must know in advance which vectors
+    /// are level-triggered (KVM's split irqchip reports a guest EOI only
+    /// for vectors its IOAPIC routes name) follow it; others ignore it.
+    fn route_changed(&self, _pin: u8, _route: Option<InterruptMessage>) {}
 }
 
 /// The platform's interrupt controllers as the local APICs see them.

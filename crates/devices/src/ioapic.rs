@@ -177,17 +177,10 @@ impl Ioapic {
             tracing::debug!(pin, bits, "IOAPIC: reserved delivery mode, nothing sent");
             return;
         };
-        let trigger_level = level_triggered(*entry);
-        if trigger_level {
+        if level_triggered(*entry) {
             *entry |= RTE_REMOTE_IRR;
         }
-        let message = InterruptMessage {
-            vector: (*entry & RTE_VECTOR) as u8,
-            delivery_mode,
-            dest_mode_logical: *entry & RTE_DEST_LOGICAL != 0,
-            destination: (*entry >> RTE_DESTINATION_SHIFT) as u8,
-            trigger_level,
-        };
+        let message = message_of(*entry, delivery_mode);
         self.sink.deliver(message);
     }
 
@@ -229,7 +222,27 @@ impl Ioapic {
             entry &= !RTE_REMOTE_IRR;
         }
         self.redirection_table[pin] = entry;
+        if route_of(entry) != route_of(old) {
+            self.sink.route_changed(pin as u8, route_of(entry));
+        }
         self.service(pin as u8);
+    }
+}
+
+/// The message `entry` sends, if its delivery mode is not reserved.
+fn route_of(entry: u64) -> Option<InterruptMessage> {
+    let bits = (entry >> RTE_DELIVERY_MODE_SHIFT) as u8 & 7;
+    DeliveryMode::from_bits(bits).map(|mode| message_of(entry, mode))
+}
+
+/// The message of `entry` with its decoded delivery mode.
+fn message_of(entry: u64, delivery_mode: DeliveryMode) -> InterruptMessage {
+    InterruptMessage {
+        vector: (entry & RTE_VECTOR) as u8,
+        delivery_mode,
+        dest_mode_logical: entry & RTE_DEST_LOGICAL != 0,
+        destination: (entry >> RTE_DESTINATION_SHIFT) as u8,
+        trigger_level: level_triggered(entry),
     }
 }
 
@@ -583,5 +596,40 @@ mod tests {
             }
         }
         assert_eq!(read32(&mut a, REG_VERSION), VERSION);
+    }
+
+    /// Records what the IOAPIC says about its routes.
+    #[derive(Default)]
+    struct RouteSink(Mutex<Vec<(u8, Option<InterruptMessage>)>>);
+
+    impl MsiSink for RouteSink {
+        fn deliver(&self, _message: InterruptMessage) {}
+        fn route_changed(&self, pin: u8, route: Option<InterruptMessage>) {
+            self.0.lock().unwrap().push((pin, route));
+        }
+    }
+
+    #[test]
+    fn rewriting_an_entry_reports_its_route_but_masking_does_not() {
+        let sink = Arc::new(RouteSink::default());
+        let mut a = Ioapic::new(0, sink.clone());
+        program(&mut a, 5, RTE_TRIGGER_LEVEL | 0x45);
+        let routes = std::mem::take(&mut *sink.0.lock().unwrap());
+        let (pin, route) = *routes.last().expect("a route was reported");
+        assert_eq!(pin, 5);
+        let route = route.expect("fixed delivery is not reserved");
+        assert_eq!(route.vector, 0x45);
+        assert!(route.trigger_level);
+        program(&mut a, 5, RTE_MASKED | RTE_TRIGGER_LEVEL | 0x45);
+        assert!(
+            sink.0.lock().unwrap().is_empty(),
+            "the mask is not part of the route"
+        );
+        program(&mut a, 5, 3 << RTE_DELIVERY_MODE_SHIFT | 0x45);
+        assert_eq!(
+            sink.0.lock().unwrap().last(),
+            Some(&(5, None)),
+            "reserved mode 3"
+        );
     }
 }

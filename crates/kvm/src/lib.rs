@@ -11,6 +11,12 @@
 //!   the machine's bus or hooks, count it, repeat — one thread per vCPU.
 //! * [`kick`] stops a vCPU that is inside `KVM_RUN`: a real-time signal
 //!   whose handler sets `kvm_run.immediate_exit`.
+//! * [`irqchip`]: when the platform asks for the APIC bus
+//!   ([`EngineVm::apic_bus`]), the VM gets a split irqchip — KVM's local
+//!   APICs in the kernel, our 8259A/IOAPIC/PIT in user space — and the
+//!   vCPUs created after that have in-kernel local APICs (HLT then waits
+//!   inside KVM, and APs can wait for SIPI). A VM whose embedder never asks
+//!   has no local APICs, and HLT returns [`alcazar_core::engine::VcpuExit::Halted`].
 //!
 //! On hosts whose KVM is the PVM backend (no VT-x/SVM), guest ring-0 code is
 //! emulated by KVM itself at about 1 µs per instruction; small guests run
@@ -19,13 +25,15 @@
 #![warn(missing_docs)]
 
 pub mod cpuid;
+pub mod irqchip;
 pub mod kick;
 mod regs;
 pub mod vcpu;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use alcazar_core::engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu};
+use alcazar_core::irq::ApicBus;
 use alcazar_core::Machine;
 use kvm_bindings::{kvm_enable_cap, kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::{
@@ -93,7 +101,8 @@ impl Engine for KvmEngine {
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| EngineError::host("KVM_GET_SUPPORTED_CPUID", e.errno()))?;
         Ok(Box::new(KvmVm {
-            vm,
+            vm: Arc::new(vm),
+            irqchip: OnceLock::new(),
             machine,
             supported: cpuid::from_kvm(&supported),
         }))
@@ -164,7 +173,11 @@ fn install_msr_filter(vm: &VmFd, machine: &Machine) -> Result<(), EngineError> {
 
 /// The kvm engine's side of one VM.
 pub struct KvmVm {
-    vm: VmFd,
+    vm: Arc<VmFd>,
+    /// Decided once: at the first [`EngineVm::apic_bus`] call (split
+    /// irqchip) or at the first vCPU (none: KVM accepts the capability
+    /// only before vCPUs exist).
+    irqchip: OnceLock<Option<Arc<irqchip::IrqChip>>>,
     machine: Arc<Machine>,
     supported: Vec<alcazar_core::cpuid::CpuidEntry>,
 }
@@ -184,6 +197,35 @@ impl EngineVm for KvmVm {
         let table = cpuid::vcpu_table(&self.supported, &self.machine, id);
         fd.set_cpuid2(&cpuid::to_kvm(&table)?)
             .map_err(|e| EngineError::host("KVM_SET_CPUID2", e.errno()))?;
-        Ok(Box::new(vcpu::KvmVcpu::new(id, fd, self.machine.clone())))
+        let chip = self.irqchip.get_or_init(|| None).clone();
+        if chip.is_some() {
+            irqchip::reset_lapic(&fd, id)?;
+            irqchip::make_runnable(&fd)?;
+        }
+        Ok(Box::new(vcpu::KvmVcpu::new(
+            id,
+            fd,
+            self.machine.clone(),
+            chip,
+        )))
+    }
+
+    fn apic_bus(&self) -> Option<Arc<dyn ApicBus>> {
+        let chip = self
+            .irqchip
+            .get_or_init(|| match irqchip::enable_split_irqchip(&self.vm) {
+                Ok(()) => Some(Arc::new(irqchip::IrqChip::new(self.vm.clone()))),
+                Err(e) => {
+                    tracing::warn!("no local APICs under kvm: {e}");
+                    None
+                }
+            });
+        match chip {
+            Some(chip) => Some(Arc::new(irqchip::KvmApicBus(chip.clone()))),
+            None => {
+                tracing::warn!("the APIC bus was asked for after the first vCPU; none under kvm");
+                None
+            }
+        }
     }
 }

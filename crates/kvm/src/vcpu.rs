@@ -7,11 +7,19 @@
 //! | `KVM_EXIT_IO` | the machine's port bus; `out` to [`HYPERCALL_PORT`] is a hypercall |
 //! | `KVM_EXIT_MMIO` | the machine's MMIO bus |
 //! | `KVM_EXIT_X86_RDMSR` / `WRMSR` | the MSR hooks (only hooked MSRs exit) |
-//! | `KVM_EXIT_HLT` | returned to the caller as [`VcpuExit::Halted`] |
+//! | `KVM_EXIT_HLT` | only without local APICs: [`VcpuExit::Halted`] |
+//! | `KVM_EXIT_IRQ_WINDOW_OPEN` | the BSP can take the 8259A's vector now |
+//! | `KVM_EXIT_IOAPIC_EOI` | a level-triggered EOI, to the IOAPIC |
 //! | `KVM_EXIT_SHUTDOWN` | triple fault: [`VcpuExit::Shutdown`] |
 //! | `EINTR` | a kick: check whether the VM is stopping |
 //!
 //! Every exit is counted in the machine's per-vCPU statistics.
+//!
+//! With a split irqchip ([`crate::irqchip`]) the local APIC is KVM's: HLT
+//! sleeps inside `KVM_RUN` until an interrupt (or a kick), so it never
+//! exits; an AP in wait-for-SIPI also sleeps there until KVM's APIC gets
+//! INIT and STARTUP. Before each entry the BSP injects the 8259A's vector
+//! if one is pending.
 
 use std::sync::Arc;
 
@@ -22,6 +30,7 @@ use alcazar_core::{IoSpace, Machine};
 use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 
+use crate::irqchip::IrqChip;
 use crate::kick::{self, RunGuard, Target};
 use crate::regs::{regs_from_kvm, regs_to_kvm, sregs_from_kvm, sregs_to_kvm};
 
@@ -32,6 +41,8 @@ pub struct KvmVcpu {
     machine: Arc<Machine>,
     target: Target,
     kicker_registered: bool,
+    /// The split irqchip, if the VM has one.
+    irq: Option<Arc<IrqChip>>,
 }
 
 impl std::fmt::Debug for KvmVcpu {
@@ -49,13 +60,24 @@ enum Next {
 }
 
 impl KvmVcpu {
-    pub(crate) fn new(id: u32, fd: VcpuFd, machine: Arc<Machine>) -> Self {
+    pub(crate) fn new(
+        id: u32,
+        fd: VcpuFd,
+        machine: Arc<Machine>,
+        irq: Option<Arc<IrqChip>>,
+    ) -> Self {
+        // The BSP is the one the 8259A kicks when its INTR rises.
+        let target = match &irq {
+            Some(chip) if id == 0 => chip.bsp_target(),
+            _ => Target::default(),
+        };
         KvmVcpu {
             id,
             fd,
             machine,
-            target: Target::default(),
+            target,
             kicker_registered: false,
+            irq,
         }
     }
 
@@ -107,6 +129,9 @@ impl KvmVcpu {
         let machine = self.machine.clone();
         let stats = machine.vcpu_stats(self.id);
         let (bus, hooks) = (&machine.bus, &machine.hooks);
+        if let (Some(chip), 0) = (&self.irq, self.id) {
+            chip.before_entry(&mut self.fd)?;
+        }
         match self.fd.run() {
             Ok(KvmExit::IoOut(port, data)) => {
                 stats.count(ExitKind::PortIo);
@@ -149,6 +174,13 @@ impl KvmVcpu {
                     Some(Ok(()))
                 ) {
                     *exit.error = 1;
+                }
+            }
+            Ok(KvmExit::IrqWindowOpen) => stats.count(ExitKind::Other),
+            Ok(KvmExit::IoapicEoi(vector)) => {
+                stats.count(ExitKind::Other);
+                if let Some(chip) = &self.irq {
+                    chip.ioapic_eoi(vector);
                 }
             }
             Ok(KvmExit::Hlt) => {
@@ -250,5 +282,33 @@ impl Vcpu for KvmVcpu {
                 return Ok(exit);
             }
         }
+    }
+
+    /// `KVM_SET_MP_STATE(KVM_MP_STATE_INIT_RECEIVED)`: KVM's local APIC
+    /// holds the vCPU until a STARTUP IPI (an INIT first resets it, as
+    /// the hardware does), then starts it in real mode at vector << 12.
+    fn set_wait_for_sipi(&mut self) -> Result<(), EngineError> {
+        if self.irq.is_none() {
+            return Err(EngineError::Unsupported(
+                "INIT/SIPI on a kvm VM without local APICs (no split irqchip)",
+            ));
+        }
+        let state = kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_INIT_RECEIVED,
+        };
+        self.fd
+            .set_mp_state(state)
+            .map_err(|e| EngineError::host("KVM_SET_MP_STATE", e.errno()))?;
+        let now = self
+            .fd
+            .get_mp_state()
+            .map_err(|e| EngineError::host("KVM_GET_MP_STATE", e.errno()))?;
+        if now.mp_state != kvm_bindings::KVM_MP_STATE_INIT_RECEIVED {
+            return Err(self.guest_error(format!(
+                "KVM left the vCPU in MP state {} instead of INIT_RECEIVED",
+                now.mp_state
+            )));
+        }
+        Ok(())
     }
 }

@@ -18,8 +18,9 @@
 //! controller it uses by masking the other. The 8259A's INTR output goes
 //! to every local APIC's LINT0 (virtual-wire mode), and the IOAPIC sends
 //! its messages to the local APICs, both through the engine's
-//! [`ApicBus`]. An engine without local APICs (today: kvm) gets a bus
-//! that drops everything, with a one-time log line.
+//! [`ApicBus`] (emu: its own APICs; kvm: KVM's, through a split irqchip).
+//! An engine without local APICs gets a bus that drops everything, with a
+//! one-time log line.
 
 use std::sync::{Arc, Mutex};
 

@@ -93,14 +93,17 @@ fn software_interrupts_round_trip_in_long_mode_on_emu() {
 
 #[test]
 fn the_local_apic_timer_ticks_periodically_through_hlt_on_emu() {
-    // Not on kvm: the kvm engine exposes no APIC to kit programs yet; see
-    // kit_kvm.rs.
     check("apic-timer", 1);
 }
 
 #[test]
+fn pit_ticks_arrive_through_the_8259a_then_a_level_triggered_ioapic_pin_on_emu() {
+    check("isa-irq", 1);
+}
+
+#[test]
 fn the_bsp_starts_aps_with_init_and_startup_ipis_on_emu() {
-    // Not on kvm (see kit_kvm.rs). Four vCPUs: three APs wait for SIPI.
+    // Four vCPUs: three APs wait for SIPI.
     check("smp-sipi", 4);
     check("smp-sipi", 2);
 }

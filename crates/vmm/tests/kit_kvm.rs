@@ -98,6 +98,29 @@ fn real_mode_int_round_trips_through_the_ivt_on_kvm() {
     check("int-roundtrip-real", 1, &expect_of("int-roundtrip-real"));
 }
 
+#[test]
+fn the_local_apic_timer_ticks_periodically_through_hlt_on_kvm() {
+    // KVM's in-kernel local APIC (split irqchip): the timer, the guest's
+    // EOI, and HLT sleeping inside KVM_RUN until the next tick.
+    check("apic-timer", 1, &expect_of("apic-timer"));
+}
+
+#[test]
+fn the_bsp_starts_its_aps_with_init_and_startup_ipis_on_kvm() {
+    // The APs wait for SIPI in KVM_MP_STATE_INIT_RECEIVED; KVM's local
+    // APICs carry the INIT and STARTUP IPIs.
+    check("smp-sipi", 2, &alcazar_kit::smp_sipi_expect(2));
+    check("smp-sipi", 4, &alcazar_kit::smp_sipi_expect(4));
+}
+
+#[test]
+fn pit_ticks_arrive_through_the_8259a_then_a_level_triggered_ioapic_pin_on_kvm() {
+    // Our 8259A's vector injected with KVM_INTERRUPT through LINT0, then
+    // our IOAPIC's message by KVM_SIGNAL_MSI, its EOI back through
+    // KVM_EXIT_IOAPIC_EOI.
+    check("isa-irq", 1, &expect_of("isa-irq"));
+}
+
 // Not run on kvm, because this host's KVM (PVM backend) cannot run them;
 // they are kept for the emu engine:
 //
@@ -108,9 +131,3 @@ fn real_mode_int_round_trips_through_the_ivt_on_kvm() {
 //   jumps to IA32_LSTAR without leaving CPL 3 (PVM's user mode), so the
 //   kernel entry's first instruction fetch from its supervisor-only page
 //   faults (#PF, error code 0x5).
-// * `apic-timer` and `smp-sipi`: they program the local APIC (timer, ICR
-//   INIT/STARTUP IPIs), and their APs must be created waiting for SIPI
-//   (`Vcpu::set_wait_for_sipi`); the kvm engine exposes no APIC bus and
-//   refuses `set_wait_for_sipi` (KVM's in-kernel local APIC is not set up
-//   for kit programs yet), so `Vm::create` fails for `smp-sipi` and the
-//   timer would never tick.

@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod fault_pf;
 pub(crate) mod faults;
 pub(crate) mod interrupts;
+pub(crate) mod isa_irq;
 pub(crate) mod long;
 pub(crate) mod protected;
 pub(crate) mod real;
@@ -106,6 +107,10 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: smp_sipi::INFO.name,
         build: smp_sipi::build,
+    },
+    Entry {
+        name: isa_irq::INFO.name,
+        build: isa_irq::build,
     },
     Entry {
         name: bench::SIEVE.name,

@@ -80,6 +80,7 @@ fn names_are_the_documented_ones_and_each_builds() {
         "syscall-sysret",
         "apic-timer",
         "smp-sipi",
+        "isa-irq",
         "bench-sieve",
         "bench-memcpy",
         "bench-interp",
@@ -236,6 +237,7 @@ fn expectations_use_the_documented_statuses() {
         "syscall-sysret",
         "apic-timer",
         "smp-sipi",
+        "isa-irq",
     ] {
         assert_eq!(status(name), 0x21, "{name}");
     }
