@@ -79,8 +79,9 @@ impl EngineError {
 pub enum VcpuExit {
     /// The VM's [`crate::VmControl`] asked every vCPU to stop.
     Stopped,
-    /// The vCPU executed `hlt` and nothing inside the engine can wake it
-    /// (no interrupt controller is wired yet).
+    /// The vCPU executed `hlt` and nothing can ever wake it (the engine
+    /// has no local APIC connected for this VM). With local APICs a
+    /// halted vCPU sleeps inside `run` until an interrupt or a stop.
     Halted,
     /// The vCPU hit a triple fault; the machine must reset or shut down.
     Shutdown,

@@ -176,8 +176,9 @@ pub fn vcpu_loop(mut vcpu: Box<dyn Vcpu>, machine: &Machine, halted: &AtomicU32)
             Ok(VcpuExit::Stopped) => return,
             Ok(VcpuExit::Shutdown) => control.request_stop(StopReason::TripleFault { vcpu: id }),
             Ok(VcpuExit::Halted) => {
-                // No interrupt controller is wired yet, so nothing can wake
-                // a halted vCPU. When the last one halts, the VM is done.
+                // The engine returns this only when nothing can ever wake
+                // the vCPU (it has no local APIC: an embedder's bare
+                // machine). When the last one halts, the VM is done.
                 if halted.fetch_add(1, Ordering::SeqCst) + 1 == machine.vcpu_count() {
                     control.request_stop(StopReason::Halted);
                 }
