@@ -109,7 +109,9 @@ pub struct LinuxBoot {
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxBootError {
     /// The image is not a bzImage this loader can boot.
-    #[error("kernel: not a bootable bzImage: {0}; give a 64-bit bzImage (boot protocol 2.12 or later)")]
+    #[error(
+        "kernel: not a bootable bzImage: {0}; give a 64-bit bzImage (boot protocol 2.12 or later)"
+    )]
     BadImage(String),
     /// The command line is too long.
     #[error("cmdline: {len} bytes, but this kernel takes at most {max}; shorten the command line")]
