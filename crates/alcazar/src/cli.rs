@@ -63,7 +63,8 @@ struct RunArgs {
     /// Boot this kit program instead of the config's boot source.
     #[arg(long, conflicts_with = "kernel")]
     kit: Option<String>,
-    /// Boot this Linux kernel (a bzImage).
+    /// Boot this Linux kernel: a bzImage, or an ELF vmlinux with a PVH
+    /// entry point (256 MiB of RAM unless --memory says otherwise).
     #[arg(long)]
     kernel: Option<PathBuf>,
     /// The initial RAM disk for --kernel (or for the config's kernel).
@@ -301,6 +302,9 @@ fn apply_linux_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), VmmErro
         };
         if args.config.is_none() {
             config.name = "linux".into();
+            if args.memory.is_none() {
+                config.memory = DEFAULT_GUEST_MEMORY;
+            }
         }
         config.boot = BootSource::Linux {
             kernel,

@@ -5,9 +5,12 @@
 //!   long mode; every vCPU starts at the entry).
 //! * [`linux`] — a Linux bzImage through the 64-bit boot protocol (the
 //!   BSP starts at the kernel's entry; the APs wait for INIT/SIPI).
+//! * [`pvh`] — an ELF `vmlinux` through its PVH entry point (the same,
+//!   in 32-bit protected mode, without the bzImage's decompression).
 
 pub mod flat;
 pub mod linux;
+pub mod pvh;
 
 pub use flat::{install, load_image, vcpu_state, BootImage, DEFAULT_LOAD_ADDRESS};
 
@@ -35,6 +38,8 @@ pub enum Start {
     Flat(BootImage),
     /// The BSP enters Linux; the APs wait for SIPI.
     Linux(LinuxBoot),
+    /// The BSP enters Linux's PVH entry; the APs wait for SIPI.
+    Pvh(pvh::PvhBoot),
 }
 
 /// Reads the payload `source` names.
@@ -81,6 +86,9 @@ impl Payload {
                 let layout = firmware::PlatformLayout::new(cpus);
                 let rsdp = firmware::acpi::install_acpi(memory, &layout)?;
                 firmware::mptable::install_mptable(memory, &layout)?;
+                if pvh::is_elf(&image.kernel) {
+                    return Ok(Start::Pvh(pvh::install(memory, image, Some(rsdp))?));
+                }
                 Ok(Start::Linux(linux::install(memory, image, Some(rsdp))?))
             }
         }
@@ -94,7 +102,8 @@ impl Start {
         let (regs, sregs) = match self {
             Start::Flat(image) => vcpu_state(image, id, count, vcpu.sregs()?),
             Start::Linux(boot) if id == 0 => linux::bsp_state(boot, vcpu.sregs()?),
-            Start::Linux(_) => {
+            Start::Pvh(boot) if id == 0 => pvh::bsp_state(boot, vcpu.sregs()?),
+            Start::Linux(_) | Start::Pvh(_) => {
                 vcpu.set_wait_for_sipi()?;
                 return Ok(());
             }
