@@ -36,7 +36,7 @@ pub fn lookup(insn: &Instruction) -> Option<Handler> {
 
 /// Records the flags of a multiplication with low half `low`.
 #[inline]
-fn mul_flags(cpu: &mut Cpu, size: u8, low: u64, overflow: bool) {
+pub(crate) fn mul_flags(cpu: &mut Cpu, size: u8, low: u64, overflow: bool) {
     cpu.s
         .flags
         .set_result(FlagOp::Logic, size, low, low, low, false);
@@ -97,7 +97,7 @@ fn imul1(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 /// The truncated signed product of `a` and `b` as `size`-byte operands,
 /// and whether it overflowed.
 #[inline]
-fn imul_trunc(a: u64, b: u64, size: u8) -> (u64, bool) {
+pub(crate) fn imul_trunc(a: u64, b: u64, size: u8) -> (u64, bool) {
     let a = sign_extend(a, size) as i64;
     let b = sign_extend(b, size) as i64;
     if size == 8 {

@@ -1,8 +1,8 @@
 //! Specialized ALU handlers: ADD, ADC, SUB, SBB, AND, OR, XOR with a
 //! register destination; CMP and TEST in every register/memory/immediate
 //! form; INC/DEC of a register; SHL/SHR/SAR of a register by an
-//! immediate. Each mirrors its generic handler in [`crate::exec::alu`] and
-//! [`crate::exec::shift`].
+//! immediate; two-operand IMUL. Each mirrors its generic handler in
+//! [`crate::exec::alu`], [`crate::exec::shift`] and [`crate::exec::muldiv`].
 
 use iced_x86::Mnemonic;
 
@@ -41,6 +41,8 @@ pub(crate) fn select(m: Mnemonic, f: Form, size: u8, _ops: &Operands) -> Option<
         M::Shl | M::Sal if f == Form::RI => return Some(sized!(size, shift, SHL)),
         M::Shr if f == Form::RI => return Some(sized!(size, shift, SHR)),
         M::Sar if f == Form::RI => return Some(sized!(size, shift, SAR)),
+        M::Imul if f == Form::RR && size > 1 => return Some(sized!(size, imul2, REG)),
+        M::Imul if f == Form::RM && size > 1 => return Some(sized!(size, imul2, MEM)),
         _ => return None,
     };
     let src = match f {
@@ -176,5 +178,20 @@ fn shift<const OP: u8, const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(),
     cpu.s
         .flags
         .set_result(op, SIZE, old, u64::from(c), res, false);
+    Ok(())
+}
+
+/// IMUL r, r/m (two operands): the truncated signed product, CF = OF =
+/// "the product did not fit".
+fn imul2<const SRC: u8, const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    let b = if SRC == MEM {
+        cpu.read_mem(&d.ops.mem)?
+    } else {
+        rd::<SIZE>(cpu, d.ops.r1)
+    };
+    let a = rd::<SIZE>(cpu, d.ops.r0);
+    let (lo, overflow) = crate::exec::muldiv::imul_trunc(a, b, SIZE);
+    wr::<SIZE>(cpu, d.ops.r0, lo);
+    crate::exec::muldiv::mul_flags(cpu, SIZE, lo, overflow);
     Ok(())
 }

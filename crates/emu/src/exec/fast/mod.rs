@@ -267,6 +267,7 @@ fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Option<Exec> 
             | Mnemonic::Sal
             | Mnemonic::Shr
             | Mnemonic::Sar
+            | Mnemonic::Imul
     ) {
         return None;
     }

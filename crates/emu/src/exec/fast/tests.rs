@@ -307,3 +307,22 @@ fn fused_compare_and_branch_matches_the_pair() {
         }
     }
 }
+
+#[test]
+fn two_operand_imul_matches_in_every_size_with_and_without_overflow() {
+    for flags in [0, CF | OF | ZF] {
+        compare(flags, |a| a.imul_2(eax, ebx).unwrap()).unwrap();
+        compare(flags, |a| a.imul_2(rdx, r9).unwrap()).unwrap();
+        compare(flags, |a| a.imul_2(si, cx).unwrap()).unwrap();
+        compare(flags, |a| a.imul_2(r10, qword_ptr(rdi + 8)).unwrap()).unwrap();
+        compare(flags, |a| a.imul_2(ecx, dword_ptr(rsi)).unwrap()).unwrap();
+        // 3 * 3: fits, CF = OF = 0.
+        compare_with(
+            64,
+            flags,
+            |c| c.s.gpr[reg::RAX] = 3,
+            |a| a.imul_2(rax, rcx).unwrap(),
+        )
+        .unwrap();
+    }
+}
