@@ -16,7 +16,7 @@
 //! page tables at 0x1000..0x7000 (Intel SDM Vol. 3A §4.5, 4-level paging):
 //! images may not overlap 0..0x8000 or the stacks.
 
-use alcazar_core::memory::GuestMemory;
+use alcazar_core::memory::{GuestMemory, MemoryError};
 use alcazar_core::regs::{
     DescriptorTable, Regs, Segment, SpecialRegs, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA,
     EFER_LME, RFLAGS_FIXED,
@@ -179,15 +179,46 @@ fn code_segment(mode: FlatMode) -> Segment {
 }
 
 fn write_gdt(memory: &GuestMemory, mode: FlatMode) -> Result<(), VmmError> {
-    let entries = [
-        0,
-        code_segment(mode).to_descriptor(),
-        Segment::flat32(DATA_SELECTOR, false).to_descriptor(),
-    ];
+    write_gdt_entries(
+        memory,
+        &[
+            0,
+            code_segment(mode).to_descriptor(),
+            Segment::flat32(DATA_SELECTOR, false).to_descriptor(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes the boot GDT (`entries`, descriptor 0 first) at [`GDT_ADDRESS`]
+/// and returns the GDTR that loads it.
+pub(crate) fn write_gdt_entries(
+    memory: &GuestMemory,
+    entries: &[u64],
+) -> Result<DescriptorTable, MemoryError> {
     for (i, e) in entries.iter().enumerate() {
         memory.write_u64(GDT_ADDRESS + 8 * i as u64, *e)?;
     }
-    Ok(())
+    Ok(gdtr(entries.len()))
+}
+
+/// The GDTR of a boot GDT of `entries` descriptors at [`GDT_ADDRESS`].
+pub(crate) fn gdtr(entries: usize) -> DescriptorTable {
+    DescriptorTable {
+        base: GDT_ADDRESS,
+        limit: (8 * entries - 1) as u16,
+    }
+}
+
+/// The task register every boot protocol starts with: a busy 32-bit TSS
+/// (type 11) of the minimum size, as VT-x requires even if unused.
+pub(crate) fn boot_tr() -> Segment {
+    Segment {
+        type_: 11,
+        present: true,
+        limit: 0x67,
+        ..Default::default()
+    }
 }
 
 /// Identity-maps 0..4 GiB with 2 MiB pages: PML4[0] -> PDPT, PDPT[0..4] ->
@@ -242,16 +273,8 @@ pub fn vcpu_state(
             sregs.cs = code_segment(image.mode);
             let data = Segment::flat32(DATA_SELECTOR, false);
             (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-            sregs.gdt = DescriptorTable {
-                base: GDT_ADDRESS,
-                limit: 23,
-            };
-            sregs.tr = Segment {
-                type_: 11,
-                present: true,
-                limit: 0x67,
-                ..Default::default()
-            };
+            sregs.gdt = gdtr(3);
+            sregs.tr = boot_tr();
             regs.rsp = stack;
             regs.rip = image.load_address;
             sregs.cr0 = CR0_PE | CR0_ET;

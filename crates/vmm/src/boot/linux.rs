@@ -33,14 +33,14 @@ use std::io::Cursor;
 
 use alcazar_core::memory::{GuestMemory, RegionKind, MMIO_HOLE_START};
 use alcazar_core::regs::{
-    DescriptorTable, Regs, Segment, SpecialRegs, CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA,
-    EFER_LME, RFLAGS_FIXED,
+    Regs, Segment, SpecialRegs, CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME,
+    RFLAGS_FIXED,
 };
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::{bzimage::BzImage, KernelLoader};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
-use super::flat::{write_identity_page_tables, GDT_ADDRESS, PML4_ADDRESS};
+use super::flat::{boot_tr, gdtr, write_gdt_entries, write_identity_page_tables, PML4_ADDRESS};
 
 /// The command line when none is given: the console on COM1.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
@@ -164,7 +164,7 @@ pub fn install(
     write_cmdline(memory, &mut p.hdr, &image.cmdline)?;
     let kernel_end = KERNEL_ADDRESS + u64::from(hdr.init_size).max(image.kernel.len() as u64);
     if let Some(initrd) = &image.initrd {
-        let at = place_initrd(memory, &hdr, initrd.len(), kernel_end)?;
+        let at = place_initrd(memory, initrd_limit(&hdr), initrd.len(), kernel_end)?;
         write(memory, at, initrd)?;
         p.hdr.ramdisk_image = at as u32;
         p.hdr.ramdisk_size = initrd.len() as u32;
@@ -177,7 +177,7 @@ pub fn install(
     p.acpi_rsdp_addr = rsdp.unwrap_or(0);
     mmap.write_obj(params, GuestAddress(ZERO_PAGE))
         .map_err(|e| LinuxBootError::Memory(e.to_string()))?;
-    write_gdt(memory)?;
+    write_gdt_entries(memory, &gdt()).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
     write_identity_page_tables(memory).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
     Ok(LinuxBoot {
         entry: KERNEL_ADDRESS + 0x200,
@@ -200,7 +200,7 @@ fn check_header(hdr: &setup_header) -> Result<(), LinuxBootError> {
     Ok(())
 }
 
-fn write(memory: &GuestMemory, at: u64, bytes: &[u8]) -> Result<(), LinuxBootError> {
+pub(super) fn write(memory: &GuestMemory, at: u64, bytes: &[u8]) -> Result<(), LinuxBootError> {
     memory
         .write(at, bytes)
         .map_err(|e| LinuxBootError::Memory(e.to_string()))
@@ -215,6 +215,18 @@ fn write_cmdline(
         0 => 255,
         n => (n as usize).min(CMDLINE_MAX - 1),
     };
+    write_cmdline_bytes(memory, cmdline, max)?;
+    hdr.cmd_line_ptr = CMDLINE_ADDRESS as u32;
+    Ok(())
+}
+
+/// Writes `cmdline`, NUL-terminated, at [`CMDLINE_ADDRESS`] if it has at
+/// most `max` bytes.
+pub(super) fn write_cmdline_bytes(
+    memory: &GuestMemory,
+    cmdline: &str,
+    max: usize,
+) -> Result<(), LinuxBootError> {
     if cmdline.len() > max {
         return Err(LinuxBootError::CmdlineTooLong {
             len: cmdline.len(),
@@ -223,23 +235,26 @@ fn write_cmdline(
     }
     let mut bytes = cmdline.as_bytes().to_vec();
     bytes.push(0);
-    write(memory, CMDLINE_ADDRESS, &bytes)?;
-    hdr.cmd_line_ptr = CMDLINE_ADDRESS as u32;
-    Ok(())
+    write(memory, CMDLINE_ADDRESS, &bytes)
 }
 
-/// The initrd goes as high as the kernel allows (`initrd_addr_max`) in
-/// RAM below the MMIO hole, page aligned, above the kernel's footprint.
-fn place_initrd(
+/// The highest address the kernel lets the initrd end at
+/// (`initrd_addr_max`, inclusive).
+fn initrd_limit(hdr: &setup_header) -> u64 {
+    match hdr.initrd_addr_max {
+        0 => INITRD_ADDR_MAX_DEFAULT,
+        n => u64::from(n),
+    }
+}
+
+/// The initrd goes as high as `limit` (inclusive) allows in RAM below the
+/// MMIO hole, page aligned, above the kernel's footprint (`kernel_end`).
+pub(super) fn place_initrd(
     memory: &GuestMemory,
-    hdr: &setup_header,
+    limit: u64,
     size: usize,
     kernel_end: u64,
 ) -> Result<u64, LinuxBootError> {
-    let limit = match hdr.initrd_addr_max {
-        0 => INITRD_ADDR_MAX_DEFAULT,
-        n => u64::from(n),
-    };
     let low_ram_end = memory
         .map()
         .backed()
@@ -284,17 +299,13 @@ pub fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
 }
 
 /// The boot GDT: null, null, `__BOOT_CS` (64-bit code), `__BOOT_DS`.
-fn write_gdt(memory: &GuestMemory) -> Result<(), LinuxBootError> {
-    let entries = [
+fn gdt() -> [u64; 4] {
+    [
         0,
         0,
         Segment::code64(BOOT_CS).to_descriptor(),
         Segment::flat32(BOOT_DS, false).to_descriptor(),
-    ];
-    for (i, e) in entries.iter().enumerate() {
-        write(memory, GDT_ADDRESS + 8 * i as u64, &e.to_le_bytes())?;
-    }
-    Ok(())
+    ]
 }
 
 /// The boot processor's state at the 64-bit entry, from the engine's
@@ -312,16 +323,8 @@ pub fn bsp_state(boot: &LinuxBoot, mut sregs: SpecialRegs) -> (Regs, SpecialRegs
     sregs.cs = Segment::code64(BOOT_CS);
     let data = Segment::flat32(BOOT_DS, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.gdt = DescriptorTable {
-        base: GDT_ADDRESS,
-        limit: 31,
-    };
-    sregs.tr = Segment {
-        type_: 11,
-        present: true,
-        limit: 0x67,
-        ..Default::default()
-    };
+    sregs.gdt = gdtr(gdt().len());
+    sregs.tr = boot_tr();
     sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_PG;
     sregs.cr3 = PML4_ADDRESS;
     sregs.cr4 = CR4_PAE;

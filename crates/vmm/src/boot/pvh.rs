@@ -16,15 +16,16 @@
 use std::io::Cursor;
 
 use alcazar_core::memory::GuestMemory;
-use alcazar_core::regs::{
-    DescriptorTable, Regs, Segment, SpecialRegs, CR0_ET, CR0_PE, RFLAGS_FIXED,
-};
+use alcazar_core::regs::{Regs, Segment, SpecialRegs, CR0_ET, CR0_PE, RFLAGS_FIXED};
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
 use vm_memory::Address;
 
-use super::flat::GDT_ADDRESS;
-use super::linux::{e820_map, LinuxBootError, LinuxImage, CMDLINE_ADDRESS, CMDLINE_MAX};
+use super::flat::{boot_tr, gdtr, write_gdt_entries};
+use super::linux::{
+    e820_map, place_initrd, write, write_cmdline_bytes, LinuxBootError, LinuxImage,
+    CMDLINE_ADDRESS, CMDLINE_MAX,
+};
 
 /// Where the `hvm_start_info` goes.
 pub const START_INFO: u64 = 0x7000;
@@ -36,8 +37,8 @@ const MEMMAP: u64 = 0x7800;
 const MEMMAP_MAX: usize = 0x800 / 24;
 /// `hvm_start_info.magic`: "xEn3" with the top bit of byte 0 set.
 const START_INFO_MAGIC: u32 = 0x336e_c578;
-/// The highest address the initrd may end at (what bzImages ask for).
-const INITRD_LIMIT: u64 = 0x3800_0000;
+/// The highest address the initrd may occupy (what bzImages ask for).
+const INITRD_LIMIT: u64 = 0x37ff_ffff;
 const CODE_SELECTOR: u16 = 0x08;
 const DATA_SELECTOR: u16 = 0x10;
 
@@ -69,10 +70,10 @@ pub fn install(
             "the ELF kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)".into(),
         ));
     };
-    write_cmdline(memory, &image.cmdline)?;
+    write_cmdline_bytes(memory, &image.cmdline, CMDLINE_MAX - 1)?;
     let mut modules = 0u32;
     if let Some(initrd) = &image.initrd {
-        let at = place_initrd(memory, initrd.len(), loaded.kernel_end)?;
+        let at = place_initrd(memory, INITRD_LIMIT, initrd.len(), loaded.kernel_end)?;
         write(memory, at, initrd)?;
         let mut entry = Vec::with_capacity(32);
         entry.extend_from_slice(&at.to_le_bytes());
@@ -103,63 +104,20 @@ pub fn install(
     info.extend_from_slice(&(map.len().min(MEMMAP_MAX) as u32).to_le_bytes());
     info.extend_from_slice(&0u32.to_le_bytes());
     write(memory, START_INFO, &info)?;
-    write_gdt(memory)?;
+    write_gdt_entries(memory, &gdt()).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
     Ok(PvhBoot {
         entry: entry.raw_value(),
         start_info: START_INFO,
     })
 }
 
-fn write(memory: &GuestMemory, at: u64, bytes: &[u8]) -> Result<(), LinuxBootError> {
-    memory
-        .write(at, bytes)
-        .map_err(|e| LinuxBootError::Memory(e.to_string()))
-}
-
-fn write_cmdline(memory: &GuestMemory, cmdline: &str) -> Result<(), LinuxBootError> {
-    if cmdline.len() >= CMDLINE_MAX {
-        return Err(LinuxBootError::CmdlineTooLong {
-            len: cmdline.len(),
-            max: CMDLINE_MAX - 1,
-        });
-    }
-    let mut bytes = cmdline.as_bytes().to_vec();
-    bytes.push(0);
-    write(memory, CMDLINE_ADDRESS, &bytes)
-}
-
-/// The initrd goes at the top of low RAM below [`INITRD_LIMIT`], above
-/// the kernel.
-fn place_initrd(memory: &GuestMemory, size: usize, kernel_end: u64) -> Result<u64, LinuxBootError> {
-    let low_end = e820_map(memory)
-        .iter()
-        .filter(|e| e.r#type == 1 && e.addr < INITRD_LIMIT)
-        .map(|e| e.addr + e.size)
-        .max()
-        .unwrap_or(0)
-        .min(INITRD_LIMIT);
-    let too_big = || LinuxBootError::InitrdTooBig {
-        size,
-        limit: low_end,
-    };
-    let start = low_end.checked_sub(size as u64).ok_or_else(too_big)? & !0xfff;
-    if start < kernel_end {
-        return Err(too_big());
-    }
-    Ok(start)
-}
-
 /// The GDT: null, flat 32-bit code (0x08), flat data (0x10).
-fn write_gdt(memory: &GuestMemory) -> Result<(), LinuxBootError> {
-    let entries = [
+fn gdt() -> [u64; 3] {
+    [
         0,
         Segment::flat32(CODE_SELECTOR, true).to_descriptor(),
         Segment::flat32(DATA_SELECTOR, false).to_descriptor(),
-    ];
-    for (i, e) in entries.iter().enumerate() {
-        write(memory, GDT_ADDRESS + 8 * i as u64, &e.to_le_bytes())?;
-    }
-    Ok(())
+    ]
 }
 
 /// The boot processor's state at the PVH entry, from the engine's reset
@@ -174,16 +132,8 @@ pub fn bsp_state(boot: &PvhBoot, mut sregs: SpecialRegs) -> (Regs, SpecialRegs) 
     sregs.cs = Segment::flat32(CODE_SELECTOR, true);
     let data = Segment::flat32(DATA_SELECTOR, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.gdt = DescriptorTable {
-        base: GDT_ADDRESS,
-        limit: 23,
-    };
-    sregs.tr = Segment {
-        type_: 11,
-        present: true,
-        limit: 0x67,
-        ..Default::default()
-    };
+    sregs.gdt = gdtr(gdt().len());
+    sregs.tr = boot_tr();
     sregs.cr0 = CR0_PE | CR0_ET;
     sregs.cr3 = 0;
     sregs.cr4 = 0;
