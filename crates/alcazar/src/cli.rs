@@ -262,9 +262,9 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
         }
         config.boot = BootSource::Kit { program: k.clone() };
     }
+    // Flags are checked first: a typo must not cost a download.
+    check_linux_flags(args, &config)?;
     if wants_default_guest(args) {
-        // Flags are checked first: a typo must not cost a download.
-        check_linux_flags(args, &config)?;
         use_default_guest(args, &mut config).map_err(Failure::Guest)?;
     }
     apply_linux_args(args, &mut config)?;
@@ -312,9 +312,6 @@ fn apply_linux_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), VmmErro
             cmdline,
         };
     }
-    if !wants_default_guest(args) {
-        check_linux_flags(args, config)?;
-    }
     if let BootSource::Linux {
         initrd, cmdline, ..
     } = &mut config.boot
@@ -329,10 +326,12 @@ fn apply_linux_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), VmmErro
     Ok(())
 }
 
-/// `--initrd` and `--cmdline` need a Linux boot; the default guest is
-/// one (it is filled in later).
+/// `--initrd` and `--cmdline` need a Linux boot: `--kernel`, a config's
+/// Linux boot, or the default guest (both filled in later).
 fn check_linux_flags(args: &RunArgs, config: &VmConfig) -> Result<(), VmmError> {
-    let is_linux = wants_default_guest(args) || matches!(config.boot, BootSource::Linux { .. });
+    let is_linux = wants_default_guest(args)
+        || args.kernel.is_some()
+        || matches!(config.boot, BootSource::Linux { .. });
     for (flag, given) in [
         ("--initrd", args.initrd.is_some()),
         ("--cmdline", args.cmdline.is_some()),
