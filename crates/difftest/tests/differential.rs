@@ -57,16 +57,14 @@ fn summary_text(sum: &Summary) -> String {
     out
 }
 
-#[test]
-fn emu_matches_kvm_on_random_user_mode_sequences() {
-    if !kvm_or_skip() {
-        return;
-    }
+/// Runs `count` random cases of `classes` under kvm and emu, prints the
+/// summary, and asserts that no case differed.
+fn run_against_kvm(classes: &[Class], count: u64) -> harness::Summary {
     let mut h = Harness::kvm_vs_emu().expect("harness");
     let cfg = Config {
         seed: SEED,
-        count: COUNT,
-        classes: Class::ALL.to_vec(),
+        count,
+        classes: classes.to_vec(),
         max_shrinks: 24,
         shrink_budget: 1500,
         ..Config::default()
@@ -79,6 +77,22 @@ fn emu_matches_kvm_on_random_user_mode_sequences() {
         sum.runs,
         sum.elapsed.as_secs_f64()
     );
+    assert_eq!(
+        sum.mismatches(),
+        0,
+        "emu differs from KVM in {} of {} cases; see the repros above",
+        sum.mismatches(),
+        sum.runs
+    );
+    sum
+}
+
+#[test]
+fn emu_matches_kvm_on_random_user_mode_sequences() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let sum = run_against_kvm(&Class::ALL, COUNT);
     // Every class must really have been exercised.
     for class in Class::ALL {
         let s = sum.classes.get(&class).copied().unwrap_or_default();
@@ -93,13 +107,6 @@ fn emu_matches_kvm_on_random_user_mode_sequences() {
             s.indeterminate
         );
     }
-    assert_eq!(
-        sum.mismatches(),
-        0,
-        "emu differs from KVM in {} of {} cases; see the repros above",
-        sum.mismatches(),
-        sum.runs
-    );
 }
 
 /// Cases in the SSE test.
@@ -110,23 +117,7 @@ fn emu_matches_kvm_on_random_sse_sequences() {
     if !kvm_or_skip() {
         return;
     }
-    let mut h = Harness::kvm_vs_emu().expect("harness");
-    let cfg = Config {
-        seed: SEED,
-        count: SIMD_COUNT,
-        classes: Class::SIMD.to_vec(),
-        max_shrinks: 24,
-        shrink_budget: 1500,
-        ..Config::default()
-    };
-    let gen = Generator::new(cfg.max_len);
-    let sum = harness::run(&mut h, &gen, &cfg, |_| {}, || false).expect("harness run");
-    let text = summary_text(&sum);
-    println!(
-        "{} cases in {:.1} s\n{text}",
-        sum.runs,
-        sum.elapsed.as_secs_f64()
-    );
+    let sum = run_against_kvm(&Class::SIMD, SIMD_COUNT);
     for class in Class::SIMD {
         let s = sum.classes.get(&class).copied().unwrap_or_default();
         assert!(
@@ -135,13 +126,6 @@ fn emu_matches_kvm_on_random_sse_sequences() {
             s.runs
         );
     }
-    assert_eq!(
-        sum.mismatches(),
-        0,
-        "emu differs from KVM in {} of {} cases; see the repros above",
-        sum.mismatches(),
-        sum.runs
-    );
 }
 
 #[test]
