@@ -38,4 +38,4 @@ pub use control::{StopReason, VmControl};
 pub use engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu};
 pub use hooks::Hooks;
 pub use machine::Machine;
-pub use memory::{GuestMemory, MemoryError, MemoryMap};
+pub use memory::{DmaMemory, GuestMemory, MemoryError, MemoryMap};

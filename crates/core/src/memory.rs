@@ -11,6 +11,8 @@
 //! through bounds-checked `vm-memory` calls, so a wild guest address is an
 //! error value, never a host access outside the mapping.
 
+use std::sync::{Arc, OnceLock};
+
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 /// Start of the MMIO hole below 4 GiB (3 GiB).
@@ -184,6 +186,66 @@ impl MemoryMap {
 pub struct GuestMemory {
     map: MemoryMap,
     mmap: GuestMemoryMmap,
+    observer: Arc<OnceLock<Arc<dyn DmaObserver>>>,
+}
+
+/// Someone who must hear about guest memory that a device wrote behind
+/// the CPUs' backs (DMA): the emu engine, whose decoded-code cache would
+/// otherwise keep running the old bytes of a page a disk read just filled.
+pub trait DmaObserver: Send + Sync + std::fmt::Debug {
+    /// `len` bytes at guest physical `addr` were written by a device.
+    fn dma_written(&self, addr: u64, len: u64);
+}
+
+/// Guest memory as a DMA-capable device holds it: the `vm-memory` object
+/// for the crates that speak its API (virtio queues), plus the write
+/// notification every device write into guest buffers must go through.
+///
+/// Cloning is cheap (the regions are reference-counted); a device keeps
+/// its own clone, so it never holds the [`crate::Machine`] and never
+/// keeps it alive.
+#[derive(Clone, Debug)]
+pub struct DmaMemory {
+    mmap: GuestMemoryMmap,
+    observer: Arc<OnceLock<Arc<dyn DmaObserver>>>,
+}
+
+impl DmaMemory {
+    /// The `vm-memory` object. Writes through it directly are not seen by
+    /// the [`DmaObserver`]: use them only for structures that never hold
+    /// code (virtio rings), and [`DmaMemory::write`] for data buffers.
+    pub fn mmap(&self) -> &GuestMemoryMmap {
+        &self.mmap
+    }
+
+    /// Copies `data` into guest memory at `addr` and tells the observer.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        self.mmap
+            .write_slice(data, GuestAddress(addr))
+            .map_err(|_| MemoryError::OutOfRange {
+                addr,
+                len: data.len(),
+            })?;
+        self.note_written(addr, data.len() as u64);
+        Ok(())
+    }
+
+    /// Fills `data` from guest memory at `addr`.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> Result<(), MemoryError> {
+        let len = data.len();
+        self.mmap
+            .read_slice(data, GuestAddress(addr))
+            .map_err(|_| MemoryError::OutOfRange { addr, len })
+    }
+
+    /// Tells the observer that `len` bytes at `addr` were written some
+    /// other way (for example by a host `read(2)` straight into guest
+    /// memory).
+    pub fn note_written(&self, addr: u64, len: u64) {
+        if let Some(observer) = self.observer.get() {
+            observer.dma_written(addr, len);
+        }
+    }
 }
 
 /// A host mapping of one backed region, as an engine needs it to install a
@@ -214,7 +276,11 @@ impl GuestMemory {
             .collect::<Result<_, _>>()?;
         let mmap =
             GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Alloc(e.to_string()))?;
-        Ok(GuestMemory { map, mmap })
+        Ok(GuestMemory {
+            map,
+            mmap,
+            observer: Arc::new(OnceLock::new()),
+        })
     }
 
     /// The memory map this memory was built from.
@@ -226,6 +292,21 @@ impl GuestMemory {
     /// (virtio queues, loaders).
     pub fn mmap(&self) -> &GuestMemoryMmap {
         &self.mmap
+    }
+
+    /// A handle for a device that reads and writes guest memory on its
+    /// own (DMA).
+    pub fn dma(&self) -> DmaMemory {
+        DmaMemory {
+            mmap: self.mmap.clone(),
+            observer: self.observer.clone(),
+        }
+    }
+
+    /// Installs the one [`DmaObserver`] (the engine does, when it creates
+    /// its VM). Returns `false` if one was already installed.
+    pub fn set_dma_observer(&self, observer: Arc<dyn DmaObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Copies `data` into guest memory at `addr` (loaders may write ROM).

@@ -15,12 +15,14 @@ pub mod debug_exit;
 pub mod debugcon;
 pub mod i8042;
 pub mod ioapic;
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
 pub mod serial;
 pub mod sink;
 pub mod system_control;
+pub mod virtio;
 
 pub use acpi_pm::AcpiPm;
 pub use alcazar_core::irq::{DeliveryMode, InterruptMessage, MsiSink};

@@ -105,6 +105,21 @@ impl CodePages {
     }
 }
 
+/// Device writes into guest memory (virtio DMA) invalidate the decoded
+/// code of every page they touch, like a CPU store would.
+impl alcazar_core::memory::DmaObserver for CodePages {
+    fn dma_written(&self, addr: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = addr >> 12;
+        let last = addr.saturating_add(len - 1) >> 12;
+        for page in first..=last.min(self.pages.len() as u64) {
+            self.note_write(page << 12);
+        }
+    }
+}
+
 /// One decoded instruction with its handlers and pre-decoded operands.
 #[derive(Clone, Copy)]
 pub struct Decoded {

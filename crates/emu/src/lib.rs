@@ -93,6 +93,7 @@ impl Engine for EmuEngine {
             .max()
             .unwrap_or(0);
         let code = Arc::new(CodePages::new(phys_end));
+        machine.memory.set_dma_observer(code.clone());
         Ok(Box::new(EmuVm {
             machine,
             code,

@@ -1,0 +1,458 @@
+//! The PCI host bridge: bus 0, its configuration cycles and its memory
+//! window.
+//!
+//! **Configuration mechanism #1** (PCI Local Bus 3.0 §3.2.2.3.2): a dword
+//! write to `CONFIG_ADDRESS` (port 0xCF8) selects enable bit 31, bus
+//! (23:16), device (15:11), function (10:8) and register (7:2); accesses
+//! to `CONFIG_DATA` (0xCFC-0xCFF, any width) then reach that register.
+//! Only dword accesses at 0xCF8 are the address register: byte accesses
+//! there (0xCF9 is the reset-control register on Intel chipsets) are
+//! ignored.
+//!
+//! **ECAM** (PCI Express Base 4.0 §7.2.2): the same space memory-mapped,
+//! 4 KiB per function at `bus << 20 | device << 15 | function << 12`.
+//! Alcazar decodes bus 0 only, so the window is 1 MiB; the ACPI MCFG
+//! table says where it is.
+//!
+//! **Memory window**: guest accesses in the range the VMM reserves for
+//! BARs reach whichever BAR the guest programmed there (memory decoding
+//! enabled in its command register); the root keeps a table of the
+//! current BAR windows, refreshed after every configuration write.
+//!
+//! **INTx**: a device's INTA# on slot *s* is wired to IOAPIC pin
+//! `16 + s % 4` (the usual rotation, so neighbouring slots spread over the
+//! four lines; [`intx_gsi`]); several devices may share a line, which is
+//! asserted while any of them asserts it ([`SharedLine`]).
+//!
+//! Slot 0 holds the host bridge function itself (class 06/00). Devices are
+//! single-function; functions 1-7 and other buses read as absent (all
+//! ones).
+
+use std::sync::{Arc, Mutex};
+
+use alcazar_core::irq::IrqLine;
+use alcazar_core::BusDevice;
+
+use super::config::{PciConfig, PciIds};
+use super::PciDevice;
+
+/// Slots on bus 0.
+pub const SLOTS: usize = 32;
+/// `CONFIG_ADDRESS`.
+pub const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
+/// Ports the configuration mechanism claims (0xCF8-0xCFF).
+pub const CONFIG_PORT_COUNT: u16 = 8;
+/// Size of the ECAM window for bus 0.
+pub const ECAM_SIZE: u64 = 1 << 20;
+/// The first IOAPIC pin used for PCI INTx.
+pub const INTX_FIRST_GSI: u8 = 16;
+
+/// The GSI (IOAPIC pin) of interrupt pin `pin` (1 = INTA#) of slot `slot`.
+pub fn intx_gsi(slot: u8, pin: u8) -> u8 {
+    INTX_FIRST_GSI + (slot + pin.saturating_sub(1)) % 4
+}
+
+/// Errors from populating the bus.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PciError {
+    /// All 32 slots are taken.
+    #[error("the PCI bus is full (32 slots)")]
+    NoSlot,
+}
+
+/// The host bridge function at 00:00.0: identification only.
+#[derive(Debug)]
+struct HostBridge {
+    config: PciConfig,
+}
+
+impl PciDevice for HostBridge {
+    fn config(&self) -> &PciConfig {
+        &self.config
+    }
+    fn write_config(&mut self, offset: usize, data: &[u8]) {
+        self.config.write(offset, data);
+    }
+    fn read_bar(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn write_bar(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+    fn name(&self) -> String {
+        "host-bridge".into()
+    }
+}
+
+/// The identity of the host bridge: Red Hat's generic PCIe host bridge
+/// ID (1b36:0008), which no driver binds to, class "host bridge".
+const HOST_BRIDGE_IDS: PciIds = PciIds {
+    vendor_id: 0x1b36,
+    device_id: 0x0008,
+    revision_id: 0,
+    class_code: 0x06_00_00,
+    subsystem_vendor_id: 0x1b36,
+    subsystem_id: 0x0008,
+};
+
+/// A device in a slot, with the BAR windows it decodes now.
+struct Slot {
+    device: Arc<Mutex<dyn PciDevice>>,
+    /// (BAR index, base, size) of each enabled memory BAR.
+    windows: Vec<(usize, u64, u64)>,
+}
+
+/// Bus 0 behind the host bridge.
+pub struct PciRoot {
+    config_address: u32,
+    slots: Vec<Option<Slot>>,
+}
+
+impl std::fmt::Debug for PciRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PciRoot")
+            .field("config_address", &format_args!("{:#x}", self.config_address))
+            .field("devices", &self.slots.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl Default for PciRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PciRoot {
+    /// A bus with the host bridge in slot 0.
+    pub fn new() -> Self {
+        let mut root = PciRoot {
+            config_address: 0,
+            slots: (0..SLOTS).map(|_| None).collect(),
+        };
+        let bridge = HostBridge {
+            config: PciConfig::new(HOST_BRIDGE_IDS, 0),
+        };
+        root.slots[0] = Some(Slot {
+            device: Arc::new(Mutex::new(bridge)),
+            windows: Vec::new(),
+        });
+        root
+    }
+
+    /// The first free slot.
+    pub fn free_slot(&self) -> Result<u8, PciError> {
+        self.slots
+            .iter()
+            .position(Option::is_none)
+            .map(|s| s as u8)
+            .ok_or(PciError::NoSlot)
+    }
+
+    /// Puts `device` in `slot` (from [`PciRoot::free_slot`]).
+    pub fn add(&mut self, slot: u8, device: Arc<Mutex<dyn PciDevice>>) -> Result<(), PciError> {
+        let entry = self
+            .slots
+            .get_mut(usize::from(slot))
+            .filter(|s| s.is_none())
+            .ok_or(PciError::NoSlot)?;
+        *entry = Some(Slot {
+            device,
+            windows: Vec::new(),
+        });
+        self.refresh_windows(usize::from(slot));
+        Ok(())
+    }
+
+    /// The devices on the bus with their slot numbers (for the
+    /// inspector and the firmware tables).
+    pub fn devices(&self) -> Vec<(u8, Arc<Mutex<dyn PciDevice>>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i as u8, s.device.clone())))
+            .collect()
+    }
+
+    /// A configuration read of function `function` of `slot` on `bus`.
+    pub fn config_read(&self, bus: u8, slot: u8, function: u8, offset: usize, data: &mut [u8]) {
+        match self.function(bus, slot, function) {
+            Some(dev) => lock(&dev).read_config(offset, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    /// A configuration write.
+    pub fn config_write(&mut self, bus: u8, slot: u8, function: u8, offset: usize, data: &[u8]) {
+        if let Some(dev) = self.function(bus, slot, function) {
+            lock(&dev).write_config(offset, data);
+            self.refresh_windows(usize::from(slot));
+        }
+    }
+
+    fn function(&self, bus: u8, slot: u8, function: u8) -> Option<Arc<Mutex<dyn PciDevice>>> {
+        if bus != 0 || function != 0 {
+            return None;
+        }
+        let slot = self.slots.get(usize::from(slot))?.as_ref()?;
+        Some(slot.device.clone())
+    }
+
+    fn refresh_windows(&mut self, slot: usize) {
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let dev = lock(&s.device);
+        let config = dev.config();
+        s.windows = (0..6)
+            .filter_map(|bar| {
+                let (kind, base, size) = config.bar_window(bar)?;
+                (kind == super::BarKind::Memory32 && base != 0).then_some((bar, base, size))
+            })
+            .collect();
+    }
+
+    /// The device BAR decoding guest physical `addr`, with the offset
+    /// into that BAR.
+    pub fn decode_memory(&self, addr: u64) -> Option<(Arc<Mutex<dyn PciDevice>>, usize, u64)> {
+        self.slots.iter().flatten().find_map(|s| {
+            s.windows
+                .iter()
+                .find(|(_, base, size)| addr >= *base && addr - base < *size)
+                .map(|&(bar, base, _)| (s.device.clone(), bar, addr - base))
+        })
+    }
+
+    /// A data-port access: the register `CONFIG_ADDRESS` selects, plus
+    /// `port_offset` (0-3) within the dword.
+    fn data_port_target(&self, port_offset: u64) -> Option<(u8, u8, u8, usize)> {
+        let a = self.config_address;
+        if a & (1 << 31) == 0 {
+            return None;
+        }
+        let bus = (a >> 16) as u8;
+        let slot = ((a >> 11) & 0x1f) as u8;
+        let function = ((a >> 8) & 7) as u8;
+        let register = (a & 0xfc) as usize + port_offset as usize;
+        Some((bus, slot, function, register))
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Splits an ECAM offset into (slot, function, register), for bus 0.
+fn ecam_target(offset: u64) -> (u8, u8, usize) {
+    (
+        ((offset >> 15) & 0x1f) as u8,
+        ((offset >> 12) & 7) as u8,
+        (offset & 0xfff) as usize,
+    )
+}
+
+/// Ports 0xCF8-0xCFF: configuration mechanism #1.
+#[derive(Debug)]
+pub struct PciRootPorts(pub Arc<Mutex<PciRoot>>);
+
+impl BusDevice for PciRootPorts {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let root = lock(&self.0);
+        match offset {
+            0 if data.len() == 4 => data.copy_from_slice(&root.config_address.to_le_bytes()),
+            4..=7 => match root.data_port_target(offset - 4) {
+                Some((bus, slot, function, register)) => {
+                    root.config_read(bus, slot, function, register, data)
+                }
+                None => data.fill(0xff),
+            },
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let mut root = lock(&self.0);
+        match offset {
+            0 if data.len() == 4 => {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(data);
+                // Bits 1:0 are reserved and read back as zero.
+                root.config_address = u32::from_le_bytes(b) & !3;
+            }
+            4..=7 => {
+                if let Some((bus, slot, function, register)) = root.data_port_target(offset - 4) {
+                    root.config_write(bus, slot, function, register, data);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The ECAM window (bus 0).
+#[derive(Debug)]
+pub struct PciEcam(pub Arc<Mutex<PciRoot>>);
+
+impl BusDevice for PciEcam {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let (slot, function, register) = ecam_target(offset);
+        lock(&self.0).config_read(0, slot, function, register, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let (slot, function, register) = ecam_target(offset);
+        lock(&self.0).config_write(0, slot, function, register, data);
+    }
+}
+
+/// The memory window where BARs live: each access goes to the BAR that
+/// decodes it, or reads all ones.
+#[derive(Debug)]
+pub struct PciWindow {
+    /// The bus.
+    pub root: Arc<Mutex<PciRoot>>,
+    /// Guest physical address of the window's first byte.
+    pub base: u64,
+}
+
+impl BusDevice for PciWindow {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let target = lock(&self.root).decode_memory(self.base + offset);
+        match target {
+            Some((dev, bar, at)) => lock(&dev).read_bar(bar, at, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let target = lock(&self.root).decode_memory(self.base + offset);
+        if let Some((dev, bar, at)) = target {
+            lock(&dev).write_bar(bar, at, data);
+        }
+    }
+}
+
+/// An interrupt line several PCI functions share: asserted while any
+/// source asserts it (the wired-OR of PCI INTx#, PCI 3.0 §2.2.6).
+pub struct SharedLine {
+    line: Arc<dyn IrqLine>,
+    asserted: Mutex<u32>,
+}
+
+impl std::fmt::Debug for SharedLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLine").finish_non_exhaustive()
+    }
+}
+
+impl SharedLine {
+    /// A shared line driving `line`.
+    pub fn new(line: Arc<dyn IrqLine>) -> Arc<Self> {
+        Arc::new(SharedLine {
+            line,
+            asserted: Mutex::new(0),
+        })
+    }
+
+    /// The line as source `source` (0-31, the slot number) drives it.
+    pub fn source(self: &Arc<Self>, source: u8) -> Arc<dyn IrqLine> {
+        Arc::new(LineSource {
+            shared: self.clone(),
+            bit: 1u32 << (source % 32),
+        })
+    }
+}
+
+struct LineSource {
+    shared: Arc<SharedLine>,
+    bit: u32,
+}
+
+impl IrqLine for LineSource {
+    fn set_level(&self, high: bool) {
+        let mut asserted = lock(&self.shared.asserted);
+        let before = *asserted != 0;
+        if high {
+            *asserted |= self.bit;
+        } else {
+            *asserted &= !self.bit;
+        }
+        let after = *asserted != 0;
+        if before != after || high {
+            self.shared.line.set_level(after);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::reg;
+    use super::*;
+
+    fn cf8(bus: u8, slot: u8, reg: u8) -> u32 {
+        1 << 31 | u32::from(bus) << 16 | u32::from(slot) << 11 | u32::from(reg)
+    }
+
+    #[test]
+    fn mechanism_1_reads_the_host_bridge_and_absent_slots_read_ones() {
+        let root = Arc::new(Mutex::new(PciRoot::new()));
+        let mut ports = PciRootPorts(root);
+        ports.write(0, &cf8(0, 0, 0).to_le_bytes());
+        let mut id = [0u8; 4];
+        ports.read(4, &mut id);
+        assert_eq!(u32::from_le_bytes(id), 0x0008_1b36);
+        // A 16-bit read at 0xCFE gives the device ID.
+        let mut w = [0u8; 2];
+        ports.read(6, &mut w);
+        assert_eq!(u16::from_le_bytes(w), 0x0008);
+        ports.write(0, &cf8(0, 5, 0).to_le_bytes());
+        ports.read(4, &mut id);
+        assert_eq!(id, [0xff; 4]);
+        ports.write(0, &cf8(1, 0, 0).to_le_bytes());
+        ports.read(4, &mut id);
+        assert_eq!(id, [0xff; 4]);
+        // A byte write to 0xCF9 (reset control) leaves the address alone.
+        ports.write(1, &[0x06]);
+        let mut a = [0u8; 4];
+        ports.read(0, &mut a);
+        assert_eq!(u32::from_le_bytes(a), cf8(1, 0, 0));
+    }
+
+    #[test]
+    fn ecam_reaches_the_same_registers() {
+        let root = Arc::new(Mutex::new(PciRoot::new()));
+        let mut ecam = PciEcam(root);
+        let mut class = [0u8; 4];
+        ecam.read(reg::REVISION_ID as u64, &mut class);
+        assert_eq!(u32::from_le_bytes(class) >> 8, 0x06_00_00);
+        let mut far = [0u8; 4];
+        ecam.read(0xf_ffff - 3, &mut far);
+        assert_eq!(far, [0xff; 4]);
+    }
+
+    #[test]
+    fn shared_line_stays_up_while_any_source_asserts() {
+        #[derive(Default)]
+        struct Level(Mutex<Vec<bool>>);
+        impl IrqLine for Level {
+            fn set_level(&self, high: bool) {
+                self.0.lock().unwrap().push(high);
+            }
+        }
+        let level = Arc::new(Level::default());
+        let shared = SharedLine::new(level.clone());
+        let (a, b) = (shared.source(1), shared.source(5));
+        a.set_level(true);
+        b.set_level(true);
+        a.set_level(false);
+        assert_eq!(level.0.lock().unwrap().last(), Some(&true));
+        b.set_level(false);
+        assert_eq!(level.0.lock().unwrap().last(), Some(&false));
+    }
+
+    #[test]
+    fn intx_rotates_over_four_lines() {
+        assert_eq!(intx_gsi(0, 1), 16);
+        assert_eq!(intx_gsi(3, 1), 19);
+        assert_eq!(intx_gsi(4, 1), 16);
+        assert_eq!(intx_gsi(1, 4), 16);
+    }
+}

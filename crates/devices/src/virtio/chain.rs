@@ -1,0 +1,242 @@
+//! Descriptor chains, validated once (virtio 1.2 §2.7.5, §2.7.13).
+//!
+//! A chain is a list of guest buffers: first those the device reads
+//! ("device-readable"), then those it writes ("device-writable",
+//! `VIRTQ_DESC_F_WRITE`). [`Chain::parse`] walks the chain through
+//! virtio-queue (which follows `next` and indirect tables and gives up
+//! after as many descriptors as the queue holds, so a loop cannot spin
+//! the device) and checks every segment before the device sees it:
+//!
+//! - it lies entirely in guest RAM (not MMIO, not past the end);
+//! - no readable segment follows a writable one (§2.7.4.2);
+//! - the totals stay under the device's limit.
+//!
+//! Reads and writes then go through [`DmaMemory`], so a device write is
+//! bounds-checked again and seen by the emu engine's code cache.
+
+use std::ops::Deref;
+
+use alcazar_core::DmaMemory;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{GuestAddress, GuestMemory, Permissions};
+
+use super::VirtioInterrupt;
+
+/// One guest buffer of a chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// Why a chain was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChainError {
+    /// A segment is not (entirely) guest RAM.
+    #[error("descriptor {addr:#x}+{len:#x} is outside guest memory")]
+    OutsideMemory {
+        /// Segment address.
+        addr: u64,
+        /// Segment length.
+        len: u32,
+    },
+    /// A device-readable segment came after a device-writable one.
+    #[error("a device-readable descriptor follows a device-writable one")]
+    ReadableAfterWritable,
+    /// The chain holds more bytes than the device accepts.
+    #[error("the chain holds more than {0} bytes")]
+    TooLong(u64),
+    /// The chain has no descriptor at all (a bad head or indirect table).
+    #[error("the chain is empty or its descriptors cannot be read")]
+    Empty,
+}
+
+/// A validated descriptor chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// The head index, to return the chain as used.
+    pub head: u16,
+    readable: Vec<Segment>,
+    writable: Vec<Segment>,
+}
+
+impl Chain {
+    /// Reads and validates `chain`; the totals (readable plus writable
+    /// bytes) may not exceed `max_len`.
+    pub fn parse<M>(chain: DescriptorChain<M>, max_len: u64) -> Result<Chain, ChainError>
+    where
+        M: Deref + Clone,
+        M::Target: GuestMemory,
+    {
+        let head = chain.head_index();
+        let mem = chain.memory();
+        let mut parsed = Chain {
+            head,
+            ..Chain::default()
+        };
+        let mut total: u64 = 0;
+        let mut descriptors = 0usize;
+        for desc in chain.clone() {
+            descriptors += 1;
+            let segment = Segment {
+                addr: desc.addr().0,
+                len: desc.len(),
+            };
+            total += u64::from(segment.len);
+            if total > max_len {
+                return Err(ChainError::TooLong(max_len));
+            }
+            let fits = segment.addr.checked_add(u64::from(segment.len)).is_some()
+                && mem.check_range(
+                    GuestAddress(segment.addr),
+                    segment.len as usize,
+                    Permissions::ReadWrite,
+                );
+            if !fits {
+                return Err(ChainError::OutsideMemory {
+                    addr: segment.addr,
+                    len: segment.len,
+                });
+            }
+            if desc.is_write_only() {
+                parsed.writable.push(segment);
+            } else if parsed.writable.is_empty() {
+                parsed.readable.push(segment);
+            } else {
+                return Err(ChainError::ReadableAfterWritable);
+            }
+        }
+        if descriptors == 0 {
+            return Err(ChainError::Empty);
+        }
+        Ok(parsed)
+    }
+
+    /// A chain built from segments (tests, fuzzing).
+    pub fn from_segments(head: u16, readable: Vec<Segment>, writable: Vec<Segment>) -> Chain {
+        Chain {
+            head,
+            readable,
+            writable,
+        }
+    }
+
+    /// The device-readable segments.
+    pub fn readable(&self) -> &[Segment] {
+        &self.readable
+    }
+
+    /// The device-writable segments.
+    pub fn writable(&self) -> &[Segment] {
+        &self.writable
+    }
+
+    /// Total bytes the device may read.
+    pub fn readable_len(&self) -> u64 {
+        self.readable.iter().map(|s| u64::from(s.len)).sum()
+    }
+
+    /// Total bytes the device may write.
+    pub fn writable_len(&self) -> u64 {
+        self.writable.iter().map(|s| u64::from(s.len)).sum()
+    }
+
+    /// Copies readable bytes starting at `offset` (counted across the
+    /// readable segments) into `buf`; returns how many were copied (less
+    /// than `buf.len()` at the end of the readable part).
+    pub fn read_at(&self, mem: &DmaMemory, offset: u64, buf: &mut [u8]) -> usize {
+        copy_segments(&self.readable, offset, buf.len(), |addr, at, len| {
+            mem.read(addr, &mut buf[at..at + len]).is_ok()
+        })
+    }
+
+    /// Copies `data` into the writable segments starting at `offset`;
+    /// returns how many bytes were written.
+    pub fn write_at(&self, mem: &DmaMemory, offset: u64, data: &[u8]) -> usize {
+        copy_segments(&self.writable, offset, data.len(), |addr, at, len| {
+            mem.write(addr, &data[at..at + len]).is_ok()
+        })
+    }
+}
+
+/// Walks `segments` from byte `offset` for up to `len` bytes, calling
+/// `copy(guest_addr, position_in_buffer, length)` per piece; stops at the
+/// first failed piece. Returns the bytes copied.
+fn copy_segments(
+    segments: &[Segment],
+    offset: u64,
+    len: usize,
+    mut copy: impl FnMut(u64, usize, usize) -> bool,
+) -> usize {
+    let mut skip = offset;
+    let mut done = 0usize;
+    for s in segments {
+        if done == len {
+            break;
+        }
+        let seg_len = u64::from(s.len);
+        if skip >= seg_len {
+            skip -= seg_len;
+            continue;
+        }
+        let piece = ((seg_len - skip) as usize).min(len - done);
+        if !copy(s.addr + skip, done, piece) {
+            break;
+        }
+        done += piece;
+        skip = 0;
+    }
+    done
+}
+
+/// Returns chain `head` to the driver as used, with `len` bytes written,
+/// and interrupts it if the queue asks for that (§2.7.7, §2.7.10).
+/// Failures (a used ring outside guest memory) are logged and dropped:
+/// the guest broke its own queue.
+pub fn complete(
+    queue: &mut Queue,
+    index: u16,
+    mem: &DmaMemory,
+    head: u16,
+    len: u32,
+    interrupt: &dyn VirtioInterrupt,
+) {
+    if let Err(e) = queue.add_used(mem.mmap(), head, len) {
+        tracing::debug!(queue = index, "add_used failed: {e}");
+        return;
+    }
+    match queue.needs_notification(mem.mmap()) {
+        Ok(true) => interrupt.signal_queue(index),
+        Ok(false) => {}
+        Err(e) => tracing::debug!(queue = index, "needs_notification failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_across_segment_boundaries_from_an_offset() {
+        let segs = [
+            Segment { addr: 100, len: 4 },
+            Segment { addr: 200, len: 4 },
+        ];
+        let mut pieces = Vec::new();
+        let n = copy_segments(&segs, 2, 5, |a, at, l| {
+            pieces.push((a, at, l));
+            true
+        });
+        assert_eq!(n, 5);
+        assert_eq!(pieces, vec![(102, 0, 2), (200, 2, 3)]);
+    }
+
+    #[test]
+    fn stops_at_the_end_of_the_segments() {
+        let segs = [Segment { addr: 0, len: 3 }];
+        assert_eq!(copy_segments(&segs, 1, 10, |_, _, _| true), 2);
+        assert_eq!(copy_segments(&segs, 9, 10, |_, _, _| true), 0);
+    }
+}
