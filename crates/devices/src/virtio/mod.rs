@@ -34,6 +34,7 @@
 //! Devices fed by the host (network receive, console input) run their own
 //! thread and take the device's lock to fill the guest's buffers.
 
+pub mod block;
 pub mod chain;
 pub mod pci;
 pub mod rng;
