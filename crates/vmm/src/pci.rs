@@ -126,8 +126,15 @@ impl PciBus {
         let bar = self.allocate_bar(BAR_SIZE)?;
         let gsi = intx_gsi(slot, 1);
         let line = self.intx[usize::from(gsi - INTX_FIRST_GSI)].source(slot);
-        let transport = VirtioPci::new(device, self.memory.clone(), bar, line, gsi, self.msi.clone())
-            .map_err(|e| VmmError::Pci(e.to_string()))?;
+        let transport = VirtioPci::new(
+            device,
+            self.memory.clone(),
+            bar,
+            line,
+            gsi,
+            self.msi.clone(),
+        )
+        .map_err(|e| VmmError::Pci(e.to_string()))?;
         let name = transport.device_type().name();
         let transport = Arc::new(Mutex::new(transport));
         let as_pci: Arc<Mutex<dyn PciDevice>> = transport.clone();
@@ -135,7 +142,12 @@ impl PciBus {
             .add(slot, as_pci)
             .map_err(|e| VmmError::Pci(e.to_string()))?;
         lock(&self.virtio).push((slot, transport));
-        tracing::debug!(slot, bar = format_args!("{bar:#x}"), gsi, "{name} on the PCI bus");
+        tracing::debug!(
+            slot,
+            bar = format_args!("{bar:#x}"),
+            gsi,
+            "{name} on the PCI bus"
+        );
         Ok(slot)
     }
 }

@@ -22,9 +22,9 @@
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
-use acpi_tables::mcfg::MCFG;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use alcazar_core::memory::GuestMemory;

@@ -31,10 +31,10 @@ use acpi_tables::aml::{
     AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, PackageBuilder, Path,
     ResourceTemplate, Scope, IO,
 };
-use alcazar_devices::pci::root::{intx_gsi, SLOTS};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{Aml, AmlSink};
 use alcazar_devices::acpi_pm::SLP_TYP_S5;
+use alcazar_devices::pci::root::{intx_gsi, SLOTS};
 
 use super::acpi::SDT_HEADER_LEN;
 use super::{ACPI_OEM_ID, ACPI_OEM_REVISION, ACPI_OEM_TABLE_ID};

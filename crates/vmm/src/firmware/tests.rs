@@ -121,7 +121,10 @@ fn xsdt_lists_fadt_madt_and_mcfg_with_valid_tables() {
     // 0, buses 0..=0.
     let mcfg = &tables[2].1;
     assert_eq!(mcfg.len(), 36 + 8 + 16);
-    assert_eq!(u64::from_le_bytes(mcfg[44..52].try_into().unwrap()), crate::pci::ECAM_BASE);
+    assert_eq!(
+        u64::from_le_bytes(mcfg[44..52].try_into().unwrap()),
+        crate::pci::ECAM_BASE
+    );
     assert_eq!(&mcfg[52..56], &[0, 0, 0, 0]);
     for (addr, t) in &tables {
         assert_eq!(&t[10..16], &ACPI_OEM_ID);
