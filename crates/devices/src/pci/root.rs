@@ -93,6 +93,10 @@ const HOST_BRIDGE_IDS: PciIds = PciIds {
     subsystem_id: 0x0008,
 };
 
+/// A memory access's target: the device, the BAR index and the offset in
+/// that BAR.
+pub type BarTarget = (Arc<Mutex<dyn PciDevice>>, usize, u64);
+
 /// A device in a slot, with the BAR windows it decodes now.
 struct Slot {
     device: Arc<Mutex<dyn PciDevice>>,
@@ -109,7 +113,10 @@ pub struct PciRoot {
 impl std::fmt::Debug for PciRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PciRoot")
-            .field("config_address", &format_args!("{:#x}", self.config_address))
+            .field(
+                "config_address",
+                &format_args!("{:#x}", self.config_address),
+            )
             .field("devices", &self.slots.iter().flatten().count())
             .finish()
     }
@@ -212,7 +219,7 @@ impl PciRoot {
 
     /// The device BAR decoding guest physical `addr`, with the offset
     /// into that BAR.
-    pub fn decode_memory(&self, addr: u64) -> Option<(Arc<Mutex<dyn PciDevice>>, usize, u64)> {
+    pub fn decode_memory(&self, addr: u64) -> Option<BarTarget> {
         self.slots.iter().flatten().find_map(|s| {
             s.windows
                 .iter()
