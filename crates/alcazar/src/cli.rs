@@ -84,6 +84,11 @@ struct RunArgs {
     /// Add a virtio entropy device (the guest's /dev/hwrng).
     #[arg(long)]
     rng: bool,
+    /// Add a virtio disk backed by a raw image file (the guest's
+    /// /dev/vda, /dev/vdb, ... in flag order); `,readonly` makes it
+    /// read-only. Repeatable.
+    #[arg(long, value_name = "PATH[,readonly]")]
+    disk: Vec<String>,
     /// Print per-vCPU exit counts when the VM stops.
     #[arg(long)]
     telemetry: bool,
@@ -273,6 +278,9 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
             Default::default(),
         ));
     }
+    for (n, d) in args.disk.iter().enumerate() {
+        config.devices.push(disk_spec(n, d)?);
+    }
     // Flags are checked first: a typo must not cost a download.
     check_linux_flags(args, &config)?;
     if wants_default_guest(args) {
@@ -297,6 +305,42 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
         }
     }
     Ok(config)
+}
+
+/// One `--disk PATH[,readonly]` flag as a `virtio-blk` entry with id
+/// `diskN`.
+fn disk_spec(n: usize, value: &str) -> Result<config::DeviceSpec, VmmError> {
+    let (path, readonly) = match value.rsplit_once(',') {
+        Some((p, "readonly")) => (p, true),
+        Some((_, opt)) => {
+            return Err(alcazar_vmm::ConfigError::new(
+                "--disk",
+                format!("\"{value}\""),
+                format!("unknown option \"{opt}\""),
+                "use --disk PATH or --disk PATH,readonly",
+            )
+            .into())
+        }
+        None => (value, false),
+    };
+    if path.is_empty() {
+        return Err(alcazar_vmm::ConfigError::new(
+            "--disk",
+            format!("\"{value}\""),
+            "no image path",
+            "use --disk PATH or --disk PATH,readonly",
+        )
+        .into());
+    }
+    let mut params = toml::Table::new();
+    params.insert("path".into(), toml::Value::String(path.into()));
+    params.insert("readonly".into(), toml::Value::Boolean(readonly));
+    Ok(config::DeviceSpec::from_flag(
+        "--disk",
+        "virtio-blk",
+        &format!("disk{n}"),
+        params,
+    ))
 }
 
 /// `--kernel`, `--initrd` and `--cmdline`: a Linux boot, or changes to

@@ -12,6 +12,7 @@
 //! | `debugcon` | `port` (0xe9) | `port`, `output` |
 //! | `acpi-pm` | 0x600..0x60c | |
 //! | `virtio-rng` | PCI (BAR 0 in the PCI window) | |
+//! | `virtio-blk` | PCI (BAR 0 in the PCI window) | `path`, `readonly` (false) |
 //!
 //! The chipset ([`crate::platform`]: 8259A pair, IOAPIC, PIT, RTC) is not
 //! in the registry: every PC has exactly one. Registry devices raise ISA
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
 use alcazar_core::{IoSpace, VmControl};
+use alcazar_devices::virtio::block::{BlockError, VirtioBlock};
 use alcazar_devices::virtio::rng::VirtioRng;
 use alcazar_devices::virtio::VirtioDevice;
 use alcazar_devices::{acpi_pm, debug_exit, debugcon, i8042, system_control};
@@ -124,6 +126,12 @@ pub static CLASSES: &[DeviceClass] = &[
         description: "virtio entropy device on PCI (host /dev/urandom)",
         keys: &[],
         constructor: build_virtio_rng,
+    },
+    DeviceClass {
+        name: "virtio-blk",
+        description: "virtio block device on PCI (a raw disk image file)",
+        keys: &["path", "readonly"],
+        constructor: build_virtio_blk,
     },
 ];
 
@@ -335,6 +343,56 @@ fn build_virtio_rng(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
         )
     })?;
     add_pci(spec, ctx, Box::new(rng))
+}
+
+fn build_virtio_blk(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let path = match spec.params.get("path") {
+        Some(Value::String(p)) => ctx.base.join(p),
+        Some(v) => {
+            return Err(ConfigError::new(
+                spec.key("path"),
+                show(v),
+                "must be a string",
+                "give the path of a raw disk image",
+            ))
+        }
+        None => {
+            return Err(ConfigError::new(
+                spec.key("path"),
+                "(missing)",
+                "a virtio-blk device needs a disk image",
+                "add path = \"IMAGE\" (a raw image whose size is a multiple of 512 bytes)",
+            ))
+        }
+    };
+    let readonly = match spec.params.get("readonly") {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(v) => {
+            return Err(ConfigError::new(
+                spec.key("readonly"),
+                show(v),
+                "must be a boolean",
+                "use readonly = true or readonly = false",
+            ))
+        }
+    };
+    let mut disk = VirtioBlock::new(&path, readonly).map_err(|e| {
+        let shown = path.display();
+        let fix = match &e {
+            BlockError::Open { .. } if readonly => "give an existing, readable disk image".into(),
+            BlockError::Open { .. } => {
+                "give an existing disk image you may write, or make it read-only".into()
+            }
+            BlockError::NotSectorMultiple { rounded, .. } => {
+                format!("resize it to whole sectors, e.g. `truncate -s {rounded} {shown}`")
+            }
+            BlockError::Empty(_) => format!("give it a size, e.g. `truncate -s 64M {shown}`"),
+        };
+        ConfigError::new(spec.key("path"), format!("\"{shown}\""), e.to_string(), fix)
+    })?;
+    disk.set_id(&spec.id);
+    add_pci(spec, ctx, Box::new(disk))
 }
 
 /// Puts a virtio device on the PCI bus; a full bus is the config's fault.

@@ -89,10 +89,7 @@ pub enum BlockError {
         source: std::io::Error,
     },
     /// The image size is not a whole number of sectors.
-    #[error(
-        "disk image {path} is {size} bytes, not a multiple of 512; \
-         resize it to whole sectors (e.g. `truncate -s {rounded} {path}`)"
-    )]
+    #[error("disk image {path} is {size} bytes, not a multiple of 512")]
     NotSectorMultiple {
         /// The image path.
         path: PathBuf,
@@ -102,7 +99,7 @@ pub enum BlockError {
         rounded: u64,
     },
     /// The image is empty.
-    #[error("disk image {0} is empty; give it a size (e.g. `truncate -s 64M {0}`)")]
+    #[error("disk image {0} is empty")]
     Empty(PathBuf),
 }
 
