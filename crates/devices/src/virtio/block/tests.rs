@@ -80,7 +80,7 @@ impl Rig {
             mock.used_addr().0,
         );
         let irq = Arc::new(Irq::default());
-        let features = dev.device_features() & !VIRTIO_BLK_F_RO;
+        let features = dev.device_features();
         dev.activate(Activation {
             features,
             queues: vec![queue],
