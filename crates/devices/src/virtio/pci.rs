@@ -574,7 +574,7 @@ impl VirtioPci {
     /// capability, data in `pci_cfg_data`.
     fn pci_cfg_access(&mut self, write: bool) {
         let c = self.pci_cfg_cap;
-        let bar = self.config.read_u32(c) >> 24;
+        let bar = self.config.read_u32(c + 4) & 0xff;
         let offset = u64::from(self.config.read_u32(c + 8));
         let length = self.config.read_u32(c + 12) as usize;
         if bar != 0 || !matches!(length, 1 | 2 | 4) || !offset.is_multiple_of(length as u64) {
@@ -743,3 +743,7 @@ fn add_pci_cfg_cap(config: &mut PciConfig) -> Result<usize, crate::pci::config::
     mask.extend_from_slice(&[0xff; 12]);
     config.add_capability(cap::VENDOR, &body, &mask)
 }
+
+#[cfg(test)]
+#[path = "pci_tests.rs"]
+mod tests;
