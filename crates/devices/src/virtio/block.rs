@@ -258,7 +258,9 @@ impl VirtioBlock {
             if let Err(e) = active.queue.disable_notification(mem.mmap()) {
                 tracing::debug!("virtio-blk: disable_notification failed: {e}");
             }
+            let mut popped = false;
             while let Some(desc_chain) = active.queue.pop_descriptor_chain(mem.mmap()) {
+                popped = true;
                 let head = desc_chain.head_index();
                 let used_len = match Chain::parse(desc_chain, MAX_CHAIN) {
                     Ok(chain) => self.backend.handle(&chain, mem),
@@ -274,10 +276,13 @@ impl VirtioBlock {
                 used_any = true;
             }
             // Returns true if the driver made more buffers available
-            // while notifications were off.
+            // while notifications were off. It also says true for an
+            // available index the queue refuses (more than the queue
+            // size ahead): go round again only if this pass got chains,
+            // or a guest could keep the vCPU here for ever.
             match active.queue.enable_notification(mem.mmap()) {
-                Ok(true) => continue,
-                Ok(false) => break,
+                Ok(true) if popped => continue,
+                Ok(_) => break,
                 Err(e) => {
                     tracing::debug!("virtio-blk: enable_notification failed: {e}");
                     break;

@@ -371,3 +371,24 @@ fn images_must_exist_and_be_whole_sectors() {
     assert!(matches!(e, BlockError::Open { .. }));
     assert!(e.to_string().contains("/nonexistent/disk.img"), "{e}");
 }
+
+#[test]
+fn a_bogus_available_index_does_not_hold_the_vcpu() {
+    let image = Image::new("avail", &[0u8; 4096]);
+    let mut rig = Rig::new(&image, false);
+    // 1000 chains "available" in a queue of 256: virtio-queue refuses to
+    // iterate, but the index still differs from the device's position.
+    rig.mem
+        .mmap()
+        .write_obj(1000u16, GuestAddress(rig.avail_addr + 2))
+        .unwrap();
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        rig.dev.queue_notify(0);
+        let _ = done.send(rig.dev.stats());
+    });
+    let stats = wait
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("queue_notify returned");
+    assert_eq!(stats, BlockStats::default());
+}
