@@ -520,3 +520,28 @@ fn print_telemetry(machine: &alcazar_core::Machine) {
         load(&u.mmio_writes)
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_flags_become_virtio_blk_entries() {
+        let d = disk_spec(0, "a.img").unwrap();
+        assert_eq!((d.class.as_str(), d.id.as_str()), ("virtio-blk", "disk0"));
+        assert_eq!(d.params["path"].as_str(), Some("a.img"));
+        assert_eq!(d.params["readonly"].as_bool(), Some(false));
+        assert_eq!(d.key("path"), "--disk (path)");
+        let d = disk_spec(1, "dir/b,c.img,readonly").unwrap();
+        assert_eq!(d.id, "disk1");
+        assert_eq!(d.params["path"].as_str(), Some("dir/b,c.img"));
+        assert_eq!(d.params["readonly"].as_bool(), Some(true));
+        for bad in ["a.img,ro", ",readonly", ""] {
+            let e = disk_spec(0, bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--disk PATH or --disk PATH,readonly"),
+                "{bad}: {e}"
+            );
+        }
+    }
+}
