@@ -139,7 +139,9 @@ fn rotate<const OP: u8>(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> 
     let cf_in = OP >= RCL && cpu.s.flags.cf();
     let old = modify_op(cpu, insn, 0, |d| rotated::<OP>(d, c, size, cf_in).0)?;
     let (res, cf) = rotated::<OP>(old, c, size, cf_in);
-    cpu.s.flags.set_arith(CF | OF, rotate_flags::<OP>(res, cf, size));
+    cpu.s
+        .flags
+        .set_arith(CF | OF, rotate_flags::<OP>(res, cf, size));
     Ok(())
 }
 

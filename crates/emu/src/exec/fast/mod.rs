@@ -5,7 +5,8 @@
 //! registers to GPR slots each time. For the common forms — GPR, immediate
 //! and simple memory operands of MOV, the ALU operations, INC/DEC,
 //! MOVZX/MOVSX, LEA, shifts and rotates by an immediate, direct JMP/Jcc,
-//! and the stack instructions of 64-bit code (PUSH/POP, CALL, RET) — [`decode`]
+//! the stack instructions of 64-bit code (PUSH/POP, CALL, RET), NOP,
+//! CMOVcc/SETcc, NOT/NEG and BSWAP — [`decode`]
 //! resolves all of that once into [`Operands`] and picks a handler
 //! specialized for the operation, the operand form and the operand size.
 //! Everything else runs the generic handler through [`generic`].
@@ -22,6 +23,7 @@ pub mod fused;
 pub mod stack;
 #[cfg(test)]
 mod tests;
+pub mod unary;
 
 use iced_x86::{ConditionCode, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
@@ -247,6 +249,9 @@ fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Option<Exec> 
         return Some(e);
     }
     if let Some(e) = stack::select(insn, bitness, ops) {
+        return Some(e);
+    }
+    if let Some(e) = unary::select(insn, ops) {
         return Some(e);
     }
     let m = insn.mnemonic();

@@ -373,3 +373,31 @@ fn stack_instructions_match_and_fault_alike() {
     };
     assert!(compare_with(64, 0, bad_ret, |a| a.ret().unwrap()).is_err());
 }
+
+#[test]
+fn nops_cmov_setcc_not_neg_and_bswap_match() {
+    for flags in [0, CF, ZF, CF | ZF | OF] {
+        compare(flags, |a| a.nop().unwrap()).unwrap();
+        compare(flags, |a| a.nop_1(dword_ptr(rax + rax * 1 + 0)).unwrap()).unwrap();
+        compare(flags, |a| a.cmovae(eax, ebx).unwrap()).unwrap();
+        compare(flags, |a| a.cmovb(r9, r10).unwrap()).unwrap();
+        compare(flags, |a| a.cmove(cx, dx).unwrap()).unwrap();
+        compare(flags, |a| a.cmovne(esi, dword_ptr(rdi + 8)).unwrap()).unwrap();
+        compare(flags, |a| a.cmovs(rax, qword_ptr(rsi)).unwrap()).unwrap();
+        compare(flags, |a| a.setb(al).unwrap()).unwrap();
+        compare(flags, |a| a.setne(r11b).unwrap()).unwrap();
+        compare(flags, |a| a.sete(byte_ptr(rdi + 3)).unwrap()).unwrap();
+        compare(flags, |a| a.not(r8d).unwrap()).unwrap();
+        compare(flags, |a| a.not(bl).unwrap()).unwrap();
+        compare(flags, |a| a.neg(rdx).unwrap()).unwrap();
+        compare(flags, |a| a.neg(si).unwrap()).unwrap();
+        compare(flags, |a| a.bswap(eax).unwrap()).unwrap();
+        compare(flags, |a| a.bswap(r13).unwrap()).unwrap();
+    }
+    // NEG of zero clears CF.
+    let zero = |cpu: &mut Cpu| cpu.s.gpr[reg::RDX] = 0;
+    compare_with(64, CF, zero, |a| a.neg(rdx).unwrap()).unwrap();
+    // A CMOV whose condition is false still faults on its memory source.
+    let wild = |cpu: &mut Cpu| cpu.s.gpr[reg::RSI] = 0x8000_0000_0000_0000;
+    assert!(compare_with(64, 0, wild, |a| a.cmovb(rax, qword_ptr(rsi)).unwrap()).is_err());
+}
