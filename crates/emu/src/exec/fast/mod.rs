@@ -20,6 +20,7 @@ pub mod alu;
 pub mod data;
 pub mod flow;
 pub mod fused;
+pub mod rmw;
 pub mod stack;
 #[cfg(test)]
 mod tests;
@@ -283,11 +284,15 @@ fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Option<Exec> 
     ) {
         return None;
     }
-    let f = form(insn, ops)?;
     let size = op_size(insn, 0);
     if !matches!(size, 1 | 2 | 4 | 8) {
         return None;
     }
+    let f = form(insn, ops);
+    if let Some(e) = rmw::select(insn, f, ops) {
+        return Some(e);
+    }
+    let f = f?;
     alu::select(m, f, size, ops).or_else(|| data::select(insn, m, f, size))
 }
 

@@ -1,5 +1,6 @@
-//! Specialized stack instructions of 64-bit code: PUSH r64, PUSH imm,
-//! POP r64, CALL rel32 and RET (near, no immediate).
+//! Specialized stack and branch instructions of 64-bit code: PUSH r64,
+//! PUSH imm, POP r64, CALL rel32, RET (near, no immediate), and the
+//! indirect near CALL/JMP r/m64.
 //!
 //! In 64-bit mode the stack is flat (SS's base and limit are ignored) and
 //! its operations are 8 bytes, so each of these is a canonical check, one
@@ -11,9 +12,9 @@
 //! [`crate::exec::flow`]; a RET to a non-canonical address is left to the
 //! generic handler, which raises the #GP.
 
-use iced_x86::{Code, Instruction};
+use iced_x86::{Code, Instruction, OpKind};
 
-use super::{generic, plain_gpr, Exec, Operands};
+use super::{generic, mem_operand, plain_gpr, Exec, Operands};
 use crate::code::Decoded;
 use crate::cpu::{reg, seg};
 use crate::fault::Fault;
@@ -44,8 +45,65 @@ pub(crate) fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Op
             Some(call_rel)
         }
         Code::Retnq => Some(ret_near),
+        Code::Call_rm64 | Code::Jmp_rm64 => {
+            let call = insn.code() == Code::Call_rm64;
+            match insn.op_kind(0) {
+                OpKind::Register => {
+                    ops.r0 = plain_gpr(insn.op0_register())?;
+                    Some(if call {
+                        call_indirect::<REG>
+                    } else {
+                        jmp_indirect::<REG>
+                    })
+                }
+                OpKind::Memory => {
+                    ops.mem = mem_operand(insn)?;
+                    Some(if call {
+                        call_indirect::<MEM>
+                    } else {
+                        jmp_indirect::<MEM>
+                    })
+                }
+                _ => None,
+            }
+        }
         _ => None,
     }
+}
+
+const REG: u8 = 0;
+const MEM: u8 = 1;
+
+/// The target of an indirect near branch: a register or a qword in memory.
+#[inline(always)]
+fn indirect_target<const SRC: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<u64, Fault> {
+    if SRC == REG {
+        Ok(cpu.s.gpr[usize::from(d.ops.r0 & 15)])
+    } else {
+        cpu.read_mem(&d.ops.mem)
+    }
+}
+
+/// CALL r/m64. The target is read before the push (it may be addressed
+/// through RSP); a non-canonical one is the generic handler's #GP.
+fn call_indirect<const SRC: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    let target = indirect_target::<SRC>(cpu, d)?;
+    if !canonical(target) {
+        return generic(cpu, d);
+    }
+    push(cpu, cpu.next_rip)?;
+    cpu.next_rip = target;
+    Ok(())
+}
+
+/// JMP r/m64.
+fn jmp_indirect<const SRC: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    let target = indirect_target::<SRC>(cpu, d)?;
+    if !canonical(target) {
+        return generic(cpu, d);
+    }
+    cpu.next_rip = target;
+    Ok(())
 }
 
 /// Pushes `value`: RSP changes only once the write succeeded.

@@ -401,3 +401,54 @@ fn nops_cmov_setcc_not_neg_and_bswap_match() {
     let wild = |cpu: &mut Cpu| cpu.s.gpr[reg::RSI] = 0x8000_0000_0000_0000;
     assert!(compare_with(64, 0, wild, |a| a.cmovb(rax, qword_ptr(rsi)).unwrap()).is_err());
 }
+
+#[test]
+fn memory_destination_alu_inc_dec_and_shifts_by_cl_match() {
+    for flags in [0, CF, CF | ZF | OF] {
+        compare(flags, |a| a.add(dword_ptr(rdi + 4), eax).unwrap()).unwrap();
+        compare(flags, |a| a.add(qword_ptr(rdi), r9).unwrap()).unwrap();
+        compare(flags, |a| a.sub(dword_ptr(rdi + 8), 5).unwrap()).unwrap();
+        compare(flags, |a| a.adc(word_ptr(rsi + 2), cx).unwrap()).unwrap();
+        compare(flags, |a| a.sbb(byte_ptr(rsi), 0x7f).unwrap()).unwrap();
+        compare(flags, |a| a.and(qword_ptr(rdi + rcx * 8), -16).unwrap()).unwrap();
+        compare(flags, |a| a.or(byte_ptr(rdi + 1), 0x80).unwrap()).unwrap();
+        compare(flags, |a| a.xor(dword_ptr(rsi + 12), edx).unwrap()).unwrap();
+        compare(flags, |a| a.inc(dword_ptr(rdi)).unwrap()).unwrap();
+        compare(flags, |a| a.dec(qword_ptr(rsi + 16)).unwrap()).unwrap();
+        compare(flags, |a| a.inc(byte_ptr(rsi + 5)).unwrap()).unwrap();
+        compare(flags, |a| a.shl(rax, cl).unwrap()).unwrap();
+        compare(flags, |a| a.shr(r10d, cl).unwrap()).unwrap();
+        compare(flags, |a| a.sar(bx, cl).unwrap()).unwrap();
+    }
+    let counts = [0u64, 1, 31, 32, 63, 64, 0xff];
+    for c in counts {
+        let set = move |cpu: &mut Cpu| cpu.s.gpr[reg::RCX] = c;
+        compare_with(64, CF, set, |a| a.shl(rdx, cl).unwrap()).unwrap();
+        compare_with(64, OF, set, |a| a.shr(esi, cl).unwrap()).unwrap();
+        compare_with(64, 0, set, |a| a.sar(r8b, cl).unwrap()).unwrap();
+    }
+    // Faults: a non-canonical destination.
+    let wild = |cpu: &mut Cpu| cpu.s.gpr[reg::RDI] = 0x8000_0000_0000_0000;
+    assert!(compare_with(64, 0, wild, |a| a.add(dword_ptr(rdi), eax).unwrap()).is_err());
+    assert!(compare_with(64, 0, wild, |a| a.inc(qword_ptr(rdi)).unwrap()).is_err());
+}
+
+#[test]
+fn indirect_calls_and_jumps_match() {
+    let setup = |cpu: &mut Cpu| {
+        cpu.s.gpr[reg::RSP] = DATA + 0x100;
+        cpu.s.gpr[reg::RAX] = 0xffff_ffff_8100_4000;
+        let target = 0xffff_ffff_8100_5678u64.to_le_bytes();
+        cpu.machine.memory.write(DATA + 0x40, &target).unwrap();
+    };
+    compare_with(64, 0, setup, |a| a.call(rax).unwrap()).unwrap();
+    compare_with(64, 0, setup, |a| a.jmp(rax).unwrap()).unwrap();
+    compare_with(64, 0, setup, |a| a.call(qword_ptr(rdi + 0x40)).unwrap()).unwrap();
+    compare_with(64, 0, setup, |a| a.jmp(qword_ptr(rdi + 0x40)).unwrap()).unwrap();
+    let bad = |cpu: &mut Cpu| {
+        cpu.s.gpr[reg::RSP] = DATA + 0x100;
+        cpu.s.gpr[reg::RAX] = 0x8000_0000_0000_0000;
+    };
+    assert!(compare_with(64, 0, bad, |a| a.call(rax).unwrap()).is_err());
+    assert!(compare_with(64, 0, bad, |a| a.jmp(rax).unwrap()).is_err());
+}
