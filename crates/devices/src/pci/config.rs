@@ -104,8 +104,14 @@ pub struct PciConfig {
 impl std::fmt::Debug for PciConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PciConfig")
-            .field("vendor_id", &format_args!("{:#06x}", self.read_u16(reg::VENDOR_ID)))
-            .field("device_id", &format_args!("{:#06x}", self.read_u16(reg::DEVICE_ID)))
+            .field(
+                "vendor_id",
+                &format_args!("{:#06x}", self.read_u16(reg::VENDOR_ID)),
+            )
+            .field(
+                "device_id",
+                &format_args!("{:#06x}", self.read_u16(reg::DEVICE_ID)),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -109,7 +109,10 @@ pub struct PciRoot {
 impl std::fmt::Debug for PciRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PciRoot")
-            .field("config_address", &format_args!("{:#x}", self.config_address))
+            .field(
+                "config_address",
+                &format_args!("{:#x}", self.config_address),
+            )
             .field("devices", &self.slots.iter().flatten().count())
             .finish()
     }

@@ -220,10 +220,7 @@ mod tests {
 
     #[test]
     fn copies_across_segment_boundaries_from_an_offset() {
-        let segs = [
-            Segment { addr: 100, len: 4 },
-            Segment { addr: 200, len: 4 },
-        ];
+        let segs = [Segment { addr: 100, len: 4 }, Segment { addr: 200, len: 4 }];
         let mut pieces = Vec::new();
         let n = copy_segments(&segs, 2, 5, |a, at, l| {
             pieces.push((a, at, l));

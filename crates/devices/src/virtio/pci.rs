@@ -467,8 +467,11 @@ impl VirtioPci {
         }
         let event_idx = self.driver_features & super::VIRTIO_F_RING_EVENT_IDX != 0;
         // The transport keeps its copy for the driver to read back.
-        let queues: Result<Vec<Queue>, _> =
-            self.queues.iter().map(|q| Queue::try_from(q.state())).collect();
+        let queues: Result<Vec<Queue>, _> = self
+            .queues
+            .iter()
+            .map(|q| Queue::try_from(q.state()))
+            .collect();
         let Ok(mut queues) = queues else {
             self.needs_reset("a queue's state is invalid");
             return;
@@ -489,7 +492,10 @@ impl VirtioPci {
     }
 
     fn needs_reset(&mut self, why: &str) {
-        tracing::warn!(device = self.device_type.name(), "device needs reset: {why}");
+        tracing::warn!(
+            device = self.device_type.name(),
+            "device needs reset: {why}"
+        );
         self.device_status |= status::DEVICE_NEEDS_RESET;
         self.interrupt.signal_config();
     }
@@ -571,7 +577,10 @@ impl PciDevice for VirtioPci {
         if touched(self.msix_cap + 2, 2) {
             let control = self.config.read_u16(self.msix_cap + 2);
             let sink = self.interrupt.sink.clone();
-            self.interrupt.state().msix.set_control(control, sink.as_ref());
+            self.interrupt
+                .state()
+                .msix
+                .set_control(control, sink.as_ref());
         }
         if touched(self.pci_cfg_cap + 16, 4) {
             self.pci_cfg_access(true);
@@ -640,7 +649,10 @@ impl PciDevice for VirtioPci {
                 "driver_features".into(),
                 format!("{:#x}", self.driver_features),
             ),
-            ("msix_enabled".into(), self.interrupt.state().msix.enabled().to_string()),
+            (
+                "msix_enabled".into(),
+                self.interrupt.state().msix.enabled().to_string(),
+            ),
         ];
         v.extend(self.device.inspect());
         v
