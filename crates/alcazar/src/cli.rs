@@ -81,6 +81,9 @@ struct RunArgs {
     /// Which default Linux guest to boot when no kernel is given.
     #[arg(long, value_enum, default_value = "cloud")]
     guest: crate::guest::Flavor,
+    /// Add a virtio entropy device (the guest's /dev/hwrng).
+    #[arg(long)]
+    rng: bool,
     /// Print per-vCPU exit counts when the VM stops.
     #[arg(long)]
     telemetry: bool,
@@ -261,6 +264,14 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
             config.name = k.clone();
         }
         config.boot = BootSource::Kit { program: k.clone() };
+    }
+    if args.rng {
+        config.devices.push(config::DeviceSpec::from_flag(
+            "--rng",
+            "virtio-rng",
+            "rng0",
+            Default::default(),
+        ));
     }
     // Flags are checked first: a typo must not cost a download.
     check_linux_flags(args, &config)?;

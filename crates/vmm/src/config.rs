@@ -106,12 +106,29 @@ pub struct DeviceSpec {
     pub id: String,
     /// The class-specific keys.
     pub params: Table,
+    /// The command-line flag this entry came from (`--disk`), if it did
+    /// not come from the file: error messages then name the flag.
+    pub flag: Option<String>,
 }
 
 impl DeviceSpec {
     /// The key path of `key` in this entry, for error messages.
     pub fn key(&self, key: &str) -> String {
-        format!("device[{}].{key}", self.index)
+        match &self.flag {
+            Some(flag) => format!("{flag} ({key})"),
+            None => format!("device[{}].{key}", self.index),
+        }
+    }
+
+    /// An entry made by command-line flag `flag`.
+    pub fn from_flag(flag: &str, class: &str, id: &str, params: Table) -> Self {
+        DeviceSpec {
+            index: 0,
+            class: class.into(),
+            id: id.into(),
+            params,
+            flag: Some(flag.into()),
+        }
     }
 }
 
@@ -629,6 +646,7 @@ fn parse_devices(v: Option<&Value>) -> Result<Vec<DeviceSpec>, ConfigError> {
         params.remove("class");
         params.remove("id");
         specs.push(DeviceSpec {
+            flag: None,
             index,
             class,
             id,

@@ -52,6 +52,9 @@ pub enum VmmError {
     /// The firmware tables do not fit or cannot describe the machine.
     #[error("firmware tables: {0}")]
     Firmware(#[from] crate::firmware::FirmwareError),
+    /// The PCI bus cannot take a device.
+    #[error("PCI: {0}")]
+    Pci(String),
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -30,6 +30,7 @@ pub mod engine_select;
 pub mod error;
 pub mod firmware;
 pub mod kit;
+pub mod pci;
 pub mod platform;
 pub mod registry;
 pub mod vm;

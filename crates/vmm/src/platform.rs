@@ -46,6 +46,9 @@ pub struct Chipset {
     pub pit: Arc<Mutex<Pit8254>>,
     /// The RTC and CMOS.
     pub rtc: Arc<Mutex<Rtc>>,
+    /// The local APICs, where message-signalled interrupts (PCI MSI-X)
+    /// go.
+    apics: Arc<dyn ApicBus>,
 }
 
 impl std::fmt::Debug for Chipset {
@@ -91,6 +94,15 @@ impl PlatformInterrupts for PlatformSide {
 
     fn eoi(&self, vector: u8) {
         lock(&self.ioapic).eoi(vector);
+    }
+}
+
+/// MSI writes, delivered on the APIC bus.
+struct ApicMessages(Arc<dyn ApicBus>);
+
+impl MsiSink for ApicMessages {
+    fn deliver(&self, message: InterruptMessage) {
+        self.0.deliver(message);
     }
 }
 
@@ -156,6 +168,7 @@ impl Chipset {
             ioapic,
             pit,
             rtc,
+            apics,
         };
         chipset.attach(machine)?;
         Ok(chipset)
@@ -164,6 +177,18 @@ impl Chipset {
     /// ISA interrupt line `n` (0-15) as a device drives it.
     pub fn isa_irq(&self, n: u8) -> Arc<dyn IrqLine> {
         isa_line(&self.pic, &self.ioapic, n)
+    }
+
+    /// IOAPIC pin `pin` alone (the PCI INTx lines, pins 16-23, have no
+    /// 8259A input).
+    pub fn ioapic_line(&self, pin: u8) -> Arc<dyn IrqLine> {
+        Arc::new(IoapicLine::new(self.ioapic.clone(), pin))
+    }
+
+    /// Where a device's message-signalled interrupts go: the local APICs
+    /// (the writes to 0xFEEx_xxxx of Intel SDM Vol. 3A §10.11).
+    pub fn msi_sink(&self) -> Arc<dyn MsiSink> {
+        Arc::new(ApicMessages(self.apics.clone()))
     }
 
     /// Puts the chipset's registers on the buses.

@@ -11,6 +11,7 @@
 //! | `debug-exit` | `size` from `port` (0xf4, 4) | `port`, `size` |
 //! | `debugcon` | `port` (0xe9) | `port`, `output` |
 //! | `acpi-pm` | 0x600..0x60c | |
+//! | `virtio-rng` | PCI (BAR 0 in the PCI window) | |
 //!
 //! The chipset ([`crate::platform`]: 8259A pair, IOAPIC, PIT, RTC) is not
 //! in the registry: every PC has exactly one. Registry devices raise ISA
@@ -21,6 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
 use alcazar_core::{IoSpace, VmControl};
+use alcazar_devices::virtio::rng::VirtioRng;
+use alcazar_devices::virtio::VirtioDevice;
 use alcazar_devices::{acpi_pm, debug_exit, debugcon, i8042, system_control};
 use alcazar_devices::{AcpiPm, DebugCon, DebugExit, SystemControlB, Uart16550, I8042};
 use toml::{Table, Value};
@@ -28,6 +31,7 @@ use toml::{Table, Value};
 use crate::config::{parse_console, show, ConsoleTarget, DeviceSpec};
 use crate::console::{sink_for, watched_sink_for, ConsoleTail};
 use crate::error::ConfigError;
+use crate::pci::PciBus;
 use crate::platform::Chipset;
 
 /// What a class constructor gets to work with.
@@ -37,6 +41,8 @@ pub struct BuildContext<'a> {
     /// The chipset: where ISA interrupt lines go, and the PIT port 0x61
     /// reads.
     pub chipset: &'a Chipset,
+    /// The PCI bus, for PCI devices (virtio).
+    pub pci: &'a PciBus,
     /// Where the guest console (COM1) output is remembered.
     pub tail: &'a Arc<ConsoleTail>,
     /// COM1's output (the `serial` key / `--serial` flag).
@@ -113,6 +119,12 @@ pub static CLASSES: &[DeviceClass] = &[
         keys: &[],
         constructor: build_acpi_pm,
     },
+    DeviceClass {
+        name: "virtio-rng",
+        description: "virtio entropy device on PCI (host /dev/urandom)",
+        keys: &[],
+        constructor: build_virtio_rng,
+    },
 ];
 
 /// Looks a class up by name.
@@ -133,6 +145,7 @@ pub fn default_specs() -> Vec<DeviceSpec> {
     ]
     .into_iter()
     .map(|(class, id)| DeviceSpec {
+        flag: None,
         index: 0,
         class: class.into(),
         id: id.into(),
@@ -310,4 +323,36 @@ fn build_acpi_pm(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, 
         u64::from(acpi_pm::PORT_COUNT),
         dev,
     ))
+}
+
+fn build_virtio_rng(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let rng = VirtioRng::new().map_err(|e| {
+        ConfigError::new(
+            spec.key("class"),
+            "\"virtio-rng\"",
+            format!("cannot open /dev/urandom: {e}"),
+            "run on a host with /dev/urandom",
+        )
+    })?;
+    add_pci(spec, ctx, Box::new(rng))
+}
+
+/// Puts a virtio device on the PCI bus; a full bus is the config's fault.
+fn add_pci(
+    spec: &DeviceSpec,
+    ctx: &BuildContext<'_>,
+    device: Box<dyn VirtioDevice>,
+) -> Result<BuiltDevice, ConfigError> {
+    ctx.pci.add_virtio(device).map_err(|e| {
+        ConfigError::new(
+            spec.key("class"),
+            format!("\"{}\"", spec.class),
+            e.to_string(),
+            "remove some PCI devices (31 slots, 512 MiB of BAR space)",
+        )
+    })?;
+    Ok(BuiltDevice {
+        ranges: Vec::new(),
+        uart: None,
+    })
 }

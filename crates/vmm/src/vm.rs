@@ -20,6 +20,7 @@ use crate::config::{DeviceSpec, VmConfig};
 use crate::console::ConsoleTail;
 use crate::engine_select;
 use crate::error::{ConfigError, VmmError};
+use crate::pci::PciBus;
 use crate::platform::Chipset;
 use crate::registry::{self, BuildContext};
 
@@ -34,6 +35,7 @@ pub struct Vm {
     engine_why: String,
     com1: Option<Arc<Mutex<Uart16550>>>,
     chipset: Chipset,
+    pci: PciBus,
     tail: Arc<ConsoleTail>,
 }
 
@@ -58,7 +60,8 @@ impl Vm {
         let engine_vm = selected.engine.create_vm(machine.clone())?;
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
-        let com1 = add_devices(&machine, &chipset, &tail, &specs, config)?;
+        let pci = PciBus::new(&machine, &chipset)?;
+        let com1 = add_devices(&machine, &chipset, &pci, &tail, &specs, config)?;
         let start = payload.install(&machine.memory, config.cpus)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
@@ -76,6 +79,7 @@ impl Vm {
             vcpus,
             com1,
             chipset,
+            pci,
             tail,
         })
     }
@@ -108,6 +112,11 @@ impl Vm {
     /// The chipset: interrupt controllers, PIT, RTC.
     pub fn chipset(&self) -> &Chipset {
         &self.chipset
+    }
+
+    /// The PCI bus.
+    pub fn pci(&self) -> &PciBus {
+        &self.pci
     }
 
     /// Runs every vCPU on its own thread until the machine stops; returns
@@ -233,6 +242,7 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
 fn add_devices(
     machine: &Machine,
     chipset: &Chipset,
+    pci: &PciBus,
     tail: &Arc<ConsoleTail>,
     specs: &[DeviceSpec],
     config: &VmConfig,
@@ -240,6 +250,7 @@ fn add_devices(
     let ctx = BuildContext {
         control: &machine.control,
         chipset,
+        pci,
         tail,
         serial: &config.serial,
         base: Path::new("."),

@@ -93,6 +93,10 @@ const HOST_BRIDGE_IDS: PciIds = PciIds {
     subsystem_id: 0x0008,
 };
 
+/// A memory access's target: the device, the BAR index and the offset in
+/// that BAR.
+pub type BarTarget = (Arc<Mutex<dyn PciDevice>>, usize, u64);
+
 /// A device in a slot, with the BAR windows it decodes now.
 struct Slot {
     device: Arc<Mutex<dyn PciDevice>>,
@@ -215,7 +219,7 @@ impl PciRoot {
 
     /// The device BAR decoding guest physical `addr`, with the offset
     /// into that BAR.
-    pub fn decode_memory(&self, addr: u64) -> Option<(Arc<Mutex<dyn PciDevice>>, usize, u64)> {
+    pub fn decode_memory(&self, addr: u64) -> Option<BarTarget> {
         self.slots.iter().flatten().find_map(|s| {
             s.windows
                 .iter()

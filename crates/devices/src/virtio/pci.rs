@@ -537,7 +537,7 @@ impl VirtioPci {
         let bar = self.config.read_u32(c) >> 24;
         let offset = u64::from(self.config.read_u32(c + 8));
         let length = self.config.read_u32(c + 12) as usize;
-        if bar != 0 || !matches!(length, 1 | 2 | 4) || offset % length as u64 != 0 {
+        if bar != 0 || !matches!(length, 1 | 2 | 4) || !offset.is_multiple_of(length as u64) {
             return;
         }
         let mut data = [0u8; 4];
@@ -619,7 +619,7 @@ impl PciDevice for VirtioPci {
             }
             o if (NOTIFY_CFG..MSIX_TABLE).contains(&o) => {
                 let rel = o - NOTIFY_CFG;
-                if rel % u64::from(NOTIFY_OFF_MULTIPLIER) == 0 {
+                if rel.is_multiple_of(u64::from(NOTIFY_OFF_MULTIPLIER)) {
                     let queue = rel / u64::from(NOTIFY_OFF_MULTIPLIER);
                     self.notify(queue as u16);
                 }

@@ -25,6 +25,7 @@
 //! | 0x9fc00..0x100000 | reserved in e820: firmware tables (ACPI, MP) |
 //! | 0x100000 | the kernel |
 //! | below 3 GiB, top of RAM | the initrd |
+//! | 0xe0000000 + 1 MiB | reserved in e820: PCI ECAM |
 //!
 //! Application processors are not started by the loader: they wait for
 //! the INIT/STARTUP IPIs the kernel sends them.
@@ -272,7 +273,8 @@ pub(super) fn place_initrd(
 }
 
 /// The BIOS memory map (ACPI "E820"): RAM, with the EBDA/BIOS area below
-/// 1 MiB reserved for the firmware tables.
+/// 1 MiB reserved for the firmware tables, and the PCI ECAM window
+/// reserved (Linux uses MCFG's area only when the firmware reserved it).
 pub fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
     let entry = |addr: u64, size: u64, kind: u32| boot_e820_entry {
         addr,
@@ -295,6 +297,12 @@ pub fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
             map.push(entry(start, end - start, E820_RAM));
         }
     }
+    map.push(entry(
+        crate::pci::ECAM_BASE,
+        crate::pci::ECAM_LEN,
+        E820_RESERVED,
+    ));
+    map.sort_by_key(|e| e.addr);
     map
 }
 
@@ -402,7 +410,9 @@ mod tests {
         assert_eq!(kinds[0], (0, EBDA_START, E820_RAM));
         assert_eq!(kinds[1], (EBDA_START, BIOS_END - EBDA_START, E820_RESERVED));
         assert_eq!(kinds[2], (BIOS_END, MMIO_HOLE_START - BIOS_END, E820_RAM));
-        assert_eq!(kinds[3], (1 << 32, (4 << 30) - MMIO_HOLE_START, E820_RAM));
+        let ecam = (crate::pci::ECAM_BASE, crate::pci::ECAM_LEN, E820_RESERVED);
+        assert_eq!(kinds[3], ecam);
+        assert_eq!(kinds[4], (1 << 32, (4 << 30) - MMIO_HOLE_START, E820_RAM));
     }
 
     #[test]

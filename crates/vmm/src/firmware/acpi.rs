@@ -22,6 +22,7 @@
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -243,11 +244,23 @@ pub struct AcpiAddresses {
     pub madt: u64,
     /// The DSDT.
     pub dsdt: u64,
+    /// The MCFG.
+    pub mcfg: u64,
+}
+
+/// The MCFG (PCI Firmware 3.3 §4.1.2): one ECAM allocation, segment 0,
+/// bus 0 only, at [`crate::pci::ECAM_BASE`].
+pub fn build_mcfg() -> Vec<u8> {
+    let mut mcfg = MCFG::new(ACPI_OEM_ID, ACPI_OEM_TABLE_ID, ACPI_OEM_REVISION);
+    mcfg.add_ecam(crate::pci::ECAM_BASE, 0, 0, 0);
+    let mut bytes = Vec::new();
+    mcfg.to_aml_bytes(&mut bytes);
+    bytes
 }
 
 /// Builds the ACPI tables for `layout` and writes them to guest memory:
-/// the RSDP at [`RSDP_ADDR`], then the XSDT (listing the FADT and the
-/// MADT), the FACS, the FADT, the MADT and the DSDT, all below
+/// the RSDP at [`RSDP_ADDR`], then the XSDT (listing the FADT, the MADT
+/// and the MCFG), the FACS, the FADT, the MADT, the DSDT and the MCFG, all below
 /// [`ACPI_END`]. Returns the RSDP's address, for `boot_params.acpi_rsdp_addr`.
 pub fn install_acpi(mem: &GuestMemory, layout: &PlatformLayout) -> Result<u64, FirmwareError> {
     Ok(install_acpi_tables(mem, layout)?.rsdp)
@@ -262,7 +275,8 @@ pub fn install_acpi_tables(
     let madt = build_madt(layout)?;
     let dsdt = dsdt::build_dsdt();
     let facs = build_facs();
-    const XSDT_ENTRIES: usize = 2;
+    let mcfg = build_mcfg();
+    const XSDT_ENTRIES: usize = 3;
     let xsdt_len = SDT_HEADER_LEN + 8 * XSDT_ENTRIES;
 
     let mut placer = Placer::new(RSDP_ADDR, ACPI_END);
@@ -272,6 +286,7 @@ pub fn install_acpi_tables(
     let fadt_addr = placer.place("FADT", acpi_tables::fadt::FADT::len(), 16)?;
     let madt_addr = placer.place("MADT", madt.len(), 16)?;
     let dsdt_addr = placer.place("DSDT", dsdt.len(), 16)?;
+    let mcfg_addr = placer.place("MCFG", mcfg.len(), 16)?;
 
     // Every address is below ACPI_END (1 MiB), so it fits the 32-bit fields.
     let low32 = |addr: u64| u32::try_from(addr).unwrap_or(0);
@@ -280,6 +295,7 @@ pub fn install_acpi_tables(
     let mut xsdt = XSDT::new(ACPI_OEM_ID, ACPI_OEM_TABLE_ID, ACPI_OEM_REVISION);
     xsdt.add_entry(fadt_addr);
     xsdt.add_entry(madt_addr);
+    xsdt.add_entry(mcfg_addr);
     let mut xsdt_bytes = Vec::new();
     xsdt.to_aml_bytes(&mut xsdt_bytes);
     debug_assert_eq!(xsdt_bytes.len(), xsdt_len);
@@ -293,6 +309,7 @@ pub fn install_acpi_tables(
     mem.write(fadt_addr, &fadt)?;
     mem.write(madt_addr, &madt)?;
     mem.write(dsdt_addr, &dsdt)?;
+    mem.write(mcfg_addr, &mcfg)?;
     tracing::debug!(
         rsdp = rsdp_addr,
         xsdt = xsdt_addr,
@@ -309,6 +326,7 @@ pub fn install_acpi_tables(
         fadt: fadt_addr,
         madt: madt_addr,
         dsdt: dsdt_addr,
+        mcfg: mcfg_addr,
     })
 }
 

@@ -13,20 +13,28 @@
 //!   RTC_  PNP0B00  IO 0x70/2, IRQ 8       MC146818 RTC/CMOS
 //!   TIMR  PNP0100  IO 0x40/4, IRQ 0       8254 PIT
 //!   PIC_  PNP0000  IO 0x20/2, 0xa0/2, 0x4d0/2   dual 8259A + ELCR
+//!   PCI0  PNP0A08 (_CID PNP0A03)           PCI host bridge, bus 0
+//!     _CRS  bus 0, I/O 0-0xcf7 and 0xd00-0xffff, memory window
+//!     _PRT  slot s, pin p -> GSI 16 + (s + p) % 4
 //! ```
 //!
-//! The ISA devices sit directly under `\_SB` because there is no PCI bus
-//! (hence no PCI-to-ISA bridge) yet. `system_bus_devices` is the one
-//! place that lists what `\_SB` holds: the PCI host bridge (`\_SB.PCI0`
-//! with its `_PRT`) is added there.
+//! The ISA devices sit directly under `\_SB` (there is no PCI-to-ISA
+//! bridge function); `system_bus_devices` is the one place that lists
+//! what `\_SB` holds. The PCI routing table (ACPI 6.5 §6.2.13) uses the
+//! "GSI" form: source 0 and the IOAPIC input as the source index, which
+//! an OS reads as level-triggered, active-low lines.
 //!
 //! AML comes from the `acpi_tables` crate's `aml` module, plus the short
 //! IRQ descriptor ([`IrqNoFlags`]), which the crate lacks.
 
-use acpi_tables::aml::{Device, EISAName, Name, Package, Path, ResourceTemplate, Scope, IO};
+use acpi_tables::aml::{
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, PackageBuilder, Path,
+    ResourceTemplate, Scope, IO,
+};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{Aml, AmlSink};
 use alcazar_devices::acpi_pm::SLP_TYP_S5;
+use alcazar_devices::pci::root::{intx_gsi, SLOTS};
 
 use super::acpi::SDT_HEADER_LEN;
 use super::{ACPI_OEM_ID, ACPI_OEM_REVISION, ACPI_OEM_TABLE_ID};
@@ -179,10 +187,66 @@ pub fn isa_device_aml(dev: &IsaDevice) -> Vec<u8> {
     bytes
 }
 
-/// The objects of `\_SB`, each already encoded. The PCI host bridge
-/// (`\_SB.PCI0`) is added here when the machine gets a PCI bus.
+/// The objects of `\_SB`, each already encoded.
 fn system_bus_devices() -> Vec<Vec<u8>> {
-    ISA_DEVICES.iter().map(isa_device_aml).collect()
+    let mut devices: Vec<Vec<u8>> = ISA_DEVICES.iter().map(isa_device_aml).collect();
+    devices.push(pci_host_bridge_aml());
+    devices
+}
+
+/// `\_SB.PCI0`: the host bridge (ACPI 6.5 §6.1.5 `_HID` PNP0A08, PCI
+/// Firmware 3.3 §4.1.1), its decoded resources and its routing table.
+pub fn pci_host_bridge_aml() -> Vec<u8> {
+    use crate::pci::{PCI_MMIO_END, PCI_MMIO_START};
+
+    let bus = AddressSpace::<u16>::new_bus_number(0, 0);
+    let config_ports = IO::new(0xcf8, 0xcf8, 1, 8);
+    let io_low = AddressSpace::<u16>::new_io(0x0000, 0x0cf7, None);
+    let io_high = AddressSpace::<u16>::new_io(0x0d00, 0xffff, None);
+    let window = AddressSpace::<u32>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO_START as u32,
+        (PCI_MMIO_END - 1) as u32,
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![&bus, &config_ports, &io_low, &io_high, &window]);
+
+    let hid = EISAName::new("PNP0A08");
+    let cid = EISAName::new("PNP0A03");
+    let hid = Name::new(Path::new("_HID"), &hid);
+    let cid = Name::new(Path::new("_CID"), &cid);
+    let seg = Name::new(Path::new("_SEG"), &0u8);
+    let bbn = Name::new(Path::new("_BBN"), &0u8);
+    let uid = Name::new(Path::new("_UID"), &0u8);
+    let crs = Name::new(Path::new("_CRS"), &crs);
+    let prt = Encoded(routing_table());
+    let prt = Name::new(Path::new("_PRT"), &prt);
+    let mut bytes = Vec::new();
+    Device::new(
+        Path::new("PCI0"),
+        vec![&hid, &cid, &seg, &bbn, &uid, &crs, &prt],
+    )
+    .to_aml_bytes(&mut bytes);
+    bytes
+}
+
+/// The `_PRT` package: for every slot (1-31) and interrupt pin (INTA#..
+/// INTD#, 0-3), `Package { address, pin, 0, gsi }` with address
+/// `slot << 16 | 0xffff` (any function).
+fn routing_table() -> Vec<u8> {
+    let mut prt = PackageBuilder::new();
+    for slot in 1..SLOTS as u8 {
+        for pin in 0..4u8 {
+            let address = u32::from(slot) << 16 | 0xffff;
+            let gsi = u32::from(intx_gsi(slot, pin + 1));
+            let entry = Package::new(vec![&address, &pin, &0u8, &gsi]);
+            prt.add_element(&entry);
+        }
+    }
+    let mut bytes = Vec::new();
+    prt.to_aml_bytes(&mut bytes);
+    bytes
 }
 
 /// The AML of the definition block's body (everything after the header).

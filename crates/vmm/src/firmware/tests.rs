@@ -109,13 +109,23 @@ fn rsdp_is_found_by_scanning_and_returned() {
 }
 
 #[test]
-fn xsdt_lists_fadt_and_madt_with_valid_tables() {
+fn xsdt_lists_fadt_madt_and_mcfg_with_valid_tables() {
     let (mem, addrs) = installed(2);
     let tables = xsdt_tables(&mem);
     let signatures: Vec<&[u8]> = tables.iter().map(|(_, t)| &t[0..4]).collect();
-    assert_eq!(signatures, [b"FACP", b"APIC"]);
+    assert_eq!(signatures, [b"FACP", b"APIC", b"MCFG"]);
     assert_eq!(tables[0].0, addrs.fadt);
     assert_eq!(tables[1].0, addrs.madt);
+    assert_eq!(tables[2].0, addrs.mcfg);
+    // MCFG: one allocation (16 bytes after 8 reserved): ECAM base, segment
+    // 0, buses 0..=0.
+    let mcfg = &tables[2].1;
+    assert_eq!(mcfg.len(), 36 + 8 + 16);
+    assert_eq!(
+        u64::from_le_bytes(mcfg[44..52].try_into().unwrap()),
+        crate::pci::ECAM_BASE
+    );
+    assert_eq!(&mcfg[52..56], &[0, 0, 0, 0]);
     for (addr, t) in &tables {
         assert_eq!(&t[10..16], &ACPI_OEM_ID);
         assert!(*addr + t.len() as u64 <= ACPI_END);
@@ -127,7 +137,7 @@ fn tables_do_not_overlap_and_stay_in_their_area() {
     let (mem, a) = installed(MAX_CPUS);
     let facs_len = u32_at(&read(&mem, a.facs, 8), 4) as u64;
     let mut spans = vec![(a.rsdp, 36u64), (a.facs, facs_len)];
-    for addr in [a.xsdt, a.fadt, a.madt, a.dsdt] {
+    for addr in [a.xsdt, a.fadt, a.madt, a.dsdt, a.mcfg] {
         spans.push((addr, read_table(&mem, addr).len() as u64));
     }
     spans.sort();

@@ -1,0 +1,163 @@
+//! What the Linux integration tests share: starting `alcazar`, reading
+//! the guest console line by line, and the cached guest's facts.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest a boot may take before a test gives up (the CI machine is slow
+/// and shared: the boots run in parallel).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn alcazar() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_alcazar"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// A running `alcazar` whose stdout lines arrive, stamped with the host's
+/// wall-clock time, on a channel.
+pub struct Guest {
+    child: Child,
+    lines: mpsc::Receiver<(String, SystemTime)>,
+    seen: Vec<String>,
+}
+
+impl Guest {
+    pub fn start(args: &[&str]) -> Guest {
+        let mut child = alcazar()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("alcazar starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send((line, SystemTime::now())).is_err() {
+                    return;
+                }
+            }
+        });
+        Guest {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; returns it and when it came.
+    pub fn expect_line(&mut self, needle: &str) -> (String, SystemTime) {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((line, at)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return (line, at);
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no line with {needle:?}; stdout so far:\n{}\nstderr:\n{}",
+                        self.seen.join("\n"),
+                        self.stderr()
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn type_line(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        stdin.write_all(text.as_bytes()).expect("console input");
+        stdin.write_all(b"\n").expect("console input");
+        stdin.flush().expect("console input");
+    }
+
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits for the VMM to exit; returns its status, the rest of stdout
+    /// and stderr.
+    pub fn finish(mut self) -> (Option<i32>, Vec<String>, String) {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the VMM did not exit; stdout:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok((line, _)) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        let stderr = self.stderr();
+        (status.code(), self.seen, stderr)
+    }
+}
+
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The cached default guest's kernel release (fetching it if needed).
+pub fn guest_kernel_release(flavor: &str) -> String {
+    let out = alcazar()
+        .args(["guest", "fetch", "--flavor", flavor])
+        .output()
+        .expect("guest fetch runs");
+    assert!(
+        out.status.success(),
+        "guest fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = alcazar()
+        .args(["guest", "ls"])
+        .output()
+        .expect("guest ls runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(flavor))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("6.") || w.contains("-amd64"))
+        })
+        .map(|w| {
+            w.trim_matches(|c: char| c == ',' || c == '(' || c == ')')
+                .to_string()
+        })
+        .unwrap_or_else(|| panic!("no {flavor} guest in `guest ls`: {text}"))
+}
+
+/// The counts of `/proc/interrupts` line `name` (summed over CPUs).
+pub fn interrupt_count(lines: &[String], name: &str) -> u64 {
+    lines
+        .iter()
+        .find(|l| l.trim_end().ends_with(name))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map_while(|w| w.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or_else(|| panic!("no {name:?} line in:\n{}", lines.join("\n")))
+}

@@ -1,0 +1,157 @@
+//! The machine's PCI bus: where the host bridge's registers sit, where
+//! BARs are placed, how INTx reaches the IOAPIC, and how a virtio device
+//! joins the bus.
+//!
+//! | range | what |
+//! |---|---|
+//! | ports 0xCF8-0xCFF | configuration mechanism #1 |
+//! | [`ECAM_BASE`] + 1 MiB | ECAM for bus 0 (ACPI MCFG; reserved in e820) |
+//! | [`PCI_MMIO_START`]..[`PCI_MMIO_END`] | the 32-bit memory window for BARs (the `_CRS` of `\_SB.PCI0`) |
+//!
+//! Alcazar is the firmware here: it assigns each BAR an address in the
+//! window (naturally aligned, in slot order) and writes the interrupt line
+//! register; the OS may keep or move them. INTA# of slot *s* drives IOAPIC
+//! pin `16 + s % 4`, as the DSDT's `_PRT` says; functions on the same pin
+//! share it (wired-OR).
+
+use std::sync::{Arc, Mutex};
+
+use alcazar_core::bus::SharedDevice;
+use alcazar_core::irq::MsiSink;
+use alcazar_core::{DmaMemory, IoSpace, Machine};
+use alcazar_devices::pci::root::{
+    intx_gsi, PciEcam, SharedLine, CONFIG_ADDRESS_PORT, CONFIG_PORT_COUNT, ECAM_SIZE,
+    INTX_FIRST_GSI,
+};
+use alcazar_devices::pci::{PciDevice, PciRoot, PciRootPorts, PciWindow};
+use alcazar_devices::virtio::pci::{VirtioPci, BAR_SIZE};
+use alcazar_devices::virtio::VirtioDevice;
+
+use crate::error::VmmError;
+use crate::platform::Chipset;
+
+/// First address of the BAR window (the start of the MMIO hole).
+pub const PCI_MMIO_START: u64 = alcazar_core::memory::MMIO_HOLE_START;
+/// End (exclusive) of the BAR window.
+pub const PCI_MMIO_END: u64 = 0xe000_0000;
+/// Guest physical address of the ECAM window.
+pub const ECAM_BASE: u64 = 0xe000_0000;
+/// Bytes of the ECAM window (bus 0 only).
+pub const ECAM_LEN: u64 = ECAM_SIZE;
+
+/// The PCI bus of one machine.
+pub struct PciBus {
+    root: Arc<Mutex<PciRoot>>,
+    next_bar: Mutex<u64>,
+    intx: Vec<Arc<SharedLine>>,
+    msi: Arc<dyn MsiSink>,
+    memory: DmaMemory,
+    virtio: Mutex<Vec<(u8, Arc<Mutex<VirtioPci>>)>>,
+}
+
+impl std::fmt::Debug for PciBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PciBus").finish_non_exhaustive()
+    }
+}
+
+impl PciBus {
+    /// The host bridge with an empty bus, its registers on `machine`'s
+    /// buses, INTx wired to `chipset`'s IOAPIC.
+    pub fn new(machine: &Machine, chipset: &Chipset) -> Result<Self, VmmError> {
+        let root = Arc::new(Mutex::new(PciRoot::new()));
+        let ports: SharedDevice = Arc::new(Mutex::new(PciRootPorts(root.clone())));
+        let ecam: SharedDevice = Arc::new(Mutex::new(PciEcam(root.clone())));
+        let window: SharedDevice = Arc::new(Mutex::new(PciWindow {
+            root: root.clone(),
+            base: PCI_MMIO_START,
+        }));
+        let bus = &machine.bus;
+        bus.insert(
+            IoSpace::Port,
+            u64::from(CONFIG_ADDRESS_PORT),
+            u64::from(CONFIG_PORT_COUNT),
+            "pci-config",
+            ports,
+        )?;
+        bus.insert(IoSpace::Mmio, ECAM_BASE, ECAM_LEN, "pci-ecam", ecam)?;
+        bus.insert(
+            IoSpace::Mmio,
+            PCI_MMIO_START,
+            PCI_MMIO_END - PCI_MMIO_START,
+            "pci-window",
+            window,
+        )?;
+        let intx = (0..4)
+            .map(|i| SharedLine::new(chipset.ioapic_line(INTX_FIRST_GSI + i)))
+            .collect();
+        Ok(PciBus {
+            root,
+            next_bar: Mutex::new(PCI_MMIO_START),
+            intx,
+            msi: chipset.msi_sink(),
+            memory: machine.memory.dma(),
+            virtio: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The bus behind the host bridge.
+    pub fn root(&self) -> &Arc<Mutex<PciRoot>> {
+        &self.root
+    }
+
+    /// The virtio devices with their slots (the kvm engine's ioeventfds
+    /// reach them directly).
+    pub fn virtio_devices(&self) -> Vec<(u8, Arc<Mutex<VirtioPci>>)> {
+        lock(&self.virtio).clone()
+    }
+
+    /// Assigns `size` bytes of the window, naturally aligned.
+    fn allocate_bar(&self, size: u64) -> Result<u64, VmmError> {
+        let mut next = lock(&self.next_bar);
+        let base = next.next_multiple_of(size);
+        if base + size > PCI_MMIO_END {
+            return Err(VmmError::Pci("the PCI memory window is full".into()));
+        }
+        *next = base + size;
+        Ok(base)
+    }
+
+    /// Puts `device` on the bus behind the virtio PCI transport; returns
+    /// its slot.
+    pub fn add_virtio(&self, device: Box<dyn VirtioDevice>) -> Result<u8, VmmError> {
+        let slot = lock(&self.root)
+            .free_slot()
+            .map_err(|e| VmmError::Pci(e.to_string()))?;
+        let bar = self.allocate_bar(BAR_SIZE)?;
+        let gsi = intx_gsi(slot, 1);
+        let line = self.intx[usize::from(gsi - INTX_FIRST_GSI)].source(slot);
+        let transport = VirtioPci::new(
+            device,
+            self.memory.clone(),
+            bar,
+            line,
+            gsi,
+            self.msi.clone(),
+        )
+        .map_err(|e| VmmError::Pci(e.to_string()))?;
+        let name = transport.device_type().name();
+        let transport = Arc::new(Mutex::new(transport));
+        let as_pci: Arc<Mutex<dyn PciDevice>> = transport.clone();
+        lock(&self.root)
+            .add(slot, as_pci)
+            .map_err(|e| VmmError::Pci(e.to_string()))?;
+        lock(&self.virtio).push((slot, transport));
+        tracing::debug!(
+            slot,
+            bar = format_args!("{bar:#x}"),
+            gsi,
+            "{name} on the PCI bus"
+        );
+        Ok(slot)
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
