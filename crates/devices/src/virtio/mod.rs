@@ -37,6 +37,7 @@
 pub mod chain;
 pub mod console;
 pub mod net;
+mod net_rx;
 pub mod pci;
 pub mod rng;
 #[cfg(test)]

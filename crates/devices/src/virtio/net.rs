@@ -33,16 +33,17 @@
 //! Every chain is validated ([`Chain::parse`]): a bad one is returned
 //! with nothing written and counted.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
 use alcazar_core::{DmaMemory, VmControl};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::chain::{complete, Chain};
-use super::{ActivateError, Activation, DeviceType, VirtioDevice, VirtioInterrupt};
+use super::net_rx::{receive_loop, set_nonblocking, write_frame, Active, Shared, State};
+use super::{ActivateError, Activation, DeviceType, VirtioDevice};
 use crate::tap::VNET_HDR_LEN;
 
 /// Index of `receiveq1`.
@@ -53,8 +54,6 @@ pub const TX_QUEUE: u16 = 1;
 pub const QUEUE_SIZE: u16 = 256;
 /// The largest frame (without the virtio header) either way: 64 KiB.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
-/// The largest receive chain looked at (bigger ones are refused).
-const MAX_RX_CHAIN: u64 = 1 << 20;
 
 /// Feature bit: the device has a MAC address in its configuration.
 pub const VIRTIO_NET_F_MAC: u64 = 1 << 5;
@@ -156,45 +155,6 @@ pub struct NetCounters {
     pub tx_bad_chains: u64,
     /// Frames the backend did not take (full, or an error).
     pub tx_dropped: u64,
-}
-
-struct Active {
-    rx: Queue,
-    tx: Queue,
-    memory: DmaMemory,
-    interrupt: Arc<dyn VirtioInterrupt>,
-    /// A frame (header included) read from the backend that waits for a
-    /// receive buffer.
-    pending: Option<Vec<u8>>,
-}
-
-struct State {
-    active: Option<Active>,
-    /// Bumped on every activation and reset; a receive thread runs only
-    /// while the generation it was started with is current.
-    generation: u64,
-    counters: NetCounters,
-}
-
-/// What the receive thread and the device share.
-struct Shared {
-    state: Mutex<State>,
-    /// Wakes the current receive thread (a notification, a reset, a stop).
-    wake: Mutex<Option<Arc<EventFd>>>,
-    control: Arc<VmControl>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn wake(&self) {
-        let wake = self.wake.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = wake.as_ref() {
-            let _ = w.write(1);
-        }
-    }
 }
 
 /// The virtio network device.
@@ -331,189 +291,6 @@ fn read_tx_frame(chain: &Chain, mem: &DmaMemory, buf: &mut Vec<u8>) -> Result<()
     let got = chain.read_at(mem, VNET_HDR_LEN as u64, &mut buf[VNET_HDR_LEN..]);
     buf.truncate(VNET_HDR_LEN + got);
     Ok(())
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL take and return plain integers.
-    let rc = unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 {
-            flags
-        } else {
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
-        }
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Writes one header-prefixed frame to the backend.
-fn write_frame(fd: &OwnedFd, frame: &[u8]) -> std::io::Result<()> {
-    // SAFETY: `frame` is valid for reads of its length.
-    let n = unsafe { libc::write(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if n as usize != frame.len() {
-        return Err(std::io::Error::other("short write"));
-    }
-    Ok(())
-}
-
-/// Reads one header-prefixed frame; `Ok(None)` when none is waiting.
-fn read_frame(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(None),
-            _ => Err(e),
-        };
-    }
-    Ok(Some(n as usize))
-}
-
-/// What happened to a received frame.
-#[derive(Debug, PartialEq, Eq)]
-enum Delivery {
-    /// In the guest (or dropped and counted): read the next one.
-    Done,
-    /// No receive buffer: keep the frame, stop reading.
-    NoBuffer,
-}
-
-/// Puts `frame` (header included) into the next receive chain.
-fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
-    let Some(active) = state.active.as_mut() else {
-        return Delivery::Done; // the device went away; the frame is lost
-    };
-    let Some(desc) = active.rx.pop_descriptor_chain(active.memory.mmap()) else {
-        return Delivery::NoBuffer;
-    };
-    let head = desc.head_index();
-    let irq = active.interrupt.clone();
-    let chain = match Chain::parse(desc, MAX_RX_CHAIN) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!("virtio-net: bad receive chain: {e}");
-            state.counters.rx_bad_chains += 1;
-            complete(
-                &mut active.rx,
-                RX_QUEUE,
-                &active.memory,
-                head,
-                0,
-                irq.as_ref(),
-            );
-            return Delivery::Done;
-        }
-    };
-    let payload = &frame[VNET_HDR_LEN..];
-    let total = VNET_HDR_LEN + payload.len();
-    if chain.writable_len() < total as u64 {
-        // Reuse the buffer for the next frame.
-        active.rx.go_to_previous_position();
-        state.counters.rx_too_big += 1;
-        return Delivery::Done;
-    }
-    let mut written = chain.write_at(&active.memory, 0, &rx_header());
-    written += chain.write_at(&active.memory, VNET_HDR_LEN as u64, payload);
-    state.counters.rx_frames += 1;
-    state.counters.rx_bytes += payload.len() as u64;
-    complete(
-        &mut active.rx,
-        RX_QUEUE,
-        &active.memory,
-        head,
-        written as u32,
-        irq.as_ref(),
-    );
-    Delivery::Done
-}
-
-/// The receive thread of one activation.
-fn receive_loop(shared: Arc<Shared>, backend: Arc<OwnedFd>, wake: Arc<EventFd>, generation: u64) {
-    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_FRAME_LEN];
-    loop {
-        // Deliver what waits; find out whether to read the backend.
-        let read_backend = {
-            let mut st = shared.lock();
-            if st.generation != generation || shared.control.should_stop() {
-                return;
-            }
-            match st.active.as_mut().and_then(|a| a.pending.take()) {
-                Some(frame) => match deliver(&mut st, &frame) {
-                    Delivery::Done => true,
-                    Delivery::NoBuffer => {
-                        if let Some(a) = st.active.as_mut() {
-                            a.pending = Some(frame);
-                        }
-                        false
-                    }
-                },
-                None => true,
-            }
-        };
-        if read_backend {
-            match read_frame(&backend, &mut buf) {
-                Ok(Some(n)) if n > VNET_HDR_LEN => {
-                    let mut st = shared.lock();
-                    if st.generation != generation {
-                        return;
-                    }
-                    if deliver(&mut st, &buf[..n]) == Delivery::NoBuffer {
-                        if let Some(a) = st.active.as_mut() {
-                            a.pending = Some(buf[..n].to_vec());
-                        }
-                    }
-                    continue;
-                }
-                Ok(Some(_)) => continue, // a runt: nothing to deliver
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!("virtio-net: reading the backend failed, receive stops: {e}");
-                    return;
-                }
-            }
-        }
-        if !wait(&backend, read_backend, &wake) {
-            return;
-        }
-    }
-}
-
-/// Sleeps until the backend is readable (if `backend_too`) or `wake` is
-/// signalled. Returns `false` on an unexpected error.
-fn wait(backend: &OwnedFd, backend_too: bool, wake: &EventFd) -> bool {
-    let mut fds = [
-        libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: backend.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let n = if backend_too { 2 } else { 1 };
-    // SAFETY: `fds` holds `n` valid pollfd structures.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, -1) };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            tracing::warn!("virtio-net: poll failed, receive stops: {e}");
-            return false;
-        }
-    }
-    if fds[0].revents & libc::POLLIN != 0 {
-        let _ = wake.read();
-    }
-    true
 }
 
 impl VirtioDevice for VirtioNet {
