@@ -23,7 +23,7 @@ pub struct Cli {
 enum Command {
     /// Run a VM in the foreground (with no CONFIG, --kernel or --kit: the
     /// default Linux guest, fetched on first use).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the tiny-guest kit's programs, or write one out as a flat binary.
     Kit(KitArgs),
     /// Measure engine speed on the kit's benchmark guests (guest MIPS).
@@ -103,7 +103,7 @@ struct RunArgs {
 /// Runs the chosen verb; returns the process exit status.
 pub fn dispatch(cli: Cli) -> u8 {
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Kit(args) => kit(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Guest(args) => crate::guest::command(args),

@@ -514,3 +514,44 @@ fn add_pci(
         console: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(params: &[(&str, &str)]) -> DeviceSpec {
+        let mut t = Table::new();
+        for (k, v) in params {
+            t.insert((*k).into(), Value::String((*v).into()));
+        }
+        DeviceSpec::from_flag("--net", "virtio-net", "net0", t)
+    }
+
+    #[test]
+    fn host_addresses_take_a_prefix_or_a_netmask() {
+        let a = |p: &[(&str, &str)]| host_address(&spec(p)).map_err(|e| e.to_string());
+        let ip = Ipv4Addr::new(10, 0, 2, 1);
+        assert_eq!(a(&[]), Ok(None));
+        assert_eq!(a(&[("host_ip", "10.0.2.1")]), Ok(Some((ip, 24))));
+        assert_eq!(a(&[("host_ip", "10.0.2.1/16")]), Ok(Some((ip, 16))));
+        let masked = [("host_ip", "10.0.2.1"), ("netmask", "255.255.255.128")];
+        assert_eq!(a(&masked), Ok(Some((ip, 25))));
+        for (params, why) in [
+            (&[("host_ip", "10.0.2.300")][..], "not an IPv4 address"),
+            (&[("host_ip", "10.0.2.1/33")][..], "bad prefix length"),
+            (
+                &[("host_ip", "10.0.2.1"), ("netmask", "255.0.255.0")][..],
+                "contiguous",
+            ),
+            (
+                &[("host_ip", "10.0.2.1/8"), ("netmask", "255.255.0.0")][..],
+                "disagree",
+            ),
+            (&[("netmask", "255.255.0.0")][..], "needs an address"),
+        ] {
+            let e = a(params).unwrap_err();
+            assert!(e.contains(why), "{params:?}: {e}");
+            assert!(e.contains("--net"), "{e}");
+        }
+    }
+}

@@ -247,6 +247,9 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
     Ok(specs)
 }
 
+/// Where host input reaches the guest: COM1, and the first virtio console.
+type ConsoleInputs = (Option<Arc<Mutex<Uart16550>>>, Option<ConsoleInput>);
+
 /// Builds each device and puts it on the bus; returns COM1 and the first
 /// virtio console's input.
 fn add_devices(
@@ -256,7 +259,7 @@ fn add_devices(
     tail: &Arc<ConsoleTail>,
     specs: &[DeviceSpec],
     config: &VmConfig,
-) -> Result<(Option<Arc<Mutex<Uart16550>>>, Option<ConsoleInput>), VmmError> {
+) -> Result<ConsoleInputs, VmmError> {
     let ctx = BuildContext {
         control: &machine.control,
         chipset,
