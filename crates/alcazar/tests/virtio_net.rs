@@ -132,3 +132,28 @@ fn a_guest_on_a_tap_pings_and_exchanges_data_with_a_host_server() {
     assert_eq!(served.greeting, "GUEST-HELLO");
     assert_eq!(served.bulk, GUEST_BULK);
 }
+
+#[test]
+fn bad_net_values_are_one_line_usage_errors() {
+    for (value, says) in [
+        ("user", "--net = \"user\": the backend must come first"),
+        (
+            "tap,host=10.0.2.300/24",
+            "--net (host_ip) = \"10.0.2.300/24\": not an IPv4 address",
+        ),
+        (
+            "tap,mac=01:00:5e:00:00:01",
+            "--net (mac) = \"01:00:5e:00:00:01\": not a unicast MAC",
+        ),
+    ] {
+        let out = common::alcazar()
+            .args(["run", "--kit", "real-hello", "--net", value])
+            .output()
+            .expect("alcazar runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(errors.len(), 1, "one error line for {value}: {stderr}");
+        assert!(errors[0].contains(says), "{value}: {stderr}");
+    }
+}

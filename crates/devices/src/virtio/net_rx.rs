@@ -201,6 +201,10 @@ pub(super) fn receive_loop(
                     }
                     continue;
                 }
+                Ok(Some(0)) => {
+                    tracing::warn!("virtio-net: the backend closed, receive stops");
+                    return;
+                }
                 Ok(Some(_)) => continue, // a runt: nothing to deliver
                 Ok(None) => {}
                 Err(e) => {
