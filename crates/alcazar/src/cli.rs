@@ -275,6 +275,7 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
             config.name = k.clone();
         }
         config.boot = BootSource::Kit { program: k.clone() };
+        config.devices.extend(alcazar_vmm::kit::kit_devices(k));
     }
     if args.rng {
         config.devices.push(config::DeviceSpec::from_flag(

@@ -57,3 +57,39 @@ fn guest_enumerates_pci_and_reads_the_virtio_rng() {
     // The device interrupts through MSI-X, not INTx.
     assert!(interrupt_count(&lines, "virtio0-input") > 0, "{text}");
 }
+
+#[test]
+fn without_msi_the_device_interrupts_through_intx_and_the_acpi_routing_table() {
+    // `pci=nomsi`: the driver falls back to INTA#, which the DSDT's _PRT
+    // routes to IOAPIC pin 17 for slot 1 (level-triggered); reading the
+    // ISR deasserts it.
+    let script = "dd if=/dev/hwrng bs=32 count=4 2>/dev/null | od -An -tx1 | wc -l; \
+                  cat /proc/interrupts";
+    let mut g = Guest::start(&[
+        "run",
+        "--engine",
+        "emu",
+        "--rng",
+        "--cmdline",
+        "console=ttyS0 quiet cryptomgr.notests pci=nomsi",
+        "--exec",
+        script,
+    ]);
+    g.expect_line("ALCAZAR-READY");
+    let (status, lines, stderr) = g.finish();
+    assert_eq!(status, Some(0), "stderr: {stderr}");
+    let text = lines.join("\n");
+    assert!(
+        lines.iter().any(|l| l.trim() == "8"),
+        "128 bytes read: {text}"
+    );
+    let intx = lines
+        .iter()
+        .find(|l| l.contains("virtio0"))
+        .unwrap_or_else(|| panic!("no virtio0 interrupt line: {text}"));
+    assert!(
+        intx.contains("IO-APIC") && intx.contains("17-fasteoi"),
+        "{intx}"
+    );
+    assert!(interrupt_count(&lines, "virtio0") > 0, "{text}");
+}

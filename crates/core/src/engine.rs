@@ -160,6 +160,29 @@ pub trait EngineVm: Send + Sync {
     fn apic_bus(&self) -> Option<Arc<dyn ApicBus>> {
         None
     }
+
+    /// The engine's fast path for device doorbells, if it has one (the
+    /// kvm engine's ioeventfds). `None`: doorbell writes reach the bus
+    /// like any MMIO write (the emu engine calls the device directly,
+    /// which is already the fast path there).
+    fn io_events(&self) -> Option<Arc<dyn IoEvents>> {
+        None
+    }
+}
+
+/// Doorbells that signal an eventfd without leaving guest mode (KVM's
+/// `KVM_IOEVENTFD`): a guest write of any width to a registered MMIO
+/// address increments the eventfd's counter instead of exiting to the
+/// VMM, and a device thread waiting on the eventfd does the work. The
+/// written value is not delivered, so only registers whose write means
+/// "go" (virtio queue notifications) are registered.
+pub trait IoEvents: Send + Sync {
+    /// Routes guest writes to MMIO `addr` to the eventfd `fd` (the engine
+    /// keeps its own duplicate of the descriptor).
+    fn register_mmio(&self, addr: u64, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), EngineError>;
+    /// Undoes [`IoEvents::register_mmio`] for `addr`; later writes reach
+    /// the bus again.
+    fn unregister_mmio(&self, addr: u64) -> Result<(), EngineError>;
 }
 
 /// One virtual CPU.

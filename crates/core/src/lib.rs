@@ -35,7 +35,7 @@ pub mod timer;
 
 pub use bus::{AccessWidth, Bus, BusDevice, BusError, IoSpace};
 pub use control::{StopReason, VmControl};
-pub use engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu};
+pub use engine::{Engine, EngineError, EngineKind, EngineVm, IoEvents, Vcpu};
 pub use hooks::Hooks;
 pub use machine::Machine;
 pub use memory::{DmaMemory, GuestMemory, MemoryError, MemoryMap};

@@ -88,6 +88,9 @@ pub struct KitProgram {
     /// INIT and STARTUP IPIs through its local APIC. Only engines with
     /// local APICs (emu) can run such programs.
     pub aps_wait_for_sipi: bool,
+    /// Device classes (of the VMM's registry) the program drives beyond
+    /// the standard PC devices, e.g. `virtio-rng`: the VMM adds them.
+    pub devices: Vec<&'static str>,
 }
 
 /// Where every kit program is loaded (and starts executing) by default.

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod cpuid;
+pub mod ioevent;
 pub mod irqchip;
 pub mod kick;
 mod regs;
@@ -32,7 +33,7 @@ pub mod vcpu;
 
 use std::sync::{Arc, OnceLock};
 
-use alcazar_core::engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu};
+use alcazar_core::engine::{Engine, EngineError, EngineKind, EngineVm, IoEvents, Vcpu};
 use alcazar_core::irq::ApicBus;
 use alcazar_core::Machine;
 use kvm_bindings::{kvm_enable_cap, kvm_userspace_memory_region, KVM_MEM_READONLY};
@@ -100,8 +101,10 @@ impl Engine for KvmEngine {
             .kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| EngineError::host("KVM_GET_SUPPORTED_CPUID", e.errno()))?;
+        let vm = Arc::new(vm);
         Ok(Box::new(KvmVm {
-            vm: Arc::new(vm),
+            io_events: Arc::new(ioevent::KvmIoEvents::new(vm.clone())),
+            vm,
             irqchip: OnceLock::new(),
             machine,
             supported: cpuid::from_kvm(&supported),
@@ -180,6 +183,7 @@ pub struct KvmVm {
     irqchip: OnceLock<Option<Arc<irqchip::IrqChip>>>,
     machine: Arc<Machine>,
     supported: Vec<alcazar_core::cpuid::CpuidEntry>,
+    io_events: Arc<ioevent::KvmIoEvents>,
 }
 
 impl std::fmt::Debug for KvmVm {
@@ -208,6 +212,10 @@ impl EngineVm for KvmVm {
             self.machine.clone(),
             chip,
         )))
+    }
+
+    fn io_events(&self) -> Option<Arc<dyn IoEvents>> {
+        Some(self.io_events.clone())
     }
 
     fn apic_bus(&self) -> Option<Arc<dyn ApicBus>> {

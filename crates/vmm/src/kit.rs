@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use alcazar_kit::Expect;
 
-use crate::config::{BootSource, ConsoleTarget, EngineChoice, VmConfig};
+use alcazar_devices::pci::PciDevice;
+
+use crate::config::{BootSource, ConsoleTarget, DeviceSpec, EngineChoice, VmConfig};
 use crate::error::VmmError;
 use crate::vm::Vm;
 
@@ -17,6 +19,9 @@ pub struct KitOutcome {
     pub status: i32,
     /// Everything it wrote to COM1.
     pub output: String,
+    /// What each PCI device's inspector said when the VM stopped
+    /// (name, then named values).
+    pub pci: Vec<(String, Vec<(String, String)>)>,
 }
 
 impl KitOutcome {
@@ -71,13 +76,37 @@ pub fn run_kit(program: &str, cpus: u32, engine: EngineChoice) -> Result<KitOutc
         boot: BootSource::Kit {
             program: program.into(),
         },
+        devices: kit_devices(program),
         ..VmConfig::default()
     };
-    let reason = Vm::create(&config)?.run()?;
+    let vm = Vm::create(&config)?;
+    let devices = vm.pci().virtio_devices();
+    let reason = vm.run()?;
     let output = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
+    let pci = devices
+        .iter()
+        .map(|(_, d)| {
+            let d = d.lock().unwrap_or_else(|p| p.into_inner());
+            (d.name(), d.inspect())
+        })
+        .collect();
     Ok(KitOutcome {
         status: reason.exit_status(),
         output,
+        pci,
     })
+}
+
+/// The `[[device]]` entries kit `program` needs beyond the standard PC
+/// devices (say, the virtio device a driver program drives).
+pub fn kit_devices(program: &str) -> Vec<DeviceSpec> {
+    let Some(Ok(built)) = alcazar_kit::build(program) else {
+        return Vec::new();
+    };
+    built
+        .devices
+        .iter()
+        .map(|class| DeviceSpec::from_flag("--kit", class, class, Default::default()))
+        .collect()
 }

@@ -26,6 +26,7 @@
 pub mod boot;
 pub mod config;
 pub mod console;
+pub mod doorbell;
 pub mod engine_select;
 pub mod error;
 pub mod firmware;

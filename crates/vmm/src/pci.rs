@@ -12,13 +12,14 @@
 //! window (naturally aligned, in slot order) and writes the interrupt line
 //! register; the OS may keep or move them. INTA# of slot *s* drives IOAPIC
 //! pin `16 + s % 4`, as the DSDT's `_PRT` says; functions on the same pin
-//! share it (wired-OR).
+//! share it (wired-OR). Under the kvm engine each live virtio device's
+//! queue notifications go through ioeventfds ([`crate::doorbell`]).
 
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
 use alcazar_core::irq::MsiSink;
-use alcazar_core::{DmaMemory, IoSpace, Machine};
+use alcazar_core::{DmaMemory, IoEvents, IoSpace, Machine, VmControl};
 use alcazar_devices::pci::root::{
     intx_gsi, PciEcam, SharedLine, CONFIG_ADDRESS_PORT, CONFIG_PORT_COUNT, ECAM_SIZE,
     INTX_FIRST_GSI,
@@ -27,6 +28,7 @@ use alcazar_devices::pci::{PciDevice, PciRoot, PciRootPorts, PciWindow};
 use alcazar_devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use alcazar_devices::virtio::VirtioDevice;
 
+use crate::doorbell::DoorbellRoute;
 use crate::error::VmmError;
 use crate::platform::Chipset;
 
@@ -47,6 +49,10 @@ pub struct PciBus {
     msi: Arc<dyn MsiSink>,
     memory: DmaMemory,
     virtio: Mutex<Vec<(u8, Arc<Mutex<VirtioPci>>)>>,
+    /// The engine's ioeventfds, if it has them, and the VM's stop switch
+    /// (which ends the doorbell threads).
+    io_events: Option<Arc<dyn IoEvents>>,
+    control: Arc<VmControl>,
 }
 
 impl std::fmt::Debug for PciBus {
@@ -57,8 +63,13 @@ impl std::fmt::Debug for PciBus {
 
 impl PciBus {
     /// The host bridge with an empty bus, its registers on `machine`'s
-    /// buses, INTx wired to `chipset`'s IOAPIC.
-    pub fn new(machine: &Machine, chipset: &Chipset) -> Result<Self, VmmError> {
+    /// buses, INTx wired to `chipset`'s IOAPIC; virtio doorbells go
+    /// through `io_events` when the engine has them.
+    pub fn new(
+        machine: &Machine,
+        chipset: &Chipset,
+        io_events: Option<Arc<dyn IoEvents>>,
+    ) -> Result<Self, VmmError> {
         let root = Arc::new(Mutex::new(PciRoot::new()));
         let ports: SharedDevice = Arc::new(Mutex::new(PciRootPorts(root.clone())));
         let ecam: SharedDevice = Arc::new(Mutex::new(PciEcam(root.clone())));
@@ -92,6 +103,8 @@ impl PciBus {
             msi: chipset.msi_sink(),
             memory: machine.memory.dma(),
             virtio: Mutex::new(Vec::new()),
+            io_events,
+            control: machine.control.clone(),
         })
     }
 
@@ -137,6 +150,19 @@ impl PciBus {
         .map_err(|e| VmmError::Pci(e.to_string()))?;
         let name = transport.device_type().name();
         let transport = Arc::new(Mutex::new(transport));
+        if let Some(io) = &self.io_events {
+            let route = DoorbellRoute::new(
+                io.clone(),
+                &transport,
+                format!("{name}-{slot}"),
+                &self.control,
+            )
+            .map_err(|source| VmmError::Io {
+                what: "creating an eventfd".into(),
+                source,
+            })?;
+            lock(&transport).set_notify_route(route);
+        }
         let as_pci: Arc<Mutex<dyn PciDevice>> = transport.clone();
         lock(&self.root)
             .add(slot, as_pci)

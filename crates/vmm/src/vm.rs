@@ -62,7 +62,7 @@ impl Vm {
         let engine_vm = selected.engine.create_vm(machine.clone())?;
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
-        let pci = PciBus::new(&machine, &chipset)?;
+        let pci = PciBus::new(&machine, &chipset, engine_vm.io_events())?;
         let (com1, hvc0) = add_devices(&machine, &chipset, &pci, &tail, &specs, config)?;
         let start = payload.install(&machine.memory, config.cpus)?;
         let mut vcpus = Vec::new();

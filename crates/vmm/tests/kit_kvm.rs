@@ -121,6 +121,29 @@ fn pit_ticks_arrive_through_the_8259a_then_a_level_triggered_ioapic_pin_on_kvm()
     check("isa-irq", 1, &expect_of("isa-irq"));
 }
 
+#[test]
+fn a_polled_virtio_driver_gets_randomness_through_an_ioeventfd_on_kvm() {
+    if !kvm_available("virtio-rng") {
+        return;
+    }
+    let outcome = run_kit("virtio-rng", 1, EngineChoice::Kvm).expect("virtio-rng runs");
+    if let Err(why) = outcome.check(&expect_of("virtio-rng")) {
+        panic!("virtio-rng on kvm: {why}");
+    }
+    // The queue notification did not exit to the VMM: KVM signalled the
+    // doorbell's eventfd and the device's I/O thread served the queue.
+    let (name, values) = &outcome.pci[0];
+    let value = |key: &str| {
+        values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{name} has no {key}: {values:?}"))
+    };
+    assert_eq!(value("notifies_ioeventfd"), "1", "{values:?}");
+    assert_eq!(value("notifies_mmio"), "0", "{values:?}");
+}
+
 // Not run on kvm, because this host's KVM (PVM backend) cannot run them;
 // they are kept for the emu engine:
 //

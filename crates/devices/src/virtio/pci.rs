@@ -139,6 +139,17 @@ impl VirtioInterrupt for TransportInterrupt {
     }
 }
 
+/// Someone who routes a live device's queue notifications another way
+/// (the VMM, through the kvm engine's ioeventfds). Called with the
+/// transport locked: it must not lock the transport itself.
+pub trait NotifyRoute: Send + Sync {
+    /// The driver set `DRIVER_OK`: queue `n`'s notification address is
+    /// `addresses[n]` (guest physical; BAR 0 as the guest placed it).
+    fn activated(&self, addresses: Vec<(u16, u64)>);
+    /// The device was reset: stop routing.
+    fn reset(&self);
+}
+
 /// A virtio device on the PCI bus.
 pub struct VirtioPci {
     config: PciConfig,
@@ -156,6 +167,10 @@ pub struct VirtioPci {
     active: bool,
     msix_cap: usize,
     pci_cfg_cap: usize,
+    route: Option<Arc<dyn NotifyRoute>>,
+    /// Notifications that arrived as MMIO writes, and through the route.
+    notifies_mmio: u64,
+    notifies_routed: u64,
 }
 
 impl std::fmt::Debug for VirtioPci {
@@ -261,7 +276,22 @@ impl VirtioPci {
             active: false,
             msix_cap,
             pci_cfg_cap,
+            route: None,
+            notifies_mmio: 0,
+            notifies_routed: 0,
         })
+    }
+
+    /// Routes notifications through `route` from the next activation on.
+    pub fn set_notify_route(&mut self, route: Arc<dyn NotifyRoute>) {
+        self.route = Some(route);
+    }
+
+    /// A notification of `queue` that came through the route (an
+    /// ioeventfd), counted apart from MMIO ones.
+    pub fn notify_routed(&mut self, queue: u16) {
+        self.notifies_routed += 1;
+        self.notify(queue);
     }
 
     /// The device type.
@@ -487,7 +517,14 @@ impl VirtioPci {
         };
         match self.device.activate(activation) {
             Ok(()) => self.active = true,
-            Err(e) => self.needs_reset(&e.to_string()),
+            Err(e) => return self.needs_reset(&e.to_string()),
+        }
+        if let (Some(route), Some((_, base, _))) = (&self.route, self.config.bar_window(0)) {
+            let addresses = (0..self.max_sizes.len() as u16)
+                .filter(|&q| self.queues[usize::from(q)].ready())
+                .map(|q| (q, base + Self::notify_offset(q)))
+                .collect();
+            route.activated(addresses);
         }
     }
 
@@ -502,6 +539,9 @@ impl VirtioPci {
 
     fn reset(&mut self) {
         if self.active {
+            if let Some(route) = &self.route {
+                route.reset();
+            }
             self.device.reset();
         }
         self.active = false;
@@ -534,7 +574,7 @@ impl VirtioPci {
     /// capability, data in `pci_cfg_data`.
     fn pci_cfg_access(&mut self, write: bool) {
         let c = self.pci_cfg_cap;
-        let bar = self.config.read_u32(c) >> 24;
+        let bar = self.config.read_u32(c + 4) & 0xff;
         let offset = u64::from(self.config.read_u32(c + 8));
         let length = self.config.read_u32(c + 12) as usize;
         if bar != 0 || !matches!(length, 1 | 2 | 4) || !offset.is_multiple_of(length as u64) {
@@ -621,6 +661,7 @@ impl PciDevice for VirtioPci {
                 let rel = o - NOTIFY_CFG;
                 if rel.is_multiple_of(u64::from(NOTIFY_OFF_MULTIPLIER)) {
                     let queue = rel / u64::from(NOTIFY_OFF_MULTIPLIER);
+                    self.notifies_mmio += 1;
                     self.notify(queue as u16);
                 }
             }
@@ -652,6 +693,11 @@ impl PciDevice for VirtioPci {
             (
                 "msix_enabled".into(),
                 self.interrupt.state().msix.enabled().to_string(),
+            ),
+            ("notifies_mmio".into(), self.notifies_mmio.to_string()),
+            (
+                "notifies_ioeventfd".into(),
+                self.notifies_routed.to_string(),
             ),
         ];
         v.extend(self.device.inspect());
@@ -697,3 +743,7 @@ fn add_pci_cfg_cap(config: &mut PciConfig) -> Result<usize, crate::pci::config::
     mask.extend_from_slice(&[0xff; 12]);
     config.add_capability(cap::VENDOR, &body, &mask)
 }
+
+#[cfg(test)]
+#[path = "pci_tests.rs"]
+mod tests;

@@ -14,6 +14,7 @@ pub(crate) mod smp;
 pub(crate) mod smp_sipi;
 pub(crate) mod sweep;
 pub(crate) mod syscall;
+pub(crate) mod virtio_rng;
 
 use crate::image::{CodePart, Image};
 use crate::{Expect, KitError, KitProgram, Mode};
@@ -113,6 +114,10 @@ pub(crate) const REGISTRY: &[Entry] = &[
         build: isa_irq::build,
     },
     Entry {
+        name: virtio_rng::INFO.name,
+        build: virtio_rng::build,
+    },
+    Entry {
         name: bench::SIEVE.name,
         build: bench::build_sieve,
     },
@@ -143,6 +148,7 @@ pub(crate) fn finish(image: Image, info: &Info, expect: Expect) -> Built {
         code,
         expect,
         aps_wait_for_sipi: false,
+        devices: Vec::new(),
     };
     Built { program, parts }
 }

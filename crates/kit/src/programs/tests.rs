@@ -81,6 +81,7 @@ fn names_are_the_documented_ones_and_each_builds() {
         "apic-timer",
         "smp-sipi",
         "isa-irq",
+        "virtio-rng",
         "bench-sieve",
         "bench-memcpy",
         "bench-interp",
