@@ -36,11 +36,14 @@ pub enum TapError {
     /// The interface name is empty, too long or holds a NUL.
     #[error("bad interface name {0:?}: give 1 to 15 bytes without NUL")]
     BadName(String),
-    /// `/dev/net/tun` could not be opened.
-    #[error("cannot open /dev/net/tun: {0} (is the tun module loaded?)")]
+    /// `/dev/net/tun` could not be opened (missing: the tun module is
+    /// not loaded; permission denied: the node is not `0666`).
+    #[error("cannot open /dev/net/tun: {0}")]
     Open(std::io::Error),
-    /// An ioctl failed.
-    #[error("{what} on {name}: {source}{hint}")]
+    /// An ioctl failed (`EPERM`: creating an interface or setting its
+    /// address needs `CAP_NET_ADMIN`; attaching to a persistent tap owned
+    /// by the user does not).
+    #[error("{what} on {name}: {source}")]
     Ioctl {
         /// The operation.
         what: &'static str,
@@ -48,8 +51,6 @@ pub enum TapError {
         name: String,
         /// The OS error.
         source: std::io::Error,
-        /// A suggestion for permission errors.
-        hint: &'static str,
     },
 }
 
@@ -193,19 +194,10 @@ fn check(rc: libc::c_int, what: &'static str, name: &str) -> Result<(), TapError
     if rc >= 0 {
         return Ok(());
     }
-    let source = std::io::Error::last_os_error();
-    let hint = match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (needs CAP_NET_ADMIN, or a persistent tap created for this user with \
-             `ip tuntap add NAME mode tap user $USER`)"
-        }
-        _ => "",
-    };
     Err(TapError::Ioctl {
         what,
         name: name.to_string(),
-        source,
-        hint,
+        source: std::io::Error::last_os_error(),
     })
 }
 

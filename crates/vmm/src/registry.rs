@@ -465,8 +465,8 @@ fn build_virtio_net(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
             spec.key(key),
             shown.clone(),
             e.to_string(),
-            "run as root (CAP_NET_ADMIN), or attach to a tap created for you with \
-             `ip tuntap add NAME mode tap user $USER`",
+            "run as root (CAP_NET_ADMIN), or attach with tap=NAME to a tap made for you by \
+             `ip tuntap add NAME mode tap user $USER` (needs /dev/net/tun mode 0666)",
         )
     };
     let tap = Tap::open(name.unwrap_or("alcazar%d")).map_err(|e| host_error(&e))?;
