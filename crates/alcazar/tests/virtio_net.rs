@@ -2,7 +2,9 @@
 //! creates reaches a TCP server on the host side of the TAP. The guest
 //! configures eth0 with busybox `ip`, pings the host, and exchanges data
 //! with busybox `nc` (hundreds of frames each way); the test checks both
-//! ends: what the server received, and what the guest printed.
+//! ends: what the server received, and what the guest printed. Once with a
+//! TAP the VMM creates and addresses (`--net tap,host=...`), once attached
+//! by name to a persistent TAP the test made (`--net tap=NAME`).
 //!
 //! Needs root (creating a TAP and setting its address needs
 //! CAP_NET_ADMIN) and /dev/net/tun. Without them the test fails and says
@@ -15,6 +17,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use alcazar_devices::tap::Tap;
 use common::Guest;
 
 /// The host end of the TAP; the guest is .2 on the same /24.
@@ -71,9 +74,9 @@ fn serve(stream: TcpStream) -> std::io::Result<Served> {
     })
 }
 
-#[test]
-fn a_guest_on_a_tap_pings_and_exchanges_data_with_a_host_server() {
-    require_root_and_tun();
+/// One guest run: `--net NET`, eth0 at `guest_ip`/24 pings `host_ip`
+/// and exchanges data with a server on the host; both ends checked.
+fn exchange_with_host(net: &str, host_ip: Ipv4Addr, guest_ip: &str, mac: &str) {
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("a host port");
     let port = listener.local_addr().expect("its address").port();
     let (tx, served) = mpsc::channel();
@@ -83,17 +86,15 @@ fn a_guest_on_a_tap_pings_and_exchanges_data_with_a_host_server() {
     });
 
     let script = format!(
-        "ip link set eth0 up && ip addr add {GUEST_IP}/24 dev eth0 && \
+        "ip link set eth0 up && ip addr add {guest_ip}/24 dev eth0 && \
          echo MAC $(cat /sys/class/net/eth0/address) && \
-         ping -c 3 -W 10 {HOST_IP} && \
+         ping -c 3 -W 10 {host_ip} && \
          (echo GUEST-HELLO; dd if=/dev/zero bs=1024 count={kib} 2>/dev/null) | \
-         nc {HOST_IP} {port} > /tmp/reply && \
-         echo REPLY $(head -n 1 /tmp/reply) && echo REPLY-BYTES $(wc -c < /tmp/reply) && \
-         cat /sys/class/net/eth0/statistics/rx_packets /sys/class/net/eth0/statistics/tx_packets",
+         nc {host_ip} {port} > /tmp/reply && \
+         echo REPLY $(head -n 1 /tmp/reply) && echo REPLY-BYTES $(wc -c < /tmp/reply)",
         kib = GUEST_BULK / 1024
     );
-    let net = format!("tap,host={HOST_IP}/24,mac={MAC}");
-    let mut g = Guest::start(&["run", "--engine", "emu", "--net", &net, "--exec", &script]);
+    let mut g = Guest::start(&["run", "--engine", "emu", "--net", net, "--exec", &script]);
     g.expect_line("ALCAZAR-READY");
     let (status, lines, stderr) = g.finish();
     let text = lines.join("\n");
@@ -104,10 +105,7 @@ fn a_guest_on_a_tap_pings_and_exchanges_data_with_a_host_server() {
     );
 
     // The guest's side.
-    assert!(
-        text.contains(&format!("MAC {MAC}")),
-        "the configured MAC: {text}"
-    );
+    assert!(text.contains(&format!("MAC {mac}")), "the MAC: {text}");
     assert!(
         text.contains("3 packets transmitted, 3 packets received"),
         "ping answers: {text}"
@@ -126,11 +124,43 @@ fn a_guest_on_a_tap_pings_and_exchanges_data_with_a_host_server() {
         .expect("the server saw a whole exchange");
     assert_eq!(
         served.peer.ip().to_string(),
-        GUEST_IP,
+        guest_ip,
         "the guest connected"
     );
     assert_eq!(served.greeting, "GUEST-HELLO");
     assert_eq!(served.bulk, GUEST_BULK);
+}
+
+#[test]
+fn a_guest_on_a_tap_the_vmm_creates_pings_and_exchanges_data_with_a_host_server() {
+    require_root_and_tun();
+    let net = format!("tap,host={HOST_IP}/24,mac={MAC}");
+    exchange_with_host(&net, HOST_IP, GUEST_IP, MAC);
+}
+
+/// A persistent TAP made before the VM, removed when dropped.
+struct PersistentTap(String);
+
+impl Drop for PersistentTap {
+    fn drop(&mut self) {
+        if let Ok(t) = Tap::open(&self.0) {
+            let _ = t.set_persistent(false);
+        }
+    }
+}
+
+#[test]
+fn a_guest_attached_to_an_existing_tap_reaches_the_host() {
+    require_root_and_tun();
+    let host_ip = Ipv4Addr::new(10, 213, 8, 1);
+    let tap = Tap::open("alcazar-e2e").expect("creating the test's tap");
+    tap.set_ipv4(host_ip, 24).expect("addressing it");
+    tap.set_persistent(true).expect("making it persistent");
+    let guard = PersistentTap(tap.name().to_string());
+    drop(tap); // the VMM attaches by name, as to a tap an administrator made
+    let net = format!("tap={}", guard.0);
+    let default_mac = "52:54:00:12:34:56";
+    exchange_with_host(&net, host_ip, "10.213.8.2", default_mac);
 }
 
 #[test]

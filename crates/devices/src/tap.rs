@@ -108,6 +108,16 @@ impl Tap {
         self.set_up_with(&sock)
     }
 
+    /// Makes the interface outlive this descriptor (`TUNSETPERSIST` 1), or
+    /// go away with the last one (0). A persistent tap can be attached to
+    /// later by name ([`Tap::open`]).
+    pub fn set_persistent(&self, persistent: bool) -> Result<(), TapError> {
+        let value = libc::c_ulong::from(persistent);
+        // SAFETY: TUNSETPERSIST takes its argument by value, no pointer.
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETPERSIST, value) };
+        check(rc, "TUNSETPERSIST", &self.name)
+    }
+
     /// Brings the interface up (`IFF_UP`), keeping its other flags.
     pub fn set_up(&self) -> Result<(), TapError> {
         let sock = inet_socket(&self.name)?;
@@ -248,5 +258,32 @@ mod tests {
         tap.set_ipv4(Ipv4Addr::new(10, 254, 77, 1), 24).unwrap();
         let addrs = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
         assert!(addrs.contains("10.254.77.1"), "the host address is set");
+        let sys = format!("/sys/class/net/{}", tap.name());
+        assert!(std::path::Path::new(&sys).exists());
+        drop(tap);
+        assert!(
+            !std::path::Path::new(&sys).exists(),
+            "gone with its descriptor"
+        );
+    }
+
+    #[test]
+    fn a_persistent_tap_outlives_its_descriptor_when_allowed() {
+        let tap = match Tap::open("alcup%d") {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                return;
+            }
+        };
+        let name = tap.name().to_string();
+        tap.set_persistent(true).unwrap();
+        drop(tap);
+        let sys = format!("/sys/class/net/{name}");
+        assert!(std::path::Path::new(&sys).exists(), "still there");
+        let again = Tap::open(&name).unwrap();
+        again.set_persistent(false).unwrap();
+        drop(again);
+        assert!(!std::path::Path::new(&sys).exists(), "removed");
     }
 }
