@@ -1,0 +1,102 @@
+//! Specialized stack instructions of 64-bit code: PUSH r64, PUSH imm,
+//! POP r64, CALL rel32 and RET (near, no immediate).
+//!
+//! In 64-bit mode the stack is flat (SS's base and limit are ignored) and
+//! its operations are 8 bytes, so each of these is a canonical check, one
+//! TLB-served access and an RSP update, done in that order so that a
+//! fault leaves RSP as it was (SDM Vol. 1 §6.2.4; Vol. 2 PUSH/POP/CALL/
+//! RET). Kernel code calls and returns constantly: as generic
+//! instructions they would also cut the run loop's block links on every
+//! call and return. They mirror [`crate::exec::data`] and
+//! [`crate::exec::flow`]; a RET to a non-canonical address is left to the
+//! generic handler, which raises the #GP.
+
+use iced_x86::{Code, Instruction};
+
+use super::{generic, plain_gpr, Exec, Operands};
+use crate::code::Decoded;
+use crate::cpu::{reg, seg};
+use crate::fault::Fault;
+use crate::mem::canonical;
+use crate::Cpu;
+
+/// The specialized handler for `insn`, if it is one of these forms in
+/// 64-bit code.
+pub(crate) fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Option<Exec> {
+    if bitness != 64 {
+        return None;
+    }
+    match insn.code() {
+        Code::Push_r64 => {
+            ops.r0 = plain_gpr(insn.op0_register())?;
+            Some(push_r64)
+        }
+        Code::Pop_r64 => {
+            ops.r0 = plain_gpr(insn.op0_register())?;
+            Some(pop_r64)
+        }
+        Code::Pushq_imm32 | Code::Pushq_imm8 => {
+            ops.imm = insn.immediate(0);
+            Some(push_imm)
+        }
+        Code::Call_rel32_64 if canonical(insn.near_branch_target()) => {
+            ops.imm = insn.near_branch_target();
+            Some(call_rel)
+        }
+        Code::Retnq => Some(ret_near),
+        _ => None,
+    }
+}
+
+/// Pushes `value`: RSP changes only once the write succeeded.
+#[inline(always)]
+fn push(cpu: &mut Cpu, value: u64) -> Result<(), Fault> {
+    let rsp = cpu.s.gpr[reg::RSP].wrapping_sub(8);
+    let lin = cpu.check_linear64(seg::SS, rsp, 8)?;
+    let user = cpu.user();
+    cpu.write_lin(lin, 8, value, user)?;
+    cpu.s.gpr[reg::RSP] = rsp;
+    Ok(())
+}
+
+/// Reads the qword at the top of the stack (RSP unchanged).
+#[inline(always)]
+fn top(cpu: &mut Cpu) -> Result<u64, Fault> {
+    let lin = cpu.check_linear64(seg::SS, cpu.s.gpr[reg::RSP], 8)?;
+    let user = cpu.user();
+    cpu.read_lin(lin, 8, user)
+}
+
+fn push_r64(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    // PUSH RSP pushes the value RSP had before the instruction.
+    let value = cpu.s.gpr[usize::from(d.ops.r0 & 15)];
+    push(cpu, value)
+}
+
+fn push_imm(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    push(cpu, d.ops.imm)
+}
+
+fn pop_r64(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    let value = top(cpu)?;
+    cpu.s.gpr[reg::RSP] = cpu.s.gpr[reg::RSP].wrapping_add(8);
+    // POP RSP: the popped value wins over the increment.
+    cpu.s.gpr[usize::from(d.ops.r0 & 15)] = value;
+    Ok(())
+}
+
+fn call_rel(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    push(cpu, cpu.next_rip)?;
+    cpu.next_rip = d.ops.imm;
+    Ok(())
+}
+
+fn ret_near(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    let target = top(cpu)?;
+    if !canonical(target) {
+        return generic(cpu, d);
+    }
+    cpu.s.gpr[reg::RSP] = cpu.s.gpr[reg::RSP].wrapping_add(8);
+    cpu.next_rip = target;
+    Ok(())
+}
