@@ -1,6 +1,7 @@
 //! virtio-console end to end: with `--console virtio` the terminal is on
 //! the guest's hvc0, where a getty offers a login; root logs in without a
-//! password, runs commands, and powers the machine off.
+//! password, runs commands, and powers the machine off; `--exec` commands
+//! run on hvc0 too.
 
 mod common;
 
@@ -105,4 +106,22 @@ fn root_logs_in_on_hvc0_runs_a_command_and_powers_off() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "a clean power-off: {}", t.seen);
+}
+
+#[test]
+fn exec_runs_on_hvc0_with_the_console_on_virtio() {
+    let mut g = common::Guest::start(&[
+        "run",
+        "--engine",
+        "emu",
+        "--console",
+        "virtio",
+        "--exec",
+        "echo ON $(tty); exit 5",
+    ]);
+    g.expect_line("ALCAZAR-READY");
+    let (line, _) = g.expect_line("ON ");
+    assert_eq!(line.trim(), "ON /dev/hvc0", "the command's terminal");
+    let (status, _, stderr) = g.finish();
+    assert_eq!(status, Some(5), "the command's status; stderr: {stderr}");
 }
