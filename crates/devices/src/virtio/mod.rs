@@ -35,8 +35,13 @@
 //! thread and take the device's lock to fill the guest's buffers.
 
 pub mod chain;
+pub mod console;
+pub mod net;
+mod net_rx;
 pub mod pci;
 pub mod rng;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 
