@@ -89,6 +89,17 @@ struct RunArgs {
     /// read-only. Repeatable.
     #[arg(long, value_name = "PATH[,readonly]")]
     disk: Vec<String>,
+    /// Add a virtio network card on a host TAP interface (repeatable):
+    /// tap=NAME[,mac=MAC] attaches to interface NAME (created if missing);
+    /// tap[,host=A.B.C.D/N][,mac=MAC] creates alcazarN and gives the host
+    /// end that address. Creating or addressing a tap needs root.
+    #[arg(long, value_name = "SPEC")]
+    net: Vec<String>,
+    /// The console the terminal is attached to: serial (COM1, ttyS0) or
+    /// virtio (a virtio console, hvc0, with a login prompt for root,
+    /// no password; COM1's output then goes to --serial, default none).
+    #[arg(long, value_enum, default_value = "serial")]
+    console: crate::virtio_flags::ConsoleKind,
     /// Print per-vCPU exit counts when the VM stops.
     #[arg(long)]
     telemetry: bool,
@@ -282,12 +293,14 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     for (n, d) in args.disk.iter().enumerate() {
         config.devices.push(disk_spec(n, d)?);
     }
+    crate::virtio_flags::apply(&args.net, args.console, args.serial.is_some(), &mut config)?;
     // Flags are checked first: a typo must not cost a download.
     check_linux_flags(args, &config)?;
     if wants_default_guest(args) {
         use_default_guest(args, &mut config).map_err(Failure::Guest)?;
     }
     apply_linux_args(args, &mut config)?;
+    crate::virtio_flags::apply_cmdline(args.console, &mut config);
     if let Some(cmd) = &args.exec {
         match &mut config.boot {
             BootSource::Linux { cmdline, .. } => {
@@ -430,10 +443,16 @@ fn run(args: RunArgs) -> u8 {
     );
     let machine = vm.machine().clone();
     let tail = vm.console_tail();
-    let interactive = config.serial == config::ConsoleTarget::Stdio;
+    let on_hvc0 = args.console == crate::virtio_flags::ConsoleKind::Virtio;
+    let interactive = on_hvc0 || config.serial == config::ConsoleTarget::Stdio;
     let _term = interactive.then(terminal::RawMode::enter).flatten();
-    if let Some(com1) = vm.com1() {
-        terminal::spawn_input(com1, machine.clone(), interactive);
+    let input = if on_hvc0 {
+        vm.virtio_console().map(terminal::InputTarget::Virtio)
+    } else {
+        vm.com1().map(terminal::InputTarget::Uart)
+    };
+    if let Some(target) = input {
+        terminal::spawn_input(target, machine.clone(), interactive);
     }
     let result = vm.run();
     drop(_term);

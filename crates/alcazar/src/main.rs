@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod guest;
 mod terminal;
+mod virtio_flags;
 
 use std::process::ExitCode;
 

@@ -1,13 +1,14 @@
 //! The host terminal as the guest's console: an unbuffered, no-echo input
-//! mode, and a thread that forwards keystrokes to COM1 with Ctrl-A as the
-//! escape key (Ctrl-A X quits, Ctrl-A Ctrl-A sends a literal Ctrl-A).
+//! mode, and a thread that forwards keystrokes to COM1 (or to the virtio
+//! console, `hvc0`, with `--console virtio`) with Ctrl-A as the escape
+//! key (Ctrl-A X quits, Ctrl-A Ctrl-A sends a literal Ctrl-A).
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alcazar_core::{Machine, StopReason};
-use alcazar_vmm::Uart16550;
+use alcazar_vmm::{ConsoleInput, Uart16550};
 
 const CTRL_A: u8 = 0x01;
 
@@ -50,18 +51,36 @@ impl Drop for RawMode {
     }
 }
 
-/// Forwards stdin to `com1` on a background thread until EOF. With
+/// The device host keystrokes go to.
+pub enum InputTarget {
+    /// A 16550 UART's receive FIFO (COM1).
+    Uart(Arc<Mutex<Uart16550>>),
+    /// A virtio console's receive queue.
+    Virtio(ConsoleInput),
+}
+
+impl InputTarget {
+    /// Hands over what the device can take now; returns the count.
+    fn offer(&self, bytes: &[u8]) -> usize {
+        match self {
+            InputTarget::Uart(u) => alcazar_core::bus::lock(u).enqueue_input(bytes),
+            InputTarget::Virtio(c) => c.push_input(bytes),
+        }
+    }
+}
+
+/// Forwards stdin to `target` on a background thread until EOF. With
 /// `escapes`, Ctrl-A X stops the VM.
-pub fn spawn_input(com1: Arc<Mutex<Uart16550>>, machine: Arc<Machine>, escapes: bool) {
+pub fn spawn_input(target: InputTarget, machine: Arc<Machine>, escapes: bool) {
     let spawned = std::thread::Builder::new()
         .name("console-in".into())
-        .spawn(move || forward_input(&com1, &machine, escapes));
+        .spawn(move || forward_input(&target, &machine, escapes));
     if let Err(e) = spawned {
         tracing::warn!("no console input: {e}");
     }
 }
 
-fn forward_input(com1: &Mutex<Uart16550>, machine: &Machine, escapes: bool) {
+fn forward_input(target: &InputTarget, machine: &Machine, escapes: bool) {
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 64];
     let mut after_escape = false;
@@ -88,14 +107,15 @@ fn forward_input(com1: &Mutex<Uart16550>, machine: &Machine, escapes: bool) {
                 out.push(b);
             }
         }
-        deliver(com1, machine, &out);
+        deliver(target, machine, &out);
     }
 }
 
-/// Hands `bytes` to the UART as its receive FIFO drains.
-fn deliver(com1: &Mutex<Uart16550>, machine: &Machine, mut bytes: &[u8]) {
+/// Hands `bytes` to the device as it takes them (the UART's receive
+/// FIFO drains, the virtio console's buffer empties).
+fn deliver(target: &InputTarget, machine: &Machine, mut bytes: &[u8]) {
     while !bytes.is_empty() && !machine.control.should_stop() {
-        let taken = alcazar_core::bus::lock(com1).enqueue_input(bytes);
+        let taken = target.offer(bytes);
         bytes = &bytes[taken..];
         if !bytes.is_empty() {
             std::thread::sleep(Duration::from_millis(2));

@@ -22,6 +22,7 @@ pub mod rtc;
 pub mod serial;
 pub mod sink;
 pub mod system_control;
+pub mod tap;
 pub mod virtio;
 
 pub use acpi_pm::AcpiPm;

@@ -36,6 +36,7 @@ pub mod platform;
 pub mod registry;
 pub mod vm;
 
+pub use alcazar_devices::virtio::console::ConsoleInput;
 pub use alcazar_devices::Uart16550;
 pub use config::VmConfig;
 pub use error::{ConfigError, VmmError};

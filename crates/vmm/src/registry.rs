@@ -13,17 +13,28 @@
 //! | `acpi-pm` | 0x600..0x60c | |
 //! | `virtio-rng` | PCI (BAR 0 in the PCI window) | |
 //! | `virtio-blk` | PCI (BAR 0 in the PCI window) | `path`, `readonly` (false) |
+//! | `virtio-net` | PCI | `tap` (interface name), `host_ip` (`A.B.C.D[/N]`), `netmask`, `mac` |
+//! | `virtio-console` | PCI | `output` (stdio) |
+//!
+//! `virtio-net` attaches to the TAP interface `tap`, creating it if it
+//! does not exist (no `tap`: a new `alcazarN`); with `host_ip` the host
+//! end gets that address (prefix from `/N` or `netmask`, else /24) and is
+//! brought up. Creating or addressing an interface needs `CAP_NET_ADMIN`.
 //!
 //! The chipset ([`crate::platform`]: 8259A pair, IOAPIC, PIT, RTC) is not
 //! in the registry: every PC has exactly one. Registry devices raise ISA
 //! interrupts through it (`irq` keys name the ISA line).
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
 use alcazar_core::{IoSpace, VmControl};
+use alcazar_devices::tap::Tap;
 use alcazar_devices::virtio::block::{BlockError, VirtioBlock};
+use alcazar_devices::virtio::console::{ConsoleInput, VirtioConsole};
+use alcazar_devices::virtio::net::{parse_mac, VirtioNet, DEFAULT_MAC};
 use alcazar_devices::virtio::rng::VirtioRng;
 use alcazar_devices::virtio::VirtioDevice;
 use alcazar_devices::{acpi_pm, debug_exit, debugcon, i8042, system_control};
@@ -59,6 +70,8 @@ pub struct BuiltDevice {
     pub ranges: Vec<(IoSpace, u64, u64, SharedDevice)>,
     /// Set for UARTs: where host input goes.
     pub uart: Option<Arc<Mutex<Uart16550>>>,
+    /// Set for virtio consoles: where host input goes.
+    pub console: Option<ConsoleInput>,
 }
 
 impl BuiltDevice {
@@ -66,6 +79,7 @@ impl BuiltDevice {
         BuiltDevice {
             ranges: vec![(space, base, len, dev)],
             uart: None,
+            console: None,
         }
     }
 }
@@ -132,6 +146,18 @@ pub static CLASSES: &[DeviceClass] = &[
         description: "virtio block device on PCI (a raw disk image file)",
         keys: &["path", "readonly"],
         constructor: build_virtio_blk,
+    },
+    DeviceClass {
+        name: "virtio-net",
+        description: "virtio network card on PCI, backed by a host TAP interface",
+        keys: &["tap", "host_ip", "netmask", "mac"],
+        constructor: build_virtio_net,
+    },
+    DeviceClass {
+        name: "virtio-console",
+        description: "virtio console on PCI (the guest's hvc0)",
+        keys: &["output"],
+        constructor: build_virtio_console,
     },
 ];
 
@@ -255,6 +281,7 @@ fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice
     Ok(BuiltDevice {
         ranges: vec![(IoSpace::Port, port, 8, uart.clone())],
         uart: Some(uart),
+        console: None,
     })
 }
 
@@ -274,7 +301,11 @@ fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, Co
             (IoSpace::Port, u64::from(port), u64::from(len), dev)
         })
         .collect();
-    Ok(BuiltDevice { ranges, uart: None })
+    Ok(BuiltDevice {
+        ranges,
+        uart: None,
+        console: None,
+    })
 }
 
 fn build_system_control(
@@ -395,6 +426,132 @@ fn build_virtio_blk(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
     add_pci(spec, ctx, Box::new(disk))
 }
 
+fn string_param<'a>(
+    spec: &'a DeviceSpec,
+    key: &str,
+    fix: &str,
+) -> Result<Option<&'a str>, ConfigError> {
+    match spec.params.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(ConfigError::new(
+            spec.key(key),
+            show(v),
+            "must be a string",
+            fix.to_string(),
+        )),
+    }
+}
+
+/// The host end's address and prefix length from `host_ip`
+/// (`A.B.C.D` or `A.B.C.D/N`) and `netmask` (`A.B.C.D`, contiguous).
+fn host_address(spec: &DeviceSpec) -> Result<Option<(Ipv4Addr, u8)>, ConfigError> {
+    let ip_fix = "give an IPv4 address like \"10.0.2.1/24\"";
+    let Some(text) = string_param(spec, "host_ip", ip_fix)? else {
+        if let Some(v) = spec.params.get("netmask") {
+            return Err(ConfigError::new(
+                spec.key("netmask"),
+                show(v),
+                "a netmask needs an address",
+                "add host_ip, or drop netmask",
+            ));
+        }
+        return Ok(None);
+    };
+    let bad = |why: &str| ConfigError::new(spec.key("host_ip"), format!("\"{text}\""), why, ip_fix);
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (
+            a,
+            Some(
+                p.parse::<u8>()
+                    .ok()
+                    .filter(|&p| p <= 32)
+                    .ok_or_else(|| bad("bad prefix length"))?,
+            ),
+        ),
+        None => (text, None),
+    };
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
+    let mask_fix = "give a netmask like \"255.255.255.0\"";
+    let from_mask = match string_param(spec, "netmask", mask_fix)? {
+        None => None,
+        Some(m) => {
+            let bad_mask = || {
+                ConfigError::new(
+                    spec.key("netmask"),
+                    format!("\"{m}\""),
+                    "not a contiguous IPv4 netmask",
+                    mask_fix,
+                )
+            };
+            let bits = u32::from(m.parse::<Ipv4Addr>().map_err(|_| bad_mask())?);
+            let len = bits.leading_ones();
+            if bits.checked_shl(len).unwrap_or(0) != 0 {
+                return Err(bad_mask());
+            }
+            Some(len as u8)
+        }
+    };
+    if let (Some(p), Some(m)) = (prefix, from_mask) {
+        if p != m {
+            return Err(bad("the prefix length and netmask disagree"));
+        }
+    }
+    Ok(Some((addr, prefix.or(from_mask).unwrap_or(24))))
+}
+
+fn build_virtio_net(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+    let mac = match string_param(spec, "mac", "give a MAC like \"52:54:00:12:34:56\"")? {
+        None => DEFAULT_MAC,
+        Some(m) => parse_mac(m).ok_or_else(|| {
+            ConfigError::new(
+                spec.key("mac"),
+                format!("\"{m}\""),
+                "not a unicast MAC address",
+                "give six hex bytes like \"52:54:00:12:34:56\" (first byte even)",
+            )
+        })?,
+    };
+    let name = string_param(spec, "tap", "give an interface name like \"tap0\"")?;
+    let address = host_address(spec)?;
+    let (key, shown) = match name {
+        Some(n) => ("tap", format!("\"{n}\"")),
+        None => ("class", "\"virtio-net\"".to_string()),
+    };
+    let host_error = |e: &dyn std::fmt::Display| {
+        ConfigError::new(
+            spec.key(key),
+            shown.clone(),
+            e.to_string(),
+            "run as root (CAP_NET_ADMIN), or attach with tap=NAME to a tap made for you by \
+             `ip tuntap add NAME mode tap user $USER` (needs /dev/net/tun mode 0666)",
+        )
+    };
+    let tap = Tap::open(name.unwrap_or("alcazar%d")).map_err(|e| host_error(&e))?;
+    match address {
+        Some((addr, prefix)) => tap.set_ipv4(addr, prefix),
+        None if name.is_none() => tap.set_up(),
+        None => Ok(()),
+    }
+    .map_err(|e| host_error(&e))?;
+    tracing::info!(interface = tap.name(), ?address, "virtio-net on a TAP");
+    let net =
+        VirtioNet::new(tap.into_fd(), mac, ctx.control.clone()).map_err(|e| host_error(&e))?;
+    add_pci(spec, ctx, Box::new(net))
+}
+
+fn build_virtio_console(
+    spec: &DeviceSpec,
+    ctx: &BuildContext<'_>,
+) -> Result<BuiltDevice, ConfigError> {
+    let output = output_param(spec, ctx, &ConsoleTarget::Stdio)?;
+    let console = VirtioConsole::new(sink_for(&output));
+    let input = console.input();
+    let mut built = add_pci(spec, ctx, Box::new(console))?;
+    built.console = Some(input);
+    Ok(built)
+}
+
 /// Puts a virtio device on the PCI bus; a full bus is the config's fault.
 fn add_pci(
     spec: &DeviceSpec,
@@ -412,5 +569,47 @@ fn add_pci(
     Ok(BuiltDevice {
         ranges: Vec::new(),
         uart: None,
+        console: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(params: &[(&str, &str)]) -> DeviceSpec {
+        let mut t = Table::new();
+        for (k, v) in params {
+            t.insert((*k).into(), Value::String((*v).into()));
+        }
+        DeviceSpec::from_flag("--net", "virtio-net", "net0", t)
+    }
+
+    #[test]
+    fn host_addresses_take_a_prefix_or_a_netmask() {
+        let a = |p: &[(&str, &str)]| host_address(&spec(p)).map_err(|e| e.to_string());
+        let ip = Ipv4Addr::new(10, 0, 2, 1);
+        assert_eq!(a(&[]), Ok(None));
+        assert_eq!(a(&[("host_ip", "10.0.2.1")]), Ok(Some((ip, 24))));
+        assert_eq!(a(&[("host_ip", "10.0.2.1/16")]), Ok(Some((ip, 16))));
+        let masked = [("host_ip", "10.0.2.1"), ("netmask", "255.255.255.128")];
+        assert_eq!(a(&masked), Ok(Some((ip, 25))));
+        for (params, why) in [
+            (&[("host_ip", "10.0.2.300")][..], "not an IPv4 address"),
+            (&[("host_ip", "10.0.2.1/33")][..], "bad prefix length"),
+            (
+                &[("host_ip", "10.0.2.1"), ("netmask", "255.0.255.0")][..],
+                "contiguous",
+            ),
+            (
+                &[("host_ip", "10.0.2.1/8"), ("netmask", "255.255.0.0")][..],
+                "disagree",
+            ),
+            (&[("netmask", "255.255.0.0")][..], "needs an address"),
+        ] {
+            let e = a(params).unwrap_err();
+            assert!(e.contains(why), "{params:?}: {e}");
+            assert!(e.contains("--net"), "{e}");
+        }
+    }
 }

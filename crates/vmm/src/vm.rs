@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use alcazar_core::engine::{EngineKind, EngineVm, Vcpu, VcpuExit};
 use alcazar_core::memory::{GuestMemory, MemoryMap};
 use alcazar_core::{BusError, Machine, StopReason};
+use alcazar_devices::virtio::console::ConsoleInput;
 use alcazar_devices::Uart16550;
 
 use crate::boot;
@@ -34,6 +35,7 @@ pub struct Vm {
     engine: EngineKind,
     engine_why: String,
     com1: Option<Arc<Mutex<Uart16550>>>,
+    hvc0: Option<ConsoleInput>,
     chipset: Chipset,
     pci: PciBus,
     tail: Arc<ConsoleTail>,
@@ -61,7 +63,7 @@ impl Vm {
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
         let pci = PciBus::new(&machine, &chipset, engine_vm.io_events())?;
-        let com1 = add_devices(&machine, &chipset, &pci, &tail, &specs, config)?;
+        let (com1, hvc0) = add_devices(&machine, &chipset, &pci, &tail, &specs, config)?;
         let start = payload.install(&machine.memory, config.cpus)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
@@ -78,6 +80,7 @@ impl Vm {
             _engine_vm: engine_vm,
             vcpus,
             com1,
+            hvc0,
             chipset,
             pci,
             tail,
@@ -102,6 +105,12 @@ impl Vm {
     /// COM1, for feeding it host input.
     pub fn com1(&self) -> Option<Arc<Mutex<Uart16550>>> {
         self.com1.clone()
+    }
+
+    /// Where host input for the first virtio console (the guest's `hvc0`)
+    /// goes, if the machine has one.
+    pub fn virtio_console(&self) -> Option<ConsoleInput> {
+        self.hvc0.clone()
     }
 
     /// The last lines of the guest console (COM1).
@@ -238,7 +247,11 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
     Ok(specs)
 }
 
-/// Builds each device and puts it on the bus; returns COM1.
+/// Where host input reaches the guest: COM1, and the first virtio console.
+type ConsoleInputs = (Option<Arc<Mutex<Uart16550>>>, Option<ConsoleInput>);
+
+/// Builds each device and puts it on the bus; returns COM1 and the first
+/// virtio console's input.
 fn add_devices(
     machine: &Machine,
     chipset: &Chipset,
@@ -246,7 +259,7 @@ fn add_devices(
     tail: &Arc<ConsoleTail>,
     specs: &[DeviceSpec],
     config: &VmConfig,
-) -> Result<Option<Arc<Mutex<Uart16550>>>, VmmError> {
+) -> Result<ConsoleInputs, VmmError> {
     let ctx = BuildContext {
         control: &machine.control,
         chipset,
@@ -256,6 +269,7 @@ fn add_devices(
         base: Path::new("."),
     };
     let mut com1 = None;
+    let mut hvc0 = None;
     for spec in specs {
         let class = registry::class(&spec.class).ok_or_else(|| {
             ConfigError::new(
@@ -275,8 +289,11 @@ fn add_devices(
         if spec.id == "com1" {
             com1 = built.uart;
         }
+        if hvc0.is_none() {
+            hvc0 = built.console;
+        }
     }
-    Ok(com1)
+    Ok((com1, hvc0))
 }
 
 fn overlap_error(spec: &DeviceSpec, e: BusError) -> VmmError {

@@ -10,7 +10,9 @@
 #   1. mounts the kernel's virtual file systems: proc, sysfs, devtmpfs, devpts;
 #   2. loads the virtio modules, dependencies first (the list in
 #      /etc/alcazar/modules was computed on the host from the kernel's data);
-#   3. sets the host name and prints the line ALCAZAR-READY (tests wait for it);
+#   3. sets the host name, adds a login prompt (getty) on the virtio console
+#      hvc0 when there is one, and prints the line ALCAZAR-READY (tests wait
+#      for it);
 #   4a. with alcazar.exec=ENC on the kernel command line: runs that command
 #       with `sh -c` on the console, then ends the VM with the command's exit
 #       status through the debug-exit port (0xf4);
@@ -22,6 +24,11 @@
 #   alcazar.exec=ENC       the command, base64url-encoded (RFC 4648 section 5,
 #                          padding optional) so that spaces and quotes survive
 #   alcazar.hostname=NAME  the host name (default: alcazar)
+#   alcazar.console=hvc0   the virtio console is the guest's console (what
+#                          `alcazar run --console virtio` adds): the marker
+#                          and the alcazar.exec command go to /dev/hvc0 too.
+#                          The kernel's own console stays ttyS0: the
+#                          virtio_console driver is a module loaded here.
 
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 export HOME=/root
@@ -86,16 +93,35 @@ fi
 # 3. The command line, the host name, the ready marker.
 exec_enc=""
 host="alcazar"
+console=""
 set -f # the words of the command line are not file name patterns
 for word in $(cat /proc/cmdline); do
 	case "$word" in
 	alcazar.exec=*) exec_enc="${word#alcazar.exec=}" ;;
 	alcazar.hostname=*) host="${word#alcazar.hostname=}" ;;
+	alcazar.console=*) console="${word#alcazar.console=}" ;;
 	esac
 done
 set +f
 hostname "$host" || say "cannot set the host name to $host"
+
+# A login prompt on the virtio console: root, no password (/etc/passwd).
+# The device node appears when virtio_console has probed; give it a moment
+# when it was asked for.
+tty=""
+if [ "$console" = hvc0 ]; then
+	n=0
+	while [ ! -c /dev/hvc0 ] && [ $n -lt 20 ]; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	[ -c /dev/hvc0 ] && tty=/dev/hvc0 || say "alcazar.console=hvc0 but there is no /dev/hvc0"
+fi
+if [ -c /dev/hvc0 ]; then
+	echo "hvc0::respawn:/sbin/getty -L 0 hvc0 vt100" >>/etc/inittab
+fi
 echo "ALCAZAR-READY"
+[ -n "$tty" ] && echo "ALCAZAR-READY" >"$tty"
 
 # 4a. One command, then the end of the VM.
 if [ -n "$exec_enc" ]; then
@@ -103,7 +129,12 @@ if [ -n "$exec_enc" ]; then
 		# A subshell is not a process group leader, so setsid does not
 		# fork and we get the command's status; cttyhack makes the real
 		# console (ttyS0) the controlling terminal, so Ctrl-C works.
-		(exec setsid cttyhack /bin/sh -c "$cmd") </dev/console >/dev/console 2>&1
+		if [ -n "$tty" ]; then
+			# The virtio console: setsid -c makes it the controlling terminal.
+			(exec setsid -c /bin/sh -c "$cmd") <"$tty" >"$tty" 2>&1
+		else
+			(exec setsid cttyhack /bin/sh -c "$cmd") </dev/console >/dev/console 2>&1
+		fi
 		status=$?
 	else
 		say "alcazar.exec is not base64url: $exec_enc"

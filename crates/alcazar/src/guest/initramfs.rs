@@ -33,7 +33,8 @@ const INITTAB: &str = "\
 # /etc/inittab for busybox init. Format: <tty>::<action>:<program>;
 # an empty <tty> means the console. busybox ignores runlevels.
 #
-# A login shell on the console. cttyhack finds the real console device
+# A login shell on the console. (/init appends a getty line for the
+# virtio console hvc0 when the machine has one.) cttyhack finds the real console device
 # (ttyS0, hvc0) and makes it the controlling terminal, so job control
 # and Ctrl-C work.
 ::respawn:-/bin/cttyhack /bin/sh
@@ -103,7 +104,8 @@ pub fn build(contents: &Contents, progress: &mut Progress) -> anyhow::Result<Vec
     w.file("etc/inittab", 0o644, INITTAB.as_bytes())?;
     w.file("etc/profile", 0o644, PROFILE.as_bytes())?;
     w.file("etc/hostname", 0o644, b"alcazar\n")?;
-    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
+    // root has no password: `login` on hvc0 (or anywhere) asks for none.
+    w.file("etc/passwd", 0o644, b"root::0:0:root:/root:/bin/sh\n")?;
     w.file("etc/group", 0o644, b"root:x:0:\n")?;
 
     let base = format!("lib/modules/{}", contents.kernel_version);

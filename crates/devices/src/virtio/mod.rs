@@ -36,8 +36,13 @@
 
 pub mod block;
 pub mod chain;
+pub mod console;
+pub mod net;
+mod net_rx;
 pub mod pci;
 pub mod rng;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 

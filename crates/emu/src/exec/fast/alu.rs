@@ -1,7 +1,7 @@
 //! Specialized ALU handlers: ADD, ADC, SUB, SBB, AND, OR, XOR with a
 //! register destination; CMP and TEST in every register/memory/immediate
 //! form; INC/DEC of a register; SHL/SHR/SAR of a register by an
-//! immediate; two-operand IMUL. Each mirrors its generic handler in
+//! immediate or CL, ROL/ROR by an immediate; two-operand IMUL. Each mirrors its generic handler in
 //! [`crate::exec::alu`], [`crate::exec::shift`] and [`crate::exec::muldiv`].
 
 use iced_x86::Mnemonic;
@@ -9,8 +9,9 @@ use iced_x86::Mnemonic;
 use super::{rd, sized, wr, Exec, Form, Operands};
 use crate::code::Decoded;
 use crate::exec::alu::{compute, flag_op, ADC, ADD, AND, OR, SBB, SUB, XOR};
+use crate::exec::shift::{rotate_flags, rotated, ROL, ROR};
 use crate::fault::Fault;
-use crate::flags::{sign_extend, FlagOp};
+use crate::flags::{sign_extend, FlagOp, CF, OF};
 use crate::Cpu;
 
 /// Where a source (or CMP/TEST destination) operand comes from.
@@ -38,9 +39,15 @@ pub(crate) fn select(m: Mnemonic, f: Form, size: u8, _ops: &Operands) -> Option<
         M::Test => return compare(f, size, true),
         M::Inc if f == Form::R => return Some(sized!(size, inc)),
         M::Dec if f == Form::R => return Some(sized!(size, dec)),
-        M::Shl | M::Sal if f == Form::RI => return Some(sized!(size, shift, SHL)),
-        M::Shr if f == Form::RI => return Some(sized!(size, shift, SHR)),
-        M::Sar if f == Form::RI => return Some(sized!(size, shift, SAR)),
+        M::Shl | M::Sal if f == Form::RI => return Some(sized!(size, shift, SHL, IMM)),
+        M::Shr if f == Form::RI => return Some(sized!(size, shift, SHR, IMM)),
+        M::Sar if f == Form::RI => return Some(sized!(size, shift, SAR, IMM)),
+        // By CL: the second register operand can only be CL.
+        M::Shl | M::Sal if f == Form::RR => return Some(sized!(size, shift, SHL, REG)),
+        M::Shr if f == Form::RR => return Some(sized!(size, shift, SHR, REG)),
+        M::Sar if f == Form::RR => return Some(sized!(size, shift, SAR, REG)),
+        M::Rol if f == Form::RI => return Some(sized!(size, rotate, ROL)),
+        M::Ror if f == Form::RI => return Some(sized!(size, rotate, ROR)),
         M::Imul if f == Form::RR && size > 1 => return Some(sized!(size, imul2, REG)),
         M::Imul if f == Form::RM && size > 1 => return Some(sized!(size, imul2, MEM)),
         _ => return None,
@@ -161,8 +168,16 @@ fn dec<const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
     Ok(())
 }
 
-fn shift<const OP: u8, const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
-    let c = (d.ops.imm as u32) & if SIZE == 8 { 0x3f } else { 0x1f };
+fn shift<const OP: u8, const SRC: u8, const SIZE: u8>(
+    cpu: &mut Cpu,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let count = if SRC == IMM {
+        d.ops.imm
+    } else {
+        cpu.s.gpr[usize::from(d.ops.r1 & 15)]
+    };
+    let c = (count as u32) & if SIZE == 8 { 0x3f } else { 0x1f };
     let old = rd::<SIZE>(cpu, d.ops.r0);
     if c == 0 {
         // No flags change, but a 32-bit destination is still written.
@@ -178,6 +193,23 @@ fn shift<const OP: u8, const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(),
     cpu.s
         .flags
         .set_result(op, SIZE, old, u64::from(c), res, false);
+    Ok(())
+}
+
+/// ROL/ROR r, imm8: only CF and OF change (and only for a non-zero
+/// masked count); the other flags keep their lazy record.
+fn rotate<const OP: u8, const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    let c = (d.ops.imm as u32) & if SIZE == 8 { 0x3f } else { 0x1f };
+    let old = rd::<SIZE>(cpu, d.ops.r0);
+    if c == 0 {
+        wr::<SIZE>(cpu, d.ops.r0, old);
+        return Ok(());
+    }
+    let (res, cf) = rotated::<OP>(old, c, SIZE, false);
+    wr::<SIZE>(cpu, d.ops.r0, res);
+    cpu.s
+        .flags
+        .set_arith(CF | OF, rotate_flags::<OP>(res, cf, SIZE));
     Ok(())
 }
 

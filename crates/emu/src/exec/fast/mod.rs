@@ -4,7 +4,9 @@
 //! execution (kind, register, size, memory base/index/displacement) and map
 //! registers to GPR slots each time. For the common forms — GPR, immediate
 //! and simple memory operands of MOV, the ALU operations, INC/DEC,
-//! MOVZX/MOVSX, LEA, shifts by an immediate, and direct JMP/Jcc — [`decode`]
+//! MOVZX/MOVSX, LEA, shifts and rotates by an immediate, direct JMP/Jcc,
+//! the stack instructions of 64-bit code (PUSH/POP, CALL, RET), NOP,
+//! CMOVcc/SETcc, NOT/NEG and BSWAP — [`decode`]
 //! resolves all of that once into [`Operands`] and picks a handler
 //! specialized for the operation, the operand form and the operand size.
 //! Everything else runs the generic handler through [`generic`].
@@ -18,8 +20,11 @@ pub mod alu;
 pub mod data;
 pub mod flow;
 pub mod fused;
+pub mod rmw;
+pub mod stack;
 #[cfg(test)]
 mod tests;
+pub mod unary;
 
 use iced_x86::{ConditionCode, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
@@ -244,6 +249,12 @@ fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Option<Exec> 
     if let Some(e) = flow::select(insn, bitness, ops) {
         return Some(e);
     }
+    if let Some(e) = stack::select(insn, bitness, ops) {
+        return Some(e);
+    }
+    if let Some(e) = unary::select(insn, ops) {
+        return Some(e);
+    }
     let m = insn.mnemonic();
     if !matches!(
         m,
@@ -267,15 +278,21 @@ fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Option<Exec> 
             | Mnemonic::Sal
             | Mnemonic::Shr
             | Mnemonic::Sar
+            | Mnemonic::Rol
+            | Mnemonic::Ror
             | Mnemonic::Imul
     ) {
         return None;
     }
-    let f = form(insn, ops)?;
     let size = op_size(insn, 0);
     if !matches!(size, 1 | 2 | 4 | 8) {
         return None;
     }
+    let f = form(insn, ops);
+    if let Some(e) = rmw::select(insn, f, ops) {
+        return Some(e);
+    }
+    let f = f?;
     alu::select(m, f, size, ops).or_else(|| data::select(insn, m, f, size))
 }
 

@@ -326,3 +326,129 @@ fn two_operand_imul_matches_in_every_size_with_and_without_overflow() {
         .unwrap();
     }
 }
+
+#[test]
+fn rotates_by_an_immediate_match_in_every_size() {
+    for flags in [0, CF | OF, ZF] {
+        compare(flags, |a| a.rol(eax, 0).unwrap()).unwrap();
+        compare(flags, |a| a.rol(eax, 1).unwrap()).unwrap();
+        compare(flags, |a| a.ror(r8, 13).unwrap()).unwrap();
+        compare(flags, |a| a.rol(bx, 17).unwrap()).unwrap();
+        compare(flags, |a| a.ror(bl, 8).unwrap()).unwrap();
+        compare(flags, |a| a.ror(dil, 33).unwrap()).unwrap();
+        compare(flags, |a| a.rol(rdx, 63).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn stack_instructions_match_and_fault_alike() {
+    let stack = |cpu: &mut Cpu| {
+        cpu.s.gpr[reg::RSP] = DATA + 0x100;
+        let ret = 0xffff_ffff_8100_1234u64.to_le_bytes();
+        cpu.machine.memory.write(DATA + 0x100, &ret).unwrap();
+    };
+    compare_with(64, 0, stack, |a| a.push(rbx).unwrap()).unwrap();
+    compare_with(64, 0, stack, |a| a.push(rsp).unwrap()).unwrap();
+    compare_with(64, 0, stack, |a| a.push(-5).unwrap()).unwrap();
+    compare_with(64, 0, stack, |a| a.push(0x1234_5678).unwrap()).unwrap();
+    compare_with(64, 0, stack, |a| a.pop(r12).unwrap()).unwrap();
+    compare_with(64, 0, stack, |a| a.pop(rsp).unwrap()).unwrap();
+    compare_with(64, 0, stack, |a| a.ret().unwrap()).unwrap();
+    compare_with(64, 0, stack, |a| {
+        let mut l = a.create_label();
+        a.call(l).unwrap();
+        a.set_label(&mut l).unwrap();
+        a.nop().unwrap();
+    })
+    .unwrap();
+    // A non-canonical stack pointer: #SS, RSP unchanged.
+    let wild = |cpu: &mut Cpu| cpu.s.gpr[reg::RSP] = 0x8000_0000_0000_0010;
+    assert!(compare_with(64, 0, wild, |a| a.push(rax).unwrap()).is_err());
+    assert!(compare_with(64, 0, wild, |a| a.pop(rax).unwrap()).is_err());
+    // A non-canonical return address: the #GP comes from the generic path.
+    let bad_ret = |cpu: &mut Cpu| {
+        cpu.s.gpr[reg::RSP] = DATA + 0x100;
+        let ret = 0x8000_0000_0000_0000u64.to_le_bytes();
+        cpu.machine.memory.write(DATA + 0x100, &ret).unwrap();
+    };
+    assert!(compare_with(64, 0, bad_ret, |a| a.ret().unwrap()).is_err());
+}
+
+#[test]
+fn nops_cmov_setcc_not_neg_and_bswap_match() {
+    for flags in [0, CF, ZF, CF | ZF | OF] {
+        compare(flags, |a| a.nop().unwrap()).unwrap();
+        compare(flags, |a| a.nop_1(dword_ptr(rax + rax * 1 + 0)).unwrap()).unwrap();
+        compare(flags, |a| a.cmovae(eax, ebx).unwrap()).unwrap();
+        compare(flags, |a| a.cmovb(r9, r10).unwrap()).unwrap();
+        compare(flags, |a| a.cmove(cx, dx).unwrap()).unwrap();
+        compare(flags, |a| a.cmovne(esi, dword_ptr(rdi + 8)).unwrap()).unwrap();
+        compare(flags, |a| a.cmovs(rax, qword_ptr(rsi)).unwrap()).unwrap();
+        compare(flags, |a| a.setb(al).unwrap()).unwrap();
+        compare(flags, |a| a.setne(r11b).unwrap()).unwrap();
+        compare(flags, |a| a.sete(byte_ptr(rdi + 3)).unwrap()).unwrap();
+        compare(flags, |a| a.not(r8d).unwrap()).unwrap();
+        compare(flags, |a| a.not(bl).unwrap()).unwrap();
+        compare(flags, |a| a.neg(rdx).unwrap()).unwrap();
+        compare(flags, |a| a.neg(si).unwrap()).unwrap();
+        compare(flags, |a| a.bswap(eax).unwrap()).unwrap();
+        compare(flags, |a| a.bswap(r13).unwrap()).unwrap();
+    }
+    // NEG of zero clears CF.
+    let zero = |cpu: &mut Cpu| cpu.s.gpr[reg::RDX] = 0;
+    compare_with(64, CF, zero, |a| a.neg(rdx).unwrap()).unwrap();
+    // A CMOV whose condition is false still faults on its memory source.
+    let wild = |cpu: &mut Cpu| cpu.s.gpr[reg::RSI] = 0x8000_0000_0000_0000;
+    assert!(compare_with(64, 0, wild, |a| a.cmovb(rax, qword_ptr(rsi)).unwrap()).is_err());
+}
+
+#[test]
+fn memory_destination_alu_inc_dec_and_shifts_by_cl_match() {
+    for flags in [0, CF, CF | ZF | OF] {
+        compare(flags, |a| a.add(dword_ptr(rdi + 4), eax).unwrap()).unwrap();
+        compare(flags, |a| a.add(qword_ptr(rdi), r9).unwrap()).unwrap();
+        compare(flags, |a| a.sub(dword_ptr(rdi + 8), 5).unwrap()).unwrap();
+        compare(flags, |a| a.adc(word_ptr(rsi + 2), cx).unwrap()).unwrap();
+        compare(flags, |a| a.sbb(byte_ptr(rsi), 0x7f).unwrap()).unwrap();
+        compare(flags, |a| a.and(qword_ptr(rdi + rcx * 8), -16).unwrap()).unwrap();
+        compare(flags, |a| a.or(byte_ptr(rdi + 1), 0x80).unwrap()).unwrap();
+        compare(flags, |a| a.xor(dword_ptr(rsi + 12), edx).unwrap()).unwrap();
+        compare(flags, |a| a.inc(dword_ptr(rdi)).unwrap()).unwrap();
+        compare(flags, |a| a.dec(qword_ptr(rsi + 16)).unwrap()).unwrap();
+        compare(flags, |a| a.inc(byte_ptr(rsi + 5)).unwrap()).unwrap();
+        compare(flags, |a| a.shl(rax, cl).unwrap()).unwrap();
+        compare(flags, |a| a.shr(r10d, cl).unwrap()).unwrap();
+        compare(flags, |a| a.sar(bx, cl).unwrap()).unwrap();
+    }
+    let counts = [0u64, 1, 31, 32, 63, 64, 0xff];
+    for c in counts {
+        let set = move |cpu: &mut Cpu| cpu.s.gpr[reg::RCX] = c;
+        compare_with(64, CF, set, |a| a.shl(rdx, cl).unwrap()).unwrap();
+        compare_with(64, OF, set, |a| a.shr(esi, cl).unwrap()).unwrap();
+        compare_with(64, 0, set, |a| a.sar(r8b, cl).unwrap()).unwrap();
+    }
+    // Faults: a non-canonical destination.
+    let wild = |cpu: &mut Cpu| cpu.s.gpr[reg::RDI] = 0x8000_0000_0000_0000;
+    assert!(compare_with(64, 0, wild, |a| a.add(dword_ptr(rdi), eax).unwrap()).is_err());
+    assert!(compare_with(64, 0, wild, |a| a.inc(qword_ptr(rdi)).unwrap()).is_err());
+}
+
+#[test]
+fn indirect_calls_and_jumps_match() {
+    let setup = |cpu: &mut Cpu| {
+        cpu.s.gpr[reg::RSP] = DATA + 0x100;
+        cpu.s.gpr[reg::RAX] = 0xffff_ffff_8100_4000;
+        let target = 0xffff_ffff_8100_5678u64.to_le_bytes();
+        cpu.machine.memory.write(DATA + 0x40, &target).unwrap();
+    };
+    compare_with(64, 0, setup, |a| a.call(rax).unwrap()).unwrap();
+    compare_with(64, 0, setup, |a| a.jmp(rax).unwrap()).unwrap();
+    compare_with(64, 0, setup, |a| a.call(qword_ptr(rdi + 0x40)).unwrap()).unwrap();
+    compare_with(64, 0, setup, |a| a.jmp(qword_ptr(rdi + 0x40)).unwrap()).unwrap();
+    let bad = |cpu: &mut Cpu| {
+        cpu.s.gpr[reg::RSP] = DATA + 0x100;
+        cpu.s.gpr[reg::RAX] = 0x8000_0000_0000_0000;
+    };
+    assert!(compare_with(64, 0, bad, |a| a.call(rax).unwrap()).is_err());
+    assert!(compare_with(64, 0, bad, |a| a.jmp(rax).unwrap()).is_err());
+}

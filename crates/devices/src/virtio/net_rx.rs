@@ -1,0 +1,251 @@
+//! virtio-net's receive side and its backend I/O: the thread that moves
+//! frames from the backend (the TAP) into the guest's receive buffers,
+//! and the state it shares with [`super::net::VirtioNet`] (virtio 1.2
+//! §5.1.6.3, "Setting Up Receive Buffers" and §5.1.6.4, "Processing of
+//! Incoming Packets").
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use alcazar_core::{DmaMemory, VmControl};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::chain::{complete, Chain};
+use super::net::{rx_header, NetCounters, MAX_FRAME_LEN, RX_QUEUE};
+use super::VirtioInterrupt;
+use crate::tap::VNET_HDR_LEN;
+
+/// The largest receive chain looked at (bigger ones are refused).
+const MAX_RX_CHAIN: u64 = 1 << 20;
+
+pub(super) struct Active {
+    pub(super) rx: Queue,
+    pub(super) tx: Queue,
+    pub(super) memory: DmaMemory,
+    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
+    /// A frame (header included) read from the backend that waits for a
+    /// receive buffer.
+    pub(super) pending: Option<Vec<u8>>,
+}
+
+pub(super) struct State {
+    pub(super) active: Option<Active>,
+    /// Bumped on every activation and reset; a receive thread runs only
+    /// while the generation it was started with is current.
+    pub(super) generation: u64,
+    pub(super) counters: NetCounters,
+}
+
+/// What the receive thread and the device share.
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// Wakes the current receive thread (a notification, a reset, a stop).
+    pub(super) wake: Mutex<Option<Arc<EventFd>>>,
+    pub(super) control: Arc<VmControl>,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn wake(&self) {
+        let wake = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = wake.as_ref() {
+            let _ = w.write(1);
+        }
+    }
+}
+
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL take and return plain integers.
+    let rc = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes one header-prefixed frame to the backend.
+pub(super) fn write_frame(fd: &OwnedFd, frame: &[u8]) -> std::io::Result<()> {
+    // SAFETY: `frame` is valid for reads of its length.
+    let n = unsafe { libc::write(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n as usize != frame.len() {
+        return Err(std::io::Error::other("short write"));
+    }
+    Ok(())
+}
+
+/// Reads one header-prefixed frame; `Ok(None)` when none is waiting.
+pub(super) fn read_frame(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// What happened to a received frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// In the guest (or dropped and counted): read the next one.
+    Done,
+    /// No receive buffer: keep the frame, stop reading.
+    NoBuffer,
+}
+
+/// Puts `frame` (header included) into the next receive chain.
+pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
+    let Some(active) = state.active.as_mut() else {
+        return Delivery::Done; // the device went away; the frame is lost
+    };
+    let Some(desc) = active.rx.pop_descriptor_chain(active.memory.mmap()) else {
+        return Delivery::NoBuffer;
+    };
+    let head = desc.head_index();
+    let irq = active.interrupt.clone();
+    let chain = match Chain::parse(desc, MAX_RX_CHAIN) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("virtio-net: bad receive chain: {e}");
+            state.counters.rx_bad_chains += 1;
+            complete(
+                &mut active.rx,
+                RX_QUEUE,
+                &active.memory,
+                head,
+                0,
+                irq.as_ref(),
+            );
+            return Delivery::Done;
+        }
+    };
+    let payload = &frame[VNET_HDR_LEN..];
+    let total = VNET_HDR_LEN + payload.len();
+    if chain.writable_len() < total as u64 {
+        // Reuse the buffer for the next frame.
+        active.rx.go_to_previous_position();
+        state.counters.rx_too_big += 1;
+        return Delivery::Done;
+    }
+    let mut written = chain.write_at(&active.memory, 0, &rx_header());
+    written += chain.write_at(&active.memory, VNET_HDR_LEN as u64, payload);
+    state.counters.rx_frames += 1;
+    state.counters.rx_bytes += payload.len() as u64;
+    complete(
+        &mut active.rx,
+        RX_QUEUE,
+        &active.memory,
+        head,
+        written as u32,
+        irq.as_ref(),
+    );
+    Delivery::Done
+}
+
+/// The receive thread of one activation.
+pub(super) fn receive_loop(
+    shared: Arc<Shared>,
+    backend: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
+    generation: u64,
+) {
+    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_FRAME_LEN];
+    loop {
+        // Deliver what waits; find out whether to read the backend.
+        let read_backend = {
+            let mut st = shared.lock();
+            if st.generation != generation || shared.control.should_stop() {
+                return;
+            }
+            match st.active.as_mut().and_then(|a| a.pending.take()) {
+                Some(frame) => match deliver(&mut st, &frame) {
+                    Delivery::Done => true,
+                    Delivery::NoBuffer => {
+                        if let Some(a) = st.active.as_mut() {
+                            a.pending = Some(frame);
+                        }
+                        false
+                    }
+                },
+                None => true,
+            }
+        };
+        if read_backend {
+            match read_frame(&backend, &mut buf) {
+                Ok(Some(n)) if n > VNET_HDR_LEN => {
+                    let mut st = shared.lock();
+                    if st.generation != generation {
+                        return;
+                    }
+                    if deliver(&mut st, &buf[..n]) == Delivery::NoBuffer {
+                        if let Some(a) = st.active.as_mut() {
+                            a.pending = Some(buf[..n].to_vec());
+                        }
+                    }
+                    continue;
+                }
+                Ok(Some(0)) => {
+                    tracing::warn!("virtio-net: the backend closed, receive stops");
+                    return;
+                }
+                Ok(Some(_)) => continue, // a runt: nothing to deliver
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("virtio-net: reading the backend failed, receive stops: {e}");
+                    return;
+                }
+            }
+        }
+        if !wait(&backend, read_backend, &wake) {
+            return;
+        }
+    }
+}
+
+/// Sleeps until the backend is readable (if `backend_too`) or `wake` is
+/// signalled. Returns `false` on an unexpected error.
+pub(super) fn wait(backend: &OwnedFd, backend_too: bool, wake: &EventFd) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: backend.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let n = if backend_too { 2 } else { 1 };
+    // SAFETY: `fds` holds `n` valid pollfd structures.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, -1) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            tracing::warn!("virtio-net: poll failed, receive stops: {e}");
+            return false;
+        }
+    }
+    if fds[0].revents & libc::POLLIN != 0 {
+        let _ = wake.read();
+    }
+    true
+}
