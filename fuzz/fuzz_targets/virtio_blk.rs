@@ -24,11 +24,12 @@ use common::{memory_with, nowhere, Input};
 use libfuzzer_sys::fuzz_target;
 use virtio_queue::{Queue, QueueT};
 
-/// A 64 KiB scratch image, made once per process.
+/// A 64 KiB scratch image, made once per process (one file for every
+/// run, so none pile up; parallel workers sharing it is harmless).
 fn image() -> &'static PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("alcazar-fuzz-blk-{}.img", std::process::id()));
+        let path = std::env::temp_dir().join("alcazar-fuzz-blk.img");
         std::fs::write(&path, vec![0u8; 64 * 1024]).expect("scratch image");
         path
     })
