@@ -59,6 +59,51 @@ fn guest_enumerates_pci_and_reads_the_virtio_rng() {
 }
 
 #[test]
+fn every_virtio_device_shows_its_ids_and_class_and_binds_virtio_pci() {
+    // What `lspci -n` would list, read from sysfs: one function per device
+    // class, each with the modern virtio device ID (0x1040 + type).
+    let image = std::env::temp_dir().join(format!("alcazar-pci-{}.img", std::process::id()));
+    std::fs::write(&image, vec![0u8; 1 << 20]).expect("a scratch disk image");
+    let disk = image.to_string_lossy().into_owned();
+    let mut g = Guest::start(&[
+        "run",
+        "--engine",
+        "emu",
+        "--rng",
+        "--disk",
+        &disk,
+        "--net",
+        "tap,host=10.213.9.1/24",
+        "--console",
+        "virtio",
+        "--exec",
+        LIST_PCI,
+    ]);
+    g.expect_line("ALCAZAR-READY");
+    let (status, lines, stderr) = g.finish();
+    let _ = std::fs::remove_file(&image);
+    assert_eq!(status, Some(0), "stderr: {stderr}");
+    let mut found: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("PCI "))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "0x1af4 0x1041 0x020000 virtio-pci", // network
+            "0x1af4 0x1042 0x018000 virtio-pci", // block
+            "0x1af4 0x1043 0x078000 virtio-pci", // console
+            "0x1af4 0x1044 0xff0000 virtio-pci", // entropy
+            "0x1b36 0x0008 0x060000",            // host bridge
+        ],
+        "{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
 fn without_msi_the_device_interrupts_through_intx_and_the_acpi_routing_table() {
     // `pci=nomsi`: the driver falls back to INTA#, which the DSDT's _PRT
     // routes to IOAPIC pin 17 for slot 1 (level-triggered); reading the
