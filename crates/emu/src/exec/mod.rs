@@ -49,6 +49,28 @@ pub fn handler_for(insn: &Instruction) -> Handler {
     lookups.iter().find_map(|l| l(insn)).unwrap_or(undefined)
 }
 
+/// Whether `insn`'s generic handler can only change general registers,
+/// flags (not IF, TF or IOPL), memory and the FPU/SSE state: never CS,
+/// the CPU mode, CPL, paging or the interrupt shadow. Such an instruction
+/// leaves every block link valid ([`crate::code::Link`]); a store into
+/// code still invalidates through the code pages, and a fault through
+/// its delivery.
+pub fn is_pure(insn: &Instruction) -> bool {
+    if insn.code() == Code::INVALID {
+        return false;
+    }
+    let pure: [fn(&Instruction) -> Option<Handler>; 7] = [
+        crate::fpu::lookup,
+        data::lookup,
+        alu::lookup,
+        shift::lookup,
+        muldiv::lookup,
+        bits::lookup,
+        string::lookup,
+    ];
+    pure.iter().any(|l| l(insn).is_some())
+}
+
 /// Raises #UD: invalid or unimplemented opcodes.
 pub fn undefined(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     tracing::trace!(rip = cpu.s.rip, code = ?insn.code(), "#UD");

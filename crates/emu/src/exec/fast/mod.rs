@@ -98,6 +98,14 @@ pub fn generic(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
     (d.handler)(cpu, &d.insn)
 }
 
+/// Runs the generic handler of an instruction that cannot change how a
+/// RIP maps to a block ([`crate::exec::is_pure`]): like [`generic`], but
+/// the block links stay valid.
+pub fn generic_pure(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
+    cpu.s.rip = d.rip;
+    (d.handler)(cpu, &d.insn)
+}
+
 /// Decodes `insn` (decoded with `bitness` at `rip`; the next instruction
 /// is at `next_rip`) into its run-loop form.
 pub fn decode(insn: &Instruction, bitness: u32, rip: u64, next_rip: u64) -> Decoded {
@@ -116,7 +124,11 @@ pub fn decode(insn: &Instruction, bitness: u32, rip: u64, next_rip: u64) -> Deco
             FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
         );
     Decoded {
-        exec: exec.unwrap_or(generic),
+        exec: exec.unwrap_or(if super::is_pure(insn) {
+            generic_pure
+        } else {
+            generic
+        }),
         chains,
         fused: false,
         ops,
