@@ -6,11 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{alcazar, BOOT_TIMEOUT};
+use common::{spawn_piped, BOOT_TIMEOUT};
 
 /// A VMM whose stdout is read as raw bytes (a login prompt has no end of
 /// line).
@@ -24,13 +24,7 @@ struct Terminal {
 
 impl Terminal {
     fn start(args: &[&str]) -> Terminal {
-        let mut child = alcazar()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("alcazar starts");
+        let mut child = spawn_piped(args);
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let (tx, bytes) = mpsc::channel();
         std::thread::spawn(move || {

@@ -189,6 +189,22 @@ pub struct GuestMemory {
     observer: Arc<OnceLock<Arc<dyn DmaObserver>>>,
 }
 
+/// Copies `data` into `mmap` at guest physical `addr`, all or nothing.
+fn write_slice(mmap: &GuestMemoryMmap, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+    mmap.write_slice(data, GuestAddress(addr))
+        .map_err(|_| MemoryError::OutOfRange {
+            addr,
+            len: data.len(),
+        })
+}
+
+/// Fills `data` from `mmap` at guest physical `addr`.
+fn read_slice(mmap: &GuestMemoryMmap, addr: u64, data: &mut [u8]) -> Result<(), MemoryError> {
+    let len = data.len();
+    mmap.read_slice(data, GuestAddress(addr))
+        .map_err(|_| MemoryError::OutOfRange { addr, len })
+}
+
 /// Someone who must hear about guest memory that a device wrote behind
 /// the CPUs' backs (DMA): the emu engine, whose decoded-code cache would
 /// otherwise keep running the old bytes of a page a disk read just filled.
@@ -220,22 +236,14 @@ impl DmaMemory {
 
     /// Copies `data` into guest memory at `addr` and tells the observer.
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        self.mmap
-            .write_slice(data, GuestAddress(addr))
-            .map_err(|_| MemoryError::OutOfRange {
-                addr,
-                len: data.len(),
-            })?;
+        write_slice(&self.mmap, addr, data)?;
         self.note_written(addr, data.len() as u64);
         Ok(())
     }
 
     /// Fills `data` from guest memory at `addr`.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> Result<(), MemoryError> {
-        let len = data.len();
-        self.mmap
-            .read_slice(data, GuestAddress(addr))
-            .map_err(|_| MemoryError::OutOfRange { addr, len })
+        read_slice(&self.mmap, addr, data)
     }
 
     /// Tells the observer that `len` bytes at `addr` were written some
@@ -311,20 +319,12 @@ impl GuestMemory {
 
     /// Copies `data` into guest memory at `addr` (loaders may write ROM).
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        self.mmap
-            .write_slice(data, GuestAddress(addr))
-            .map_err(|_| MemoryError::OutOfRange {
-                addr,
-                len: data.len(),
-            })
+        write_slice(&self.mmap, addr, data)
     }
 
     /// Fills `data` from guest memory at `addr`.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> Result<(), MemoryError> {
-        let len = data.len();
-        self.mmap
-            .read_slice(data, GuestAddress(addr))
-            .map_err(|_| MemoryError::OutOfRange { addr, len })
+        read_slice(&self.mmap, addr, data)
     }
 
     /// Writes a little-endian `u64` at `addr`.

@@ -18,6 +18,17 @@ pub fn alcazar() -> Command {
     c
 }
 
+/// `alcazar ARGS` with stdin, stdout and stderr piped.
+pub fn spawn_piped(args: &[&str]) -> Child {
+    alcazar()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("alcazar starts")
+}
+
 /// A running `alcazar` whose stdout lines arrive, stamped with the host's
 /// wall-clock time, on a channel.
 pub struct Guest {
@@ -28,13 +39,7 @@ pub struct Guest {
 
 impl Guest {
     pub fn start(args: &[&str]) -> Guest {
-        let mut child = alcazar()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("alcazar starts");
+        let mut child = spawn_piped(args);
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

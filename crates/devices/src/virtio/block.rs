@@ -31,17 +31,16 @@ use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use alcazar_core::DmaMemory;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 
 use self::request::{
     parse, parse_discard, Limits, Request, RequestError, HEADER_LEN, ID_BYTES, SECTOR_SIZE,
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
 };
 use super::chain::Chain;
-use super::{ActivateError, Activation, DeviceType, VirtioDevice, VirtioInterrupt};
+use super::{ActivateError, Activation, DeviceType, SingleQueue, VirtioDevice};
 
 /// Feature bit: `size_max` holds the largest segment (§5.2.3).
 pub const VIRTIO_BLK_F_SIZE_MAX: u64 = 1 << 1;
@@ -136,17 +135,11 @@ struct Backend {
     stats: BlockStats,
 }
 
-struct Active {
-    queue: Queue,
-    memory: DmaMemory,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// The virtio block device.
 pub struct VirtioBlock {
     path: PathBuf,
     backend: Backend,
-    active: Option<Active>,
+    active: Option<SingleQueue>,
 }
 
 impl std::fmt::Debug for VirtioBlock {
@@ -495,24 +488,11 @@ impl VirtioDevice for VirtioBlock {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Activation {
-            features,
-            mut queues,
-            memory,
-            interrupt,
-        } = activation;
-        let queue = queues
-            .drain(..)
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::QueueNotReady(0))?;
+        let features = activation.features;
+        let single = activation.into_single_queue()?;
         self.backend.limits.discard = features & VIRTIO_BLK_F_DISCARD != 0;
         self.backend.write_through = features & VIRTIO_BLK_F_FLUSH == 0;
-        self.active = Some(Active {
-            queue,
-            memory,
-            interrupt,
-        });
+        self.active = Some(single);
         self.serve();
         Ok(())
     }

@@ -47,7 +47,7 @@ pub(crate) mod testing;
 use std::sync::Arc;
 
 use alcazar_core::DmaMemory;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 
 /// Feature bit: the device conforms to virtio 1.x (§6, "Reserved Feature
 /// Bits"). Always offered: Alcazar has no legacy interface.
@@ -124,6 +124,39 @@ impl std::fmt::Debug for Activation {
             .field("queues", &self.queues.len())
             .finish_non_exhaustive()
     }
+}
+
+impl Activation {
+    /// Takes queue `index` out of the activation, if the driver enabled
+    /// it (a queue left disabled is an error for a device that needs it).
+    pub fn take_queue(&mut self, index: u16) -> Result<Queue, ActivateError> {
+        self.queues
+            .get_mut(usize::from(index))
+            .filter(|q| q.ready())
+            .map(std::mem::take)
+            .ok_or(ActivateError::QueueNotReady(index))
+    }
+
+    /// For a device with one queue: queue 0 with the memory and the
+    /// interrupt it is served with.
+    pub fn into_single_queue(mut self) -> Result<SingleQueue, ActivateError> {
+        Ok(SingleQueue {
+            queue: self.take_queue(0)?,
+            memory: self.memory,
+            interrupt: self.interrupt,
+        })
+    }
+}
+
+/// A live queue with what serving it takes (single-queue devices: rng,
+/// block).
+pub struct SingleQueue {
+    /// The queue.
+    pub queue: Queue,
+    /// Guest memory.
+    pub memory: DmaMemory,
+    /// Where its interrupts go.
+    pub interrupt: Arc<dyn VirtioInterrupt>,
 }
 
 /// Why a device refused to start.

@@ -11,29 +11,21 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::sync::Arc;
 
-use alcazar_core::DmaMemory;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 
 use super::chain::{complete, Chain};
-use super::{ActivateError, Activation, DeviceType, VirtioDevice, VirtioInterrupt};
+use super::{ActivateError, Activation, DeviceType, SingleQueue, VirtioDevice};
 
 /// The size of the request queue.
 pub const QUEUE_SIZE: u16 = 256;
 /// The most bytes one request gets.
 pub const MAX_FILL: usize = 64 * 1024;
 
-struct Active {
-    queue: Queue,
-    memory: DmaMemory,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// The virtio entropy device.
 pub struct VirtioRng {
     source: File,
-    active: Option<Active>,
+    active: Option<SingleQueue>,
     bytes_served: u64,
     requests: u64,
 }
@@ -112,22 +104,7 @@ impl VirtioDevice for VirtioRng {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Activation {
-            mut queues,
-            memory,
-            interrupt,
-            ..
-        } = activation;
-        let queue = queues
-            .drain(..)
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::QueueNotReady(0))?;
-        self.active = Some(Active {
-            queue,
-            memory,
-            interrupt,
-        });
+        self.active = Some(activation.into_single_queue()?);
         self.serve();
         Ok(())
     }

@@ -49,7 +49,8 @@ pub fn lookup(insn: &Instruction) -> Option<Handler> {
     })
 }
 
-fn is_cmov(m: Mnemonic) -> bool {
+/// Whether `m` is one of the sixteen CMOVcc.
+pub(crate) fn is_cmov(m: Mnemonic) -> bool {
     use Mnemonic::*;
     matches!(
         m,
@@ -72,7 +73,8 @@ fn is_cmov(m: Mnemonic) -> bool {
     )
 }
 
-fn is_setcc(m: Mnemonic) -> bool {
+/// Whether `m` is one of the sixteen SETcc.
+pub(crate) fn is_setcc(m: Mnemonic) -> bool {
     use Mnemonic::*;
     matches!(
         m,

@@ -3,12 +3,16 @@
 //! the used ring read back.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use alcazar_core::memory::{MemoryMap, RegionKind};
 use alcazar_core::GuestMemory;
+
+use crate::virtio::VirtioInterrupt;
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::request::*;

@@ -18,6 +18,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::{condition, mem_operand, plain_gpr, rd, sized, wr, Exec, Operands};
 use crate::code::Decoded;
+use crate::exec::data;
 use crate::fault::Fault;
 use crate::flags::FlagOp;
 use crate::Cpu;
@@ -70,48 +71,11 @@ pub(crate) fn select(insn: &Instruction, ops: &mut Operands) -> Option<Exec> {
 }
 
 fn is_setcc(insn: &Instruction) -> bool {
-    use Mnemonic::*;
-    matches!(
-        insn.mnemonic(),
-        Seto | Setno
-            | Setb
-            | Setae
-            | Sete
-            | Setne
-            | Setbe
-            | Seta
-            | Sets
-            | Setns
-            | Setp
-            | Setnp
-            | Setl
-            | Setge
-            | Setle
-            | Setg
-    )
+    data::is_setcc(insn.mnemonic())
 }
 
 fn is_cmov(insn: &Instruction) -> bool {
-    use Mnemonic::*;
-    matches!(
-        insn.mnemonic(),
-        Cmovo
-            | Cmovno
-            | Cmovb
-            | Cmovae
-            | Cmove
-            | Cmovne
-            | Cmovbe
-            | Cmova
-            | Cmovs
-            | Cmovns
-            | Cmovp
-            | Cmovnp
-            | Cmovl
-            | Cmovge
-            | Cmovle
-            | Cmovg
-    )
+    data::is_cmov(insn.mnemonic())
 }
 
 fn nop(_: &mut Cpu, _: &Decoded) -> Result<(), Fault> {
