@@ -9,6 +9,7 @@ use alcazar_core::irq::{InterruptMessage, MsiSink};
 use alcazar_core::memory::{GuestMemory, MemoryMap};
 use alcazar_core::DmaMemory;
 use alcazar_devices::virtio::VirtioInterrupt;
+use virtio_queue::{Queue, QueueT};
 
 /// Bytes of guest RAM the targets use (the rest of the address space is
 /// outside guest memory, as wild addresses should find).
@@ -45,6 +46,23 @@ impl MsiSink for Nowhere {
 /// An `Arc` of [`Nowhere`].
 pub fn nowhere() -> Arc<Nowhere> {
     Arc::new(Nowhere)
+}
+
+/// A queue of the size and ring addresses the next 26 input bytes give
+/// (size, then descriptor table, available and used ring), enabled.
+pub fn queue(input: &mut Input<'_>) -> Queue {
+    let mut q = Queue::new(256).expect("256 is a valid size");
+    q.set_size(input.take(2) as u16);
+    for set in [
+        Queue::set_desc_table_address,
+        Queue::set_avail_ring_address,
+        Queue::set_used_ring_address,
+    ] {
+        let a = input.take(8);
+        set(&mut q, Some(a as u32), Some((a >> 32) as u32));
+    }
+    q.set_ready(true);
+    q
 }
 
 /// Reads little-endian integers off the front of the input.

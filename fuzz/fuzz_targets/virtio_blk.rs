@@ -20,9 +20,9 @@ use std::sync::OnceLock;
 use alcazar_devices::virtio::block::request::{parse, parse_discard, Limits};
 use alcazar_devices::virtio::block::VirtioBlock;
 use alcazar_devices::virtio::{Activation, VirtioDevice};
-use common::{memory_with, nowhere, Input};
+use common::{memory_with, nowhere, queue, Input};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 
 /// A 64 KiB scratch image, made once per process (one file for every
 /// run, so none pile up; parallel workers sharing it is harmless).
@@ -49,17 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse(header, input.take(8), input.take(8), &limits);
     let _ = parse_discard(input.0, &limits);
 
-    let mut q = Queue::new(256).expect("256 is a valid size");
-    q.set_size(input.take(2) as u16);
-    for set in [
-        Queue::set_desc_table_address,
-        Queue::set_avail_ring_address,
-        Queue::set_used_ring_address,
-    ] {
-        let a = input.take(8);
-        set(&mut q, Some(a as u32), Some((a >> 32) as u32));
-    }
-    q.set_ready(true);
+    let mut q = queue(&mut input);
     let features = input.take(8);
     let mem = memory_with(input.0);
     if !q.is_valid(mem.mmap()) {

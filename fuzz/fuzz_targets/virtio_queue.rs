@@ -14,26 +14,9 @@ mod common;
 use alcazar_devices::virtio::chain::Chain;
 use alcazar_devices::virtio::rng::VirtioRng;
 use alcazar_devices::virtio::{Activation, VirtioDevice};
-use common::{memory_with, nowhere, Input};
+use common::{memory_with, nowhere, queue, Input};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::{Queue, QueueT};
-
-fn queue(input: &mut Input<'_>) -> Queue {
-    let mut q = Queue::new(256).expect("256 is a valid size");
-    q.set_size(input.take(2) as u16);
-    let addr = |input: &mut Input<'_>| {
-        let a = input.take(8);
-        (Some(a as u32), Some((a >> 32) as u32))
-    };
-    let (lo, hi) = addr(input);
-    q.set_desc_table_address(lo, hi);
-    let (lo, hi) = addr(input);
-    q.set_avail_ring_address(lo, hi);
-    let (lo, hi) = addr(input);
-    q.set_used_ring_address(lo, hi);
-    q.set_ready(true);
-    q
-}
+use virtio_queue::QueueT;
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
