@@ -529,6 +529,32 @@ fn print_telemetry(machine: &alcazar_core::Machine) {
         };
         eprintln!("  vcpu{id}: {}{insns}", counts.join(" "));
     }
+    let ports: Vec<String> = machine
+        .bus
+        .port_counts()
+        .iter()
+        .take(12)
+        .map(|(port, n)| format!("{port:#x}={n}"))
+        .collect();
+    if !ports.is_empty() {
+        eprintln!("  busiest ports (accesses): {}", ports.join(" "));
+    }
+    let mut devices: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for r in machine.bus.ranges() {
+        let e = devices
+            .entry(format!("{} {}", r.space, r.name))
+            .or_default();
+        e.0 += r.reads;
+        e.1 += r.writes;
+    }
+    let devices: Vec<String> = devices
+        .iter()
+        .filter(|(_, &(r, w))| r + w > 0)
+        .map(|(name, (r, w))| format!("{name} r={r} w={w}"))
+        .collect();
+    if !devices.is_empty() {
+        eprintln!("  accesses by device: {}", devices.join(", "));
+    }
     let u = machine.bus.unclaimed();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(

@@ -153,3 +153,46 @@ fn bad_flags_are_usage_errors() {
     assert_config_error(&alcazar(&["run", "--kit", "nope"]), &["--kit", "demo"]);
     assert_eq!(alcazar(&["frobnicate"]).status.code(), Some(2));
 }
+
+#[test]
+fn telemetry_counts_port_io_by_port_and_accesses_by_device() {
+    let out = alcazar(&[
+        "run",
+        "--kit",
+        "virtio-rng",
+        "--engine",
+        "emu",
+        "--serial",
+        "none",
+        "--telemetry",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0x21), "stderr: {stderr}");
+    let count = |line: &str, key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    };
+    let ports = stderr
+        .lines()
+        .find(|l| l.contains("busiest ports"))
+        .unwrap_or_else(|| panic!("no port line: {stderr}"));
+    // The success line (53 bytes with its newline) went out through THR,
+    // each byte after an LSR poll; the driver used CONFIG_ADDRESS/DATA.
+    assert!(count(ports, "0x3f8=") >= 53, "{ports}");
+    assert!(count(ports, "0x3fd=") >= 53, "{ports}");
+    assert!(count(ports, "0xcf8=") >= 3, "{ports}");
+    let devices = stderr
+        .lines()
+        .find(|l| l.contains("accesses by device"))
+        .unwrap_or_else(|| panic!("no device line: {stderr}"));
+    // The driver's common-configuration accesses and the notify all went
+    // through the BAR window.
+    let window = devices
+        .split(", ")
+        .find(|d| d.contains("MMIO pci-window"))
+        .unwrap_or_else(|| panic!("no pci-window in {devices}"));
+    assert!(count(window, "w=") >= 10, "{window}");
+    assert!(count(window, "r=") >= 2, "{window}");
+}

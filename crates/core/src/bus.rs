@@ -123,6 +123,14 @@ struct Range {
     len: u64,
     name: Arc<str>,
     device: SharedDevice,
+    counts: Arc<AccessCounts>,
+}
+
+/// Accesses a range received (telemetry: MMIO and port I/O by device).
+#[derive(Debug, Default)]
+struct AccessCounts {
+    reads: AtomicU64,
+    writes: AtomicU64,
 }
 
 /// Counters of accesses nobody claimed.
@@ -139,11 +147,23 @@ pub struct UnclaimedCounters {
 }
 
 /// The port and MMIO buses of one machine.
-#[derive(Default)]
 pub struct Bus {
     ports: RwLock<BTreeMap<u64, Range>>,
     mmio: RwLock<BTreeMap<u64, Range>>,
     unclaimed: UnclaimedCounters,
+    /// Accesses (reads and writes, claimed or not) per I/O port.
+    port_counts: Box<[AtomicU64]>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            ports: RwLock::default(),
+            mmio: RwLock::default(),
+            unclaimed: UnclaimedCounters::default(),
+            port_counts: (0..0x1_0000).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Bus {
@@ -165,6 +185,10 @@ pub struct RangeInfo {
     pub len: u64,
     /// Name of the device that claimed it.
     pub name: String,
+    /// Reads it has received.
+    pub reads: u64,
+    /// Writes it has received.
+    pub writes: u64,
 }
 
 impl Bus {
@@ -219,7 +243,16 @@ impl Bus {
             });
         }
         let name = Arc::from(name);
-        map.insert(base, Range { len, name, device });
+        let counts = Arc::default();
+        map.insert(
+            base,
+            Range {
+                len,
+                name,
+                device,
+                counts,
+            },
+        );
         Ok(())
     }
 
@@ -230,13 +263,49 @@ impl Bus {
         map.remove(&base).is_some()
     }
 
-    fn find(&self, space: IoSpace, addr: u64, len: usize) -> Option<(u64, SharedDevice)> {
+    /// The device claiming `len` bytes at `addr` and the offset into its
+    /// range; counts the access.
+    fn find(
+        &self,
+        space: IoSpace,
+        addr: u64,
+        len: usize,
+        write: bool,
+    ) -> Option<(u64, SharedDevice)> {
+        if space == IoSpace::Port {
+            if let Some(c) = self.port_counts.get(addr as usize) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let map = self.map(space).read().unwrap_or_else(|p| p.into_inner());
         let (&base, range) = map.range(..=addr).next_back()?;
         let fits = addr
             .checked_add(len as u64)
             .is_some_and(|end| end <= base + range.len);
-        fits.then(|| (addr - base, range.device.clone()))
+        if !fits {
+            return None;
+        }
+        let counter = if write {
+            &range.counts.writes
+        } else {
+            &range.counts.reads
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Some((addr - base, range.device.clone()))
+    }
+
+    /// The I/O ports accessed so far with their access counts, busiest
+    /// first.
+    pub fn port_counts(&self) -> Vec<(u16, u64)> {
+        let mut v: Vec<(u16, u64)> = self
+            .port_counts
+            .iter()
+            .enumerate()
+            .map(|(port, c)| (port as u16, c.load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
     }
 
     /// Performs a read of `data.len()` bytes at `addr`.
@@ -245,7 +314,7 @@ impl Bus {
             data.fill(0xff);
             return Access::BadWidth;
         }
-        match self.find(space, addr, data.len()) {
+        match self.find(space, addr, data.len(), false) {
             Some((offset, device)) => {
                 lock(&device).read(offset, data);
                 Access::Claimed
@@ -263,7 +332,7 @@ impl Bus {
         if AccessWidth::from_len(data.len()).is_none() {
             return Access::BadWidth;
         }
-        match self.find(space, addr, data.len()) {
+        match self.find(space, addr, data.len(), true) {
             Some((offset, device)) => {
                 lock(&device).write(offset, data);
                 Access::Claimed
@@ -301,6 +370,8 @@ impl Bus {
                 base,
                 len: r.len,
                 name: r.name.to_string(),
+                reads: r.counts.reads.load(Ordering::Relaxed),
+                writes: r.counts.writes.load(Ordering::Relaxed),
             }));
         }
         out
