@@ -527,7 +527,19 @@ fn print_telemetry(machine: &alcazar_core::Machine) {
             0 => String::new(),
             n => format!(" instructions={n}"),
         };
-        eprintln!("  vcpu{id}: {}{insns}", counts.join(" "));
+        let tlb = match stats.tlb_flushes() {
+            0 => String::new(),
+            n => format!(" tlb_flushes={n}"),
+        };
+        eprintln!("  vcpu{id}: {}{insns}{tlb}", counts.join(" "));
+        let vectors: Vec<String> = stats
+            .vectors()
+            .iter()
+            .map(|(v, n)| format!("{v:#04x}={n}"))
+            .collect();
+        if !vectors.is_empty() {
+            eprintln!("    vectors delivered: {}", vectors.join(" "));
+        }
     }
     let ports: Vec<String> = machine
         .bus

@@ -196,3 +196,24 @@ fn telemetry_counts_port_io_by_port_and_accesses_by_device() {
     assert!(count(window, "w=") >= 10, "{window}");
     assert!(count(window, "r=") >= 2, "{window}");
 }
+
+#[test]
+fn telemetry_counts_the_vectors_the_emu_engine_delivered() {
+    // isa-irq takes PIT ticks on vector 0x20 (8259A) and 0x51 (IOAPIC),
+    // three or more each.
+    let out = alcazar(&["run", "--kit", "isa-irq", "--engine", "emu", "--telemetry"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0x21), "stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("vectors delivered"))
+        .unwrap_or_else(|| panic!("no vector line: {stderr}"));
+    let count = |key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    };
+    assert!(count("0x20=") >= 3, "{line}");
+    assert!(count("0x51=") >= 3, "{line}");
+}

@@ -62,10 +62,12 @@ pub struct Event {
 /// faults); state is unchanged except for memory already written.
 pub fn deliver(cpu: &mut Cpu, ev: Event) -> Result<(), Fault> {
     if cpu.s.protected_mode() {
-        idt::deliver_protected(cpu, ev)
+        idt::deliver_protected(cpu, ev)?;
     } else {
-        deliver_real(cpu, ev)
+        deliver_real(cpu, ev)?;
     }
+    cpu.machine.vcpu_stats(cpu.id).count_vector(ev.vector);
+    Ok(())
 }
 
 /// Delivers an exception raised by the instruction at RIP (traps: after

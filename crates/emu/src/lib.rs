@@ -242,9 +242,9 @@ impl Cpu {
                     break;
                 }
             }
-            self.machine
-                .vcpu_stats(self.id)
-                .add_instructions(self.icount - before);
+            let stats = self.machine.vcpu_stats(self.id);
+            stats.add_instructions(self.icount - before);
+            stats.set_tlb_flushes(self.mmu.flushes);
         }
     }
 
