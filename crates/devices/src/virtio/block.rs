@@ -39,7 +39,7 @@ use self::request::{
     parse, parse_discard, Limits, Request, RequestError, HEADER_LEN, ID_BYTES, SECTOR_SIZE,
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
 };
-use super::chain::Chain;
+use super::chain::{pop_chain, Chain};
 use super::{ActivateError, Activation, DeviceType, SingleQueue, VirtioDevice};
 
 /// Feature bit: `size_max` holds the largest segment (§5.2.3).
@@ -252,10 +252,9 @@ impl VirtioBlock {
                 tracing::debug!("virtio-blk: disable_notification failed: {e}");
             }
             let mut popped = false;
-            while let Some(desc_chain) = active.queue.pop_descriptor_chain(mem.mmap()) {
+            while let Some((head, parsed)) = pop_chain(&mut active.queue, mem, MAX_CHAIN) {
                 popped = true;
-                let head = desc_chain.head_index();
-                let used_len = match Chain::parse(desc_chain, MAX_CHAIN) {
+                let used_len = match parsed {
                     Ok(chain) => self.backend.handle(&chain, mem),
                     Err(e) => {
                         tracing::debug!("virtio-blk: bad chain: {e}");

@@ -191,6 +191,20 @@ fn copy_segments(
     done
 }
 
+/// Pops the next chain the driver made available on `queue` and
+/// validates it ([`Chain::parse`]): its head index (to return it as used
+/// whatever the verdict) with the chain or why it was refused. `None`
+/// when the driver has offered nothing more.
+pub fn pop_chain(
+    queue: &mut Queue,
+    mem: &DmaMemory,
+    max_len: u64,
+) -> Option<(u16, Result<Chain, ChainError>)> {
+    let desc = queue.pop_descriptor_chain(mem.mmap())?;
+    let head = desc.head_index();
+    Some((head, Chain::parse(desc, max_len)))
+}
+
 /// Returns chain `head` to the driver as used, with `len` bytes written,
 /// and interrupts it if the queue asks for that (§2.7.7, §2.7.10).
 /// Failures (a used ring outside guest memory) are logged and dropped:

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use alcazar_core::DmaMemory;
 use virtio_queue::{Queue, QueueT};
 
-use super::chain::{complete, Chain};
+use super::chain::{complete, pop_chain};
 use super::{ActivateError, Activation, DeviceType, VirtioDevice, VirtioInterrupt};
 use crate::sink::ConsoleSink;
 
@@ -85,11 +85,11 @@ impl State {
             return;
         };
         while !self.input.is_empty() {
-            let Some(desc) = active.rx.pop_descriptor_chain(active.memory.mmap()) else {
+            let Some((head, parsed)) = pop_chain(&mut active.rx, &active.memory, MAX_RX_CHAIN)
+            else {
                 return;
             };
-            let head = desc.head_index();
-            let written = match Chain::parse(desc, MAX_RX_CHAIN) {
+            let written = match parsed {
                 Ok(chain) => {
                     let n = (chain.writable_len() as usize).min(self.input.len());
                     let bytes: Vec<u8> = self.input.iter().take(n).copied().collect();
@@ -104,14 +104,13 @@ impl State {
                     0
                 }
             };
-            let irq = active.interrupt.clone();
             complete(
                 &mut active.rx,
                 RX_QUEUE,
                 &active.memory,
                 head,
                 written as u32,
-                irq.as_ref(),
+                active.interrupt.as_ref(),
             );
         }
     }
@@ -122,9 +121,8 @@ impl State {
             return;
         };
         let mut buf = Vec::new();
-        while let Some(desc) = active.tx.pop_descriptor_chain(active.memory.mmap()) {
-            let head = desc.head_index();
-            match Chain::parse(desc, MAX_TX_CHAIN) {
+        while let Some((head, parsed)) = pop_chain(&mut active.tx, &active.memory, MAX_TX_CHAIN) {
+            match parsed {
                 Ok(chain) => {
                     buf.resize(chain.readable_len() as usize, 0);
                     let n = chain.read_at(&active.memory, 0, &mut buf);
@@ -136,14 +134,13 @@ impl State {
                     self.counters.bad_chains += 1;
                 }
             }
-            let irq = active.interrupt.clone();
             complete(
                 &mut active.tx,
                 TX_QUEUE,
                 &active.memory,
                 head,
                 0,
-                irq.as_ref(),
+                active.interrupt.as_ref(),
             );
         }
     }

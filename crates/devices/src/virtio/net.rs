@@ -41,7 +41,7 @@ use alcazar_core::{DmaMemory, VmControl};
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::chain::{complete, Chain};
+use super::chain::{complete, pop_chain, Chain};
 use super::net_rx::{receive_loop, set_nonblocking, write_frame, Active, Shared, State};
 use super::{ActivateError, Activation, DeviceType, VirtioDevice};
 use crate::tap::VNET_HDR_LEN;
@@ -225,10 +225,9 @@ impl VirtioNet {
             return;
         };
         let mut buf = Vec::new();
-        while let Some(desc) = active.tx.pop_descriptor_chain(active.memory.mmap()) {
-            let head = desc.head_index();
-            let limit = (VNET_HDR_LEN + MAX_FRAME_LEN) as u64;
-            match Chain::parse(desc, limit).map_err(|e| e.to_string()) {
+        let limit = (VNET_HDR_LEN + MAX_FRAME_LEN) as u64;
+        while let Some((head, parsed)) = pop_chain(&mut active.tx, &active.memory, limit) {
+            match parsed {
                 Ok(chain) => match read_tx_frame(&chain, &active.memory, &mut buf) {
                     Ok(()) => match write_frame(&self.backend, &buf) {
                         Ok(()) => {
@@ -250,14 +249,13 @@ impl VirtioNet {
                     state.counters.tx_bad_chains += 1;
                 }
             }
-            let irq = active.interrupt.clone();
             complete(
                 &mut active.tx,
                 TX_QUEUE,
                 &active.memory,
                 head,
                 0,
-                irq.as_ref(),
+                active.interrupt.as_ref(),
             );
         }
     }

@@ -8,10 +8,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use alcazar_core::{DmaMemory, VmControl};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::chain::{complete, Chain};
+use super::chain::{complete, pop_chain};
 use super::net::{rx_header, NetCounters, MAX_FRAME_LEN, RX_QUEUE};
 use super::VirtioInterrupt;
 use crate::tap::VNET_HDR_LEN;
@@ -115,12 +115,10 @@ pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
     let Some(active) = state.active.as_mut() else {
         return Delivery::Done; // the device went away; the frame is lost
     };
-    let Some(desc) = active.rx.pop_descriptor_chain(active.memory.mmap()) else {
+    let Some((head, parsed)) = pop_chain(&mut active.rx, &active.memory, MAX_RX_CHAIN) else {
         return Delivery::NoBuffer;
     };
-    let head = desc.head_index();
-    let irq = active.interrupt.clone();
-    let chain = match Chain::parse(desc, MAX_RX_CHAIN) {
+    let chain = match parsed {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!("virtio-net: bad receive chain: {e}");
@@ -131,7 +129,7 @@ pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
                 &active.memory,
                 head,
                 0,
-                irq.as_ref(),
+                active.interrupt.as_ref(),
             );
             return Delivery::Done;
         }
@@ -154,7 +152,7 @@ pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
         &active.memory,
         head,
         written as u32,
-        irq.as_ref(),
+        active.interrupt.as_ref(),
     );
     Delivery::Done
 }

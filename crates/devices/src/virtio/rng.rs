@@ -14,7 +14,7 @@ use std::io::Read;
 
 use virtio_queue::QueueT;
 
-use super::chain::{complete, Chain};
+use super::chain::{complete, pop_chain};
 use super::{ActivateError, Activation, DeviceType, SingleQueue, VirtioDevice};
 
 /// The size of the request queue.
@@ -55,8 +55,10 @@ impl VirtioRng {
             return;
         };
         let mut buf = vec![0u8; MAX_FILL];
-        while let Some(desc_chain) = active.queue.pop_descriptor_chain(active.memory.mmap()) {
-            let written = match Chain::parse(desc_chain.clone(), u64::from(u32::MAX)) {
+        while let Some((head, parsed)) =
+            pop_chain(&mut active.queue, &active.memory, u64::from(u32::MAX))
+        {
+            let written = match parsed {
                 Ok(chain) => {
                     let want = (chain.writable_len() as usize).min(MAX_FILL);
                     match self.source.read(&mut buf[..want]) {
@@ -78,7 +80,7 @@ impl VirtioRng {
                 &mut active.queue,
                 0,
                 &active.memory,
-                desc_chain.head_index(),
+                head,
                 written as u32,
                 active.interrupt.as_ref(),
             );
