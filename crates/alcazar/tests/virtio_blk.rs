@@ -141,11 +141,8 @@ fn guest_reads_and_writes_an_ext4_disk() {
          sync; umount /mnt || exit 11; \
          cat /proc/interrupts";
     let disk = image.to_string_lossy().into_owned();
-    let mut g = Guest::start(&["run", "--engine", "emu", "--disk", &disk, "--exec", script]);
-    g.expect_line("ALCAZAR-READY");
-    let (status, lines, stderr) = g.finish();
+    let lines = Guest::run_ok(&["run", "--engine", "emu", "--disk", &disk, "--exec", script]);
     let text = lines.join("\n");
-    assert_eq!(status, Some(0), "stdout:\n{text}\nstderr: {stderr}");
     assert_eq!(
         line_after(&lines, "SERIAL "),
         "disk0",
@@ -183,11 +180,8 @@ fn a_readonly_disk_cannot_be_written() {
            && echo RAWWRITE yes || echo RAWWRITE no; \
          umount /mnt";
     let disk = format!("{},readonly", image.display());
-    let mut g = Guest::start(&["run", "--engine", "emu", "--disk", &disk, "--exec", script]);
-    g.expect_line("ALCAZAR-READY");
-    let (status, lines, stderr) = g.finish();
+    let lines = Guest::run_ok(&["run", "--engine", "emu", "--disk", &disk, "--exec", script]);
     let text = lines.join("\n");
-    assert_eq!(status, Some(0), "stdout:\n{text}\nstderr: {stderr}");
     assert_eq!(
         line_after(&lines, "RO "),
         "1",

@@ -96,6 +96,21 @@ impl Guest {
         s
     }
 
+    /// Boots `alcazar ARGS` (a Linux guest), waits for the ready marker and
+    /// for the VMM to exit with status 0; returns the console lines.
+    pub fn run_ok(args: &[&str]) -> Vec<String> {
+        let mut g = Guest::start(args);
+        g.expect_line("ALCAZAR-READY");
+        let (status, lines, stderr) = g.finish();
+        assert_eq!(
+            status,
+            Some(0),
+            "stdout:\n{}\nstderr: {stderr}",
+            lines.join("\n")
+        );
+        lines
+    }
+
     /// Waits for the VMM to exit; returns its status, the rest of stdout
     /// and stderr.
     pub fn finish(mut self) -> (Option<i32>, Vec<String>, String) {
