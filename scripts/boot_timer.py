@@ -15,24 +15,46 @@ import sys
 import time
 
 
-def main():
-    marker, timeout = sys.argv[1].encode(), float(sys.argv[2])
-    cmd = sys.argv[sys.argv.index("--") + 1:]
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+def spawn(cmd):
+    """Starts COMMAND in its own session, stdin from /dev/null, stdout piped."""
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    buf = b""
-    found = None
+
+
+def chunks(proc, start, timeout):
+    """Yields (seconds since `start`, bytes) as `proc`'s stdout arrives,
+    until TIMEOUT seconds after `start`; end of output is a last empty
+    chunk."""
     while time.monotonic() - start < timeout:
         ready, _, _ = select.select([proc.stdout], [], [], 1.0)
         if not ready:
             continue
-        chunk = os.read(proc.stdout.fileno(), 4096)
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        yield time.monotonic() - start, chunk
         if not chunk:
-            break
+            return
+
+
+def kill(proc):
+    """Kills the command's whole session and reaps it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def main():
+    marker, timeout = sys.argv[1].encode(), float(sys.argv[2])
+    cmd = sys.argv[sys.argv.index("--") + 1:]
+    start = time.monotonic()
+    proc = spawn(cmd)
+    buf = b""
+    found = None
+    for now, chunk in chunks(proc, start, timeout):
         buf += chunk
         if marker in buf:
-            found = time.monotonic() - start
+            found = now
             break
         buf = buf[-len(marker) * 2:]
     rss = 0
@@ -43,8 +65,7 @@ def main():
                     rss = int(line.split()[1])
     except OSError:
         pass
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill(proc)
     if found is None:
         print("marker not seen", file=sys.stderr)
         sys.exit(1)

@@ -3,34 +3,27 @@
 
     line_timer.py TIMEOUT_S -- COMMAND...
 
-Runs COMMAND (stdin from /dev/null) and prints every line of its stdout
+Runs COMMAND (stdin from /dev/null; process handling shared with
+boot_timer.py) and prints every line of its stdout
 as "SECONDS LINE", SECONDS counted from the start on the host's monotonic
 clock, so a benchmark can time what happens between two lines a guest
 prints without trusting the guest's clock. Kills the command after
 TIMEOUT_S seconds and exits 1 then.
 """
-import os
-import select
-import signal
-import subprocess
 import sys
 import time
+
+from boot_timer import chunks, kill, spawn
 
 
 def main():
     timeout = float(sys.argv[1])
     cmd = sys.argv[sys.argv.index("--") + 1:]
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn(cmd)
     buf = b""
     timed_out = True
-    while time.monotonic() - start < timeout:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if not ready:
-            continue
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        now = time.monotonic() - start
+    for now, chunk in chunks(proc, start, timeout):
         if not chunk:
             timed_out = False
             break
@@ -41,11 +34,7 @@ def main():
             print(f"{now:.3f} {text}", flush=True)
     if buf:
         print(f"{time.monotonic() - start:.3f} {buf.decode(errors='replace')}")
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    kill(proc)
     if timed_out:
         print("timed out", file=sys.stderr)
         sys.exit(1)
