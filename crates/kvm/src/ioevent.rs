@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd};
 use std::sync::{Arc, Mutex};
 
+use alcazar_core::bus::lock;
 use alcazar_core::engine::{EngineError, IoEvents};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
@@ -36,7 +37,7 @@ impl KvmIoEvents {
     }
 
     fn registered(&self) -> std::sync::MutexGuard<'_, HashMap<u64, EventFd>> {
-        self.registered.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.registered)
     }
 }
 

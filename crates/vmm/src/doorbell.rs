@@ -16,6 +16,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex, Weak};
 
+use alcazar_core::bus::lock;
 use alcazar_core::engine::IoEvents;
 use alcazar_core::VmControl;
 use alcazar_devices::virtio::pci::{NotifyRoute, VirtioPci};
@@ -70,7 +71,7 @@ impl DoorbellRoute {
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Option<Live>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.live)
     }
 
     /// Registers one eventfd per queue; `None` (and nothing registered)
@@ -196,10 +197,7 @@ impl Worker {
                 let Some(device) = self.device.upgrade() else {
                     return;
                 };
-                device
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .notify_routed(*queue);
+                lock(&device).notify_routed(*queue);
             }
         }
     }

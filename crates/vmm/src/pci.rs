@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use alcazar_core::bus::SharedDevice;
+use alcazar_core::bus::{lock, SharedDevice};
 use alcazar_core::irq::MsiSink;
 use alcazar_core::{DmaMemory, IoEvents, IoSpace, Machine, VmControl};
 use alcazar_devices::pci::root::{
@@ -176,8 +176,4 @@ impl PciBus {
         );
         Ok(slot)
     }
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -30,6 +30,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use alcazar_core::bus::lock;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::BusDevice;
 
@@ -241,10 +242,6 @@ impl PciRoot {
         let register = (a & 0xfc) as usize + port_offset as usize;
         Some((bus, slot, function, register))
     }
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Splits an ECAM offset into (slot, function, register), for bus 0.

@@ -22,8 +22,9 @@
 //! Bad chains are returned with nothing written and counted.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use alcazar_core::bus::lock;
 use alcazar_core::DmaMemory;
 use virtio_queue::{Queue, QueueT};
 
@@ -144,10 +145,6 @@ impl State {
             );
         }
     }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where host input for a [`VirtioConsole`] goes; cheap to clone and

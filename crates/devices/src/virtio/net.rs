@@ -37,6 +37,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
+use alcazar_core::bus::lock;
 use alcazar_core::{DmaMemory, VmControl};
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -339,7 +340,7 @@ impl VirtioDevice for VirtioNet {
             });
             st.generation
         };
-        *self.shared.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake.clone());
+        *lock(&self.shared.wake) = Some(wake.clone());
         let (shared, backend) = (self.shared.clone(), self.backend.clone());
         let worker = std::thread::Builder::new()
             .name("virtio-net-rx".into())

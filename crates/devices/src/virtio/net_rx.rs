@@ -7,6 +7,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use alcazar_core::bus::lock;
 use alcazar_core::{DmaMemory, VmControl};
 use virtio_queue::{Queue, QueueOwnedT};
 use vmm_sys_util::eventfd::EventFd;
@@ -47,11 +48,11 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     pub(super) fn wake(&self) {
-        let wake = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        let wake = lock(&self.wake);
         if let Some(w) = wake.as_ref() {
             let _ = w.write(1);
         }

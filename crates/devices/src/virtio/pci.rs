@@ -26,6 +26,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use alcazar_core::bus::lock;
 use alcazar_core::irq::{IrqLine, MsiSink};
 use alcazar_core::DmaMemory;
 use virtio_queue::{Queue, QueueT};
@@ -109,7 +110,7 @@ pub struct TransportInterrupt {
 
 impl TransportInterrupt {
     fn state(&self) -> std::sync::MutexGuard<'_, InterruptState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     fn raise(&self, vector: Option<u16>, isr_bit: u8) {
