@@ -377,25 +377,16 @@ fn build_virtio_rng(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
 }
 
 fn build_virtio_blk(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let path = match spec.params.get("path") {
-        Some(Value::String(p)) => ctx.base.join(p),
-        Some(v) => {
-            return Err(ConfigError::new(
-                spec.key("path"),
-                show(v),
-                "must be a string",
-                "give the path of a raw disk image",
-            ))
-        }
-        None => {
-            return Err(ConfigError::new(
+    let path = string_param(spec, "path", "give the path of a raw disk image")?
+        .map(|p| ctx.base.join(p))
+        .ok_or_else(|| {
+            ConfigError::new(
                 spec.key("path"),
                 "(missing)",
                 "a virtio-blk device needs a disk image",
                 "add path = \"IMAGE\" (a raw image whose size is a multiple of 512 bytes)",
-            ))
-        }
-    };
+            )
+        })?;
     let readonly = match spec.params.get("readonly") {
         None => false,
         Some(Value::Boolean(b)) => *b,
