@@ -6,18 +6,13 @@
 
 use iced_x86::Mnemonic;
 
-use super::{rd, sized, wr, Exec, Form, Operands};
+use super::{rd, sized, wr, Exec, Form, Operands, IMM, MEM, REG};
 use crate::code::Decoded;
 use crate::exec::alu::{compute, flag_op, ADC, ADD, AND, OR, SBB, SUB, XOR};
 use crate::exec::shift::{rotate_flags, rotated, ROL, ROR};
 use crate::fault::Fault;
 use crate::flags::{sign_extend, FlagOp, CF, OF};
 use crate::Cpu;
-
-/// Where a source (or CMP/TEST destination) operand comes from.
-const REG: u8 = 0;
-const IMM: u8 = 1;
-const MEM: u8 = 2;
 
 const SHL: u8 = 0;
 const SHR: u8 = 1;

@@ -15,15 +15,11 @@
 
 use iced_x86::{Instruction, Mnemonic};
 
-use super::{condition, rd, Exec, Operands};
+use super::{condition, rd, Exec, Operands, IMM, REG};
 use crate::code::Decoded;
 use crate::fault::Fault;
 use crate::flags::FlagOp;
 use crate::Cpu;
-
-/// Second operand kinds.
-const REG: u8 = 0;
-const IMM: u8 = 1;
 
 /// Fuses `jcc` (a specialized 64-bit Jcc, whose decoded form is
 /// `jcc_d`) into `prev` if `prev` is a register-only CMP/TEST with a

@@ -39,6 +39,14 @@ use crate::Cpu;
 /// Executes one decoded instruction (reading its pre-decoded operands).
 pub type Exec = fn(&mut Cpu, &Decoded) -> Result<(), Fault>;
 
+/// Where a specialized handler's operand comes from (a const generic
+/// parameter): a register slot, the immediate, or the memory operand.
+pub(crate) const REG: u8 = 0;
+/// See [`REG`].
+pub(crate) const IMM: u8 = 1;
+/// See [`REG`].
+pub(crate) const MEM: u8 = 2;
+
 /// "No register" in [`MemOperand::base`] / [`MemOperand::index`].
 pub const NO_REG: u8 = 0xff;
 

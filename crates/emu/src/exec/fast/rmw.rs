@@ -9,16 +9,13 @@
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
-use super::{ea, mem_operand, rd, sized, Exec, Form, Operands};
+use super::{ea, mem_operand, rd, sized, Exec, Form, Operands, IMM, REG};
 use crate::code::Decoded;
 use crate::exec::alu::{compute, flag_op, ADC, ADD, AND, OR, SBB, SUB, XOR};
 use crate::exec::operand::modify_mem;
 use crate::fault::Fault;
 use crate::flags::FlagOp;
 use crate::Cpu;
-
-const REG: u8 = 0;
-const IMM: u8 = 1;
 
 /// The specialized handler for a memory-destination `insn` in form `f`.
 pub(crate) fn select(insn: &Instruction, f: Option<Form>, ops: &mut Operands) -> Option<Exec> {

@@ -14,7 +14,7 @@
 
 use iced_x86::{Code, Instruction, OpKind};
 
-use super::{generic, mem_operand, plain_gpr, Exec, Operands};
+use super::{generic, mem_operand, plain_gpr, Exec, Operands, MEM, REG};
 use crate::code::Decoded;
 use crate::cpu::{reg, seg};
 use crate::fault::Fault;
@@ -70,9 +70,6 @@ pub(crate) fn select(insn: &Instruction, bitness: u32, ops: &mut Operands) -> Op
         _ => None,
     }
 }
-
-const REG: u8 = 0;
-const MEM: u8 = 1;
 
 /// The target of an indirect near branch: a register or a qword in memory.
 #[inline(always)]

@@ -16,15 +16,12 @@
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
-use super::{condition, mem_operand, plain_gpr, rd, sized, wr, Exec, Operands};
+use super::{condition, mem_operand, plain_gpr, rd, sized, wr, Exec, Operands, MEM, REG};
 use crate::code::Decoded;
 use crate::exec::data;
 use crate::fault::Fault;
 use crate::flags::FlagOp;
 use crate::Cpu;
-
-const REG: u8 = 0;
-const MEM: u8 = 1;
 
 /// The specialized handler for `insn`, if it is one of these forms.
 pub(crate) fn select(insn: &Instruction, ops: &mut Operands) -> Option<Exec> {
