@@ -166,8 +166,9 @@ fn popcnt(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
+/// `v`'s low `size` bytes in reverse order (BSWAP, MOVBE).
 #[inline]
-fn swap(v: u64, size: u8) -> u64 {
+pub(crate) fn swap(v: u64, size: u8) -> u64 {
     match size {
         2 => u64::from((v as u16).swap_bytes()),
         4 => u64::from((v as u32).swap_bytes()),

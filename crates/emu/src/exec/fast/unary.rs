@@ -18,7 +18,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::{condition, mem_operand, plain_gpr, rd, sized, wr, Exec, Operands, MEM, REG};
 use crate::code::Decoded;
-use crate::exec::data;
+use crate::exec::{bits, data};
 use crate::fault::Fault;
 use crate::flags::FlagOp;
 use crate::Cpu;
@@ -97,12 +97,7 @@ fn neg<const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
 
 fn bswap<const SIZE: u8>(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
     let v = rd::<SIZE>(cpu, d.ops.r0);
-    let swapped = if SIZE == 8 {
-        v.swap_bytes()
-    } else {
-        u64::from((v as u32).swap_bytes())
-    };
-    wr::<SIZE>(cpu, d.ops.r0, swapped);
+    wr::<SIZE>(cpu, d.ops.r0, bits::swap(v, SIZE));
     Ok(())
 }
 
