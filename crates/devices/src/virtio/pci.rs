@@ -155,7 +155,6 @@ pub trait NotifyRoute: Send + Sync {
 pub struct VirtioPci {
     config: PciConfig,
     device: Box<dyn VirtioDevice>,
-    device_type: DeviceType,
     memory: DmaMemory,
     interrupt: Arc<TransportInterrupt>,
     max_sizes: Vec<u16>,
@@ -177,7 +176,7 @@ pub struct VirtioPci {
 impl std::fmt::Debug for VirtioPci {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VirtioPci")
-            .field("device", &self.device_type)
+            .field("device", &self.device.device_type())
             .field("status", &self.device_status)
             .finish_non_exhaustive()
     }
@@ -264,7 +263,6 @@ impl VirtioPci {
         Ok(VirtioPci {
             config,
             device,
-            device_type,
             memory,
             interrupt,
             max_sizes,
@@ -297,7 +295,7 @@ impl VirtioPci {
 
     /// The device type.
     pub fn device_type(&self) -> DeviceType {
-        self.device_type
+        self.device.device_type()
     }
 
     /// The driver notified queue `queue` (a write to its notification
@@ -531,7 +529,7 @@ impl VirtioPci {
 
     fn needs_reset(&mut self, why: &str) {
         tracing::warn!(
-            device = self.device_type.name(),
+            device = self.device_type().name(),
             "device needs reset: {why}"
         );
         self.device_status |= status::DEVICE_NEEDS_RESET;
@@ -678,7 +676,7 @@ impl PciDevice for VirtioPci {
     }
 
     fn name(&self) -> String {
-        self.device_type.name().into()
+        self.device_type().name().into()
     }
 
     fn inspect(&self) -> Vec<(String, String)> {
