@@ -22,6 +22,12 @@ pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Handles a write of `data` (little-endian).
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// The device's registers for the inspector, named as in its manual
+    /// (empty by default). Called with the device locked, from any
+    /// thread, while the VM runs or is paused: it must not change state.
+    fn inspect(&self) -> crate::inspect::Tree {
+        crate::inspect::Tree::new()
+    }
 }
 
 /// A device shared between the bus and whoever else holds it (the VMM, the
@@ -358,6 +364,25 @@ impl Bus {
     /// Counters of unclaimed accesses so far.
     pub fn unclaimed(&self) -> &UnclaimedCounters {
         &self.unclaimed
+    }
+
+    /// Every device on the bus once (a device with several ranges is
+    /// listed under the name of its first), ports first, in address
+    /// order: what the inspector walks.
+    pub fn devices(&self) -> Vec<(String, SharedDevice)> {
+        let mut out: Vec<(String, SharedDevice)> = Vec::new();
+        for space in [IoSpace::Port, IoSpace::Mmio] {
+            let map = self.map(space).read().unwrap_or_else(|p| p.into_inner());
+            for r in map.values() {
+                let seen = out
+                    .iter()
+                    .any(|(_, d)| std::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(&r.device)));
+                if !seen {
+                    out.push((r.name.to_string(), r.device.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Every registered range, ports first, in address order.

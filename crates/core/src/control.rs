@@ -2,12 +2,20 @@
 //!
 //! Anything may end a VM: a device (debug-exit, the i8042 reset line, ACPI
 //! power-off), a vCPU (triple fault), the user (Ctrl-A X) or an error. They
-//! all call [`VmControl::request_stop`]; the first reason wins. Engines poll
-//! [`VmControl::should_stop`] between guest exits and register a *kicker*
-//! that forces a vCPU out of guest mode (under kvm: a signal that makes
-//! `KVM_RUN` return), so a vCPU spinning in the guest stops promptly.
+//! all call [`VmControl::request_stop`]; the first reason wins.
+//!
+//! A VM is also *paused* through this switch: [`VmControl::request_pause`]
+//! asks every vCPU to leave [`crate::engine::Vcpu::run`] without stopping
+//! the VM, and the VMM parks the vCPU threads until a resume.
+//!
+//! Engines poll [`VmControl::should_leave_run`] between guest exits (and
+//! between blocks on emu) and register a *kicker* that forces a vCPU out of
+//! guest mode (under kvm: a signal that makes `KVM_RUN` return; on emu: a
+//! wake-up of a vCPU sleeping in HLT), so a vCPU spinning in the guest
+//! stops or pauses promptly. Threads that must end with the VM (timers,
+//! device back ends) register with [`VmControl::on_stop`] instead.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -66,13 +74,23 @@ impl std::fmt::Display for StopReason {
 
 type Kicker = Box<dyn Fn() + Send + Sync>;
 
-/// The stop switch of one VM.
+/// [`VmControl::attention`] bit: the VM is stopping.
+const STOP: u8 = 1;
+/// [`VmControl::attention`] bit: the vCPUs are asked to pause.
+const PAUSE: u8 = 2;
+
+/// The stop (and pause) switch of one VM.
 #[derive(Default)]
 pub struct VmControl {
-    stopping: AtomicBool,
+    /// [`STOP`] and [`PAUSE`]: one load tells an engine whether to leave
+    /// its run loop.
+    attention: AtomicU8,
     reason: Mutex<Option<StopReason>>,
     stopped: Condvar,
+    /// Kick vCPUs out of guest mode (stop and pause).
     kickers: Mutex<Vec<Kicker>>,
+    /// End the VM's other threads (stop only).
+    stop_hooks: Mutex<Vec<Kicker>>,
 }
 
 impl std::fmt::Debug for VmControl {
@@ -100,22 +118,46 @@ impl VmControl {
             }
             tracing::debug!(%reason, "stop requested");
             *slot = Some(reason);
-            self.stopping.store(true, Ordering::SeqCst);
+            self.attention.fetch_or(STOP, Ordering::SeqCst);
             self.stopped.notify_all();
         }
-        for kick in self
-            .kickers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        Self::run_all(&self.kickers);
+        Self::run_all(&self.stop_hooks);
+    }
+
+    fn run_all(list: &Mutex<Vec<Kicker>>) {
+        for kick in list.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             kick();
         }
     }
 
-    /// Whether a stop has been requested (cheap; engines poll it).
+    /// Whether a stop has been requested (cheap).
     pub fn should_stop(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
+        self.attention.load(Ordering::Relaxed) & STOP != 0
+    }
+
+    /// Whether a vCPU must return from `run` now: the VM is stopping or
+    /// pausing (cheap; engines poll it).
+    pub fn should_leave_run(&self) -> bool {
+        self.attention.load(Ordering::Relaxed) != 0
+    }
+
+    /// Asks every vCPU to leave `run` at its next instruction boundary
+    /// (emu) or out of `KVM_RUN` (kvm), without stopping the VM; the
+    /// VMM's vCPU loop then parks. Kicks every vCPU.
+    pub fn request_pause(&self) {
+        self.attention.fetch_or(PAUSE, Ordering::SeqCst);
+        Self::run_all(&self.kickers);
+    }
+
+    /// Withdraws a pause request: vCPUs may run again.
+    pub fn clear_pause(&self) {
+        self.attention.fetch_and(!PAUSE, Ordering::SeqCst);
+    }
+
+    /// Whether a pause is requested.
+    pub fn pause_requested(&self) -> bool {
+        self.attention.load(Ordering::SeqCst) & PAUSE != 0
     }
 
     /// The stop reason, once there is one.
@@ -147,16 +189,31 @@ impl VmControl {
         slot.clone()
     }
 
-    /// Registers a function that forces one vCPU out of guest mode. If a
-    /// stop was already requested, the kicker runs at once.
+    /// Registers a function that forces one vCPU out of guest mode; it
+    /// runs on every stop and pause request, so it must be harmless to
+    /// call again. If a stop or pause is already requested, it runs at
+    /// once.
     pub fn add_kicker(&self, kick: Kicker) {
-        if self.should_stop() {
+        if self.should_leave_run() {
             kick();
         }
         self.kickers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(kick);
+    }
+
+    /// Registers a function that ends one of the VM's other threads (a
+    /// timer or device thread) when the VM stops; a pause does not call
+    /// it. If a stop was already requested, it runs at once.
+    pub fn on_stop(&self, hook: Kicker) {
+        if self.should_stop() {
+            hook();
+        }
+        self.stop_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 }
 
@@ -179,6 +236,34 @@ mod tests {
         c.request_stop(StopReason::PowerOff);
         assert_eq!(c.wait(), StopReason::DebugExit(1));
         assert_eq!(kicks.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_pause_kicks_vcpus_but_not_stop_hooks() {
+        let c = VmControl::new();
+        let kicks = Arc::new(AtomicU32::new(0));
+        let hooks = Arc::new(AtomicU32::new(0));
+        let (k, h) = (kicks.clone(), hooks.clone());
+        c.add_kicker(Box::new(move || {
+            k.fetch_add(1, Ordering::SeqCst);
+        }));
+        c.on_stop(Box::new(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        }));
+        c.request_pause();
+        assert!(c.should_leave_run() && !c.should_stop() && c.pause_requested());
+        assert_eq!(
+            (kicks.load(Ordering::SeqCst), hooks.load(Ordering::SeqCst)),
+            (1, 0)
+        );
+        c.clear_pause();
+        assert!(!c.should_leave_run());
+        c.request_stop(StopReason::UserQuit);
+        assert!(c.should_leave_run() && c.should_stop());
+        assert_eq!(
+            (kicks.load(Ordering::SeqCst), hooks.load(Ordering::SeqCst)),
+            (2, 1)
+        );
     }
 
     #[test]

@@ -197,6 +197,13 @@ pub trait Vcpu: Send {
     fn sregs(&self) -> Result<SpecialRegs, EngineError>;
     /// Writes segment, control and mode registers.
     fn set_sregs(&mut self, sregs: &SpecialRegs) -> Result<(), EngineError>;
+    /// The vCPU's state for the inspector, read between runs (the VM is
+    /// paused or the vCPU thread is parked). The default shows the
+    /// general, segment and control registers; engines add what they
+    /// model (the emu engine its local APIC, kvm KVM's).
+    fn inspect(&self) -> crate::inspect::Tree {
+        crate::regs::inspect_registers(self.regs(), self.sregs())
+    }
     /// Runs guest code until an event in [`VcpuExit`]. Device and hook
     /// accesses are handled inside.
     fn run(&mut self) -> Result<VcpuExit, EngineError>;

@@ -11,7 +11,10 @@
 //!   `v3_hook_msr`, `v3_hook_cpuid` and `v3_register_hypercall`.
 //! * [`engine`] — the [`engine::Engine`] / [`engine::Vcpu`] traits both
 //!   execution engines (kvm, emu) implement, and the shared exit vocabulary.
-//! * [`control`] — how a running VM is asked to stop and why it stopped.
+//! * [`control`] — how a running VM is asked to stop (or pause) and why it
+//!   stopped.
+//! * [`clock`] — the guest's clock, which stands still while the VM is paused.
+//! * [`inspect`] — the inspector's tree of named values.
 //! * [`irq`] — interrupt lines, interrupt messages and the APIC bus.
 //! * [`timer`] — time-driven devices and the thread that ticks them.
 //! * [`machine`] — the bundle of the above that an engine runs against.
@@ -22,10 +25,12 @@
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod clock;
 pub mod control;
 pub mod cpuid;
 pub mod engine;
 pub mod hooks;
+pub mod inspect;
 pub mod irq;
 pub mod machine;
 pub mod memory;
@@ -34,8 +39,10 @@ pub mod stats;
 pub mod timer;
 
 pub use bus::{AccessWidth, Bus, BusDevice, BusError, IoSpace};
+pub use clock::GuestClock;
 pub use control::{StopReason, VmControl};
 pub use engine::{Engine, EngineError, EngineKind, EngineVm, IoEvents, Vcpu};
 pub use hooks::Hooks;
+pub use inspect::{Node, Tree};
 pub use machine::Machine;
 pub use memory::{DmaMemory, GuestMemory, MemoryError, MemoryMap};

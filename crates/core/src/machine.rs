@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::bus::Bus;
+use crate::clock::GuestClock;
 use crate::control::VmControl;
 use crate::cpuid::CpuidPolicy;
 use crate::hooks::Hooks;
@@ -29,12 +30,16 @@ pub struct Machine {
     pub stats: Vec<VcpuStats>,
     /// The timer service every time-driven device registers with.
     pub timers: Timers,
+    /// The guest's clock, which stands still while the VM is paused:
+    /// every guest-visible time source reads it.
+    pub clock: Arc<GuestClock>,
 }
 
 impl Machine {
     /// A machine with `memory`, empty buses and hooks, the default CPUID
     /// policy and counters for `vcpus` vCPUs.
     pub fn new(memory: GuestMemory, vcpus: u32) -> Self {
+        let clock = Arc::new(GuestClock::new());
         Machine {
             memory,
             bus: Bus::new(),
@@ -42,7 +47,8 @@ impl Machine {
             cpuid: CpuidPolicy::default(),
             control: Arc::new(VmControl::new()),
             stats: (0..vcpus).map(|_| VcpuStats::default()).collect(),
-            timers: Timers::new(),
+            timers: Timers::with_clock(clock.clone()),
+            clock,
         }
     }
 

@@ -174,6 +174,97 @@ pub const EFER_LMA: u64 = 1 << 10;
 /// EFER.NXE: no-execute enable.
 pub const EFER_NXE: u64 = 1 << 11;
 
+/// The inspector's view of a vCPU's registers: `regs` (general purpose,
+/// RIP, RFLAGS), `segments` (selector, base, limit, attributes), `tables`
+/// (GDTR, IDTR) and `control` (CR0-CR4, CR8, EFER, APIC base). A register
+/// set the engine could not read shows the error instead.
+pub fn inspect_registers(
+    regs: Result<Regs, crate::EngineError>,
+    sregs: Result<SpecialRegs, crate::EngineError>,
+) -> crate::inspect::Tree {
+    use crate::inspect::Tree;
+    let mut root = Tree::new();
+    match regs {
+        Ok(r) => {
+            let mut t = Tree::new();
+            for (name, v) in [
+                ("rax", r.rax),
+                ("rbx", r.rbx),
+                ("rcx", r.rcx),
+                ("rdx", r.rdx),
+                ("rsi", r.rsi),
+                ("rdi", r.rdi),
+                ("rsp", r.rsp),
+                ("rbp", r.rbp),
+                ("r8", r.r8),
+                ("r9", r.r9),
+                ("r10", r.r10),
+                ("r11", r.r11),
+                ("r12", r.r12),
+                ("r13", r.r13),
+                ("r14", r.r14),
+                ("r15", r.r15),
+                ("rip", r.rip),
+                ("rflags", r.rflags),
+            ] {
+                t.hex(name, v, 16);
+            }
+            root.child("regs", t);
+        }
+        Err(e) => {
+            root.value("regs", format!("unreadable: {e}"));
+        }
+    }
+    match sregs {
+        Ok(s) => {
+            let mut segs = Tree::new();
+            for (name, seg) in [
+                ("cs", s.cs),
+                ("ds", s.ds),
+                ("es", s.es),
+                ("fs", s.fs),
+                ("gs", s.gs),
+                ("ss", s.ss),
+                ("tr", s.tr),
+                ("ldt", s.ldt),
+            ] {
+                let mut t = Tree::new();
+                t.hex("selector", seg.selector.into(), 4)
+                    .hex("base", seg.base, 16)
+                    .hex("limit", seg.limit.into(), 8)
+                    .hex("type", seg.type_.into(), 1)
+                    .value("dpl", seg.dpl)
+                    .value("present", seg.present)
+                    .value("l", seg.l)
+                    .value("db", seg.db);
+                segs.child(name, t);
+            }
+            root.child("segments", segs);
+            let mut tables = Tree::new();
+            tables
+                .hex("gdtr_base", s.gdt.base, 16)
+                .hex("gdtr_limit", s.gdt.limit.into(), 4)
+                .hex("idtr_base", s.idt.base, 16)
+                .hex("idtr_limit", s.idt.limit.into(), 4);
+            root.child("tables", tables);
+            let mut control = Tree::new();
+            control
+                .hex("cr0", s.cr0, 8)
+                .hex("cr2", s.cr2, 16)
+                .hex("cr3", s.cr3, 16)
+                .hex("cr4", s.cr4, 8)
+                .hex("cr8", s.cr8, 1)
+                .hex("efer", s.efer, 4)
+                .hex("apic_base", s.apic_base, 8);
+            root.child("control", control);
+        }
+        Err(e) => {
+            root.value("sregs", format!("unreadable: {e}"));
+        }
+    }
+    root
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use crate::clock::GuestClock;
+
 /// Called whenever a guest access may have moved a device's next
 /// deadline, so a timer thread sleeping until the old one can re-read it.
 /// It runs with the device locked: it must not lock the device.
@@ -46,6 +48,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Deadlines are instants of this clock (the VM's guest clock).
+    clock: Arc<GuestClock>,
 }
 
 /// The machine's timer service: one thread ([`Timers::run`]) for every
@@ -65,9 +69,19 @@ impl std::fmt::Debug for Timers {
 }
 
 impl Timers {
-    /// A service with no devices.
+    /// A service with no devices, on a clock of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A service with no devices whose deadlines are instants of `clock`
+    /// (the VM's guest clock): while the clock is frozen nothing falls
+    /// due, and the thread sleeps until [`Timers::poke`].
+    pub fn with_clock(clock: Arc<GuestClock>) -> Self {
+        Timers(Arc::new(Shared {
+            clock,
+            ..Default::default()
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -87,7 +101,9 @@ impl Timers {
         Arc::new(move || timers.poke())
     }
 
-    fn poke(&self) {
+    /// Makes the thread look at every deadline again (after the guest
+    /// clock was thawed).
+    pub fn poke(&self) {
         self.lock().changed = true;
         self.0.wake.notify_all();
     }
@@ -110,11 +126,13 @@ impl Timers {
                 state.changed = false;
                 state.devices.clone()
             };
-            let next = Self::tick_due(&devices, Instant::now());
+            let clock = &self.0.clock;
+            let next = Self::tick_due(&devices, clock.now());
             let mut state = self.lock();
             while !state.stopped && !state.changed {
-                let now = Instant::now();
+                let now = clock.now();
                 let wait = match next {
+                    _ if clock.is_frozen() => std::time::Duration::from_secs(3600),
                     Some(t) if t <= now => break,
                     Some(t) => t - now,
                     None => std::time::Duration::from_secs(3600),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use alcazar_core::irq::IrqLine;
-use alcazar_core::{BusDevice, StopReason, VmControl};
+use alcazar_core::{BusDevice, GuestClock, StopReason, VmControl};
 
 /// First port of the block.
 pub const BASE_PORT: u16 = 0x600;
@@ -57,6 +57,7 @@ pub struct AcpiPm {
     started: Instant,
     sci: Arc<dyn IrqLine>,
     control: Arc<VmControl>,
+    clock: Arc<GuestClock>,
 }
 
 impl std::fmt::Debug for AcpiPm {
@@ -72,20 +73,27 @@ impl std::fmt::Debug for AcpiPm {
 impl AcpiPm {
     /// A PM block in ACPI mode (SCI_EN set: there is no SMM firmware to
     /// hand over from), raising `sci` and stopping the VM via `control`.
-    pub fn new(sci: Arc<dyn IrqLine>, control: Arc<VmControl>) -> Self {
+    /// The PM timer counts by `clock`, the VM's guest clock.
+    pub fn new(sci: Arc<dyn IrqLine>, control: Arc<VmControl>, clock: Arc<GuestClock>) -> Self {
         AcpiPm {
             pm1_sts: 0,
             pm1_en: 0,
             pm1_cnt: CNT_SCI_EN,
-            started: Instant::now(),
+            started: clock.now(),
             sci,
             control,
+            clock,
         }
     }
 
-    /// The PM timer: ticks at 3.579545 MHz from device creation.
+    /// The PM timer: ticks at 3.579545 MHz of guest time from device
+    /// creation.
     pub fn pm_timer(&self) -> u32 {
-        let nanos = self.started.elapsed().as_nanos();
+        let nanos = self
+            .clock
+            .now()
+            .saturating_duration_since(self.started)
+            .as_nanos();
         (nanos * u128::from(PM_TIMER_HZ) / 1_000_000_000) as u32
     }
 
@@ -174,7 +182,10 @@ mod tests {
 
     fn pm() -> (AcpiPm, Arc<VmControl>) {
         let c = Arc::new(VmControl::new());
-        (AcpiPm::new(Arc::new(NoIrq), c.clone()), c)
+        (
+            AcpiPm::new(Arc::new(NoIrq), c.clone(), Arc::new(GuestClock::new())),
+            c,
+        )
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use alcazar_core::irq::IrqLine;
 pub use alcazar_core::timer::{DeadlineNotifier, TimedDevice};
-use alcazar_core::BusDevice;
+use alcazar_core::{BusDevice, GuestClock};
 
 /// First port (counter 0).
 pub const BASE_PORT: u16 = 0x40;
@@ -495,6 +495,8 @@ pub struct Pit8254 {
     counters: [Counter; 3],
     irq0: Arc<dyn IrqLine>,
     notifier: Option<DeadlineNotifier>,
+    /// The VM's guest clock (stands still while the VM is paused).
+    clock: Arc<GuestClock>,
 }
 
 impl std::fmt::Debug for Pit8254 {
@@ -508,8 +510,9 @@ impl std::fmt::Debug for Pit8254 {
 impl Pit8254 {
     /// A PIT with no counter programmed, counter 0 raising `irq0`. Gates
     /// 0 and 1 are tied high as on the PC; gate 2 starts low (port 0x61).
-    pub fn new(irq0: Arc<dyn IrqLine>) -> Self {
-        let now = Instant::now();
+    /// Time is read from `clock`, the VM's guest clock.
+    pub fn new(irq0: Arc<dyn IrqLine>, clock: Arc<GuestClock>) -> Self {
+        let now = clock.now();
         Pit8254 {
             counters: [
                 Counter::new(true, now),
@@ -518,6 +521,7 @@ impl Pit8254 {
             ],
             irq0,
             notifier: None,
+            clock,
         }
     }
 
@@ -529,7 +533,7 @@ impl Pit8254 {
 
     /// Drives the gate input of `channel` (0-2; others are ignored).
     pub fn set_gate(&mut self, channel: usize, high: bool) {
-        self.set_gate_at(channel, high, Instant::now());
+        self.set_gate_at(channel, high, self.clock.now());
     }
 
     fn set_gate_at(&mut self, channel: usize, high: bool, now: Instant) {
@@ -550,7 +554,7 @@ impl Pit8254 {
     /// The OUT pin of `channel` now (false for a channel that does not
     /// exist).
     pub fn out(&self, channel: usize) -> bool {
-        self.out_at(channel, Instant::now())
+        self.out_at(channel, self.clock.now())
     }
 
     fn out_at(&self, channel: usize, now: Instant) -> bool {
@@ -648,14 +652,14 @@ impl TimedDevice for Pit8254 {
 impl BusDevice for Pit8254 {
     /// An 8-bit device: a wide access is consecutive byte cycles.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = self.read_at(offset.saturating_add(i as u64), now);
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for (i, &byte) in data.iter().enumerate() {
             self.write_at(offset.saturating_add(i as u64), byte, now);
         }
@@ -680,7 +684,7 @@ mod tests {
 
     fn pit() -> (Pit8254, Arc<Pulses>, Instant) {
         let irq = Arc::new(Pulses::default());
-        let p = Pit8254::new(irq.clone());
+        let p = Pit8254::new(irq.clone(), Arc::new(GuestClock::new()));
         let t0 = p.counters[0].clock.epoch;
         (p, irq, t0)
     }

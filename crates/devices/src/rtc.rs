@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alcazar_core::irq::IrqLine;
-use alcazar_core::BusDevice;
+use alcazar_core::{BusDevice, GuestClock};
 
 use crate::pit::{DeadlineNotifier, TimedDevice};
 
@@ -259,6 +259,9 @@ pub struct Rtc {
     irq: Arc<dyn IrqLine>,
     irq_level: bool,
     notifier: Option<DeadlineNotifier>,
+    /// The VM's guest clock (a private running one for
+    /// [`Rtc::with_start_time`]).
+    clock: Arc<GuestClock>,
 }
 
 impl std::fmt::Debug for Rtc {
@@ -276,9 +279,12 @@ impl std::fmt::Debug for Rtc {
 
 impl Rtc {
     /// An RTC showing the host's current UTC time, with the memory-size
-    /// bytes for `memory`, raising `irq8`.
-    pub fn new(memory: MemorySizes, irq8: Arc<dyn IrqLine>) -> Self {
-        Self::with_start_time(memory, irq8, SystemTime::now(), Instant::now())
+    /// bytes for `memory`, raising `irq8`, keeping time by `clock` (the
+    /// VM's guest clock, so the RTC stands still while the VM is paused).
+    pub fn new(memory: MemorySizes, irq8: Arc<dyn IrqLine>, clock: Arc<GuestClock>) -> Self {
+        let mut rtc = Self::with_start_time(memory, irq8, SystemTime::now(), clock.now());
+        rtc.clock = clock;
+        rtc
     }
 
     /// An RTC whose clock reads `start` at the monotonic instant `now`
@@ -307,6 +313,7 @@ impl Rtc {
             irq: irq8,
             irq_level: false,
             notifier: None,
+            clock: Arc::new(GuestClock::new()),
         };
         rtc.cmos[usize::from(REG_A)] = 0x26;
         rtc.cmos[usize::from(REG_B)] = B_24H;
@@ -706,14 +713,14 @@ impl BusDevice for Rtc {
     /// An 8-bit device: a wide access is consecutive byte cycles (so
     /// `out 0x70, ax` selects the index in AL and writes AH).
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = self.read_at(offset.saturating_add(i as u64), now);
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for (i, &byte) in data.iter().enumerate() {
             self.write_at(offset.saturating_add(i as u64), byte, now);
         }
@@ -799,7 +806,7 @@ mod tests {
     #[test]
     fn time_matches_the_host_clock() {
         let line = Arc::new(Line::default());
-        let mut r = Rtc::new(MemorySizes::default(), line);
+        let mut r = Rtc::new(MemorySizes::default(), line, Arc::new(GuestClock::new()));
         let now = Instant::now();
         let host = unix_time(SystemTime::now()).0;
         set(&mut r, REG_B, B_24H | B_DM_BINARY, now);

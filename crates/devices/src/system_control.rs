@@ -123,7 +123,10 @@ mod tests {
     }
 
     fn pit() -> Arc<Mutex<Pit8254>> {
-        Arc::new(Mutex::new(Pit8254::new(Arc::new(NoIrq))))
+        Arc::new(Mutex::new(Pit8254::new(
+            Arc::new(NoIrq),
+            Arc::new(alcazar_core::GuestClock::new()),
+        )))
     }
 
     fn out2(p: &mut SystemControlB) -> bool {

@@ -94,10 +94,11 @@ impl Engine for EmuEngine {
             .unwrap_or(0);
         let code = Arc::new(CodePages::new(phys_end));
         machine.memory.set_dma_observer(code.clone());
+        let apic_bus = apic::EmuApicBus::with_clock(machine.clock.clone());
         Ok(Box::new(EmuVm {
             machine,
             code,
-            apic_bus: apic::EmuApicBus::new(),
+            apic_bus,
         }))
     }
 }
@@ -216,7 +217,7 @@ impl Cpu {
         // The state may have been changed from outside since the last run.
         self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
         loop {
-            if self.machine.control.should_stop() {
+            if self.machine.control.should_leave_run() {
                 return VcpuExit::Stopped;
             }
             if let Some(exit) = self.exit.take() {

@@ -23,6 +23,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use alcazar_core::engine::ExitKind;
+use alcazar_core::GuestClock;
 
 use crate::cpu::{cr0, efer, seg};
 use crate::fault::Fault;
@@ -121,14 +122,15 @@ pub fn tsc_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// The host clock the TSC counts: nanoseconds since [`tsc_epoch`].
-pub fn host_tsc() -> u64 {
-    tsc_epoch().elapsed().as_nanos() as u64
+/// The clock the TSC counts: nanoseconds of the VM's guest clock since
+/// [`tsc_epoch`] (1 GHz; it stands still while the VM is paused).
+pub fn guest_tsc(clock: &GuestClock) -> u64 {
+    crate::apic::timer::instant_to_ns(clock.now())
 }
 
 /// The TSC as vCPU `cpu` reads it.
 pub fn read_tsc(cpu: &Cpu) -> u64 {
-    host_tsc().wrapping_add(cpu.s.msr.tsc_offset)
+    guest_tsc(&cpu.machine.clock).wrapping_add(cpu.s.msr.tsc_offset)
 }
 
 /// Physical-address bits above the CPU's width (reserved in MTRRs etc.).

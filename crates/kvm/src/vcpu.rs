@@ -275,7 +275,7 @@ impl Vcpu for KvmVcpu {
         let run: *mut kvm_run = self.fd.get_kvm_run();
         let _guard = RunGuard::enter(&self.target, run);
         loop {
-            if self.machine.control.should_stop() {
+            if self.machine.control.should_leave_run() {
                 return Ok(VcpuExit::Stopped);
             }
             if let Next::Return(exit) = self.step(run)? {

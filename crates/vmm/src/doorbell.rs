@@ -58,7 +58,7 @@ impl DoorbellRoute {
     ) -> std::io::Result<Arc<Self>> {
         let shutdown = Arc::new(EventFd::new(EFD_NONBLOCK)?);
         let kick = shutdown.clone();
-        control.add_kicker(Box::new(move || {
+        control.on_stop(Box::new(move || {
             let _ = kick.write(1);
         }));
         Ok(Arc::new(DoorbellRoute {

@@ -146,7 +146,7 @@ impl Chipset {
             ioapic: ioapic.clone(),
         }));
         let irq = |n: u8| -> Arc<dyn IrqLine> { isa_line(&pic, &ioapic, n) };
-        let pit = Arc::new(Mutex::new(Pit8254::new(irq(0))));
+        let pit = Arc::new(Mutex::new(Pit8254::new(irq(0), machine.clock.clone())));
         let map = machine.memory.map();
         let below_4g = map
             .backed()
@@ -157,7 +157,7 @@ impl Chipset {
             below_4g,
             above_4g: map.ram_bytes().saturating_sub(below_4g),
         };
-        let rtc = Arc::new(Mutex::new(Rtc::new(sizes, irq(8))));
+        let rtc = Arc::new(Mutex::new(Rtc::new(sizes, irq(8), machine.clock.clone())));
         let notifier = machine.timers.notifier();
         lock(&pit).set_deadline_notifier(notifier.clone());
         lock(&rtc).set_deadline_notifier(notifier);

@@ -51,6 +51,8 @@ use crate::platform::Chipset;
 pub struct BuildContext<'a> {
     /// The VM's stop switch (for devices that end the VM).
     pub control: &'a Arc<VmControl>,
+    /// The VM's guest clock (for devices that keep time).
+    pub clock: &'a Arc<alcazar_core::GuestClock>,
     /// The chipset: where ISA interrupt lines go, and the PIT port 0x61
     /// reads.
     pub chipset: &'a Chipset,
@@ -355,6 +357,7 @@ fn build_acpi_pm(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, 
     let dev = Arc::new(Mutex::new(AcpiPm::new(
         ctx.chipset.isa_irq(acpi_pm::SCI_IRQ),
         ctx.control.clone(),
+        ctx.clock.clone(),
     )));
     Ok(BuiltDevice::one(
         IoSpace::Port,

@@ -173,7 +173,7 @@ impl Vm {
         let stopper = timers.clone();
         self.machine
             .control
-            .add_kicker(Box::new(move || stopper.stop()));
+            .on_stop(Box::new(move || stopper.stop()));
         std::thread::Builder::new()
             .name("timers".into())
             .spawn(move || timers.run())
@@ -262,6 +262,7 @@ fn add_devices(
 ) -> Result<ConsoleInputs, VmmError> {
     let ctx = BuildContext {
         control: &machine.control,
+        clock: &machine.clock,
         chipset,
         pci,
         tail,

@@ -190,7 +190,7 @@ impl VirtioNet {
             control: control.clone(),
         });
         let weak: Weak<Shared> = Arc::downgrade(&shared);
-        control.add_kicker(Box::new(move || {
+        control.on_stop(Box::new(move || {
             if let Some(s) = weak.upgrade() {
                 s.wake();
             }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use alcazar_core::irq::{ApicBus, InterruptMessage, MsiSink, PlatformInterrupts};
+use alcazar_core::GuestClock;
 
 use super::ipi::{Ipi, Mode, Shorthand};
 use super::LocalApic;
@@ -21,6 +22,8 @@ pub(crate) struct BusShared {
     apics: RwLock<Vec<Arc<LocalApic>>>,
     platform: OnceLock<Arc<dyn PlatformInterrupts>>,
     ext_int: AtomicBool,
+    /// The VM's guest clock.
+    pub(crate) clock: Arc<GuestClock>,
 }
 
 impl BusShared {
@@ -84,9 +87,20 @@ impl std::fmt::Debug for EmuApicBus {
 }
 
 impl EmuApicBus {
-    /// A bus with no APICs.
+    /// A bus with no APICs, on a clock of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A bus with no APICs whose timers and TSC-deadline compare run on
+    /// `clock` (the VM's guest clock).
+    pub fn with_clock(clock: Arc<GuestClock>) -> Self {
+        EmuApicBus {
+            shared: Arc::new(BusShared {
+                clock,
+                ..Default::default()
+            }),
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<BusShared> {

@@ -37,9 +37,10 @@ pub mod timer;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use alcazar_core::timer::DeadlineNotifier;
+use alcazar_core::GuestClock;
 
 use crate::interrupts::{InterruptLines, InterruptSource};
-use crate::msr::host_tsc;
+use crate::msr::guest_tsc;
 use bus::BusShared;
 use ipi::{Ipi, Mode};
 use regs::{base, esr, lvt, After, ApicState, RegFault};
@@ -70,6 +71,8 @@ pub struct LocalApic {
     lines: Arc<InterruptLines>,
     bus: Weak<BusShared>,
     timer_notifier: OnceLock<DeadlineNotifier>,
+    /// The VM's guest clock, which the TSC counts.
+    clock: Arc<GuestClock>,
 }
 
 impl std::fmt::Debug for LocalApic {
@@ -94,6 +97,7 @@ impl LocalApic {
             lines,
             bus: Arc::downgrade(bus.shared()),
             timer_notifier: OnceLock::new(),
+            clock: bus.shared().clock.clone(),
         });
         bus.add(apic.clone());
         apic
@@ -163,7 +167,7 @@ impl LocalApic {
         }
         let r = ((offset >> 4) & 0xff) as u32;
         let s = self.lock();
-        let v = match s.read(r, false, host_tsc()) {
+        let v = match s.read(r, false, guest_tsc(&self.clock)) {
             Ok(v) => v,
             Err(RegFault::Illegal) => {
                 drop(s);
@@ -192,7 +196,9 @@ impl LocalApic {
             return;
         }
         let r = ((offset >> 4) & 0xff) as u32;
-        let result = self.lock().write(r, value & 0xffff_ffff, false, host_tsc());
+        let result = self
+            .lock()
+            .write(r, value & 0xffff_ffff, false, guest_tsc(&self.clock));
         match result {
             Ok(after) => self.finish(after),
             Err(RegFault::Illegal) => self.illegal_register(),
@@ -212,7 +218,7 @@ impl LocalApic {
         if !s.x2apic() || !(X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&msr) {
             return Err(RegFault::Illegal);
         }
-        s.read(msr - X2APIC_MSR_FIRST, true, host_tsc())
+        s.read(msr - X2APIC_MSR_FIRST, true, guest_tsc(&self.clock))
     }
 
     /// WRMSR of x2APIC register `msr`.
@@ -222,7 +228,7 @@ impl LocalApic {
             if !s.x2apic() || !(X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&msr) {
                 return Err(RegFault::Illegal);
             }
-            s.write(msr - X2APIC_MSR_FIRST, value, true, host_tsc())?
+            s.write(msr - X2APIC_MSR_FIRST, value, true, guest_tsc(&self.clock))?
         };
         self.finish(after);
         Ok(())
@@ -282,7 +288,7 @@ impl LocalApic {
     /// WRMSR IA32_TSC_DEADLINE of `value` by a CPU whose TSC is the host
     /// clock plus `tsc_offset`: a deadline already passed fires at once.
     pub fn write_tsc_deadline(&self, value: u64, tsc_offset: u64) {
-        let now = host_tsc();
+        let now = guest_tsc(&self.clock);
         let guest_now = now.wrapping_add(tsc_offset);
         let due = now.saturating_add(value.saturating_sub(guest_now));
         self.lock().write_tsc_deadline(value, due);

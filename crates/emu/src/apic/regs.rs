@@ -5,7 +5,7 @@
 //! accesses (§10.4.1, §10.12.1.2).
 //!
 //! Everything here is plain data, driven by [`super::LocalApic`] under its
-//! lock; times are host nanoseconds (the TSC clock, [`crate::msr::host_tsc`])
+//! lock; times are guest-clock nanoseconds (the TSC clock, [`crate::msr::guest_tsc`])
 //! passed in by the caller, so tests can use a fake clock.
 
 use super::ipi::Ipi;

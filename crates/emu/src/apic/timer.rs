@@ -16,7 +16,7 @@
 //! similar floor): a guest programming a period of a few counts gets its
 //! interrupts at that rate, and cannot keep the timer thread spinning.
 //!
-//! Times are host nanoseconds on the [`crate::msr::host_tsc`] clock.
+//! Times are nanoseconds of the guest clock ([`crate::msr::guest_tsc`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

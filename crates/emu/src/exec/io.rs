@@ -173,7 +173,7 @@ fn repeat(
         if rep {
             cpu.s.write_gpr(reg::RCX, asz, false, count);
         }
-        if cpu.machine.control.should_stop() {
+        if cpu.machine.control.should_leave_run() {
             break;
         }
     }

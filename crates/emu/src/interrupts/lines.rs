@@ -274,7 +274,7 @@ pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
     loop {
         let nmi = running && lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst);
         let startup = lines.startup.load(SeqCst);
-        if control.should_stop()
+        if control.should_leave_run()
             || nmi
             || startup
             || (want_external && lines.attention.load(SeqCst))
