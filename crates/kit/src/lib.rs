@@ -45,6 +45,7 @@ mod uart;
 
 pub use programs::smp::smp_expect;
 pub use programs::smp_sipi::smp_sipi_expect;
+pub use programs::ticker::COUNTER_ADDRESS as TICKER_COUNTER_ADDRESS;
 
 /// The CPU mode the VMM puts the vCPU in before jumping to the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use alcazar_core::{StopReason, VmControl};
 use alcazar_devices::ConsoleSink;
 
 use crate::config::ConsoleTarget;
+use crate::console_hub::ConsoleHub;
 
 /// A file that is created only when the first byte is written, so that a
 /// VM that fails to start leaves no file behind.
@@ -46,17 +47,37 @@ impl Write for LazyFile {
     }
 }
 
-/// The sink for `target`.
-pub fn sink_for(target: &ConsoleTarget) -> ConsoleSink {
-    match writer_for(target) {
+/// The sink for `target`. Output for the terminal (`stdio`) also goes to
+/// `hub`, where `alcazar console` clients read it.
+pub fn sink_for(target: &ConsoleTarget, hub: &Arc<ConsoleHub>) -> ConsoleSink {
+    match writer_for(target, hub) {
         Some(w) => ConsoleSink::new(w),
         None => ConsoleSink::none(),
     }
 }
 
-fn writer_for(target: &ConsoleTarget) -> Option<Box<dyn Write + Send>> {
+/// Writes to the process's stdout and a [`ConsoleHub`].
+struct HubTee {
+    hub: Arc<ConsoleHub>,
+}
+
+impl Write for HubTee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hub.write(buf);
+        // A closed stdout (a detached VM's) must not stop the guest.
+        let _ = std::io::stdout().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stdout().flush();
+        Ok(())
+    }
+}
+
+fn writer_for(target: &ConsoleTarget, hub: &Arc<ConsoleHub>) -> Option<Box<dyn Write + Send>> {
     match target {
-        ConsoleTarget::Stdio => Some(Box::new(std::io::stdout())),
+        ConsoleTarget::Stdio => Some(Box::new(HubTee { hub: hub.clone() })),
         ConsoleTarget::File(path) => Some(Box::new(LazyFile {
             path: path.clone(),
             file: None,
@@ -66,9 +87,13 @@ fn writer_for(target: &ConsoleTarget) -> Option<Box<dyn Write + Send>> {
 }
 
 /// The sink for `target`, with everything written also fed to `tail`.
-pub fn watched_sink_for(target: &ConsoleTarget, tail: &Arc<ConsoleTail>) -> ConsoleSink {
+pub fn watched_sink_for(
+    target: &ConsoleTarget,
+    tail: &Arc<ConsoleTail>,
+    hub: &Arc<ConsoleHub>,
+) -> ConsoleSink {
     ConsoleSink::new(Box::new(Tee {
-        out: writer_for(target),
+        out: writer_for(target, hub),
         tail: tail.clone(),
     }))
 }

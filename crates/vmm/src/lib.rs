@@ -26,11 +26,13 @@
 pub mod boot;
 pub mod config;
 pub mod console;
+pub mod console_hub;
 pub mod doorbell;
 pub mod engine_select;
 pub mod error;
 pub mod firmware;
 pub mod kit;
+pub mod lifecycle;
 pub mod pci;
 pub mod platform;
 pub mod registry;

@@ -60,13 +60,20 @@ pub struct BuildContext<'a> {
     pub pci: &'a PciBus,
     /// Where the guest console (COM1) output is remembered.
     pub tail: &'a Arc<ConsoleTail>,
+    /// Where terminal-bound console output is kept for attach clients.
+    pub hub: &'a Arc<crate::console_hub::ConsoleHub>,
     /// COM1's output (the `serial` key / `--serial` flag).
     pub serial: &'a ConsoleTarget,
     /// Directory relative output paths are resolved against.
     pub base: &'a Path,
 }
 
+/// Presses a machine's power button; returns whether the guest was told
+/// (it enabled the button's event).
+pub type PowerButton = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// A device ready to be put on the bus.
+#[derive(Default)]
 pub struct BuiltDevice {
     /// The ranges it claims, each with the bus device answering there.
     pub ranges: Vec<(IoSpace, u64, u64, SharedDevice)>,
@@ -74,14 +81,15 @@ pub struct BuiltDevice {
     pub uart: Option<Arc<Mutex<Uart16550>>>,
     /// Set for virtio consoles: where host input goes.
     pub console: Option<ConsoleInput>,
+    /// Set for the ACPI PM block: the power button.
+    pub power_button: Option<PowerButton>,
 }
 
 impl BuiltDevice {
     fn one(space: IoSpace, base: u64, len: u64, dev: SharedDevice) -> Self {
         BuiltDevice {
             ranges: vec![(space, base, len, dev)],
-            uart: None,
-            console: None,
+            ..Default::default()
         }
     }
 }
@@ -275,15 +283,15 @@ fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice
     };
     let output = output_param(spec, ctx, &default_out)?;
     let sink = if spec.id == "com1" {
-        watched_sink_for(&output, ctx.tail)
+        watched_sink_for(&output, ctx.tail, ctx.hub)
     } else {
-        sink_for(&output)
+        sink_for(&output, ctx.hub)
     };
     let uart = Arc::new(Mutex::new(Uart16550::new(sink, ctx.chipset.isa_irq(irq))));
     Ok(BuiltDevice {
         ranges: vec![(IoSpace::Port, port, 8, uart.clone())],
         uart: Some(uart),
-        console: None,
+        ..Default::default()
     })
 }
 
@@ -305,8 +313,7 @@ fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, Co
         .collect();
     Ok(BuiltDevice {
         ranges,
-        uart: None,
-        console: None,
+        ..Default::default()
     })
 }
 
@@ -349,7 +356,7 @@ fn build_debug_exit(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
 fn build_debugcon(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
     let port = port_param(spec, debugcon::DEFAULT_PORT, 1)?;
     let output = output_param(spec, ctx, ctx.serial)?;
-    let dev = Arc::new(Mutex::new(DebugCon::new(sink_for(&output))));
+    let dev = Arc::new(Mutex::new(DebugCon::new(sink_for(&output, ctx.hub))));
     Ok(BuiltDevice::one(IoSpace::Port, port, 1, dev))
 }
 
@@ -359,12 +366,18 @@ fn build_acpi_pm(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, 
         ctx.control.clone(),
         ctx.clock.clone(),
     )));
-    Ok(BuiltDevice::one(
-        IoSpace::Port,
-        u64::from(acpi_pm::BASE_PORT),
-        u64::from(acpi_pm::PORT_COUNT),
-        dev,
-    ))
+    let button = dev.clone();
+    Ok(BuiltDevice {
+        power_button: Some(Arc::new(move || {
+            alcazar_core::bus::lock(&button).press_power_button()
+        })),
+        ..BuiltDevice::one(
+            IoSpace::Port,
+            u64::from(acpi_pm::BASE_PORT),
+            u64::from(acpi_pm::PORT_COUNT),
+            dev,
+        )
+    })
 }
 
 fn build_virtio_rng(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
@@ -539,7 +552,7 @@ fn build_virtio_console(
     ctx: &BuildContext<'_>,
 ) -> Result<BuiltDevice, ConfigError> {
     let output = output_param(spec, ctx, &ConsoleTarget::Stdio)?;
-    let console = VirtioConsole::new(sink_for(&output));
+    let console = VirtioConsole::new(sink_for(&output, ctx.hub));
     let input = console.input();
     let mut built = add_pci(spec, ctx, Box::new(console))?;
     built.console = Some(input);
@@ -560,11 +573,7 @@ fn add_pci(
             "remove some PCI devices (31 slots, 512 MiB of BAR space)",
         )
     })?;
-    Ok(BuiltDevice {
-        ranges: Vec::new(),
-        uart: None,
-        console: None,
-    })
+    Ok(BuiltDevice::default())
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! reason.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use alcazar_core::engine::{EngineKind, EngineVm, Vcpu, VcpuExit};
 use alcazar_core::memory::{GuestMemory, MemoryMap};
@@ -19,11 +20,13 @@ use alcazar_devices::Uart16550;
 use crate::boot;
 use crate::config::{DeviceSpec, VmConfig};
 use crate::console::ConsoleTail;
+use crate::console_hub::{ConsoleHub, ConsoleInputTarget};
 use crate::engine_select;
 use crate::error::{ConfigError, VmmError};
+use crate::lifecycle::{Lifecycle, LifecycleError, VmState};
 use crate::pci::PciBus;
 use crate::platform::Chipset;
-use crate::registry::{self, BuildContext};
+use crate::registry::{self, BuildContext, PowerButton};
 
 /// A created (not yet running) VM.
 pub struct Vm {
@@ -39,6 +42,21 @@ pub struct Vm {
     chipset: Chipset,
     pci: PciBus,
     tail: Arc<ConsoleTail>,
+    shared: Arc<Shared>,
+}
+
+/// What a [`VmHandle`] reaches: everything about a VM that outlives the
+/// move of its vCPUs into their threads.
+struct Shared {
+    name: String,
+    engine: EngineKind,
+    memory: u64,
+    machine: Arc<Machine>,
+    lifecycle: Lifecycle,
+    hub: Arc<ConsoleHub>,
+    console_input: Option<ConsoleInputTarget>,
+    power_button: Option<PowerButton>,
+    reboot: AtomicBool,
 }
 
 impl std::fmt::Debug for Vm {
@@ -54,6 +72,13 @@ impl std::fmt::Debug for Vm {
 impl Vm {
     /// Builds the machine `config` describes, ready to run.
     pub fn create(config: &VmConfig) -> Result<Vm, VmmError> {
+        Self::create_with_hub(config, Arc::new(ConsoleHub::new()))
+    }
+
+    /// Like [`Vm::create`], with terminal-bound console output going to
+    /// `hub` (a VM that is rebooted keeps its hub, so attached consoles
+    /// stay attached).
+    pub fn create_with_hub(config: &VmConfig, hub: Arc<ConsoleHub>) -> Result<Vm, VmmError> {
         let specs = device_specs(config)?;
         let payload = boot::load(&config.boot)?;
         let memory = GuestMemory::new(MemoryMap::pc(config.memory)?)?;
@@ -63,7 +88,7 @@ impl Vm {
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
         let pci = PciBus::new(&machine, &chipset, engine_vm.io_events())?;
-        let (com1, hvc0) = add_devices(&machine, &chipset, &pci, &tail, &specs, config)?;
+        let consoles = add_devices(&machine, &chipset, &pci, &tail, &hub, &specs, config)?;
         let start = payload.install(&machine.memory, config.cpus)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
@@ -72,6 +97,29 @@ impl Vm {
             vcpus.push(vcpu);
         }
         tracing::info!(name = %config.name, engine = %selected.engine.kind(), why = %selected.why, "VM created");
+        // The terminal's keystrokes go to the virtio console when there is
+        // one (`--console virtio`), else to COM1.
+        let console_input = match (&consoles.hvc0, &consoles.com1) {
+            (Some(c), _) => Some(ConsoleInputTarget::Virtio(c.clone())),
+            (None, Some(u)) => Some(ConsoleInputTarget::Uart(u.clone())),
+            (None, None) => None,
+        };
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            engine: selected.engine.kind(),
+            memory: config.memory,
+            machine: machine.clone(),
+            lifecycle: Lifecycle::new(
+                machine.control.clone(),
+                machine.clock.clone(),
+                machine.timers.clone(),
+                config.cpus,
+            ),
+            hub,
+            console_input,
+            power_button: consoles.power_button,
+            reboot: AtomicBool::new(false),
+        });
         Ok(Vm {
             name: config.name.clone(),
             engine: selected.engine.kind(),
@@ -79,11 +127,12 @@ impl Vm {
             machine,
             _engine_vm: engine_vm,
             vcpus,
-            com1,
-            hvc0,
+            com1: consoles.com1,
+            hvc0: consoles.hvc0,
             chipset,
             pci,
             tail,
+            shared,
         })
     }
 
@@ -128,40 +177,69 @@ impl Vm {
         &self.pci
     }
 
+    /// A handle to control and observe the VM once it runs (pause,
+    /// resume, stop, inspect, telemetry, console).
+    pub fn handle(&self) -> VmHandle {
+        VmHandle(self.shared.clone())
+    }
+
     /// Runs every vCPU on its own thread until the machine stops; returns
     /// why it stopped.
     pub fn run(self) -> Result<StopReason, VmmError> {
-        let halted = Arc::new(AtomicU32::new(0));
+        Ok(self.start()?.wait())
+    }
+
+    /// Starts the timer thread and one thread per vCPU, and returns at
+    /// once; [`RunningVm::wait`] waits for the end.
+    pub fn start(self) -> Result<RunningVm, VmmError> {
+        let shared = self.shared.clone();
         let mut threads = Vec::new();
         threads.push(self.start_timer_thread()?);
+        shared.lifecycle.started();
+        let halted = Arc::new(AtomicU32::new(0));
         for vcpu in self.vcpus {
-            let machine = self.machine.clone();
+            let mine = shared.clone();
             let halted = halted.clone();
-            let thread = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
                 .spawn(move || {
+                    let shared = mine;
+                    let machine = &shared.machine;
                     // A bug in an engine or device must end this VM with an
                     // error, not leave the other threads waiting forever.
-                    let run = std::panic::AssertUnwindSafe(|| vcpu_loop(vcpu, &machine, &halted));
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        vcpu_loop(vcpu, machine, &shared.lifecycle, &halted)
+                    });
                     if std::panic::catch_unwind(run).is_err() {
                         machine.control.request_stop(StopReason::Error(
                             "a vCPU thread panicked (a VMM bug; see the message above)".into(),
                         ));
                     }
-                })
-                .map_err(|source| VmmError::Io {
-                    what: "starting a vCPU thread".into(),
-                    source,
-                })?;
-            threads.push(thread);
-        }
-        let reason = self.machine.control.wait();
-        for t in threads {
-            if t.join().is_err() {
-                tracing::error!("a vCPU thread panicked");
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(source) => {
+                    // Nothing half-started: end the threads already running.
+                    shared
+                        .machine
+                        .control
+                        .request_stop(StopReason::Error("cannot start a vCPU thread".into()));
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    shared.lifecycle.stopped();
+                    return Err(VmmError::Io {
+                        what: "starting a vCPU thread".into(),
+                        source,
+                    });
+                }
             }
         }
-        Ok(reason)
+        Ok(RunningVm {
+            handle: VmHandle(shared),
+            threads,
+            _engine_vm: self._engine_vm,
+        })
     }
 }
 
@@ -184,19 +262,214 @@ impl Vm {
     }
 }
 
-/// The life of one vCPU thread: run until the VM stops, and turn the
-/// events only the VMM can act on into stop reasons.
-pub fn vcpu_loop(mut vcpu: Box<dyn Vcpu>, machine: &Machine, halted: &AtomicU32) {
+/// A VM whose threads run; [`RunningVm::wait`] ends with it.
+pub struct RunningVm {
+    handle: VmHandle,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    // The engine's VM handle lives until every vCPU thread has ended.
+    _engine_vm: Box<dyn EngineVm>,
+}
+
+impl std::fmt::Debug for RunningVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningVm")
+            .field("name", &self.handle.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningVm {
+    /// The VM's control handle.
+    pub fn handle(&self) -> VmHandle {
+        self.handle.clone()
+    }
+
+    /// Waits until the VM stops (the guest ends it, or a handle's `stop`)
+    /// and every thread has ended; returns why it stopped.
+    pub fn wait(self) -> StopReason {
+        let shared = &self.handle.0;
+        let reason = shared.machine.control.wait();
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a VM thread panicked");
+            }
+        }
+        shared.lifecycle.stopped();
+        shared.hub.end();
+        reason
+    }
+}
+
+/// A handle on a VM for whoever controls it while it runs: the embedder,
+/// the API server. Cheap to clone; every method may be called from any
+/// thread.
+#[derive(Clone)]
+pub struct VmHandle(Arc<Shared>);
+
+impl std::fmt::Debug for VmHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmHandle")
+            .field("name", &self.0.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// How [`VmHandle::shutdown`] ended the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// The guest powered off after the power button (or had already
+    /// stopped).
+    Clean,
+    /// The guest did not power off in time (or ignores the button): the
+    /// VMM stopped it.
+    Forced,
+}
+
+impl VmHandle {
+    /// The VM's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The engine running it.
+    pub fn engine(&self) -> EngineKind {
+        self.0.engine
+    }
+
+    /// Guest RAM in bytes.
+    pub fn memory(&self) -> u64 {
+        self.0.memory
+    }
+
+    /// Number of vCPUs.
+    pub fn cpus(&self) -> u32 {
+        self.0.machine.vcpu_count()
+    }
+
+    /// The machine (memory, bus, counters).
+    pub fn machine(&self) -> &Arc<Machine> {
+        &self.0.machine
+    }
+
+    /// The VM's state.
+    pub fn state(&self) -> VmState {
+        self.0.lifecycle.state()
+    }
+
+    /// Wall time since the VM started.
+    pub fn uptime(&self) -> Duration {
+        self.0.lifecycle.uptime()
+    }
+
+    /// Why the VM stopped, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.0.machine.control.reason()
+    }
+
+    /// The lifecycle: pause, resume, register writes, vCPU snapshots.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.0.lifecycle
+    }
+
+    /// Pauses every vCPU and the guest clock (see [`Lifecycle::pause`]).
+    pub fn pause(&self) -> Result<(), LifecycleError> {
+        self.0.lifecycle.pause()
+    }
+
+    /// Resumes a paused VM (see [`Lifecycle::resume`]).
+    pub fn resume(&self) -> Result<(), LifecycleError> {
+        self.0.lifecycle.resume()
+    }
+
+    /// Stops the VM at once (`reason`, e.g. [`StopReason::UserQuit`]).
+    pub fn stop(&self, reason: StopReason) {
+        // A paused VM's threads are parked: the stop releases them.
+        self.0.machine.control.request_stop(reason);
+    }
+
+    /// Presses the ACPI power button; returns whether the guest had
+    /// enabled its event (an OS that listens powers off).
+    pub fn press_power_button(&self) -> bool {
+        self.0.power_button.as_ref().is_some_and(|press| press())
+    }
+
+    /// Ends the VM cleanly if it cooperates: resumes it if paused, presses
+    /// the power button, waits up to `timeout` for the guest to power
+    /// off, and stops it otherwise.
+    pub fn shutdown(&self, timeout: Duration) -> Shutdown {
+        let control = &self.0.machine.control;
+        if control.should_stop() {
+            return Shutdown::Clean;
+        }
+        if self.state() == VmState::Paused {
+            let _ = self.resume();
+        }
+        if self.press_power_button() && control.wait_timeout(timeout).is_some() {
+            return Shutdown::Clean;
+        }
+        self.stop(StopReason::UserQuit);
+        Shutdown::Forced
+    }
+
+    /// Asks for a hard reset: the VM stops with [`StopReason::Reset`] and
+    /// [`VmHandle::reboot_requested`] tells its runner to build it again.
+    pub fn reboot(&self) {
+        self.0.reboot.store(true, Ordering::SeqCst);
+        self.stop(StopReason::Reset);
+    }
+
+    /// Whether the VM stopped because [`VmHandle::reboot`] asked for it.
+    pub fn reboot_requested(&self) -> bool {
+        self.0.reboot.load(Ordering::SeqCst)
+    }
+
+    /// The console output kept for attach clients.
+    pub fn console_hub(&self) -> &Arc<ConsoleHub> {
+        &self.0.hub
+    }
+
+    /// Where console input goes (the virtio console if there is one, else
+    /// COM1).
+    pub fn console_input(&self) -> Option<&ConsoleInputTarget> {
+        self.0.console_input.as_ref()
+    }
+
+    /// Types `bytes` on the guest console (blocks until the device took
+    /// them, or the VM stops).
+    pub fn console_write(&self, bytes: &[u8]) {
+        if let Some(target) = &self.0.console_input {
+            target.deliver(&self.0.machine.control, bytes);
+        }
+    }
+}
+
+/// The life of one vCPU thread: run until the VM stops, park while it is
+/// paused, and turn the events only the VMM can act on into stop reasons.
+pub fn vcpu_loop(
+    mut vcpu: Box<dyn Vcpu>,
+    machine: &Machine,
+    lifecycle: &Lifecycle,
+    halted: &AtomicU32,
+) {
     let control = &machine.control;
     let id = vcpu.id();
     loop {
         match vcpu.run() {
-            Ok(VcpuExit::Stopped) => return,
+            Ok(VcpuExit::Stopped) => {
+                if control.should_stop() {
+                    return;
+                }
+                if control.pause_requested() {
+                    lifecycle.park(vcpu.as_mut());
+                }
+            }
             Ok(VcpuExit::Shutdown) => control.request_stop(StopReason::TripleFault { vcpu: id }),
             Ok(VcpuExit::Halted) => {
                 // The engine returns this only when nothing can ever wake
                 // the vCPU (it has no local APIC: an embedder's bare
                 // machine). When the last one halts, the VM is done.
+                lifecycle.retire();
                 if halted.fetch_add(1, Ordering::SeqCst) + 1 == machine.vcpu_count() {
                     control.request_stop(StopReason::Halted);
                 }
@@ -247,30 +520,37 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
     Ok(specs)
 }
 
-/// Where host input reaches the guest: COM1, and the first virtio console.
-type ConsoleInputs = (Option<Arc<Mutex<Uart16550>>>, Option<ConsoleInput>);
+/// What the VMM keeps of the devices besides the bus: where host input
+/// reaches the guest (COM1, the first virtio console) and the power
+/// button.
+#[derive(Default)]
+struct Consoles {
+    com1: Option<Arc<Mutex<Uart16550>>>,
+    hvc0: Option<ConsoleInput>,
+    power_button: Option<PowerButton>,
+}
 
-/// Builds each device and puts it on the bus; returns COM1 and the first
-/// virtio console's input.
+/// Builds each device and puts it on the bus.
 fn add_devices(
     machine: &Machine,
     chipset: &Chipset,
     pci: &PciBus,
     tail: &Arc<ConsoleTail>,
+    hub: &Arc<ConsoleHub>,
     specs: &[DeviceSpec],
     config: &VmConfig,
-) -> Result<ConsoleInputs, VmmError> {
+) -> Result<Consoles, VmmError> {
     let ctx = BuildContext {
         control: &machine.control,
         clock: &machine.clock,
         chipset,
         pci,
         tail,
+        hub,
         serial: &config.serial,
         base: Path::new("."),
     };
-    let mut com1 = None;
-    let mut hvc0 = None;
+    let mut out = Consoles::default();
     for spec in specs {
         let class = registry::class(&spec.class).ok_or_else(|| {
             ConfigError::new(
@@ -288,13 +568,16 @@ fn add_devices(
                 .map_err(|e| overlap_error(spec, e))?;
         }
         if spec.id == "com1" {
-            com1 = built.uart;
+            out.com1 = built.uart;
         }
-        if hvc0.is_none() {
-            hvc0 = built.console;
+        if out.hvc0.is_none() {
+            out.hvc0 = built.console;
+        }
+        if out.power_button.is_none() {
+            out.power_button = built.power_button;
         }
     }
-    Ok((com1, hvc0))
+    Ok(out)
 }
 
 fn overlap_error(spec: &DeviceSpec, e: BusError) -> VmmError {

@@ -15,7 +15,7 @@ use super::{exit_tool, initramfs, modules, Flavor, GuestImage};
 
 /// Bumped when the layout or the contents of a cached guest change in a
 /// way that an older cache must be rebuilt for.
-const LAYOUT: i64 = 2;
+const LAYOUT: i64 = 3;
 
 /// Moves a finished guest into place. If another fetch won the race, its
 /// complete guest is kept and ours dropped.

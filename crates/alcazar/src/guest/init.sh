@@ -11,8 +11,9 @@
 #   2. loads the virtio modules, dependencies first (the list in
 #      /etc/alcazar/modules was computed on the host from the kernel's data);
 #   3. sets the host name, adds a login prompt (getty) on the virtio console
-#      hvc0 when there is one, and prints the line ALCAZAR-READY (tests wait
-#      for it);
+#      hvc0 when there is one, starts busybox acpid so that the ACPI power
+#      button (`alcazar stop`) powers the guest off cleanly, and prints the
+#      line ALCAZAR-READY (tests wait for it);
 #   4a. with alcazar.exec=ENC on the kernel command line: runs that command
 #       with `sh -c` on the console, then ends the VM with the command's exit
 #       status through the debug-exit port (0xf4);
@@ -119,6 +120,15 @@ if [ "$console" = hvc0 ]; then
 fi
 if [ -c /dev/hvc0 ]; then
 	echo "hvc0::respawn:/sbin/getty -L 0 hvc0 vt100" >>/etc/inittab
+fi
+# The ACPI power button: the kernel's button driver reports a press as
+# KEY_POWER on an input device; busybox acpid reads the evdev nodes and
+# runs /etc/acpi/PWRF/00000080 for it.
+if ls /dev/input/event* >/dev/null 2>&1; then
+	mkdir -p /etc/acpi/PWRF
+	printf '#!/bin/sh\necho "alcazar-init: power button pressed: powering off" >/dev/console\nexec poweroff\n' >/etc/acpi/PWRF/00000080
+	chmod 0755 /etc/acpi/PWRF/00000080
+	acpid -c /etc/acpi -l /dev/null || say "acpid did not start: the power button does nothing"
 fi
 echo "ALCAZAR-READY"
 [ -n "$tty" ] && echo "ALCAZAR-READY" >"$tty"

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 
-/// The modules the guest needs for virtio over PCI, and whether the guest
-/// is usable without each (`false`: optional). Their dependencies
+/// The modules the guest needs for virtio over PCI and the ACPI power
+/// button (`button`, and `evdev` through which busybox `acpid` sees it),
+/// and whether the guest is usable without each (`false`: optional). Their dependencies
 /// (`virtio_ring` before `virtio`, `virtio_pci_modern_dev`, `failover`,
 /// ...) follow from the kernel's own data.
 pub const WANTED: &[(&str, bool)] = &[
@@ -26,6 +27,8 @@ pub const WANTED: &[(&str, bool)] = &[
     ("virtio_console", true),
     ("virtio_rng", true),
     ("vmw_vsock_virtio_transport", false),
+    ("button", false),
+    ("evdev", false),
 ];
 
 /// One module: its name, its path below `/lib/modules/<version>/`, and the

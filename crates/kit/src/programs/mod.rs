@@ -14,6 +14,7 @@ pub(crate) mod smp;
 pub(crate) mod smp_sipi;
 pub(crate) mod sweep;
 pub(crate) mod syscall;
+pub(crate) mod ticker;
 pub(crate) mod virtio_rng;
 
 use crate::image::{CodePart, Image};
@@ -116,6 +117,10 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: virtio_rng::INFO.name,
         build: virtio_rng::build,
+    },
+    Entry {
+        name: ticker::INFO.name,
+        build: ticker::build,
     },
     Entry {
         name: bench::SIEVE.name,

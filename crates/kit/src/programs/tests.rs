@@ -82,6 +82,7 @@ fn names_are_the_documented_ones_and_each_builds() {
         "smp-sipi",
         "isa-irq",
         "virtio-rng",
+        "ticker",
         "bench-sieve",
         "bench-memcpy",
         "bench-interp",

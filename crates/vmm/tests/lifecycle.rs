@@ -1,0 +1,167 @@
+//! The lifecycle API on both engines: start, pause (every vCPU parks, the
+//! guest stops making progress, the inspector shows a stable RIP), resume
+//! (it goes on from there), register writes while paused, and refused
+//! transitions.
+//!
+//! The guest is the kit's `ticker`, which counts loop iterations at
+//! [`TICKER_COUNTER_ADDRESS`] and keeps the last TSC it read after it.
+//!
+//! Without a usable /dev/kvm the kvm test prints `SKIPPED` and the reason;
+//! with `ALCAZAR_REQUIRE_KVM=1` (set by CI) it fails instead.
+
+use std::time::Duration;
+
+use alcazar_core::{Node, StopReason};
+use alcazar_kit::TICKER_COUNTER_ADDRESS;
+use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, VmConfig};
+use alcazar_vmm::lifecycle::{LifecycleError, VmState};
+use alcazar_vmm::vm::{Vm, VmHandle};
+
+fn ticker_config(engine: EngineChoice) -> VmConfig {
+    VmConfig {
+        name: "ticker".into(),
+        engine,
+        memory: 16 << 20,
+        serial: ConsoleTarget::None,
+        boot: BootSource::Kit {
+            program: "ticker".into(),
+        },
+        ..VmConfig::default()
+    }
+}
+
+fn counter(vm: &VmHandle) -> u32 {
+    let mut b = [0u8; 4];
+    vm.machine()
+        .memory
+        .read(TICKER_COUNTER_ADDRESS, &mut b)
+        .expect("the counter is in RAM");
+    u32::from_le_bytes(b)
+}
+
+fn last_tsc(vm: &VmHandle) -> u64 {
+    let mut b = [0u8; 8];
+    vm.machine()
+        .memory
+        .read(TICKER_COUNTER_ADDRESS + 4, &mut b)
+        .expect("the TSC sample is in RAM");
+    u64::from_le_bytes(b)
+}
+
+fn rip(vm: &VmHandle) -> String {
+    let snaps = vm.lifecycle().snapshots();
+    let tree = snaps[0].as_ref().expect("vCPU 0 published a snapshot");
+    match tree.get("regs/rip") {
+        Some(Node::Value(v)) => v,
+        other => panic!("no regs/rip in the vCPU tree: {other:?}"),
+    }
+}
+
+/// Waits until the ticker has counted at least `n` iterations.
+fn wait_for_count(vm: &VmHandle, n: u32) {
+    for _ in 0..500 {
+        if counter(vm) >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "the ticker did not reach {n} iterations (at {})",
+        counter(vm)
+    );
+}
+
+fn pause_and_resume(engine: EngineChoice, frozen_tsc: bool) {
+    let vm = Vm::create(&ticker_config(engine)).expect("VM created");
+    let handle = vm.handle();
+    assert_eq!(handle.state(), VmState::Created);
+    assert_eq!(
+        handle.resume(),
+        Err(LifecycleError::WrongState {
+            state: VmState::Created,
+            action: "resume"
+        })
+    );
+    let running = vm.start().expect("VM started");
+    assert_eq!(handle.state(), VmState::Running);
+    wait_for_count(&handle, 100);
+
+    handle.pause().expect("pause");
+    assert_eq!(handle.state(), VmState::Paused);
+    assert!(matches!(
+        handle.pause(),
+        Err(LifecycleError::WrongState {
+            state: VmState::Paused,
+            ..
+        })
+    ));
+    let (count, tsc, at) = (counter(&handle), last_tsc(&handle), rip(&handle));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(&handle), count, "the guest ran while paused");
+    assert_eq!(rip(&handle), at, "RIP moved while paused");
+
+    // A register write reaches the parked vCPU: bump the counter register
+    // the guest does not use (rbx) and read it back.
+    handle
+        .lifecycle()
+        .set_register(0, "rbx", 0x1234_5678)
+        .expect("rbx written");
+    let snaps = handle.lifecycle().snapshots();
+    assert_eq!(
+        snaps[0].as_ref().and_then(|t| t.get("regs/rbx")),
+        Some(Node::Value("0x0000000012345678".into()))
+    );
+    assert!(handle.lifecycle().set_register(0, "cr3", 0).is_err());
+    assert!(handle.lifecycle().set_register(7, "rax", 0).is_err());
+
+    handle.resume().expect("resume");
+    assert_eq!(handle.state(), VmState::Running);
+    assert_eq!(
+        handle.resume(),
+        Err(LifecycleError::WrongState {
+            state: VmState::Running,
+            action: "resume"
+        })
+    );
+    wait_for_count(&handle, count + 100);
+    if frozen_tsc {
+        // The guest clock stood still for the 300 ms pause: the first TSC
+        // reads after the resume are close to the last before it.
+        let gap = last_tsc(&handle).wrapping_sub(tsc);
+        assert!(
+            gap < 250_000_000,
+            "the TSC advanced {gap} ns across a 300 ms pause"
+        );
+    }
+    handle.stop(StopReason::UserQuit);
+    assert_eq!(running.wait(), StopReason::UserQuit);
+    assert_eq!(handle.state(), VmState::Stopped);
+    assert!(handle.pause().is_err());
+}
+
+#[test]
+fn pause_parks_every_vcpu_and_resume_continues_on_emu() {
+    pause_and_resume(EngineChoice::Emu, true);
+}
+
+#[test]
+fn pause_parks_every_vcpu_and_resume_continues_on_kvm() {
+    match alcazar_kvm::KvmEngine::new() {
+        Ok(_) => pause_and_resume(EngineChoice::Kvm, false),
+        Err(e) if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") => {
+            panic!("kvm required (ALCAZAR_REQUIRE_KVM=1) but unavailable: {e}")
+        }
+        Err(e) => eprintln!("SKIPPED pause_parks_every_vcpu_and_resume_continues_on_kvm: {e}"),
+    }
+}
+
+#[test]
+fn a_paused_vm_stops_when_asked() {
+    let vm = Vm::create(&ticker_config(EngineChoice::Emu)).expect("VM created");
+    let handle = vm.handle();
+    let running = vm.start().expect("VM started");
+    wait_for_count(&handle, 10);
+    handle.pause().expect("pause");
+    handle.stop(StopReason::UserQuit);
+    assert_eq!(running.wait(), StopReason::UserQuit);
+}
