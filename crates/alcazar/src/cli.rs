@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 
-use alcazar_core::engine::ExitKind;
+use std::sync::Arc;
+
 use alcazar_core::StopReason;
+use alcazar_vmm::api::{ApiServer, ApiVm};
 use alcazar_vmm::config::{self, BootSource, VmConfig};
+use alcazar_vmm::console_hub::ConsoleHub;
+use alcazar_vmm::telemetry::Telemetry;
 use alcazar_vmm::{registry, Vm, VmmError};
 use clap::{Parser, Subcommand};
 
@@ -32,6 +36,28 @@ enum Command {
     Devices,
     /// Fetch, build and locate guest images (Debian's kernel + a busybox initramfs).
     Guest(crate::guest::GuestArgs),
+    /// List the running VMs (name, state, engine, cpus, memory, uptime, pid).
+    Ls,
+    /// Pause a running VM: every vCPU stops and the guest clock stands still.
+    Pause {
+        /// The VM.
+        name: String,
+    },
+    /// Resume a paused VM where it stopped.
+    Resume {
+        /// The VM.
+        name: String,
+    },
+    /// Stop a VM: press its ACPI power button, and stop it anyway if the
+    /// guest has not powered off within the timeout.
+    Stop(crate::control::StopArgs),
+    /// Attach the terminal to a running VM's console (Ctrl-A D detaches).
+    Console(crate::control::ConsoleArgs),
+    /// Show a running VM's counters (exits, interrupts, device accesses).
+    Telemetry(crate::control::TelemetryArgs),
+    /// Show the machine's state as a tree (vCPUs, devices), or write a
+    /// register of a paused VM.
+    Inspect(crate::control::InspectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +129,18 @@ struct RunArgs {
     /// Print per-vCPU exit counts when the VM stops.
     #[arg(long)]
     telemetry: bool,
+    /// The VM's name (default: the config's name, or the kit program's,
+    /// or "linux"; with a -2, -3, ... suffix if another VM has it).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the VM serves its HTTP/JSON API: a socket path, or "none"
+    /// (default: $XDG_RUNTIME_DIR/alcazar/NAME.sock).
+    #[arg(long, value_name = "PATH|none")]
+    api_socket: Option<String>,
+    /// Start the VM in the background and return; `alcazar console NAME`
+    /// attaches to it, `alcazar stop NAME` stops it.
+    #[arg(long, conflicts_with = "exec")]
+    detach: bool,
 }
 
 /// Runs the chosen verb; returns the process exit status.
@@ -112,6 +150,13 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Kit(args) => kit(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Guest(args) => crate::guest::command(args),
+        Command::Ls => crate::control::ls(),
+        Command::Pause { name } => crate::control::pause_resume(&name, true),
+        Command::Resume { name } => crate::control::pause_resume(&name, false),
+        Command::Stop(args) => crate::control::stop(&args),
+        Command::Console(args) => crate::control::console(&args),
+        Command::Telemetry(args) => crate::control::telemetry(&args),
+        Command::Inspect(args) => crate::control::inspect(&args),
         Command::Devices => {
             for c in registry::CLASSES {
                 println!(
@@ -428,11 +473,19 @@ fn fail(e: &VmmError) -> u8 {
 }
 
 fn run(args: RunArgs) -> u8 {
-    let config = match config_from_args(&args) {
+    let mut config = match config_from_args(&args) {
         Ok(c) => c,
         Err(e) => return e.report(),
     };
-    let vm = match Vm::create(&config) {
+    let api = match crate::launch::api_socket(&args.name, args.api_socket.as_deref(), &mut config) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    if args.detach {
+        return crate::launch::detach(&config.name, api.as_deref());
+    }
+    let hub = Arc::new(ConsoleHub::new());
+    let mut vm = match Vm::create_with_hub(&config, hub.clone()) {
         Ok(vm) => vm,
         Err(e) => return fail(&e),
     };
@@ -441,27 +494,39 @@ fn run(args: RunArgs) -> u8 {
         "alcazar: running \"{}\" on the {engine} engine ({why}); Ctrl-A X quits",
         vm.name()
     );
-    let machine = vm.machine().clone();
-    let tail = vm.console_tail();
+    let current = ApiVm::new(vm.handle());
+    let _server = match api.as_deref().map(|p| ApiServer::start(p, current.clone())) {
+        Some(Err(e)) => return fail(&VmmError::Api(e)),
+        Some(Ok(s)) => Some(s),
+        None => None,
+    };
     let on_hvc0 = args.console == crate::virtio_flags::ConsoleKind::Virtio;
     let interactive = on_hvc0 || config.serial == config::ConsoleTarget::Stdio;
     let _term = interactive.then(terminal::RawMode::enter).flatten();
-    let input = if on_hvc0 {
-        vm.virtio_console().map(terminal::InputTarget::Virtio)
-    } else {
-        vm.com1().map(terminal::InputTarget::Uart)
+    terminal::spawn_input(current.clone(), interactive);
+    let (reason, handle, tail) = loop {
+        let tail = vm.console_tail();
+        let running = match vm.start() {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        let handle = running.handle();
+        current.set(handle.clone());
+        let reason = running.wait();
+        if reason != StopReason::Reset || !handle.reboot_requested() {
+            break (reason, handle, tail);
+        }
+        // A reboot through the API: the same machine, built again.
+        tracing::info!("rebooting");
+        hub.reopen();
+        vm = match Vm::create_with_hub(&config, hub.clone()) {
+            Ok(vm) => vm,
+            Err(e) => return fail(&e),
+        };
     };
-    if let Some(target) = input {
-        terminal::spawn_input(target, machine.clone(), interactive);
-    }
-    let result = vm.run();
     drop(_term);
-    let reason = match result {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
     if args.telemetry {
-        print_telemetry(&machine);
+        eprint!("{}", Telemetry::collect(handle.machine()).summary());
     }
     if matches!(
         reason,
@@ -512,70 +577,6 @@ fn report(reason: &StopReason) -> u8 {
         _ => eprintln!("alcazar: {reason} (exit status {status})"),
     }
     status.clamp(0, 255) as u8
-}
-
-fn print_telemetry(machine: &alcazar_core::Machine) {
-    eprintln!("alcazar: exits per vCPU");
-    for (id, stats) in machine.stats.iter().enumerate() {
-        let counts: Vec<String> = ExitKind::ALL
-            .iter()
-            .map(|&k| (k, stats.get(k)))
-            .filter(|&(_, n)| n > 0)
-            .map(|(k, n)| format!("{}={n}", k.name()))
-            .collect();
-        let insns = match stats.instructions() {
-            0 => String::new(),
-            n => format!(" instructions={n}"),
-        };
-        let tlb = match stats.tlb_flushes() {
-            0 => String::new(),
-            n => format!(" tlb_flushes={n}"),
-        };
-        eprintln!("  vcpu{id}: {}{insns}{tlb}", counts.join(" "));
-        let vectors: Vec<String> = stats
-            .vectors()
-            .iter()
-            .map(|(v, n)| format!("{v:#04x}={n}"))
-            .collect();
-        if !vectors.is_empty() {
-            eprintln!("    vectors delivered: {}", vectors.join(" "));
-        }
-    }
-    let ports: Vec<String> = machine
-        .bus
-        .port_counts()
-        .iter()
-        .take(12)
-        .map(|(port, n)| format!("{port:#x}={n}"))
-        .collect();
-    if !ports.is_empty() {
-        eprintln!("  busiest ports (accesses): {}", ports.join(" "));
-    }
-    let mut devices: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for r in machine.bus.ranges() {
-        let e = devices
-            .entry(format!("{} {}", r.space, r.name))
-            .or_default();
-        e.0 += r.reads;
-        e.1 += r.writes;
-    }
-    let devices: Vec<String> = devices
-        .iter()
-        .filter(|(_, &(r, w))| r + w > 0)
-        .map(|(name, (r, w))| format!("{name} r={r} w={w}"))
-        .collect();
-    if !devices.is_empty() {
-        eprintln!("  accesses by device: {}", devices.join(", "));
-    }
-    let u = machine.bus.unclaimed();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!(
-        "  unclaimed: port reads={} writes={}, mmio reads={} writes={}",
-        load(&u.port_reads),
-        load(&u.port_writes),
-        load(&u.mmio_reads),
-        load(&u.mmio_writes)
-    );
 }
 
 #[cfg(test)]

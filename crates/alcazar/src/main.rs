@@ -5,7 +5,9 @@
 
 mod bench;
 mod cli;
+mod control;
 mod guest;
+mod launch;
 mod terminal;
 mod virtio_flags;
 

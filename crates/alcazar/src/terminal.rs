@@ -1,14 +1,16 @@
 //! The host terminal as the guest's console: an unbuffered, no-echo input
 //! mode, and a thread that forwards keystrokes to COM1 (or to the virtio
 //! console, `hvc0`, with `--console virtio`) with Ctrl-A as the escape
-//! key (Ctrl-A X quits, Ctrl-A Ctrl-A sends a literal Ctrl-A).
+//! key (Ctrl-A X quits, Ctrl-A Ctrl-A sends a literal Ctrl-A); and the
+//! keyboard side of `alcazar console` (Ctrl-A D detaches).
 
-use std::io::Read;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use alcazar_core::{Machine, StopReason};
-use alcazar_vmm::{ConsoleInput, Uart16550};
+use alcazar_core::StopReason;
+use alcazar_vmm::api::ApiVm;
 
 const CTRL_A: u8 = 0x01;
 
@@ -51,36 +53,19 @@ impl Drop for RawMode {
     }
 }
 
-/// The device host keystrokes go to.
-pub enum InputTarget {
-    /// A 16550 UART's receive FIFO (COM1).
-    Uart(Arc<Mutex<Uart16550>>),
-    /// A virtio console's receive queue.
-    Virtio(ConsoleInput),
-}
-
-impl InputTarget {
-    /// Hands over what the device can take now; returns the count.
-    fn offer(&self, bytes: &[u8]) -> usize {
-        match self {
-            InputTarget::Uart(u) => alcazar_core::bus::lock(u).enqueue_input(bytes),
-            InputTarget::Virtio(c) => c.push_input(bytes),
-        }
-    }
-}
-
-/// Forwards stdin to `target` on a background thread until EOF. With
-/// `escapes`, Ctrl-A X stops the VM.
-pub fn spawn_input(target: InputTarget, machine: Arc<Machine>, escapes: bool) {
+/// Forwards stdin to the console of the VM `vm` serves (after a reboot:
+/// the new VM) on a background thread until EOF. With `escapes`, Ctrl-A X
+/// stops the VM.
+pub fn spawn_input(vm: Arc<ApiVm>, escapes: bool) {
     let spawned = std::thread::Builder::new()
         .name("console-in".into())
-        .spawn(move || forward_input(&target, &machine, escapes));
+        .spawn(move || forward_input(&vm, escapes));
     if let Err(e) = spawned {
         tracing::warn!("no console input: {e}");
     }
 }
 
-fn forward_input(target: &InputTarget, machine: &Machine, escapes: bool) {
+fn forward_input(vm: &ApiVm, escapes: bool) {
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 64];
     let mut after_escape = false;
@@ -95,7 +80,7 @@ fn forward_input(target: &InputTarget, machine: &Machine, escapes: bool) {
                 after_escape = false;
                 match b {
                     b'x' | b'X' => {
-                        machine.control.request_stop(StopReason::UserQuit);
+                        vm.get().stop(StopReason::UserQuit);
                         return;
                     }
                     CTRL_A => out.push(CTRL_A),
@@ -107,18 +92,45 @@ fn forward_input(target: &InputTarget, machine: &Machine, escapes: bool) {
                 out.push(b);
             }
         }
-        deliver(target, machine, &out);
+        vm.get().console_write(&out);
     }
 }
 
-/// Hands `bytes` to the device as it takes them (the UART's receive
-/// FIFO drains, the virtio console's buffer empties).
-fn deliver(target: &InputTarget, machine: &Machine, mut bytes: &[u8]) {
-    while !bytes.is_empty() && !machine.control.should_stop() {
-        let taken = target.offer(bytes);
-        bytes = &bytes[taken..];
-        if !bytes.is_empty() {
-            std::thread::sleep(Duration::from_millis(2));
+/// `alcazar console`'s keyboard side: copies stdin to the console stream
+/// until Ctrl-A D or the end of stdin, then sets `detached` and closes
+/// the stream (which ends the output side too). Ctrl-A Ctrl-A sends a
+/// literal Ctrl-A.
+pub fn forward_keys(mut stream: UnixStream, detached: Arc<AtomicBool>) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = [0u8; 64];
+    let mut after_escape = false;
+    'keys: loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut out = Vec::with_capacity(n);
+        for &b in &buf[..n] {
+            if after_escape {
+                after_escape = false;
+                match b {
+                    b'd' | b'D' => {
+                        let _ = stream.write_all(&out);
+                        break 'keys;
+                    }
+                    CTRL_A => out.push(CTRL_A),
+                    _ => {}
+                }
+            } else if b == CTRL_A {
+                after_escape = true;
+            } else {
+                out.push(b);
+            }
+        }
+        if stream.write_all(&out).is_err() {
+            break;
         }
     }
+    detached.store(true, Ordering::SeqCst);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }

@@ -129,8 +129,15 @@ impl ConsoleHub {
         self.lock().end_offset()
     }
 
+    /// Records that a client has shown the output up to `upto`: the next
+    /// attach starts there.
+    pub fn mark_delivered(&self, upto: u64) {
+        let mut st = self.lock();
+        st.delivered = st.delivered.max(upto);
+    }
+
     /// Reads up to `max` bytes from `offset`, waiting up to `timeout` for
-    /// output; records how far clients have read.
+    /// output.
     pub fn read(&self, offset: u64, max: usize, timeout: Duration) -> HubRead {
         let mut st = self.lock();
         if st.end_offset() <= offset && !st.ended {
@@ -152,7 +159,6 @@ impl ConsoleHub {
         let skip = (from - st.start) as usize;
         let n = ((end - from) as usize).min(max);
         let data: Vec<u8> = st.buf.range(skip..skip + n).copied().collect();
-        st.delivered = st.delivered.max(from + n as u64);
         HubRead::Data {
             offset: from,
             dropped: from.saturating_sub(offset),
@@ -226,6 +232,7 @@ mod tests {
         assert_eq!(hub.attach_offset(), 0);
         let (off, _, d) = data(hub.read(0, 3, NOW));
         assert_eq!((off, d.as_slice()), (0, &b"boo"[..]));
+        hub.mark_delivered(3);
         // Detached after 3 bytes; the guest prints more meanwhile.
         hub.write(b"login: ");
         let at = hub.attach_offset();

@@ -58,6 +58,12 @@ pub enum VmmError {
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The API server cannot start.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+    /// The runtime directory or a VM name is unusable.
+    #[error(transparent)]
+    Runtime(#[from] crate::api::runtime::RuntimeError),
     /// A host I/O operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -72,6 +78,12 @@ impl VmmError {
     /// Whether the error is the user's input (exit status 2) rather than a
     /// failure while running (exit status 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, VmmError::Config(_) | VmmError::Boot(_))
+        matches!(
+            self,
+            VmmError::Config(_)
+                | VmmError::Boot(_)
+                | VmmError::Api(crate::api::ApiError::InUse(_))
+                | VmmError::Runtime(crate::api::runtime::RuntimeError::BadName(_))
+        )
     }
 }

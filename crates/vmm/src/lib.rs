@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod boot;
 pub mod config;
 pub mod console;
@@ -33,9 +34,11 @@ pub mod error;
 pub mod firmware;
 pub mod kit;
 pub mod lifecycle;
+pub mod machine_tree;
 pub mod pci;
 pub mod platform;
 pub mod registry;
+pub mod telemetry;
 pub mod vm;
 
 pub use alcazar_devices::virtio::console::ConsoleInput;

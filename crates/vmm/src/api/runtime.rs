@@ -1,0 +1,167 @@
+//! Where running VMs' API sockets live, and how a name finds its VM.
+//!
+//! Each VM serves its API on `<dir>/<name>.sock`, where `<dir>` is
+//! `$XDG_RUNTIME_DIR/alcazar` (the per-user runtime directory of the XDG
+//! Base Directory specification), or `/tmp/alcazar-<uid>` without it. The
+//! directory is created with mode 0700 and must belong to the user:
+//! nobody else may reach the sockets. A socket nobody answers on is left
+//! over from a VMM that was killed; it is removed when found.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+/// Why the runtime directory or a socket name is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The directory cannot be created or is not safe.
+    #[error("runtime directory {path}: {why}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A VM name that cannot be a socket file name.
+    #[error(
+        "VM name {0:?}: use letters, digits, '-', '_' and '.' (at most 64, not starting with '.')"
+    )]
+    BadName(String),
+}
+
+/// The directory API sockets go in (not created).
+pub fn socket_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("alcazar"),
+        None => {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            std::env::temp_dir().join(format!("alcazar-{uid}"))
+        }
+    }
+}
+
+/// Creates `dir` (mode 0700) if needed and checks that it belongs to us
+/// and nobody else can enter it.
+pub fn ensure_dir(dir: &Path) -> Result<(), RuntimeError> {
+    let err = |why: String| RuntimeError::Directory {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(format!("cannot create it: {e}")))?;
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| err(e.to_string()))?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(err(format!(
+            "not a directory owned by uid {uid}; remove it or set XDG_RUNTIME_DIR"
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| err(format!("cannot make it private: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Checks that `name` can name a socket file.
+pub fn check_name(name: &str) -> Result<(), RuntimeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::BadName(name.to_string()))
+    }
+}
+
+/// The socket of VM `name` in `dir`.
+pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.sock"))
+}
+
+/// Whether a server answers on `path` (a stale socket is removed).
+pub fn is_live(path: &Path) -> bool {
+    match UnixStream::connect(path) {
+        Ok(_) => true,
+        Err(_) => {
+            if path.exists() {
+                let _ = std::fs::remove_file(path);
+            }
+            false
+        }
+    }
+}
+
+/// `name`, or `name-2`, `name-3`, ... : the first whose socket in `dir`
+/// is free.
+pub fn free_name(dir: &Path, name: &str) -> String {
+    if !is_live(&socket_path(dir, name)) {
+        return name.to_string();
+    }
+    (2..)
+        .map(|n| format!("{name}-{n}"))
+        .find(|candidate| !is_live(&socket_path(dir, candidate)))
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// The names of the VMs with a live socket in `dir`, sorted.
+pub fn running(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".sock").map(str::to_string)
+        })
+        .filter(|name| is_live(&socket_path(dir, name)))
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["linux", "web-1", "a.b_c"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stale_sockets_are_removed_and_free_names_found() {
+        let dir = std::env::temp_dir().join(format!("alcazar-rt-test-{}", std::process::id()));
+        ensure_dir(&dir).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        // A live one.
+        let live = std::os::unix::net::UnixListener::bind(socket_path(&dir, "vm")).unwrap();
+        // A stale one: bound, then the listener dropped (the file stays).
+        drop(std::os::unix::net::UnixListener::bind(socket_path(&dir, "old")).unwrap());
+        assert!(socket_path(&dir, "old").exists());
+        assert_eq!(running(&dir), vec!["vm".to_string()]);
+        assert!(!socket_path(&dir, "old").exists());
+        assert_eq!(free_name(&dir, "vm"), "vm-2");
+        assert_eq!(free_name(&dir, "other"), "other");
+        drop(live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

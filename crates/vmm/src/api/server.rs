@@ -1,0 +1,205 @@
+//! The API server: one thread accepting connections on the VM's Unix
+//! socket, one short-lived thread per connection.
+//!
+//! The socket is created inside the private runtime directory (mode 0700,
+//! see [`super::runtime`]) and is itself made owner-only (0600) before
+//! the server accepts anything. At most [`MAX_CONNECTIONS`] connections
+//! are served at once (a console stream is one); more get 503. A
+//! connection that sends nothing for [`READ_TIMEOUT`] is dropped.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::http::{read_request, HttpError, Response};
+use super::routes::{self, Routed};
+use crate::vm::VmHandle;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may take to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Binding or securing the socket failed.
+    #[error("API socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another live VMM serves this socket.
+    #[error("API socket {0}: another VM is serving it; pick another --name or --api-socket")]
+    InUse(PathBuf),
+}
+
+/// The VM the API serves. A reboot builds a new VM; the runner swaps it
+/// in with [`ApiVm::set`] and clients keep the same socket.
+#[derive(Debug)]
+pub struct ApiVm {
+    vm: RwLock<VmHandle>,
+    pid: u32,
+}
+
+impl ApiVm {
+    /// Serves `vm`.
+    pub fn new(vm: VmHandle) -> Arc<Self> {
+        Arc::new(ApiVm {
+            vm: RwLock::new(vm),
+            pid: std::process::id(),
+        })
+    }
+
+    /// The VM now.
+    pub fn get(&self) -> VmHandle {
+        self.vm.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Serves `vm` from now on (after a reboot).
+    pub fn set(&self, vm: VmHandle) {
+        *self.vm.write().unwrap_or_else(|p| p.into_inner()) = vm;
+    }
+
+    /// The serving process.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// A running API server; dropping it (or [`ApiServer::shutdown`]) stops
+/// accepting, lets requests in flight finish, and removes the socket.
+#[derive(Debug)]
+pub struct ApiServer {
+    path: PathBuf,
+    stopping: Arc<AtomicBool>,
+    active: Arc<AtomicUsize>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Binds `path` (mode 0600) and serves `vm` on a background thread.
+    pub fn start(path: &Path, vm: Arc<ApiVm>) -> Result<ApiServer, ApiError> {
+        let socket_err = |source| ApiError::Socket {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.exists() {
+            if super::runtime::is_live(path) {
+                return Err(ApiError::InUse(path.to_path_buf()));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = UnixListener::bind(path).map_err(socket_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(socket_err)?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicUsize::new(0));
+        let (s, a) = (stopping.clone(), active.clone());
+        let accept = std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || accept_loop(&listener, &vm, &s, &a))
+            .map_err(socket_err)?;
+        Ok(ApiServer {
+            path: path.to_path_buf(),
+            stopping,
+            active,
+            accept: Some(accept),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the server: no new connections; waits up to 2 s for the
+    /// requests in flight (a `stop` request is answered before the VMM
+    /// exits); removes the socket.
+    pub fn shutdown(&mut self) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = UnixStream::connect(&self.path);
+        let _ = accept.join();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    vm: &Arc<ApiVm>,
+    stopping: &AtomicBool,
+    active: &Arc<AtomicUsize>,
+) {
+    for conn in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(mut stream) = conn else { continue };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            let _ = Response::error(503, format!("more than {MAX_CONNECTIONS} connections"))
+                .write_to(&mut stream);
+            continue;
+        }
+        let (vm, count) = (vm.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("api-conn".into())
+            .spawn(move || {
+                serve(stream, &vm);
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Answers one connection.
+fn serve(mut stream: UnixStream, vm: &ApiVm) {
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let request = match read_request(&mut stream) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = match e {
+                HttpError::TooLarge(_) => 413,
+                _ => 400,
+            };
+            let _ = Response::error(status, e.to_string()).write_to(&mut stream);
+            return;
+        }
+    };
+    tracing::debug!(method = %request.method, path = %request.path, "API request");
+    match routes::route(vm, &request) {
+        Routed::Reply(response) => {
+            let _ = response.write_to(&mut stream);
+        }
+        Routed::Console { from } => {
+            let _ = stream.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: alcazar-console\r\nConnection: Upgrade\r\n\r\n",
+            );
+            let _ = stream.set_read_timeout(None);
+            super::console::stream(stream, &vm.get(), from);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The inspector's root: the whole machine as one [`Tree`].
+//!
+//! ```text
+//! vm/       name, state, engine, cpus, memory, uptime, guest clock
+//! cpu0/     regs, segments, tables, control, and what the engine adds
+//! cpu1/ ...
+//! devices/  one subtree per device on the bus: its ranges and registers
+//! ```
+//!
+//! vCPU state belongs to the vCPU threads and is published when they park
+//! (see [`crate::lifecycle`]), so reading the tree of a running VM pauses
+//! it for the moment of the read and resumes it; the guest clock is
+//! frozen meanwhile, so the guest cannot tell.
+
+use alcazar_core::{Machine, Tree};
+
+use crate::lifecycle::{LifecycleError, VmState};
+use crate::vm::VmHandle;
+
+/// The machine's tree. A running VM is paused for the read and resumed.
+pub fn vm_tree(vm: &VmHandle) -> Result<Tree, LifecycleError> {
+    let paused_here = vm.state() == VmState::Running;
+    if paused_here {
+        vm.pause()?;
+    }
+    let tree = collect(vm);
+    if paused_here {
+        vm.resume()?;
+    }
+    Ok(tree)
+}
+
+fn collect(vm: &VmHandle) -> Tree {
+    let mut root = Tree::new();
+    root.child("vm", vm_info(vm));
+    for (id, snapshot) in vm.lifecycle().snapshots().into_iter().enumerate() {
+        let mut cpu = snapshot.unwrap_or_default();
+        if cpu.is_empty() {
+            cpu.value("state", "never parked (no snapshot yet)");
+        }
+        root.child(format!("cpu{id}"), cpu);
+    }
+    root.child("devices", devices_tree(vm.machine()));
+    root
+}
+
+fn vm_info(vm: &VmHandle) -> Tree {
+    let mut t = Tree::new();
+    t.value("name", vm.name())
+        .value("state", vm.state())
+        .value("engine", vm.engine())
+        .value("cpus", vm.cpus())
+        .value("memory_bytes", vm.memory())
+        .value(
+            "uptime_seconds",
+            format!("{:.3}", vm.uptime().as_secs_f64()),
+        )
+        .value(
+            "guest_clock_paused_seconds",
+            format!("{:.3}", vm.machine().clock.paused_total().as_secs_f64()),
+        );
+    if let Some(reason) = vm.stop_reason() {
+        t.value("stop_reason", reason);
+    }
+    t
+}
+
+/// Every device on the bus: its ranges with their access counts, and its
+/// registers.
+pub fn devices_tree(machine: &Machine) -> Tree {
+    let ranges = machine.bus.ranges();
+    let mut root = Tree::new();
+    for (name, device) in machine.bus.devices() {
+        let mut t = Tree::new();
+        let mut rt = Tree::new();
+        for (i, r) in ranges.iter().filter(|r| r.name == name).enumerate() {
+            let mut one = Tree::new();
+            one.value("space", r.space)
+                .hex(
+                    "base",
+                    r.base,
+                    if r.space == alcazar_core::IoSpace::Port {
+                        4
+                    } else {
+                        8
+                    },
+                )
+                .value("len", r.len)
+                .value("reads", r.reads)
+                .value("writes", r.writes);
+            rt.child(i.to_string(), one);
+        }
+        t.child("ranges", rt);
+        let regs = alcazar_core::bus::lock(&device).inspect();
+        for (n, node) in regs.entries() {
+            match node {
+                alcazar_core::Node::Value(v) => {
+                    t.value(n.clone(), v);
+                }
+                alcazar_core::Node::Tree(sub) => {
+                    t.child(n.clone(), sub.clone());
+                }
+            }
+        }
+        root.child(name, t);
+    }
+    root
+}
