@@ -123,6 +123,10 @@ pub(crate) const REGISTRY: &[Entry] = &[
         build: ticker::build,
     },
     Entry {
+        name: ticker::SPINNER.name,
+        build: ticker::build_spinner,
+    },
+    Entry {
         name: bench::SIEVE.name,
         build: bench::build_sieve,
     },

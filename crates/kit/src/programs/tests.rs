@@ -83,6 +83,7 @@ fn names_are_the_documented_ones_and_each_builds() {
         "isa-irq",
         "virtio-rng",
         "ticker",
+        "spinner",
         "bench-sieve",
         "bench-memcpy",
         "bench-interp",
