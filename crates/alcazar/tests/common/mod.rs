@@ -39,7 +39,21 @@ pub struct Guest {
 
 impl Guest {
     pub fn start(args: &[&str]) -> Guest {
-        let mut child = spawn_piped(args);
+        Guest::start_with({
+            let mut c = alcazar();
+            c.args(args);
+            c
+        })
+    }
+
+    /// Starts `command` (an `alcazar` invocation) with piped stdio.
+    pub fn start_with(mut command: Command) -> Guest {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("alcazar starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -59,26 +73,40 @@ impl Guest {
 
     /// Waits for a line containing `needle`; returns it and when it came.
     pub fn expect_line(&mut self, needle: &str) -> (String, SystemTime) {
+        self.expect_line_matching(|l| l.contains(needle))
+    }
+
+    /// Waits for a line `matches` accepts (leading and trailing white
+    /// space and carriage returns removed first).
+    pub fn expect_line_matching(&mut self, matches: impl Fn(&str) -> bool) -> (String, SystemTime) {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok((line, at)) => {
                     self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return (line, at);
+                    let trimmed = line.trim();
+                    if matches(trimmed) {
+                        return (trimmed.to_string(), at);
                     }
                 }
                 Err(_) => {
                     let _ = self.child.kill();
                     panic!(
-                        "no line with {needle:?}; stdout so far:\n{}\nstderr:\n{}",
+                        "no expected line; stdout so far:\n{}\nstderr:\n{}",
                         self.seen.join("\n"),
                         self.stderr()
                     );
                 }
             }
         }
+    }
+
+    /// Writes raw bytes to the process's stdin.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        stdin.write_all(bytes).expect("console input");
+        stdin.flush().expect("console input");
     }
 
     pub fn type_line(&mut self, text: &str) {
@@ -130,6 +158,25 @@ impl Guest {
         }
         let stderr = self.stderr();
         (status.code(), self.seen, stderr)
+    }
+}
+
+/// The sum of every number named `instructions` in a telemetry JSON
+/// snapshot (retired guest instructions, all vCPUs).
+pub fn sum_instructions(v: &serde_json::Value) -> u64 {
+    match v {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, child)| match child {
+                serde_json::Value::Number(n) if k == "instructions" => n.as_u64().unwrap_or(0),
+                serde_json::Value::Array(items) if k == "instructions" => {
+                    items.iter().filter_map(|i| i.as_u64()).sum()
+                }
+                other => sum_instructions(other),
+            })
+            .sum(),
+        serde_json::Value::Array(items) => items.iter().map(sum_instructions).sum(),
+        _ => 0,
     }
 }
 
