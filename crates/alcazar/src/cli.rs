@@ -484,6 +484,7 @@ fn run(args: RunArgs) -> u8 {
     if args.detach {
         return crate::launch::detach(&config.name, api.as_deref());
     }
+    let signals = crate::signals::watch();
     let hub = Arc::new(ConsoleHub::new());
     let mut vm = match Vm::create_with_hub(&config, hub.clone()) {
         Ok(vm) => vm,
@@ -495,6 +496,7 @@ fn run(args: RunArgs) -> u8 {
         vm.name()
     );
     let current = ApiVm::new(vm.handle());
+    let _ = signals.set(current.clone());
     let _server = match api.as_deref().map(|p| ApiServer::start(p, current.clone())) {
         Some(Err(e)) => return fail(&VmmError::Api(e)),
         Some(Ok(s)) => Some(s),

@@ -8,6 +8,7 @@ mod cli;
 mod control;
 mod guest;
 mod launch;
+mod signals;
 mod terminal;
 mod virtio_flags;
 
