@@ -51,6 +51,12 @@ enum Command {
     /// Stop a VM: press its ACPI power button, and stop it anyway if the
     /// guest has not powered off within the timeout.
     Stop(crate::control::StopArgs),
+    /// Reset a running VM: it is built again from its configuration and
+    /// boots from the start (the console stays attached).
+    Reboot {
+        /// The VM.
+        name: String,
+    },
     /// Attach the terminal to a running VM's console (Ctrl-A D detaches).
     Console(crate::control::ConsoleArgs),
     /// Show a running VM's counters (exits, interrupts, device accesses).
@@ -154,6 +160,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Pause { name } => crate::control::pause_resume(&name, true),
         Command::Resume { name } => crate::control::pause_resume(&name, false),
         Command::Stop(args) => crate::control::stop(&args),
+        Command::Reboot { name } => crate::control::reboot(&name),
         Command::Console(args) => crate::control::console(&args),
         Command::Telemetry(args) => crate::control::telemetry(&args),
         Command::Inspect(args) => crate::control::inspect(&args),

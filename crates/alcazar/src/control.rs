@@ -1,5 +1,5 @@
 //! The verbs that drive running VMs through their API sockets: `ls`,
-//! `pause`, `resume`, `stop`, `console`, `telemetry`, `inspect`.
+//! `pause`, `resume`, `stop`, `reboot`, `console`, `telemetry`, `inspect`.
 //!
 //! A VM is named as `alcazar run` named it (`alcazar ls` lists them);
 //! a NAME containing `/` is taken as the path of an API socket.
@@ -183,6 +183,11 @@ pub fn stop(args: &StopArgs) -> u8 {
         std::thread::sleep(Duration::from_millis(20));
     }
     0
+}
+
+/// `alcazar reboot NAME`.
+pub fn reboot(name: &str) -> u8 {
+    status(call(name, "POST", "/v1/vm/reboot", None).map(|_| println!("{name}: rebooting")))
 }
 
 /// `alcazar telemetry NAME`.

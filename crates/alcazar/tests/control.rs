@@ -214,3 +214,28 @@ fn a_detached_linux_guest_is_driven_through_the_cli() {
         String::from_utf8_lossy(&gone.stderr)
     );
 }
+
+#[test]
+fn a_reboot_builds_the_vm_again_and_the_console_stays_attached() {
+    let rt = Runtime::new("reboot");
+    let out = rt.ok(&[
+        "run", "--detach", "--name", "ctl", "--kit", "spinner", "--engine", "emu",
+    ]);
+    assert_eq!(out.trim(), "ctl");
+    let mut c = rt.attach("ctl", &["--from", "start"]);
+    c.expect_line("kit: spinning until stopped");
+    assert_eq!(rt.ok(&["reboot", "ctl"]).trim(), "ctl: rebooting");
+    // The same console connection sees the new boot's first line.
+    c.expect_line("kit: spinning until stopped");
+    let ls = rt.ok(&["ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("ctl ") && l.contains("running")),
+        "{ls}"
+    );
+    detach(c);
+    // A kit guest ignores the power button: the stop is forced.
+    let out = rt.ok(&["stop", "ctl", "--timeout", "0.5"]);
+    assert!(out.contains("stopped (forced)"), "{out}");
+    wait_gone(&rt.socket("ctl"));
+}

@@ -295,7 +295,11 @@ impl RunningVm {
             }
         }
         shared.lifecycle.stopped();
-        shared.hub.end();
+        // Console clients stay attached across a reboot: the next VM
+        // writes to the same hub.
+        if !(reason == StopReason::Reset && shared.reboot.load(Ordering::SeqCst)) {
+            shared.hub.end();
+        }
         reason
     }
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::server::ApiVm;
 use crate::console_hub::HubRead;
-use crate::vm::VmHandle;
 
 /// Where a console client starts reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,19 +24,20 @@ pub enum ConsoleFrom {
     End,
 }
 
-/// Runs the stream until the client closes it or the VM ends.
-pub fn stream(stream: UnixStream, vm: &VmHandle, from: ConsoleFrom) {
+/// Runs the stream until the client closes it or the VM ends. Input goes
+/// to whichever VM `api` serves at the moment (a reboot replaces it).
+pub fn stream(stream: UnixStream, api: &Arc<ApiVm>, from: ConsoleFrom) {
     let Ok(reader) = stream.try_clone() else {
         return;
     };
     let done = Arc::new(AtomicBool::new(false));
     let input = {
-        let (vm, done) = (vm.clone(), done.clone());
+        let (api, done) = (api.clone(), done.clone());
         std::thread::Builder::new()
             .name("api-console-in".into())
-            .spawn(move || forward_input(reader, &vm, &done))
+            .spawn(move || forward_input(reader, &api, &done))
     };
-    forward_output(&stream, vm, from, &done);
+    forward_output(&stream, &api.get(), from, &done);
     done.store(true, Ordering::SeqCst);
     let _ = stream.shutdown(Shutdown::Both);
     if let Ok(t) = input {
@@ -44,7 +45,12 @@ pub fn stream(stream: UnixStream, vm: &VmHandle, from: ConsoleFrom) {
     }
 }
 
-fn forward_output(mut stream: &UnixStream, vm: &VmHandle, from: ConsoleFrom, done: &AtomicBool) {
+fn forward_output(
+    mut stream: &UnixStream,
+    vm: &crate::vm::VmHandle,
+    from: ConsoleFrom,
+    done: &AtomicBool,
+) {
     let hub = vm.console_hub().clone();
     let mut offset = match from {
         ConsoleFrom::Attach => hub.attach_offset(),
@@ -78,12 +84,12 @@ fn forward_output(mut stream: &UnixStream, vm: &VmHandle, from: ConsoleFrom, don
     }
 }
 
-fn forward_input(mut reader: UnixStream, vm: &VmHandle, done: &AtomicBool) {
+fn forward_input(mut reader: UnixStream, api: &ApiVm, done: &AtomicBool) {
     let mut buf = [0u8; 1024];
     loop {
         match reader.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => vm.console_write(&buf[..n]),
+            Ok(n) => api.get().console_write(&buf[..n]),
         }
         if done.load(Ordering::SeqCst) {
             break;

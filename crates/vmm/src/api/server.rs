@@ -176,7 +176,7 @@ fn accept_loop(
 }
 
 /// Answers one connection.
-fn serve(mut stream: UnixStream, vm: &ApiVm) {
+fn serve(mut stream: UnixStream, vm: &Arc<ApiVm>) {
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let request = match read_request(&mut stream) {
         Ok(r) => r,
@@ -199,7 +199,7 @@ fn serve(mut stream: UnixStream, vm: &ApiVm) {
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: alcazar-console\r\nConnection: Upgrade\r\n\r\n",
             );
             let _ = stream.set_read_timeout(None);
-            super::console::stream(stream, &vm.get(), from);
+            super::console::stream(stream, vm, from);
         }
     }
 }
