@@ -5,6 +5,9 @@
 //! internals. Layouts follow the Intel SDM Vol. 3A: §3.4.5 (segment
 //! descriptors), §2.5 (control registers), §2.2.1 (EFER).
 
+pub mod apic;
+pub mod bits;
+
 /// General-purpose registers, RIP and RFLAGS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -175,15 +178,18 @@ pub const EFER_LMA: u64 = 1 << 10;
 pub const EFER_NXE: u64 = 1 << 11;
 
 /// The inspector's view of a vCPU's registers: `regs` (general purpose,
-/// RIP, RFLAGS), `segments` (selector, base, limit, attributes), `tables`
-/// (GDTR, IDTR) and `control` (CR0-CR4, CR8, EFER, APIC base). A register
-/// set the engine could not read shows the error instead.
+/// RIP, RFLAGS and its flags by name), `segments` (selector, base, limit,
+/// attributes, descriptor kind), `tables` (GDTR, IDTR), `control` (CR0-CR4,
+/// CR8, EFER, APIC base, their flags by name, the paging mode), and the
+/// operating `mode` and `cpl` ([`bits`]). A register set the engine could
+/// not read shows the error instead.
 pub fn inspect_registers(
     regs: Result<Regs, crate::EngineError>,
     sregs: Result<SpecialRegs, crate::EngineError>,
 ) -> crate::inspect::Tree {
     use crate::inspect::Tree;
     let mut root = Tree::new();
+    let rflags = regs.as_ref().ok().map(|r| r.rflags);
     match regs {
         Ok(r) => {
             let mut t = Tree::new();
@@ -209,6 +215,8 @@ pub fn inspect_registers(
             ] {
                 t.hex(name, v, 16);
             }
+            t.value("rflags_bits", bits::rflags_names(r.rflags))
+                .value("iopl", (r.rflags >> 12) & 3);
             root.child("regs", t);
         }
         Err(e) => {
@@ -217,6 +225,7 @@ pub fn inspect_registers(
     }
     match sregs {
         Ok(s) => {
+            let long = s.efer & EFER_LMA != 0;
             let mut segs = Tree::new();
             for (name, seg) in [
                 ("cs", s.cs),
@@ -236,7 +245,12 @@ pub fn inspect_registers(
                     .value("dpl", seg.dpl)
                     .value("present", seg.present)
                     .value("l", seg.l)
-                    .value("db", seg.db);
+                    .value("db", seg.db)
+                    .value("s", seg.s)
+                    .value("g", seg.g)
+                    .value("avl", seg.avl)
+                    .value("unusable", seg.unusable)
+                    .value("kind", bits::segment_kind(&seg, long));
                 segs.child(name, t);
             }
             root.child("segments", segs);
@@ -255,8 +269,17 @@ pub fn inspect_registers(
                 .hex("cr4", s.cr4, 8)
                 .hex("cr8", s.cr8, 1)
                 .hex("efer", s.efer, 4)
-                .hex("apic_base", s.apic_base, 8);
+                .hex("apic_base", s.apic_base, 8)
+                .value("cr0_bits", bits::bit_names(s.cr0, bits::CR0_BITS, 0))
+                .value("cr4_bits", bits::bit_names(s.cr4, bits::CR4_BITS, 0))
+                .value("efer_bits", bits::bit_names(s.efer, bits::EFER_BITS, 0))
+                .value("paging", bits::paging_mode(s.cr0, s.cr4, s.efer));
             root.child("control", control);
+            root.value("mode", bits::operating_mode(s.cr0, s.efer, rflags, &s.cs))
+                .value(
+                    "cpl",
+                    bits::current_privilege_level(s.cr0, s.efer, rflags, &s.cs),
+                );
         }
         Err(e) => {
             root.value("sregs", format!("unreadable: {e}"));
@@ -281,5 +304,51 @@ mod tests {
             0x00cf_9300_0000_ffff
         );
         assert_eq!(Segment::code64(0x8).to_descriptor(), 0x00af_9b00_0000_ffff);
+    }
+
+    #[test]
+    fn the_inspector_decodes_flags_mode_and_privilege() {
+        use crate::inspect::Node;
+        let regs = Regs {
+            rip: 0xffff_ffff_8100_0000,
+            rflags: 0x246,
+            ..Default::default()
+        };
+        let sregs = SpecialRegs {
+            cs: Segment {
+                selector: 0x33,
+                dpl: 3,
+                ..Segment::code64(0x33)
+            },
+            cr0: 0x8005_0033,
+            cr4: CR4_PAE,
+            efer: 0xd01,
+            ..Default::default()
+        };
+        let t = inspect_registers(Ok(regs), Ok(sregs));
+        let v = |p: &str| match t.get(p) {
+            Some(Node::Value(v)) => v,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(v("regs/rip"), "0xffffffff81000000");
+        assert_eq!(v("regs/rflags_bits"), "IF ZF PF IOPL=0");
+        assert_eq!(v("control/cr0_bits"), "PG AM WP NE ET MP PE");
+        assert_eq!(v("control/cr4_bits"), "PAE");
+        assert_eq!(v("control/efer_bits"), "NXE LMA LME SCE");
+        assert_eq!(v("control/paging"), "4-level");
+        assert_eq!(v("segments/cs/selector"), "0x0033");
+        assert_eq!(v("mode"), "long 64-bit");
+        assert_eq!(v("cpl"), "3");
+    }
+
+    #[test]
+    fn unreadable_register_sets_show_the_error_and_the_rest() {
+        use crate::inspect::Node;
+        let t = inspect_registers(
+            Err(crate::EngineError::Unsupported("test")),
+            Ok(SpecialRegs::default()),
+        );
+        assert!(matches!(t.get("regs"), Some(Node::Value(v)) if v.starts_with("unreadable")));
+        assert_eq!(t.get("mode"), Some(Node::Value("real".into())));
     }
 }

@@ -276,6 +276,17 @@ impl BlockCache {
         (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (L1_ENTRIES - 1)
     }
 
+    /// Blocks held (some may be stale: their code changed since; they are
+    /// replaced when next looked up).
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether no block is held.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
     /// A valid block at `key`, if cached.
     #[inline]
     pub fn get(&self, key: u64, code: &CodePages) -> Option<Arc<Block>> {

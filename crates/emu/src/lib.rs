@@ -32,6 +32,7 @@ pub mod exec;
 pub mod fault;
 pub mod flags;
 pub mod fpu;
+pub mod inspect;
 pub mod interrupts;
 pub mod mem;
 pub mod mmu;

@@ -152,6 +152,15 @@ impl Mmu {
             })
     }
 
+    /// Entries holding a translation, over all six TLBs (per access kind
+    /// and privilege); the inspector's view, a scan of every entry.
+    pub fn entries_in_use(&self) -> usize {
+        self.tlb
+            .iter()
+            .map(|set| set.iter().filter(|e| e.tag != 0).count())
+            .sum()
+    }
+
     /// Drops every entry.
     pub fn flush_all(&mut self) {
         for set in self.tlb.iter_mut() {

@@ -2,6 +2,7 @@
 //! [`Cpu`].
 
 use alcazar_core::engine::{EngineError, Vcpu, VcpuExit};
+use alcazar_core::inspect::Tree;
 use alcazar_core::regs::{Regs, SpecialRegs};
 
 use crate::cpu::{reg, seg};
@@ -15,6 +16,12 @@ pub struct EmuVcpu {
 impl EmuVcpu {
     pub(crate) fn new(cpu: Cpu) -> Self {
         EmuVcpu { cpu }
+    }
+
+    /// The CPU inside (tests).
+    #[cfg(test)]
+    pub(crate) fn cpu(&self) -> &Cpu {
+        &self.cpu
     }
 }
 
@@ -133,6 +140,15 @@ impl Vcpu for EmuVcpu {
         self.cpu.refresh_apic_page();
         self.cpu.mmu.flush_all();
         Ok(())
+    }
+
+    /// The register tree plus the local APIC, activity state, MSRs, debug
+    /// and FPU registers, TLB and code cache ([`crate::inspect`]).
+    fn inspect(&self) -> Tree {
+        crate::inspect::inspect_cpu(
+            &self.cpu,
+            alcazar_core::regs::inspect_registers(self.regs(), self.sregs()),
+        )
     }
 
     fn run(&mut self) -> Result<VcpuExit, EngineError> {

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod cpuid;
+mod inspect;
 pub mod ioevent;
 pub mod irqchip;
 pub mod kick;

@@ -270,6 +270,13 @@ impl Vcpu for KvmVcpu {
             .map_err(|e| EngineError::host("KVM_SET_SREGS", e.errno()))
     }
 
+    /// The register tree plus KVM's local APIC, MP state, pending events,
+    /// MSRs, debug and FPU registers ([`crate::inspect`]).
+    fn inspect(&self) -> alcazar_core::inspect::Tree {
+        let has_lapic = self.irq.is_some();
+        crate::inspect::inspect_vcpu(&self.fd, has_lapic, self.regs(), self.sregs())
+    }
+
     fn run(&mut self) -> Result<VcpuExit, EngineError> {
         self.register_kicker()?;
         let run: *mut kvm_run = self.fd.get_kvm_run();

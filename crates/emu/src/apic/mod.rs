@@ -29,6 +29,7 @@
 //! wake-ups happen after it is dropped).
 
 pub mod bus;
+pub mod inspect;
 pub mod ipi;
 pub mod regs;
 pub mod startup;

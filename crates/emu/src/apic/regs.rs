@@ -147,7 +147,7 @@ impl Bits256 {
 }
 
 /// The register file.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApicState {
     /// The initial APIC ID (the vCPU index): the x2APIC ID.
     pub initial_id: u32,
