@@ -41,8 +41,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alcazar_core::irq::IrqLine;
+use alcazar_core::inspect::Tree;
 pub use alcazar_core::timer::{DeadlineNotifier, TimedDevice};
 use alcazar_core::{BusDevice, GuestClock};
+
+mod inspect;
 
 /// First port (counter 0).
 pub const BASE_PORT: u16 = 0x40;
@@ -663,6 +666,11 @@ impl BusDevice for Pit8254 {
         for (i, &byte) in data.iter().enumerate() {
             self.write_at(offset.saturating_add(i as u64), byte, now);
         }
+    }
+
+    /// Each counter's mode, counts, GATE and OUT now (nothing latched).
+    fn inspect(&self) -> Tree {
+        inspect::tree_at(self, self.clock.now())
     }
 }
 
