@@ -40,8 +40,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alcazar_core::irq::IrqLine;
 use alcazar_core::inspect::Tree;
+use alcazar_core::irq::IrqLine;
 pub use alcazar_core::timer::{DeadlineNotifier, TimedDevice};
 use alcazar_core::{BusDevice, GuestClock};
 

@@ -57,7 +57,14 @@ pub(super) fn tree(io: &Ioapic) -> Tree {
                     "edge"
                 },
             )
-            .value("effective_trigger", if level_triggered(entry) { "level" } else { "edge" })
+            .value(
+                "effective_trigger",
+                if level_triggered(entry) {
+                    "level"
+                } else {
+                    "edge"
+                },
+            )
             .value(
                 "polarity",
                 if entry & RTE_POLARITY_LOW != 0 {

@@ -63,10 +63,7 @@ fn counter_tree(c: &Counter, now: Instant) -> Tree {
         Some(v) => t.hex("latched_status", u64::from(v), 2),
         None => t.value("latched_status", "none"),
     };
-    t.value(
-        "write_next",
-        if c.write_high_next { "MSB" } else { "LSB" },
-    );
+    t.value("write_next", if c.write_high_next { "MSB" } else { "LSB" });
     t
 }
 
