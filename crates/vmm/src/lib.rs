@@ -30,6 +30,7 @@ pub mod doorbell;
 pub mod engine_select;
 pub mod error;
 pub mod firmware;
+pub mod inspect;
 pub mod kit;
 pub mod pci;
 pub mod platform;
