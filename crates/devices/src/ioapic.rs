@@ -601,6 +601,7 @@ mod tests {
             a.eoi((r >> 40) as u8);
             if round % 1000 == 0 {
                 sink.take();
+                let _ = a.inspect();
             }
         }
         assert_eq!(read32(&mut a, REG_VERSION), VERSION);

@@ -1020,6 +1020,7 @@ mod tests {
                 }
                 p.set_irq(value % 16, value & 0x10 != 0);
                 let _ = p.pending_vector();
+                let _ = p.inspect();
                 p.acknowledge();
             }
         }

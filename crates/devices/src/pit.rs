@@ -1029,6 +1029,9 @@ mod tests {
             }
             let _ = p.next_deadline();
             let _ = p.out_at(2, now);
+            if r % 16 == 0 {
+                let _ = inspect::tree_at(&p, now);
+            }
         }
         let mut wide = [0u8; 8];
         p.read(0, &mut wide);

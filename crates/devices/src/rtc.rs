@@ -1100,6 +1100,7 @@ mod tests {
                 get(&mut r, REG_C, now);
                 r.tick(now);
                 let _ = r.next_deadline();
+                let _ = inspect::tree_at(&r, now + Duration::from_secs(u64::from(value)));
             }
             set(&mut r, REG_A, 0x26, now);
             set(&mut r, REG_B, B_24H, now);

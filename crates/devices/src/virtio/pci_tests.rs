@@ -265,4 +265,5 @@ fn odd_widths_and_offsets_never_panic() {
         r.dev.write_config(off, &[0xff; 4]);
         r.dev.read_config(off, &mut b);
     }
+    let _ = r.dev.inspect_tree();
 }
