@@ -208,4 +208,69 @@ mod tests {
         assert_eq!(value(&t, "pit/counter0/gate"), "true");
         assert_eq!(value(&t, "rtc/register_d/vrt"), "true");
     }
+
+    #[test]
+    fn a_whole_vm_shows_every_device_once() {
+        let config = crate::VmConfig::from_toml_str(
+            r#"
+            memory = "32M"
+            engine = "emu"
+            serial = "none"
+            [boot]
+            kind = "kit"
+            program = "real-hello"
+            [[device]]
+            class = "virtio-rng"
+            id = "rng0"
+            "#,
+        )
+        .unwrap();
+        let vm = crate::Vm::create(&config).unwrap();
+        let t = devices_tree(vm.machine());
+        let names: Vec<&str> = t.entries().iter().map(|(n, _)| n.as_str()).collect();
+        for id in [
+            "pic",
+            "pit",
+            "rtc",
+            "ioapic",
+            "com1",
+            "i8042",
+            "port61",
+            "debug-exit",
+            "debugcon",
+            "acpi-pm",
+            "pci-config",
+            "pci-ecam",
+            "pci-window",
+        ] {
+            assert_eq!(
+                names.iter().filter(|n| **n == id).count(),
+                1,
+                "{id}: {names:?}"
+            );
+        }
+        assert_eq!(value(&t, "i8042/a20"), "true");
+        assert_eq!(value(&t, "com1/ranges/0/base"), "0x03f8");
+        assert_eq!(
+            value(&t, "pci-config/functions/00:00.0/name"),
+            "host-bridge"
+        );
+        let rng = t
+            .get("pci-config/functions")
+            .and_then(|f| match f {
+                Node::Tree(f) => f
+                    .entries()
+                    .iter()
+                    .find(|(_, n)| {
+                        n.flatten("")
+                            .contains(&("name".into(), "virtio-rng".into()))
+                    })
+                    .map(|(slot, _)| slot.clone()),
+                Node::Value(_) => None,
+            })
+            .expect("virtio-rng on the PCI bus");
+        let path = format!("pci-config/functions/{rng}/device/queues/0/enabled");
+        assert_eq!(value(&t, &path), "false");
+        assert!(value(&memory_tree(vm.machine()), "ram_mib") == "32");
+    }
 }

@@ -76,9 +76,9 @@ pub(super) fn tree(dev: &VirtioPci) -> Tree {
             "msix_vector",
             irq.queue_vectors.get(i).copied().unwrap_or(NO_VECTOR),
         );
-        qt.hex("desc", q.desc_table(), 16)
-            .hex("driver", q.avail_ring(), 16)
-            .hex("device", q.used_ring(), 16);
+        qt.hex("desc_table", q.desc_table(), 16)
+            .hex("avail_ring", q.avail_ring(), 16)
+            .hex("used_ring", q.used_ring(), 16);
         if q.ready() {
             qt.value("avail_idx", ring_idx(&dev.memory, q.avail_ring()))
                 .value("used_idx", ring_idx(&dev.memory, q.used_ring()));
@@ -132,7 +132,7 @@ mod tests {
         assert_eq!(value(&t, "driver_features"), "0x0000000100000000");
         assert_eq!(value(&t, "queues/0/size"), "8");
         assert_eq!(value(&t, "queues/0/enabled"), "true");
-        assert_eq!(value(&t, "queues/0/desc"), "0x0000000000001000");
+        assert_eq!(value(&t, "queues/0/desc_table"), "0x0000000000001000");
         assert_eq!(value(&t, "queues/0/avail_idx"), "1");
         assert_eq!(value(&t, "queues/0/used_idx"), "1");
         assert_eq!(value(&t, "notifies_mmio"), "1");
