@@ -1029,7 +1029,7 @@ mod tests {
             }
             let _ = p.next_deadline();
             let _ = p.out_at(2, now);
-            if r % 16 == 0 {
+            if r.is_multiple_of(16) {
                 let _ = inspect::tree_at(&p, now);
             }
         }

@@ -46,9 +46,15 @@ fn counter_tree(c: &Counter, now: Instant) -> Tree {
         .value("bcd", c.bcd())
         .hex("count_register", u64::from(c.count_register), 4)
         .value("count_written", c.has_count);
-    match c.phase(c.clock.ticks(now)) {
+    let tick = c.clock.ticks(now);
+    match c.phase(tick) {
         Some((initial, _)) => t.value("initial_count", initial),
         None => t.value("initial_count", "not loaded"),
+    };
+    // Modes 2 and 3: a new count waits for the end of the current period.
+    match c.reload.filter(|r| r.start > tick) {
+        Some(r) => t.value("next_count", r.initial),
+        None => t.value("next_count", "none"),
     };
     t.hex("count", u64::from(c.value(now)), 4)
         .value("gate", c.gate)
@@ -105,6 +111,18 @@ mod tests {
         assert_eq!(value(&t, "counter0/out"), "true");
         assert_eq!(value(&t, "counter2/gate"), "false");
         assert_eq!(value(&t, "counter1/initial_count"), "not loaded");
+        assert_eq!(value(&t, "counter0/next_count"), "none");
+        // A new count in mode 2 waits for the end of the period.
+        let t1 = t0 + duration_of(200);
+        p.write_at(0, 0x00, t1);
+        p.write_at(0, 0x01, t1);
+        let t = tree_at(&p, t1);
+        assert_eq!(value(&t, "counter0/initial_count"), "1193");
+        assert_eq!(value(&t, "counter0/next_count"), "256");
+        assert_eq!(value(&t, "counter0/count_register"), "0x0100");
+        let t = tree_at(&p, t0 + duration_of(1193 + 10));
+        assert_eq!(value(&t, "counter0/initial_count"), "256");
+        assert_eq!(value(&t, "counter0/next_count"), "none");
     }
 
     #[test]
