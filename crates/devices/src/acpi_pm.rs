@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::{BusDevice, GuestClock, StopReason, VmControl};
 
@@ -44,6 +45,8 @@ pub const PM_TIMER_HZ: u64 = 3_579_545;
 const STS_TMR: u16 = 1 << 0;
 const STS_PWRBTN: u16 = 1 << 8;
 const STS_WAK: u16 = 1 << 15;
+const EN_TMR: u16 = 1 << 0;
+const EN_PWRBTN: u16 = 1 << 8;
 const EN_MASK: u16 = (1 << 0) | (1 << 5) | (1 << 8) | (1 << 10);
 const CNT_SCI_EN: u16 = 1 << 0;
 const CNT_SLP_EN: u16 = 1 << 13;
@@ -135,6 +138,34 @@ impl AcpiPm {
     }
 }
 
+impl AcpiPm {
+    /// The inspector's view: PM1_STS, PM1_EN and PM1_CNT with the bits
+    /// ACPI 6.5 §4.8.3.1-4.8.3.2 names, the SCI level and PM_TMR now.
+    fn tree(&self) -> Tree {
+        let mut t = Tree::new();
+        let (sts, en, cnt) = (self.pm1_sts, self.pm1_en, self.pm1_cnt);
+        let mut s = Tree::new();
+        s.hex("value", u64::from(sts), 4)
+            .value("tmr_sts", sts & STS_TMR != 0)
+            .value("pwrbtn_sts", sts & STS_PWRBTN != 0)
+            .value("wak_sts", sts & STS_WAK != 0);
+        let mut e = Tree::new();
+        e.hex("value", u64::from(en), 4)
+            .value("tmr_en", en & EN_TMR != 0)
+            .value("pwrbtn_en", en & EN_PWRBTN != 0);
+        let mut c = Tree::new();
+        c.hex("value", u64::from(cnt), 4)
+            .value("sci_en", cnt & CNT_SCI_EN != 0)
+            .value("slp_typ", (cnt >> CNT_SLP_TYP_SHIFT) & 7);
+        t.child("pm1_sts", s)
+            .child("pm1_en", e)
+            .child("pm1_cnt", c)
+            .value("sci", sts & en & (STS_PWRBTN | STS_TMR) != 0)
+            .hex("pm_tmr", u64::from(self.pm_timer()), 8);
+        t
+    }
+}
+
 /// The 16-bit register covering `offset`, with the bytes `data` writes
 /// merged into `current` (bytes outside the access keep `fill`).
 fn merge16(offset: u64, data: &[u8], reg_offset: u64, fill: u16) -> Option<u16> {
@@ -172,6 +203,10 @@ impl BusDevice for AcpiPm {
         if let Some(cnt) = merge16(offset, data, 4, self.pm1_cnt) {
             self.write_cnt(cnt);
         }
+    }
+
+    fn inspect(&self) -> Tree {
+        self.tree()
     }
 }
 
@@ -239,5 +274,32 @@ mod tests {
         p.read(10, &mut b);
         p.write(11, &[0xff; 8]);
         assert_eq!(c.reason(), None);
+    }
+
+    #[test]
+    fn inspector_decodes_pm1_registers_and_clears_nothing() {
+        let (mut p, _) = pm();
+        p.write(2, &EN_PWRBTN.to_le_bytes());
+        assert!(p.press_power_button());
+        p.write(4, &(3u16 << CNT_SLP_TYP_SHIFT).to_le_bytes());
+        let t = p.inspect();
+        let shown = |path: &str| match t.get(path) {
+            Some(alcazar_core::Node::Value(v)) => v,
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(shown("pm1_sts/value"), "0x0100");
+        assert_eq!(shown("pm1_sts/pwrbtn_sts"), "true");
+        assert_eq!(shown("pm1_en/pwrbtn_en"), "true");
+        assert_eq!(shown("pm1_cnt/value"), "0x0c01");
+        assert_eq!(shown("pm1_cnt/slp_typ"), "3");
+        assert_eq!(shown("sci"), "true");
+        assert_eq!(shown("pm_tmr").len(), 10);
+        let mut sts = [0u8; 2];
+        p.read(0, &mut sts);
+        assert_eq!(
+            u16::from_le_bytes(sts),
+            STS_PWRBTN,
+            "still set for the guest"
+        );
     }
 }

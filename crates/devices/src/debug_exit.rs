@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::{BusDevice, StopReason, VmControl};
 
 /// The default I/O base.
@@ -19,12 +20,17 @@ pub const DEFAULT_SIZE: u16 = 4;
 #[derive(Debug)]
 pub struct DebugExit {
     control: Arc<VmControl>,
+    /// The last value written, for the inspector.
+    last_write: Option<u32>,
 }
 
 impl DebugExit {
     /// A debug-exit device that stops the VM through `control`.
     pub fn new(control: Arc<VmControl>) -> Self {
-        DebugExit { control }
+        DebugExit {
+            control,
+            last_write: None,
+        }
     }
 }
 
@@ -38,8 +44,21 @@ impl BusDevice for DebugExit {
         let n = data.len().min(4);
         bytes[..n].copy_from_slice(&data[..n]);
         let value = u32::from_le_bytes(bytes);
+        self.last_write = Some(value);
         tracing::info!(value, "guest wrote to debug-exit");
         self.control.request_stop(StopReason::DebugExit(value));
+    }
+
+    /// The last value written and the exit status it stands for.
+    fn inspect(&self) -> Tree {
+        let mut t = Tree::new();
+        match self.last_write {
+            Some(v) => t
+                .hex("last_write", u64::from(v), 8)
+                .value("exit_status", StopReason::DebugExit(v).exit_status()),
+            None => t.value("last_write", "none"),
+        };
+        t
     }
 }
 
@@ -61,5 +80,24 @@ mod tests {
         let control = Arc::new(VmControl::new());
         DebugExit::new(control.clone()).write(0, &0x1234u32.to_le_bytes());
         assert_eq!(control.reason(), Some(StopReason::DebugExit(0x1234)));
+    }
+
+    #[test]
+    fn inspector_shows_the_last_value() {
+        let mut d = DebugExit::new(Arc::new(VmControl::new()));
+        assert_eq!(
+            d.inspect().get("last_write"),
+            Some(alcazar_core::Node::Value("none".into()))
+        );
+        d.write(0, &[0x10]);
+        let t = d.inspect();
+        assert_eq!(
+            t.get("last_write"),
+            Some(alcazar_core::Node::Value("0x00000010".into()))
+        );
+        assert_eq!(
+            t.get("exit_status"),
+            Some(alcazar_core::Node::Value("33".into()))
+        );
     }
 }

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::{BusDevice, StopReason, VmControl};
 
@@ -40,7 +41,11 @@ const CB_KBD_INT: u8 = 1 << 0;
 const CB_SYSTEM: u8 = 1 << 2;
 const CB_KBD_DISABLE: u8 = 1 << 4;
 const CB_AUX_DISABLE: u8 = 1 << 5;
+const CB_AUX_INT: u8 = 1 << 1;
 const CB_XLATE: u8 = 1 << 6;
+// Output port bits.
+const OP_RESET: u8 = 1 << 0;
+const OP_A20: u8 = 1 << 1;
 
 /// Which register the next data-port write goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +205,45 @@ impl I8042 {
     }
 }
 
+impl I8042 {
+    /// The inspector's view: status register, command byte, output port
+    /// (with A20) and the output buffer, peeked, not read.
+    fn tree(&self) -> Tree {
+        let mut t = Tree::new();
+        let cb = self.command_byte;
+        let pending = match self.pending {
+            Pending::Keyboard => "keyboard command",
+            Pending::CommandByte => "command byte (0x60)",
+            Pending::OutputPort => "output port (0xd1)",
+            Pending::KbdBuffer => "keyboard output buffer (0xd2)",
+            Pending::AuxBuffer => "aux output buffer (0xd3)",
+            Pending::Aux => "aux device (0xd4)",
+        };
+        t.hex("status", u64::from(self.status()), 2)
+            .hex("command_byte", u64::from(cb), 2)
+            .value("keyboard_interrupt", cb & CB_KBD_INT != 0)
+            .value("aux_interrupt", cb & CB_AUX_INT != 0)
+            .value("keyboard_disabled", cb & CB_KBD_DISABLE != 0)
+            .value("aux_disabled", cb & CB_AUX_DISABLE != 0)
+            .value("translate", cb & CB_XLATE != 0)
+            .hex("output_port", u64::from(self.output_port), 2)
+            .value("a20", self.output_port & OP_A20 != 0)
+            .value("reset_line_released", self.output_port & OP_RESET != 0)
+            .value("output_buffer", self.out.len());
+        match self.out.front() {
+            Some(&(b, aux)) => {
+                t.hex("output_buffer_next", u64::from(b), 2)
+                    .value("output_buffer_from", if aux { "aux" } else { "keyboard" });
+            }
+            None => {
+                t.value("output_buffer_next", "empty");
+            }
+        }
+        t.value("data_port_write_goes_to", pending);
+        t
+    }
+}
+
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
@@ -218,6 +262,10 @@ impl BusDevice for I8042 {
             0 => self.data_write(value),
             _ => self.command(value),
         }
+    }
+
+    fn inspect(&self) -> Tree {
+        self.tree()
     }
 }
 
@@ -238,6 +286,11 @@ impl BusDevice for I8042Port {
 
     fn write(&mut self, _offset: u64, data: &[u8]) {
         alcazar_core::bus::lock(&self.controller).write(self.offset, data);
+    }
+
+    /// The whole controller, whichever port this adapter is.
+    fn inspect(&self) -> Tree {
+        alcazar_core::bus::lock(&self.controller).inspect()
     }
 }
 
@@ -303,5 +356,50 @@ mod tests {
         let mut s = [0];
         k.read(4, &mut s);
         assert_eq!(s[0] & STATUS_OBF, 0);
+    }
+
+    fn shown(k: &I8042, path: &str) -> String {
+        match k.inspect().get(path) {
+            Some(alcazar_core::Node::Value(v)) => v,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn inspector_shows_status_command_byte_and_a20() {
+        let (mut k, _) = kbc();
+        assert_eq!(shown(&k, "a20"), "true");
+        k.write(4, &[0x60]);
+        assert_eq!(shown(&k, "data_port_write_goes_to"), "command byte (0x60)");
+        k.write(0, &[0x61]);
+        k.write(4, &[0xd1]);
+        k.write(0, &[0x01]); // A20 off, reset line released
+        assert_eq!(shown(&k, "command_byte"), "0x61");
+        assert_eq!(shown(&k, "translate"), "true");
+        assert_eq!(shown(&k, "output_port"), "0x01");
+        assert_eq!(shown(&k, "a20"), "false");
+        assert_eq!(shown(&k, "output_buffer_next"), "empty");
+    }
+
+    #[test]
+    fn inspecting_leaves_the_output_buffer_full() {
+        let (mut k, _) = kbc();
+        k.write(4, &[0xaa]);
+        let port = I8042Port {
+            controller: Arc::new(std::sync::Mutex::new(k)),
+            offset: 4,
+        };
+        let tree = port.inspect();
+        assert_eq!(
+            tree.get("status"),
+            Some(alcazar_core::Node::Value("0x1d".into()))
+        );
+        assert_eq!(
+            tree.get("output_buffer_next"),
+            Some(alcazar_core::Node::Value("0x55".into()))
+        );
+        assert_eq!(port.inspect(), tree);
+        let mut k = alcazar_core::bus::lock(&port.controller);
+        assert_eq!(read_data(&mut k), 0x55, "the byte is still there");
     }
 }

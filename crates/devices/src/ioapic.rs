@@ -39,8 +39,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::{DeliveryMode, InterruptMessage, IrqLine, MsiSink};
 use alcazar_core::BusDevice;
+
+mod inspect;
 
 /// Where the PC puts the first IOAPIC.
 pub const BASE_ADDRESS: u64 = 0xfec0_0000;
@@ -295,6 +298,11 @@ impl BusDevice for Ioapic {
             self.write_register(self.ioregsel, u32::from_le_bytes(window));
         }
         self.ioregsel = select[0];
+    }
+
+    /// ID, version, IOREGSEL and the decoded redirection table.
+    fn inspect(&self) -> Tree {
+        inspect::tree(self)
     }
 }
 
@@ -593,6 +601,7 @@ mod tests {
             a.eoi((r >> 40) as u8);
             if round % 1000 == 0 {
                 sink.take();
+                let _ = a.inspect();
             }
         }
         assert_eq!(read32(&mut a, REG_VERSION), VERSION);

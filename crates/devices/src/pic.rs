@@ -45,8 +45,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::BusDevice;
+
+mod inspect;
 
 /// The master's command port (its data port is the next one).
 pub const MASTER_PORT: u16 = 0x20;
@@ -558,6 +561,11 @@ impl BusDevice for Pic8259 {
             self.write_port(port, byte);
         }
     }
+
+    /// Both chips' ICWs, IMR, IRR, ISR, ELCR and modes (read-only).
+    fn inspect(&self) -> Tree {
+        inspect::tree(self)
+    }
 }
 
 /// One of the pair's port ranges as its own bus device, so the three
@@ -578,6 +586,11 @@ impl BusDevice for PicPort {
     fn write(&mut self, offset: u64, data: &[u8]) {
         let at = self.offset.saturating_add(offset);
         alcazar_core::bus::lock(&self.pic).write(at, data);
+    }
+
+    /// The whole pair, whichever of its ranges this adapter is.
+    fn inspect(&self) -> Tree {
+        alcazar_core::bus::lock(&self.pic).inspect()
     }
 }
 
@@ -1007,6 +1020,7 @@ mod tests {
                 }
                 p.set_irq(value % 16, value & 0x10 != 0);
                 let _ = p.pending_vector();
+                let _ = p.inspect();
                 p.acknowledge();
             }
         }

@@ -40,9 +40,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 pub use alcazar_core::timer::{DeadlineNotifier, TimedDevice};
 use alcazar_core::{BusDevice, GuestClock};
+
+mod inspect;
 
 /// First port (counter 0).
 pub const BASE_PORT: u16 = 0x40;
@@ -664,6 +667,11 @@ impl BusDevice for Pit8254 {
             self.write_at(offset.saturating_add(i as u64), byte, now);
         }
     }
+
+    /// Each counter's mode, counts, GATE and OUT now (nothing latched).
+    fn inspect(&self) -> Tree {
+        inspect::tree_at(self, self.clock.now())
+    }
 }
 
 #[cfg(test)]
@@ -1021,6 +1029,9 @@ mod tests {
             }
             let _ = p.next_deadline();
             let _ = p.out_at(2, now);
+            if r.is_multiple_of(16) {
+                let _ = inspect::tree_at(&p, now);
+            }
         }
         let mut wide = [0u8; 8];
         p.read(0, &mut wide);

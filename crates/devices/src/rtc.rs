@@ -44,10 +44,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::{BusDevice, GuestClock};
 
 use crate::pit::{DeadlineNotifier, TimedDevice};
+
+mod inspect;
 
 /// The index port.
 pub const INDEX_PORT: u16 = 0x70;
@@ -527,22 +530,31 @@ impl Rtc {
         if now <= self.settled {
             return;
         }
-        let from = std::mem::replace(&mut self.settled, now);
-        let Some(divider) = self.divider else { return };
-        let (p0, p1) = (divider.phase(from), divider.phase(now));
+        self.flags = self.flags_at(now);
+        self.settled = now;
+    }
+
+    /// PF, UF and AF as they will be at `now` (without settling them).
+    fn flags_at(&self, now: Instant) -> u8 {
+        let mut flags = self.flags;
+        let Some(divider) = self.divider.filter(|_| now > self.settled) else {
+            return flags;
+        };
+        let (p0, p1) = (divider.phase(self.settled), divider.phase(now));
         if let Some(period) = self.periodic_ticks() {
             if time_base_ticks(p1) / period > time_base_ticks(p0) / period {
-                self.flags |= C_PF;
+                flags |= C_PF;
             }
         }
         let (s0, s1) = ((p0 / NANOS) as i64, (p1 / NANOS) as i64);
         if s1 > s0 && self.reg(REG_B) & B_SET == 0 {
-            self.flags |= C_UF;
+            flags |= C_UF;
             let (first, last) = (self.epoch + s0 + 1, self.epoch + s1);
-            if self.flags & C_AF == 0 && self.alarm_hit(first, last) {
-                self.flags |= C_AF;
+            if flags & C_AF == 0 && self.alarm_hit(first, last) {
+                flags |= C_AF;
             }
         }
+        flags
     }
 
     fn irqf(&self) -> bool {
@@ -724,6 +736,12 @@ impl BusDevice for Rtc {
         for (i, &byte) in data.iter().enumerate() {
             self.write_at(offset.saturating_add(i as u64), byte, now);
         }
+    }
+
+    /// Registers A-D, the time and alarm as the guest reads them now
+    /// (register C's flags are shown, not cleared).
+    fn inspect(&self) -> Tree {
+        inspect::tree_at(self, self.clock.now())
     }
 }
 
@@ -1082,6 +1100,7 @@ mod tests {
                 get(&mut r, REG_C, now);
                 r.tick(now);
                 let _ = r.next_deadline();
+                let _ = inspect::tree_at(&r, now + Duration::from_secs(u64::from(value)));
             }
             set(&mut r, REG_A, 0x26, now);
             set(&mut r, REG_B, B_24H, now);

@@ -17,10 +17,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::BusDevice;
 
 use crate::sink::ConsoleSink;
+
+/// The input clock divided by 16: the baud rate of divisor 1 (1.8432 MHz
+/// crystal, datasheet "Programmable Baud Generator").
+const BAUD_BASE: u32 = 115_200;
 
 /// Receive FIFO depth. Larger than the chip's 16 bytes so that host input
 /// arriving in bursts is not dropped; the guest cannot tell.
@@ -250,6 +255,59 @@ impl Uart16550 {
     }
 }
 
+impl Uart16550 {
+    /// The inspector's view: every register by its datasheet name, read
+    /// without side effects (IIR without acknowledging THRE, MSR without
+    /// clearing its deltas, the receive FIFO peeked, not popped).
+    fn tree(&self) -> Tree {
+        let mut t = Tree::new();
+        let lcr = self.lcr;
+        let word_length = 5 + (lcr & 3);
+        let parity = match (lcr >> 3) & 7 {
+            0 | 2 | 4 | 6 => 'N',
+            1 => 'O',
+            3 => 'E',
+            5 => 'M',
+            _ => 'S',
+        };
+        let stop = if lcr & 4 == 0 {
+            "1"
+        } else if word_length == 5 {
+            "1.5"
+        } else {
+            "2"
+        };
+        let divisor = u32::from(u16::from_le_bytes([self.dll, self.dlm]));
+        t.hex("ier", u64::from(self.ier), 2)
+            .hex("iir", u64::from(self.iir()), 2)
+            .hex("lcr", u64::from(lcr), 2)
+            .hex("mcr", u64::from(self.mcr), 2)
+            .hex("lsr", u64::from(self.lsr()), 2)
+            .hex("msr", u64::from(self.msr()), 2)
+            .hex("scr", u64::from(self.scr), 2)
+            .hex("dll", u64::from(self.dll), 2)
+            .hex("dlm", u64::from(self.dlm), 2)
+            .value("dlab", self.dlab())
+            .value("line", format!("{word_length}{parity}{stop}"));
+        match BAUD_BASE.checked_div(divisor) {
+            Some(baud) => t.value("baud", baud),
+            None => t.value("baud", "none (divisor 0)"),
+        };
+        t.value("fifo_enabled", self.fifo_enabled)
+            .value("loopback", self.loopback())
+            .value("rx_fifo", self.rx.len())
+            .value("rx_fifo_depth", RX_FIFO_DEPTH)
+            .value("tx_fifo", 0);
+        match self.rx.front() {
+            Some(&b) => t.hex("rbr", u64::from(b), 2),
+            None => t.value("rbr", "empty"),
+        };
+        t.value("thre_interrupt_pending", self.thre_pending)
+            .value("irq", self.irq_level);
+        t
+    }
+}
+
 /// MSR delta bits for a change of the modem lines from `before` to
 /// `after` (bits 7:4): DCTS, DDSR and DDCD on any change, TERI when RI falls.
 fn modem_deltas(before: u8, after: u8) -> u8 {
@@ -274,6 +332,10 @@ impl BusDevice for Uart16550 {
             self.write_register(offset, value);
         }
         self.update_irq();
+    }
+
+    fn inspect(&self) -> Tree {
+        self.tree()
     }
 }
 
@@ -407,5 +469,62 @@ mod tests {
         u.write(SCR, &[]);
         u.read(99, &mut b);
         assert_eq!(rd(&mut u, SCR), 1);
+    }
+
+    fn shown(u: &Uart16550, path: &str) -> String {
+        match u.inspect().get(path) {
+            Some(alcazar_core::Node::Value(v)) => v,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn inspector_shows_the_registers_as_programmed() {
+        let (mut u, _, _) = uart();
+        u.write(LCR, &[LCR_DLAB | 0x1b]); // 8 bits, even parity, 1 stop
+        u.write(RBR_THR_DLL, &[1]);
+        u.write(IER_DLM, &[0]);
+        u.write(LCR, &[0x1b]);
+        u.write(IER_DLM, &[IER_RDA]);
+        u.write(IIR_FCR, &[FCR_ENABLE]);
+        u.write(MCR, &[MCR_OUT2 | 0x03]);
+        u.write(SCR, &[0x5a]);
+        u.enqueue_input(b"ab");
+        assert_eq!(shown(&u, "lcr"), "0x1b");
+        assert_eq!(shown(&u, "line"), "8E1");
+        assert_eq!(shown(&u, "baud"), "115200");
+        assert_eq!(shown(&u, "dll"), "0x01");
+        assert_eq!(shown(&u, "ier"), "0x01");
+        assert_eq!(shown(&u, "iir"), "0xc4");
+        assert_eq!(shown(&u, "mcr"), "0x0b");
+        assert_eq!(shown(&u, "lsr"), "0x61");
+        assert_eq!(shown(&u, "scr"), "0x5a");
+        assert_eq!(shown(&u, "rx_fifo"), "2");
+        assert_eq!(shown(&u, "rbr"), "0x61");
+        assert_eq!(shown(&u, "irq"), "true");
+    }
+
+    #[test]
+    fn inspecting_pops_acknowledges_and_clears_nothing() {
+        let (mut u, _, _) = uart();
+        u.write(IER_DLM, &[IER_THRE]);
+        u.write(MCR, &[MCR_LOOP]);
+        u.write(MCR, &[0]); // loopback lines changed: MSR deltas set
+        u.enqueue_input(b"x");
+        let before = format!("{u:?}");
+        let tree = u.inspect();
+        assert_eq!(u.inspect(), tree);
+        assert_eq!(format!("{u:?}"), before);
+        assert_eq!(shown(&u, "iir"), "0x02", "THRE shown, not acknowledged");
+        assert_ne!(
+            rd(&mut u, MSR) & 0x0f,
+            0,
+            "deltas still there for the guest"
+        );
+        assert_eq!(
+            rd(&mut u, RBR_THR_DLL),
+            b'x',
+            "the byte is still in the FIFO"
+        );
     }
 }

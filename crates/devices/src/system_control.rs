@@ -20,6 +20,7 @@
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::lock;
+use alcazar_core::inspect::Tree;
 use alcazar_core::BusDevice;
 
 use crate::pit::{Pit8254, SPEAKER_CHANNEL};
@@ -85,6 +86,27 @@ impl BusDevice for SystemControlB {
         if let Some(first) = data.first_mut() {
             *first = v;
         }
+    }
+
+    /// The register's bits by name; channel 2's OUT read from the PIT now.
+    /// The refresh bit is shown as it last read, not toggled.
+    fn inspect(&self) -> Tree {
+        let mut t = Tree::new();
+        let out2 = self.out2();
+        let mut v = self.control & (GATE2 | SPEAKER);
+        if self.refresh {
+            v |= REFRESH;
+        }
+        if out2 {
+            v |= OUT2;
+        }
+        t.hex("port_b", u64::from(v), 2)
+            .value("timer2_gate", self.gate2())
+            .value("speaker_data", self.control & SPEAKER != 0)
+            .value("refresh_detect", self.refresh)
+            .value("timer2_out", out2)
+            .value("wired_to_pit", self.pit.is_some());
+        t
     }
 
     fn write(&mut self, _offset: u64, data: &[u8]) {
@@ -179,5 +201,29 @@ mod tests {
         assert!(!out2(&mut p));
         p.write(0, &[GATE2]);
         assert!(out2(&mut p));
+    }
+
+    #[test]
+    fn inspector_shows_the_gate_and_out_without_toggling_refresh() {
+        let pit = pit();
+        let mut p = SystemControlB::with_pit(pit.clone());
+        p.write(0, &[GATE2 | SPEAKER]);
+        let t = p.inspect();
+        assert_eq!(
+            t.get("port_b"),
+            Some(alcazar_core::Node::Value("0x03".into()))
+        );
+        assert_eq!(
+            t.get("timer2_gate"),
+            Some(alcazar_core::Node::Value("true".into()))
+        );
+        assert_eq!(p.inspect(), t, "the refresh bit did not toggle");
+        let mut b = [0];
+        p.read(0, &mut b);
+        assert_ne!(
+            b[0] & REFRESH,
+            0,
+            "the guest's first read still sees it rise"
+        );
     }
 }

@@ -32,6 +32,7 @@ pub mod doorbell;
 pub mod engine_select;
 pub mod error;
 pub mod firmware;
+pub mod inspect;
 pub mod kit;
 pub mod lifecycle;
 pub mod machine_tree;

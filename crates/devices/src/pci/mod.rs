@@ -14,6 +14,7 @@
 //! the machine's bus.
 
 pub mod config;
+mod inspect;
 pub mod msix;
 pub mod root;
 
@@ -48,5 +49,18 @@ pub trait PciDevice: Send {
     /// Named values for the inspector.
     fn inspect(&self) -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    /// The function's own state for the inspector, beyond its
+    /// configuration space (which the root shows from [`Self::config`]):
+    /// the registers in its BARs and its counters. The default shows the
+    /// [`Self::inspect`] values. Called with the function locked; must
+    /// not change its state.
+    fn inspect_tree(&self) -> alcazar_core::inspect::Tree {
+        let mut t = alcazar_core::inspect::Tree::new();
+        for (name, value) in self.inspect() {
+            t.value(name, value);
+        }
+        t
     }
 }

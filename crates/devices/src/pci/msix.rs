@@ -12,6 +12,7 @@
 //! vector, 10:8 the delivery mode, 15 the trigger mode. A message with
 //! another address would be a DMA write into memory; Alcazar drops it.
 
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::{DeliveryMode, InterruptMessage, MsiSink};
 
 /// Bytes per table entry.
@@ -174,6 +175,26 @@ impl Msix {
             return;
         }
         send(&entry, sink);
+    }
+
+    /// The inspector's view: enable, function mask, and each vector's
+    /// message address, data, mask bit and pending bit (§6.8.2.6-6.8.2.9).
+    pub fn inspect(&self) -> Tree {
+        let mut t = Tree::new();
+        t.value("enabled", self.enabled)
+            .value("function_mask", self.function_mask);
+        let mut vectors = Tree::new();
+        for (i, (e, &pending)) in self.entries.iter().zip(&self.pending).enumerate() {
+            let address = u64::from(e.address_high) << 32 | u64::from(e.address_low);
+            let mut v = Tree::new();
+            v.hex("message_address", address, 16)
+                .hex("message_data", u64::from(e.data), 8)
+                .value("masked", e.control & VECTOR_MASKED != 0)
+                .value("pending", pending);
+            vectors.child(i.to_string(), v);
+        }
+        t.child("vectors", vectors);
+        t
     }
 
     fn deliver_pending(&mut self, sink: &dyn MsiSink) {

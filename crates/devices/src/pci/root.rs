@@ -31,6 +31,7 @@
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::lock;
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::BusDevice;
 
@@ -244,6 +245,67 @@ impl PciRoot {
     }
 }
 
+impl PciRoot {
+    /// The inspector's view of bus 0: `CONFIG_ADDRESS` decoded, then each
+    /// function (`bb:dd.f`) with its name, its configuration space and
+    /// its own state. Locks each function in turn; changes nothing.
+    pub fn inspect(&self) -> Tree {
+        let a = self.config_address;
+        let mut address = Tree::new();
+        address
+            .hex("value", u64::from(a), 8)
+            .value("enable", a & (1 << 31) != 0)
+            .value("bus", (a >> 16) & 0xff)
+            .value("device", (a >> 11) & 0x1f)
+            .value("function", (a >> 8) & 7)
+            .hex("register", u64::from(a & 0xfc), 2);
+        let mut functions = Tree::new();
+        for (slot, device) in self.devices() {
+            let device = lock(&device);
+            let mut f = Tree::new();
+            f.value("name", device.name());
+            for (name, node) in device.config().inspect().entries() {
+                push(&mut f, name, node);
+            }
+            let own = device.inspect_tree();
+            if !own.is_empty() {
+                f.child("device", own);
+            }
+            functions.child(format!("00:{slot:02x}.0"), f);
+        }
+        let mut t = Tree::new();
+        t.child("config_address", address)
+            .child("functions", functions);
+        t
+    }
+
+    /// The BAR windows decoding guest memory now, for the inspector.
+    fn windows_tree(&self) -> Tree {
+        let mut t = Tree::new();
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Some(s) = s.as_ref().filter(|s| !s.windows.is_empty()) else {
+                continue;
+            };
+            let mut f = Tree::new();
+            for &(bar, base, size) in &s.windows {
+                let mut w = Tree::new();
+                w.hex("base", base, 8).hex("size", size, 8);
+                f.child(format!("bar{bar}"), w);
+            }
+            t.child(format!("00:{slot:02x}.0"), f);
+        }
+        t
+    }
+}
+
+/// Appends `node` to `tree` under `name`.
+fn push(tree: &mut Tree, name: &str, node: &alcazar_core::inspect::Node) {
+    match node {
+        alcazar_core::inspect::Node::Value(v) => tree.value(name, v),
+        alcazar_core::inspect::Node::Tree(t) => tree.child(name, t.clone()),
+    };
+}
+
 /// Splits an ECAM offset into (slot, function, register), for bus 0.
 fn ecam_target(offset: u64) -> (u8, u8, usize) {
     (
@@ -289,6 +351,11 @@ impl BusDevice for PciRootPorts {
             _ => {}
         }
     }
+
+    /// The whole bus (see [`PciRoot::inspect`]).
+    fn inspect(&self) -> Tree {
+        lock(&self.0).inspect()
+    }
 }
 
 /// The ECAM window (bus 0).
@@ -331,6 +398,14 @@ impl BusDevice for PciWindow {
         if let Some((dev, bar, at)) = target {
             lock(&dev).write_bar(bar, at, data);
         }
+    }
+
+    /// Which BARs the window decodes now (the functions themselves are
+    /// under the configuration ports' device).
+    fn inspect(&self) -> Tree {
+        let mut t = Tree::new();
+        t.child("bar_windows", lock(&self.root).windows_tree());
+        t
     }
 }
 
@@ -458,5 +533,71 @@ mod tests {
         assert_eq!(intx_gsi(3, 1), 19);
         assert_eq!(intx_gsi(4, 1), 16);
         assert_eq!(intx_gsi(1, 4), 16);
+    }
+
+    /// A function with one 4 KiB memory BAR.
+    struct OneBar(PciConfig);
+
+    impl PciDevice for OneBar {
+        fn config(&self) -> &PciConfig {
+            &self.0
+        }
+        fn write_config(&mut self, offset: usize, data: &[u8]) {
+            self.0.write(offset, data);
+        }
+        fn read_bar(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write_bar(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+        fn name(&self) -> String {
+            "one-bar".into()
+        }
+        fn inspect(&self) -> Vec<(String, String)> {
+            vec![("writes".into(), "0".into())]
+        }
+    }
+
+    #[test]
+    fn inspector_lists_functions_and_the_windows_they_decode() {
+        use super::super::config::{Bar, BarKind};
+        use alcazar_core::inspect::Node;
+        let root = Arc::new(Mutex::new(PciRoot::new()));
+        let mut config = PciConfig::new(HOST_BRIDGE_IDS, 1);
+        let bar = Bar {
+            size: 0x1000,
+            kind: BarKind::Memory32,
+        };
+        config.add_bar(0, bar, 0xc000_1000).unwrap();
+        let slot = lock(&root).free_slot().unwrap();
+        lock(&root)
+            .add(slot, Arc::new(Mutex::new(OneBar(config))))
+            .unwrap();
+        let mut ports = PciRootPorts(root.clone());
+        let window = PciWindow {
+            root: root.clone(),
+            base: 0xc000_0000,
+        };
+        let shown = |t: &Tree, path: &str| match t.get(path) {
+            Some(Node::Value(v)) => v,
+            other => panic!("{path}: {other:?}"),
+        };
+        assert!(window.inspect().get("bar_windows/00:01.0").is_none());
+        ports.write(0, &cf8(0, 1, reg::COMMAND as u8).to_le_bytes());
+        ports.write(4, &2u16.to_le_bytes()); // memory space on
+        let t = ports.inspect();
+        assert_eq!(shown(&t, "config_address/device"), "1");
+        assert_eq!(shown(&t, "config_address/register"), "0x04");
+        assert_eq!(shown(&t, "functions/00:00.0/name"), "host-bridge");
+        assert_eq!(shown(&t, "functions/00:00.0/class_code"), "0x060000");
+        assert_eq!(shown(&t, "functions/00:01.0/name"), "one-bar");
+        assert_eq!(shown(&t, "functions/00:01.0/command/memory_space"), "true");
+        assert_eq!(
+            shown(&t, "functions/00:01.0/bars/bar0/address"),
+            "0xc0001000"
+        );
+        assert_eq!(shown(&t, "functions/00:01.0/device/writes"), "0");
+        let w = window.inspect();
+        assert_eq!(shown(&w, "bar_windows/00:01.0/bar0/base"), "0xc0001000");
+        assert_eq!(shown(&w, "bar_windows/00:01.0/bar0/size"), "0x00001000");
     }
 }

@@ -27,6 +27,7 @@
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::lock;
+use alcazar_core::inspect::Tree;
 use alcazar_core::irq::{IrqLine, MsiSink};
 use alcazar_core::DmaMemory;
 use virtio_queue::{Queue, QueueT};
@@ -35,6 +36,8 @@ use super::{Activation, DeviceType, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERS
 use crate::pci::config::{reg, Bar, BarKind, PciConfig, PciIds, COMMAND_INTX_DISABLE};
 use crate::pci::msix::{self, Msix};
 use crate::pci::PciDevice;
+
+mod inspect;
 
 /// Size of BAR 0.
 pub const BAR_SIZE: u64 = 0x8000;
@@ -701,6 +704,12 @@ impl PciDevice for VirtioPci {
         ];
         v.extend(self.device.inspect());
         v
+    }
+
+    /// The common configuration, ISR, MSI-X table, queues (with the ring
+    /// indices read from guest memory) and the device's counters.
+    fn inspect_tree(&self) -> Tree {
+        inspect::tree(self)
     }
 }
 

@@ -11,7 +11,7 @@ use super::*;
 use crate::virtio::rng::{self, VirtioRng};
 
 #[derive(Default)]
-struct Line(AtomicBool);
+pub(super) struct Line(pub(super) AtomicBool);
 impl IrqLine for Line {
     fn set_level(&self, high: bool) {
         self.0.store(high, Ordering::SeqCst);
@@ -26,14 +26,14 @@ impl MsiSink for Sink {
     }
 }
 
-struct Rig {
-    dev: VirtioPci,
-    line: Arc<Line>,
+pub(super) struct Rig {
+    pub(super) dev: VirtioPci,
+    pub(super) line: Arc<Line>,
     sink: Arc<Sink>,
     mem: GuestMemory,
 }
 
-fn rig() -> Rig {
+pub(super) fn rig() -> Rig {
     let mem = GuestMemory::new(MemoryMap::pc(1 << 20).unwrap()).unwrap();
     let line = Arc::new(Line::default());
     let sink = Arc::new(Sink::default());
@@ -55,16 +55,16 @@ fn rig() -> Rig {
 }
 
 impl Rig {
-    fn w8(&mut self, off: u64, v: u8) {
+    pub(super) fn w8(&mut self, off: u64, v: u8) {
         self.dev.write_bar(0, off, &[v]);
     }
-    fn w16(&mut self, off: u64, v: u16) {
+    pub(super) fn w16(&mut self, off: u64, v: u16) {
         self.dev.write_bar(0, off, &v.to_le_bytes());
     }
-    fn w32(&mut self, off: u64, v: u32) {
+    pub(super) fn w32(&mut self, off: u64, v: u32) {
         self.dev.write_bar(0, off, &v.to_le_bytes());
     }
-    fn r8(&mut self, off: u64) -> u8 {
+    pub(super) fn r8(&mut self, off: u64) -> u8 {
         let mut b = [0u8; 1];
         self.dev.read_bar(0, off, &mut b);
         b[0]
@@ -81,7 +81,7 @@ impl Rig {
     }
 
     /// ACKNOWLEDGE | DRIVER, VERSION_1 accepted, FEATURES_OK.
-    fn negotiate(&mut self) -> u8 {
+    pub(super) fn negotiate(&mut self) -> u8 {
         self.w8(0x14, status::ACKNOWLEDGE | status::DRIVER);
         self.w32(0x08, 1);
         self.w32(0x0c, 1);
@@ -93,7 +93,7 @@ impl Rig {
     }
 
     /// Queue 0 at 0x1000 (desc), 0x2000 (avail), 0x3000 (used), size 8.
-    fn setup_queue(&mut self) {
+    pub(super) fn setup_queue(&mut self) {
         self.w16(0x16, 0);
         self.w16(0x18, 8);
         for (reg, addr) in [(0x20, 0x1000u32), (0x28, 0x2000), (0x30, 0x3000)] {
@@ -104,7 +104,7 @@ impl Rig {
     }
 
     /// One 16-byte writable buffer at 0x4000 offered on queue 0.
-    fn offer_buffer(&mut self) {
+    pub(super) fn offer_buffer(&mut self) {
         let m = &self.mem;
         m.write(0x1000, &0x4000u64.to_le_bytes()).unwrap();
         m.write(0x1008, &16u32.to_le_bytes()).unwrap();
@@ -265,4 +265,5 @@ fn odd_widths_and_offsets_never_panic() {
         r.dev.write_config(off, &[0xff; 4]);
         r.dev.read_config(off, &mut b);
     }
+    let _ = r.dev.inspect_tree();
 }
