@@ -5,6 +5,8 @@
 //! cpu0/     regs, segments, tables, control, and what the engine adds
 //! cpu1/ ...
 //! devices/  one subtree per device on the bus: its ranges and registers
+//!           (virtio devices under pci-config/functions/00:0N.0/device)
+//! memory/   the memory map
 //! ```
 //!
 //! vCPU state belongs to the vCPU threads and is published when they park
@@ -12,8 +14,9 @@
 //! it for the moment of the read and resumes it; the guest clock is
 //! frozen meanwhile, so the guest cannot tell.
 
-use alcazar_core::{Machine, Tree};
+use alcazar_core::Tree;
 
+use crate::inspect;
 use crate::lifecycle::{LifecycleError, VmState};
 use crate::vm::VmHandle;
 
@@ -40,7 +43,8 @@ fn collect(vm: &VmHandle) -> Tree {
         }
         root.child(format!("cpu{id}"), cpu);
     }
-    root.child("devices", devices_tree(vm.machine()));
+    root.child("devices", inspect::devices_tree(vm.machine()));
+    root.child("memory", inspect::memory_tree(vm.machine()));
     root
 }
 
@@ -63,46 +67,4 @@ fn vm_info(vm: &VmHandle) -> Tree {
         t.value("stop_reason", reason);
     }
     t
-}
-
-/// Every device on the bus: its ranges with their access counts, and its
-/// registers.
-pub fn devices_tree(machine: &Machine) -> Tree {
-    let ranges = machine.bus.ranges();
-    let mut root = Tree::new();
-    for (name, device) in machine.bus.devices() {
-        let mut t = Tree::new();
-        let mut rt = Tree::new();
-        for (i, r) in ranges.iter().filter(|r| r.name == name).enumerate() {
-            let mut one = Tree::new();
-            one.value("space", r.space)
-                .hex(
-                    "base",
-                    r.base,
-                    if r.space == alcazar_core::IoSpace::Port {
-                        4
-                    } else {
-                        8
-                    },
-                )
-                .value("len", r.len)
-                .value("reads", r.reads)
-                .value("writes", r.writes);
-            rt.child(i.to_string(), one);
-        }
-        t.child("ranges", rt);
-        let regs = alcazar_core::bus::lock(&device).inspect();
-        for (n, node) in regs.entries() {
-            match node {
-                alcazar_core::Node::Value(v) => {
-                    t.value(n.clone(), v);
-                }
-                alcazar_core::Node::Tree(sub) => {
-                    t.child(n.clone(), sub.clone());
-                }
-            }
-        }
-        root.child(name, t);
-    }
-    root
 }
