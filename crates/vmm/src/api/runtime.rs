@@ -90,12 +90,14 @@ pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.sock"))
 }
 
-/// Whether a server answers on `path` (a stale socket is removed).
+/// Whether a server answers on `path`. A socket that refuses the
+/// connection is left over from a VMM that was killed, and is removed;
+/// other failures (a full backlog) leave it alone.
 pub fn is_live(path: &Path) -> bool {
     match UnixStream::connect(path) {
         Ok(_) => true,
-        Err(_) => {
-            if path.exists() {
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 let _ = std::fs::remove_file(path);
             }
             false
