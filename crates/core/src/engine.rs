@@ -204,6 +204,15 @@ pub trait Vcpu: Send {
     fn inspect(&self) -> crate::inspect::Tree {
         crate::regs::inspect_registers(self.regs(), self.sregs())
     }
+    /// The VM is pausing and this vCPU has left `run`: stop whatever clock
+    /// the engine keeps outside the VM's guest clock (kvm: the hardware
+    /// TSC, saved here). The default does nothing (emu's TSC reads the
+    /// guest clock, which the VMM freezes).
+    fn freeze_clock(&mut self) {}
+    /// The VM resumes: let that clock go on from where
+    /// [`Vcpu::freeze_clock`] stopped it (kvm: the saved TSC is written
+    /// back, so the guest sees no time pass).
+    fn thaw_clock(&mut self) {}
     /// Runs guest code until an event in [`VcpuExit`]. Device and hook
     /// accesses are handled inside.
     fn run(&mut self) -> Result<VcpuExit, EngineError>;

@@ -317,6 +317,7 @@ impl Lifecycle {
     /// register writes) until the VM resumes or stops.
     pub fn park(&self, vcpu: &mut dyn Vcpu) {
         let id = vcpu.id();
+        vcpu.freeze_clock();
         let snapshot = vcpu.inspect();
         let mut st = self.lock();
         if let Some(slot) = st.snapshots.get_mut(id as usize) {
@@ -341,6 +342,8 @@ impl Lifecycle {
             st = self.wait(st, Duration::from_secs(1));
         }
         st.parked -= 1;
+        drop(st);
+        vcpu.thaw_clock();
     }
 
     /// Called by a vCPU thread that will never run or park again (its
