@@ -91,7 +91,7 @@ pub fn route(api: &ApiVm, req: &Request) -> Routed {
             write_register(&vm, p.trim_start_matches("/v1/vm/inspect/"), &req.body)
         }
         (method, p)
-            if ENDPOINTS.iter().any(|(_, e)| *e == p) || p.starts_with("/v1/vm/inspect") =>
+            if ENDPOINTS.iter().any(|(_, e)| *e == p) || p.starts_with("/v1/vm/inspect/") =>
         {
             Response::error(405, format!("{method} is not allowed on {p}"))
         }
