@@ -249,7 +249,36 @@ impl Api {
         let response = client::request(&self.socket, method, target, body.as_ref())
             .unwrap_or_else(|e| panic!("{method} {target}: {e}"));
         let status = response.status;
+        if let Some(body) = &body {
+            self.check_request_body(method, target, body, status);
+        }
         (status, self.checked(method, target, &response))
+    }
+
+    /// The document's request schema and the server agree: a body the
+    /// schema refuses is refused (400, or 413 when too large), and a body
+    /// the server takes (2xx) is one the schema allows.
+    fn check_request_body(&self, method: &str, target: &str, body: &Value, status: u16) {
+        let path = target.split('?').next().unwrap_or_default();
+        let Some(template) = self.doc.template_for(path) else {
+            return;
+        };
+        let op = &self.doc.root["paths"][&template][method.to_ascii_lowercase()];
+        let Some(request) = op.get("requestBody") else {
+            return;
+        };
+        let schema = &self.doc.deref(request)["content"]["application/json"]["schema"];
+        let mut errors = Vec::new();
+        self.doc.validate(schema, body, "", &mut errors);
+        if !errors.is_empty() {
+            assert!(
+                status == 400 || status == 413,
+                "{method} {target}: the server took {body} ({status}), which the document refuses: {errors:?}"
+            );
+        }
+        if (200..300).contains(&status) {
+            assert!(errors.is_empty(), "{method} {target}: {errors:?}");
+        }
     }
 
     /// Sends raw bytes and checks the answer like [`Api::call`].
