@@ -47,13 +47,24 @@ pub fn request(
     let mut stream = connect(socket)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {target} HTTP/1.1\r\nHost: alcazar\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    // One buffer, one write: the server sees the whole request at once.
+    let mut message = format!(
+        "{method} {target} HTTP/1.1\r\nHost: alcazar\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )?;
-    stream.flush()?;
-    Ok(read_response(&mut BufReader::new(stream))?)
+    )
+    .into_bytes();
+    message.extend_from_slice(body.as_bytes());
+    let sent = stream.write_all(&message).and_then(|()| stream.flush());
+    // A server may answer before it has read the whole request (413 for
+    // a body over its limit) and close: the write then fails, but the
+    // answer is waiting to be read.
+    match read_response(&mut BufReader::new(stream)) {
+        Ok(response) => Ok(response),
+        Err(e) => match sent {
+            Err(io) => Err(io.into()),
+            Ok(()) => Err(e.into()),
+        },
+    }
 }
 
 /// An open console stream.

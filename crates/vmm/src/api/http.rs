@@ -188,6 +188,9 @@ pub struct Response {
     pub content_type: &'static str,
     /// Body.
     pub body: Vec<u8>,
+    /// `Allow`: the methods the path has, which RFC 9110 section 15.5.6
+    /// asks of every 405.
+    pub allow: Option<String>,
 }
 
 impl Response {
@@ -199,6 +202,7 @@ impl Response {
             status,
             content_type: "application/json",
             body,
+            allow: None,
         }
     }
 
@@ -213,6 +217,7 @@ impl Response {
             status,
             content_type,
             body: body.into_bytes(),
+            allow: None,
         }
     }
 
@@ -222,20 +227,40 @@ impl Response {
             status: 204,
             content_type: "application/json",
             body: Vec::new(),
+            allow: None,
+        }
+    }
+
+    /// 405, with the `Allow` header listing the methods `allow` the path
+    /// has (`"GET, PUT"`).
+    pub fn method_not_allowed(allow: String, message: impl Into<String>) -> Self {
+        Response {
+            allow: Some(allow),
+            ..Self::error(405, message)
         }
     }
 
     /// Writes the response, closing the exchange (`Connection: close`).
+    /// A 204 has neither body nor `Content-Length` (RFC 9110 section
+    /// 8.6).
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
-        write!(
-            out,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len()
-        )?;
-        out.write_all(&self.body)?;
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        if self.status != 204 {
+            head.push_str(&format!(
+                "Content-Type: {}\r\nContent-Length: {}\r\n",
+                self.content_type,
+                self.body.len()
+            ));
+        }
+        if let Some(allow) = &self.allow {
+            head.push_str(&format!("Allow: {allow}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let mut message = head.into_bytes();
+        if self.status != 204 {
+            message.extend_from_slice(&self.body);
+        }
+        out.write_all(&message)?;
         out.flush()
     }
 }
@@ -270,7 +295,7 @@ pub struct ClientResponse {
 }
 
 /// Reads a response head, and the body unless the status is 101 (the
-/// stream then carries the upgraded protocol).
+/// stream then carries the upgraded protocol) or 204 (which has none).
 pub fn read_response<R: Read>(reader: &mut BufReader<R>) -> Result<ClientResponse, HttpError> {
     let mut head = Vec::new();
     loop {
@@ -302,7 +327,7 @@ pub fn read_response<R: Read>(reader: &mut BufReader<R>) -> Result<ClientRespons
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = Vec::new();
-    if status != 101 {
+    if status != 101 && status != 204 {
         match headers.iter().find(|(n, _)| n == "content-length") {
             Some((_, len)) => {
                 let len: usize = len
@@ -380,5 +405,24 @@ mod tests {
         assert_eq!(r.status, 409);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error"], "the VM is running");
+    }
+
+    #[test]
+    fn no_content_has_no_length_and_a_405_says_what_is_allowed() {
+        let mut wire = Vec::new();
+        Response::no_content().write_to(&mut wire).unwrap();
+        let text = String::from_utf8(wire.clone())
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(!text.contains("content-length"), "{text}");
+        let r = read_response(&mut BufReader::new(wire.as_slice())).unwrap();
+        assert_eq!((r.status, r.body.len()), (204, 0));
+        let mut wire = Vec::new();
+        Response::method_not_allowed("GET, PUT".into(), "no")
+            .write_to(&mut wire)
+            .unwrap();
+        let r = read_response(&mut BufReader::new(wire.as_slice())).unwrap();
+        assert_eq!(r.status, 405);
+        assert!(r.headers.contains(&("allow".into(), "GET, PUT".into())));
     }
 }

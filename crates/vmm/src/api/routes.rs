@@ -91,9 +91,12 @@ pub fn route(api: &ApiVm, req: &Request) -> Routed {
             write_register(&vm, p.trim_start_matches("/v1/vm/inspect/"), &req.body)
         }
         (method, p)
-            if ENDPOINTS.iter().any(|(_, e)| *e == p) || p.starts_with("/v1/vm/inspect") =>
+            if ENDPOINTS.iter().any(|(_, e)| *e == p) || p.starts_with("/v1/vm/inspect/") =>
         {
-            Response::error(405, format!("{method} is not allowed on {p}"))
+            Response::method_not_allowed(
+                allowed_methods(p),
+                format!("{method} is not allowed on {p}"),
+            )
         }
         (_, p) => Response::error(
             404,
@@ -101,6 +104,21 @@ pub fn route(api: &ApiVm, req: &Request) -> Routed {
         ),
     };
     Routed::Reply(reply)
+}
+
+/// The methods `path` has, for the `Allow` header of a 405.
+fn allowed_methods(path: &str) -> String {
+    let template = if path.starts_with("/v1/vm/inspect/") {
+        "/v1/vm/inspect/{path}"
+    } else {
+        path
+    };
+    let methods: Vec<&str> = ENDPOINTS
+        .iter()
+        .filter(|(_, p)| *p == template)
+        .map(|(m, _)| *m)
+        .collect();
+    methods.join(", ")
 }
 
 fn telemetry(vm: &VmHandle, format: Option<&str>) -> Response {
@@ -279,8 +297,8 @@ fn write_register(vm: &VmHandle, path: &str, body: &[u8]) -> Response {
         _ => None,
     };
     let Some((cpu, reg)) = target else {
-        return Response::error(
-            405,
+        return Response::method_not_allowed(
+            "GET".into(),
             format!(
                 "{path} is read-only; writable: cpuN/regs/{{rax..r15,rip,rflags}} while paused"
             ),
