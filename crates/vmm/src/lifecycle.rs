@@ -102,6 +102,16 @@ struct State {
     snapshots: Vec<Option<Tree>>,
     writes: Vec<RegisterWrite>,
     started: Option<Instant>,
+    /// Readers holding the vCPUs parked for a moment ([`Lifecycle::hold`]).
+    holds: u32,
+}
+
+impl State {
+    /// Whether the vCPUs must stay parked: the user paused the VM, or a
+    /// reader holds it.
+    fn wants_parked(&self) -> bool {
+        self.state == VmState::Paused || self.holds > 0
+    }
 }
 
 /// The state machine of one VM, shared by its vCPU threads and whoever
@@ -144,6 +154,7 @@ impl Lifecycle {
                 snapshots: vec![None; vcpus as usize],
                 writes: Vec::new(),
                 started: None,
+                holds: 0,
             }),
             changed: Condvar::new(),
         }
@@ -160,13 +171,11 @@ impl Lifecycle {
             .0
     }
 
-    /// The current state.
+    /// The current state (a VM whose vCPUs a reader holds parked is
+    /// still `Running`).
     pub fn state(&self) -> VmState {
         let st = self.lock();
-        if st.state != VmState::Stopped && self.control.should_stop() {
-            return VmState::Stopped;
-        }
-        st.state
+        self.effective(&st)
     }
 
     /// How long the VM has existed since it started (wall time, pauses
@@ -202,27 +211,20 @@ impl Lifecycle {
                 action: "pause",
             });
         }
-        self.control.request_pause();
-        let deadline = Instant::now() + PAUSE_TIMEOUT;
-        while st.parked < st.live && !self.control.should_stop() {
-            let now = Instant::now();
-            if now >= deadline {
-                self.control.clear_pause();
-                self.changed.notify_all();
-                return Err(LifecycleError::PauseTimedOut(PAUSE_TIMEOUT));
-            }
-            st = self.wait(st, deadline - now);
-        }
-        if self.control.should_stop() {
-            return Err(LifecycleError::WrongState {
-                state: VmState::Stopped,
-                action: "pause",
-            });
-        }
-        self.clock.freeze();
         st.state = VmState::Paused;
-        tracing::info!("VM paused");
-        Ok(())
+        match self.settle(st) {
+            Ok(_) => {
+                tracing::info!("VM paused");
+                Ok(())
+            }
+            Err((mut st, e)) => {
+                if st.state == VmState::Paused {
+                    st.state = VmState::Running;
+                }
+                drop(self.settle(st));
+                Err(e)
+            }
+        }
     }
 
     /// Resumes a paused VM: the guest clock goes on from where it stopped
@@ -236,13 +238,79 @@ impl Lifecycle {
                 action: "resume",
             });
         }
-        self.clock.thaw();
-        self.timers.poke();
-        self.control.clear_pause();
         st.state = VmState::Running;
-        self.changed.notify_all();
+        drop(self.settle(st));
         tracing::info!("VM resumed");
         Ok(())
+    }
+
+    /// Parks the vCPUs for a reader (the inspector) without pausing the
+    /// VM in the user's eyes: its state stays what it was, and the vCPUs
+    /// run again when the last [`Hold`] is dropped (unless the user paused
+    /// the VM meanwhile). Several readers may hold at once.
+    pub fn hold(&self) -> Result<Hold<'_>, LifecycleError> {
+        let mut st = self.lock();
+        let state = self.effective(&st);
+        if state == VmState::Created {
+            return Err(LifecycleError::WrongState {
+                state,
+                action: "inspect the vCPUs of",
+            });
+        }
+        if state == VmState::Stopped {
+            // Nothing runs: the last snapshots are as current as it gets.
+            return Ok(Hold(None));
+        }
+        st.holds += 1;
+        match self.settle(st) {
+            Ok(_) => Ok(Hold(Some(self))),
+            Err((mut st, e)) => {
+                st.holds -= 1;
+                drop(self.settle(st));
+                Err(e)
+            }
+        }
+    }
+
+    /// Brings the vCPUs to what the state asks for: parked with the clock
+    /// frozen, or running. Waits for the vCPUs to park (all callers that
+    /// want them parked wait for the same thing).
+    #[allow(clippy::type_complexity)]
+    fn settle<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, (MutexGuard<'a, State>, LifecycleError)> {
+        if !st.wants_parked() {
+            if self.control.pause_requested() {
+                self.clock.thaw();
+                self.timers.poke();
+                self.control.clear_pause();
+                self.changed.notify_all();
+            }
+            return Ok(st);
+        }
+        if !self.control.pause_requested() {
+            self.control.request_pause();
+        }
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while st.parked < st.live && !self.control.should_stop() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err((st, LifecycleError::PauseTimedOut(PAUSE_TIMEOUT)));
+            }
+            st = self.wait(st, deadline - now);
+        }
+        if self.control.should_stop() {
+            return Err((
+                st,
+                LifecycleError::WrongState {
+                    state: VmState::Stopped,
+                    action: "pause",
+                },
+            ));
+        }
+        self.clock.freeze();
+        Ok(st)
     }
 
     fn effective(&self, st: &State) -> VmState {
@@ -353,6 +421,27 @@ impl Lifecycle {
         let mut st = self.lock();
         st.live = st.live.saturating_sub(1);
         self.changed.notify_all();
+    }
+}
+
+/// vCPUs held parked for a reader; dropping it lets them run again
+/// (see [`Lifecycle::hold`]).
+#[must_use = "the vCPUs run again when the hold is dropped"]
+pub struct Hold<'a>(Option<&'a Lifecycle>);
+
+impl std::fmt::Debug for Hold<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Some(lifecycle) = self.0 {
+            let mut st = lifecycle.lock();
+            st.holds = st.holds.saturating_sub(1);
+            drop(lifecycle.settle(st));
+        }
     }
 }
 

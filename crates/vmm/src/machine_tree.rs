@@ -17,20 +17,15 @@
 use alcazar_core::Tree;
 
 use crate::inspect;
-use crate::lifecycle::{LifecycleError, VmState};
+use crate::lifecycle::LifecycleError;
 use crate::vm::VmHandle;
 
-/// The machine's tree. A running VM is paused for the read and resumed.
+/// The machine's tree. The vCPUs of a running VM are held parked for
+/// the read ([`crate::lifecycle::Lifecycle::hold`]); the VM stays
+/// `running` in its state.
 pub fn vm_tree(vm: &VmHandle) -> Result<Tree, LifecycleError> {
-    let paused_here = vm.state() == VmState::Running;
-    if paused_here {
-        vm.pause()?;
-    }
-    let tree = collect(vm);
-    if paused_here {
-        vm.resume()?;
-    }
-    Ok(tree)
+    let _hold = vm.lifecycle().hold()?;
+    Ok(collect(vm))
 }
 
 fn collect(vm: &VmHandle) -> Tree {

@@ -165,3 +165,36 @@ fn a_paused_vm_stops_when_asked() {
     handle.stop(StopReason::UserQuit);
     assert_eq!(running.wait(), StopReason::UserQuit);
 }
+
+#[test]
+fn readers_hold_the_vcpus_without_pausing_the_vm() {
+    let vm = Vm::create(&ticker_config(EngineChoice::Emu)).expect("VM created");
+    let handle = vm.handle();
+    let running = vm.start().expect("VM started");
+    wait_for_count(&handle, 10);
+    let lifecycle = handle.lifecycle();
+    let first = lifecycle.hold().expect("hold");
+    let second = lifecycle.hold().expect("a second reader holds too");
+    assert_eq!(handle.state(), VmState::Running, "a hold is not a pause");
+    let count = counter(&handle);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(counter(&handle), count, "the vCPU ran while held");
+    // The user pauses while readers hold: the VM stays paused after them.
+    handle.pause().expect("pause during a hold");
+    drop(first);
+    drop(second);
+    assert_eq!(handle.state(), VmState::Paused);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(counter(&handle), count, "the vCPU ran while paused");
+    handle.resume().expect("resume");
+    wait_for_count(&handle, count + 10);
+    // A hold released with nobody paused lets the vCPU run again; the
+    // inspector reads a running VM through a hold and says so.
+    drop(lifecycle.hold().expect("hold"));
+    let tree = alcazar_vmm::machine_tree::vm_tree(&handle).expect("tree");
+    assert_eq!(tree.get("vm/state"), Some(Node::Value("running".into())));
+    assert!(tree.get("cpu0/regs/rip").is_some());
+    wait_for_count(&handle, counter(&handle) + 10);
+    handle.stop(StopReason::UserQuit);
+    assert_eq!(running.wait(), StopReason::UserQuit);
+}
