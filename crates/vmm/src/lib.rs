@@ -34,6 +34,7 @@ pub mod kit;
 pub mod pci;
 pub mod platform;
 pub mod registry;
+pub mod telemetry;
 pub mod vm;
 
 pub use alcazar_devices::virtio::console::ConsoleInput;
