@@ -1,13 +1,29 @@
-//! Per-vCPU exit counters, the seed of Alcazar's telemetry.
+//! Per-vCPU exit counters and times: the per-vCPU half of Alcazar's
+//! telemetry (the bus keeps the per-port and per-device half).
+//!
+//! Each engine counts the events it sees by [`ExitKind`] and, where it can
+//! measure it, the host time they took: the kvm engine the time from
+//! `KVM_RUN` returning to the next entry and the time spent inside
+//! `KVM_RUN`; the emu engine the time a halted vCPU sleeps. The emu engine
+//! also counts retired instructions, the events it delivers through the
+//! IDT by vector (SDM Vol. 3A §6.12 "Exception and interrupt handling"),
+//! and its TLB flushes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::ExitKind;
 
-/// Exit counts of one vCPU, updated lock-free by its thread.
+/// The #PF vector (SDM Vol. 3A Table 6-1).
+const PAGE_FAULT_VECTOR: usize = 14;
+
+/// Exit counts and times of one vCPU, updated lock-free by its thread.
 #[derive(Debug)]
 pub struct VcpuStats {
     counts: [AtomicU64; ExitKind::ALL.len()],
+    /// Host nanoseconds spent on each kind.
+    times: [AtomicU64; ExitKind::ALL.len()],
+    /// Host nanoseconds spent running the guest (inside `KVM_RUN`).
+    guest_ns: AtomicU64,
     instructions: AtomicU64,
     /// Events delivered through the IDT/IVT, by vector (engines that
     /// deliver them themselves: emu).
@@ -19,6 +35,8 @@ impl Default for VcpuStats {
     fn default() -> Self {
         VcpuStats {
             counts: Default::default(),
+            times: Default::default(),
+            guest_ns: AtomicU64::new(0),
             instructions: AtomicU64::new(0),
             vectors: (0..256).map(|_| AtomicU64::new(0)).collect(),
             tlb_flushes: AtomicU64::new(0),
@@ -35,6 +53,30 @@ impl VcpuStats {
     /// The count of `kind` so far.
     pub fn get(&self, kind: ExitKind) -> u64 {
         self.counts[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Adds `ns` host nanoseconds spent on an exit (or event) of `kind`.
+    pub fn add_time(&self, kind: ExitKind, ns: u64) {
+        self.times[kind as usize].fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Host nanoseconds spent on exits of `kind` so far (0 where the
+    /// engine does not measure it).
+    pub fn time_ns(&self, kind: ExitKind) -> u64 {
+        self.times[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Adds `ns` host nanoseconds spent in the guest (the kvm engine: the
+    /// time inside `KVM_RUN`, which includes KVM's in-kernel exits and, with
+    /// its local APIC, a halted vCPU's sleep).
+    pub fn add_guest_time(&self, ns: u64) {
+        self.guest_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Host nanoseconds spent in the guest so far (0 for engines that do
+    /// not measure it).
+    pub fn guest_time_ns(&self) -> u64 {
+        self.guest_ns.load(Ordering::Relaxed)
     }
 
     /// Adds `n` retired guest instructions (engines that can count them:
@@ -63,6 +105,12 @@ impl VcpuStats {
             .map(|(v, c)| (v as u8, c.load(Ordering::Relaxed)))
             .filter(|&(_, n)| n > 0)
             .collect()
+    }
+
+    /// Page faults (#PF, vector 14, SDM Vol. 3A §6.15 "Interrupt 14") the
+    /// engine delivered to the guest: emu only, 0 elsewhere.
+    pub fn page_faults(&self) -> u64 {
+        self.vectors[PAGE_FAULT_VECTOR].load(Ordering::Relaxed)
     }
 
     /// Records the engine's count of TLB flushes so far (emu).
@@ -108,5 +156,23 @@ mod tests {
         s.count_vector(14);
         s.count_vector(0xef);
         assert_eq!(s.vectors(), vec![(14, 2), (0xef, 1)]);
+        assert_eq!(s.page_faults(), 2);
+    }
+
+    #[test]
+    fn times_accumulate_per_kind_apart_from_counts() {
+        let s = VcpuStats::default();
+        s.add_time(ExitKind::Hlt, 1_500);
+        s.add_time(ExitKind::Hlt, 500);
+        s.add_time(ExitKind::Mmio, 7);
+        s.add_guest_time(40);
+        s.add_guest_time(2);
+        assert_eq!(s.time_ns(ExitKind::Hlt), 2_000);
+        assert_eq!(s.time_ns(ExitKind::Mmio), 7);
+        assert_eq!(s.time_ns(ExitKind::PortIo), 0);
+        assert_eq!(s.guest_time_ns(), 42);
+        // Time is not a count.
+        assert_eq!(s.get(ExitKind::Hlt), 0);
+        assert!(s.snapshot().is_empty());
     }
 }

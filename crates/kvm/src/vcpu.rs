@@ -13,7 +13,9 @@
 //! | `KVM_EXIT_SHUTDOWN` | triple fault: [`VcpuExit::Shutdown`] |
 //! | `EINTR` | a kick: check whether the VM is stopping |
 //!
-//! Every exit is counted in the machine's per-vCPU statistics.
+//! Every exit is counted in the machine's per-vCPU statistics, with the
+//! host time from `KVM_RUN` returning to the end of its handling; the time
+//! inside `KVM_RUN` is the vCPU's guest time.
 //!
 //! With a split irqchip ([`crate::irqchip`]) the local APIC is KVM's: HLT
 //! sleeps inside `KVM_RUN` until an interrupt (or a kick), so it never
@@ -22,10 +24,12 @@
 //! if one is pending.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use alcazar_core::engine::{EngineError, ExitKind, Vcpu, VcpuExit};
 use alcazar_core::hooks::{HypercallArgs, HYPERCALL_PORT};
 use alcazar_core::regs::{Regs, SpecialRegs};
+use alcazar_core::stats::VcpuStats;
 use alcazar_core::{IoSpace, Machine};
 use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
@@ -124,7 +128,10 @@ impl KvmVcpu {
             .map_err(|e| EngineError::host("KVM_SET_REGS", e.errno()))
     }
 
-    /// One pass of the loop: enter the guest, handle the exit.
+    /// One pass of the loop: enter the guest, handle the exit. The time
+    /// inside `KVM_RUN` is guest time; the time from its return to the end
+    /// of the exit's handling (the loop enters again right after) is
+    /// charged to the exit's kind.
     fn step(&mut self, run: *const kvm_run) -> Result<Next, EngineError> {
         let machine = self.machine.clone();
         let stats = machine.vcpu_stats(self.id);
@@ -132,11 +139,14 @@ impl KvmVcpu {
         if let (Some(chip), 0) = (&self.irq, self.id) {
             chip.before_entry(&mut self.fd)?;
         }
-        match self.fd.run() {
+        let entered = Instant::now();
+        let result = self.fd.run();
+        let mut timer = ExitTimer::new(stats, entered);
+        match result {
             Ok(KvmExit::IoOut(port, data)) => {
-                stats.count(ExitKind::PortIo);
+                timer.count(ExitKind::PortIo);
                 if port == HYPERCALL_PORT {
-                    stats.count(ExitKind::Hypercall);
+                    timer.count(ExitKind::Hypercall);
                     self.hypercall()?;
                 } else {
                     let size = io_size(run, data.len());
@@ -146,29 +156,29 @@ impl KvmVcpu {
                 }
             }
             Ok(KvmExit::IoIn(port, data)) => {
-                stats.count(ExitKind::PortIo);
+                timer.count(ExitKind::PortIo);
                 let size = io_size(run, data.len());
                 for chunk in data.chunks_mut(size) {
                     bus.read(IoSpace::Port, u64::from(port), chunk);
                 }
             }
             Ok(KvmExit::MmioRead(addr, data)) => {
-                stats.count(ExitKind::Mmio);
+                timer.count(ExitKind::Mmio);
                 bus.read(IoSpace::Mmio, addr, data);
             }
             Ok(KvmExit::MmioWrite(addr, data)) => {
-                stats.count(ExitKind::Mmio);
+                timer.count(ExitKind::Mmio);
                 bus.write(IoSpace::Mmio, addr, data);
             }
             Ok(KvmExit::X86Rdmsr(exit)) => {
-                stats.count(ExitKind::Msr);
+                timer.count(ExitKind::Msr);
                 match hooks.msr_read(self.id, exit.index) {
                     Some(Ok(v)) => *exit.data = v,
                     _ => *exit.error = 1,
                 }
             }
             Ok(KvmExit::X86Wrmsr(exit)) => {
-                stats.count(ExitKind::Msr);
+                timer.count(ExitKind::Msr);
                 if !matches!(
                     hooks.msr_write(self.id, exit.index, exit.data),
                     Some(Ok(()))
@@ -176,19 +186,19 @@ impl KvmVcpu {
                     *exit.error = 1;
                 }
             }
-            Ok(KvmExit::IrqWindowOpen) => stats.count(ExitKind::Other),
+            Ok(KvmExit::IrqWindowOpen) => timer.count(ExitKind::Other),
             Ok(KvmExit::IoapicEoi(vector)) => {
-                stats.count(ExitKind::Other);
+                timer.count(ExitKind::Other);
                 if let Some(chip) = &self.irq {
                     chip.ioapic_eoi(vector);
                 }
             }
             Ok(KvmExit::Hlt) => {
-                stats.count(ExitKind::Hlt);
+                timer.count(ExitKind::Hlt);
                 return Ok(Next::Return(VcpuExit::Halted));
             }
             Ok(KvmExit::Shutdown) => {
-                stats.count(ExitKind::Shutdown);
+                timer.count(ExitKind::Shutdown);
                 return Ok(Next::Return(VcpuExit::Shutdown));
             }
             Ok(KvmExit::FailEntry(reason, cpu)) => {
@@ -200,7 +210,7 @@ impl KvmVcpu {
                 return Err(self.guest_error("KVM internal error (emulation failure)".into()));
             }
             Ok(other) => {
-                stats.count(ExitKind::Other);
+                timer.count(ExitKind::Other);
                 let what = format!("unexpected KVM exit {other:?}");
                 return Err(EngineError::Guest {
                     vcpu: self.id,
@@ -208,13 +218,54 @@ impl KvmVcpu {
                 });
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                stats.count(ExitKind::Interrupted);
+                timer.count(ExitKind::Interrupted);
                 self.fd.set_kvm_immediate_exit(0);
             }
             Err(e) => return Err(EngineError::host("KVM_RUN", e.errno())),
         }
         Ok(Next::Continue)
     }
+}
+
+/// Counts one exit and, when dropped (however the handling ends), charges
+/// the time since `KVM_RUN` returned to the last kind counted: a hypercall,
+/// counted as port I/O and then as a hypercall, is timed as a hypercall.
+struct ExitTimer<'a> {
+    stats: &'a VcpuStats,
+    exited: Instant,
+    kind: Option<ExitKind>,
+}
+
+impl<'a> ExitTimer<'a> {
+    /// An exit that left `KVM_RUN` (entered at `entered`) just now; the
+    /// time inside is added to the guest time.
+    fn new(stats: &'a VcpuStats, entered: Instant) -> Self {
+        let exited = Instant::now();
+        stats.add_guest_time(nanos(exited - entered));
+        ExitTimer {
+            stats,
+            exited,
+            kind: None,
+        }
+    }
+
+    fn count(&mut self, kind: ExitKind) {
+        self.stats.count(kind);
+        self.kind = Some(kind);
+    }
+}
+
+impl Drop for ExitTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(kind) = self.kind {
+            self.stats.add_time(kind, nanos(self.exited.elapsed()));
+        }
+    }
+}
+
+/// `d` in whole nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The access size of the pending `KVM_EXIT_IO`, so that a string I/O

@@ -12,6 +12,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Instant;
+
+use alcazar_core::engine::ExitKind;
 
 use super::{deliver, deliver_fault, Event, Source};
 use crate::flags;
@@ -254,7 +257,8 @@ fn take(cpu: &mut Cpu, vector: u8) {
 /// HLT with nothing deliverable (or the wait-for-SIPI state): sleeps (no
 /// spinning) until an NMI, an INIT or STARTUP IPI or, with RFLAGS.IF = 1,
 /// an external interrupt may be pending, or the VM is asked to stop. In
-/// wait-for-SIPI only INIT, STARTUP and a stop wake it. Returns `false` at once if nothing can ever wake this
+/// wait-for-SIPI only INIT, STARTUP and a stop wake it. The time asleep is
+/// charged to [`ExitKind::Hlt`] in the vCPU's statistics. Returns `false` at once if nothing can ever wake this
 /// vCPU (no producer connected), so the run loop reports
 /// [`alcazar_core::engine::VcpuExit::Halted`].
 pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
@@ -270,6 +274,7 @@ pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
     let running = !cpu.s.wait_for_sipi;
     let want_external = running && cpu.s.flags.test(flags::IF);
     let control = cpu.machine.control.clone();
+    let slept = Instant::now();
     let mut guard = lines.sleep.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let nmi = running && lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst);
@@ -279,8 +284,42 @@ pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
             || startup
             || (want_external && lines.attention.load(SeqCst))
         {
+            drop(guard);
+            // Telemetry: the host time this halted vCPU slept.
+            let ns = u64::try_from(slept.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            cpu.machine.vcpu_stats(cpu.id).add_time(ExitKind::Hlt, ns);
             return true;
         }
         guard = lines.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testutil::cpu64;
+
+    #[test]
+    fn the_hlt_sleep_is_charged_to_hlt_time() {
+        let mut cpu = cpu64(&[]);
+        cpu.s.flags.set_flag(flags::IF, true);
+        cpu.irq.set_external(None);
+        let lines = cpu.irq.clone();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            lines.set_external(Some(0x30));
+        });
+        assert!(wait_for_interrupt(&mut cpu));
+        waker.join().unwrap();
+        let stats = cpu.machine.vcpu_stats(cpu.id);
+        let ns = stats.time_ns(ExitKind::Hlt);
+        assert!(ns >= 20_000_000, "{ns} ns");
+        assert!(ns < 10_000_000_000, "{ns} ns");
+        // Nothing can wake a vCPU without producers: no sleep, no time.
+        let mut alone = cpu64(&[]);
+        assert!(!wait_for_interrupt(&mut alone));
+        assert_eq!(alone.machine.vcpu_stats(0).time_ns(ExitKind::Hlt), 0);
     }
 }
