@@ -30,6 +30,7 @@ pub mod ioevent;
 pub mod irqchip;
 pub mod kick;
 mod regs;
+mod tsc;
 pub mod vcpu;
 
 use std::sync::{Arc, OnceLock};

@@ -47,6 +47,8 @@ pub struct KvmVcpu {
     kicker_registered: bool,
     /// The split irqchip, if the VM has one.
     irq: Option<Arc<IrqChip>>,
+    /// The guest's TSC when the VM paused ([`Vcpu::freeze_clock`]).
+    frozen_tsc: Option<u64>,
 }
 
 impl std::fmt::Debug for KvmVcpu {
@@ -82,6 +84,7 @@ impl KvmVcpu {
             target,
             kicker_registered: false,
             irq,
+            frozen_tsc: None,
         }
     }
 
@@ -326,6 +329,25 @@ impl Vcpu for KvmVcpu {
     fn inspect(&self) -> alcazar_core::inspect::Tree {
         let has_lapic = self.irq.is_some();
         crate::inspect::inspect_vcpu(&self.fd, has_lapic, self.regs(), self.sregs())
+    }
+
+    /// Saves the guest's TSC (IA32_TIME_STAMP_COUNTER): the hardware's
+    /// keeps counting while the VM is paused.
+    fn freeze_clock(&mut self) {
+        self.frozen_tsc = crate::tsc::read(&self.fd);
+    }
+
+    /// Writes the saved TSC back; KVM moves the vCPU's TSC offset so the
+    /// guest goes on from the value it had at the pause.
+    fn thaw_clock(&mut self) {
+        if let Some(tsc) = self.frozen_tsc.take() {
+            if let Err(e) = crate::tsc::restore(&self.fd, tsc) {
+                tracing::warn!(
+                    vcpu = self.id,
+                    "the TSC could not be restored after a pause: {e}"
+                );
+            }
+        }
     }
 
     fn run(&mut self) -> Result<VcpuExit, EngineError> {

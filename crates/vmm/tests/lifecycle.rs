@@ -126,7 +126,9 @@ fn pause_and_resume(engine: EngineChoice, frozen_tsc: bool) {
     wait_for_count(&handle, count + 100);
     if frozen_tsc {
         // The guest clock stood still for the 300 ms pause: the first TSC
-        // reads after the resume are close to the last before it.
+        // reads after the resume are close to the last before it (emu:
+        // 1 GHz, so 300 ms would be 3e8; kvm: the host's TSC rate, above
+        // 1 GHz, with the TSC saved and restored around the pause).
         let gap = last_tsc(&handle).wrapping_sub(tsc);
         assert!(
             gap < 250_000_000,
@@ -147,7 +149,15 @@ fn pause_parks_every_vcpu_and_resume_continues_on_emu() {
 #[test]
 fn pause_parks_every_vcpu_and_resume_continues_on_kvm() {
     match alcazar_kvm::KvmEngine::new() {
-        Ok(_) => pause_and_resume(EngineChoice::Kvm, false),
+        Ok(_) => {
+            // PVM (this project's hosts) runs guest RDTSC natively and
+            // ignores the TSC offset the VMM restores after a pause, so
+            // the frozen-TSC check runs on the emu engine only.
+            eprintln!(
+                "note: on kvm the TSC across a pause is not checked (PVM ignores TSC offsets)"
+            );
+            pause_and_resume(EngineChoice::Kvm, false)
+        }
         Err(e) if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") => {
             panic!("kvm required (ALCAZAR_REQUIRE_KVM=1) but unavailable: {e}")
         }
