@@ -77,7 +77,7 @@ pub fn route(api: &ApiVm, req: &Request) -> Routed {
         ("GET", "/v1/vm/telemetry") => telemetry(&vm, req.query("format")),
         ("GET", "/v1/vm/metrics") => Response::text(
             200,
-            "text/plain; version=0.0.4",
+            crate::telemetry::prometheus::CONTENT_TYPE,
             Telemetry::collect(vm.machine()).prometheus(vm.name()),
         ),
         ("GET", "/v1/vm/console") => return console(req),
@@ -128,9 +128,11 @@ fn telemetry(vm: &VmHandle, format: Option<&str>) -> Response {
             Response::json(200, &serde_json::to_value(&t).unwrap_or(Value::Null))
         }
         Some("text") => Response::text(200, "text/plain; charset=utf-8", t.summary()),
-        Some("prometheus") => {
-            Response::text(200, "text/plain; version=0.0.4", t.prometheus(vm.name()))
-        }
+        Some("prometheus") => Response::text(
+            200,
+            crate::telemetry::prometheus::CONTENT_TYPE,
+            t.prometheus(vm.name()),
+        ),
         Some(other) => {
             Response::error(400, format!("format={other}: use json, text or prometheus"))
         }
