@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use alcazar_core::StopReason;
-use alcazar_vmm::api::{ApiServer, ApiVm};
+use alcazar_vmm::api::ApiVm;
 use alcazar_vmm::config::{self, BootSource, VmConfig};
 use alcazar_vmm::console_hub::ConsoleHub;
 use alcazar_vmm::telemetry::Telemetry;
@@ -490,10 +490,16 @@ fn run(args: RunArgs) -> u8 {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
+    let auto_named = args.name.is_none() && args.api_socket.is_none();
     if args.detach {
-        return crate::launch::detach(&config.name, api.as_deref());
+        return crate::launch::detach(&config.name, api.as_deref(), auto_named);
     }
     let signals = crate::signals::watch();
+    let listener = match api.map(|p| crate::launch::bind_api(p, auto_named, &mut config)) {
+        Some(Err(e)) => return fail(&e),
+        Some(Ok(l)) => Some(l),
+        None => None,
+    };
     let hub = Arc::new(ConsoleHub::new());
     let mut vm = match Vm::create_with_hub(&config, hub.clone()) {
         Ok(vm) => vm,
@@ -506,7 +512,7 @@ fn run(args: RunArgs) -> u8 {
     );
     let current = ApiVm::new(vm.handle());
     let _ = signals.set(current.clone());
-    let _server = match api.as_deref().map(|p| ApiServer::start(p, current.clone())) {
+    let _server = match listener.map(|l| l.serve(current.clone())) {
         Some(Err(e)) => return fail(&VmmError::Api(e)),
         Some(Ok(s)) => Some(s),
         None => None,

@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alcazar_vmm::api::runtime;
+use alcazar_vmm::api::{runtime, ApiError, ApiListener};
 use alcazar_vmm::config::VmConfig;
 use alcazar_vmm::{ConfigError, VmmError};
 
 /// Applies `--name` and resolves where the API socket goes (`None`: no
-/// API, `--api-socket none`). Without `--name`, a name another running
-/// VM has gets a `-2`, `-3`, ... suffix; an explicit `--name` that is
-/// taken is an error.
+/// API, `--api-socket none`). An explicit `--name` that is taken is an
+/// error; an automatic name another running VM has gets a `-2`, `-3`,
+/// ... suffix when the socket is bound ([`bind_api`]).
 pub fn api_socket(
     name: &Option<String>,
     api: Option<&str>,
@@ -75,23 +75,56 @@ pub fn api_socket(
             )
             .into());
         }
-    } else {
-        config.name = runtime::free_name(&dir, &config.name);
     }
+    // An automatic name is settled when the socket is bound (`bind_api`),
+    // or by `detach`.
     Ok(Some(runtime::socket_path(&dir, &config.name)))
+}
+
+/// Binds the API socket at `path`, reserving the VM's name. When the
+/// name was chosen automatically (`auto`) and another VMM starting at the
+/// same moment took it, the next free name is tried.
+pub fn bind_api(
+    mut path: PathBuf,
+    auto: bool,
+    config: &mut VmConfig,
+) -> Result<ApiListener, VmmError> {
+    let base = config.name.clone();
+    let mut tries = 0;
+    loop {
+        match ApiListener::bind(&path) {
+            Ok(l) => return Ok(l),
+            Err(ApiError::InUse(_)) if auto && tries < 20 => {
+                tries += 1;
+                let dir = runtime::socket_dir();
+                config.name = runtime::free_name(&dir, &base);
+                path = runtime::socket_path(&dir, &config.name);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// How long `run --detach` waits for the VM's API to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts the VM in the background; returns the exit status of `run`.
-pub fn detach(name: &str, socket: Option<&Path>) -> u8 {
+pub fn detach(name: &str, socket: Option<&Path>, auto: bool) -> u8 {
     let Some(socket) = socket else {
         eprintln!(
             "alcazar: --detach: a detached VM is reached through its API; drop --api-socket none"
         );
         return 2;
     };
+    let (name, socket) = if auto {
+        let dir = runtime::socket_dir();
+        let free = runtime::free_name(&dir, name);
+        let path = runtime::socket_path(&dir, &free);
+        (free, path)
+    } else {
+        (name.to_string(), socket.to_path_buf())
+    };
+    let (name, socket) = (name.as_str(), socket.as_path());
     let log = socket.with_extension("log");
     let exe = match std::env::current_exe() {
         Ok(e) => e,

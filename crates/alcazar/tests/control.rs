@@ -239,3 +239,40 @@ fn a_reboot_builds_the_vm_again_and_the_console_stays_attached() {
     assert!(out.contains("stopped (forced)"), "{out}");
     wait_gone(&rt.socket("ctl"));
 }
+
+#[test]
+fn vms_started_at_once_get_distinct_names() {
+    let rt = Runtime::new("names");
+    let mut children: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            rt.cmd(&[
+                "run", "--kit", "spinner", "--engine", "emu", "--serial", "none",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("alcazar starts")
+        })
+        .collect();
+    let names = |rt: &Runtime| -> Vec<String> {
+        rt.ok(&["ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while names(&rt).len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = names(&rt);
+    for name in &got {
+        rt.ok(&["stop", "--force", name]);
+    }
+    for c in &mut children {
+        let status = c.wait().expect("alcazar exits");
+        assert!(status.success(), "a VMM failed: {status}");
+    }
+    assert_eq!(got, ["spinner", "spinner-2", "spinner-3", "spinner-4"]);
+}

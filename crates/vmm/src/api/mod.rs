@@ -14,4 +14,4 @@ pub mod routes;
 pub mod runtime;
 pub mod server;
 
-pub use server::{ApiError, ApiServer, ApiVm};
+pub use server::{ApiError, ApiListener, ApiServer, ApiVm};

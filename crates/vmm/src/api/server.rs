@@ -74,6 +74,90 @@ impl ApiVm {
     }
 }
 
+/// A bound API socket, not yet served: binding first reserves the VM's
+/// name before the VM is built (two VMMs starting at once cannot both
+/// take it). Dropping it unserved removes the socket.
+#[derive(Debug)]
+pub struct ApiListener {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+}
+
+impl ApiListener {
+    /// Binds `path` and makes it owner-only (0600). A live socket there
+    /// is [`ApiError::InUse`]; a stale one is replaced.
+    pub fn bind(path: &Path) -> Result<ApiListener, ApiError> {
+        let socket_err = |source: std::io::Error| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                ApiError::InUse(path.to_path_buf())
+            } else {
+                ApiError::Socket {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        };
+        if path.exists() {
+            if super::runtime::is_live(path) {
+                return Err(ApiError::InUse(path.to_path_buf()));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = UnixListener::bind(path).map_err(socket_err)?;
+        let bound = ApiListener {
+            path: path.to_path_buf(),
+            listener: Some(listener),
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(socket_err)?;
+        Ok(bound)
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves `vm` on a background thread.
+    pub fn serve(mut self, vm: Arc<ApiVm>) -> Result<ApiServer, ApiError> {
+        let path = self.path.clone();
+        let socket_err = |source| ApiError::Socket {
+            path: path.clone(),
+            source,
+        };
+        let Some(listener) = self.listener.take() else {
+            return Err(socket_err(std::io::Error::other("already served")));
+        };
+        let stopping = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicUsize::new(0));
+        let (s, a) = (stopping.clone(), active.clone());
+        let accept = std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || accept_loop(&listener, &vm, &s, &a));
+        let accept = match accept {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(socket_err(e));
+            }
+        };
+        Ok(ApiServer {
+            path: path.clone(),
+            stopping,
+            active,
+            accept: Some(accept),
+        })
+    }
+}
+
+impl Drop for ApiListener {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// A running API server; dropping it (or [`ApiServer::shutdown`]) stops
 /// accepting, lets requests in flight finish, and removes the socket.
 #[derive(Debug)]
@@ -87,32 +171,7 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds `path` (mode 0600) and serves `vm` on a background thread.
     pub fn start(path: &Path, vm: Arc<ApiVm>) -> Result<ApiServer, ApiError> {
-        let socket_err = |source| ApiError::Socket {
-            path: path.to_path_buf(),
-            source,
-        };
-        if path.exists() {
-            if super::runtime::is_live(path) {
-                return Err(ApiError::InUse(path.to_path_buf()));
-            }
-            let _ = std::fs::remove_file(path);
-        }
-        let listener = UnixListener::bind(path).map_err(socket_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(socket_err)?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
-        let (s, a) = (stopping.clone(), active.clone());
-        let accept = std::thread::Builder::new()
-            .name("api".into())
-            .spawn(move || accept_loop(&listener, &vm, &s, &a))
-            .map_err(socket_err)?;
-        Ok(ApiServer {
-            path: path.to_path_buf(),
-            stopping,
-            active,
-            accept: Some(accept),
-        })
+        ApiListener::bind(path)?.serve(vm)
     }
 
     /// The socket path.
