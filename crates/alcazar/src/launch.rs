@@ -62,19 +62,17 @@ pub fn api_socket(
     })?;
     let dir = runtime::socket_dir();
     runtime::ensure_dir(&dir)?;
-    if name.is_some() {
-        if runtime::is_live(&runtime::socket_path(&dir, &config.name)) {
-            return Err(ConfigError::new(
-                "--name",
-                format!("\"{}\"", config.name),
-                "a VM with that name is running",
-                format!(
-                    "choose another --name, or stop it first: alcazar stop {}",
-                    config.name
-                ),
-            )
-            .into());
-        }
+    if name.is_some() && runtime::is_live(&runtime::socket_path(&dir, &config.name)) {
+        return Err(ConfigError::new(
+            "--name",
+            format!("\"{}\"", config.name),
+            "a VM with that name is running",
+            format!(
+                "choose another --name, or stop it first: alcazar stop {}",
+                config.name
+            ),
+        )
+        .into());
     }
     // An automatic name is settled when the socket is bound (`bind_api`),
     // or by `detach`.
