@@ -457,10 +457,15 @@ mod tests {
         assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
     }
 
-    /// Each forbidden call, in its own child: the child must die of SIGSYS
-    /// at the call, never reach the `_exit(0)` after it.
-    fn assert_refused(needs: Needs, what: &str, body: fn() -> i32) {
-        let status = in_sandboxed_child(needs, body);
+    /// A forbidden call, in its own child: the child must die of SIGSYS at
+    /// the call, never reach the `_exit(0)` after it.
+    fn assert_refused(needs: Needs, what: &str, nr: i64, args: [usize; 4]) {
+        let status = in_sandboxed_child(needs, || {
+            // SAFETY: every call below takes null or valid C-string
+            // pointers (static literals); the filter stops it anyway.
+            unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) };
+            0
+        });
         assert!(
             killed_by_sigsys(status),
             "{what}: not killed by SIGSYS (wait status {status:#x}, exit code {:?})",
@@ -471,50 +476,65 @@ mod tests {
     #[test]
     fn forbidden_calls_kill_the_process() {
         let none = Needs::default();
-        // SAFETY (every closure below): raw calls whose pointers are valid
-        // C strings or null; the process dies at the call.
-        assert_refused(none, "socket(AF_INET)", || unsafe {
-            libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            0
-        });
-        assert_refused(none, "socket(AF_UNIX)", || unsafe {
-            libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            0
-        });
-        assert_refused(none, "openat(O_CREAT)", || unsafe {
-            libc::openat(
-                libc::AT_FDCWD,
-                c"/tmp/alcazar-sandbox-must-not-exist".as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT,
-                0o600,
-            );
-            0
-        });
-        assert_refused(none, "execve", || unsafe {
-            let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
-            libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), std::ptr::null());
-            0
-        });
-        assert_refused(none, "ptrace", || unsafe {
-            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
-            0
-        });
-        assert_refused(none, "fork (clone without CLONE_THREAD)", || unsafe {
-            libc::syscall(libc::SYS_clone, libc::SIGCHLD as usize, 0usize);
-            0
-        });
-        assert_refused(none, "unlinkat", || unsafe {
-            libc::unlinkat(libc::AT_FDCWD, c"/tmp/alcazar-sandbox-none".as_ptr(), 0);
-            0
-        });
-        assert_refused(none, "kill", || unsafe {
-            libc::kill(1, 0);
-            0
-        });
-        assert_refused(none, "prctl(PR_SET_DUMPABLE)", || unsafe {
-            libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
-            0
-        });
+        let new_file = c"/tmp/alcazar-sandbox-must-not-exist".as_ptr() as usize;
+        let true_bin = c"/bin/true".as_ptr() as usize;
+        let cases: [(&str, i64, [usize; 4]); 10] = [
+            (
+                "socket(AF_INET)",
+                libc::SYS_socket,
+                [libc::AF_INET as usize, libc::SOCK_STREAM as usize, 0, 0],
+            ),
+            (
+                "socket(AF_UNIX)",
+                libc::SYS_socket,
+                [libc::AF_UNIX as usize, libc::SOCK_STREAM as usize, 0, 0],
+            ),
+            (
+                "openat(O_CREAT)",
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as usize,
+                    new_file,
+                    (libc::O_WRONLY | libc::O_CREAT) as usize,
+                    0o600,
+                ],
+            ),
+            (
+                "openat(O_TRUNC)",
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as usize,
+                    new_file,
+                    (libc::O_WRONLY | libc::O_TRUNC) as usize,
+                    0,
+                ],
+            ),
+            ("execve", libc::SYS_execve, [true_bin, 0, 0, 0]),
+            (
+                "ptrace",
+                libc::SYS_ptrace,
+                [libc::PTRACE_TRACEME as usize, 0, 0, 0],
+            ),
+            (
+                "fork (clone without CLONE_THREAD)",
+                libc::SYS_clone,
+                [libc::SIGCHLD as usize, 0, 0, 0],
+            ),
+            (
+                "unlinkat",
+                libc::SYS_unlinkat,
+                [libc::AT_FDCWD as usize, new_file, 0, 0],
+            ),
+            ("kill", libc::SYS_kill, [1, 0, 0, 0]),
+            (
+                "prctl(PR_SET_DUMPABLE)",
+                libc::SYS_prctl,
+                [libc::PR_SET_DUMPABLE as usize, 1, 0, 0],
+            ),
+        ];
+        for (what, nr, args) in cases {
+            assert_refused(none, what, nr, args);
+        }
     }
 
     #[test]
@@ -529,11 +549,8 @@ mod tests {
             i32::from(fd < 0)
         });
         assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
-        // SAFETY: socket(2) takes no pointers; the process dies at it.
-        assert_refused(net, "socket(AF_NETLINK)", || unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0);
-            0
-        });
+        let netlink = [libc::AF_NETLINK as usize, libc::SOCK_RAW as usize, 0, 0];
+        assert_refused(net, "socket(AF_NETLINK)", libc::SYS_socket, netlink);
     }
 
     #[test]
@@ -550,18 +567,14 @@ mod tests {
             0
         });
         assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
-        // SAFETY: BLKGETSIZE64 on a closed fd: refused before the kernel
-        // looks at the fd.
-        assert_refused(none, "ioctl(BLKGETSIZE64)", || unsafe {
-            let mut size = 0u64;
-            libc::ioctl(1023, 0x8008_1272, &mut size);
-            0
-        });
-        // SAFETY: as above; SIOCSIFADDR needs a network card.
-        assert_refused(none, "ioctl(SIOCSIFADDR)", || unsafe {
-            libc::ioctl(1023, libc::SIOCSIFADDR, 0usize);
-            0
-        });
+        // BLKGETSIZE64 and SIOCSIFADDR (that one needs a network card), on
+        // a closed fd: refused before the kernel looks at the fd.
+        for (what, request) in [
+            ("ioctl(BLKGETSIZE64)", 0x8008_1272),
+            ("ioctl(SIOCSIFADDR)", libc::SIOCSIFADDR as usize),
+        ] {
+            assert_refused(none, what, libc::SYS_ioctl, [1023, request, 0, 0]);
+        }
     }
 
     #[test]
