@@ -149,6 +149,10 @@ struct RunArgs {
     /// attaches to it, `alcazar stop NAME` stops it.
     #[arg(long, conflicts_with = "exec")]
     detach: bool,
+    /// Run without the seccomp sandbox (for debugging: if the VMM dies of
+    /// SIGSYS, a system call it made is missing from the allow-list).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 /// Runs the chosen verb; returns the process exit status.
@@ -521,6 +525,18 @@ fn run(args: RunArgs) -> u8 {
     let interactive = on_hvc0 || config.serial == config::ConsoleTarget::Stdio;
     let _term = interactive.then(terminal::RawMode::enter).flatten();
     terminal::spawn_input(current.clone(), interactive);
+    // Everything is open: from here on only the calls a running VMM makes.
+    if !args.no_seccomp {
+        let needs = alcazar_vmm::sandbox::Needs {
+            api_socket: api.is_some(),
+            ..alcazar_vmm::sandbox::Needs::of(&config)
+        };
+        let violation = alcazar_vmm::sandbox::Violation::from_env();
+        if let Err(e) = alcazar_vmm::sandbox::install(needs, violation) {
+            eprintln!("alcazar: {e}");
+            return 1;
+        }
+    }
     let (reason, handle, tail) = loop {
         // Timing every device access costs the emu engine's port I/O
         // about half again: only when telemetry was asked for.

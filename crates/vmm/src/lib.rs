@@ -39,6 +39,7 @@ pub mod machine_tree;
 pub mod pci;
 pub mod platform;
 pub mod registry;
+pub mod sandbox;
 pub mod telemetry;
 pub mod vm;
 
