@@ -528,7 +528,7 @@ fn run(args: RunArgs) -> u8 {
     // Everything is open: from here on only the calls a running VMM makes.
     if !args.no_seccomp {
         let needs = alcazar_vmm::sandbox::Needs {
-            api_socket: api.is_some(),
+            api_socket: _server.is_some(),
             ..alcazar_vmm::sandbox::Needs::of(&config)
         };
         let violation = alcazar_vmm::sandbox::Violation::from_env();
