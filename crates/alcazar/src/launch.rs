@@ -174,7 +174,7 @@ pub fn detach(name: &str, socket: Option<&Path>, auto: bool) -> u8 {
     };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if runtime::is_live(socket) {
+        if vm_runs(socket) {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -209,6 +209,20 @@ pub fn detach(name: &str, socket: Option<&Path>, auto: bool) -> u8 {
     );
     println!("{name}");
     0
+}
+
+/// Whether the VM behind `socket` answers and has started (the socket is
+/// bound before the VM is built, so a live socket alone is not enough).
+fn vm_runs(socket: &Path) -> bool {
+    if !socket.exists() {
+        return false;
+    }
+    match alcazar_vmm::api::client::request(socket, "GET", "/v1/vm", None) {
+        Ok(r) if r.status == 200 => serde_json::from_slice::<serde_json::Value>(&r.body)
+            .map(|v| v["state"] != "created")
+            .unwrap_or(false),
+        _ => false,
+    }
 }
 
 /// `run`'s arguments without `--detach` and without the `--name` and

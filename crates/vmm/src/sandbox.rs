@@ -251,6 +251,7 @@ const ALWAYS: &[(i64, &str)] = &[
     (libc::SYS_recvfrom, "api-conn: requests"),
     (libc::SYS_sendto, "api-conn: replies"),
     (libc::SYS_setsockopt, "api-conn: read timeouts"),
+    (libc::SYS_shutdown, "api-conn: ending a console stream"),
     // Entropy.
     (libc::SYS_getrandom, "HashMap seeds"),
 ];
