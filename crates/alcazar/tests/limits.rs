@@ -13,11 +13,11 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 /// `alcazar run --engine emu --kit real-hello ARGS`, COM1 to `serial`.
-fn run_kit(kit: &str, serial: &PathBuf, args: &[&str]) -> Output {
+fn run_kit(kit: &str, serial: &Path, args: &[&str]) -> Output {
     common::alcazar()
         .args(["run", "--engine", "emu", "--kit", kit, "--serial"])
         .arg(format!("file:{}", serial.display()))
@@ -29,7 +29,7 @@ fn run_kit(kit: &str, serial: &PathBuf, args: &[&str]) -> Output {
 
 /// Asserts exit status 2 and exactly one error line, naming `flag` and
 /// containing `want`; and that the VM's serial file was never created.
-fn assert_refused(out: &Output, serial: &PathBuf, flag: &str, want: &str) {
+fn assert_refused(out: &Output, serial: &Path, flag: &str, want: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
