@@ -24,7 +24,10 @@
 //! served by another thread after the status byte is written, a status
 //! written before `pwrite`, a write at the wrong offset. Each of those
 //! leaves a record the guest saw flushed missing or wrong after the kill,
-//! because the VMM's own memory dies with it. It does not simulate a host
+//! because the VMM's own memory dies with it. (Tried: a device that keeps
+//! each OUT request's data in memory and writes it to the file when the
+//! next one comes fails this test: "record 21 was reported flushed (DONE
+//! 21 seen) but is not on the image intact".) It does not simulate a host
 //! power loss, so it cannot tell a missing `fdatasync` from a present
 //! one; that part rests on `crates/devices/src/virtio/block.rs` (a FLUSH
 //! completes only after `fdatasync(2)`, and a driver that does not take
