@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! name = "hello"          # letters, digits, '.', '_', '-'
-//! memory = "256M"         # bytes with K/M/G/T suffix, or an integer in MiB
+//! memory = "256M"         # bytes with K/M/G/T suffix, or an integer in MiB;
+//!                         # at most the host's RAM (MemTotal) and 1T
 //! cpus = 1
 //! engine = "auto"         # "kvm", "emu" or "auto"
 //! serial = "stdio"        # COM1 output: "stdio", "file:PATH" or "none"
@@ -355,7 +356,39 @@ fn check_memory(key: &str, shown: String, bytes: u64) -> Result<u64, ConfigError
     if !bytes.is_multiple_of(4096) {
         return Err(memory_error(key, shown, "not a multiple of 4 KiB"));
     }
+    if let Some(host) = host_ram() {
+        if bytes > host {
+            return Err(ConfigError::new(
+                key,
+                shown,
+                format!("more than the host's RAM ({} MiB)", host >> 20),
+                format!(
+                    "give at most {}M (a guest that used it all would get the VMM killed by the host)",
+                    host >> 20
+                ),
+            ));
+        }
+    }
     Ok(bytes)
+}
+
+/// The host's physical RAM in bytes (`MemTotal` in `/proc/meminfo`), the
+/// ceiling of a guest's memory; `None` where it cannot be read.
+pub fn host_ram() -> Option<u64> {
+    parse_mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 fn parse_memory_value(key: &str, v: &Value) -> Result<u64, ConfigError> {
@@ -669,6 +702,19 @@ mod tests {
         assert!(parse_memory("m", "12Q").is_err());
         assert!(parse_memory("m", "").is_err());
         assert!(parse_memory("m", "99999999999T").is_err());
+    }
+
+    #[test]
+    fn memory_above_the_hosts_ram_is_refused() {
+        let meminfo = "MemTotal:       24583716 kB\nMemFree:        1 kB\n";
+        assert_eq!(parse_mem_total(meminfo), Some(24_583_716 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        let Some(host) = host_ram() else { return };
+        let over = format!("{}M", (host >> 20) + 1);
+        let e = parse_memory("--memory", &over).unwrap_err();
+        assert!(e.problem.contains("more than the host's RAM"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+        assert!(parse_memory("--memory", &format!("{}M", host >> 21)).is_ok());
     }
 
     #[test]

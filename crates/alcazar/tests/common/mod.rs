@@ -139,6 +139,18 @@ impl Guest {
         lines
     }
 
+    /// The VMM's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the VMM with SIGKILL (no clean-up of any kind runs) and
+    /// reaps it; returns how it ended.
+    pub fn kill_now(&mut self) -> std::process::ExitStatus {
+        self.child.kill().expect("SIGKILL sent");
+        self.child.wait().expect("the killed VMM is reaped")
+    }
+
     /// Waits for the VMM to exit; returns its status, the rest of stdout
     /// and stderr.
     pub fn finish(mut self) -> (Option<i32>, Vec<String>, String) {

@@ -124,9 +124,28 @@ fn placement_error(image: &BootImage, problem: String, fix: &str) -> VmmError {
     .into()
 }
 
+/// Base of the stack segment of a real-mode start (SS = 0x9000).
+const REAL_MODE_SS_BASE: u64 = (STACK_TOP >> 4 & 0xf000) << 4;
+
+/// Most vCPUs a real-mode flat binary can start with: their stacks share
+/// the one 64 KiB stack segment at [`REAL_MODE_SS_BASE`], and each needs
+/// an SP above 0 in it (0x9f000 down to 0x91000: 15 stacks).
+pub const MAX_REAL_MODE_CPUS: u32 = ((STACK_TOP - REAL_MODE_SS_BASE) / STACK_SIZE) as u32;
+
 /// Checks where `image` would land for `cpus` vCPUs and copies it into
 /// `memory`, with the GDT and (long mode) page tables.
 pub fn install(memory: &GuestMemory, image: &BootImage, cpus: u32) -> Result<(), VmmError> {
+    if image.mode == FlatMode::Real && cpus > MAX_REAL_MODE_CPUS {
+        return Err(ConfigError::new(
+            "cpus",
+            cpus.to_string(),
+            format!(
+                "a real-mode program starts at most {MAX_REAL_MODE_CPUS} vCPUs (their stacks share one 64 KiB segment)"
+            ),
+            format!("give {MAX_REAL_MODE_CPUS} or fewer vCPUs, or boot a protected- or long-mode program"),
+        )
+        .into());
+    }
     let start = image.load_address;
     let end = start.checked_add(image.code.len() as u64).ok_or_else(|| {
         placement_error(
@@ -337,5 +356,22 @@ mod tests {
         assert_eq!(s0.ss.base + r0.rsp, STACK_TOP);
         assert_eq!(s0.ss.base + r1.rsp, STACK_TOP - STACK_SIZE);
         assert_eq!((r1.rdi, r1.rsi), (1, 2));
+    }
+
+    #[test]
+    fn real_mode_starts_at_most_15_vcpus_each_with_a_stack_in_its_segment() {
+        assert_eq!(MAX_REAL_MODE_CPUS, 15);
+        let img = image(FlatMode::Real, 0x10000, 1);
+        let m = mem();
+        assert!(install(&m, &img, MAX_REAL_MODE_CPUS).is_ok());
+        let e = install(&m, &img, MAX_REAL_MODE_CPUS + 1).unwrap_err();
+        assert!(e.to_string().contains("at most 15 vCPUs"), "{e}");
+        let last = MAX_REAL_MODE_CPUS - 1;
+        let (r, s) = vcpu_state(&img, last, MAX_REAL_MODE_CPUS, SpecialRegs::default());
+        assert!((1..=0xffff).contains(&r.rsp), "SP {:#x}", r.rsp);
+        assert_eq!(s.ss.base, REAL_MODE_SS_BASE);
+        // Long mode has no such bound.
+        let long = image(FlatMode::Long, 0x10000, 1);
+        assert!(install(&m, &long, 64).is_ok());
     }
 }
