@@ -788,4 +788,18 @@ mod tests {
         let e = VmConfig::from_toml_str("[boot]\nkind = \"kit\"\nprogram = \"nope\"").unwrap_err();
         assert!(e.fix.contains("demo"), "{e}");
     }
+
+    #[test]
+    fn errors_with_newlines_in_the_value_stay_on_one_line() {
+        // The `config` fuzz target's one-line check: a quoted TOML string
+        // (or a command-line argument) with a newline made a two-line
+        // error.
+        let e = VmConfig::from_toml_str("name = \"a\\nb\"").unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert!(e.to_string().contains("a\\nb"), "{e}");
+        let e = parse_memory("--memory", "12\r\nX").unwrap_err();
+        assert!(!e.to_string().contains(['\n', '\r']), "{e}");
+        let e = VmConfig::from_toml_str("\"x\\ny\" = 1").unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
 }

@@ -26,12 +26,29 @@ impl ConfigError {
         fix: impl Into<String>,
     ) -> Self {
         ConfigError {
-            key: key.into(),
-            value: value.to_string(),
-            problem: problem.into(),
-            fix: fix.into(),
+            key: one_line(key.into()),
+            value: one_line(value.to_string()),
+            problem: one_line(problem.into()),
+            fix: one_line(fix.into()),
         }
     }
+}
+
+/// `s` with its control characters (a newline in a quoted TOML string
+/// or a command-line argument) escaped, so the error stays on one line.
+fn one_line(s: String) -> String {
+    if !s.contains(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Everything that can go wrong creating or running a VM.
