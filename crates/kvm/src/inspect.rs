@@ -142,7 +142,7 @@ pub(crate) fn inspect_vcpu(
 
 /// One MSR through `KVM_GET_MSRS`, which answers how many of the entries
 /// it read: `None` unless it read this one.
-fn read_msr(fd: &VcpuFd, index: u32) -> Option<u64> {
+pub(crate) fn read_msr(fd: &VcpuFd, index: u32) -> Option<u64> {
     let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
         index,
         ..Default::default()

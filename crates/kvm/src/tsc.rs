@@ -18,8 +18,6 @@
 //! in sync and keeps the old offset, so short pauses would be ignored.
 //! It is the fallback for kernels without the attribute.
 
-use std::os::fd::{AsRawFd, RawFd};
-
 use kvm_bindings::{kvm_device_attr, kvm_msr_entry, Msrs, KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET};
 use kvm_ioctls::VcpuFd;
 use vmm_sys_util::ioctl::ioctl_with_ref;
@@ -42,25 +40,16 @@ mod ioctls {
     );
 }
 
-struct RawVcpu(RawFd);
-
-impl AsRawFd for RawVcpu {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
 /// `KVM_HAS_DEVICE_ATTR` then `KVM_SET_DEVICE_ATTR` for `attr`.
 fn set_vcpu_attr(fd: &VcpuFd, attr: &kvm_device_attr) -> Result<(), String> {
-    let raw = RawVcpu(fd.as_raw_fd());
     for (name, ioctl) in [
         ("KVM_HAS_DEVICE_ATTR", ioctls::KVM_HAS_DEVICE_ATTR()),
         ("KVM_SET_DEVICE_ATTR", ioctls::KVM_SET_DEVICE_ATTR()),
     ] {
         // SAFETY: both ioctls read one kvm_device_attr from the pointer (a
         // live reference) and, for SET, the u64 its `addr` points at (a
-        // live local of the caller); `raw` is this vCPU's open fd.
-        let ret = unsafe { ioctl_with_ref(&raw, ioctl, attr) };
+        // live local of the caller); `fd` is this vCPU's open fd.
+        let ret = unsafe { ioctl_with_ref(fd, ioctl, attr) };
         if ret < 0 {
             return Err(format!("{name}: {}", std::io::Error::last_os_error()));
         }
@@ -73,15 +62,7 @@ pub const MSR_IA32_TSC: u32 = 0x10;
 
 /// The guest's TSC now, if KVM reads it.
 pub fn read(fd: &VcpuFd) -> Option<u64> {
-    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index: MSR_IA32_TSC,
-        ..Default::default()
-    }])
-    .ok()?;
-    match fd.get_msrs(&mut msrs) {
-        Ok(1) => msrs.as_slice().first().map(|e| e.data),
-        _ => None,
-    }
+    crate::inspect::read_msr(fd, MSR_IA32_TSC)
 }
 
 /// The host's TSC.
