@@ -66,33 +66,12 @@ pub fn spawn_input(vm: Arc<ApiVm>, escapes: bool) {
 }
 
 fn forward_input(vm: &ApiVm, escapes: bool) {
-    let mut stdin = std::io::stdin().lock();
-    let mut buf = [0u8; 64];
-    let mut after_escape = false;
-    loop {
-        let n = match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let mut out = Vec::with_capacity(n);
-        for &b in &buf[..n] {
-            if escapes && after_escape {
-                after_escape = false;
-                match b {
-                    b'x' | b'X' => {
-                        vm.get().stop(StopReason::UserQuit);
-                        return;
-                    }
-                    CTRL_A => out.push(CTRL_A),
-                    _ => {}
-                }
-            } else if escapes && b == CTRL_A {
-                after_escape = true;
-            } else {
-                out.push(b);
-            }
-        }
-        vm.get().console_write(&out);
+    let quit = read_keys(b'x', escapes, |bytes| {
+        vm.get().console_write(bytes);
+        true
+    });
+    if quit {
+        vm.get().stop(StopReason::UserQuit);
     }
 }
 
@@ -101,36 +80,45 @@ fn forward_input(vm: &ApiVm, escapes: bool) {
 /// the stream (which ends the output side too). Ctrl-A Ctrl-A sends a
 /// literal Ctrl-A.
 pub fn forward_keys(mut stream: UnixStream, detached: Arc<AtomicBool>) {
+    read_keys(b'd', true, |bytes| stream.write_all(bytes).is_ok());
+    detached.store(true, Ordering::SeqCst);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Reads stdin and hands the keystrokes to `deliver` (which returns
+/// `false` when they can go nowhere any more). With `escapes`, Ctrl-A is
+/// the escape key: Ctrl-A Ctrl-A is a literal Ctrl-A, Ctrl-A `key` (either
+/// case) ends the loop and returns `true`, Ctrl-A anything else is
+/// dropped. Returns `false` at the end of stdin or when `deliver` fails.
+fn read_keys(key: u8, escapes: bool, mut deliver: impl FnMut(&[u8]) -> bool) -> bool {
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 64];
     let mut after_escape = false;
-    'keys: loop {
+    loop {
         let n = match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
         let mut out = Vec::with_capacity(n);
         for &b in &buf[..n] {
-            if after_escape {
+            if escapes && after_escape {
                 after_escape = false;
                 match b {
-                    b'd' | b'D' => {
-                        let _ = stream.write_all(&out);
-                        break 'keys;
-                    }
                     CTRL_A => out.push(CTRL_A),
+                    _ if b.eq_ignore_ascii_case(&key) => {
+                        deliver(&out);
+                        return true;
+                    }
                     _ => {}
                 }
-            } else if b == CTRL_A {
+            } else if escapes && b == CTRL_A {
                 after_escape = true;
             } else {
                 out.push(b);
             }
         }
-        if stream.write_all(&out).is_err() {
-            break;
+        if !deliver(&out) {
+            return false;
         }
     }
-    detached.store(true, Ordering::SeqCst);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
