@@ -1,6 +1,9 @@
 //! The `alcazar` command as a user meets it: exit statuses, the one-line
 //! config errors, and that a failed start leaves nothing behind.
 
+mod common;
+
+use common::kvm_available;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -10,21 +13,6 @@ fn alcazar(args: &[&str]) -> Output {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("alcazar runs")
-}
-
-fn kvm_available(test: &str) -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") {
-            panic!("{test}: kvm required (ALCAZAR_REQUIRE_KVM=1) but /dev/kvm does not open");
-        }
-        eprintln!("SKIPPED {test}: /dev/kvm does not open");
-    }
-    ok
 }
 
 fn scratch_dir(name: &str) -> PathBuf {

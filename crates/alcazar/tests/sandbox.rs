@@ -5,24 +5,12 @@
 //! in `alcazar_vmm::sandbox`'s unit tests; every other integration test
 //! runs with the filter on, which proves the allow-list is complete.
 
+mod common;
+
+use common::kvm_available;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn kvm_available(test: &str) -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") {
-            panic!("{test}: kvm required (ALCAZAR_REQUIRE_KVM=1) but /dev/kvm does not open");
-        }
-        eprintln!("SKIPPED {test}: /dev/kvm does not open");
-    }
-    ok
-}
 
 /// A private runtime directory, removed at the end.
 struct Runtime(PathBuf);

@@ -240,3 +240,20 @@ pub fn interrupt_count(lines: &[String], name: &str) -> u64 {
         })
         .unwrap_or_else(|| panic!("no {name:?} line in:\n{}", lines.join("\n")))
 }
+
+/// Whether /dev/kvm opens here; says why not (or fails the test under
+/// `ALCAZAR_REQUIRE_KVM=1`, as CI sets it).
+pub fn kvm_available(test: &str) -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var("ALCAZAR_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("{test}: kvm required (ALCAZAR_REQUIRE_KVM=1) but /dev/kvm does not open");
+        }
+        eprintln!("SKIPPED {test}: /dev/kvm does not open");
+    }
+    ok
+}
