@@ -177,12 +177,10 @@ impl LocalApic {
             }
         };
         drop(s);
-        let v = v >> (8 * within);
-        match size {
-            1 => v & 0xff,
-            2 => v & 0xffff,
-            _ => v & 0xffff_ffff,
-        }
+        // Only the bytes read come back: an odd width (3) gets three,
+        // anything wider than a dword gets the dword.
+        let bits = 8 * u32::from(size.min(4));
+        (v >> (8 * within)) & ((1u64 << bits) - 1)
     }
 
     /// A write of `size` bytes of `value` at `offset` in the xAPIC page.

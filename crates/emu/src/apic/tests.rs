@@ -639,3 +639,16 @@ fn with_if_clear_attention_stays_set_only_while_an_interrupt_waits() {
     assert!(!take_pending(&mut cpu));
     assert!(cpu.irq.attention(), "0x40 waits for IF = 1");
 }
+
+/// Found by the `apic` fuzz target: a 3-byte read returned four bytes.
+#[test]
+fn a_read_returns_only_the_bytes_of_its_width() {
+    let bus = EmuApicBus::new();
+    let apic = LocalApic::new(5, Arc::new(InterruptLines::new()), &bus);
+    // The ID register holds the APIC ID in its top byte.
+    let full = apic.mmio_read(0x20, 4);
+    assert_eq!(full, 5 << 24);
+    assert_eq!(apic.mmio_read(0x20, 3), 0);
+    assert_eq!(apic.mmio_read(0x20, 8), full);
+    assert_eq!(apic.mmio_read(0x20, 0), 0);
+}
