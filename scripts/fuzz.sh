@@ -42,9 +42,13 @@ for t in "${targets[@]}"; do
         # LeakSanitizer reports the VM's insides as leaked.
         api_request) extra=(-detect_leaks=0) asan="detect_leaks=0" ;;
     esac
+    # The fuzzer's own status decides (under pipefail an `|| true` here
+    # would hide a crash): read PIPESTATUS with errexit off.
+    set +e
     ASAN_OPTIONS="$asan" "${fuzz[@]}" run "$t" "$work" -- -max_total_time="$seconds" -print_final_stats=1 "${extra[@]}" 2>&1 |
-        grep -E '^(stat::number_of_executed_units|Done|==|SUMMARY)|panicked|ERROR' || true
+        grep -E '^(stat::number_of_executed_units|Done|==|SUMMARY)|panicked|ERROR'
     status=${PIPESTATUS[0]}
+    set -e
     rm -rf "$work"
     if [ "$status" -ne 0 ]; then
         echo "fuzz.sh: $t failed (status $status); the crashing input is in fuzz/artifacts/$t" >&2
