@@ -90,7 +90,7 @@ fn exchange_with_host(net: &str, host_ip: Ipv4Addr, guest_ip: &str, mac: &str) {
          echo MAC $(cat /sys/class/net/eth0/address) && \
          ping -c 3 -W 10 {host_ip} && \
          (echo GUEST-HELLO; dd if=/dev/zero bs=1024 count={kib} 2>/dev/null) | \
-         nc {host_ip} {port} > /tmp/reply && \
+         nc -w 60 {host_ip} {port} > /tmp/reply && \
          echo REPLY $(head -n 1 /tmp/reply) && echo REPLY-BYTES $(wc -c < /tmp/reply)",
         kib = GUEST_BULK / 1024
     );

@@ -91,9 +91,11 @@ impl Guest {
                     }
                 }
                 Err(_) => {
+                    let threads = hang_report(self.child.id());
                     let _ = self.child.kill();
+                    let _ = self.child.wait();
                     panic!(
-                        "no expected line; stdout so far:\n{}\nstderr:\n{}",
+                        "no expected line; stdout so far:\n{}\nstderr:\n{}\n{threads}",
                         self.seen.join("\n"),
                         self.stderr()
                     );
@@ -160,8 +162,20 @@ impl Guest {
                 break s;
             }
             if Instant::now() > deadline {
+                // Look at the stuck VMM, kill it so stderr ends, then
+                // show every line the guest printed (not only those a
+                // test waited for).
+                let threads = hang_report(self.child.id());
                 let _ = self.child.kill();
-                panic!("the VMM did not exit; stdout:\n{}", self.seen.join("\n"));
+                let _ = self.child.wait();
+                while let Ok((line, _)) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                    self.seen.push(line);
+                }
+                panic!(
+                    "the VMM did not exit; stdout:\n{}\nstderr:\n{}\n{threads}",
+                    self.seen.join("\n"),
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -256,4 +270,38 @@ pub fn kvm_available(test: &str) -> bool {
         eprintln!("SKIPPED {test}: /dev/kvm does not open");
     }
     ok
+}
+
+/// What a VMM that stopped making progress is doing: each thread's name,
+/// state and kernel wait channel, then (when gdb is installed, as CI
+/// installs it) every thread's backtrace. A hang seen once on a loaded
+/// CI machine is then a deadlock or a guest stall, not a mystery.
+pub fn hang_report(pid: u32) -> String {
+    let mut out = format!("threads of the VMM (pid {pid}):\n");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    for task in tasks.into_iter().flatten().flatten() {
+        let dir = task.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let stat = read("stat");
+        // The state is the field after the parenthesised name.
+        let state = stat.rsplit(") ").next().and_then(|r| r.split(' ').next());
+        out += &format!(
+            "  {:>7} {:<16} {} {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            state.unwrap_or("?"),
+            read("wchan").trim()
+        );
+    }
+    let gdb = Command::new("timeout")
+        .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+        .args(["-ex", "thread apply all bt 16"])
+        .stdin(Stdio::null())
+        .output();
+    match gdb {
+        Ok(o) if o.status.success() => out += &String::from_utf8_lossy(&o.stdout),
+        Ok(o) => out += &format!("(gdb gave no backtraces: {})\n", o.status),
+        Err(e) => out += &format!("(no backtraces: {e})\n"),
+    }
+    out
 }
