@@ -139,7 +139,9 @@ impl Chipset {
         let pic = Arc::new(Mutex::new(Pic8259::new(Arc::new(IntrToLint0(
             apics.clone(),
         )))));
-        let ioapic_id = u8::try_from(machine.vcpu_count()).unwrap_or(u8::MAX);
+        // The ID the firmware tables give it.
+        let cpus = u32::try_from(machine.vcpu_count()).unwrap_or(u32::MAX);
+        let ioapic_id = crate::firmware::ioapic_id(cpus);
         let ioapic = Arc::new(Mutex::new(Ioapic::new(ioapic_id, apics.clone())));
         apics.connect(Arc::new(PlatformSide {
             pic: pic.clone(),

@@ -53,14 +53,12 @@
 //! `prctl` and `fcntl`.
 //!
 //! ## The API socket
-//! When the API server stops it wakes its accept loop by connecting to its
-//! own socket and then removes the socket file, so with an API socket
-//! `socket(AF_UNIX)`, `connect` and `unlink` are allowed. `connect` cannot
-//! be narrowed (the address is in memory): a compromised VMM could reach
-//! another Unix socket the user can. Waking the accept loop with
-//! `shutdown(2)` on the listener and removing the file before the filter
-//! goes on (or from a helper) would drop all three; `--api-socket none`
-//! drops them today.
+//! When the API server stops it wakes its accept loop with `shutdown(2)` on
+//! the listening socket (no connection to itself, so neither
+//! `socket(AF_UNIX)` nor `connect` is allowed) and then removes the socket
+//! file, so with an API socket `unlink` is allowed. `unlink` cannot be
+//! narrowed to one path (the path is in memory); `--api-socket none` drops
+//! it.
 //!
 //! ## The reboot
 //! An API reboot builds the machine again inside the sandboxed process: it
@@ -136,9 +134,8 @@ pub struct Needs {
     /// A virtio-net card: a reboot opens `/dev/net/tun` again and may give
     /// the host end an address (`socket(AF_INET)`, the `SIOC*` ioctls).
     pub network: bool,
-    /// An API socket: at its shutdown the server wakes its accept loop by
-    /// connecting to itself (`socket(AF_UNIX)`, `connect`) and removes the
-    /// socket file (`unlink`). [`Needs::of`] leaves it false: the caller
+    /// An API socket: at its shutdown the server removes the socket file
+    /// (`unlink`). [`Needs::of`] leaves it false: the caller
     /// that starts the server sets it.
     pub api_socket: bool,
 }
@@ -315,19 +312,13 @@ fn conditional(needs: Needs) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxE
         m.insert(libc::SYS_openat, vec![rule(masked(2, Dword, creating, 0))?]);
     }
     // socket(domain, ...): a network card's reboot addresses the host end
-    // of its TAP (an AF_INET datagram socket for SIOCSIFADDR); the API
-    // server's shutdown connects to its own socket (AF_UNIX).
-    let mut socket = Vec::new();
+    // of its TAP (an AF_INET datagram socket for SIOCSIFADDR).
     if needs.network {
-        socket.push(rule(equals(0, Dword, libc::AF_INET as u64))?);
+        let af_inet = rule(equals(0, Dword, libc::AF_INET as u64))?;
+        m.insert(libc::SYS_socket, vec![af_inet]);
     }
     if needs.api_socket {
-        socket.push(rule(equals(0, Dword, libc::AF_UNIX as u64))?);
-        m.insert(libc::SYS_connect, Vec::new());
         m.insert(libc::SYS_unlink, Vec::new());
-    }
-    if !socket.is_empty() {
-        m.insert(libc::SYS_socket, socket);
     }
     // prctl: naming a new thread (PR_SET_NAME) only.
     m.insert(
@@ -552,6 +543,25 @@ mod tests {
         assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
         let netlink = [libc::AF_NETLINK as usize, libc::SOCK_RAW as usize, 0, 0];
         assert_refused(net, "socket(AF_NETLINK)", libc::SYS_socket, netlink);
+    }
+
+    #[test]
+    fn an_api_socket_allows_unlink_but_no_unix_socket_or_connect() {
+        let api = Needs {
+            api_socket: true,
+            ..Needs::default()
+        };
+        let missing = c"/tmp/alcazar-sandbox-no-such-socket".as_ptr() as usize;
+        let status = in_sandboxed_child(api, || {
+            // SAFETY: unlink(2) of a NUL-terminated path that does not
+            // exist: allowed, it fails with ENOENT.
+            unsafe { libc::unlink(missing as *const libc::c_char) };
+            0
+        });
+        assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
+        let unix = [libc::AF_UNIX as usize, libc::SOCK_STREAM as usize, 0, 0];
+        assert_refused(api, "socket(AF_UNIX)", libc::SYS_socket, unix);
+        assert_refused(api, "connect", libc::SYS_connect, [1023, missing, 110, 0]);
     }
 
     #[test]

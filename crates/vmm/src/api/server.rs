@@ -8,6 +8,7 @@
 //! connection that sends nothing for [`READ_TIMEOUT`] is dropped.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -128,6 +129,9 @@ impl ApiListener {
         let Some(listener) = self.listener.take() else {
             return Err(socket_err(std::io::Error::other("already served")));
         };
+        // A second descriptor for the same listening socket: shutdown(2)
+        // on it wakes the accept loop (see [`ApiServer::shutdown`]).
+        let waker = listener.try_clone().map_err(socket_err)?;
         let stopping = Arc::new(AtomicBool::new(false));
         let active = Arc::new(AtomicUsize::new(0));
         let (s, a) = (stopping.clone(), active.clone());
@@ -143,6 +147,7 @@ impl ApiListener {
         };
         Ok(ApiServer {
             path: path.clone(),
+            waker,
             stopping,
             active,
             accept: Some(accept),
@@ -163,6 +168,8 @@ impl Drop for ApiListener {
 #[derive(Debug)]
 pub struct ApiServer {
     path: PathBuf,
+    /// The listening socket, shut down to end the accept loop.
+    waker: UnixListener,
     stopping: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
@@ -187,8 +194,12 @@ impl ApiServer {
             return;
         };
         self.stopping.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop: shutting a listening Unix socket down
+        // makes a blocked accept(2) fail with EINVAL. (Connecting to our
+        // own socket would also wake it, but would need `connect` in the
+        // seccomp filter, which cannot be narrowed to one address.)
+        // SAFETY: shutdown(2) on a descriptor we own; no memory involved.
+        unsafe { libc::shutdown(self.waker.as_raw_fd(), libc::SHUT_RDWR) };
         let _ = accept.join();
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -214,7 +225,11 @@ fn accept_loop(
         if stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(mut stream) = conn else { continue };
+        let Ok(mut stream) = conn else {
+            // Out of descriptors (EMFILE) and the like: do not spin.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
             let _ = Response::error(503, format!("more than {MAX_CONNECTIONS} connections"))

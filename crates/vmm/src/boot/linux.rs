@@ -122,9 +122,23 @@ pub enum LinuxBootError {
         /// The limit.
         max: usize,
     },
+    /// The kernel does not fit in guest RAM while it decompresses.
+    #[error(
+        "memory: {have_mib} MiB is too small for this kernel, which decompresses into RAM up to \
+         {end:#x}; give --memory {need_mib}M or more"
+    )]
+    KernelTooBig {
+        /// The end of what the kernel needs (its run address + `init_size`).
+        end: u64,
+        /// Guest RAM below the 32-bit MMIO hole, in MiB.
+        have_mib: u64,
+        /// The least memory that holds the kernel and the initrd, in MiB.
+        need_mib: u64,
+    },
     /// The initrd does not fit where the kernel can reach it.
     #[error(
-        "the initrd ({size} bytes) does not fit in guest RAM below {limit:#x} above the kernel"
+        "the initrd ({size} bytes) does not fit in guest RAM below {limit:#x} above the kernel; \
+         give more --memory or a smaller initrd"
     )]
     InitrdTooBig {
         /// Its size.
@@ -163,7 +177,16 @@ pub fn install(
     p.hdr.loadflags |= CAN_USE_HEAP;
     p.hdr.heap_end_ptr = 0xfe00;
     write_cmdline(memory, &mut p.hdr, &image.cmdline)?;
-    let kernel_end = KERNEL_ADDRESS + u64::from(hdr.init_size).max(image.kernel.len() as u64);
+    let kernel_end = kernel_end(&hdr, image.kernel.len());
+    let have = low_ram_end(memory);
+    if kernel_end > have {
+        let initrd = image.initrd.as_ref().map_or(0, |i| i.len() as u64);
+        return Err(LinuxBootError::KernelTooBig {
+            end: kernel_end,
+            have_mib: have >> 20,
+            need_mib: (kernel_end + initrd).div_ceil(1 << 20),
+        });
+    }
     if let Some(initrd) = &image.initrd {
         let at = place_initrd(memory, initrd_limit(&hdr), initrd.len(), kernel_end)?;
         write(memory, at, initrd)?;
@@ -250,20 +273,38 @@ fn initrd_limit(hdr: &setup_header) -> u64 {
 
 /// The initrd goes as high as `limit` (inclusive) allows in RAM below the
 /// MMIO hole, page aligned, above the kernel's footprint (`kernel_end`).
+/// The end of the memory the kernel uses while it starts: its setup
+/// decompresses it to the run address and needs `init_size` bytes there
+/// (boot protocol, "init_size" field). A relocatable kernel loaded below
+/// its `pref_address` (LOAD_PHYSICAL_ADDR, usually 16 MiB) runs at
+/// `pref_address`; otherwise at the load address.
+fn kernel_end(hdr: &setup_header, image_len: usize) -> u64 {
+    let run_at = if hdr.relocatable_kernel != 0 {
+        KERNEL_ADDRESS.max(hdr.pref_address)
+    } else {
+        KERNEL_ADDRESS
+    };
+    run_at + u64::from(hdr.init_size).max(image_len as u64)
+}
+
+/// The end of guest RAM below the 32-bit MMIO hole.
+fn low_ram_end(memory: &GuestMemory) -> u64 {
+    memory
+        .map()
+        .backed()
+        .filter(|e| e.kind == RegionKind::Ram && e.start < MMIO_HOLE_START)
+        .map(|e| e.end())
+        .max()
+        .unwrap_or(0)
+}
+
 pub(super) fn place_initrd(
     memory: &GuestMemory,
     limit: u64,
     size: usize,
     kernel_end: u64,
 ) -> Result<u64, LinuxBootError> {
-    let low_ram_end = memory
-        .map()
-        .backed()
-        .filter(|e| e.kind == RegionKind::Ram && e.start < MMIO_HOLE_START)
-        .map(|e| e.end())
-        .max()
-        .unwrap_or(0);
-    let top = low_ram_end.min(limit.saturating_add(1));
+    let top = low_ram_end(memory).min(limit.saturating_add(1));
     let too_big = LinuxBootError::InitrdTooBig { size, limit: top };
     let start = top.checked_sub(size as u64).ok_or(too_big)? & !0xfff;
     if start < kernel_end {
@@ -458,5 +499,41 @@ mod tests {
             install(&m, &big, None),
             Err(LinuxBootError::InitrdTooBig { .. })
         ));
+    }
+
+    /// Debian's cloud kernel in 64 MiB used to triple-fault in its
+    /// decompressor: it runs at its pref_address (16 MiB) and needs
+    /// init_size (51.5 MiB) there, up to 67.5 MiB.
+    #[test]
+    fn a_relocatable_kernel_needs_init_size_at_its_pref_address() {
+        let mut kernel = fake_bzimage(0x020f, XLF_KERNEL_64, 512);
+        kernel[0x234] = 1; // relocatable_kernel
+        kernel[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes()); // pref_address
+        kernel[0x260..0x264].copy_from_slice(&0x337_8000u32.to_le_bytes()); // init_size
+        let image = LinuxImage {
+            kernel,
+            initrd: Some(vec![0; 1 << 20]),
+            cmdline: String::new(),
+        };
+        let err = install(&mem(64 << 20), &image, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LinuxBootError::KernelTooBig {
+                    end: 0x437_8000,
+                    have_mib: 64,
+                    need_mib: 69,
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("give --memory 69M or more"),
+            "{err}"
+        );
+        // With that much it loads, and the initrd stays above the kernel.
+        let m = mem(69 << 20);
+        install(&m, &image, None).unwrap();
+        assert!(u64::from(read_u32(&m, ZERO_PAGE + 0x218)) >= 0x437_8000);
     }
 }

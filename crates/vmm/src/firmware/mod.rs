@@ -86,7 +86,7 @@ pub const SCI_IRQ: u8 = 9;
 
 /// Most vCPUs the tables describe: local APIC IDs are 8 bits in the MADT's
 /// Processor Local APIC structure and the MP table, 0xff is the broadcast
-/// ID, and the IOAPIC takes the ID after the last CPU.
+/// ID.
 pub const MAX_CPUS: u32 = 254;
 
 /// OEM ID of every ACPI table (6 bytes).
@@ -95,6 +95,19 @@ pub const ACPI_OEM_ID: [u8; 6] = *b"ALCAZR";
 pub const ACPI_OEM_TABLE_ID: [u8; 8] = *b"ALCAZAR ";
 /// OEM revision of every ACPI table.
 pub const ACPI_OEM_REVISION: u32 = 1;
+
+/// The IOAPIC's APIC ID for a machine of `cpus` vCPUs: the first ID after
+/// the CPUs' while it fits the 4 bits of the 82093AA's IOAPICID register
+/// (datasheet §3.2.1, bits 27:24), so the register, the MADT and the MP
+/// table agree. With 16 or more vCPUs no 4-bit ID is free; an xAPIC
+/// system (interrupt messages on the system bus, not the old 3-wire APIC
+/// bus) lets an IOAPIC share an ID with a local APIC, so it is 0.
+pub fn ioapic_id(cpus: u32) -> u8 {
+    match u8::try_from(cpus) {
+        Ok(id) if id <= 0x0f => id,
+        _ => 0,
+    }
+}
 
 /// What the firmware tables need to know about the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,9 +137,9 @@ impl PlatformLayout {
         }
     }
 
-    /// The IOAPIC's APIC ID: the first ID after the CPUs'.
+    /// The IOAPIC's APIC ID as the tables give it: [`ioapic_id`].
     pub fn ioapic_id(&self) -> u8 {
-        u8::try_from(self.cpus).unwrap_or(u8::MAX)
+        ioapic_id(self.cpus)
     }
 
     /// Checks that the tables can describe this many CPUs.
@@ -238,6 +251,10 @@ mod unit_tests {
         assert!(PlatformLayout::new(MAX_CPUS).validate().is_ok());
         assert!(PlatformLayout::new(MAX_CPUS + 1).validate().is_err());
         assert_eq!(PlatformLayout::new(4).ioapic_id(), 4);
+        assert_eq!(PlatformLayout::new(15).ioapic_id(), 15);
+        // The register holds 4 bits: 16 or more vCPUs share ID 0.
+        assert_eq!(PlatformLayout::new(16).ioapic_id(), 0);
+        assert_eq!(PlatformLayout::new(MAX_CPUS).ioapic_id(), 0);
     }
 
     #[test]

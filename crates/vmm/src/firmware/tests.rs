@@ -230,7 +230,11 @@ fn madt_lists_cpus_ioapic_overrides_and_nmi() {
         let ioapics: Vec<_> = entries.iter().filter(|(t, _)| *t == 1).collect();
         assert_eq!(ioapics.len(), 1);
         let io = &ioapics[0].1;
-        assert_eq!(io[2] as u32, cpus, "IOAPIC ID after the CPUs");
+        assert_eq!(
+            io[2],
+            super::ioapic_id(cpus),
+            "IOAPIC ID as the register holds it"
+        );
         assert_eq!(u32_at(io, 4), 0xfec0_0000);
         assert_eq!(u32_at(io, 8), 0, "GSI base");
 
@@ -368,13 +372,13 @@ fn mp_table_entries() {
         assert_eq!(&buses[0][2..8], b"ISA   ");
         let ioapics: Vec<_> = of(2).collect();
         assert_eq!(ioapics.len(), 1);
-        assert_eq!(ioapics[0][1] as u32, cpus);
+        assert_eq!(ioapics[0][1], super::ioapic_id(cpus));
         assert_eq!((ioapics[0][2], ioapics[0][3]), (0x11, 1));
         assert_eq!(u32_at(ioapics[0], 4), 0xfec0_0000);
 
         // (type, source IRQ, IOAPIC ID, pin).
         let ints: Vec<_> = of(3).map(|e| (e[1], e[5], e[6], e[7])).collect();
-        let id = cpus as u8;
+        let id = super::ioapic_id(cpus);
         let mut expected = vec![(3, 0, id, 0), (0, 0, id, 2), (0, 1, id, 1)];
         expected.extend((3..16).map(|irq| (0, irq, id, irq)));
         assert_eq!(ints, expected);
