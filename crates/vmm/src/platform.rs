@@ -140,8 +140,7 @@ impl Chipset {
             apics.clone(),
         )))));
         // The ID the firmware tables give it.
-        let cpus = u32::try_from(machine.vcpu_count()).unwrap_or(u32::MAX);
-        let ioapic_id = crate::firmware::ioapic_id(cpus);
+        let ioapic_id = crate::firmware::ioapic_id(machine.vcpu_count());
         let ioapic = Arc::new(Mutex::new(Ioapic::new(ioapic_id, apics.clone())));
         apics.connect(Arc::new(PlatformSide {
             pic: pic.clone(),
