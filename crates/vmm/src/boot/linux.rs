@@ -125,7 +125,7 @@ pub enum LinuxBootError {
     /// The kernel does not fit in guest RAM while it decompresses.
     #[error(
         "memory: {have_mib} MiB is too small for this kernel, which decompresses into RAM up to \
-         {end:#x}; give --memory {need_mib}M or more"
+         {end:#x}; loading it takes --memory {need_mib}M or more (running it takes more still)"
     )]
     KernelTooBig {
         /// The end of what the kernel needs (its run address + `init_size`).
