@@ -528,7 +528,7 @@ mod tests {
             "{err:?}"
         );
         assert!(
-            err.to_string().contains("give --memory 69M or more"),
+            err.to_string().contains("takes --memory 69M or more"),
             "{err}"
         );
         // With that much it loads, and the initrd stays above the kernel.
