@@ -223,6 +223,35 @@ impl Mmu {
         self.translate_slow(cpu, code, lin, kind, user, set, idx)
     }
 
+    /// The host address (and the guest-physical address) of `size` bytes
+    /// at `lin` if they lie in one RAM page that has a TLB entry for `kind`
+    /// at privilege `user`; `None` sends the access down the full path
+    /// ([`Mmu::translate`]: a TLB miss, MMIO, or a page-crossing access).
+    /// This is the one check a load or store of the interpreter's fast
+    /// handlers makes inline.
+    #[inline(always)]
+    pub fn host_hit(
+        &self,
+        lin: u64,
+        size: u8,
+        kind: AccessKind,
+        user: bool,
+    ) -> Option<(*mut u8, u64)> {
+        let offset = lin & 0xfff;
+        if offset + u64::from(size) > 0x1000 {
+            return None;
+        }
+        let vpn = lin >> 12;
+        let e =
+            &self.tlb[kind as usize * 2 + usize::from(user)][(vpn as usize) & (TLB_ENTRIES - 1)];
+        if e.tag != vpn + 1 || e.host.is_null() {
+            return None;
+        }
+        // SAFETY: `host` is the start of a mapped 4 KiB page and `offset`
+        // is inside it.
+        Some((unsafe { e.host.add(offset as usize) }, e.phys | offset))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn translate_slow(
         &mut self,

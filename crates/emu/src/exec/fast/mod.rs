@@ -34,6 +34,7 @@ use crate::code::Decoded;
 use crate::cpu::seg;
 use crate::fault::Fault;
 use crate::flags::mask;
+use crate::mmu::AccessKind;
 use crate::Cpu;
 
 /// Executes one decoded instruction (reading its pre-decoded operands).
@@ -362,6 +363,11 @@ impl Cpu {
         if usize::from(m.seg) < seg::FS && self.flat64() {
             let lin = self.check_linear64(usize::from(m.seg), off, m.size)?;
             let user = self.user();
+            if let Some((p, _)) = self.mmu.host_hit(lin, m.size, AccessKind::Read, user) {
+                // SAFETY: `host_hit` found `m.size` bytes of one mapped
+                // RAM page at `p`.
+                return Ok(unsafe { read_host(p, m.size) });
+            }
             return self.read_lin(lin, m.size, user);
         }
         self.read(usize::from(m.seg), off, m.size)
@@ -374,9 +380,54 @@ impl Cpu {
         if usize::from(m.seg) < seg::FS && self.flat64() {
             let lin = self.check_linear64(usize::from(m.seg), off, m.size)?;
             let user = self.user();
+            if let Some((p, phys)) = self.mmu.host_hit(lin, m.size, AccessKind::Write, user) {
+                // As `Cpu::write_phys_at`: code decoded on the page since
+                // its write entry was made is invalidated.
+                if self.code.note_write(phys) {
+                    self.end_block = true;
+                }
+                // SAFETY: `host_hit` found `m.size` bytes of one mapped,
+                // writable RAM page at `p`.
+                unsafe { write_host(p, m.size, v) };
+                return Ok(());
+            }
             return self.write_lin(lin, m.size, v, user);
         }
         self.write(usize::from(m.seg), off, m.size, v)
+    }
+}
+
+/// Reads `size` (1, 2, 4 or 8) bytes at host address `p`.
+///
+/// # Safety
+/// `p` must be valid for reads of `size` bytes.
+#[inline(always)]
+unsafe fn read_host(p: *mut u8, size: u8) -> u64 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        match size {
+            1 => u64::from(p.read()),
+            2 => u64::from(p.cast::<u16>().read_unaligned()),
+            4 => u64::from(p.cast::<u32>().read_unaligned()),
+            _ => p.cast::<u64>().read_unaligned(),
+        }
+    }
+}
+
+/// Writes the low `size` (1, 2, 4 or 8) bytes of `v` at host address `p`.
+///
+/// # Safety
+/// `p` must be valid for writes of `size` bytes.
+#[inline(always)]
+unsafe fn write_host(p: *mut u8, size: u8, v: u64) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        match size {
+            1 => p.write(v as u8),
+            2 => p.cast::<u16>().write_unaligned(v as u16),
+            4 => p.cast::<u32>().write_unaligned(v as u32),
+            _ => p.cast::<u64>().write_unaligned(v),
+        }
     }
 }
 

@@ -452,3 +452,41 @@ fn indirect_calls_and_jumps_match() {
     assert!(compare_with(64, 0, bad, |a| a.call(rax).unwrap()).is_err());
     assert!(compare_with(64, 0, bad, |a| a.jmp(rax).unwrap()).is_err());
 }
+
+/// A store through the inline fast path ([`Cpu::write_mem`]) into a page
+/// whose write TLB entry was made before code was decoded there still
+/// invalidates that code: the second call runs the patched function.
+#[test]
+fn a_fast_store_invalidates_code_decoded_after_its_tlb_entry() {
+    const F: u64 = CODE + 0x2000;
+    let function = assemble(64, |a| {
+        a.mov(eax, 1u32).unwrap();
+        a.ret().unwrap();
+    });
+    let code = assemble(64, |a| {
+        // A write entry for F's page while it holds no decoded code.
+        a.mov(rdi, F).unwrap();
+        a.mov(dword_ptr(rdi + 0x800), 0u32).unwrap();
+        a.call(rdi).unwrap(); // decodes F: `mov eax, 1`
+        a.mov(ebx, eax).unwrap();
+        a.mov(byte_ptr(rdi + 1), 2u32).unwrap(); // now `mov eax, 2`
+        a.call(rdi).unwrap();
+        a.hlt().unwrap();
+    });
+    for single_steps in [true, false] {
+        let mut cpu = cpu64(&code);
+        cpu.machine.memory.write(F, &function).unwrap();
+        if single_steps {
+            crate::testutil::run_until(&mut cpu, CODE + code.len() as u64 - 1, 1000);
+        } else {
+            for _ in 0..100 {
+                if cpu.s.halted || cpu.s.rip == CODE + code.len() as u64 - 1 {
+                    break;
+                }
+                cpu.step();
+            }
+        }
+        assert_eq!(cpu.s.gpr[reg::RBX], 1, "the first call ran the original");
+        assert_eq!(cpu.s.gpr[reg::RAX], 2, "the second ran the patched code");
+    }
+}
