@@ -102,6 +102,9 @@ struct InterruptState {
     queue_vectors: Vec<u16>,
     isr: u8,
     intx_disabled: bool,
+    /// The device asked for a reset ([`VirtioInterrupt::needs_reset`]);
+    /// `device_status` shows `DEVICE_NEEDS_RESET` until the driver resets.
+    needs_reset: bool,
 }
 
 /// The transport's [`VirtioInterrupt`].
@@ -140,6 +143,18 @@ impl VirtioInterrupt for TransportInterrupt {
     fn signal_config(&self) {
         let vector = self.state().config_vector;
         self.raise(Some(vector), ISR_CONFIG);
+    }
+
+    fn needs_reset(&self) {
+        let newly = {
+            let mut s = self.state();
+            !std::mem::replace(&mut s.needs_reset, true)
+        };
+        // One interrupt per error state, however often the driver pokes
+        // the broken queue.
+        if newly {
+            self.signal_config();
+        }
     }
 }
 
@@ -259,6 +274,7 @@ impl VirtioPci {
                 queue_vectors: vec![NO_VECTOR; max_sizes.len()],
                 isr: 0,
                 intx_disabled: false,
+                needs_reset: false,
             }),
             sink,
             intx,
@@ -353,7 +369,12 @@ impl VirtioPci {
         put(&mut img, 0x0c, &driver_feature.to_le_bytes());
         put(&mut img, 0x10, &irq.config_vector.to_le_bytes());
         put(&mut img, 0x12, &(self.max_sizes.len() as u16).to_le_bytes());
-        img[0x14] = self.device_status;
+        img[0x14] = self.device_status
+            | if irq.needs_reset {
+                status::DEVICE_NEEDS_RESET
+            } else {
+                0
+            };
         img[0x15] = 0; // config_generation: the configurations never change mid-read
         put(&mut img, 0x16, &self.queue_select.to_le_bytes());
         if let Some(q) = q {
@@ -558,6 +579,7 @@ impl VirtioPci {
         irq.config_vector = NO_VECTOR;
         irq.queue_vectors.fill(NO_VECTOR);
         irq.isr = 0;
+        irq.needs_reset = false;
         self.interrupt.intx.set_level(false);
     }
 

@@ -5,6 +5,7 @@ pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod fault_pf;
 pub(crate) mod faults;
+pub(crate) mod hostile_virtio;
 pub(crate) mod interrupts;
 pub(crate) mod isa_irq;
 pub(crate) mod long;
@@ -117,6 +118,10 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: virtio_rng::INFO.name,
         build: virtio_rng::build,
+    },
+    Entry {
+        name: hostile_virtio::INFO.name,
+        build: hostile_virtio::build,
     },
     Entry {
         name: ticker::INFO.name,

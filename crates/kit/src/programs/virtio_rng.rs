@@ -198,7 +198,7 @@ pub(crate) fn build() -> Result<Built, KitError> {
 
 /// Scans slots 0-31 of bus 0 for [`VIRTIO_RNG_ID`]; leaves the slot in
 /// EBX (32 if none).
-fn find_device(a: &mut CodeAssembler) -> Asm {
+pub(crate) fn find_device(a: &mut CodeAssembler) -> Asm {
     let mut next = a.create_label();
     let mut found = a.create_label();
     a.xor(ebx, ebx)?;
@@ -217,7 +217,7 @@ fn find_device(a: &mut CodeAssembler) -> Asm {
 
 /// CONFIG_ADDRESS = enable | slot EBX << 11 | `register` (function 0,
 /// bus 0). Clobbers EAX and DX.
-fn config_address(a: &mut CodeAssembler, register: u32) -> Asm {
+pub(crate) fn config_address(a: &mut CodeAssembler, register: u32) -> Asm {
     a.mov(eax, ebx)?;
     a.shl(eax, 11)?;
     a.or(eax, 0x8000_0000u32 | register)?;
