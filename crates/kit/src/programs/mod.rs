@@ -7,6 +7,7 @@ pub(crate) mod fault_pf;
 pub(crate) mod faults;
 pub(crate) mod hostile_virtio;
 pub(crate) mod interrupts;
+pub(crate) mod irq_storm;
 pub(crate) mod isa_irq;
 pub(crate) mod long;
 pub(crate) mod protected;
@@ -122,6 +123,10 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: hostile_virtio::INFO.name,
         build: hostile_virtio::build,
+    },
+    Entry {
+        name: irq_storm::INFO.name,
+        build: irq_storm::build,
     },
     Entry {
         name: ticker::INFO.name,

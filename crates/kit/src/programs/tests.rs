@@ -83,6 +83,7 @@ fn names_are_the_documented_ones_and_each_builds() {
         "isa-irq",
         "virtio-rng",
         "hostile-virtio",
+        "irq-storm",
         "ticker",
         "spinner",
         "bench-sieve",
