@@ -12,6 +12,7 @@ pub(crate) mod isa_irq;
 pub(crate) mod long;
 pub(crate) mod protected;
 pub(crate) mod real;
+pub(crate) mod register_storm;
 pub(crate) mod smp;
 pub(crate) mod smp_sipi;
 pub(crate) mod sweep;
@@ -127,6 +128,14 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: irq_storm::INFO.name,
         build: irq_storm::build,
+    },
+    Entry {
+        name: register_storm::FULL.name,
+        build: register_storm::build_full,
+    },
+    Entry {
+        name: register_storm::QUICK.name,
+        build: register_storm::build_quick,
     },
     Entry {
         name: ticker::INFO.name,

@@ -84,6 +84,8 @@ fn names_are_the_documented_ones_and_each_builds() {
         "virtio-rng",
         "hostile-virtio",
         "irq-storm",
+        "register-storm",
+        "register-storm-quick",
         "ticker",
         "spinner",
         "bench-sieve",
