@@ -53,7 +53,8 @@ use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "irq-storm",
-    description: "interrupt storms: self-IPIs with IF=0/1, the 8254 at ~597 kHz via 8259A and IOAPIC",
+    description:
+        "interrupt storms: self-IPIs with IF=0/1, the 8254 at ~597 kHz via 8259A and IOAPIC",
     mode: Mode::Long,
 };
 
@@ -155,8 +156,12 @@ pub(crate) fn build() -> Result<Built, KitError> {
     ];
     let failures = Failures {
         if0_early: text("kit: irq-storm FAILED: a self-IPI arrived with IF=0")?,
-        if0_count: text("kit: irq-storm FAILED: self-IPIs sent with IF=0 did not arrive as exactly one")?,
-        if1_count: text("kit: irq-storm FAILED: self-IPIs with IF=1: none, or more than were sent")?,
+        if0_count: text(
+            "kit: irq-storm FAILED: self-IPIs sent with IF=0 did not arrive as exactly one",
+        )?,
+        if1_count: text(
+            "kit: irq-storm FAILED: self-IPIs with IF=1: none, or more than were sent",
+        )?,
         pic_lost: text("kit: irq-storm FAILED: 8254 ticks via the 8259A stalled (watchdog)")?,
         ioapic_lost: text("kit: irq-storm FAILED: 8254 ticks via the IOAPIC stalled (watchdog)")?,
         after_mask: text("kit: irq-storm FAILED: more than one tick arrived after the mask")?,
@@ -179,7 +184,13 @@ pub(crate) fn build() -> Result<Built, KitError> {
         let mut faults = Faults::new(a, pieces);
         Uart::init(a)?;
         faults.install(a, idtr)?;
-        for at in [IPI_COUNT, PIC_COUNT, IOAPIC_COUNT, TIMED_OUT, SPURIOUS_COUNT] {
+        for at in [
+            IPI_COUNT,
+            PIC_COUNT,
+            IOAPIC_COUNT,
+            TIMED_OUT,
+            SPURIOUS_COUNT,
+        ] {
             a.mov(dword_ptr(at), 0u32)?;
         }
         a.mov(r14d, APIC)?;

@@ -373,8 +373,8 @@ fn reinit(a: &mut CodeAssembler) -> Asm {
     Uart::init(a)?;
     out_byte(a, COM1 + 2, 0)?; // FCR: FIFOs off
     out_byte(a, COM1 + 4, 0x03)?; // MCR: DTR | RTS, loopback off
-    // Master (vectors 0x20-0x27, slave on IR2) and slave (0x28-0x2f,
-    // cascade identity 2), 8086 mode, then everything masked.
+                                  // Master (vectors 0x20-0x27, slave on IR2) and slave (0x28-0x2f,
+                                  // cascade identity 2), 8086 mode, then everything masked.
     for (port, value) in [
         (0x20, 0x11),
         (0x21, 0x20),
