@@ -6,7 +6,9 @@
 //! - `hostile-virtio`: descriptors outside RAM, straddling its end or on
 //!   MMIO, descriptor loops, chains longer than the queue, bad indirect
 //!   tables, an available `idx` far ahead, rings outside RAM; each must be
-//!   refused visibly and the device must still work afterwards.
+//!   refused visibly and the device must still work afterwards; the same
+//!   against virtio-blk (`hostile-virtio-blk`, on a scratch image that
+//!   must come out unchanged).
 //! - `register-storm`: every port and MMIO register window written with
 //!   0, ones, 0xaa.. and 0x55.. at every width (emu: all 65536 ports;
 //!   kvm: `register-storm-quick`, ports below 0x1000 where every device
@@ -83,11 +85,12 @@ fn peak_rss(pid: u32) -> Option<u64> {
 /// which then measures the test harness, not the VMM. `VmHWM` belongs to
 /// the VMM's own address space and never decreases, so the last poll
 /// before the exit sees all but the last few milliseconds of growth.
-fn run(program: &str, engine: &str) -> Run {
+fn run(program: &str, engine: &str, extra: &[&str]) -> Run {
     let memory = format!("{}M", GUEST_RAM >> 20);
     let mut child = Command::new(env!("CARGO_BIN_EXE_alcazar"))
         .args(["run", "--kit", program, "--engine", engine])
         .args(["--memory", &memory, "--api-socket", "none"])
+        .args(extra)
         .env("ALCAZAR_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -136,12 +139,17 @@ fn run(program: &str, engine: &str) -> Run {
 /// Runs `program` on `engine` and checks its expected lines (in order),
 /// its exit status and the memory bound.
 fn check(program: &str, engine: &str) {
+    check_with(program, engine, &[]);
+}
+
+/// [`check`] with extra `alcazar run` arguments.
+fn check_with(program: &str, engine: &str, extra: &[&str]) {
     let expect = alcazar_kit::build(program)
         .expect("the program exists")
         .expect("the program assembles")
         .expect;
     let started = Instant::now();
-    let run = run(program, engine);
+    let run = run(program, engine, extra);
     let shown = format!(
         "{program} on {engine}\nstdout:\n{}\nstderr:\n{}",
         run.stdout, run.stderr
@@ -179,6 +187,51 @@ fn a_hostile_virtio_driver_is_refused_and_the_device_recovers_on_emu() {
 fn a_hostile_virtio_driver_is_refused_and_the_device_recovers_on_kvm() {
     if kvm_available("a_hostile_virtio_driver_is_refused_and_the_device_recovers_on_kvm") {
         check("hostile-virtio", "kvm");
+    }
+}
+
+/// A 1 MiB disk image whose first sector is a pattern (what the valid
+/// read of `hostile-virtio-blk` must get), removed on drop.
+struct Disk(std::path::PathBuf);
+
+impl Disk {
+    fn new(test: &str) -> Disk {
+        let path = std::env::temp_dir().join(format!("alcazar-{test}-{}.img", std::process::id()));
+        std::fs::write(&path, Disk::contents()).expect("disk image");
+        Disk(path)
+    }
+
+    fn contents() -> Vec<u8> {
+        let mut bytes: Vec<u8> = (0..512u32).map(|i| (i * 7 + 1) as u8).collect();
+        bytes.resize(1 << 20, 0);
+        bytes
+    }
+
+    /// Runs `hostile-virtio-blk` on `engine` with this disk, then checks
+    /// that no abuse made the device write to the image.
+    fn attack(&self, engine: &str) {
+        let path = self.0.to_str().expect("a UTF-8 temp path");
+        check_with("hostile-virtio-blk", engine, &["--disk", path]);
+        let after = std::fs::read(&self.0).expect("disk image");
+        assert!(after == Disk::contents(), "the disk image changed");
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_hostile_virtio_blk_driver_is_refused_and_the_disk_recovers_on_emu() {
+    Disk::new("hostile-blk-emu").attack("emu");
+}
+
+#[test]
+fn a_hostile_virtio_blk_driver_is_refused_and_the_disk_recovers_on_kvm() {
+    if kvm_available("a_hostile_virtio_blk_driver_is_refused_and_the_disk_recovers_on_kvm") {
+        Disk::new("hostile-blk-kvm").attack("kvm");
     }
 }
 

@@ -1,8 +1,9 @@
-//! `hostile-virtio`: a malicious virtio driver. It drives the virtio
-//! entropy device (the same PCI function and modern transport as
-//! `virtio-rng`) with queues and descriptor chains a correct driver never
-//! builds, and checks after each abuse that the device refused it in a
-//! way the guest can see and still serves a valid request afterwards.
+//! `hostile-virtio` and `hostile-virtio-blk`: a malicious virtio driver.
+//! It drives the virtio entropy device (the same PCI function and modern
+//! transport as `virtio-rng`), or the block device, with queues and
+//! descriptor chains a correct driver never builds, and checks after each
+//! abuse that the device refused it in a way the guest can see and still
+//! serves a valid request afterwards.
 //!
 //! 1. **Set up.** Read the end of RAM from the CMOS memory-size bytes
 //!    0x34/0x35 (64 KiB blocks above 16 MiB) into R13; find the
@@ -11,10 +12,11 @@
 //! 2. **Each abuse** starts from a reset device brought up again (virtio
 //!    1.2 §3.1.1: reset, ACKNOWLEDGE, DRIVER, VERSION_1, FEATURES_OK,
 //!    queue 0 of size 4, DRIVER_OK), writes its descriptors, offers head
-//!    0 (available ring entry 0, `idx` = 1) and notifies. The rng device
-//!    answers a chain it refuses by returning it as used with length 0
-//!    (`crates/devices/src/virtio/rng.rs`), so the program waits for used
-//!    `idx` = 1 and checks used element (id 0, length 0). The chains:
+//!    0 (available ring entry 0, `idx` = 1) and notifies. Both devices
+//!    answer a chain they refuse by returning it as used with length 0
+//!    (`crates/devices/src/virtio/rng.rs`, `block.rs`), so the program
+//!    waits for used `idx` = 1 and checks used element (id 0, length 0).
+//!    The chains:
 //!    - a buffer starting at the end of RAM;
 //!    - a buffer straddling the end of RAM (the 16 bytes below the end
 //!      must stay untouched);
@@ -38,9 +40,11 @@
 //!    APIC page. Each time `device_status` must show
 //!    `DEVICE_NEEDS_RESET` after DRIVER_OK (§4.1.4.3.2 / §2.1.2), and a
 //!    notification must not make the device touch anything.
-//! 5. **After every abuse**, reset and one valid request: a 32-byte
-//!    device-writable buffer comes back as used (id 0, length 32) and is
-//!    no longer all zeros. Print one line per abuse, then the summary, and
+//! 5. **After every abuse**, reset and one valid request: for rng a
+//!    32-byte device-writable buffer comes back as used (id 0, length 32)
+//!    and is no longer all zeros; for blk a read of sector 0 (header,
+//!    512-byte buffer, status byte) comes back with length 513, status 0
+//!    and the sector's bytes (the disk's first sector must not be zeros). Print one line per abuse, then the summary, and
 //!    exit with KIT_PASS; the first check that fails prints why and exits
 //!    with KIT_FAIL.
 //!
@@ -51,7 +55,7 @@
 
 use iced_x86::code_asm::*;
 
-use super::virtio_rng::{config_address, find_device};
+use super::virtio_rng::config_address;
 use super::{finish, Built, Info};
 use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
@@ -59,12 +63,67 @@ use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
 use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS};
 
-/// Registry facts.
-pub(crate) const INFO: Info = Info {
-    name: "hostile-virtio",
-    description:
-        "a malicious virtio driver: chains outside RAM, loops, bad indirect tables, bad rings",
-    mode: Mode::Long,
+/// The device a build attacks, and what a valid request to it is.
+pub(crate) struct Target {
+    /// Registry facts.
+    pub(crate) info: Info,
+    /// The vendor/device dword of its PCI function (virtio 1.2 §4.1.2).
+    pub(crate) id: u32,
+    /// A valid request: its descriptors from index 0.
+    valid: &'static [Desc],
+    /// The used length a valid request earns.
+    valid_len: u32,
+    /// Whether the request ends in a status byte at [`STATUS`] that the
+    /// device must set to 0 (`VIRTIO_BLK_S_OK`).
+    status_byte: bool,
+    /// The failure prefix and the summary line.
+    failed: &'static str,
+    done: &'static str,
+    /// Device classes the VMM must add (a disk needs a path: the caller
+    /// gives `--disk`).
+    devices: &'static [&'static str],
+}
+
+/// The virtio entropy device (virtio 1.2 §5.4): one 32-byte writable
+/// buffer.
+pub(crate) const RNG: Target = Target {
+    info: Info {
+        name: "hostile-virtio",
+        description:
+            "a malicious virtio driver: chains outside RAM, loops, bad indirect tables, bad rings",
+        mode: Mode::Long,
+    },
+    id: 0x1044_1af4,
+    valid: &[GOOD],
+    valid_len: BUFFER_LEN,
+    status_byte: false,
+    failed: "kit: hostile-virtio FAILED: ",
+    done: "kit: hostile-virtio: every abuse refused ok",
+    devices: &["virtio-rng"],
+};
+
+/// The virtio block device (virtio 1.2 §5.2): a read of sector 0 (the
+/// zeroed header is `VIRTIO_BLK_T_IN`, sector 0), 512 data bytes and the
+/// status byte. Needs a disk (`--disk`) whose first sector is not all
+/// zeros.
+pub(crate) const BLK: Target = Target {
+    info: Info {
+        name: "hostile-virtio-blk",
+        description:
+            "hostile-virtio against virtio-blk (give it a --disk whose sector 0 is not zeros)",
+        mode: Mode::Long,
+    },
+    id: 0x1042_1af4,
+    valid: &[
+        (At::Fixed(HEADER as u64), 16, F_NEXT, 1),
+        (At::Fixed(BUFFER as u64), 512, F_WRITE | F_NEXT, 2),
+        (At::Fixed(STATUS as u64), 1, F_WRITE, 0),
+    ],
+    valid_len: 513,
+    status_byte: true,
+    failed: "kit: hostile-virtio-blk FAILED: ",
+    done: "kit: hostile-virtio-blk: every abuse refused ok",
+    devices: &[],
 };
 
 /// Image offset of the main code.
@@ -104,6 +163,9 @@ const BUFFER: u32 = 0x33000;
 const INDIRECT: u32 = 0x34000;
 const INDIRECT_2: u32 = 0x34800;
 const BUFFER_LEN: u32 = 32;
+/// A block request's header and status byte (in the buffer's page).
+const HEADER: u32 = 0x33800;
+const STATUS: u32 = 0x33900;
 /// Where `bring_up` takes the three ring addresses from (qwords).
 const RING_DESC: u32 = 0x21000;
 const RING_AVAIL: u32 = 0x21008;
@@ -240,8 +302,6 @@ const IDX_AHEAD: (&str, &str) = abuse!("an available idx 0x8000 ahead");
 /// Prefix of each per-abuse line, and its end (as in `abuse!`).
 const CASE_PREFIX: &str = "kit: hostile-virtio: ";
 const CASE_OK: &str = ": refused, device still works";
-/// The summary line.
-const DONE: &str = "kit: hostile-virtio: every abuse refused ok";
 
 /// Linear addresses of the strings the routines print.
 struct Texts {
@@ -276,7 +336,16 @@ struct Routines {
 }
 
 /// Assembles `hostile-virtio`.
-pub(crate) fn build() -> Result<Built, KitError> {
+pub(crate) fn build_rng() -> Result<Built, KitError> {
+    build(&RNG)
+}
+
+/// Assembles `hostile-virtio-blk`.
+pub(crate) fn build_blk() -> Result<Built, KitError> {
+    build(&BLK)
+}
+
+fn build(target: &Target) -> Result<Built, KitError> {
     let load = DEFAULT_LOAD_ADDRESS;
     let mut image = Image::new(load);
     let mut data = DataArea::new(DATA);
@@ -286,10 +355,14 @@ pub(crate) fn build() -> Result<Built, KitError> {
     let texts = Texts {
         prefix: text(CASE_PREFIX)?,
         case_ok: text(&format!("{CASE_OK}\n"))?,
-        failed: text("kit: hostile-virtio FAILED: ")?,
+        failed: text(target.failed)?,
         colon: text(": ")?,
         newline: text("\n")?,
-        no_device: text("no 1af4:1044 function on bus 0")?,
+        no_device: text(&format!(
+            "no {:04x}:{:04x} function on bus 0",
+            target.id & 0xffff,
+            target.id >> 16
+        ))?,
         no_memory: text("CMOS says there is no RAM above 16 MiB")?,
         refused: text("FEATURES_OK did not stick")?,
         timed_out: text("the used ring never moved")?,
@@ -298,8 +371,8 @@ pub(crate) fn build() -> Result<Built, KitError> {
         below_end: text("the device wrote below the end of RAM")?,
         no_reset_flag: text("device_status never showed DEVICE_NEEDS_RESET")?,
         used_moved: text("the device used a chain from a broken ring")?,
-        broken: text("a valid request after the reset did not get 32 random bytes")?,
-        done: text(&format!("{DONE}\n"))?,
+        broken: text("a valid request after the reset did not complete with data")?,
+        done: text(&format!("{}\n", target.done))?,
     };
     let mut names = Vec::new();
     for bad in BAD_CHAINS {
@@ -319,7 +392,7 @@ pub(crate) fn build() -> Result<Built, KitError> {
         Ok(())
     })?;
 
-    image.code(INFO.name, MAIN, 64, |a| {
+    image.code(target.info.name, MAIN, 64, |a| {
         a.cli()?;
         a.cld()?;
         bsp_only(a)?;
@@ -340,7 +413,7 @@ pub(crate) fn build() -> Result<Built, KitError> {
         faults.install(a, idtr)?;
         a.mov(r14d, setup)?;
         ram_end(a, &r, &texts)?;
-        find_device(a)?;
+        find_device(a, target.id)?;
         a.cmp(ebx, 32)?;
         fail_if(a, &r, CodeAssembler::jae, texts.no_device)?;
         config_address(a, 0x10)?;
@@ -415,7 +488,7 @@ pub(crate) fn build() -> Result<Built, KitError> {
         emit_wait_used(a, &mut r, &texts)?;
         emit_expect_refused(a, &mut r, &texts)?;
         emit_expect_needs_reset(a, &mut r, &texts)?;
-        emit_valid_request(a, &mut r, &texts)?;
+        emit_valid_request(a, &mut r, &texts, target)?;
         emit_case_ok(a, &mut r, &uart, &texts)?;
         emit_fail(a, &mut r, &uart, &texts)?;
         faults.emit_routines(a, &uart)?;
@@ -425,14 +498,33 @@ pub(crate) fn build() -> Result<Built, KitError> {
     let mut output: Vec<&'static str> = BAD_CHAINS.iter().map(|b| b.name.1).collect();
     output.push(IDX_AHEAD.1);
     output.extend(BAD_RINGS.iter().map(|(name, _, _)| name.1));
-    output.push(DONE);
+    output.push(target.done);
     let expect = Expect {
         output,
         status: debug_exit_status(KIT_PASS),
     };
-    let mut built = finish(image, &INFO, expect);
-    built.program.devices = vec!["virtio-rng"];
+    let mut built = finish(image, &target.info, expect);
+    built.program.devices = target.devices.to_vec();
     Ok(built)
+}
+
+/// Scans slots 0-31 of bus 0 for the vendor/device dword `id`; leaves
+/// the slot in EBX (32 if none). Clobbers EAX, DX.
+pub(crate) fn find_device(a: &mut CodeAssembler, id: u32) -> Asm {
+    let mut next = a.create_label();
+    let mut found = a.create_label();
+    a.xor(ebx, ebx)?;
+    a.set_label(&mut next)?;
+    config_address(a, 0)?;
+    a.mov(dx, 0xcfcu32)?;
+    a.in_(eax, dx)?;
+    a.cmp(eax, id)?;
+    a.je(found)?;
+    a.inc(ebx)?;
+    a.cmp(ebx, 32)?;
+    a.jb(next)?;
+    a.set_label(&mut found)?;
+    Ok(())
 }
 
 /// R13 = the end of RAM: CMOS 0x35:0x34 counts 64 KiB blocks above
@@ -603,19 +695,32 @@ fn emit_expect_needs_reset(a: &mut CodeAssembler, r: &mut Routines, texts: &Text
 }
 
 /// `valid_request`: reset and bring the device up with the queue in RAM,
-/// offer one 32-byte writable buffer, and check it comes back full of
-/// (not all zero) bytes. Clobbers RAX, RCX, RDI.
-fn emit_valid_request(a: &mut CodeAssembler, r: &mut Routines, texts: &Texts) -> Asm {
+/// offer the target's valid request, and check it comes back with the
+/// expected used length, a status byte of 0 if it has one, and a buffer
+/// no longer all zeros. Clobbers RAX, RCX, RDI.
+fn emit_valid_request(
+    a: &mut CodeAssembler,
+    r: &mut Routines,
+    texts: &Texts,
+    target: &Target,
+) -> Asm {
     a.set_label(&mut r.valid_request)?;
     normal_rings(a)?;
     a.call(r.bring_up)?;
     a.test(byte_ptr(r12 + DEVICE_STATUS), DEVICE_NEEDS_RESET)?;
     fail_if(a, r, CodeAssembler::jnz, texts.broken)?;
-    put_desc(a, DESC, 0, GOOD)?;
+    for (i, &d) in target.valid.iter().enumerate() {
+        put_desc(a, DESC, i as u32, d)?;
+    }
+    a.mov(byte_ptr(STATUS), 0xffu32)?;
     a.call(r.offer)?;
     a.call(r.wait_used)?;
-    a.cmp(dword_ptr(USED + 8), BUFFER_LEN)?;
+    a.cmp(dword_ptr(USED + 8), target.valid_len)?;
     fail_if(a, r, CodeAssembler::jne, texts.broken)?;
+    if target.status_byte {
+        a.cmp(byte_ptr(STATUS), 0)?;
+        fail_if(a, r, CodeAssembler::jne, texts.broken)?;
+    }
     a.mov(rax, qword_ptr(BUFFER))?;
     for i in 1..4 {
         a.or(rax, qword_ptr(BUFFER + 8 * i))?;

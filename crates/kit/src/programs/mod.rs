@@ -122,8 +122,12 @@ pub(crate) const REGISTRY: &[Entry] = &[
         build: virtio_rng::build,
     },
     Entry {
-        name: hostile_virtio::INFO.name,
-        build: hostile_virtio::build,
+        name: hostile_virtio::RNG.info.name,
+        build: hostile_virtio::build_rng,
+    },
+    Entry {
+        name: hostile_virtio::BLK.info.name,
+        build: hostile_virtio::build_blk,
     },
     Entry {
         name: irq_storm::INFO.name,

@@ -40,7 +40,8 @@
 
 use iced_x86::code_asm::*;
 
-use super::virtio_rng::{config_address, find_device};
+use super::hostile_virtio::{find_device, RNG};
+use super::virtio_rng::config_address;
 use super::{finish, Built, Info};
 use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
@@ -211,7 +212,7 @@ fn build(info: &Info, ports: u32) -> Result<Built, KitError> {
         a.mov(r14d, APIC)?;
         a.mov(eax, dword_ptr(r14 + APIC_ID))?;
         a.mov(dword_ptr(SAVED_ID), eax)?;
-        find_device(a)?;
+        find_device(a, RNG.id)?;
         a.cmp(ebx, 32)?;
         faults.fail_if(a, CodeAssembler::jae, no_device)?;
         config_address(a, 0x10)?;

@@ -83,6 +83,7 @@ fn names_are_the_documented_ones_and_each_builds() {
         "isa-irq",
         "virtio-rng",
         "hostile-virtio",
+        "hostile-virtio-blk",
         "irq-storm",
         "register-storm",
         "register-storm-quick",
@@ -284,7 +285,10 @@ fn messages_live_inside_the_image() {
                 .any(|window| window == line.as_bytes());
             // smp-hello and smp-sipi build their lines from pieces around
             // the numbers, hostile-virtio around the name of each abuse.
-            if !matches!(program.name, "smp-hello" | "smp-sipi" | "hostile-virtio") {
+            if !matches!(
+                program.name,
+                "smp-hello" | "smp-sipi" | "hostile-virtio" | "hostile-virtio-blk"
+            ) {
                 assert!(found, "{}: {line:?} not in image", program.name);
             }
         }

@@ -198,7 +198,7 @@ pub(crate) fn build() -> Result<Built, KitError> {
 
 /// Scans slots 0-31 of bus 0 for [`VIRTIO_RNG_ID`]; leaves the slot in
 /// EBX (32 if none).
-pub(crate) fn find_device(a: &mut CodeAssembler) -> Asm {
+fn find_device(a: &mut CodeAssembler) -> Asm {
     let mut next = a.create_label();
     let mut found = a.create_label();
     a.xor(ebx, ebx)?;
