@@ -24,7 +24,15 @@
 //!    destination APIC 0; the handler counts and writes the local APIC's
 //!    EOI. [`TICKS`] ticks, then the pin is masked and at most one more
 //!    may arrive.
-//! 5. Stop the counter (mode 0 control word: OUT goes low and stays), mask
+//! 5. **A virtio MSI-X vector fired repeatedly.** The program enables
+//!    MSI-X on the virtio entropy device (capability walk, table entry 0
+//!    = this CPU, vector 0x52) and makes the device send [`MSIS`]
+//!    configuration-change messages (each round: reset, vector 0 as
+//!    `config_msix_vector`, DRIVER_OK without FEATURES_OK, which the
+//!    transport refuses with DEVICE_NEEDS_RESET and a configuration
+//!    interrupt, virtio 1.2 §2.1.2). With IF=0 they must arrive as exactly
+//!    one; with IF=1 at least one and at most [`MSIS`].
+//! 6. Stop the counter (mode 0 control word: OUT goes low and stays), mask
 //!    the watchdog, print and exit with KIT_PASS.
 //!
 //! A watchdog — the local APIC timer, one-shot, about 2 s, vector 0x60 —
@@ -33,16 +41,14 @@
 //! and the APIC's spurious vector 0xff are counted and ignored. Any
 //! exception fails the program.
 //!
-//! Not covered: virtio MSI-X vectors (`hostile-virtio` and the Linux
-//! tests cover MSI-X delivery; a storm of them would need a device that
-//! completes requests in a loop).
-//!
 //! Image layout: a jump at +0, the exception machinery of [`crate::idt`],
 //! data from +0xc00 (the IDT reaches vector 0xff), interrupt handlers from +0x2800, main code at
 //! +0x3000.
 
 use iced_x86::code_asm::*;
 
+use super::hostile_virtio::{find_device, RNG};
+use super::virtio_rng::config_address;
 use super::{finish, Built, Info};
 use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
@@ -89,6 +95,7 @@ const IPI_VECTOR: u8 = 0x50;
 const PIC_VECTOR: u8 = 0x20;
 const PIC_SPURIOUS: u8 = 0x27;
 const IOAPIC_VECTOR: u8 = 0x51;
+const MSI_VECTOR: u8 = 0x52;
 const WATCHDOG_VECTOR: u8 = 0x60;
 const APIC_SPURIOUS: u8 = 0xff;
 
@@ -109,12 +116,27 @@ const PIC_COUNT: u32 = 0x21004;
 const IOAPIC_COUNT: u32 = 0x21008;
 const TIMED_OUT: u32 = 0x2100c;
 const SPURIOUS_COUNT: u32 = 0x21010;
+const MSI_COUNT: u32 = 0x21014;
+
+/// MSI-X messages per storm.
+pub(crate) const MSIS: u32 = 200;
+/// The virtio common configuration's `config_msix_vector` and
+/// `device_status` (virtio 1.2 §4.1.4.3), and the MSI-X table in BAR 0.
+const CONFIG_MSIX_VECTOR: i32 = 0x10;
+const DEVICE_STATUS: i32 = 0x14;
+const MSIX_TABLE: i32 = 0x4000;
+/// `DRIVER_OK` alone: without FEATURES_OK the transport refuses it, sets
+/// DEVICE_NEEDS_RESET and signals a configuration change (§2.1.2).
+const DRIVER_OK: u32 = 4;
+/// The MSI-X capability ID (PCI 3.0 §6.8.2).
+const MSIX_CAP_ID: u32 = 0x11;
 
 /// Lines printed.
 const IF0_OK: &str = "kit: irq-storm: 2000 self-IPIs with IF=0 coalesced into one ok";
 const IF1_OK: &str = "kit: irq-storm: 2000 self-IPIs with IF=1 delivered and bounded ok";
 const PIC_OK: &str = "kit: irq-storm: 1000 8254 ticks via the 8259A, none after the mask ok";
 const IOAPIC_OK: &str = "kit: irq-storm: 1000 8254 ticks via the IOAPIC, none after the mask ok";
+const MSI_OK: &str = "kit: irq-storm: 200 virtio MSI-X messages with IF=0 then IF=1 ok";
 const DONE: &str = "kit: irq-storm: every source masked, the VMM still runs ok";
 
 /// Linear addresses of the failure messages.
@@ -125,6 +147,9 @@ struct Failures {
     pic_lost: u32,
     ioapic_lost: u32,
     after_mask: u32,
+    no_device: u32,
+    no_msix: u32,
+    msi_count: u32,
 }
 
 /// Assembles `irq-storm`.
@@ -142,16 +167,18 @@ pub(crate) fn build() -> Result<Built, KitError> {
             (IPI_VECTOR, handler(2)),
             (IOAPIC_VECTOR, handler(3)),
             (WATCHDOG_VECTOR, handler(4)),
+            (MSI_VECTOR, handler(5)),
             (APIC_SPURIOUS, handler(1)),
         ],
     )?;
     let pieces = Pieces::new(&mut data, load)?;
     let mut text = |s: &str| addr32("message", load + data.push_cstr(s) as u64);
-    let ok = [
+    let ok: [u32; 6] = [
         text(&format!("{IF0_OK}\n"))?,
         text(&format!("{IF1_OK}\n"))?,
         text(&format!("{PIC_OK}\n"))?,
         text(&format!("{IOAPIC_OK}\n"))?,
+        text(&format!("{MSI_OK}\n"))?,
         text(&format!("{DONE}\n"))?,
     ];
     let failures = Failures {
@@ -165,6 +192,11 @@ pub(crate) fn build() -> Result<Built, KitError> {
         pic_lost: text("kit: irq-storm FAILED: 8254 ticks via the 8259A stalled (watchdog)")?,
         ioapic_lost: text("kit: irq-storm FAILED: 8254 ticks via the IOAPIC stalled (watchdog)")?,
         after_mask: text("kit: irq-storm FAILED: more than one tick arrived after the mask")?,
+        no_device: text("kit: irq-storm FAILED: no 1af4:1044 function on bus 0")?,
+        no_msix: text("kit: irq-storm FAILED: the virtio function has no MSI-X capability")?,
+        msi_count: text(
+            "kit: irq-storm FAILED: MSI-X storm: not exactly one with IF=0, or none / too many with IF=1",
+        )?,
     };
     data.place_into(&mut image)?;
     emit_handlers(&mut image)?;
@@ -236,23 +268,45 @@ pub(crate) fn build() -> Result<Built, KitError> {
         settle(a, &faults, IOAPIC_COUNT, failures.after_mask)?;
         uart.print(a, ok[3])?;
 
-        // 5. Everything off.
+        // 5. A virtio MSI-X vector fired repeatedly.
+        msix_setup(a, &faults, &failures)?;
+        msi_storm(a)?;
+        a.cmp(dword_ptr(MSI_COUNT), 0)?;
+        faults.fail_if(a, CodeAssembler::jne, failures.msi_count)?;
+        open_for_a_while(a)?;
+        a.cmp(dword_ptr(MSI_COUNT), 1)?;
+        faults.fail_if(a, CodeAssembler::jne, failures.msi_count)?;
+        a.mov(dword_ptr(MSI_COUNT), 0u32)?;
+        a.sti()?;
+        msi_storm(a)?;
+        open_for_a_while(a)?;
+        a.cmp(dword_ptr(MSI_COUNT), 0)?;
+        faults.fail_if(a, CodeAssembler::je, failures.msi_count)?;
+        a.cmp(dword_ptr(MSI_COUNT), MSIS as i32)?;
+        faults.fail_if(a, CodeAssembler::ja, failures.msi_count)?;
+        // Reset the device: its vectors go back to NO_VECTOR.
+        a.mov(byte_ptr(r12 + DEVICE_STATUS), 0u32)?;
+        uart.print(a, ok[4])?;
+
+        // 6. Everything off.
         out_byte(a, 0x43, 0x30)?;
         a.mov(dword_ptr(r14 + INITIAL_COUNT), 0u32)?;
         a.mov(
             dword_ptr(r14 + LVT_TIMER),
             LVT_MASKED | u32::from(WATCHDOG_VECTOR),
         )?;
-        uart.print(a, ok[4])?;
+        uart.print(a, ok[5])?;
         exit(a, KIT_PASS)?;
         faults.emit_routines(a, &uart)?;
         uart.emit_routines(a)
     })?;
     let expect = Expect {
-        output: vec![IF0_OK, IF1_OK, PIC_OK, IOAPIC_OK, DONE],
+        output: vec![IF0_OK, IF1_OK, PIC_OK, IOAPIC_OK, MSI_OK, DONE],
         status: debug_exit_status(KIT_PASS),
     };
-    Ok(finish(image, &INFO, expect))
+    let mut built = finish(image, &INFO, expect);
+    built.program.devices = vec!["virtio-rng"];
+    Ok(built)
 }
 
 /// The interrupt handlers, one 0x40-byte slot each: 8259A IR0 (count,
@@ -274,7 +328,12 @@ fn emit_irq_handlers(image: &mut Image, handler: impl Fn(usize) -> usize) -> Asm
         a.iretq()?;
         Ok(())
     })?;
-    for (slot, counter) in [(2, IPI_COUNT), (3, IOAPIC_COUNT), (4, TIMED_OUT)] {
+    for (slot, counter) in [
+        (2, IPI_COUNT),
+        (3, IOAPIC_COUNT),
+        (4, TIMED_OUT),
+        (5, MSI_COUNT),
+    ] {
         image.code("local APIC handler", handler(slot), 64, |a| {
             a.inc(dword_ptr(counter))?;
             a.push(rax)?;
@@ -285,6 +344,83 @@ fn emit_irq_handlers(image: &mut Image, handler: impl Fn(usize) -> usize) -> Asm
             Ok(())
         })?;
     }
+    Ok(())
+}
+
+/// Step 5's set-up: find the virtio entropy device (R12 = its BAR 0,
+/// memory decoding on), walk its capability list (PCI 3.0 §6.7) to the
+/// MSI-X capability and set MSI-X Enable in its message control, then
+/// point table entry 0 at this CPU (address 0xfee00000, physical
+/// destination 0), fixed delivery of [`MSI_VECTOR`], unmasked.
+/// Clobbers RAX, RBX, RCX, RDX.
+fn msix_setup(a: &mut CodeAssembler, faults: &Faults, failures: &Failures) -> Asm {
+    let mut walk = a.create_label();
+    let mut found = a.create_label();
+    find_device(a, RNG.id)?;
+    a.cmp(ebx, 32)?;
+    faults.fail_if(a, CodeAssembler::jae, failures.no_device)?;
+    config_address(a, 0x10)?;
+    a.mov(dx, 0xcfcu32)?;
+    a.in_(eax, dx)?;
+    a.and(eax, 0xffff_fff0u32)?;
+    a.mov(r12d, eax)?;
+    config_address(a, 0x04)?;
+    a.mov(dx, 0xcfcu32)?;
+    a.mov(eax, 0x6u32)?;
+    a.out(dx, eax)?;
+    // ECX = the capabilities pointer (register 0x34), then each `next`.
+    config_address(a, 0x34)?;
+    a.mov(dx, 0xcfcu32)?;
+    a.in_(eax, dx)?;
+    a.movzx(ecx, al)?;
+    a.set_label(&mut walk)?;
+    a.and(ecx, 0xfc)?;
+    faults.fail_if(a, CodeAssembler::jz, failures.no_msix)?;
+    config_address_at_ecx(a)?;
+    a.in_(eax, dx)?;
+    a.cmp(al, MSIX_CAP_ID)?;
+    a.je(found)?;
+    a.movzx(ecx, ah)?;
+    a.jmp(walk)?;
+    a.set_label(&mut found)?;
+    // Message control is the capability dword's upper half: bit 31 of
+    // the dword is MSI-X Enable (the ID and next bytes are read-only).
+    a.or(eax, 0x8000_0000u32)?;
+    a.out(dx, eax)?;
+    a.mov(dword_ptr(r12 + MSIX_TABLE), 0xfee0_0000u32)?;
+    a.mov(dword_ptr(r12 + MSIX_TABLE + 4), 0u32)?;
+    a.mov(dword_ptr(r12 + MSIX_TABLE + 8), u32::from(MSI_VECTOR))?;
+    a.mov(dword_ptr(r12 + MSIX_TABLE + 12), 0u32)?;
+    Ok(())
+}
+
+/// CONFIG_ADDRESS = enable | slot EBX << 11 | register ECX; leaves DX =
+/// CONFIG_DATA. Clobbers EAX.
+fn config_address_at_ecx(a: &mut CodeAssembler) -> Asm {
+    a.mov(eax, ebx)?;
+    a.shl(eax, 11)?;
+    a.or(eax, ecx)?;
+    a.or(eax, 0x8000_0000u32)?;
+    a.mov(dx, 0xcf8u32)?;
+    a.out(dx, eax)?;
+    a.mov(dx, 0xcfcu32)?;
+    Ok(())
+}
+
+/// [`MSIS`] configuration-change messages from the virtio device: each
+/// round resets it, points `config_msix_vector` at table entry 0 and
+/// sets DRIVER_OK alone, which the transport refuses with
+/// DEVICE_NEEDS_RESET and a configuration-change interrupt. Clobbers
+/// ECX.
+fn msi_storm(a: &mut CodeAssembler) -> Asm {
+    let mut again = a.create_label();
+    a.mov(ecx, MSIS)?;
+    a.set_label(&mut again)?;
+    a.mov(byte_ptr(r12 + DEVICE_STATUS), 0u32)?;
+    a.mov(word_ptr(r12 + CONFIG_MSIX_VECTOR), 0u32)?;
+    a.mov(byte_ptr(r12 + DEVICE_STATUS), DRIVER_OK)?;
+    a.dec(ecx)?;
+    a.jnz(again)?;
     Ok(())
 }
 
