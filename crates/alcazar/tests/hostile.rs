@@ -49,6 +49,11 @@ const GUEST_RAM: u64 = 32 << 20;
 /// the bound.
 const VMM_ALLOWANCE: u64 = 64 << 20;
 
+/// Most lines the VMM may write to stderr in one run: its start and exit
+/// lines plus a few rate-limited warnings (`irq-storm` makes the virtio
+/// transport refuse DRIVER_OK 400 times; only the first few are logged).
+const MAX_LOG_LINES: usize = 32;
+
 /// Longest one run may take (the slowest, `register-storm-quick` on kvm,
 /// takes about 4 s here).
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -163,6 +168,13 @@ fn check_with(program: &str, engine: &str, extra: &[&str]) {
         rest = &rest[at + line.len()..];
     }
     assert_eq!(run.status, expect.status, "exit status; {shown}");
+    // The log is bounded too: a detached VM's log is a file, and every
+    // abuse above can be repeated by the guest at will.
+    let log_lines = run.stderr.lines().count();
+    assert!(
+        log_lines <= MAX_LOG_LINES,
+        "{log_lines} log lines: the guest can flood the VMM's log; {shown}"
+    );
     let bound = GUEST_RAM + VMM_ALLOWANCE;
     assert!(
         run.peak_rss < bound,

@@ -89,6 +89,11 @@ mod cap {
     pub const VENDOR: u8 = 0x09;
 }
 
+/// How many times a transport logs "device needs reset" at warning level;
+/// later ones go to debug. The guest triggers it at will (reset, then
+/// DRIVER_OK with broken queues), and a detached VM's log is a file.
+const NEEDS_RESET_WARNINGS: u32 = 8;
+
 /// ISR bit 0: a queue was used.
 const ISR_QUEUE: u8 = 1;
 /// ISR bit 1: the configuration changed.
@@ -189,6 +194,8 @@ pub struct VirtioPci {
     /// Notifications that arrived as MMIO writes, and through the route.
     notifies_mmio: u64,
     notifies_routed: u64,
+    /// Times the transport found the device needing a reset.
+    needs_reset_count: u32,
 }
 
 impl std::fmt::Debug for VirtioPci {
@@ -297,6 +304,7 @@ impl VirtioPci {
             route: None,
             notifies_mmio: 0,
             notifies_routed: 0,
+            needs_reset_count: 0,
         })
     }
 
@@ -552,10 +560,13 @@ impl VirtioPci {
     }
 
     fn needs_reset(&mut self, why: &str) {
-        tracing::warn!(
-            device = self.device_type().name(),
-            "device needs reset: {why}"
-        );
+        self.needs_reset_count = self.needs_reset_count.saturating_add(1);
+        let device = self.device_type().name();
+        if self.needs_reset_count <= NEEDS_RESET_WARNINGS {
+            tracing::warn!(device, "device needs reset: {why}");
+        } else {
+            tracing::debug!(device, "device needs reset: {why}");
+        }
         self.device_status |= status::DEVICE_NEEDS_RESET;
         self.interrupt.signal_config();
     }
@@ -719,6 +730,10 @@ impl PciDevice for VirtioPci {
                 self.interrupt.state().msix.enabled().to_string(),
             ),
             ("notifies_mmio".into(), self.notifies_mmio.to_string()),
+            (
+                "needs_reset_count".into(),
+                self.needs_reset_count.to_string(),
+            ),
             (
                 "notifies_ioeventfd".into(),
                 self.notifies_routed.to_string(),

@@ -217,6 +217,24 @@ fn an_available_idx_far_ahead_shows_needs_reset_until_the_driver_resets() {
 }
 
 #[test]
+fn repeated_bad_driver_ok_is_counted_and_each_one_signalled() {
+    let mut r = rig();
+    for _ in 0..20 {
+        r.w8(0x14, 0);
+        r.w8(0x14, status::DRIVER_OK); // no FEATURES_OK: refused
+        assert_ne!(r.r8(0x14) & status::DEVICE_NEEDS_RESET, 0);
+        assert_eq!(r.r8(ISR_CFG), 2, "each one is a configuration change");
+    }
+    let count = r
+        .dev
+        .inspect()
+        .into_iter()
+        .find(|(k, _)| k == "needs_reset_count");
+    assert_eq!(count, Some(("needs_reset_count".into(), "20".into())));
+    const { assert!(NEEDS_RESET_WARNINGS < 20, "only the first few are warnings") };
+}
+
+#[test]
 fn a_request_completes_on_intx_then_reset_forgets_everything() {
     let mut r = rig();
     assert_ne!(r.negotiate() & status::FEATURES_OK, 0);
