@@ -97,7 +97,7 @@ fn run(program: &str, engine: &str, extra: &[&str]) -> Run {
         .args(["run", "--kit", program, "--engine", engine])
         .args(["--memory", &memory, "--api-socket", "none"])
         .args(extra)
-        .env("ALCAZAR_LOG", "warn")
+        .env_remove("ALCAZAR_LOG") // the default filter, as a user runs it
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
