@@ -106,7 +106,11 @@ pub trait VirtioInterrupt: Send + Sync {
     /// driver with a configuration-change interrupt (§2.1.2: "The device
     /// SHOULD set DEVICE_NEEDS_RESET when it enters an error state that a
     /// reset is needed").
-    fn needs_reset(&self);
+    ///
+    /// The default does nothing: for sinks with no transport and no
+    /// driver to tell (test and fuzzing harnesses). The PCI transport's
+    /// [`pci::TransportInterrupt`] implements it.
+    fn needs_reset(&self) {}
 }
 
 /// What a device gets when the driver sets `DRIVER_OK`.

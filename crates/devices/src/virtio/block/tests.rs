@@ -30,7 +30,6 @@ impl VirtioInterrupt for Irq {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
     fn signal_config(&self) {}
-    fn needs_reset(&self) {}
 }
 
 /// A temporary image file, removed on drop.
