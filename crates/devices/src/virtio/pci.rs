@@ -343,6 +343,13 @@ impl VirtioPci {
         self.max_sizes.len()
     }
 
+    /// `device_status` as the driver reads it: with DEVICE_NEEDS_RESET if
+    /// the device asked for a reset ([`VirtioInterrupt::needs_reset`]).
+    fn status_now(&self) -> u8 {
+        let asked = self.interrupt.state().needs_reset;
+        self.device_status | if asked { status::DEVICE_NEEDS_RESET } else { 0 }
+    }
+
     fn selected(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(usize::from(self.queue_select))
     }
@@ -719,7 +726,7 @@ impl PciDevice for VirtioPci {
         let mut v = vec![
             (
                 "device_status".into(),
-                format!("{:#04x}", self.device_status),
+                format!("{:#04x}", self.status_now()),
             ),
             (
                 "driver_features".into(),

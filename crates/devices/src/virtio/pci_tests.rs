@@ -197,6 +197,17 @@ fn an_available_idx_far_ahead_shows_needs_reset_until_the_driver_resets() {
     r.mem.write(0x2002, &0x100u16.to_le_bytes()).unwrap();
     r.w16(NOTIFY_CFG, 0);
     assert_eq!(r.r8(0x14), 0x0f | status::DEVICE_NEEDS_RESET);
+    let shown = r
+        .dev
+        .inspect()
+        .into_iter()
+        .find(|(k, _)| k == "device_status");
+    assert_eq!(shown, Some(("device_status".into(), "0x4f".into())));
+    let tree = r.dev.inspect_tree();
+    assert_eq!(
+        tree.get("device_status/device_needs_reset"),
+        Some(alcazar_core::inspect::Node::Value("true".into()))
+    );
     assert_eq!(r.r8(ISR_CFG), 2, "a configuration-change interrupt");
     r.w16(NOTIFY_CFG, 0);
     assert_eq!(r.r8(ISR_CFG), 0, "only one per error state");
