@@ -25,9 +25,16 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr, filtered by `ALCAZAR_LOG` (default: warnings), so
 /// that the guest console on stdout never mixes with them.
+///
+/// The default leaves out the virtio-queue crate's messages: it logs at
+/// error level whenever the guest writes an invalid queue size or places
+/// a ring outside its RAM, so a guest could fill the log (a detached VM's
+/// is a file) at will. The transport reports those itself, rate-limited.
+const DEFAULT_LOG_FILTER: &str = "warn,virtio_queue=off";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALCAZAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

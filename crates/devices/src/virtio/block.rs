@@ -252,7 +252,9 @@ impl VirtioBlock {
                 tracing::debug!("virtio-blk: disable_notification failed: {e}");
             }
             let mut popped = false;
-            while let Some((head, parsed)) = pop_chain(&mut active.queue, mem, MAX_CHAIN) {
+            while let Some((head, parsed)) =
+                pop_chain(&mut active.queue, mem, MAX_CHAIN, active.interrupt.as_ref())
+            {
                 popped = true;
                 let used_len = match parsed {
                     Ok(chain) => self.backend.handle(&chain, mem),

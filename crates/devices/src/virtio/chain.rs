@@ -9,7 +9,13 @@
 //!
 //! - it lies entirely in guest RAM (not MMIO, not past the end);
 //! - no readable segment follows a writable one (§2.7.4.2);
-//! - the totals stay under the device's limit.
+//! - the totals stay under the device's limit;
+//! - the chain ends: its last descriptor has no `VIRTQ_DESC_F_NEXT`.
+//!   virtio-queue's iterator stops quietly on a loop, a `next` index past
+//!   the table, an indirect table it cannot read or a chain of more than
+//!   queue-size descriptors (§2.7.5.1, §2.7.5.3.1); serving what it
+//!   yielded until then would hand the device a truncated chain, so such
+//!   a chain is refused instead.
 //!
 //! Reads and writes then go through [`DmaMemory`], so a device write is
 //! bounds-checked again and seen by the emu engine's code cache.
@@ -17,7 +23,7 @@
 use std::ops::Deref;
 
 use alcazar_core::DmaMemory;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::VirtioInterrupt;
@@ -51,6 +57,11 @@ pub enum ChainError {
     /// The chain has no descriptor at all (a bad head or indirect table).
     #[error("the chain is empty or its descriptors cannot be read")]
     Empty,
+    /// The walk stopped at a descriptor that still points to a next one:
+    /// a loop, more descriptors than the queue (or indirect table) holds,
+    /// a `next` index outside the table, or an unreadable indirect table.
+    #[error("the chain does not end (a loop, a bad next index or an unreadable table)")]
+    Unterminated,
 }
 
 /// A validated descriptor chain.
@@ -78,8 +89,10 @@ impl Chain {
         };
         let mut total: u64 = 0;
         let mut descriptors = 0usize;
+        let mut unterminated = false;
         for desc in chain.clone() {
             descriptors += 1;
+            unterminated = desc.has_next();
             let segment = Segment {
                 addr: desc.addr().0,
                 len: desc.len(),
@@ -110,6 +123,9 @@ impl Chain {
         }
         if descriptors == 0 {
             return Err(ChainError::Empty);
+        }
+        if unterminated {
+            return Err(ChainError::Unterminated);
         }
         Ok(parsed)
     }
@@ -194,13 +210,28 @@ fn copy_segments(
 /// Pops the next chain the driver made available on `queue` and
 /// validates it ([`Chain::parse`]): its head index (to return it as used
 /// whatever the verdict) with the chain or why it was refused. `None`
-/// when the driver has offered nothing more.
+/// when the driver has offered nothing more, or when its available ring
+/// `idx` ran more than a queue size ahead of the device (§2.7.6: the
+/// ring cannot hold that many entries): then the device can make no sense
+/// of the ring, and `interrupt` is told it needs a reset.
 pub fn pop_chain(
     queue: &mut Queue,
     mem: &DmaMemory,
     max_len: u64,
+    interrupt: &dyn VirtioInterrupt,
 ) -> Option<(u16, Result<Chain, ChainError>)> {
-    let desc = queue.pop_descriptor_chain(mem.mmap())?;
+    let desc = match queue.iter(mem.mmap()) {
+        Ok(mut available) => available.next()?,
+        Err(virtio_queue::Error::InvalidAvailRingIndex) => {
+            tracing::debug!("the available ring's idx is more than a queue size ahead");
+            interrupt.needs_reset();
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!("the available ring cannot be read: {e}");
+            return None;
+        }
+    };
     let head = desc.head_index();
     Some((head, Chain::parse(desc, max_len)))
 }
@@ -231,6 +262,112 @@ pub fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::testing::{memory, CountingInterrupt, DriverQueue};
+
+    /// `VIRTQ_DESC_F_NEXT`, `VIRTQ_DESC_F_WRITE`, `VIRTQ_DESC_F_INDIRECT`.
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+    const F_INDIRECT: u16 = 4;
+    /// Descriptor table of the test queue (rings at +0x1000, +0x2000).
+    const TABLE: u64 = 0x10000;
+
+    /// Writes descriptor `index` of the table at `table`.
+    fn put_desc(
+        mem: &alcazar_core::GuestMemory,
+        table: u64,
+        index: u16,
+        (addr, len, flags, next): (u64, u32, u16, u16),
+    ) {
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..16].copy_from_slice(&next.to_le_bytes());
+        mem.write(table + 16 * u64::from(index), &d).expect("desc");
+    }
+
+    /// Offers the chain whose head is descriptor 0 of a 4-entry queue
+    /// whose table holds `descs`, and parses it.
+    fn parse_head(descs: &[(u64, u32, u16, u16)]) -> Result<Chain, ChainError> {
+        let mem = memory();
+        let driver = DriverQueue::new(TABLE, 4);
+        let mut queue = driver.device_queue(&mem);
+        for (i, &d) in descs.iter().enumerate() {
+            put_desc(&mem, TABLE, i as u16, d);
+        }
+        // Available ring: entry 0 = head 0, idx = 1.
+        mem.write(TABLE + 0x1000 + 2, &1u16.to_le_bytes())
+            .expect("avail idx");
+        let irq = CountingInterrupt::new();
+        let (head, parsed) =
+            pop_chain(&mut queue, &mem.dma(), u64::MAX, irq.as_ref()).expect("a chain");
+        assert_eq!(head, 0);
+        parsed
+    }
+
+    #[test]
+    fn an_available_idx_far_ahead_asks_for_a_reset() {
+        let mem = memory();
+        let driver = DriverQueue::new(TABLE, 4);
+        let mut queue = driver.device_queue(&mem);
+        mem.write(TABLE + 0x1000 + 2, &0x8000u16.to_le_bytes())
+            .expect("avail idx");
+        let irq = CountingInterrupt::new();
+        assert!(pop_chain(&mut queue, &mem.dma(), u64::MAX, irq.as_ref()).is_none());
+        assert_eq!(irq.needs_reset.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(queue.next_avail(), 0, "nothing was consumed");
+    }
+
+    #[test]
+    fn a_chain_looping_on_itself_is_refused() {
+        let looped = parse_head(&[(0x40000, 32, F_WRITE | F_NEXT, 0)]);
+        assert_eq!(looped, Err(ChainError::Unterminated));
+    }
+
+    #[test]
+    fn a_two_descriptor_cycle_is_refused() {
+        let cycle = parse_head(&[
+            (0x40000, 32, F_WRITE | F_NEXT, 1),
+            (0x41000, 32, F_WRITE | F_NEXT, 0),
+        ]);
+        assert_eq!(cycle, Err(ChainError::Unterminated));
+    }
+
+    #[test]
+    fn a_next_index_outside_the_table_is_refused() {
+        let bad_next = parse_head(&[(0x40000, 32, F_WRITE | F_NEXT, 9)]);
+        assert_eq!(bad_next, Err(ChainError::Unterminated));
+    }
+
+    #[test]
+    fn an_indirect_table_outside_memory_or_looping_is_refused() {
+        let outside = parse_head(&[(0x1_0000_0000, 64, F_INDIRECT, 0)]);
+        assert_eq!(outside, Err(ChainError::Empty));
+        // A readable descriptor, then an indirect one past the end of RAM.
+        let after_one = parse_head(&[(0x40000, 8, F_NEXT, 1), (0xfff_fff0, 64, F_INDIRECT, 0)]);
+        assert_eq!(after_one, Err(ChainError::Unterminated));
+    }
+
+    #[test]
+    fn a_well_formed_chain_still_parses() {
+        let ok = parse_head(&[(0x40000, 8, F_NEXT, 1), (0x41000, 32, F_WRITE, 0)]);
+        let chain = ok.expect("a valid chain");
+        assert_eq!(chain.readable_len(), 8);
+        assert_eq!(chain.writable_len(), 32);
+    }
+
+    #[test]
+    fn a_buffer_straddling_the_end_of_ram_is_refused() {
+        let end = 1u64 << 20;
+        let straddle = parse_head(&[(end - 16, 32, F_WRITE, 0)]);
+        assert_eq!(
+            straddle,
+            Err(ChainError::OutsideMemory {
+                addr: end - 16,
+                len: 32
+            })
+        );
+    }
 
     #[test]
     fn copies_across_segment_boundaries_from_an_offset() {

@@ -86,8 +86,12 @@ impl State {
             return;
         };
         while !self.input.is_empty() {
-            let Some((head, parsed)) = pop_chain(&mut active.rx, &active.memory, MAX_RX_CHAIN)
-            else {
+            let Some((head, parsed)) = pop_chain(
+                &mut active.rx,
+                &active.memory,
+                MAX_RX_CHAIN,
+                active.interrupt.as_ref(),
+            ) else {
                 return;
             };
             let written = match parsed {
@@ -122,7 +126,12 @@ impl State {
             return;
         };
         let mut buf = Vec::new();
-        while let Some((head, parsed)) = pop_chain(&mut active.tx, &active.memory, MAX_TX_CHAIN) {
+        while let Some((head, parsed)) = pop_chain(
+            &mut active.tx,
+            &active.memory,
+            MAX_TX_CHAIN,
+            active.interrupt.as_ref(),
+        ) {
             match parsed {
                 Ok(chain) => {
                     buf.resize(chain.readable_len() as usize, 0);

@@ -101,6 +101,16 @@ pub trait VirtioInterrupt: Send + Sync {
     fn signal_queue(&self, queue: u16);
     /// The device configuration changed.
     fn signal_config(&self);
+    /// The device met an error it cannot go on from (a ring the driver
+    /// broke): set `DEVICE_NEEDS_RESET` in `device_status` and tell the
+    /// driver with a configuration-change interrupt (§2.1.2: "The device
+    /// SHOULD set DEVICE_NEEDS_RESET when it enters an error state that a
+    /// reset is needed").
+    ///
+    /// The default does nothing: for sinks with no transport and no
+    /// driver to tell (test and fuzzing harnesses). The PCI transport's
+    /// [`pci::TransportInterrupt`] implements it.
+    fn needs_reset(&self) {}
 }
 
 /// What a device gets when the driver sets `DRIVER_OK`.

@@ -227,7 +227,12 @@ impl VirtioNet {
         };
         let mut buf = Vec::new();
         let limit = (VNET_HDR_LEN + MAX_FRAME_LEN) as u64;
-        while let Some((head, parsed)) = pop_chain(&mut active.tx, &active.memory, limit) {
+        while let Some((head, parsed)) = pop_chain(
+            &mut active.tx,
+            &active.memory,
+            limit,
+            active.interrupt.as_ref(),
+        ) {
             match parsed {
                 Ok(chain) => match read_tx_frame(&chain, &active.memory, &mut buf) {
                     Ok(()) => match write_frame(&self.backend, &buf) {

@@ -116,7 +116,12 @@ pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
     let Some(active) = state.active.as_mut() else {
         return Delivery::Done; // the device went away; the frame is lost
     };
-    let Some((head, parsed)) = pop_chain(&mut active.rx, &active.memory, MAX_RX_CHAIN) else {
+    let Some((head, parsed)) = pop_chain(
+        &mut active.rx,
+        &active.memory,
+        MAX_RX_CHAIN,
+        active.interrupt.as_ref(),
+    ) else {
         return Delivery::NoBuffer;
     };
     let chain = match parsed {

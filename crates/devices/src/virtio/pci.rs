@@ -89,6 +89,11 @@ mod cap {
     pub const VENDOR: u8 = 0x09;
 }
 
+/// How many times a transport logs "device needs reset" at warning level;
+/// later ones go to debug. The guest triggers it at will (reset, then
+/// DRIVER_OK with broken queues), and a detached VM's log is a file.
+const NEEDS_RESET_WARNINGS: u32 = 8;
+
 /// ISR bit 0: a queue was used.
 const ISR_QUEUE: u8 = 1;
 /// ISR bit 1: the configuration changed.
@@ -102,6 +107,9 @@ struct InterruptState {
     queue_vectors: Vec<u16>,
     isr: u8,
     intx_disabled: bool,
+    /// The device asked for a reset ([`VirtioInterrupt::needs_reset`]);
+    /// `device_status` shows `DEVICE_NEEDS_RESET` until the driver resets.
+    needs_reset: bool,
 }
 
 /// The transport's [`VirtioInterrupt`].
@@ -141,6 +149,18 @@ impl VirtioInterrupt for TransportInterrupt {
         let vector = self.state().config_vector;
         self.raise(Some(vector), ISR_CONFIG);
     }
+
+    fn needs_reset(&self) {
+        let newly = {
+            let mut s = self.state();
+            !std::mem::replace(&mut s.needs_reset, true)
+        };
+        // One interrupt per error state, however often the driver pokes
+        // the broken queue.
+        if newly {
+            self.signal_config();
+        }
+    }
 }
 
 /// Someone who routes a live device's queue notifications another way
@@ -174,6 +194,8 @@ pub struct VirtioPci {
     /// Notifications that arrived as MMIO writes, and through the route.
     notifies_mmio: u64,
     notifies_routed: u64,
+    /// Times the transport found the device needing a reset.
+    needs_reset_count: u32,
 }
 
 impl std::fmt::Debug for VirtioPci {
@@ -259,6 +281,7 @@ impl VirtioPci {
                 queue_vectors: vec![NO_VECTOR; max_sizes.len()],
                 isr: 0,
                 intx_disabled: false,
+                needs_reset: false,
             }),
             sink,
             intx,
@@ -281,6 +304,7 @@ impl VirtioPci {
             route: None,
             notifies_mmio: 0,
             notifies_routed: 0,
+            needs_reset_count: 0,
         })
     }
 
@@ -319,6 +343,13 @@ impl VirtioPci {
         self.max_sizes.len()
     }
 
+    /// `device_status` as the driver reads it: with DEVICE_NEEDS_RESET if
+    /// the device asked for a reset ([`VirtioInterrupt::needs_reset`]).
+    fn status_now(&self) -> u8 {
+        let asked = self.interrupt.state().needs_reset;
+        self.device_status | if asked { status::DEVICE_NEEDS_RESET } else { 0 }
+    }
+
     fn selected(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(usize::from(self.queue_select))
     }
@@ -353,7 +384,12 @@ impl VirtioPci {
         put(&mut img, 0x0c, &driver_feature.to_le_bytes());
         put(&mut img, 0x10, &irq.config_vector.to_le_bytes());
         put(&mut img, 0x12, &(self.max_sizes.len() as u16).to_le_bytes());
-        img[0x14] = self.device_status;
+        img[0x14] = self.device_status
+            | if irq.needs_reset {
+                status::DEVICE_NEEDS_RESET
+            } else {
+                0
+            };
         img[0x15] = 0; // config_generation: the configurations never change mid-read
         put(&mut img, 0x16, &self.queue_select.to_le_bytes());
         if let Some(q) = q {
@@ -531,10 +567,13 @@ impl VirtioPci {
     }
 
     fn needs_reset(&mut self, why: &str) {
-        tracing::warn!(
-            device = self.device_type().name(),
-            "device needs reset: {why}"
-        );
+        self.needs_reset_count = self.needs_reset_count.saturating_add(1);
+        let device = self.device_type().name();
+        if self.needs_reset_count <= NEEDS_RESET_WARNINGS {
+            tracing::warn!(device, "device needs reset: {why}");
+        } else {
+            tracing::debug!(device, "device needs reset: {why}");
+        }
         self.device_status |= status::DEVICE_NEEDS_RESET;
         self.interrupt.signal_config();
     }
@@ -558,6 +597,7 @@ impl VirtioPci {
         irq.config_vector = NO_VECTOR;
         irq.queue_vectors.fill(NO_VECTOR);
         irq.isr = 0;
+        irq.needs_reset = false;
         self.interrupt.intx.set_level(false);
     }
 
@@ -686,7 +726,7 @@ impl PciDevice for VirtioPci {
         let mut v = vec![
             (
                 "device_status".into(),
-                format!("{:#04x}", self.device_status),
+                format!("{:#04x}", self.status_now()),
             ),
             (
                 "driver_features".into(),
@@ -697,6 +737,10 @@ impl PciDevice for VirtioPci {
                 self.interrupt.state().msix.enabled().to_string(),
             ),
             ("notifies_mmio".into(), self.notifies_mmio.to_string()),
+            (
+                "needs_reset_count".into(),
+                self.needs_reset_count.to_string(),
+            ),
             (
                 "notifies_ioeventfd".into(),
                 self.notifies_routed.to_string(),

@@ -188,6 +188,64 @@ fn a_queue_outside_memory_makes_driver_ok_fail_with_needs_reset() {
 }
 
 #[test]
+fn an_available_idx_far_ahead_shows_needs_reset_until_the_driver_resets() {
+    let mut r = rig();
+    r.negotiate();
+    r.setup_queue();
+    r.w8(0x14, 0x0f);
+    // idx 0x100 with an 8-entry queue: 256 entries "available" at once.
+    r.mem.write(0x2002, &0x100u16.to_le_bytes()).unwrap();
+    r.w16(NOTIFY_CFG, 0);
+    assert_eq!(r.r8(0x14), 0x0f | status::DEVICE_NEEDS_RESET);
+    let shown = r
+        .dev
+        .inspect()
+        .into_iter()
+        .find(|(k, _)| k == "device_status");
+    assert_eq!(shown, Some(("device_status".into(), "0x4f".into())));
+    let tree = r.dev.inspect_tree();
+    assert_eq!(
+        tree.get("device_status/device_needs_reset"),
+        Some(alcazar_core::inspect::Node::Value("true".into()))
+    );
+    assert_eq!(r.r8(ISR_CFG), 2, "a configuration-change interrupt");
+    r.w16(NOTIFY_CFG, 0);
+    assert_eq!(r.r8(ISR_CFG), 0, "only one per error state");
+    let used_idx = r.mem.read_u64(0x3000).unwrap() >> 16 & 0xffff;
+    assert_eq!(used_idx, 0, "nothing was used");
+    // A reset clears it and the device works again.
+    r.w8(0x14, 0);
+    assert_eq!(r.r8(0x14), 0);
+    r.mem.write(0x2002, &0u16.to_le_bytes()).unwrap();
+    r.negotiate();
+    r.setup_queue();
+    r.w8(0x14, 0x0f);
+    r.offer_buffer();
+    r.w16(NOTIFY_CFG, 0);
+    let used_idx = r.mem.read_u64(0x3000).unwrap() >> 16 & 0xffff;
+    assert_eq!(used_idx, 1);
+    assert_eq!(r.r8(0x14), 0x0f);
+}
+
+#[test]
+fn repeated_bad_driver_ok_is_counted_and_each_one_signalled() {
+    let mut r = rig();
+    for _ in 0..20 {
+        r.w8(0x14, 0);
+        r.w8(0x14, status::DRIVER_OK); // no FEATURES_OK: refused
+        assert_ne!(r.r8(0x14) & status::DEVICE_NEEDS_RESET, 0);
+        assert_eq!(r.r8(ISR_CFG), 2, "each one is a configuration change");
+    }
+    let count = r
+        .dev
+        .inspect()
+        .into_iter()
+        .find(|(k, _)| k == "needs_reset_count");
+    assert_eq!(count, Some(("needs_reset_count".into(), "20".into())));
+    const { assert!(NEEDS_RESET_WARNINGS < 20, "only the first few are warnings") };
+}
+
+#[test]
 fn a_request_completes_on_intx_then_reset_forgets_everything() {
     let mut r = rig();
     assert_ne!(r.negotiate() & status::FEATURES_OK, 0);

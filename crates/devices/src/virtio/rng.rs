@@ -55,9 +55,12 @@ impl VirtioRng {
             return;
         };
         let mut buf = vec![0u8; MAX_FILL];
-        while let Some((head, parsed)) =
-            pop_chain(&mut active.queue, &active.memory, u64::from(u32::MAX))
-        {
+        while let Some((head, parsed)) = pop_chain(
+            &mut active.queue,
+            &active.memory,
+            u64::from(u32::MAX),
+            active.interrupt.as_ref(),
+        ) {
             let written = match parsed {
                 Ok(chain) => {
                     let want = (chain.writable_len() as usize).min(MAX_FILL);

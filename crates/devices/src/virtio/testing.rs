@@ -124,6 +124,8 @@ pub struct CountingInterrupt {
     pub queue: AtomicU32,
     /// Configuration-change interrupts.
     pub config: AtomicU32,
+    /// Times the device asked for a reset.
+    pub needs_reset: AtomicU32,
 }
 
 impl CountingInterrupt {
@@ -145,5 +147,9 @@ impl VirtioInterrupt for CountingInterrupt {
 
     fn signal_config(&self) {
         self.config.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn needs_reset(&self) {
+        self.needs_reset.fetch_add(1, Ordering::SeqCst);
     }
 }

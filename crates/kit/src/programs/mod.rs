@@ -5,11 +5,14 @@ pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod fault_pf;
 pub(crate) mod faults;
+pub(crate) mod hostile_virtio;
 pub(crate) mod interrupts;
+pub(crate) mod irq_storm;
 pub(crate) mod isa_irq;
 pub(crate) mod long;
 pub(crate) mod protected;
 pub(crate) mod real;
+pub(crate) mod register_storm;
 pub(crate) mod smp;
 pub(crate) mod smp_sipi;
 pub(crate) mod sweep;
@@ -117,6 +120,26 @@ pub(crate) const REGISTRY: &[Entry] = &[
     Entry {
         name: virtio_rng::INFO.name,
         build: virtio_rng::build,
+    },
+    Entry {
+        name: hostile_virtio::RNG.info.name,
+        build: hostile_virtio::build_rng,
+    },
+    Entry {
+        name: hostile_virtio::BLK.info.name,
+        build: hostile_virtio::build_blk,
+    },
+    Entry {
+        name: irq_storm::INFO.name,
+        build: irq_storm::build,
+    },
+    Entry {
+        name: register_storm::FULL.name,
+        build: register_storm::build_full,
+    },
+    Entry {
+        name: register_storm::QUICK.name,
+        build: register_storm::build_quick,
     },
     Entry {
         name: ticker::INFO.name,

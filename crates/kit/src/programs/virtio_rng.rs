@@ -217,7 +217,7 @@ fn find_device(a: &mut CodeAssembler) -> Asm {
 
 /// CONFIG_ADDRESS = enable | slot EBX << 11 | `register` (function 0,
 /// bus 0). Clobbers EAX and DX.
-fn config_address(a: &mut CodeAssembler, register: u32) -> Asm {
+pub(crate) fn config_address(a: &mut CodeAssembler, register: u32) -> Asm {
     a.mov(eax, ebx)?;
     a.shl(eax, 11)?;
     a.or(eax, 0x8000_0000u32 | register)?;

@@ -46,12 +46,25 @@ fn ring_idx(memory: &DmaMemory, ring: u64) -> String {
     }
 }
 
+/// `device_status` with the device's own reset request (the interrupt
+/// state is locked by the caller, so it is passed in).
+fn status_now(dev: &VirtioPci, needs_reset: bool) -> u8 {
+    if needs_reset {
+        dev.device_status | status::DEVICE_NEEDS_RESET
+    } else {
+        dev.device_status
+    }
+}
+
 /// The transport's tree.
 pub(super) fn tree(dev: &VirtioPci) -> Tree {
     let irq = dev.interrupt.state();
     let mut t = Tree::new();
     t.value("device_type", dev.device_type().name())
-        .child("device_status", status_tree(dev.device_status))
+        .child(
+            "device_status",
+            status_tree(status_now(dev, irq.needs_reset)),
+        )
         .hex("device_features", dev.device_features(), 16)
         .hex("driver_features", dev.driver_features, 16)
         .value("device_feature_select", dev.device_feature_select)
