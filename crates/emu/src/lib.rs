@@ -218,36 +218,52 @@ impl Cpu {
         // The state may have been changed from outside since the last run.
         self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
         loop {
-            if self.machine.control.should_leave_run() {
-                return VcpuExit::Stopped;
-            }
-            if let Some(exit) = self.exit.take() {
+            if let Some(exit) = self.run_slice(BLOCKS_PER_SLICE) {
                 return exit;
             }
-            if self.s.halted {
-                // Sleep until an interrupt may be deliverable; with no
-                // interrupt source nothing can ever wake the vCPU.
-                if !self.take_interrupt() && self.s.halted && !interrupts::wait_for_interrupt(self)
-                {
-                    return VcpuExit::Halted;
-                }
-                continue;
-            }
-            let before = self.icount;
-            for _ in 0..BLOCKS_PER_SLICE {
-                // An INIT may have put the CPU in wait-for-SIPI.
-                if self.take_interrupt() && self.s.halted {
-                    break;
-                }
-                self.step_chained();
-                if self.exit.is_some() || self.s.halted {
-                    break;
-                }
-            }
-            let stats = self.machine.vcpu_stats(self.id);
-            stats.add_instructions(self.icount - before);
-            stats.set_tlb_flushes(self.mmu.flushes);
         }
+    }
+
+    /// One round of [`Cpu::run`]'s loop: returns the exit if the run must
+    /// end (a stop request, a pending [`Cpu::exit`], or HLT that nothing
+    /// can wake), else runs up to `steps` block steps (each up to
+    /// [`MAX_LINKED_BLOCKS`] linked blocks), delivering interrupts and
+    /// faults in between, and returns `None`.
+    ///
+    /// For callers that need a bound on the work done (the `emu_exec`
+    /// fuzz target): a loop over `run_slice` is `run`. A caller that
+    /// changes [`Cpu::s`] between calls must not rely on blocks linked
+    /// before the change; [`Cpu::run`] handles that on entry.
+    pub fn run_slice(&mut self, steps: usize) -> Option<VcpuExit> {
+        if self.machine.control.should_leave_run() {
+            return Some(VcpuExit::Stopped);
+        }
+        if let Some(exit) = self.exit.take() {
+            return Some(exit);
+        }
+        if self.s.halted {
+            // Sleep until an interrupt may be deliverable; with no
+            // interrupt source nothing can ever wake the vCPU.
+            if !self.take_interrupt() && self.s.halted && !interrupts::wait_for_interrupt(self) {
+                return Some(VcpuExit::Halted);
+            }
+            return None;
+        }
+        let before = self.icount;
+        for _ in 0..steps {
+            // An INIT may have put the CPU in wait-for-SIPI.
+            if self.take_interrupt() && self.s.halted {
+                break;
+            }
+            self.step_chained();
+            if self.exit.is_some() || self.s.halted {
+                break;
+            }
+        }
+        let stats = self.machine.vcpu_stats(self.id);
+        stats.add_instructions(self.icount - before);
+        stats.set_tlb_flushes(self.mmu.flushes);
+        None
     }
 
     /// Runs one block (or one instruction inside an interrupt shadow) and
