@@ -16,8 +16,10 @@
 //!
 //! The CPU runs through [`Cpu::run_slice`] (the real run loop, blocks
 //! linked and chained) or one block at a time through [`Cpu::step`],
-//! at most [`SLICES`] slices and [`MAX_INSNS`] instructions, with an NMI
-//! or an external interrupt raised between slices if the input asks.
+//! at most [`SLICES`] slices, [`MAX_INSNS`] instructions and [`BUDGET`]
+//! of time (a REP string instruction is one instruction of up to 4096
+//! iterations), with an NMI or an external interrupt raised between
+//! slices if the input asks. Each input gets a fresh machine and CPU.
 //! A fault, a triple fault (shutdown), `hlt`, a stop request (a
 //! hypercall) and port I/O or MMIO are all normal outcomes.
 //!
@@ -26,7 +28,7 @@
 //! registered for, with a width of 1, 2, 4 or 8; CPL stays 0-3; outside
 //! 64-bit mode RIP fits in 32 bits and in 64-bit mode it is canonical
 //! (checked between slices, unless the CPU shut down); the inspector tree
-//! builds. AddressSanitizer catches host-memory errors.
+//! builds (when the input asks: it is slow). AddressSanitizer catches host-memory errors.
 //!
 //! Input: mode byte (bits 0-2: the mode, see [`Mode`]; bit 3: CPL 3;
 //! bit 4: RSP from the input instead of the default stack; bit 5: raise
@@ -34,7 +36,7 @@
 //! single blocks instead of slices), CR0 extras (1 byte: MP, EM, TS, NE,
 //! WP, AM, CD), CR4 extras (2 bytes: TSD, DE, PSE, MCE, PGE, PCE, OSFXSR,
 //! OSXMMEXCPT, OSXSAVE if CPUID has XSAVE), EFER extras (1 byte: SCE,
-//! NXE), the interrupt vector (1 byte), RFLAGS (8 bytes), RAX..R15 (8
+//! NXE; bit 7: build the inspector tree at the end), the interrupt vector (1 byte), RFLAGS (8 bytes), RAX..R15 (8
 //! bytes each), flags of the 8 data pages' PTEs (1 byte each, XORed into
 //! bits 0-7) and their NX bits (1 byte); then the code, placed at CS:RIP
 //! (linear [`CODE`]), its first 4 KiB in the code page and the rest in

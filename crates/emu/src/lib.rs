@@ -564,3 +564,38 @@ impl Cpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alcazar_core::engine::VcpuExit;
+    use iced_x86::code_asm::*;
+
+    use crate::cpu::reg;
+    use crate::testutil::{assemble, cpu64};
+
+    #[test]
+    fn run_slice_returns_inside_a_long_loop_and_reports_the_exit_at_its_end() {
+        let code = assemble(64, |a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top).unwrap();
+            a.inc(rax).unwrap();
+            a.cmp(rax, 1_000_000).unwrap();
+            a.jne(top).unwrap();
+            a.hlt().unwrap();
+        });
+        let mut cpu = cpu64(&code);
+        assert_eq!(cpu.run_slice(1), None);
+        let first = cpu.icount;
+        assert!(first > 0 && first < 1_000_000, "one slice ran {first}");
+        let mut slices = 1;
+        let exit = loop {
+            if let Some(exit) = cpu.run_slice(1) {
+                break exit;
+            }
+            slices += 1;
+        };
+        assert_eq!(exit, VcpuExit::Halted);
+        assert_eq!(cpu.s.gpr[reg::RAX], 1_000_000);
+        assert!(slices > 1);
+    }
+}
