@@ -73,6 +73,14 @@ save("emu_exec", "long64_sse_ro_page",
 # ud2 in virtual-8086 mode with IOPL 3 and an out to the hypercall port.
 save("emu_exec", "v86_out_ud2",
      emu(V86, bytes.fromhex("e6ea" "0f0b"), rflags=0x3002))
+# call far 0x6b:0 through the call gate from ring 3 (to ring 0, hlt).
+save("emu_exec", "prot32_ring3_call_gate",
+     emu(PROT32 | RING3, bytes.fromhex("9a000000006b00")))
+# mov rax, cr4; or rax, 0x80 (PGE); mov cr4, rax; mov rax, cr3;
+# mov cr3, rax; invlpg [0x20000]; hlt
+save("emu_exec", "long64_control_regs",
+     emu(LONG64, bytes.fromhex("0f20e0" "480d80000000" "0f22e0" "0f20d8" "0f22d8"
+                               "0f013c2500000200" "f4")))
 
 # ---- virtio_devices -------------------------------------------------------
 NET, CONSOLE, RNG = range(3)

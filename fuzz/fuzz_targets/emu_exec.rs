@@ -5,8 +5,9 @@
 //! 64-bit and compatibility mode under 4-level paging — at CPL 0 or 3.
 //!
 //! The machine around the code is a small but complete system image: a
-//! GDT with ring-0 and ring-3 code and data segments of every size and a
-//! TSS, an IDT (or, in real mode, an IVT) whose every vector leads to a
+//! GDT with ring-0 and ring-3 code and data segments of every size, a
+//! conforming code and an expand-down data segment, a call gate, an LDT
+//! (loaded) and a TSS, an IDT (or, in real mode, an IVT) whose every vector leads to a
 //! `hlt`, SYSCALL/SYSENTER MSRs pointing at it too, and identity page
 //! tables over RAM whose data-page flags (present, writable, user, NX...)
 //! come from the input. Two more regions reach outside RAM: virtual
@@ -112,6 +113,18 @@ const CODE64: u16 = 0x18;
 const CODE16: u16 = 0x38;
 const DATA16: u16 = 0x40;
 const TSS_SEL: u16 = 0x58;
+/// A call gate (DPL 3) to the handler's code segment.
+const CALL_GATE: u16 = 0x68;
+/// A conforming 32-bit code segment (DPL 0) and an expand-down 32-bit
+/// data segment (DPL 3, limit 0xfff: offsets 0x1000 and up are valid).
+const CONFORMING: u16 = 0x78;
+const EXPAND_DOWN: u16 = 0x80;
+/// An LDT (at [`LDT`]) holding 32-bit code and data segments, DPL 3.
+const LDT_SEL: u16 = 0x88;
+/// The GDT's limit.
+const GDT_LIMIT: u16 = 0x97;
+/// The LDT.
+const LDT: u64 = 0x1800;
 /// Added to a ring-0 selector for its ring-3 twin (the GDT holds them
 /// 0x18 further on, RPL 3).
 const RING3: u16 = 0x18 + 3;
@@ -241,6 +254,31 @@ fn build_image(long: bool) -> Vec<u8> {
         m.w64(GDT + u64::from(sel), s.to_descriptor());
     }
     m.w64(GDT + u64::from(TSS_SEL), tss_segment().to_descriptor());
+    // The call gate (SDM Vol. 3A 5.8.3): 16 bytes in IA-32e mode.
+    let gate_cs = if long { CODE64 } else { CODE32 };
+    m.w64(
+        GDT + u64::from(CALL_GATE),
+        (HANDLER & 0xffff)
+            | u64::from(gate_cs) << 16
+            | 0xecu64 << 40
+            | ((HANDLER >> 16) & 0xffff) << 48,
+    );
+    let mut conforming = segment(CONFORMING, true, 32, 0, 0);
+    conforming.type_ = 0xf;
+    m.w64(GDT + u64::from(CONFORMING), conforming.to_descriptor());
+    let mut down = segment(EXPAND_DOWN, false, 32, 3, 0);
+    (down.type_, down.g, down.limit) = (0x7, false, 0xfff);
+    m.w64(GDT + u64::from(EXPAND_DOWN), down.to_descriptor());
+    let ldt = Segment {
+        base: LDT,
+        limit: 0xf,
+        type_: 0x2,
+        present: true,
+        ..Segment::default()
+    };
+    m.w64(GDT + u64::from(LDT_SEL), ldt.to_descriptor());
+    m.w64(LDT, segment(0, true, 32, 3, 0).to_descriptor());
+    m.w64(LDT + 8, segment(0, false, 32, 3, 0).to_descriptor());
     // TSS: the ring-0 stack, the I/O bitmap right after the 104 bytes
     // (all 256 ports of the sink allowed, the rest past the limit).
     if long {
@@ -349,7 +387,7 @@ fn enter(cpu: &mut Cpu, mode: Mode, ring3: bool) {
     let r3 = if ring3 { RING3 } else { 0 };
     s.gdtr = DescriptorTable {
         base: GDT,
-        limit: 0x67,
+        limit: GDT_LIMIT,
     };
     s.idtr = match mode {
         // Real mode: the IVT at 0 (SDM Vol. 3A 21.1.4).
@@ -369,8 +407,11 @@ fn enter(cpu: &mut Cpu, mode: Mode, ring3: bool) {
     s.tr = tss_segment();
     s.tr.type_ = 0xb; // busy, as after LTR
     s.ldtr = Segment {
+        selector: LDT_SEL,
+        base: LDT,
+        limit: 0xf,
         type_: 2,
-        unusable: true,
+        present: true,
         ..Segment::default()
     };
     s.msr.star = u64::from(CODE32) << 32 | u64::from(CODE32 + 0x10) << 48;
