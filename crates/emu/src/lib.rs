@@ -540,8 +540,14 @@ impl Cpu {
         })
     }
 
-    /// Copies up to `len` code bytes from physical `phys` (RAM/ROM only;
-    /// code in MMIO reads as nothing and decodes as invalid).
+    /// Copies up to `len` code bytes from physical `phys` (RAM/ROM only).
+    ///
+    /// Code is not fetched from MMIO or from addresses with nothing
+    /// behind them: such a page reads as all ones, the value of a read
+    /// nothing claims (PCI Local Bus 3.0 §3.3.3.1, master abort), and
+    /// `FF FF` is no instruction (group 5 /7, SDM Vol. 2 Table A-6), so
+    /// the CPU raises #UD there. (An empty block would run nothing and
+    /// leave RIP where the last instruction run put it.)
     fn fetch_bytes(&self, phys: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];
         match self.machine.memory.read(phys, &mut out) {
@@ -558,6 +564,9 @@ impl Cpu {
                 {
                     n += 1;
                 }
+                if n == 0 {
+                    return vec![0xff; len];
+                }
                 out.truncate(n);
                 out
             }
@@ -571,6 +580,7 @@ mod tests {
     use iced_x86::code_asm::*;
 
     use crate::cpu::reg;
+    use crate::fault::Fault;
     use crate::testutil::{assemble, cpu64};
 
     #[test]
@@ -598,4 +608,22 @@ mod tests {
         assert_eq!(cpu.s.gpr[reg::RAX], 1_000_000);
         assert!(slices > 1);
     }
+
+    #[test]
+    fn code_outside_ram_raises_invalid_opcode_instead_of_spinning() {
+        // 512 MiB is mapped by cpu64's identity paging but beyond its
+        // 16 MiB of RAM: nothing is there. (Found by the emu_exec fuzz
+        // target's set-up: the jump used to leave RIP there for ever,
+        // no instruction retired and no fault raised.)
+        let code = assemble(64, |a| {
+            a.mov(rax, 0x2000_0000u64).unwrap();
+            a.jmp(rax).unwrap();
+        });
+        let mut cpu = cpu64(&code);
+        cpu.run_block(2).unwrap();
+        assert_eq!(cpu.s.rip, 0x2000_0000);
+        assert_eq!(cpu.run_block(1), Err(Fault::InvalidOpcode));
+        assert_eq!(cpu.s.rip, 0x2000_0000, "the fault's RIP is the fetch's");
+    }
 }
+
