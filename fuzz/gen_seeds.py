@@ -81,6 +81,10 @@ save("emu_exec", "prot32_ring3_call_gate",
 save("emu_exec", "long64_control_regs",
      emu(LONG64, bytes.fromhex("0f20e0" "480d80000000" "0f22e0" "0f20d8" "0f22d8"
                                "0f013c2500000200" "f4")))
+# mov rax, 0x400000; jmp rax: into the window onto 4 GiB, where nothing
+# is (#UD there; the engine used to spin on an empty block).
+save("emu_exec", "long64_jmp_outside_ram",
+     emu(LONG64, bytes.fromhex("48c7c000004000" "ffe0")))
 
 # ---- virtio_devices -------------------------------------------------------
 NET, CONSOLE, RNG = range(3)

@@ -25,7 +25,8 @@
 //! hypercall) and port I/O or MMIO are all normal outcomes.
 //!
 //! Asserts, whatever the code does: no panic; the run ends within its
-//! bound; every bus access reaches a device inside the range it was
+//! bound; every slice that does not end the run gets somewhere (see
+//! [`progress`]: an empty block once left RIP in place for ever); every bus access reaches a device inside the range it was
 //! registered for, with a width of 1, 2, 4 or 8; CPL stays 0-3; outside
 //! 64-bit mode RIP fits in 32 bits and in 64-bit mode it is canonical
 //! (checked between slices, unless the CPU shut down); the inspector tree
@@ -483,6 +484,14 @@ fn enter(cpu: &mut Cpu, mode: Mode, ring3: bool) {
     };
 }
 
+/// What changes when the CPU gets anywhere: instructions retired (a
+/// chunk of a REP instruction counts), RIP, RSP (an event delivered to
+/// the address that raised it still pushes a frame) and CS.
+fn progress(cpu: &Cpu) -> (u64, u64, u64, u16) {
+    let s = &cpu.s;
+    (cpu.icount, s.rip, s.gpr[reg::RSP], s.seg[seg::CS].selector)
+}
+
 /// Checks what must hold between slices.
 fn check(cpu: &Cpu) {
     let s = &cpu.s;
@@ -586,6 +595,7 @@ fuzz_target!(|data: &[u8]| {
                 cpu.irq.set_external(Some(vector));
             }
         }
+        let before = progress(&cpu);
         let exit = if single {
             cpu.step();
             cpu.exit.take()
@@ -593,7 +603,14 @@ fuzz_target!(|data: &[u8]| {
             cpu.run_slice(STEPS)
         };
         match exit {
-            None => check(&cpu),
+            None => {
+                check(&cpu);
+                assert!(
+                    cpu.s.halted || progress(&cpu) != before,
+                    "a slice made no progress at RIP {:#x}",
+                    cpu.s.rip
+                );
+            }
             Some(VcpuExit::Shutdown | VcpuExit::Stopped | VcpuExit::Halted) => break,
         }
     }
