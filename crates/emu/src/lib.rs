@@ -626,4 +626,3 @@ mod tests {
         assert_eq!(cpu.s.rip, 0x2000_0000, "the fault's RIP is the fetch's");
     }
 }
-
