@@ -25,7 +25,7 @@
 //! Input: device (1 byte: net, console, rng), then per queue its size
 //! (2 bytes), ready flag (1 byte), descriptor table, available and used
 //! ring addresses (8 bytes each); the length of the operation list (2
-//! bytes) and the operations (see [`run`]); the rest is guest memory.
+//! bytes, modulo 2048) and the operations (see [`run`]); the rest is guest memory.
 
 #![no_main]
 
