@@ -41,6 +41,9 @@ for t in "${targets[@]}"; do
         # Builds one VM per process and keeps it for the process's life:
         # LeakSanitizer reports the VM's insides as leaked.
         api_request) extra=(-detect_leaks=0) asan="detect_leaks=0" ;;
+        # Each input is bounded (a time budget, joined threads): an
+        # input that runs for seconds hangs.
+        emu_exec | virtio_devices) extra=(-timeout=10) ;;
     esac
     # The fuzzer's own status decides (under pipefail an `|| true` here
     # would hide a crash): read PIPESTATUS with errexit off.

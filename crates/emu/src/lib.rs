@@ -218,36 +218,52 @@ impl Cpu {
         // The state may have been changed from outside since the last run.
         self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
         loop {
-            if self.machine.control.should_leave_run() {
-                return VcpuExit::Stopped;
-            }
-            if let Some(exit) = self.exit.take() {
+            if let Some(exit) = self.run_slice(BLOCKS_PER_SLICE) {
                 return exit;
             }
-            if self.s.halted {
-                // Sleep until an interrupt may be deliverable; with no
-                // interrupt source nothing can ever wake the vCPU.
-                if !self.take_interrupt() && self.s.halted && !interrupts::wait_for_interrupt(self)
-                {
-                    return VcpuExit::Halted;
-                }
-                continue;
-            }
-            let before = self.icount;
-            for _ in 0..BLOCKS_PER_SLICE {
-                // An INIT may have put the CPU in wait-for-SIPI.
-                if self.take_interrupt() && self.s.halted {
-                    break;
-                }
-                self.step_chained();
-                if self.exit.is_some() || self.s.halted {
-                    break;
-                }
-            }
-            let stats = self.machine.vcpu_stats(self.id);
-            stats.add_instructions(self.icount - before);
-            stats.set_tlb_flushes(self.mmu.flushes);
         }
+    }
+
+    /// One round of [`Cpu::run`]'s loop: returns the exit if the run must
+    /// end (a stop request, a pending [`Cpu::exit`], or HLT that nothing
+    /// can wake), else runs up to `steps` block steps (each up to
+    /// [`MAX_LINKED_BLOCKS`] linked blocks), delivering interrupts and
+    /// faults in between, and returns `None`.
+    ///
+    /// For callers that need a bound on the work done (the `emu_exec`
+    /// fuzz target): a loop over `run_slice` is `run`. A caller that
+    /// changes [`Cpu::s`] between calls must not rely on blocks linked
+    /// before the change; [`Cpu::run`] handles that on entry.
+    pub fn run_slice(&mut self, steps: usize) -> Option<VcpuExit> {
+        if self.machine.control.should_leave_run() {
+            return Some(VcpuExit::Stopped);
+        }
+        if let Some(exit) = self.exit.take() {
+            return Some(exit);
+        }
+        if self.s.halted {
+            // Sleep until an interrupt may be deliverable; with no
+            // interrupt source nothing can ever wake the vCPU.
+            if !self.take_interrupt() && self.s.halted && !interrupts::wait_for_interrupt(self) {
+                return Some(VcpuExit::Halted);
+            }
+            return None;
+        }
+        let before = self.icount;
+        for _ in 0..steps {
+            // An INIT may have put the CPU in wait-for-SIPI.
+            if self.take_interrupt() && self.s.halted {
+                break;
+            }
+            self.step_chained();
+            if self.exit.is_some() || self.s.halted {
+                break;
+            }
+        }
+        let stats = self.machine.vcpu_stats(self.id);
+        stats.add_instructions(self.icount - before);
+        stats.set_tlb_flushes(self.mmu.flushes);
+        None
     }
 
     /// Runs one block (or one instruction inside an interrupt shadow) and
@@ -524,8 +540,14 @@ impl Cpu {
         })
     }
 
-    /// Copies up to `len` code bytes from physical `phys` (RAM/ROM only;
-    /// code in MMIO reads as nothing and decodes as invalid).
+    /// Copies up to `len` code bytes from physical `phys` (RAM/ROM only).
+    ///
+    /// Code is not fetched from MMIO or from addresses with nothing
+    /// behind them: such a page reads as all ones, the value of a read
+    /// nothing claims (PCI Local Bus 3.0 §3.3.3.1, master abort), and
+    /// `FF FF` is no instruction (group 5 /7, SDM Vol. 2 Table A-6), so
+    /// the CPU raises #UD there. (An empty block would run nothing and
+    /// leave RIP where the last instruction run put it.)
     fn fetch_bytes(&self, phys: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];
         match self.machine.memory.read(phys, &mut out) {
@@ -542,9 +564,65 @@ impl Cpu {
                 {
                     n += 1;
                 }
+                if n == 0 {
+                    return vec![0xff; len];
+                }
                 out.truncate(n);
                 out
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alcazar_core::engine::VcpuExit;
+    use iced_x86::code_asm::*;
+
+    use crate::cpu::reg;
+    use crate::fault::Fault;
+    use crate::testutil::{assemble, cpu64};
+
+    #[test]
+    fn run_slice_returns_inside_a_long_loop_and_reports_the_exit_at_its_end() {
+        let code = assemble(64, |a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top).unwrap();
+            a.inc(rax).unwrap();
+            a.cmp(rax, 1_000_000).unwrap();
+            a.jne(top).unwrap();
+            a.hlt().unwrap();
+        });
+        let mut cpu = cpu64(&code);
+        assert_eq!(cpu.run_slice(1), None);
+        let first = cpu.icount;
+        assert!(first > 0 && first < 1_000_000, "one slice ran {first}");
+        let mut slices = 1;
+        let exit = loop {
+            if let Some(exit) = cpu.run_slice(1) {
+                break exit;
+            }
+            slices += 1;
+        };
+        assert_eq!(exit, VcpuExit::Halted);
+        assert_eq!(cpu.s.gpr[reg::RAX], 1_000_000);
+        assert!(slices > 1);
+    }
+
+    #[test]
+    fn code_outside_ram_raises_invalid_opcode_instead_of_spinning() {
+        // 512 MiB is mapped by cpu64's identity paging but beyond its
+        // 16 MiB of RAM: nothing is there. (Found by the emu_exec fuzz
+        // target's set-up: the jump used to leave RIP there for ever,
+        // no instruction retired and no fault raised.)
+        let code = assemble(64, |a| {
+            a.mov(rax, 0x2000_0000u64).unwrap();
+            a.jmp(rax).unwrap();
+        });
+        let mut cpu = cpu64(&code);
+        cpu.run_block(2).unwrap();
+        assert_eq!(cpu.s.rip, 0x2000_0000);
+        assert_eq!(cpu.run_block(1), Err(Fault::InvalidOpcode));
+        assert_eq!(cpu.s.rip, 0x2000_0000, "the fault's RIP is the fetch's");
     }
 }
