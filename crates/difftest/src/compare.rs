@@ -136,9 +136,12 @@ impl Masks {
 /// counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Quirk {
-    /// Under PVM a #GP in user mode goes to KVM's instruction emulator,
-    /// which reports #UD for instructions it cannot emulate (POPCNT,
-    /// CMPXCHG16B, ...): KVM #UD where the CPU raised #GP.
+    /// Under PVM a user-mode #GP (and a page fault KVM decides to
+    /// emulate, as for a read that runs from an unmapped page into
+    /// non-canonical space) goes to KVM's instruction emulator, which
+    /// reports #UD for instructions it cannot emulate (POPCNT,
+    /// CMPXCHG16B, ...): KVM #UD where the CPU raised #GP or #PF. The
+    /// oracle then says nothing about the instruction.
     PvmGpAsUd,
     /// CMPS reads its two operands in an unspecified order: with both
     /// bad, either fault may come first (this AMD host reads ES:rDI
@@ -155,7 +158,7 @@ impl Quirk {
     pub fn describe(self) -> &'static str {
         match self {
             Quirk::PvmGpAsUd => {
-                "PVM turns a user-mode #GP into #UD for instructions KVM cannot emulate"
+                "PVM turns a user-mode #GP or #PF into #UD for instructions KVM cannot emulate"
             }
             Quirk::CmpsFaultOrder => "CMPS operand fault order is unspecified",
             Quirk::PvmUpperHalf => "PVM reports P|RSVD page faults in the upper half it reserves",
@@ -198,7 +201,7 @@ pub fn quirk(kvm: &FinalState, emu: &FinalState, at: Option<&Instruction>) -> Op
     }
     let valid = at.code() != Code::INVALID
         && !matches!(at.mnemonic(), Mnemonic::Ud0 | Mnemonic::Ud1 | Mnemonic::Ud2);
-    if kv == 6 && ev == 13 && valid {
+    if kv == 6 && matches!(ev, 13 | 14) && valid {
         return Some(Quirk::PvmGpAsUd);
     }
     if matches!(
@@ -290,6 +293,33 @@ mod tests {
             note: None,
             fpu: Default::default(),
         }
+    }
+
+    /// Found by a long run: `popcnt r10d, [r14]` reading from
+    /// 0x7fffffffffff (unmapped, and running into non-canonical space)
+    /// page-faults on emu; PVM's KVM says #UD, as it cannot emulate POPCNT.
+    #[test]
+    fn kvm_ud_for_a_faulting_popcnt_is_the_pvm_quirk() {
+        let popcnt =
+            iced_x86::Decoder::with_ip(64, &[0xf3, 0x45, 0x0f, 0xb8, 0x16], 0x1000a, 0).decode();
+        let at = |vector, error_code, cr2| FinalState {
+            rip: 0x1000a,
+            ending: Ending::Exception {
+                vector,
+                error_code,
+                cr2,
+            },
+            ..state()
+        };
+        let kvm = at(6, None, None);
+        let pf = at(14, Some(4), Some(0x7fff_ffff_ffff));
+        assert_eq!(quirk(&kvm, &pf, Some(&popcnt)), Some(Quirk::PvmGpAsUd));
+        assert_eq!(
+            quirk(&kvm, &at(13, Some(0), None), Some(&popcnt)),
+            Some(Quirk::PvmGpAsUd)
+        );
+        // A #DE is no emulator refusal: still a mismatch.
+        assert_eq!(quirk(&kvm, &at(0, None, None), Some(&popcnt)), None);
     }
 
     #[test]
