@@ -55,7 +55,11 @@
 
 use iced_x86::code_asm::*;
 
-use super::virtio_rng::config_address;
+use super::virtio_rng::{
+    config_address, find_device, ACKNOWLEDGE, DEVICE_STATUS, DRIVER, DRIVER_FEATURE,
+    DRIVER_FEATURE_SELECT, DRIVER_OK, FEATURES_OK, NOTIFY_QUEUE_0, QUEUE_DESC, QUEUE_DEVICE,
+    QUEUE_DRIVER, QUEUE_ENABLE, QUEUE_SELECT, QUEUE_SIZE,
+};
 use super::{finish, Built, Info};
 use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
@@ -129,24 +133,8 @@ pub(crate) const BLK: Target = Target {
 /// Image offset of the main code.
 const MAIN: usize = 0x2000;
 
-/// Common configuration offsets (virtio 1.2 §4.1.4.3).
-const DRIVER_FEATURE_SELECT: i32 = 0x08;
-const DRIVER_FEATURE: i32 = 0x0c;
-const DEVICE_STATUS: i32 = 0x14;
-const QUEUE_SELECT: i32 = 0x16;
-const QUEUE_SIZE: i32 = 0x18;
-const QUEUE_ENABLE: i32 = 0x1c;
-const QUEUE_DESC: i32 = 0x20;
-const QUEUE_DRIVER: i32 = 0x28;
-const QUEUE_DEVICE: i32 = 0x30;
-/// Queue 0's notification address (notify offset 0x3000, multiplier 4).
-const NOTIFY_QUEUE_0: i32 = 0x3000;
-
-/// `device_status` bits (§2.1).
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
+/// `device_status` bit DEVICE_NEEDS_RESET (§2.1); the common
+/// configuration offsets and the other status bits are `virtio_rng`'s.
 const DEVICE_NEEDS_RESET: u32 = 0x40;
 
 /// Descriptor flags (§2.7.5).
@@ -506,25 +494,6 @@ fn build(target: &Target) -> Result<Built, KitError> {
     let mut built = finish(image, &target.info, expect);
     built.program.devices = target.devices.to_vec();
     Ok(built)
-}
-
-/// Scans slots 0-31 of bus 0 for the vendor/device dword `id`; leaves
-/// the slot in EBX (32 if none). Clobbers EAX, DX.
-pub(crate) fn find_device(a: &mut CodeAssembler, id: u32) -> Asm {
-    let mut next = a.create_label();
-    let mut found = a.create_label();
-    a.xor(ebx, ebx)?;
-    a.set_label(&mut next)?;
-    config_address(a, 0)?;
-    a.mov(dx, 0xcfcu32)?;
-    a.in_(eax, dx)?;
-    a.cmp(eax, id)?;
-    a.je(found)?;
-    a.inc(ebx)?;
-    a.cmp(ebx, 32)?;
-    a.jb(next)?;
-    a.set_label(&mut found)?;
-    Ok(())
 }
 
 /// R13 = the end of RAM: CMOS 0x35:0x34 counts 64 KiB blocks above

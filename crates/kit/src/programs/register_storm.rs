@@ -40,8 +40,8 @@
 
 use iced_x86::code_asm::*;
 
-use super::hostile_virtio::{find_device, RNG};
-use super::virtio_rng::config_address;
+use super::hostile_virtio::RNG;
+use super::virtio_rng::{config_address, find_device};
 use super::{finish, Built, Info};
 use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};

@@ -47,24 +47,24 @@ const VIRTIO_RNG_ID: u32 = 0x1044_1af4;
 /// Common configuration offsets (virtio 1.2 §4.1.4.3).
 const DEVICE_FEATURE_SELECT: i32 = 0x00;
 const DEVICE_FEATURE: i32 = 0x04;
-const DRIVER_FEATURE_SELECT: i32 = 0x08;
-const DRIVER_FEATURE: i32 = 0x0c;
-const DEVICE_STATUS: i32 = 0x14;
-const QUEUE_SELECT: i32 = 0x16;
-const QUEUE_SIZE: i32 = 0x18;
-const QUEUE_ENABLE: i32 = 0x1c;
-const QUEUE_DESC: i32 = 0x20;
-const QUEUE_DRIVER: i32 = 0x28;
-const QUEUE_DEVICE: i32 = 0x30;
+pub(crate) const DRIVER_FEATURE_SELECT: i32 = 0x08;
+pub(crate) const DRIVER_FEATURE: i32 = 0x0c;
+pub(crate) const DEVICE_STATUS: i32 = 0x14;
+pub(crate) const QUEUE_SELECT: i32 = 0x16;
+pub(crate) const QUEUE_SIZE: i32 = 0x18;
+pub(crate) const QUEUE_ENABLE: i32 = 0x1c;
+pub(crate) const QUEUE_DESC: i32 = 0x20;
+pub(crate) const QUEUE_DRIVER: i32 = 0x28;
+pub(crate) const QUEUE_DEVICE: i32 = 0x30;
 /// Queue 0's notification address: the notify capability's offset (the
 /// transport's layout) + queue_notify_off 0 * multiplier.
-const NOTIFY_QUEUE_0: i32 = 0x3000;
+pub(crate) const NOTIFY_QUEUE_0: i32 = 0x3000;
 
 /// `device_status` bits (§2.1).
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
+pub(crate) const ACKNOWLEDGE: u32 = 1;
+pub(crate) const DRIVER: u32 = 2;
+pub(crate) const DRIVER_OK: u32 = 4;
+pub(crate) const FEATURES_OK: u32 = 8;
 
 /// The queue: descriptor table, available ring, used ring, buffer.
 const DESC: u32 = 0x30000;
@@ -107,7 +107,7 @@ pub(crate) fn build() -> Result<Built, KitError> {
         Uart::init(a)?;
         faults.install(a, idtr)?;
 
-        find_device(a)?;
+        find_device(a, VIRTIO_RNG_ID)?;
         a.cmp(ebx, 32)?;
         faults.fail_if(a, CodeAssembler::jae, no_device)?;
         // R12 = BAR 0 (memory BAR: bits 3:0 are flags).
@@ -196,9 +196,9 @@ pub(crate) fn build() -> Result<Built, KitError> {
     Ok(built)
 }
 
-/// Scans slots 0-31 of bus 0 for [`VIRTIO_RNG_ID`]; leaves the slot in
-/// EBX (32 if none).
-fn find_device(a: &mut CodeAssembler) -> Asm {
+/// Scans slots 0-31 of bus 0 for the vendor/device dword `id`; leaves
+/// the slot in EBX (32 if none). Clobbers EAX, DX.
+pub(crate) fn find_device(a: &mut CodeAssembler, id: u32) -> Asm {
     let mut next = a.create_label();
     let mut found = a.create_label();
     a.xor(ebx, ebx)?;
@@ -206,7 +206,7 @@ fn find_device(a: &mut CodeAssembler) -> Asm {
     config_address(a, 0)?;
     a.mov(dx, 0xcfcu32)?;
     a.in_(eax, dx)?;
-    a.cmp(eax, VIRTIO_RNG_ID)?;
+    a.cmp(eax, id)?;
     a.je(found)?;
     a.inc(ebx)?;
     a.cmp(ebx, 32)?;
