@@ -1,9 +1,10 @@
 //! Compares the final states of the two engines, field by field, over
 //! what is architecturally defined.
 
-use iced_x86::{Code, Instruction, Mnemonic};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::analysis::{fl, Tracker};
+use crate::host::HostFacts;
 use crate::layout::{DATA, STACK};
 use crate::state::{Ending, FinalState};
 
@@ -143,10 +144,13 @@ pub enum Quirk {
     /// CMPXCHG16B, ...): KVM #UD where the CPU raised #GP or #PF. The
     /// oracle then says nothing about the instruction.
     PvmGpAsUd,
-    /// CMPS reads its two operands in an unspecified order: with both
-    /// bad, either fault may come first (this AMD host reads ES:rDI
-    /// first).
-    CmpsFaultOrder,
+    /// An instruction with two memory operands, both of which fault:
+    /// which is checked first is left open by the SDM (and where the CPU
+    /// raised #GP, PVM re-executes the instruction in KVM's emulator,
+    /// whose order and checks depend on the host kernel). Accepted only
+    /// when the oracle's fault is one that one of the operands really
+    /// raises (its address, alignment or page).
+    OperandFaultOrder,
     /// PVM keeps part of the upper canonical half for itself: a user
     /// access there page-faults with P and RSVD set in the error code
     /// where the guest's page tables say "not present".
@@ -160,15 +164,87 @@ impl Quirk {
             Quirk::PvmGpAsUd => {
                 "PVM turns a user-mode #GP or #PF into #UD for instructions KVM cannot emulate"
             }
-            Quirk::CmpsFaultOrder => "CMPS operand fault order is unspecified",
+            Quirk::OperandFaultOrder => {
+                "the oracle faulted on the other memory operand (the order is unspecified)"
+            }
             Quirk::PvmUpperHalf => "PVM reports P|RSVD page faults in the upper half it reserves",
         }
     }
 }
 
-/// If the endings differ only in a way a known [`Quirk`] explains, which.
-/// `at` is the instruction where both engines stopped.
-pub fn quirk(kvm: &FinalState, emu: &FinalState, at: Option<&Instruction>) -> Option<Quirk> {
+/// The linear address and size of each memory operand of `at` (the
+/// implicit stack access included), from the registers in `regs` (which a
+/// faulting instruction leaves as they were). Segment bases are zero in
+/// the runners' 64-bit user state.
+fn memory_operands(at: &Instruction, regs: &FinalState) -> Vec<(u64, u64)> {
+    let reg = |r: Register, _: usize, _: usize| -> Option<u64> {
+        if r.is_segment_register() {
+            return Some(0);
+        }
+        let full = r.full_register();
+        if matches!(full, Register::RIP) {
+            return Some(at.next_ip());
+        }
+        let index = full.number().checked_sub(Register::RAX.number())?;
+        let v = *regs.gpr.get(index)?;
+        Some(match r.size() {
+            4 => v & 0xffff_ffff,
+            2 => v & 0xffff,
+            _ => v,
+        })
+    };
+    let size = at.memory_size().size() as u64;
+    let mut out: Vec<(u64, u64)> = (0..at.op_count())
+        .filter(|&i| {
+            matches!(
+                at.op_kind(i),
+                OpKind::Memory
+                    | OpKind::MemorySegSI
+                    | OpKind::MemorySegESI
+                    | OpKind::MemorySegRSI
+                    | OpKind::MemoryESDI
+                    | OpKind::MemoryESEDI
+                    | OpKind::MemoryESRDI
+            )
+        })
+        .filter_map(|i| Some((at.virtual_address(i, 0, reg)?, size)))
+        .collect();
+    let inc = at.stack_pointer_increment();
+    if inc != 0 {
+        let rsp = regs.gpr[crate::state::RSP];
+        let addr = if inc < 0 {
+            rsp.wrapping_sub(u64::from(inc.unsigned_abs()))
+        } else {
+            rsp
+        };
+        out.push((addr, u64::from(inc.unsigned_abs())));
+    }
+    out
+}
+
+/// Whether the fault `vector` (with `cr2`) is one that the operand at
+/// `addr` of `size` bytes raises: a non-canonical address (#GP), a
+/// misaligned one with RFLAGS.AC (#AC), or a page fault inside it (#PF).
+fn operand_raises(addr: u64, size: u64, vector: u8, cr2: Option<u64>, rflags: u64) -> bool {
+    let canonical = |a: u64| ((a as i64) << 16 >> 16) as u64 == a;
+    let last = addr.wrapping_add(size.max(1) - 1);
+    match vector {
+        13 => !canonical(addr) || !canonical(last),
+        17 => rflags & fl::AC != 0 && size > 1 && addr % size != 0,
+        14 => cr2.is_some_and(|c| c.wrapping_sub(addr) < size.max(1)),
+        _ => false,
+    }
+}
+
+/// If the endings differ only in a way a known [`Quirk`] explains on a
+/// host that behaves as `host` says, which. `at` is the instruction where
+/// both engines stopped.
+pub fn quirk(
+    kvm: &FinalState,
+    emu: &FinalState,
+    at: Option<&Instruction>,
+    host: &HostFacts,
+) -> Option<Quirk> {
     let at = at?;
     if kvm.rip != emu.rip || kvm.ending == emu.ending {
         return None;
@@ -201,16 +277,18 @@ pub fn quirk(kvm: &FinalState, emu: &FinalState, at: Option<&Instruction>) -> Op
     }
     let valid = at.code() != Code::INVALID
         && !matches!(at.mnemonic(), Mnemonic::Ud0 | Mnemonic::Ud1 | Mnemonic::Ud2);
-    if kv == 6 && matches!(ev, 13 | 14) && valid {
+    if host.gp_reemulated && kv == 6 && matches!(ev, 13 | 14) && valid {
         return Some(Quirk::PvmGpAsUd);
     }
-    if matches!(
-        at.mnemonic(),
-        Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd | Mnemonic::Cmpsq
-    ) && matches!(kv, 13 | 14)
-        && matches!(ev, 13 | 14)
-    {
-        return Some(Quirk::CmpsFaultOrder);
+    if matches!(kv, 13 | 14 | 17) && matches!(ev, 13 | 14 | 17) {
+        let operands = memory_operands(at, kvm);
+        if operands.len() >= 2
+            && operands
+                .iter()
+                .any(|&(addr, size)| operand_raises(addr, size, kv, kcr2, kvm.rflags))
+        {
+            return Some(Quirk::OperandFaultOrder);
+        }
     }
     None
 }
@@ -313,13 +391,62 @@ mod tests {
         };
         let kvm = at(6, None, None);
         let pf = at(14, Some(4), Some(0x7fff_ffff_ffff));
-        assert_eq!(quirk(&kvm, &pf, Some(&popcnt)), Some(Quirk::PvmGpAsUd));
         assert_eq!(
-            quirk(&kvm, &at(13, Some(0), None), Some(&popcnt)),
+            quirk(&kvm, &pf, Some(&popcnt), &AMD),
+            Some(Quirk::PvmGpAsUd)
+        );
+        assert_eq!(
+            quirk(&kvm, &at(13, Some(0), None), Some(&popcnt), &AMD),
             Some(Quirk::PvmGpAsUd)
         );
         // A #DE is no emulator refusal: still a mismatch.
-        assert_eq!(quirk(&kvm, &at(0, None, None), Some(&popcnt)), None);
+        assert_eq!(quirk(&kvm, &at(0, None, None), Some(&popcnt), &AMD), None);
+    }
+
+    const AMD: HostFacts = HostFacts::MEASURED_ON_AMD_PVM;
+
+    /// A clean clone's CI on a newer host kernel: `cmpsd` with a misaligned
+    /// (unmapped) DS:rSI, a non-canonical ES:rDI and RFLAGS.AC set. The
+    /// CPU checks ES:rDI first and raises #GP (emu agrees); PVM hands the
+    /// #GP to KVM's emulator, which read DS:rSI first and, on that kernel,
+    /// checked its alignment: #AC. On this project's other hosts the
+    /// emulator reports the #PF on DS:rSI instead.
+    #[test]
+    fn a_fault_of_the_other_memory_operand_is_accepted_only_if_that_operand_raises_it() {
+        let cmpsd = iced_x86::Decoder::with_ip(64, &[0xa7], 0x10010, 0).decode();
+        let at = |vector, error_code, cr2| FinalState {
+            rip: 0x10010,
+            ending: Ending::Exception {
+                vector,
+                error_code,
+                cr2,
+            },
+            ..state()
+        };
+        let mut gp = at(13, Some(0), None);
+        gp.gpr[6] = 1;
+        gp.gpr[7] = 0x3766_90d8_9c30_31f1;
+        gp.rflags |= fl::AC;
+        for mut kvm in [at(17, Some(0), None), at(14, Some(4), Some(1))] {
+            kvm.gpr = gp.gpr;
+            kvm.rflags = gp.rflags;
+            assert_eq!(
+                quirk(&kvm, &gp, Some(&cmpsd), &AMD),
+                Some(Quirk::OperandFaultOrder)
+            );
+        }
+        // A fault neither operand raises is a mismatch: a #PF elsewhere,
+        // or an #AC for an aligned DS:rSI.
+        assert_eq!(
+            quirk(&at(14, Some(4), Some(0x5000)), &gp, Some(&cmpsd), &AMD),
+            None
+        );
+        let mut aligned = at(17, Some(0), None);
+        aligned.gpr[6] = 0x20000;
+        assert_eq!(quirk(&aligned, &gp, Some(&cmpsd), &AMD), None);
+        // One memory operand: nothing to choose between.
+        let load = iced_x86::Decoder::with_ip(64, &[0x8b, 0x06], 0x10010, 0).decode();
+        assert_eq!(quirk(&at(17, Some(0), None), &gp, Some(&load), &AMD), None);
     }
 
     #[test]

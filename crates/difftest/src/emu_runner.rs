@@ -35,6 +35,7 @@ pub const MAX_STEPS: usize = 100_000;
 pub struct EmuRunner {
     machine: Arc<Machine>,
     cpu: Cpu,
+    alignment_checks: bool,
 }
 
 impl std::fmt::Debug for EmuRunner {
@@ -71,13 +72,19 @@ fn user_segment(selector: u16, code: bool) -> Segment {
     }
 }
 
-/// The CPL-3 state a run starts in (the same as the KVM runner's).
-pub fn user_state(init: &InitState) -> CpuState {
+/// The CPL-3 state a run starts in (the same as the KVM runner's), with
+/// CR0.AM as the oracle showed it behaves (`alignment_checks`).
+pub fn user_state(init: &InitState, alignment_checks: bool) -> CpuState {
+    let am = 1 << 18;
     let mut s = CpuState {
         gpr: init.gpr,
         rip: layout::CODE,
         cpl: 3,
-        cr0: layout::CR0,
+        cr0: if alignment_checks {
+            layout::CR0 | am
+        } else {
+            layout::CR0 & !am
+        },
         cr3: layout::PML4,
         cr4: layout::CR4,
         efer: layout::EFER,
@@ -163,7 +170,18 @@ impl EmuRunner {
         }
         let machine = Arc::new(Machine::new(memory, 1));
         let cpu = Self::fresh_cpu(&machine);
-        Ok(EmuRunner { machine, cpu })
+        Ok(EmuRunner {
+            machine,
+            cpu,
+            alignment_checks: true,
+        })
+    }
+
+    /// Whether misaligned user accesses with RFLAGS.AC = 1 raise #AC
+    /// (CR0.AM), as [`crate::host::HostFacts::alignment_checks`] measured
+    /// on the oracle. On by default.
+    pub fn set_alignment_checks(&mut self, on: bool) {
+        self.alignment_checks = on;
     }
 
     fn fresh_cpu(machine: &Arc<Machine>) -> Cpu {
@@ -185,7 +203,7 @@ impl EmuRunner {
         self.cpu.code.note_write(layout::CODE);
         self.cpu.cache = BlockCache::default();
         self.cpu.mmu.flush_all();
-        self.cpu.s = user_state(init);
+        self.cpu.s = user_state(init, self.alignment_checks);
         self.cpu.exit = None;
         self.cpu.end_block = false;
         self.cpu.icount = 0;
@@ -237,7 +255,7 @@ impl EmuRunner {
             Err(p) => {
                 let text = panic_text(p.as_ref());
                 self.cpu = Self::fresh_cpu(&self.machine);
-                self.cpu.s = user_state(init);
+                self.cpu.s = user_state(init, self.alignment_checks);
                 (Ending::Panic, Some(text))
             }
         };

@@ -9,6 +9,7 @@ use crate::analysis::Tracker;
 use crate::compare::{compare, quirk, Diff, Field, Masks, Quirk};
 use crate::emu_runner::{EmuRun, EmuRunner};
 use crate::gen::{assemble, Case, Class, Generator, Item};
+use crate::host::HostFacts;
 use crate::kvm_runner::KvmRunner;
 use crate::state::{vector_name, Ending, FinalState, InitState, Program};
 use crate::{report, shrink, Error};
@@ -158,6 +159,8 @@ pub struct Harness<S: Subject> {
     pub oracle: KvmRunner,
     /// What is checked.
     pub subject: S,
+    /// How this host's oracle behaves where the host decides.
+    pub host: HostFacts,
 }
 
 impl<S: Subject> std::fmt::Debug for Harness<S> {
@@ -169,9 +172,14 @@ impl<S: Subject> std::fmt::Debug for Harness<S> {
 impl Harness<EmuRunner> {
     /// KVM against the emu engine.
     pub fn kvm_vs_emu() -> Result<Self, Error> {
+        let mut oracle = KvmRunner::new()?;
+        let host = HostFacts::probe(&mut oracle)?;
+        let mut subject = EmuRunner::new()?;
+        subject.set_alignment_checks(host.alignment_checks);
         Ok(Harness {
-            oracle: KvmRunner::new()?,
-            subject: EmuRunner::new()?,
+            oracle,
+            subject,
+            host,
         })
     }
 }
@@ -183,7 +191,7 @@ impl<S: Subject> Harness<S> {
         let kvm = self.oracle.run(&prog, init)?;
         let run = self.subject.run(&prog, init)?;
         let masks = Masks::from_tracker(&run.tracker);
-        let quirk = quirk(&kvm, &run.state, prog.insn_at(kvm.rip));
+        let quirk = quirk(&kvm, &run.state, prog.insn_at(kvm.rip), &self.host);
         let verdict = if let Some(why) = run.tracker.indeterminate.clone() {
             // Still a mismatch if the subject crashed: that does not
             // depend on undefined values.

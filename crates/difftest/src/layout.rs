@@ -76,10 +76,9 @@ pub const IOPB_OFFSET: u32 = 0x68;
 /// ports 0..0xff, and the terminating 0xff byte.
 pub const TSS_LIMIT: u32 = IOPB_OFFSET + 32;
 
-/// CR0: PE, MP, ET, NE, WP, AM, PG. AM is on because under PVM guest user
-/// code runs with the host's CR0, where AM is set: with RFLAGS.AC = 1 a
-/// misaligned user access raises #AC whatever the guest's CR0 says. With
-/// AM on in the guest too, that is the architectural behaviour.
+/// CR0: PE, MP, ET, NE, WP, AM, PG. Under PVM guest user code runs with
+/// the host's CR0, so whether #AC is raised is the host's choice: the emu
+/// runner's CR0.AM follows what [`crate::host::HostFacts`] measured.
 pub const CR0: u64 = 1 | 2 | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 18) | (1 << 31);
 /// CR4: PAE and OSFXSR/OSXMMEXCPT.
 pub const CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10);

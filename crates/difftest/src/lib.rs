@@ -31,14 +31,15 @@
 //! * RFLAGS.IOPL set through `KVM_SET_REGS` does not stick at CPL 3 (it
 //!   reads back 0), so both engines run with IOPL 0 and the TSS I/O bitmap
 //!   opens the one port the final `out` uses;
-//! * user code runs with the host's CR0.AM = 1: with RFLAGS.AC = 1 a
-//!   misaligned access raises #AC whatever the guest's CR0 says, so the
-//!   guest runs with CR0.AM = 1 too ([`layout::CR0`]);
+//! * user code runs with the host's CR0.AM: whether RFLAGS.AC = 1 makes a
+//!   misaligned access raise #AC is probed at start-up and the emu runner
+//!   follows it ([`host::HostFacts`], with the other host-dependent facts);
 //! * RFLAGS.NT set by POPF is sometimes cleared when a host interrupt lands
 //!   in guest user code: POPF values never set NT;
 //! * a user-mode #GP goes through KVM's instruction emulator, which
-//!   reports #UD for instructions it cannot emulate; PVM reserves part of
-//!   the upper canonical half (#PF with P|RSVD); CMPS reads ES:rDI first;
+//!   reports #UD for instructions it cannot emulate and, for instructions
+//!   with two memory operands, may fault on the other operand first;
+//!   PVM reserves part of the upper canonical half (#PF with P|RSVD);
 //!   MOVSXD r16 reads four bytes. See [`compare::Quirk`] and
 //!   [`gen::tables`].
 //!
@@ -54,6 +55,7 @@ pub mod compare;
 pub mod emu_runner;
 pub mod gen;
 pub mod harness;
+pub mod host;
 pub mod kvm_runner;
 pub mod layout;
 pub mod report;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use alcazar_difftest::gen::Generator;
 use alcazar_difftest::harness::{self, Config, Harness, Subject, Summary};
+use alcazar_difftest::host::HostFacts;
 use alcazar_difftest::kvm_runner::KvmRunner;
 use alcazar_difftest::{report, selftest, Class, Error};
 
@@ -264,15 +265,20 @@ fn main() -> ExitCode {
         );
         let stop = || STOP.load(Ordering::Relaxed);
         if args.kvm_vs_kvm {
-            KvmRunner::new().and_then(|oracle| {
+            KvmRunner::new().and_then(|mut oracle| {
+                let host = HostFacts::probe(&mut oracle)?;
                 let mut h = Harness {
                     oracle,
                     subject: KvmRunner::new()?,
+                    host,
                 };
                 batch(&mut h, &args, stop)
             })
         } else {
-            Harness::kvm_vs_emu().and_then(|mut h| batch(&mut h, &args, stop))
+            Harness::kvm_vs_emu().and_then(|mut h| {
+                eprintln!("{}", h.host.describe());
+                batch(&mut h, &args, stop)
+            })
         }
     };
     match result {

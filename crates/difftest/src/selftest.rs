@@ -8,6 +8,7 @@ use iced_x86::Mnemonic;
 use crate::emu_runner::EmuRun;
 use crate::gen::{Case, Class, Generator};
 use crate::harness::{self, Config, Harness, Subject, Summary};
+use crate::host::HostFacts;
 use crate::kvm_runner::KvmRunner;
 use crate::state::{InitState, Program};
 use crate::Error;
@@ -34,9 +35,12 @@ impl<S: Subject> Subject for Mutant<S> {
 
 /// Runs `count` cases of every class on two KVM VMs.
 pub fn kvm_determinism(seed: u64, count: u64) -> Result<Summary, Error> {
+    let mut oracle = KvmRunner::new()?;
+    let host = HostFacts::probe(&mut oracle)?;
     let mut h = Harness {
-        oracle: KvmRunner::new()?,
+        oracle,
         subject: KvmRunner::new()?,
+        host,
     };
     let cfg = Config {
         seed,
@@ -49,8 +53,11 @@ pub fn kvm_determinism(seed: u64, count: u64) -> Result<Summary, Error> {
 /// Runs ALU cases against a [`Mutant`] that breaks ADC until it is
 /// caught; returns the shrunk case and its report.
 pub fn injected_mismatch(seed: u64) -> Result<(Case, String), Error> {
+    let mut oracle = KvmRunner::new()?;
+    let host = HostFacts::probe(&mut oracle)?;
     let mut h = Harness {
-        oracle: KvmRunner::new()?,
+        oracle,
+        host,
         subject: Mutant {
             inner: KvmRunner::new()?,
             trigger: Mnemonic::Adc,

@@ -73,7 +73,8 @@ fn run_against_kvm(classes: &[Class], count: u64) -> harness::Summary {
     let sum = harness::run(&mut h, &gen, &cfg, |_| {}, || false).expect("harness run");
     let text = summary_text(&sum);
     println!(
-        "{} cases in {:.1} s\n{text}",
+        "{}\n{} cases in {:.1} s\n{text}",
+        h.host.describe(),
         sum.runs,
         sum.elapsed.as_secs_f64()
     );
