@@ -230,7 +230,7 @@ fn operand_raises(addr: u64, size: u64, vector: u8, cr2: Option<u64>, rflags: u6
     let last = addr.wrapping_add(size.max(1) - 1);
     match vector {
         13 => !canonical(addr) || !canonical(last),
-        17 => rflags & fl::AC != 0 && size > 1 && addr % size != 0,
+        17 => rflags & fl::AC != 0 && size > 1 && !addr.is_multiple_of(size),
         14 => cr2.is_some_and(|c| c.wrapping_sub(addr) < size.max(1)),
         _ => false,
     }
