@@ -1,9 +1,9 @@
 //! Fuzzes the API a client on the control socket speaks: arbitrary bytes
-//! through `alcazar_vmm::api::http::read_request` (request line, headers,
+//! through `alcazar_control::api::http::read_request` (request line, headers,
 //! Content-Length, percent-encoding, the body), and every request that
-//! parses through `alcazar_vmm::api::routes::route` against a VM that was
-//! created but never started (one small emu-engine VM running the kit's
-//! `spinner`, built once per process).
+//! parses through `alcazar_control::api::routes::route` against a VM that was
+//! created but never started (one small emu-engine VM whose flat image is
+//! one `hlt`, built once per process).
 //!
 //! Asserts, whatever the client sends: no panic; a request that does not
 //! parse is an error, not a hang; a routed request is answered with an
@@ -19,10 +19,11 @@
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use alcazar_vmm::api::http::read_request;
-use alcazar_vmm::api::routes::{route, Routed};
-use alcazar_vmm::api::ApiVm;
-use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice};
+use alcazar_control::api::http::read_request;
+use alcazar_control::api::routes::{route, Routed};
+use alcazar_control::api::ApiVm;
+use alcazar_control::hub::ConsoleHub;
+use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, FlatImage, FlatMode};
 use alcazar_vmm::{Vm, VmConfig};
 use libfuzzer_sys::fuzz_target;
 
@@ -31,18 +32,21 @@ fn api() -> &'static Arc<ApiVm> {
     static API: OnceLock<Arc<ApiVm>> = OnceLock::new();
     static KEEP: AtomicPtr<Vm> = AtomicPtr::new(std::ptr::null_mut());
     API.get_or_init(|| {
+        // The guest never runs: one `hlt` is enough to build the machine.
         let config = VmConfig {
             name: "fuzz".into(),
             engine: EngineChoice::Emu,
             memory: 16 << 20,
             serial: ConsoleTarget::None,
-            boot: BootSource::Kit {
-                program: "spinner".into(),
-            },
-            ..VmConfig::default()
+            ..VmConfig::new(BootSource::Flat {
+                image: FlatImage::Bytes(vec![0xf4]),
+                mode: FlatMode::Real,
+                load_address: 0x10000,
+                aps_wait_for_sipi: false,
+            })
         };
-        let vm = Vm::create(&config).expect("the spinner VM");
-        let api = ApiVm::new(vm.handle());
+        let vm = Vm::create(&config).expect("the VM");
+        let api = ApiVm::new(vm.handle(), Arc::new(ConsoleHub::new()));
         // The VM lives as long as the process (kept reachable, so the
         // leak checker does not report it).
         KEEP.store(Box::into_raw(Box::new(vm)), Ordering::SeqCst);

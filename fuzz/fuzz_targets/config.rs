@@ -1,7 +1,7 @@
 //! Fuzzes the configuration a user writes: arbitrary text through
 //! `VmConfig::from_toml_str` (TOML syntax, every key, `[boot]` and
 //! `[[device]]` tables), and through the command-line parsers of
-//! `crates/vmm/src/config.rs` (`parse_name`, `parse_memory`,
+//! `crates/vmm/src/config/value.rs` (`parse_name`, `parse_memory`,
 //! `parse_cpus`, `parse_engine`, `parse_console`, `existing_file`).
 //!
 //! Asserts, whatever the text: no panic; every error displays as one

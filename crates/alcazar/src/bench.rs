@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use alcazar_vmm::config::{self, BootSource, ConsoleTarget, VmConfig};
+use alcazar_vmm::config::{self, ConsoleTarget, VmConfig};
 use alcazar_vmm::Vm;
 
 /// Flags of `alcazar bench`.
@@ -35,10 +35,7 @@ fn run_once(program: &str, engine: config::EngineChoice) -> Result<Sample, Strin
         cpus: 1,
         engine,
         serial: ConsoleTarget::None,
-        boot: BootSource::Kit {
-            program: program.into(),
-        },
-        ..VmConfig::default()
+        ..VmConfig::new(crate::kit::boot_source("bench", program).map_err(|e| e.to_string())?)
     };
     let expected = alcazar_kit::build(program)
         .ok_or_else(|| format!("{program}: no such kit program"))?

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
+use alcazar_control::api::ApiVm;
+use alcazar_control::hub::{ConsoleHub, HubTerminal};
 use alcazar_core::StopReason;
-use alcazar_vmm::api::ApiVm;
 use alcazar_vmm::config::{self, BootSource, VmConfig};
-use alcazar_vmm::console_hub::ConsoleHub;
 use alcazar_vmm::telemetry::Telemetry;
 use alcazar_vmm::{registry, Vm, VmmError};
 use clap::{Parser, Subcommand};
@@ -29,8 +29,10 @@ enum Command {
     /// default Linux guest, fetched on first use).
     Run(Box<RunArgs>),
     /// List the tiny-guest kit's programs, or write one out as a flat binary.
-    Kit(KitArgs),
+    #[cfg(feature = "kit")]
+    Kit(crate::kit::KitArgs),
     /// Measure engine speed on the kit's benchmark guests (guest MIPS).
+    #[cfg(feature = "kit")]
     Bench(crate::bench::BenchArgs),
     /// List the device classes a config's [[device]] entries can use.
     Devices,
@@ -67,16 +69,6 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-struct KitArgs {
-    /// A program to write out (with --output); omit to list them all.
-    name: Option<String>,
-    /// Where to write the program's image (a flat binary; the bench-*
-    /// programs are also multiboot kernels, e.g. for `qemu -kernel`).
-    #[arg(short, long, requires = "name")]
-    output: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
 struct RunArgs {
     /// The VM's TOML config file.
     config: Option<PathBuf>,
@@ -93,6 +85,7 @@ struct RunArgs {
     #[arg(long)]
     serial: Option<String>,
     /// Boot this kit program instead of the config's boot source.
+    #[cfg(feature = "kit")]
     #[arg(long, conflicts_with = "kernel")]
     kit: Option<String>,
     /// Boot this Linux kernel: a bzImage, or an ELF vmlinux with a PVH
@@ -108,7 +101,7 @@ struct RunArgs {
     cmdline: Option<String>,
     /// Run CMD in the Linux guest's shell, show its output, power off and
     /// exit with CMD's exit status.
-    #[arg(long, value_name = "CMD", conflicts_with = "kit")]
+    #[arg(long, value_name = "CMD")]
     exec: Option<String>,
     /// Which default Linux guest to boot when no kernel is given.
     #[arg(long, value_enum, default_value = "cloud")]
@@ -159,7 +152,9 @@ struct RunArgs {
 pub fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Run(args) => run(*args),
-        Command::Kit(args) => kit(args),
+        #[cfg(feature = "kit")]
+        Command::Kit(args) => crate::kit::command(args),
+        #[cfg(feature = "kit")]
         Command::Bench(args) => crate::bench::run(args),
         Command::Guest(args) => crate::guest::command(args),
         Command::Ls => crate::control::ls(),
@@ -184,62 +179,6 @@ pub fn dispatch(cli: Cli) -> u8 {
                 );
             }
             0
-        }
-    }
-}
-
-fn kit(args: KitArgs) -> u8 {
-    let Some(name) = args.name else {
-        list_kit();
-        return 0;
-    };
-    let program = match alcazar_kit::build(&name) {
-        Some(Ok(p)) => p,
-        Some(Err(e)) => {
-            eprintln!("alcazar: kit program {name} does not assemble: {e}");
-            return 1;
-        }
-        None => {
-            eprintln!("alcazar: kit {name}: no such program; run `alcazar kit` for the list");
-            return 2;
-        }
-    };
-    match args.output {
-        Some(path) => match std::fs::write(&path, &program.code) {
-            Ok(()) => {
-                eprintln!(
-                    "alcazar: wrote {} ({} bytes, load at {:#x}, {:?} mode)",
-                    path.display(),
-                    program.code.len(),
-                    program.load_address,
-                    program.mode
-                );
-                0
-            }
-            Err(e) => {
-                eprintln!("alcazar: cannot write {}: {e}", path.display());
-                1
-            }
-        },
-        None => {
-            println!(
-                "{}: {:?} mode, load at {:#x}, {} bytes\n  {}",
-                program.name,
-                program.mode,
-                program.load_address,
-                program.code.len(),
-                program.description
-            );
-            0
-        }
-    }
-}
-
-fn list_kit() {
-    for name in alcazar_kit::names() {
-        match alcazar_kit::build(name) {
-            Some(Ok(p)) => println!("{:<18} {:?}  {}", p.name, p.mode, p.description),
-            _ => println!("{name:<18} (does not assemble)"),
         }
     }
 }
@@ -270,7 +209,7 @@ fn use_default_guest(args: &RunArgs, config: &mut VmConfig) -> anyhow::Result<()
 
 /// Whether nothing says what to boot, so the default guest boots.
 fn wants_default_guest(args: &RunArgs) -> bool {
-    args.config.is_none() && args.kit.is_none() && args.kernel.is_none()
+    args.config.is_none() && kit_flag(args).is_none() && args.kernel.is_none()
 }
 
 /// Why `run` could not start a VM.
@@ -305,10 +244,35 @@ impl Failure {
     }
 }
 
+/// The boot kinds a config file may name.
+fn boot_kinds() -> config::BootKinds {
+    #[cfg(feature = "kit")]
+    return crate::kit::boot_kinds();
+    #[cfg(not(feature = "kit"))]
+    return config::BootKinds::default();
+}
+
+/// Whether `--kit` was given.
+fn kit_flag(args: &RunArgs) -> Option<&str> {
+    #[cfg(feature = "kit")]
+    return args.kit.as_deref();
+    #[cfg(not(feature = "kit"))]
+    {
+        let _ = args;
+        None
+    }
+}
+
 fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     let mut config = match &args.config {
-        Some(path) => VmConfig::from_file(path)?,
-        None => VmConfig::default(),
+        Some(path) => VmConfig::from_file_with(path, &boot_kinds())?,
+        // A placeholder boot: --kit, --kernel or the default guest
+        // replaces it below.
+        None => VmConfig::new(BootSource::Linux {
+            kernel: PathBuf::new(),
+            initrd: None,
+            cmdline: String::new(),
+        }),
     };
     let here = std::path::Path::new(".");
     if let Some(e) = &args.engine {
@@ -323,30 +287,22 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     if let Some(s) = &args.serial {
         config.serial = config::parse_console("--serial", s, here)?;
     }
-    if let Some(k) = &args.kit {
-        if !alcazar_kit::names().contains(&k.as_str()) {
-            let fix = format!("choose one of: {}", alcazar_kit::names().join(", "));
-            return Err(alcazar_vmm::ConfigError::new(
-                "--kit",
-                format!("\"{k}\""),
-                "no such kit program",
-                fix,
-            )
-            .into());
-        }
+    #[cfg(feature = "kit")]
+    if let Some(k) = kit_flag(args) {
+        config.boot = crate::kit::boot_source("--kit", k)?;
         if args.config.is_none() {
-            config.name = k.clone();
+            config.name = k.to_string();
         }
-        config.boot = BootSource::Kit { program: k.clone() };
-        config.devices.extend(alcazar_vmm::kit::kit_devices(k));
+        config.devices.extend(crate::kit::devices(k)?);
     }
     if args.rng {
-        config.devices.push(config::DeviceSpec::from_flag(
-            "--rng",
+        config.devices.push(config::DeviceSpec::parse(
+            config::Origin::Flag("--rng".into()),
             "virtio-rng",
             "rng0",
-            Default::default(),
-        ));
+            &Default::default(),
+            here,
+        )?);
     }
     for (n, d) in args.disk.iter().enumerate() {
         config.devices.push(disk_spec(n, d)?);
@@ -370,7 +326,7 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
                     "--exec",
                     format!("\"{cmd}\""),
                     "only a Linux guest runs commands",
-                    "drop --kit, or boot a Linux kernel with the busybox initramfs of `alcazar guest fetch`",
+                    "boot a Linux kernel with the busybox initramfs of `alcazar guest fetch` (drop --kit)",
                 )
                 .into())
             }
@@ -407,12 +363,13 @@ fn disk_spec(n: usize, value: &str) -> Result<config::DeviceSpec, VmmError> {
     let mut params = toml::Table::new();
     params.insert("path".into(), toml::Value::String(path.into()));
     params.insert("readonly".into(), toml::Value::Boolean(readonly));
-    Ok(config::DeviceSpec::from_flag(
-        "--disk",
+    Ok(config::DeviceSpec::parse(
+        config::Origin::Flag("--disk".into()),
         "virtio-blk",
         &format!("disk{n}"),
-        params,
-    ))
+        &params,
+        std::path::Path::new("."),
+    )?)
 }
 
 /// `--kernel`, `--initrd` and `--cmdline`: a Linux boot, or changes to
@@ -476,6 +433,11 @@ fn check_linux_flags(args: &RunArgs, config: &VmConfig) -> Result<(), VmmError> 
     Ok(())
 }
 
+fn fail_launch(e: &crate::launch::LaunchError) -> u8 {
+    eprintln!("alcazar: {e}");
+    e.status()
+}
+
 fn fail(e: &VmmError) -> u8 {
     eprintln!("alcazar: {e}");
     if e.is_usage() {
@@ -492,7 +454,7 @@ fn run(args: RunArgs) -> u8 {
     };
     let api = match crate::launch::api_socket(&args.name, args.api_socket.as_deref(), &mut config) {
         Ok(a) => a,
-        Err(e) => return fail(&e),
+        Err(e) => return fail_launch(&e),
     };
     let auto_named = args.name.is_none() && args.api_socket.is_none();
     if args.detach {
@@ -500,12 +462,15 @@ fn run(args: RunArgs) -> u8 {
     }
     let signals = crate::signals::watch();
     let listener = match api.map(|p| crate::launch::bind_api(p, auto_named, &mut config)) {
-        Some(Err(e)) => return fail(&e),
+        Some(Err(e)) => return fail_launch(&e),
         Some(Ok(l)) => Some(l),
         None => None,
     };
     let hub = Arc::new(ConsoleHub::new());
-    let mut vm = match Vm::create_with_hub(&config, hub.clone()) {
+    // Every VM this process runs (a reboot builds a new one) writes its
+    // terminal output into the same hub: attached consoles stay attached.
+    let terminal: alcazar_vmm::console::SharedTerminal = Arc::new(HubTerminal::new(hub.clone()));
+    let mut vm = match Vm::create_with_terminal(&config, terminal.clone()) {
         Ok(vm) => vm,
         Err(e) => return fail(&e),
     };
@@ -514,10 +479,10 @@ fn run(args: RunArgs) -> u8 {
         "alcazar: running \"{}\" on the {engine} engine ({why}); Ctrl-A X quits",
         vm.name()
     );
-    let current = ApiVm::new(vm.handle());
+    let current = ApiVm::new(vm.handle(), hub.clone());
     let _ = signals.set(current.clone());
     let _server = match listener.map(|l| l.serve(current.clone())) {
-        Some(Err(e)) => return fail(&VmmError::Api(e)),
+        Some(Err(e)) => return fail_launch(&e.into()),
         Some(Ok(s)) => Some(s),
         None => None,
     };
@@ -527,12 +492,12 @@ fn run(args: RunArgs) -> u8 {
     terminal::spawn_input(current.clone(), interactive);
     // Everything is open: from here on only the calls a running VMM makes.
     if !args.no_seccomp {
-        let needs = alcazar_vmm::sandbox::Needs {
+        let needs = alcazar_control::sandbox::Needs {
             api_socket: _server.is_some(),
-            ..alcazar_vmm::sandbox::Needs::of(&config)
+            ..alcazar_control::sandbox::Needs::of(&config)
         };
-        let violation = alcazar_vmm::sandbox::Violation::from_env();
-        if let Err(e) = alcazar_vmm::sandbox::install(needs, violation) {
+        let violation = alcazar_control::sandbox::Violation::from_env();
+        if let Err(e) = alcazar_control::sandbox::install(needs, violation) {
             eprintln!("alcazar: {e}");
             return 1;
         }
@@ -550,12 +515,14 @@ fn run(args: RunArgs) -> u8 {
         current.set(handle.clone());
         let reason = running.wait();
         if reason != StopReason::Reset || !handle.reboot_requested() {
+            // Attached console clients read what is left, then end.
+            hub.end();
             break (reason, handle, tail);
         }
         // A reboot through the API: the same machine, built again.
         tracing::info!("rebooting");
         hub.reopen();
-        vm = match Vm::create_with_hub(&config, hub.clone()) {
+        vm = match Vm::create_with_terminal(&config, terminal.clone()) {
             Ok(vm) => vm,
             Err(e) => return fail(&e),
         };
@@ -619,17 +586,24 @@ fn report(reason: &StopReason) -> u8 {
 mod tests {
     use super::*;
 
+    fn blk(d: &config::DeviceSpec) -> &config::device::VirtioBlkConfig {
+        match &d.config {
+            config::DeviceConfig::VirtioBlk(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn disk_flags_become_virtio_blk_entries() {
         let d = disk_spec(0, "a.img").unwrap();
-        assert_eq!((d.class.as_str(), d.id.as_str()), ("virtio-blk", "disk0"));
-        assert_eq!(d.params["path"].as_str(), Some("a.img"));
-        assert_eq!(d.params["readonly"].as_bool(), Some(false));
+        assert_eq!((d.class(), d.id.as_str()), ("virtio-blk", "disk0"));
+        assert_eq!(blk(&d).path, std::path::Path::new("./a.img"));
+        assert!(!blk(&d).readonly);
         assert_eq!(d.key("path"), "--disk (path)");
         let d = disk_spec(1, "dir/b,c.img,readonly").unwrap();
         assert_eq!(d.id, "disk1");
-        assert_eq!(d.params["path"].as_str(), Some("dir/b,c.img"));
-        assert_eq!(d.params["readonly"].as_bool(), Some(true));
+        assert_eq!(blk(&d).path, std::path::Path::new("./dir/b,c.img"));
+        assert!(blk(&d).readonly);
         for bad in ["a.img,ro", ",readonly", ""] {
             let e = disk_spec(0, bad).unwrap_err().to_string();
             assert!(

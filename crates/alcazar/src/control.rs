@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alcazar_vmm::api::client::{self, ClientError};
-use alcazar_vmm::api::http::ClientResponse;
-use alcazar_vmm::api::runtime;
+use alcazar_control::api::client::{self, ClientError};
+use alcazar_control::api::http::ClientResponse;
+use alcazar_control::api::runtime;
 use serde_json::{json, Value};
 
 use crate::terminal;

@@ -14,9 +14,59 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alcazar_vmm::api::{runtime, ApiError, ApiListener};
+use alcazar_control::api::{runtime, ApiError, ApiListener};
 use alcazar_vmm::config::VmConfig;
-use alcazar_vmm::{ConfigError, VmmError};
+use alcazar_vmm::ConfigError;
+
+/// Why a VM could not be named or its API socket placed.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// A flag's value is wrong.
+    Config(ConfigError),
+    /// The API socket cannot be bound.
+    Api(ApiError),
+    /// The runtime directory is unusable.
+    Runtime(runtime::RuntimeError),
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchError::Config(e) => write!(f, "config error: {e}"),
+            LaunchError::Api(e) => e.fmt(f),
+            LaunchError::Runtime(e) => e.fmt(f),
+        }
+    }
+}
+
+impl LaunchError {
+    /// The exit status: 2 for what the user can fix by another flag.
+    pub fn status(&self) -> u8 {
+        match self {
+            LaunchError::Config(_) | LaunchError::Api(ApiError::InUse(_)) => 2,
+            LaunchError::Runtime(runtime::RuntimeError::BadName(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<ConfigError> for LaunchError {
+    fn from(e: ConfigError) -> Self {
+        LaunchError::Config(e)
+    }
+}
+
+impl From<ApiError> for LaunchError {
+    fn from(e: ApiError) -> Self {
+        LaunchError::Api(e)
+    }
+}
+
+impl From<runtime::RuntimeError> for LaunchError {
+    fn from(e: runtime::RuntimeError) -> Self {
+        LaunchError::Runtime(e)
+    }
+}
 
 /// Applies `--name` and resolves where the API socket goes (`None`: no
 /// API, `--api-socket none`). An explicit `--name` that is taken is an
@@ -26,7 +76,7 @@ pub fn api_socket(
     name: &Option<String>,
     api: Option<&str>,
     config: &mut VmConfig,
-) -> Result<Option<PathBuf>, VmmError> {
+) -> Result<Option<PathBuf>, LaunchError> {
     if let Some(n) = name {
         runtime::check_name(n).map_err(|e| {
             ConfigError::new(
@@ -86,7 +136,7 @@ pub fn bind_api(
     mut path: PathBuf,
     auto: bool,
     config: &mut VmConfig,
-) -> Result<ApiListener, VmmError> {
+) -> Result<ApiListener, LaunchError> {
     let base = config.name.clone();
     let mut tries = 0;
     loop {
@@ -217,7 +267,7 @@ fn vm_runs(socket: &Path) -> bool {
     if !socket.exists() {
         return false;
     }
-    match alcazar_vmm::api::client::request(socket, "GET", "/v1/vm", None) {
+    match alcazar_control::api::client::request(socket, "GET", "/v1/vm", None) {
         Ok(r) if r.status == 200 => serde_json::from_slice::<serde_json::Value>(&r.body)
             .map(|v| v["state"] != "created")
             .unwrap_or(false),

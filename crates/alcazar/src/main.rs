@@ -3,10 +3,13 @@
 //! Exit status: the guest's debug-exit status `(v << 1) | 1`, 0 on a clean
 //! power-off, 1 on a VMM or guest failure, 2 on a usage or config error.
 
+#[cfg(feature = "kit")]
 mod bench;
 mod cli;
 mod control;
 mod guest;
+#[cfg(feature = "kit")]
+mod kit;
 mod launch;
 mod signals;
 mod terminal;

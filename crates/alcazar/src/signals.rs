@@ -9,8 +9,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use alcazar_control::api::ApiVm;
 use alcazar_core::StopReason;
-use alcazar_vmm::api::ApiVm;
 
 /// The VM a signal stops, once there is one.
 pub type SignalTarget = Arc<OnceLock<Arc<ApiVm>>>;

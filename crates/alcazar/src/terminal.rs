@@ -9,8 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use alcazar_control::api::ApiVm;
 use alcazar_core::StopReason;
-use alcazar_vmm::api::ApiVm;
 
 const CTRL_A: u8 = 0x01;
 

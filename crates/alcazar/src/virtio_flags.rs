@@ -2,7 +2,7 @@
 //! `--net` turns into a `virtio-net` device entry, `--console virtio` into
 //! a `virtio-console` entry with the terminal on it.
 
-use alcazar_vmm::config::{BootSource, ConsoleTarget, DeviceSpec, VmConfig};
+use alcazar_vmm::config::{BootSource, ConsoleTarget, DeviceSpec, Origin, VmConfig};
 use alcazar_vmm::ConfigError;
 use toml::{Table, Value};
 
@@ -69,17 +69,35 @@ pub fn apply(
     for (i, text) in nets.iter().enumerate() {
         let params = parse_net(text)?;
         let id = format!("net{i}");
-        let spec = DeviceSpec::from_flag("--net", "virtio-net", &id, params);
-        config.devices.push(spec);
+        config
+            .devices
+            .push(flag_device("--net", "virtio-net", &id, &params)?);
     }
     if console == ConsoleKind::Virtio {
-        let spec = DeviceSpec::from_flag("--console", "virtio-console", "hvc0", Table::new());
+        let spec = flag_device("--console", "virtio-console", "hvc0", &Table::new())?;
         config.devices.push(spec);
         if !serial_given {
             config.serial = ConsoleTarget::None;
         }
     }
     Ok(())
+}
+
+/// The device entry flag `flag` asks for: the same parser as a config
+/// file's `[[device]]` table.
+fn flag_device(
+    flag: &str,
+    class: &str,
+    id: &str,
+    params: &Table,
+) -> Result<DeviceSpec, ConfigError> {
+    DeviceSpec::parse(
+        Origin::Flag(flag.into()),
+        class,
+        id,
+        params,
+        std::path::Path::new("."),
+    )
 }
 
 /// With `--console virtio`, tells a Linux guest's `/init` about it.

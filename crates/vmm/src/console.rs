@@ -1,5 +1,8 @@
-//! Console outputs: turning a [`ConsoleTarget`] into a device's sink, and
-//! the [`ConsoleTail`] that remembers the guest console's last lines.
+//! The guest console as the host sees it: where console devices' output
+//! goes (a [`ConsoleTarget`] turned into a device's sink; `stdio` output
+//! goes to the embedder's [`HostTerminal`]), where host keystrokes go in
+//! ([`ConsoleInputTarget`]), and the [`ConsoleTail`] that remembers the
+//! guest console's last lines.
 //!
 //! The tail serves two purposes: when a VM ends badly (a guest kernel
 //! panic, a triple fault) the CLI shows what the guest said last, and a
@@ -16,10 +19,42 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::{StopReason, VmControl};
-use alcazar_devices::ConsoleSink;
+use alcazar_devices::virtio::console::ConsoleInput;
+use alcazar_devices::{ConsoleSink, Uart16550};
 
 use crate::config::ConsoleTarget;
-use crate::console_hub::ConsoleHub;
+
+/// The host program's terminal, part of the host interface: where console
+/// output for [`ConsoleTarget::Stdio`] goes. The `alcazar` command's
+/// implementation also keeps the output for clients that attach later; an
+/// embedder may send it anywhere. Called from vCPU threads, so it must not
+/// block for long.
+pub trait HostTerminal: Send + Sync {
+    /// Guest console output bound for the terminal.
+    fn write(&self, bytes: &[u8]);
+
+    /// Flushes anything buffered.
+    fn flush(&self) {}
+}
+
+/// The process's standard output as the [`HostTerminal`]: what a VM
+/// created with [`crate::vm::Vm::create`] uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stdout;
+
+impl HostTerminal for Stdout {
+    fn write(&self, bytes: &[u8]) {
+        // A closed stdout (a detached VM's) must not stop the guest.
+        let _ = std::io::stdout().write_all(bytes);
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// A shared [`HostTerminal`].
+pub type SharedTerminal = std::sync::Arc<dyn HostTerminal>;
 
 /// A file that is created only when the first byte is written, so that a
 /// VM that fails to start leaves no file behind.
@@ -47,37 +82,36 @@ impl Write for LazyFile {
     }
 }
 
-/// The sink for `target`. Output for the terminal (`stdio`) also goes to
-/// `hub`, where `alcazar console` clients read it.
-pub fn sink_for(target: &ConsoleTarget, hub: &Arc<ConsoleHub>) -> ConsoleSink {
-    match writer_for(target, hub) {
+/// The sink for `target`; `stdio` output goes to `terminal`.
+pub fn sink_for(target: &ConsoleTarget, terminal: &SharedTerminal) -> ConsoleSink {
+    match writer_for(target, terminal) {
         Some(w) => ConsoleSink::new(w),
         None => ConsoleSink::none(),
     }
 }
 
-/// Writes to the process's stdout and a [`ConsoleHub`].
-struct HubTee {
-    hub: Arc<ConsoleHub>,
+/// A [`HostTerminal`] as a [`Write`].
+struct TerminalWriter {
+    terminal: SharedTerminal,
 }
 
-impl Write for HubTee {
+impl Write for TerminalWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.hub.write(buf);
-        // A closed stdout (a detached VM's) must not stop the guest.
-        let _ = std::io::stdout().write_all(buf);
+        self.terminal.write(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stdout().flush();
+        self.terminal.flush();
         Ok(())
     }
 }
 
-fn writer_for(target: &ConsoleTarget, hub: &Arc<ConsoleHub>) -> Option<Box<dyn Write + Send>> {
+fn writer_for(target: &ConsoleTarget, terminal: &SharedTerminal) -> Option<Box<dyn Write + Send>> {
     match target {
-        ConsoleTarget::Stdio => Some(Box::new(HubTee { hub: hub.clone() })),
+        ConsoleTarget::Stdio => Some(Box::new(TerminalWriter {
+            terminal: terminal.clone(),
+        })),
         ConsoleTarget::File(path) => Some(Box::new(LazyFile {
             path: path.clone(),
             file: None,
@@ -90,10 +124,10 @@ fn writer_for(target: &ConsoleTarget, hub: &Arc<ConsoleHub>) -> Option<Box<dyn W
 pub fn watched_sink_for(
     target: &ConsoleTarget,
     tail: &Arc<ConsoleTail>,
-    hub: &Arc<ConsoleHub>,
+    terminal: &SharedTerminal,
 ) -> ConsoleSink {
     ConsoleSink::new(Box::new(Tee {
-        out: writer_for(target, hub),
+        out: writer_for(target, terminal),
         tail: tail.clone(),
     }))
 }
@@ -197,6 +231,47 @@ impl Write for Tee {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.as_mut().map_or(Ok(()), |o| o.flush())
+    }
+}
+
+/// The console device host keystrokes go to.
+#[derive(Clone)]
+pub enum ConsoleInputTarget {
+    /// A 16550 UART's receive FIFO (COM1).
+    Uart(Arc<Mutex<Uart16550>>),
+    /// A virtio console's receive queue (`hvc0`).
+    Virtio(ConsoleInput),
+}
+
+impl std::fmt::Debug for ConsoleInputTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConsoleInputTarget::Uart(_) => "Uart",
+            ConsoleInputTarget::Virtio(_) => "Virtio",
+        })
+    }
+}
+
+impl ConsoleInputTarget {
+    /// Hands over what the device can take now; returns the count.
+    pub fn offer(&self, bytes: &[u8]) -> usize {
+        match self {
+            ConsoleInputTarget::Uart(u) => alcazar_core::bus::lock(u).enqueue_input(bytes),
+            ConsoleInputTarget::Virtio(c) => c.push_input(bytes),
+        }
+    }
+
+    /// Hands all of `bytes` to the device as it takes them (the UART's
+    /// FIFO drains, the virtio console's buffer empties); gives up when
+    /// the VM stops.
+    pub fn deliver(&self, control: &VmControl, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !control.should_stop() {
+            let taken = self.offer(bytes);
+            bytes = &bytes[taken..];
+            if !bytes.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
     }
 }
 

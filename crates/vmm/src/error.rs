@@ -2,6 +2,8 @@
 
 use alcazar_core::{BusError, EngineError, MemoryError};
 
+pub use crate::firmware::FirmwareError;
+
 /// A problem with the configuration: which key, what value, and what to
 /// do about it. Displayed on one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,19 +70,13 @@ pub enum VmmError {
     Boot(#[from] crate::boot::linux::LinuxBootError),
     /// The firmware tables do not fit or cannot describe the machine.
     #[error("firmware tables: {0}")]
-    Firmware(#[from] crate::firmware::FirmwareError),
+    Firmware(#[from] FirmwareError),
     /// The PCI bus cannot take a device.
     #[error("PCI: {0}")]
     Pci(String),
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The API server cannot start.
-    #[error(transparent)]
-    Api(#[from] crate::api::ApiError),
-    /// The runtime directory or a VM name is unusable.
-    #[error(transparent)]
-    Runtime(#[from] crate::api::runtime::RuntimeError),
     /// A host I/O operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -95,12 +91,6 @@ impl VmmError {
     /// Whether the error is the user's input (exit status 2) rather than a
     /// failure while running (exit status 1).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            VmmError::Config(_)
-                | VmmError::Boot(_)
-                | VmmError::Api(crate::api::ApiError::InUse(_))
-                | VmmError::Runtime(crate::api::runtime::RuntimeError::BadName(_))
-        )
+        matches!(self, VmmError::Config(_) | VmmError::Boot(_))
     }
 }

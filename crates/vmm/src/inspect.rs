@@ -211,20 +211,24 @@ mod tests {
 
     #[test]
     fn a_whole_vm_shows_every_device_once() {
-        let config = crate::VmConfig::from_toml_str(
-            r#"
-            memory = "32M"
-            engine = "emu"
-            serial = "none"
-            [boot]
-            kind = "kit"
-            program = "real-hello"
-            [[device]]
-            class = "virtio-rng"
-            id = "rng0"
-            "#,
+        use crate::config::{BootSource, DeviceSpec, EngineChoice, FlatImage, FlatMode, Origin};
+        let mut config = crate::VmConfig::new(BootSource::Flat {
+            image: FlatImage::Bytes(vec![0xf4]), // hlt
+            mode: FlatMode::Real,
+            load_address: 0x10000,
+            aps_wait_for_sipi: false,
+        });
+        config.engine = EngineChoice::Emu;
+        config.serial = crate::config::ConsoleTarget::None;
+        let rng = DeviceSpec::parse(
+            Origin::File(0),
+            "virtio-rng",
+            "rng0",
+            &Default::default(),
+            std::path::Path::new("."),
         )
         .unwrap();
+        config.devices.push(rng);
         let vm = crate::Vm::create(&config).unwrap();
         let t = devices_tree(vm.machine());
         let names: Vec<&str> = t.entries().iter().map(|(n, _)| n.as_str()).collect();

@@ -1,20 +1,7 @@
-//! The device registry: device classes by name, Palacios's
-//! `device_register` idea. A `[[device]]` entry names a class; the class's
-//! constructor validates the entry's keys and returns the device with the
-//! ranges it claims. The core never knows a device by name.
-//!
-//! | class | ports | keys |
-//! |-------|-------|------|
-//! | `serial` | 8 from `port` (0x3f8) | `port`, `irq` (4), `output` |
-//! | `i8042` | 0x60, 0x64 | |
-//! | `system-control` | 0x61 | |
-//! | `debug-exit` | `size` from `port` (0xf4, 4) | `port`, `size` |
-//! | `debugcon` | `port` (0xe9) | `port`, `output` |
-//! | `acpi-pm` | 0x600..0x60c | |
-//! | `virtio-rng` | PCI (BAR 0 in the PCI window) | |
-//! | `virtio-blk` | PCI (BAR 0 in the PCI window) | `path`, `readonly` (false) |
-//! | `virtio-net` | PCI | `tap` (interface name), `host_ip` (`A.B.C.D[/N]`), `netmask`, `mac` |
-//! | `virtio-console` | PCI | `output` (stdio) |
+//! The device registry: builds each device of a [`DeviceSpec`] list and
+//! says which bus ranges it claims — Palacios's `device_register` idea,
+//! with the classes and their typed settings in [`crate::config::device`].
+//! The core never knows a device by name.
 //!
 //! `virtio-net` attaches to the TAP interface `tap`, creating it if it
 //! does not exist (no `tap`: a new `alcazarN`); with `host_ip` the host
@@ -24,30 +11,36 @@
 //! The chipset ([`crate::platform`]: 8259A pair, IOAPIC, PIT, RTC) is not
 //! in the registry: every PC has exactly one. Registry devices raise ISA
 //! interrupts through it (`irq` keys name the ISA line).
+//!
+//! A device that the host must reach while the VM runs (a console that
+//! takes keystrokes, the power button) hands back a [`HostHook`]; the VM
+//! keeps the hooks, whatever device offers them.
 
-use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
 use alcazar_core::{IoSpace, VmControl};
 use alcazar_devices::tap::Tap;
 use alcazar_devices::virtio::block::{BlockError, VirtioBlock};
-use alcazar_devices::virtio::console::{ConsoleInput, VirtioConsole};
-use alcazar_devices::virtio::net::{parse_mac, VirtioNet, DEFAULT_MAC};
+use alcazar_devices::virtio::console::VirtioConsole;
+use alcazar_devices::virtio::net::VirtioNet;
 use alcazar_devices::virtio::rng::VirtioRng;
 use alcazar_devices::virtio::VirtioDevice;
-use alcazar_devices::{acpi_pm, debug_exit, debugcon, i8042, system_control};
+use alcazar_devices::{acpi_pm, i8042, system_control};
 use alcazar_devices::{AcpiPm, DebugCon, DebugExit, SystemControlB, Uart16550, I8042};
-use toml::{Table, Value};
 
-use crate::config::{parse_console, show, ConsoleTarget, DeviceSpec};
-use crate::console::{sink_for, watched_sink_for, ConsoleTail};
+pub use crate::config::device::{class, default_devices, DeviceClass, CLASSES};
+use crate::config::device::{
+    DebugExitConfig, DebugconConfig, DeviceConfig, SerialConfig, VirtioBlkConfig,
+    VirtioConsoleConfig, VirtioNetConfig,
+};
+use crate::config::{ConsoleTarget, DeviceSpec};
+use crate::console::{sink_for, watched_sink_for, ConsoleInputTarget, ConsoleTail, SharedTerminal};
 use crate::error::ConfigError;
 use crate::pci::PciBus;
 use crate::platform::Chipset;
 
-/// What a class constructor gets to work with.
+/// What a device constructor gets to work with.
 pub struct BuildContext<'a> {
     /// The VM's stop switch (for devices that end the VM).
     pub control: &'a Arc<VmControl>,
@@ -58,31 +51,36 @@ pub struct BuildContext<'a> {
     pub chipset: &'a Chipset,
     /// The PCI bus, for PCI devices (virtio).
     pub pci: &'a PciBus,
-    /// Where the guest console (COM1) output is remembered.
+    /// Where the guest console's output is remembered.
     pub tail: &'a Arc<ConsoleTail>,
-    /// Where terminal-bound console output is kept for attach clients.
-    pub hub: &'a Arc<crate::console_hub::ConsoleHub>,
-    /// COM1's output (the `serial` key / `--serial` flag).
+    /// Where terminal-bound console output goes.
+    pub terminal: &'a SharedTerminal,
+    /// The VM's `serial` target: the console UART's output.
     pub serial: &'a ConsoleTarget,
-    /// Directory relative output paths are resolved against.
-    pub base: &'a Path,
 }
 
 /// Presses a machine's power button; returns whether the guest was told
 /// (it enabled the button's event).
 pub type PowerButton = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// Something a device offers the host while the VM runs.
+#[derive(Clone)]
+pub enum HostHook {
+    /// Where the terminal's keystrokes can go. The VM picks the virtio
+    /// console over the console UART (a user who asked for `hvc0` types
+    /// there).
+    ConsoleInput(ConsoleInputTarget),
+    /// The ACPI power button.
+    PowerButton(PowerButton),
+}
+
 /// A device ready to be put on the bus.
 #[derive(Default)]
 pub struct BuiltDevice {
     /// The ranges it claims, each with the bus device answering there.
     pub ranges: Vec<(IoSpace, u64, u64, SharedDevice)>,
-    /// Set for UARTs: where host input goes.
-    pub uart: Option<Arc<Mutex<Uart16550>>>,
-    /// Set for virtio consoles: where host input goes.
-    pub console: Option<ConsoleInput>,
-    /// Set for the ACPI PM block: the power button.
-    pub power_button: Option<PowerButton>,
+    /// What it offers the host.
+    pub hooks: Vec<HostHook>,
 }
 
 impl BuiltDevice {
@@ -94,208 +92,68 @@ impl BuiltDevice {
     }
 }
 
-type Constructor = fn(&DeviceSpec, &BuildContext<'_>) -> Result<BuiltDevice, ConfigError>;
-
-/// A device class.
-pub struct DeviceClass {
-    /// The name used in `class = "..."`.
-    pub name: &'static str,
-    /// One line on what it is.
-    pub description: &'static str,
-    /// The keys its entries accept (besides `class` and `id`).
-    pub keys: &'static [&'static str],
-    constructor: Constructor,
+/// The index in `specs` of the UART that is the guest console: the one
+/// that says `console = true`, else the first that does not say `false`.
+pub fn console_uart(specs: &[DeviceSpec]) -> Option<usize> {
+    let uarts = || {
+        specs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.config {
+                DeviceConfig::Serial(c) => Some((i, c.console)),
+                _ => None,
+            })
+    };
+    uarts()
+        .find(|(_, c)| *c == Some(true))
+        .or_else(|| uarts().find(|(_, c)| *c != Some(false)))
+        .map(|(i, _)| i)
 }
 
-/// Every device class, in the order defaults are created.
-pub static CLASSES: &[DeviceClass] = &[
-    DeviceClass {
-        name: "serial",
-        description: "16550A UART",
-        keys: &["port", "irq", "output"],
-        constructor: build_serial,
-    },
-    DeviceClass {
-        name: "i8042",
-        description: "8042 keyboard controller (reset line)",
-        keys: &[],
-        constructor: build_i8042,
-    },
-    DeviceClass {
-        name: "system-control",
-        description: "system control port B (0x61)",
-        keys: &[],
-        constructor: build_system_control,
-    },
-    DeviceClass {
-        name: "debug-exit",
-        description: "isa-debug-exit compatible VM exit port",
-        keys: &["port", "size"],
-        constructor: build_debug_exit,
-    },
-    DeviceClass {
-        name: "debugcon",
-        description: "port 0xe9 debug console",
-        keys: &["port", "output"],
-        constructor: build_debugcon,
-    },
-    DeviceClass {
-        name: "acpi-pm",
-        description: "ACPI PM1a event/control blocks and PM timer",
-        keys: &[],
-        constructor: build_acpi_pm,
-    },
-    DeviceClass {
-        name: "virtio-rng",
-        description: "virtio entropy device on PCI (host /dev/urandom)",
-        keys: &[],
-        constructor: build_virtio_rng,
-    },
-    DeviceClass {
-        name: "virtio-blk",
-        description: "virtio block device on PCI (a raw disk image file)",
-        keys: &["path", "readonly"],
-        constructor: build_virtio_blk,
-    },
-    DeviceClass {
-        name: "virtio-net",
-        description: "virtio network card on PCI, backed by a host TAP interface",
-        keys: &["tap", "host_ip", "netmask", "mac"],
-        constructor: build_virtio_net,
-    },
-    DeviceClass {
-        name: "virtio-console",
-        description: "virtio console on PCI (the guest's hvc0)",
-        keys: &["output"],
-        constructor: build_virtio_console,
-    },
-];
-
-/// Looks a class up by name.
-pub fn class(name: &str) -> Option<&'static DeviceClass> {
-    CLASSES.iter().find(|c| c.name == name)
-}
-
-/// The standard PC devices, with the ids a `[[device]]` entry uses to
-/// reconfigure one of them.
-pub fn default_specs() -> Vec<DeviceSpec> {
-    [
-        ("serial", "com1"),
-        ("i8042", "i8042"),
-        ("system-control", "port61"),
-        ("debug-exit", "debug-exit"),
-        ("debugcon", "debugcon"),
-        ("acpi-pm", "acpi-pm"),
-    ]
-    .into_iter()
-    .map(|(class, id)| DeviceSpec {
-        flag: None,
-        index: 0,
-        class: class.into(),
-        id: id.into(),
-        params: Table::new(),
-    })
-    .collect()
-}
-
-impl DeviceClass {
-    /// Validates `spec`'s keys and builds the device.
-    pub fn build(
-        &self,
-        spec: &DeviceSpec,
-        ctx: &BuildContext<'_>,
-    ) -> Result<BuiltDevice, ConfigError> {
-        if let Some(k) = spec
-            .params
-            .keys()
-            .find(|k| !self.keys.contains(&k.as_str()))
-        {
-            let known = if self.keys.is_empty() {
-                "none".to_string()
-            } else {
-                self.keys.join(", ")
-            };
-            return Err(ConfigError::new(
-                spec.key(k),
-                show(&spec.params[k]),
-                format!("unknown key for a {} device", self.name),
-                format!("keys it takes besides class and id: {known}"),
-            ));
-        }
-        (self.constructor)(spec, ctx)
-    }
-}
-
-fn int_param(
+/// Builds the device `spec` describes; `is_console` says whether it is
+/// the guest console UART ([`console_uart`]).
+pub fn build(
     spec: &DeviceSpec,
-    key: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-    fix: &str,
-) -> Result<u64, ConfigError> {
-    match spec.params.get(key) {
-        None => Ok(default),
-        Some(Value::Integer(n)) if *n >= 0 && range.contains(&(*n as u64)) => Ok(*n as u64),
-        Some(v) => Err(ConfigError::new(
-            spec.key(key),
-            show(v),
-            "out of range",
-            fix.to_string(),
-        )),
-    }
-}
-
-fn port_param(spec: &DeviceSpec, default: u16, width: u64) -> Result<u64, ConfigError> {
-    let max = 0x1_0000 - width;
-    int_param(
-        spec,
-        "port",
-        u64::from(default),
-        0..=max,
-        &format!("give an I/O port from 0 to {max:#x}"),
-    )
-}
-
-fn output_param(
-    spec: &DeviceSpec,
+    is_console: bool,
     ctx: &BuildContext<'_>,
-    default: &ConsoleTarget,
-) -> Result<ConsoleTarget, ConfigError> {
-    match spec.params.get("output") {
-        None => Ok(default.clone()),
-        Some(Value::String(s)) => parse_console(&spec.key("output"), s, ctx.base),
-        Some(v) => Err(ConfigError::new(
-            spec.key("output"),
-            show(v),
-            "must be a string",
-            "use \"stdio\", \"none\" or \"file:PATH\"",
-        )),
+) -> Result<BuiltDevice, ConfigError> {
+    match &spec.config {
+        DeviceConfig::Serial(c) => Ok(build_serial(c, is_console, ctx)),
+        DeviceConfig::I8042 => Ok(build_i8042(ctx)),
+        DeviceConfig::SystemControl => Ok(build_system_control(ctx)),
+        DeviceConfig::DebugExit(c) => Ok(build_debug_exit(c, ctx)),
+        DeviceConfig::Debugcon(c) => Ok(build_debugcon(c, ctx)),
+        DeviceConfig::AcpiPm => Ok(build_acpi_pm(ctx)),
+        DeviceConfig::VirtioRng => build_virtio_rng(spec, ctx),
+        DeviceConfig::VirtioBlk(c) => build_virtio_blk(spec, c, ctx),
+        DeviceConfig::VirtioNet(c) => build_virtio_net(spec, c, ctx),
+        DeviceConfig::VirtioConsole(c) => build_virtio_console(spec, c, ctx),
     }
 }
 
-fn build_serial(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let port = port_param(spec, 0x3f8, 8)?;
-    let irq = int_param(spec, "irq", 4, 0..=15, "give an ISA IRQ from 0 to 15")? as u8;
-    let default_out = if spec.id == "com1" {
-        ctx.serial.clone()
-    } else {
-        ConsoleTarget::None
+fn build_serial(c: &SerialConfig, is_console: bool, ctx: &BuildContext<'_>) -> BuiltDevice {
+    let output = match (&c.output, is_console) {
+        (Some(o), _) => o.clone(),
+        (None, true) => ctx.serial.clone(),
+        (None, false) => ConsoleTarget::None,
     };
-    let output = output_param(spec, ctx, &default_out)?;
-    let sink = if spec.id == "com1" {
-        watched_sink_for(&output, ctx.tail, ctx.hub)
+    let sink = if is_console {
+        watched_sink_for(&output, ctx.tail, ctx.terminal)
     } else {
-        sink_for(&output, ctx.hub)
+        sink_for(&output, ctx.terminal)
     };
-    let uart = Arc::new(Mutex::new(Uart16550::new(sink, ctx.chipset.isa_irq(irq))));
-    Ok(BuiltDevice {
-        ranges: vec![(IoSpace::Port, port, 8, uart.clone())],
-        uart: Some(uart),
-        ..Default::default()
-    })
+    let uart = Arc::new(Mutex::new(Uart16550::new(sink, ctx.chipset.isa_irq(c.irq))));
+    BuiltDevice {
+        ranges: vec![(IoSpace::Port, u64::from(c.port), 8, uart.clone())],
+        hooks: if is_console {
+            vec![HostHook::ConsoleInput(ConsoleInputTarget::Uart(uart))]
+        } else {
+            Vec::new()
+        },
+    }
 }
 
-fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+fn build_i8042(ctx: &BuildContext<'_>) -> BuiltDevice {
     let controller = Arc::new(Mutex::new(I8042::new(
         ctx.chipset.isa_irq(1),
         ctx.control.clone(),
@@ -311,73 +169,48 @@ fn build_i8042(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, Co
             (IoSpace::Port, u64::from(port), u64::from(len), dev)
         })
         .collect();
-    Ok(BuiltDevice {
+    BuiltDevice {
         ranges,
         ..Default::default()
-    })
+    }
 }
 
-fn build_system_control(
-    _: &DeviceSpec,
-    ctx: &BuildContext<'_>,
-) -> Result<BuiltDevice, ConfigError> {
+fn build_system_control(ctx: &BuildContext<'_>) -> BuiltDevice {
     let dev = Arc::new(Mutex::new(SystemControlB::with_pit(
         ctx.chipset.pit.clone(),
     )));
-    Ok(BuiltDevice::one(
-        IoSpace::Port,
-        u64::from(system_control::PORT),
-        1,
-        dev,
-    ))
+    BuiltDevice::one(IoSpace::Port, u64::from(system_control::PORT), 1, dev)
 }
 
-fn build_debug_exit(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let size = int_param(
-        spec,
-        "size",
-        u64::from(debug_exit::DEFAULT_SIZE),
-        1..=4,
-        "give a size of 1, 2 or 4 ports",
-    )?;
-    if size == 3 {
-        return Err(ConfigError::new(
-            spec.key("size"),
-            3,
-            "out of range",
-            "give a size of 1, 2 or 4 ports",
-        ));
-    }
-    let port = port_param(spec, debug_exit::DEFAULT_PORT, size)?;
+fn build_debug_exit(c: &DebugExitConfig, ctx: &BuildContext<'_>) -> BuiltDevice {
     let dev = Arc::new(Mutex::new(DebugExit::new(ctx.control.clone())));
-    Ok(BuiltDevice::one(IoSpace::Port, port, size, dev))
+    BuiltDevice::one(IoSpace::Port, u64::from(c.port), u64::from(c.size), dev)
 }
 
-fn build_debugcon(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let port = port_param(spec, debugcon::DEFAULT_PORT, 1)?;
-    let output = output_param(spec, ctx, ctx.serial)?;
-    let dev = Arc::new(Mutex::new(DebugCon::new(sink_for(&output, ctx.hub))));
-    Ok(BuiltDevice::one(IoSpace::Port, port, 1, dev))
+fn build_debugcon(c: &DebugconConfig, ctx: &BuildContext<'_>) -> BuiltDevice {
+    let output = c.output.as_ref().unwrap_or(ctx.serial);
+    let dev = Arc::new(Mutex::new(DebugCon::new(sink_for(output, ctx.terminal))));
+    BuiltDevice::one(IoSpace::Port, u64::from(c.port), 1, dev)
 }
 
-fn build_acpi_pm(_: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
+fn build_acpi_pm(ctx: &BuildContext<'_>) -> BuiltDevice {
     let dev = Arc::new(Mutex::new(AcpiPm::new(
         ctx.chipset.isa_irq(acpi_pm::SCI_IRQ),
         ctx.control.clone(),
         ctx.clock.clone(),
     )));
     let button = dev.clone();
-    Ok(BuiltDevice {
-        power_button: Some(Arc::new(move || {
+    BuiltDevice {
+        hooks: vec![HostHook::PowerButton(Arc::new(move || {
             alcazar_core::bus::lock(&button).press_power_button()
-        })),
+        }))],
         ..BuiltDevice::one(
             IoSpace::Port,
             u64::from(acpi_pm::BASE_PORT),
             u64::from(acpi_pm::PORT_COUNT),
             dev,
         )
-    })
+    }
 }
 
 fn build_virtio_rng(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
@@ -392,30 +225,13 @@ fn build_virtio_rng(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
     add_pci(spec, ctx, Box::new(rng))
 }
 
-fn build_virtio_blk(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let path = string_param(spec, "path", "give the path of a raw disk image")?
-        .map(|p| ctx.base.join(p))
-        .ok_or_else(|| {
-            ConfigError::new(
-                spec.key("path"),
-                "(missing)",
-                "a virtio-blk device needs a disk image",
-                "add path = \"IMAGE\" (a raw image whose size is a multiple of 512 bytes)",
-            )
-        })?;
-    let readonly = match spec.params.get("readonly") {
-        None => false,
-        Some(Value::Boolean(b)) => *b,
-        Some(v) => {
-            return Err(ConfigError::new(
-                spec.key("readonly"),
-                show(v),
-                "must be a boolean",
-                "use readonly = true or readonly = false",
-            ))
-        }
-    };
-    let mut disk = VirtioBlock::new(&path, readonly).map_err(|e| {
+fn build_virtio_blk(
+    spec: &DeviceSpec,
+    c: &VirtioBlkConfig,
+    ctx: &BuildContext<'_>,
+) -> Result<BuiltDevice, ConfigError> {
+    let (path, readonly) = (&c.path, c.readonly);
+    let mut disk = VirtioBlock::new(path, readonly).map_err(|e| {
         let shown = path.display();
         let fix = match &e {
             BlockError::Open { .. } if readonly => "give an existing, readable disk image".into(),
@@ -433,94 +249,12 @@ fn build_virtio_blk(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
     add_pci(spec, ctx, Box::new(disk))
 }
 
-fn string_param<'a>(
-    spec: &'a DeviceSpec,
-    key: &str,
-    fix: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match spec.params.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(ConfigError::new(
-            spec.key(key),
-            show(v),
-            "must be a string",
-            fix.to_string(),
-        )),
-    }
-}
-
-/// The host end's address and prefix length from `host_ip`
-/// (`A.B.C.D` or `A.B.C.D/N`) and `netmask` (`A.B.C.D`, contiguous).
-fn host_address(spec: &DeviceSpec) -> Result<Option<(Ipv4Addr, u8)>, ConfigError> {
-    let ip_fix = "give an IPv4 address like \"10.0.2.1/24\"";
-    let Some(text) = string_param(spec, "host_ip", ip_fix)? else {
-        if let Some(v) = spec.params.get("netmask") {
-            return Err(ConfigError::new(
-                spec.key("netmask"),
-                show(v),
-                "a netmask needs an address",
-                "add host_ip, or drop netmask",
-            ));
-        }
-        return Ok(None);
-    };
-    let bad = |why: &str| ConfigError::new(spec.key("host_ip"), format!("\"{text}\""), why, ip_fix);
-    let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (
-            a,
-            Some(
-                p.parse::<u8>()
-                    .ok()
-                    .filter(|&p| p <= 32)
-                    .ok_or_else(|| bad("bad prefix length"))?,
-            ),
-        ),
-        None => (text, None),
-    };
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
-    let mask_fix = "give a netmask like \"255.255.255.0\"";
-    let from_mask = match string_param(spec, "netmask", mask_fix)? {
-        None => None,
-        Some(m) => {
-            let bad_mask = || {
-                ConfigError::new(
-                    spec.key("netmask"),
-                    format!("\"{m}\""),
-                    "not a contiguous IPv4 netmask",
-                    mask_fix,
-                )
-            };
-            let bits = u32::from(m.parse::<Ipv4Addr>().map_err(|_| bad_mask())?);
-            let len = bits.leading_ones();
-            if bits.checked_shl(len).unwrap_or(0) != 0 {
-                return Err(bad_mask());
-            }
-            Some(len as u8)
-        }
-    };
-    if let (Some(p), Some(m)) = (prefix, from_mask) {
-        if p != m {
-            return Err(bad("the prefix length and netmask disagree"));
-        }
-    }
-    Ok(Some((addr, prefix.or(from_mask).unwrap_or(24))))
-}
-
-fn build_virtio_net(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDevice, ConfigError> {
-    let mac = match string_param(spec, "mac", "give a MAC like \"52:54:00:12:34:56\"")? {
-        None => DEFAULT_MAC,
-        Some(m) => parse_mac(m).ok_or_else(|| {
-            ConfigError::new(
-                spec.key("mac"),
-                format!("\"{m}\""),
-                "not a unicast MAC address",
-                "give six hex bytes like \"52:54:00:12:34:56\" (first byte even)",
-            )
-        })?,
-    };
-    let name = string_param(spec, "tap", "give an interface name like \"tap0\"")?;
-    let address = host_address(spec)?;
+fn build_virtio_net(
+    spec: &DeviceSpec,
+    c: &VirtioNetConfig,
+    ctx: &BuildContext<'_>,
+) -> Result<BuiltDevice, ConfigError> {
+    let (mac, name, address) = (c.mac, c.tap.as_deref(), c.host_address);
     let (key, shown) = match name {
         Some(n) => ("tap", format!("\"{n}\"")),
         None => ("class", "\"virtio-net\"".to_string()),
@@ -549,13 +283,15 @@ fn build_virtio_net(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
 
 fn build_virtio_console(
     spec: &DeviceSpec,
+    c: &VirtioConsoleConfig,
     ctx: &BuildContext<'_>,
 ) -> Result<BuiltDevice, ConfigError> {
-    let output = output_param(spec, ctx, &ConsoleTarget::Stdio)?;
-    let console = VirtioConsole::new(sink_for(&output, ctx.hub));
+    let console = VirtioConsole::new(sink_for(&c.output, ctx.terminal));
     let input = console.input();
     let mut built = add_pci(spec, ctx, Box::new(console))?;
-    built.console = Some(input);
+    built
+        .hooks
+        .push(HostHook::ConsoleInput(ConsoleInputTarget::Virtio(input)));
     Ok(built)
 }
 
@@ -568,51 +304,10 @@ fn add_pci(
     ctx.pci.add_virtio(device).map_err(|e| {
         ConfigError::new(
             spec.key("class"),
-            format!("\"{}\"", spec.class),
+            format!("\"{}\"", spec.class()),
             e.to_string(),
             "remove some PCI devices (31 slots, 512 MiB of BAR space)",
         )
     })?;
     Ok(BuiltDevice::default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(params: &[(&str, &str)]) -> DeviceSpec {
-        let mut t = Table::new();
-        for (k, v) in params {
-            t.insert((*k).into(), Value::String((*v).into()));
-        }
-        DeviceSpec::from_flag("--net", "virtio-net", "net0", t)
-    }
-
-    #[test]
-    fn host_addresses_take_a_prefix_or_a_netmask() {
-        let a = |p: &[(&str, &str)]| host_address(&spec(p)).map_err(|e| e.to_string());
-        let ip = Ipv4Addr::new(10, 0, 2, 1);
-        assert_eq!(a(&[]), Ok(None));
-        assert_eq!(a(&[("host_ip", "10.0.2.1")]), Ok(Some((ip, 24))));
-        assert_eq!(a(&[("host_ip", "10.0.2.1/16")]), Ok(Some((ip, 16))));
-        let masked = [("host_ip", "10.0.2.1"), ("netmask", "255.255.255.128")];
-        assert_eq!(a(&masked), Ok(Some((ip, 25))));
-        for (params, why) in [
-            (&[("host_ip", "10.0.2.300")][..], "not an IPv4 address"),
-            (&[("host_ip", "10.0.2.1/33")][..], "bad prefix length"),
-            (
-                &[("host_ip", "10.0.2.1"), ("netmask", "255.0.255.0")][..],
-                "contiguous",
-            ),
-            (
-                &[("host_ip", "10.0.2.1/8"), ("netmask", "255.255.0.0")][..],
-                "disagree",
-            ),
-            (&[("netmask", "255.255.0.0")][..], "needs an address"),
-        ] {
-            let e = a(params).unwrap_err();
-            assert!(e.contains(why), "{params:?}: {e}");
-            assert!(e.contains("--net"), "{e}");
-        }
-    }
 }

@@ -11,13 +11,11 @@
 //! handler time by device range, unclaimed accesses — and the guest
 //! clock's paused time. The snapshot serializes to JSON for the API,
 //! prints as the human summary of `alcazar run --telemetry`
-//! ([`Telemetry::summary`]) and as the Prometheus text format
-//! ([`Telemetry::prometheus`], in [`prometheus`]).
+//! ([`Telemetry::summary`]); the control plane (`alcazar-control`) renders it
+//! in the Prometheus text format.
 //!
 //! Every counter only grows while the VM lives, so two snapshots taken a
 //! while apart show what happened in between.
-
-pub mod prometheus;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

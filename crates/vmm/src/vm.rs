@@ -6,27 +6,23 @@
 //! vCPU, each running [`vcpu_loop`], and waits for the machine's stop
 //! reason.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alcazar_core::engine::{EngineKind, EngineVm, Vcpu, VcpuExit};
 use alcazar_core::memory::{GuestMemory, MemoryMap};
 use alcazar_core::{BusError, Machine, StopReason};
-use alcazar_devices::virtio::console::ConsoleInput;
-use alcazar_devices::Uart16550;
 
 use crate::boot;
 use crate::config::{DeviceSpec, VmConfig};
-use crate::console::ConsoleTail;
-use crate::console_hub::{ConsoleHub, ConsoleInputTarget};
+use crate::console::{ConsoleInputTarget, ConsoleTail, SharedTerminal, Stdout};
 use crate::engine_select;
 use crate::error::{ConfigError, VmmError};
 use crate::lifecycle::{Lifecycle, LifecycleError, VmState};
 use crate::pci::PciBus;
 use crate::platform::Chipset;
-use crate::registry::{self, BuildContext, PowerButton};
+use crate::registry::{self, BuildContext, HostHook, PowerButton};
 
 /// A created (not yet running) VM.
 pub struct Vm {
@@ -37,8 +33,6 @@ pub struct Vm {
     vcpus: Vec<Box<dyn Vcpu>>,
     engine: EngineKind,
     engine_why: String,
-    com1: Option<Arc<Mutex<Uart16550>>>,
-    hvc0: Option<ConsoleInput>,
     chipset: Chipset,
     pci: PciBus,
     tail: Arc<ConsoleTail>,
@@ -53,7 +47,6 @@ struct Shared {
     memory: u64,
     machine: Arc<Machine>,
     lifecycle: Lifecycle,
-    hub: Arc<ConsoleHub>,
     console_input: Option<ConsoleInputTarget>,
     power_button: Option<PowerButton>,
     reboot: AtomicBool,
@@ -70,15 +63,18 @@ impl std::fmt::Debug for Vm {
 }
 
 impl Vm {
-    /// Builds the machine `config` describes, ready to run.
+    /// Builds the machine `config` describes, ready to run; console output
+    /// for the terminal goes to the process's standard output.
     pub fn create(config: &VmConfig) -> Result<Vm, VmmError> {
-        Self::create_with_hub(config, Arc::new(ConsoleHub::new()))
+        Self::create_with_terminal(config, Arc::new(Stdout))
     }
 
-    /// Like [`Vm::create`], with terminal-bound console output going to
-    /// `hub` (a VM that is rebooted keeps its hub, so attached consoles
-    /// stay attached).
-    pub fn create_with_hub(config: &VmConfig, hub: Arc<ConsoleHub>) -> Result<Vm, VmmError> {
+    /// Like [`Vm::create`], with terminal-bound console output
+    /// ([`crate::config::ConsoleTarget::Stdio`]) going to `terminal`.
+    pub fn create_with_terminal(
+        config: &VmConfig,
+        terminal: SharedTerminal,
+    ) -> Result<Vm, VmmError> {
         let specs = device_specs(config)?;
         let payload = boot::load(&config.boot)?;
         let memory = GuestMemory::new(MemoryMap::pc(config.memory)?)?;
@@ -88,7 +84,7 @@ impl Vm {
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
         let pci = PciBus::new(&machine, &chipset, engine_vm.io_events())?;
-        let consoles = add_devices(&machine, &chipset, &pci, &tail, &hub, &specs, config)?;
+        let consoles = add_devices(&machine, &chipset, &pci, &tail, &terminal, &specs, config)?;
         let start = payload.install(&machine.memory, config.cpus)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
@@ -98,12 +94,8 @@ impl Vm {
         }
         tracing::info!(name = %config.name, engine = %selected.engine.kind(), why = %selected.why, "VM created");
         // The terminal's keystrokes go to the virtio console when there is
-        // one (`--console virtio`), else to COM1.
-        let console_input = match (&consoles.hvc0, &consoles.com1) {
-            (Some(c), _) => Some(ConsoleInputTarget::Virtio(c.clone())),
-            (None, Some(u)) => Some(ConsoleInputTarget::Uart(u.clone())),
-            (None, None) => None,
-        };
+        // one (`--console virtio`), else to the console UART.
+        let console_input = consoles.virtio.clone().or(consoles.uart.clone());
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             engine: selected.engine.kind(),
@@ -115,7 +107,6 @@ impl Vm {
                 machine.timers.clone(),
                 config.cpus,
             ),
-            hub,
             console_input,
             power_button: consoles.power_button,
             reboot: AtomicBool::new(false),
@@ -127,8 +118,6 @@ impl Vm {
             machine,
             _engine_vm: engine_vm,
             vcpus,
-            com1: consoles.com1,
-            hvc0: consoles.hvc0,
             chipset,
             pci,
             tail,
@@ -151,18 +140,13 @@ impl Vm {
         &self.machine
     }
 
-    /// COM1, for feeding it host input.
-    pub fn com1(&self) -> Option<Arc<Mutex<Uart16550>>> {
-        self.com1.clone()
+    /// Where the terminal's keystrokes go: the first virtio console (the
+    /// guest's `hvc0`) if the machine has one, else the console UART.
+    pub fn console_input(&self) -> Option<ConsoleInputTarget> {
+        self.shared.console_input.clone()
     }
 
-    /// Where host input for the first virtio console (the guest's `hvc0`)
-    /// goes, if the machine has one.
-    pub fn virtio_console(&self) -> Option<ConsoleInput> {
-        self.hvc0.clone()
-    }
-
-    /// The last lines of the guest console (COM1).
+    /// The last lines of the guest console (the console UART).
     pub fn console_tail(&self) -> Arc<ConsoleTail> {
         self.tail.clone()
     }
@@ -295,11 +279,6 @@ impl RunningVm {
             }
         }
         shared.lifecycle.stopped();
-        // Console clients stay attached across a reboot: the next VM
-        // writes to the same hub.
-        if !(reason == StopReason::Reset && shared.reboot.load(Ordering::SeqCst)) {
-            shared.hub.end();
-        }
         reason
     }
 }
@@ -428,11 +407,6 @@ impl VmHandle {
         self.0.reboot.load(Ordering::SeqCst)
     }
 
-    /// The console output kept for attach clients.
-    pub fn console_hub(&self) -> &Arc<ConsoleHub> {
-        &self.0.hub
-    }
-
     /// Where console input goes (the virtio console if there is one, else
     /// COM1).
     pub fn console_input(&self) -> Option<&ConsoleInputTarget> {
@@ -492,27 +466,17 @@ pub fn vcpu_loop(
 /// reuse a default's id replacing it and the others appended.
 fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
     let mut specs = if config.default_devices {
-        registry::default_specs()
+        registry::default_devices()
     } else {
         Vec::new()
     };
     for spec in &config.devices {
-        if registry::class(&spec.class).is_none() {
-            let known: Vec<&str> = registry::CLASSES.iter().map(|c| c.name).collect();
-            return Err(ConfigError::new(
-                spec.key("class"),
-                format!("\"{}\"", spec.class),
-                "unknown device class",
-                format!("known classes: {}", known.join(", ")),
-            )
-            .into());
-        }
         match specs.iter_mut().find(|s| s.id == spec.id) {
-            Some(existing) if existing.class != spec.class => {
+            Some(existing) if existing.class() != spec.class() => {
                 return Err(ConfigError::new(
                     spec.key("id"),
                     format!("\"{}\"", spec.id),
-                    format!("that id is the default {} device", existing.class),
+                    format!("that id is the default {} device", existing.class()),
                     "use another id, or the same class to reconfigure it",
                 )
                 .into());
@@ -525,12 +489,12 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
 }
 
 /// What the VMM keeps of the devices besides the bus: where host input
-/// reaches the guest (COM1, the first virtio console) and the power
-/// button.
+/// reaches the guest and the power button.
 #[derive(Default)]
 struct Consoles {
-    com1: Option<Arc<Mutex<Uart16550>>>,
-    hvc0: Option<ConsoleInput>,
+    /// The console UART's input, then the first virtio console's.
+    uart: Option<ConsoleInputTarget>,
+    virtio: Option<ConsoleInputTarget>,
     power_button: Option<PowerButton>,
 }
 
@@ -540,7 +504,7 @@ fn add_devices(
     chipset: &Chipset,
     pci: &PciBus,
     tail: &Arc<ConsoleTail>,
-    hub: &Arc<ConsoleHub>,
+    terminal: &SharedTerminal,
     specs: &[DeviceSpec],
     config: &VmConfig,
 ) -> Result<Consoles, VmmError> {
@@ -550,51 +514,43 @@ fn add_devices(
         chipset,
         pci,
         tail,
-        hub,
+        terminal,
         serial: &config.serial,
-        base: Path::new("."),
     };
+    let console_uart = registry::console_uart(specs);
     let mut out = Consoles::default();
-    for spec in specs {
-        let class = registry::class(&spec.class).ok_or_else(|| {
-            ConfigError::new(
-                spec.key("class"),
-                &spec.class,
-                "unknown device class",
-                "see the registry",
-            )
-        })?;
-        let built = class.build(spec, &ctx)?;
+    for (i, spec) in specs.iter().enumerate() {
+        let built = registry::build(spec, console_uart == Some(i), &ctx)?;
         for (space, base, len, device) in built.ranges {
             machine
                 .bus
                 .insert(space, base, len, &spec.id, device)
                 .map_err(|e| overlap_error(spec, e))?;
         }
-        if spec.id == "com1" {
-            out.com1 = built.uart;
-        }
-        if out.hvc0.is_none() {
-            out.hvc0 = built.console;
-        }
-        if out.power_button.is_none() {
-            out.power_button = built.power_button;
+        for hook in built.hooks {
+            match hook {
+                HostHook::ConsoleInput(t @ ConsoleInputTarget::Uart(_)) => {
+                    out.uart.get_or_insert(t);
+                }
+                HostHook::ConsoleInput(t @ ConsoleInputTarget::Virtio(_)) => {
+                    out.virtio.get_or_insert(t);
+                }
+                HostHook::PowerButton(b) => {
+                    out.power_button.get_or_insert(b);
+                }
+            }
         }
     }
     Ok(out)
 }
 
 fn overlap_error(spec: &DeviceSpec, e: BusError) -> VmmError {
-    let key = if spec.index == 0 && spec.params.is_empty() {
-        format!("device \"{}\"", spec.id)
-    } else {
-        spec.key("port")
-    };
+    let key = spec.key("port");
     match e {
         BusError::Overlap { space, base, end, other, other_base, other_end, .. } => ConfigError::new(
             key,
             format!("{base:#x}"),
-            format!("{} {space} range {base:#x}..{end:#x} overlaps device \"{other}\" at {other_base:#x}..{other_end:#x}", spec.class),
+            format!("{} {space} range {base:#x}..{end:#x} overlaps device \"{other}\" at {other_base:#x}..{other_end:#x}", spec.class()),
             "move one of the devices to free ports",
         )
         .into(),

@@ -2,7 +2,8 @@
 //! the same expectations as on kvm (`kit_kvm.rs`), unchanged.
 
 use alcazar_vmm::config::EngineChoice;
-use alcazar_vmm::kit::run_kit;
+mod common;
+use common::kit::run_kit;
 
 fn check(program: &str, cpus: u32) {
     let expect = if program == "smp-hello" {

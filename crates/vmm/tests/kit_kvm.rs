@@ -7,7 +7,8 @@
 
 use alcazar_kit::Expect;
 use alcazar_vmm::config::EngineChoice;
-use alcazar_vmm::kit::run_kit;
+mod common;
+use common::kit::run_kit;
 
 /// Whether the kvm engine can run here; says why not when it cannot.
 fn kvm_available(test: &str) -> bool {

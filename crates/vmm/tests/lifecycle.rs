@@ -11,9 +11,11 @@
 
 use std::time::Duration;
 
+mod common;
+
 use alcazar_core::{Node, StopReason};
 use alcazar_kit::TICKER_COUNTER_ADDRESS;
-use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, VmConfig};
+use alcazar_vmm::config::{ConsoleTarget, EngineChoice, VmConfig};
 use alcazar_vmm::lifecycle::{LifecycleError, VmState};
 use alcazar_vmm::vm::{Vm, VmHandle};
 
@@ -23,10 +25,7 @@ fn ticker_config(engine: EngineChoice) -> VmConfig {
         engine,
         memory: 16 << 20,
         serial: ConsoleTarget::None,
-        boot: BootSource::Kit {
-            program: "ticker".into(),
-        },
-        ..VmConfig::default()
+        ..VmConfig::new(common::kit::kit_boot("ticker"))
     }
 }
 

@@ -2,7 +2,8 @@
 //! image's start mode.
 //!
 //! The contract (the tiny-guest kit relies on it; `alcazar_kit` documents
-//! the same):
+//! the same; the `alcazar` command hands the library its programs as
+//! [`FlatImage::Bytes`]):
 //!
 //! | | real | protected | long |
 //! |---|---|---|---|
@@ -22,7 +23,7 @@ use alcazar_core::regs::{
     EFER_LME, RFLAGS_FIXED,
 };
 
-use crate::config::{BootSource, FlatMode};
+use crate::config::{BootSource, FlatImage, FlatMode};
 use crate::error::{ConfigError, VmmError};
 
 /// Where flat images go unless the config says otherwise.
@@ -55,53 +56,31 @@ pub struct BootImage {
     pub aps_wait_for_sipi: bool,
 }
 
-/// Reads (or, for kit programs, assembles) the image `source` names.
+/// Reads the image `source` names (or takes the bytes it holds).
 pub fn load_image(source: &BootSource) -> Result<BootImage, VmmError> {
     match source {
-        BootSource::Kit { program } => {
-            let kit = alcazar_kit::build(program)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "boot.program",
-                        format!("\"{program}\""),
-                        "no such kit program",
-                        "run a program listed by the kit",
-                    )
-                })?
-                .map_err(|e| VmmError::Io {
-                    what: format!("assembling kit program {program}"),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-            let mode = match kit.mode {
-                alcazar_kit::Mode::Real => FlatMode::Real,
-                alcazar_kit::Mode::Protected => FlatMode::Protected,
-                alcazar_kit::Mode::Long => FlatMode::Long,
-            };
-            Ok(BootImage {
-                code: kit.code,
-                mode,
-                load_address: kit.load_address,
-                aps_wait_for_sipi: kit.aps_wait_for_sipi,
-            })
-        }
         BootSource::Flat {
             image,
             mode,
             load_address,
+            aps_wait_for_sipi,
         } => {
-            let code = std::fs::read(image).map_err(|e| {
-                ConfigError::new(
-                    "boot.image",
-                    format!("\"{}\"", image.display()),
-                    format!("cannot read it ({e})"),
-                    "give the path of a readable flat binary",
-                )
-            })?;
+            let code = match image {
+                FlatImage::Bytes(b) => b.clone(),
+                FlatImage::File(path) => std::fs::read(path).map_err(|e| {
+                    ConfigError::new(
+                        "boot.image",
+                        format!("\"{}\"", path.display()),
+                        format!("cannot read it ({e})"),
+                        "give the path of a readable flat binary",
+                    )
+                })?,
+            };
             Ok(BootImage {
                 code,
                 mode: *mode,
                 load_address: *load_address,
-                aps_wait_for_sipi: false,
+                aps_wait_for_sipi: *aps_wait_for_sipi,
             })
         }
         BootSource::Linux { .. } => Err(ConfigError::new(

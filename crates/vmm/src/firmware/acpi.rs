@@ -44,6 +44,8 @@ pub const MADT_REVISION: u8 = 5;
 pub const MADT_PCAT_COMPAT: u32 = 1 << 0;
 
 /// MADT interrupt controller structure types (ACPI 6.5 Table 5.21).
+// The table as the spec has it, for readers: not every type is written.
+#[allow(dead_code)]
 pub mod madt_type {
     /// Processor Local APIC (§5.2.12.2).
     pub const LOCAL_APIC: u8 = 0;
@@ -72,6 +74,8 @@ pub const ALL_PROCESSORS: u8 = 0xff;
 pub const NMI_LINT: u8 = 1;
 
 /// FADT IAPC_BOOT_ARCH flags (ACPI 6.5 Table 5.11).
+// The flags as the spec has them, for readers: not every one is set.
+#[allow(dead_code)]
 pub mod iapc_boot_arch {
     /// LEGACY_DEVICES: ISA devices the OS cannot enumerate are present.
     pub const LEGACY_DEVICES: u16 = 1 << 0;

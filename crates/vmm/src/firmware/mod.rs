@@ -41,9 +41,6 @@ pub mod mptable;
 #[cfg(test)]
 mod tests;
 
-pub use acpi::install_acpi;
-pub use mptable::install_mptable;
-
 use alcazar_core::memory::MemoryError;
 
 /// Guest-physical address of the RSDP (ACPI 6.5 §5.2.5.1: a 16-byte
@@ -69,8 +66,6 @@ const _: () = {
 pub const LOCAL_APIC_ADDR: u32 = 0xfee0_0000;
 /// Physical address of the IOAPIC (82093AA datasheet §3.0).
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
-/// Number of IOAPIC input pins (redirection table entries).
-pub const IOAPIC_PINS: u8 = 24;
 /// Local APIC version reported in the MP table: 0x14, an integrated xAPIC
 /// (Intel SDM Vol. 3A §11.4.8).
 pub const LOCAL_APIC_VERSION: u8 = 0x14;

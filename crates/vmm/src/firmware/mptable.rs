@@ -69,6 +69,8 @@ const CPU_SIGNATURE_MASK: u32 = 0xfff;
 const IOAPIC_ENABLED: u8 = 1 << 0;
 
 /// Interrupt types of interrupt assignment entries (MP spec Table 4-11).
+// The table as the spec has it, for readers: not every type is used.
+#[allow(dead_code)]
 pub mod int_type {
     /// A vectored interrupt, vector from the APIC redirection entry.
     pub const INT: u8 = 0;

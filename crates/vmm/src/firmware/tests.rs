@@ -5,8 +5,9 @@
 
 use alcazar_core::memory::{GuestMemory, MemoryMap, RegionKind};
 
-use super::acpi::{install_acpi_tables, AcpiAddresses};
+use super::acpi::{install_acpi, install_acpi_tables, AcpiAddresses};
 use super::dsdt::ISA_DEVICES;
+use super::mptable::install_mptable;
 use super::*;
 
 fn memory() -> GuestMemory {

@@ -1,6 +1,7 @@
 //! Running tiny-guest kit programs and checking them against their
-//! expectations: the harness behind the kit tests on both engines, and a
-//! convenience for embedders who want a known-good guest.
+//! expectations: the harness behind the kit tests on both engines. The kit
+//! is a dev-dependency of the library: a program is assembled here and
+//! handed to the VM as a flat image.
 
 use std::path::PathBuf;
 
@@ -8,9 +9,29 @@ use alcazar_kit::Expect;
 
 use alcazar_devices::pci::PciDevice;
 
-use crate::config::{BootSource, ConsoleTarget, DeviceSpec, EngineChoice, VmConfig};
-use crate::error::VmmError;
-use crate::vm::Vm;
+use alcazar_vmm::config::{
+    BootSource, ConsoleTarget, DeviceSpec, EngineChoice, FlatImage, FlatMode, Origin, VmConfig,
+};
+use alcazar_vmm::error::VmmError;
+use alcazar_vmm::vm::Vm;
+
+/// Kit `program`, assembled, as a flat boot source.
+pub fn kit_boot(program: &str) -> BootSource {
+    let kit = alcazar_kit::build(program)
+        .unwrap_or_else(|| panic!("no kit program {program}"))
+        .unwrap_or_else(|e| panic!("kit program {program}: {e}"));
+    let mode = match kit.mode {
+        alcazar_kit::Mode::Real => FlatMode::Real,
+        alcazar_kit::Mode::Protected => FlatMode::Protected,
+        alcazar_kit::Mode::Long => FlatMode::Long,
+    };
+    BootSource::Flat {
+        image: FlatImage::Bytes(kit.code),
+        mode,
+        load_address: kit.load_address,
+        aps_wait_for_sipi: kit.aps_wait_for_sipi,
+    }
+}
 
 /// What a kit program did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,11 +94,8 @@ pub fn run_kit(program: &str, cpus: u32, engine: EngineChoice) -> Result<KitOutc
         cpus,
         engine,
         serial: ConsoleTarget::File(out.clone()),
-        boot: BootSource::Kit {
-            program: program.into(),
-        },
         devices: kit_devices(program),
-        ..VmConfig::default()
+        ..VmConfig::new(kit_boot(program))
     };
     let vm = Vm::create(&config)?;
     let devices = vm.pci().virtio_devices();
@@ -107,6 +125,15 @@ pub fn kit_devices(program: &str) -> Vec<DeviceSpec> {
     built
         .devices
         .iter()
-        .map(|class| DeviceSpec::from_flag("--kit", class, class, Default::default()))
+        .map(|class| {
+            DeviceSpec::parse(
+                Origin::Flag("--kit".into()),
+                class,
+                class,
+                &Default::default(),
+                std::path::Path::new("."),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        })
         .collect()
 }

@@ -8,8 +8,8 @@
 
 use serde_json::{json, Value};
 
-use alcazar_vmm::api::http::ClientResponse;
-use alcazar_vmm::api::routes::OPENAPI;
+use alcazar_control::api::http::ClientResponse;
+use alcazar_control::api::routes::OPENAPI;
 
 /// The schema keywords the validator checks.
 pub const CHECKED: &[&str] = &[

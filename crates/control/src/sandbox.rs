@@ -83,7 +83,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use crate::config::{ConsoleTarget, VmConfig};
+use alcazar_vmm::config::{ConsoleTarget, DeviceConfig, VmConfig};
 
 /// What could not be built or installed.
 #[derive(Debug, thiserror::Error)]
@@ -143,15 +143,16 @@ pub struct Needs {
 impl Needs {
     /// What the machine built from `config` needs.
     pub fn of(config: &VmConfig) -> Self {
-        let file_output = config.devices.iter().any(|d| {
-            d.params
-                .get("output")
-                .and_then(|v| v.as_str())
-                .is_some_and(|s| s.starts_with("file:"))
-        });
+        let file_output = config
+            .devices
+            .iter()
+            .any(|d| d.config.output_file().is_some());
         Needs {
             creates_files: matches!(config.serial, ConsoleTarget::File(_)) || file_output,
-            network: config.devices.iter().any(|d| d.class == "virtio-net"),
+            network: config
+                .devices
+                .iter()
+                .any(|d| matches!(d.config, DeviceConfig::VirtioNet(_))),
             api_socket: false,
         }
     }
@@ -621,16 +622,20 @@ mod tests {
 
     #[test]
     fn needs_follow_the_config() {
-        let plain = VmConfig::from_toml_str(
-            "memory = \"32M\"\n[boot]\nkind = \"kit\"\nprogram = \"real-hello\"\n",
-        )
-        .unwrap();
+        // Tests run in the crate's directory: its manifest is a file.
+        let plain =
+            VmConfig::from_toml_str("memory = \"32M\"\n[boot]\nimage = \"Cargo.toml\"\n").unwrap();
         assert_eq!(Needs::of(&plain), Needs::default());
         let file = VmConfig::from_toml_str(
-            "memory = \"32M\"\nserial = \"file:x.log\"\n[boot]\nkind = \"kit\"\nprogram = \"real-hello\"\n",
+            "memory = \"32M\"\nserial = \"file:x.log\"\n[boot]\nimage = \"Cargo.toml\"\n",
         )
         .unwrap();
         assert!(Needs::of(&file).creates_files);
+        let console_file = VmConfig::from_toml_str(
+            "[boot]\nimage = \"Cargo.toml\"\n[[device]]\nclass = \"debugcon\"\noutput = \"file:d.log\"\n",
+        )
+        .unwrap();
+        assert!(Needs::of(&console_file).creates_files);
     }
 
     #[test]

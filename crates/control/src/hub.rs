@@ -11,17 +11,15 @@
 //! meanwhile; the client is told how much was dropped). The buffer is
 //! bounded: a VM nobody watches does not grow.
 //!
-//! Input: [`ConsoleInputTarget`] hands host bytes to the console device
-//! as fast as it takes them (the UART's receive FIFO, the virtio
-//! console's receive queue).
+//! The hub is filled by [`HubTerminal`], the process's
+//! [`HostTerminal`]: every VM the process runs (a reboot builds a new one)
+//! writes into the same hub, so attached clients stay attached.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use alcazar_core::VmControl;
-use alcazar_devices::virtio::console::ConsoleInput;
-use alcazar_devices::Uart16550;
+use alcazar_vmm::console::{HostTerminal, Stdout};
 
 /// How many bytes of console output a hub keeps.
 pub const HUB_BYTES: usize = 1 << 20;
@@ -167,44 +165,28 @@ impl ConsoleHub {
     }
 }
 
-/// The console device host keystrokes go to.
-#[derive(Clone)]
-pub enum ConsoleInputTarget {
-    /// A 16550 UART's receive FIFO (COM1).
-    Uart(Arc<Mutex<Uart16550>>),
-    /// A virtio console's receive queue (`hvc0`).
-    Virtio(ConsoleInput),
+/// The `alcazar` process's [`HostTerminal`]: console output goes to
+/// standard output and into a [`ConsoleHub`] for attach clients.
+#[derive(Debug)]
+pub struct HubTerminal {
+    hub: Arc<ConsoleHub>,
 }
 
-impl std::fmt::Debug for ConsoleInputTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ConsoleInputTarget::Uart(_) => "Uart",
-            ConsoleInputTarget::Virtio(_) => "Virtio",
-        })
+impl HubTerminal {
+    /// A terminal that tees into `hub`.
+    pub fn new(hub: Arc<ConsoleHub>) -> Self {
+        HubTerminal { hub }
     }
 }
 
-impl ConsoleInputTarget {
-    /// Hands over what the device can take now; returns the count.
-    pub fn offer(&self, bytes: &[u8]) -> usize {
-        match self {
-            ConsoleInputTarget::Uart(u) => alcazar_core::bus::lock(u).enqueue_input(bytes),
-            ConsoleInputTarget::Virtio(c) => c.push_input(bytes),
-        }
+impl HostTerminal for HubTerminal {
+    fn write(&self, bytes: &[u8]) {
+        self.hub.write(bytes);
+        Stdout.write(bytes);
     }
 
-    /// Hands all of `bytes` to the device as it takes them (the UART's
-    /// FIFO drains, the virtio console's buffer empties); gives up when
-    /// the VM stops.
-    pub fn deliver(&self, control: &VmControl, mut bytes: &[u8]) {
-        while !bytes.is_empty() && !control.should_stop() {
-            let taken = self.offer(bytes);
-            bytes = &bytes[taken..];
-            if !bytes.is_empty() {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
+    fn flush(&self) {
+        Stdout.flush();
     }
 }
 

@@ -21,13 +21,13 @@ use std::time::Duration;
 use alcazar_core::{Node, StopReason, Tree};
 use serde_json::{json, Map, Value};
 
-use super::console::ConsoleFrom;
+use super::attach::ConsoleFrom;
 use super::http::{Request, Response};
 use super::server::ApiVm;
-use crate::lifecycle::{LifecycleError, VmState};
-use crate::machine_tree;
-use crate::telemetry::Telemetry;
-use crate::vm::{Shutdown, VmHandle};
+use alcazar_vmm::lifecycle::{LifecycleError, VmState};
+use alcazar_vmm::machine_tree;
+use alcazar_vmm::telemetry::Telemetry;
+use alcazar_vmm::vm::{Shutdown, VmHandle};
 
 /// The OpenAPI document, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../../../docs/api/openapi.json");
@@ -77,8 +77,8 @@ pub fn route(api: &ApiVm, req: &Request) -> Routed {
         ("GET", "/v1/vm/telemetry") => telemetry(&vm, req.query("format")),
         ("GET", "/v1/vm/metrics") => Response::text(
             200,
-            crate::telemetry::prometheus::CONTENT_TYPE,
-            Telemetry::collect(vm.machine()).prometheus(vm.name()),
+            crate::prometheus::CONTENT_TYPE,
+            crate::prometheus::render(&Telemetry::collect(vm.machine()), vm.name()),
         ),
         ("GET", "/v1/vm/console") => return console(req),
         ("GET", "/v1/openapi.json") => Response::text(200, "application/json", OPENAPI.into()),
@@ -130,8 +130,8 @@ fn telemetry(vm: &VmHandle, format: Option<&str>) -> Response {
         Some("text") => Response::text(200, "text/plain; charset=utf-8", t.summary()),
         Some("prometheus") => Response::text(
             200,
-            crate::telemetry::prometheus::CONTENT_TYPE,
-            t.prometheus(vm.name()),
+            crate::prometheus::CONTENT_TYPE,
+            crate::prometheus::render(&t, vm.name()),
         ),
         Some(other) => {
             Response::error(400, format!("format={other}: use json, text or prometheus"))

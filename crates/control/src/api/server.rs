@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use super::http::{read_request, HttpError, Response};
 use super::routes::{self, Routed};
-use crate::vm::VmHandle;
+use alcazar_vmm::vm::VmHandle;
+
+use crate::hub::ConsoleHub;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -47,16 +49,24 @@ pub enum ApiError {
 #[derive(Debug)]
 pub struct ApiVm {
     vm: RwLock<VmHandle>,
+    hub: Arc<ConsoleHub>,
     pid: u32,
 }
 
 impl ApiVm {
-    /// Serves `vm`.
-    pub fn new(vm: VmHandle) -> Arc<Self> {
+    /// Serves `vm`, whose terminal output goes into `hub` (through a
+    /// [`crate::hub::HubTerminal`]).
+    pub fn new(vm: VmHandle, hub: Arc<ConsoleHub>) -> Arc<Self> {
         Arc::new(ApiVm {
             vm: RwLock::new(vm),
+            hub,
             pid: std::process::id(),
         })
+    }
+
+    /// The console output kept for attach clients.
+    pub fn hub(&self) -> &Arc<ConsoleHub> {
+        &self.hub
     }
 
     /// The VM now.
@@ -273,7 +283,7 @@ fn serve(mut stream: UnixStream, vm: &Arc<ApiVm>) {
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: alcazar-console\r\nConnection: Upgrade\r\n\r\n",
             );
             let _ = stream.set_read_timeout(None);
-            super::console::stream(stream, vm, from);
+            super::attach::stream(stream, vm, from);
         }
     }
 }

@@ -21,15 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alcazar_control::api::client::{self, ConsoleConnection};
+use alcazar_control::api::http::{read_response, ClientResponse, MAX_BODY, MAX_HEAD};
+use alcazar_control::api::routes::ENDPOINTS;
+use alcazar_control::api::server::MAX_CONNECTIONS;
+use alcazar_control::api::{ApiServer, ApiVm};
+use alcazar_control::hub::{ConsoleHub, HubTerminal};
 use alcazar_core::StopReason;
 use alcazar_kit::TICKER_COUNTER_ADDRESS;
-use alcazar_vmm::api::client::{self, ConsoleConnection};
-use alcazar_vmm::api::http::{read_response, ClientResponse, MAX_BODY, MAX_HEAD};
-use alcazar_vmm::api::routes::ENDPOINTS;
-use alcazar_vmm::api::server::MAX_CONNECTIONS;
-use alcazar_vmm::api::{ApiServer, ApiVm};
-use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, VmConfig};
-use alcazar_vmm::console_hub::ConsoleHub;
+use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, FlatImage, FlatMode, VmConfig};
 use alcazar_vmm::vm::{RunningVm, Vm, VmHandle};
 use serde_json::{json, Value};
 
@@ -227,10 +227,7 @@ fn spinner_config() -> VmConfig {
         // The console hub (what console clients read) is fed by the
         // terminal-bound output.
         serial: ConsoleTarget::Stdio,
-        boot: BootSource::Kit {
-            program: "spinner".into(),
-        },
-        ..VmConfig::default()
+        ..VmConfig::new(spinner_boot())
     }
 }
 
@@ -394,12 +391,35 @@ fn attach(socket: &Path, from: &str) -> ConsoleConnection {
         .expect("console upgrade")
 }
 
+/// The kit's spinner as a flat image (the kit is a dev-dependency; the
+/// library boots bytes).
+fn spinner_boot() -> BootSource {
+    let kit = alcazar_kit::build("spinner")
+        .expect("the kit has a spinner")
+        .expect("it assembles");
+    let mode = match kit.mode {
+        alcazar_kit::Mode::Real => FlatMode::Real,
+        alcazar_kit::Mode::Protected => FlatMode::Protected,
+        alcazar_kit::Mode::Long => FlatMode::Long,
+    };
+    BootSource::Flat {
+        image: FlatImage::Bytes(kit.code),
+        mode,
+        load_address: kit.load_address,
+        aps_wait_for_sipi: kit.aps_wait_for_sipi,
+    }
+}
+
+/// Creates the spinner, its terminal output teed into `hub` as the
+/// `alcazar` command does.
+fn create_spinner(hub: &Arc<ConsoleHub>) -> Vm {
+    Vm::create_with_terminal(&spinner_config(), Arc::new(HubTerminal::new(hub.clone())))
+        .expect("VM created")
+}
+
 /// Starts the spinner with a hub the test keeps (a reboot reuses it).
 fn start_spinner(hub: &Arc<ConsoleHub>) -> RunningVm {
-    Vm::create_with_hub(&spinner_config(), hub.clone())
-        .expect("VM created")
-        .start()
-        .expect("VM started")
+    create_spinner(hub).start().expect("VM started")
 }
 
 #[test]
@@ -407,8 +427,8 @@ fn every_endpoint_answers_as_documented() {
     let dir = TempDir::new("all");
     let socket = dir.0.join("spinner.sock");
     let hub = Arc::new(ConsoleHub::new());
-    let vm = Vm::create_with_hub(&spinner_config(), hub.clone()).expect("VM created");
-    let current = ApiVm::new(vm.handle());
+    let vm = create_spinner(&hub);
+    let current = ApiVm::new(vm.handle(), hub.clone());
     let server = ApiServer::start(&socket, current.clone()).expect("server");
     let running = vm.start().expect("VM started");
     let handle = running.handle();
@@ -681,6 +701,8 @@ fn every_endpoint_answers_as_documented() {
     assert_eq!(stopped["shutdown"], "forced");
     assert_eq!(stopped["stop_reason"], "stopped by the user");
     assert_eq!(running.wait(), StopReason::UserQuit);
+    // The runner ends the hub when the VM ends for good (as `alcazar run`).
+    hub.end();
     let info = api.expect("GET", "/v1/vm", None, 200);
     assert_eq!(info["state"], "stopped");
     assert_eq!(info["stop_reason"], "stopped by the user");
@@ -707,8 +729,8 @@ fn a_stop_without_force_is_forced_when_the_guest_ignores_the_power_button() {
     let dir = TempDir::new("stop");
     let socket = dir.0.join("spinner.sock");
     let hub = Arc::new(ConsoleHub::new());
-    let vm = Vm::create_with_hub(&spinner_config(), hub).expect("VM created");
-    let server = ApiServer::start(&socket, ApiVm::new(vm.handle())).expect("server");
+    let vm = create_spinner(&hub);
+    let server = ApiServer::start(&socket, ApiVm::new(vm.handle(), hub)).expect("server");
     let running = vm.start().expect("VM started");
     wait_for_count(&running.handle(), 10);
     let mut api = Api {

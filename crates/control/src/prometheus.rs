@@ -13,128 +13,126 @@ use std::fmt::Write as _;
 
 use alcazar_core::engine::ExitKind;
 
-use super::{Space, Telemetry};
+use alcazar_vmm::telemetry::{DeviceTelemetry, Space, Telemetry, VcpuTelemetry};
 
 /// The content type of the format, for an HTTP `Content-Type` header.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-impl Telemetry {
-    /// The snapshot in the Prometheus text format 0.0.4, every sample
-    /// labelled `vm="<vm>"`: exits and exit time by vCPU and kind, guest
-    /// time, instructions, deliveries by vector, page faults, TLB flushes,
-    /// accesses by port, reads, writes and (if timed) handler time by
-    /// device range, unclaimed accesses and paused time.
-    pub fn prometheus(&self, vm: &str) -> String {
-        let mut e = Exposition::new(vm);
-        e.family(
-            "alcazar_vcpu_exits_total",
-            "Exits (emu: events) by vCPU and kind.",
-        );
-        for v in &self.vcpus {
-            for kind in ExitKind::ALL {
-                let n = v.exits.get(kind.name()).map_or(0, |c| c.count);
-                e.sample(
-                    &[("vcpu", v.id.to_string().as_str()), ("kind", kind.name())],
-                    n,
-                );
-            }
-        }
-        e.family(
-            "alcazar_vcpu_exit_seconds_total",
-            "Host time spent on exits (emu: events) by vCPU and kind, where measured.",
-        );
-        for v in &self.vcpus {
-            for kind in ExitKind::ALL {
-                let ns = v.exits.get(kind.name()).map_or(0, |c| c.time_ns);
-                e.sample(
-                    &[("vcpu", v.id.to_string().as_str()), ("kind", kind.name())],
-                    seconds(ns),
-                );
-            }
-        }
-        e.per_vcpu(
-            self,
-            "alcazar_vcpu_guest_seconds_total",
-            "Host time inside KVM_RUN (kvm engine).",
-            |v| seconds(v.guest_ns),
-        );
-        e.per_vcpu(
-            self,
-            "alcazar_vcpu_instructions_total",
-            "Guest instructions retired (emu engine).",
-            |v| v.instructions.to_string(),
-        );
-        e.family(
-            "alcazar_vcpu_vector_deliveries_total",
-            "Exceptions, interrupts and NMIs delivered by vCPU and vector (emu engine).",
-        );
-        for v in &self.vcpus {
-            for (vector, n) in &v.vectors {
-                e.sample(
-                    &[
-                        ("vcpu", v.id.to_string().as_str()),
-                        ("vector", vector.to_string().as_str()),
-                    ],
-                    n,
-                );
-            }
-        }
-        e.per_vcpu(
-            self,
-            "alcazar_vcpu_page_faults_total",
-            "Page faults (vector 14) delivered (emu engine).",
-            |v| v.page_faults.to_string(),
-        );
-        e.per_vcpu(
-            self,
-            "alcazar_vcpu_tlb_flushes_total",
-            "TLB flushes (emu engine).",
-            |v| v.tlb_flushes.to_string(),
-        );
-        e.family(
-            "alcazar_port_accesses_total",
-            "Accesses by I/O port, claimed or not.",
-        );
-        for p in &self.ports {
-            e.sample(&[("port", format!("{:#x}", p.port).as_str())], p.count);
-        }
-        e.family("alcazar_device_reads_total", "Reads by device range.");
-        for d in &self.devices {
-            e.device_sample(d, d.reads);
-        }
-        e.family("alcazar_device_writes_total", "Writes by device range.");
-        for d in &self.devices {
-            e.device_sample(d, d.writes);
-        }
-        if self.device_timing {
-            e.family(
-                "alcazar_device_seconds_total",
-                "Host time in device handlers by device range, lock waits included.",
+/// Telemetry snapshot `t` in the Prometheus text format 0.0.4, every sample
+/// labelled `vm="<vm>"`: exits and exit time by vCPU and kind, guest
+/// time, instructions, deliveries by vector, page faults, TLB flushes,
+/// accesses by port, reads, writes and (if timed) handler time by
+/// device range, unclaimed accesses and paused time.
+pub fn render(t: &Telemetry, vm: &str) -> String {
+    let mut e = Exposition::new(vm);
+    e.family(
+        "alcazar_vcpu_exits_total",
+        "Exits (emu: events) by vCPU and kind.",
+    );
+    for v in &t.vcpus {
+        for kind in ExitKind::ALL {
+            let n = v.exits.get(kind.name()).map_or(0, |c| c.count);
+            e.sample(
+                &[("vcpu", v.id.to_string().as_str()), ("kind", kind.name())],
+                n,
             );
-            for d in &self.devices {
-                e.device_sample(d, seconds(d.time_ns));
-            }
         }
-        e.family(
-            "alcazar_unclaimed_accesses_total",
-            "Accesses no device claimed, by space and direction.",
-        );
-        let u = &self.unclaimed;
-        for (space, access, n) in [
-            (Space::Port, "read", u.port_reads),
-            (Space::Port, "write", u.port_writes),
-            (Space::Mmio, "read", u.mmio_reads),
-            (Space::Mmio, "write", u.mmio_writes),
-        ] {
-            e.sample(&[("space", space.name()), ("access", access)], n);
-        }
-        e.family(
-            "alcazar_paused_seconds_total",
-            "Host time the VM has spent paused (its guest clock stood still).",
-        );
-        e.sample(&[], seconds(self.paused_ns));
-        e.out
     }
+    e.family(
+        "alcazar_vcpu_exit_seconds_total",
+        "Host time spent on exits (emu: events) by vCPU and kind, where measured.",
+    );
+    for v in &t.vcpus {
+        for kind in ExitKind::ALL {
+            let ns = v.exits.get(kind.name()).map_or(0, |c| c.time_ns);
+            e.sample(
+                &[("vcpu", v.id.to_string().as_str()), ("kind", kind.name())],
+                seconds(ns),
+            );
+        }
+    }
+    e.per_vcpu(
+        t,
+        "alcazar_vcpu_guest_seconds_total",
+        "Host time inside KVM_RUN (kvm engine).",
+        |v| seconds(v.guest_ns),
+    );
+    e.per_vcpu(
+        t,
+        "alcazar_vcpu_instructions_total",
+        "Guest instructions retired (emu engine).",
+        |v| v.instructions.to_string(),
+    );
+    e.family(
+        "alcazar_vcpu_vector_deliveries_total",
+        "Exceptions, interrupts and NMIs delivered by vCPU and vector (emu engine).",
+    );
+    for v in &t.vcpus {
+        for (vector, n) in &v.vectors {
+            e.sample(
+                &[
+                    ("vcpu", v.id.to_string().as_str()),
+                    ("vector", vector.to_string().as_str()),
+                ],
+                n,
+            );
+        }
+    }
+    e.per_vcpu(
+        t,
+        "alcazar_vcpu_page_faults_total",
+        "Page faults (vector 14) delivered (emu engine).",
+        |v| v.page_faults.to_string(),
+    );
+    e.per_vcpu(
+        t,
+        "alcazar_vcpu_tlb_flushes_total",
+        "TLB flushes (emu engine).",
+        |v| v.tlb_flushes.to_string(),
+    );
+    e.family(
+        "alcazar_port_accesses_total",
+        "Accesses by I/O port, claimed or not.",
+    );
+    for p in &t.ports {
+        e.sample(&[("port", format!("{:#x}", p.port).as_str())], p.count);
+    }
+    e.family("alcazar_device_reads_total", "Reads by device range.");
+    for d in &t.devices {
+        e.device_sample(d, d.reads);
+    }
+    e.family("alcazar_device_writes_total", "Writes by device range.");
+    for d in &t.devices {
+        e.device_sample(d, d.writes);
+    }
+    if t.device_timing {
+        e.family(
+            "alcazar_device_seconds_total",
+            "Host time in device handlers by device range, lock waits included.",
+        );
+        for d in &t.devices {
+            e.device_sample(d, seconds(d.time_ns));
+        }
+    }
+    e.family(
+        "alcazar_unclaimed_accesses_total",
+        "Accesses no device claimed, by space and direction.",
+    );
+    let u = &t.unclaimed;
+    for (space, access, n) in [
+        (Space::Port, "read", u.port_reads),
+        (Space::Port, "write", u.port_writes),
+        (Space::Mmio, "read", u.mmio_reads),
+        (Space::Mmio, "write", u.mmio_writes),
+    ] {
+        e.sample(&[("space", space.name()), ("access", access)], n);
+    }
+    e.family(
+        "alcazar_paused_seconds_total",
+        "Host time the VM has spent paused (its guest clock stood still).",
+    );
+    e.sample(&[], seconds(t.paused_ns));
+    e.out
 }
 
 /// `ns` nanoseconds as exact decimal seconds.
@@ -192,7 +190,7 @@ impl Exposition {
     /// A sample of device range `d`, labelled with its name, space and
     /// base address (one device may register several ranges under one
     /// name).
-    fn device_sample(&mut self, d: &super::DeviceTelemetry, value: impl std::fmt::Display) {
+    fn device_sample(&mut self, d: &DeviceTelemetry, value: impl std::fmt::Display) {
         let base = format!("{:#x}", d.base);
         let labels = [
             ("device", d.name.as_str()),
@@ -208,7 +206,7 @@ impl Exposition {
         t: &Telemetry,
         name: &'static str,
         help: &str,
-        value: impl Fn(&super::VcpuTelemetry) -> String,
+        value: impl Fn(&VcpuTelemetry) -> String,
     ) {
         self.family(name, help);
         for v in &t.vcpus {
@@ -224,8 +222,70 @@ mod tests {
     use alcazar_core::memory::{GuestMemory, MemoryMap};
     use alcazar_core::{IoSpace, Machine};
 
+    use alcazar_vmm::telemetry::{ExitCount, PortCount, Unclaimed};
+
     use super::*;
-    use crate::telemetry::tests::busy_machine;
+
+    /// Two vCPUs' worth of counters, a busy port, an MMIO window in two
+    /// ranges, an unclaimed write and a short pause.
+    fn busy() -> Telemetry {
+        let exits = |pairs: &[(&str, u64, u64)]| {
+            ExitKind::ALL
+                .iter()
+                .map(|k| {
+                    let (count, time_ns) = pairs
+                        .iter()
+                        .find(|(n, _, _)| *n == k.name())
+                        .map_or((0, 0), |&(_, c, t)| (c, t));
+                    (k.name().to_string(), ExitCount { count, time_ns })
+                })
+                .collect()
+        };
+        let range = |name: &str, space, base, reads, writes, time_ns| DeviceTelemetry {
+            name: name.into(),
+            space,
+            base,
+            len: 0x1000,
+            reads,
+            writes,
+            time_ns,
+        };
+        Telemetry {
+            vcpus: vec![
+                VcpuTelemetry {
+                    id: 0,
+                    exits: exits(&[("port_io", 11, 4_200), ("hlt", 1, 2_500_000_000)]),
+                    instructions: 123_456,
+                    vectors: [(14, 3), (0x20, 1)].into_iter().collect(),
+                    page_faults: 3,
+                    tlb_flushes: 9,
+                    ..VcpuTelemetry::default()
+                },
+                VcpuTelemetry {
+                    id: 1,
+                    exits: exits(&[("mmio", 1, 0)]),
+                    guest_ns: 1_500_000,
+                    ..VcpuTelemetry::default()
+                },
+            ],
+            ports: vec![PortCount {
+                port: 0x3fd,
+                count: 6,
+            }],
+            devices: vec![
+                range("uart", Space::Port, 0x3f8, 6, 5, 0),
+                range("pci-window", Space::Mmio, 0xd000_0000, 1, 0, 1_000_000),
+                range("pci-window", Space::Mmio, 0xd000_1000, 1, 1, 2_000_000),
+            ],
+            device_timing: true,
+            unclaimed: Unclaimed {
+                mmio_writes: 1,
+                port_reads: 1,
+                ..Unclaimed::default()
+            },
+            paused_ns: 5_000_000,
+        }
+    }
 
     /// A sample's labels, values unescaped.
     type Labels = Vec<(String, String)>;
@@ -382,8 +442,7 @@ mod tests {
 
     #[test]
     fn the_exposition_is_well_formed_and_carries_every_counter() {
-        let t = Telemetry::collect(&busy_machine());
-        let text = t.prometheus("linux-1");
+        let text = render(&busy(), "linux-1");
         let samples = check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let find = |name: &str, labels: &[(&str, &str)]| -> f64 {
             let mut want: Vec<(String, String)> = vec![("vm".into(), "linux-1".into())];
@@ -447,7 +506,7 @@ mod tests {
             .insert(IoSpace::Port, 0x60, 1, "we\"ird\\dev\nice", dev)
             .unwrap();
         m.bus.write(IoSpace::Port, 0x60, &[1]);
-        let text = Telemetry::collect(&m).prometheus("a \"vm\"\\\n");
+        let text = render(&Telemetry::collect(&m), "a \"vm\"\\\n");
         assert!(
             text.contains(
                 r#"{vm="a \"vm\"\\\n",device="we\"ird\\dev\nice",space="port",base="0x60"} 1"#

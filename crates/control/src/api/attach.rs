@@ -1,5 +1,5 @@
 //! The console stream of an upgraded API connection: guest output from
-//! the [`ConsoleHub`](crate::console_hub::ConsoleHub) to the client, the
+//! the [`ConsoleHub`](crate::hub::ConsoleHub) to the client, the
 //! client's bytes to the console device, until either side ends.
 
 use std::io::{Read, Write};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::server::ApiVm;
-use crate::console_hub::HubRead;
+use crate::hub::{ConsoleHub, HubRead};
 
 /// Where a console client starts reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub fn stream(stream: UnixStream, api: &Arc<ApiVm>, from: ConsoleFrom) {
             .name("api-console-in".into())
             .spawn(move || forward_input(reader, &api, &done))
     };
-    forward_output(&stream, &api.get(), from, &done);
+    forward_output(&stream, api.hub(), from, &done);
     done.store(true, Ordering::SeqCst);
     let _ = stream.shutdown(Shutdown::Both);
     if let Ok(t) = input {
@@ -45,13 +45,7 @@ pub fn stream(stream: UnixStream, api: &Arc<ApiVm>, from: ConsoleFrom) {
     }
 }
 
-fn forward_output(
-    mut stream: &UnixStream,
-    vm: &crate::vm::VmHandle,
-    from: ConsoleFrom,
-    done: &AtomicBool,
-) {
-    let hub = vm.console_hub().clone();
+fn forward_output(mut stream: &UnixStream, hub: &ConsoleHub, from: ConsoleFrom, done: &AtomicBool) {
     let mut offset = match from {
         ConsoleFrom::Attach => hub.attach_offset(),
         ConsoleFrom::Start => 0,

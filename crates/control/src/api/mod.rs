@@ -4,11 +4,11 @@
 //! * [`http`] — the small HTTP/1.1 reader and writer both sides use;
 //! * [`server`] — the accept loop and the connection threads;
 //! * [`routes`] — the endpoints (described by `docs/api/openapi.json`);
-//! * [`console`] — the upgraded console stream;
+//! * [`attach`] — the upgraded console stream (`alcazar console`);
 //! * [`client`] — what the `alcazar` CLI verbs call.
 
+pub mod attach;
 pub mod client;
-pub mod console;
 pub mod http;
 pub mod routes;
 pub mod runtime;
