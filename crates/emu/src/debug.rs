@@ -3,8 +3,8 @@
 
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
-use crate::cpu::seg;
 use crate::mmu::AccessKind;
+use crate::state::seg;
 use crate::Cpu;
 
 /// The instruction at CS:RIP, disassembled (`"?"` where its bytes cannot

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use alcazar_core::memory::HostRegion;
 
 use crate::code::CodePages;
-use crate::cpu::{cr0, cr4, efer, CpuState};
 use crate::fault::{pf, Fault};
+use crate::state::{cr0, cr4, efer, CpuState};
 
 /// Entries per TLB (a power of two).
 pub const TLB_ENTRIES: usize = 1024;

@@ -25,8 +25,8 @@ use std::time::Instant;
 use alcazar_core::engine::ExitKind;
 use alcazar_core::GuestClock;
 
-use crate::cpu::{cr0, efer, seg};
 use crate::fault::Fault;
+use crate::state::{cr0, efer, seg};
 use crate::Cpu;
 
 /// The TSC frequency: 1 GHz (one tick per host nanosecond).

@@ -18,9 +18,9 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::operand::{modify_op, op_size, read_op};
 use super::Handler;
-use crate::cpu::{reg, CodeSize};
 use crate::fault::Fault;
 use crate::flags::{self, sign_extend, FlagOp, Flags, AF, ARITH, CF, PF, SF, ZF};
+use crate::state::{reg, CodeSize};
 use crate::Cpu;
 
 pub(crate) const ADD: u8 = 0;
@@ -405,9 +405,9 @@ fn aad(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::fault::Fault;
     use crate::flags::{AF, ARITH, CF, DF, OF, PF, SF, ZF};
+    use crate::state::reg;
     use crate::testutil::{assemble, cpu32, cpu64, run64, run_until, CODE, DATA};
     use crate::Cpu;
 

@@ -198,8 +198,8 @@ fn movbe(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::flags::{ARITH, CF, OF, PF, SF, ZF};
+    use crate::state::reg;
     use crate::testutil::{run64, DATA};
     use crate::Cpu;
 

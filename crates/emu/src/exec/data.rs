@@ -17,10 +17,10 @@ use super::operand::{
     read_reg, stack_op_size, write_op, write_reg,
 };
 use super::Handler;
-use crate::cpu::{reg, seg, CodeSize};
 use crate::fault::Fault;
 use crate::flags::{sign_extend, FlagOp, ZF};
 use crate::mmu::AccessKind;
+use crate::state::{reg, seg, CodeSize};
 use crate::Cpu;
 
 /// The handler for `insn`, if this module implements it.
@@ -137,9 +137,9 @@ fn pop_op(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     // POP with an RSP-relative memory destination computes the address
     // after RSP is incremented (SDM POP): pop first, then store; on a
     // fault restore RSP.
-    let saved = cpu.s.gpr[crate::cpu::reg::RSP];
+    let saved = cpu.s.gpr[crate::state::reg::RSP];
     let v = pop(cpu, size)?;
-    write_op(cpu, insn, 0, v).inspect_err(|_| cpu.s.gpr[crate::cpu::reg::RSP] = saved)
+    write_op(cpu, insn, 0, v).inspect_err(|_| cpu.s.gpr[crate::state::reg::RSP] = saved)
 }
 
 fn nop(_: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
@@ -260,7 +260,9 @@ fn cmpxchg16b(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let lin = cpu.linear(s, off, 16, AccessKind::Write)?;
     let user = cpu.user();
     let (lo, hi) = {
-        let _guard = crate::SPLIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::mem::SPLIT_LOCK
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // Aligned: both halves are on one page. Check writability first.
         cpu.translate(lin, AccessKind::Write, user)?;
         let lo = cpu.read_lin(lin, 8, user)?;
@@ -409,9 +411,9 @@ fn popa(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::fault::Fault;
     use crate::flags::{ARITH, CF, PF, ZF};
+    use crate::state::reg;
     use crate::testutil::{assemble, cpu16, cpu32, cpu64, run64, run_until, CODE, DATA, STACK};
     use crate::Cpu;
 

@@ -22,11 +22,11 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::operand::{address_size, read_reg, seg_index, write_reg};
 use super::Handler;
-use crate::cpu::{reg, seg};
 use crate::fault::Fault;
 use crate::flags;
 use crate::mmu::AccessKind;
 use crate::segment::sys;
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// Most iterations of a REP INS/OUTS per execution.

@@ -14,9 +14,9 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::operand::{op_size, read_op, write_reg};
 use super::Handler;
-use crate::cpu::reg;
 use crate::fault::Fault;
 use crate::flags::{mask, sign_extend, FlagOp, CF, OF};
+use crate::state::reg;
 use crate::Cpu;
 
 /// The handler for `insn`, if this module implements it.
@@ -203,9 +203,9 @@ fn idiv(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::fault::Fault;
     use crate::flags::{ARITH, CF, OF, PF, SF, ZF};
+    use crate::state::reg;
     use crate::testutil::{assemble, cpu64, run64, DATA};
     use crate::Cpu;
 

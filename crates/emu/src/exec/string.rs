@@ -18,10 +18,10 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::seg_index;
 use super::Handler;
-use crate::cpu::{reg, seg};
 use crate::fault::Fault;
 use crate::flags::{mask, FlagOp, DF};
 use crate::mmu::{AccessKind, Translation};
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// Most iterations a REP string instruction runs before yielding to the
@@ -269,9 +269,9 @@ mod tests {
     use iced_x86::code_asm::*;
 
     use super::REP_CHUNK;
-    use crate::cpu::{reg, seg};
     use crate::fault::Fault;
     use crate::flags::{ARITH, CF, PF, SF, ZF};
+    use crate::state::{reg, seg};
     use crate::testutil::{assemble, cpu16, cpu32, cpu64, run_until, CODE, DATA};
     use crate::Cpu;
 

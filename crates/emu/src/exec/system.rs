@@ -29,9 +29,9 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::{pop, push, stack_op_size, write_reg};
 use super::Handler;
-use crate::cpu::{cr4, efer, reg, seg, CodeSize};
 use crate::fault::Fault;
 use crate::flags::{self, Flags};
+use crate::state::{cr4, efer, reg, seg, CodeSize};
 use crate::Cpu;
 
 pub use crate::cpuid::cpuid_table;

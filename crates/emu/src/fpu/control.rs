@@ -6,10 +6,10 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::access::check_far_end;
 use super::{check_mmx, check_sse, check_x87, check_x87_nowait, mxcsr, Tag};
-use crate::cpu::cr0;
 use crate::exec::operand::{memory_operand, write_reg};
 use crate::exec::Handler;
 use crate::fault::Fault;
+use crate::state::cr0;
 use crate::Cpu;
 
 /// The handler for `insn`, if this module implements it.

@@ -33,9 +33,9 @@ pub mod x87_arith;
 
 use iced_x86::{Instruction, Mnemonic};
 
-use crate::cpu::{cr0, cr4};
 use crate::exec::Handler;
 use crate::fault::Fault;
+use crate::state::{cr0, cr4};
 use crate::Cpu;
 
 /// x87 status word bits (SDM Vol. 1 §8.1.3, Figure 8-4).

@@ -24,10 +24,10 @@ use super::access::{read_operand, xmm_index};
 use super::check_sse;
 use super::float::{self, exc, Fmt};
 use super::mxcsr;
-use crate::cpu::cr4;
 use crate::exec::Handler;
 use crate::fault::Fault;
 use crate::flags::{ARITH, CF, PF, ZF};
+use crate::state::cr4;
 use crate::Cpu;
 
 /// The handler for `insn`, if this module implements it.

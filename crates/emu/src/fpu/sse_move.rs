@@ -163,12 +163,12 @@ fn maskmov(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         OpKind::MemorySegDI => 2,
         OpKind::MemorySegEDI => 4,
         _ => match cpu.s.code_size() {
-            crate::cpu::CodeSize::Bits64 => 8,
-            crate::cpu::CodeSize::Bits32 => 4,
-            crate::cpu::CodeSize::Bits16 => 2,
+            crate::state::CodeSize::Bits64 => 8,
+            crate::state::CodeSize::Bits32 => 4,
+            crate::state::CodeSize::Bits16 => 2,
         },
     };
-    let rdi = cpu.s.read_gpr(crate::cpu::reg::RDI, addr_size, false);
+    let rdi = cpu.s.read_gpr(crate::state::reg::RDI, addr_size, false);
     let seg = crate::exec::operand::seg_index(match insn.memory_segment() {
         Register::None => Register::DS,
         r => r,

@@ -18,11 +18,11 @@ use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 use super::control::st_index;
 use super::float::{self, exc, Fmt};
 use super::{check_x87, fsw, Tag};
-use crate::cpu::seg;
 use crate::exec::operand::{memory_operand, seg_index};
 use crate::exec::Handler;
 use crate::fault::Fault;
 use crate::flags::{CF, PF, ZF};
+use crate::state::seg;
 use crate::Cpu;
 
 /// The x87 double-extended format.

@@ -31,10 +31,10 @@ use iced_x86::{ConditionCode, FlowControl, Instruction, Mnemonic, OpKind, Regist
 use super::handler_for;
 use super::operand::{op_size, seg_index};
 use crate::code::Decoded;
-use crate::cpu::seg;
 use crate::fault::Fault;
 use crate::flags::mask;
 use crate::mmu::AccessKind;
+use crate::state::seg;
 use crate::Cpu;
 
 /// Executes one decoded instruction (reading its pre-decoded operands).
@@ -64,7 +64,7 @@ pub struct MemOperand {
     pub index: u8,
     /// log2 of the index scale.
     pub scale_shift: u8,
-    /// Segment index ([`crate::cpu::seg`]).
+    /// Segment index ([`crate::state::seg`]).
     pub seg: u8,
     /// Access size in bytes.
     pub size: u8,

@@ -13,7 +13,6 @@
 use alcazar_core::regs::Segment;
 use iced_x86::{Code, Instruction, MemorySize, Mnemonic, OpKind};
 
-use crate::cpu::{reg, seg};
 use crate::exec::operand::{memory_operand, pop, push, read_op, seg_index, stack_op_size};
 use crate::exec::operand::{write_op, write_reg};
 use crate::fault::Fault;
@@ -24,6 +23,7 @@ use crate::segment::{
     load_segment, null_inaccessible_data_segments, null_segment, read_descriptor, set_accessed,
     sys, ty, v86_segment, Stack, StackCheck,
 };
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 fn gp(code: u16) -> Fault {

@@ -10,10 +10,10 @@ use alcazar_core::regs::Segment;
 use iced_x86::{Code, Instruction};
 
 use super::{in_64bit, iopl, require_cpl0, syscall_enabled};
-use crate::cpu::{reg, seg};
 use crate::fault::Fault;
 use crate::flags::{self, Flags};
 use crate::interrupts::{deliver, Event, Source};
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// Delivers software interrupt `vector`, returning after the instruction.

@@ -12,7 +12,6 @@
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::{in_64bit, require_cpl0};
-use crate::cpu::{cr0, cr4, efer, seg};
 use crate::exec::operand::{memory_operand, read_op, read_reg, write_op, write_reg};
 use crate::fault::Fault;
 use crate::flags;
@@ -20,6 +19,7 @@ use crate::segment::{
     descriptor_address, descriptor_to_segment, err_code, is_code, is_conforming, is_null,
     null_segment, probe_descriptor, read_descriptor, sys, ty,
 };
+use crate::state::{cr0, cr4, efer, seg};
 use crate::Cpu;
 
 fn gp(code: u16) -> Fault {
