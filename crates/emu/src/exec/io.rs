@@ -25,7 +25,7 @@ use super::Handler;
 use crate::fault::Fault;
 use crate::flags;
 use crate::mmu::AccessKind;
-use crate::segment::sys;
+use crate::privilege::check_io;
 use crate::state::{reg, seg};
 use crate::Cpu;
 
@@ -41,44 +41,6 @@ pub fn lookup(insn: &Instruction) -> Option<Handler> {
         Mnemonic::Outsb | Mnemonic::Outsw | Mnemonic::Outsd => outs,
         _ => return None,
     })
-}
-
-/// #GP(0) unless `size` bytes at `port` may be accessed at the current
-/// privilege (IOPL, then the TSS I/O permission bitmap).
-pub fn check_io(cpu: &mut Cpu, port: u16, size: u8) -> Result<(), Fault> {
-    if !cpu.s.protected_mode() {
-        return Ok(());
-    }
-    let iopl = ((cpu.s.flags.get() & flags::IOPL) >> 12) as u8;
-    if !cpu.s.v86_mode() && cpu.s.cpl <= iopl {
-        return Ok(());
-    }
-    let gp = Fault::GeneralProtection(0);
-    let tr = cpu.s.tr;
-    let limit = u64::from(tr.limit);
-    if tr.unusable || !matches!(tr.type_, sys::TSS_AVAIL | sys::TSS_BUSY) || limit < 103 {
-        return Err(gp);
-    }
-    let wide = cpu.s.long_mode();
-    let lin = |off: u64| {
-        let a = tr.base.wrapping_add(off);
-        if wide {
-            a
-        } else {
-            a & 0xffff_ffff
-        }
-    };
-    let map_base = cpu.read_lin(lin(102), 2, false)?;
-    let off = map_base + u64::from(port / 8);
-    if off + 1 > limit {
-        return Err(gp);
-    }
-    let bits = cpu.read_lin(lin(off), 2, false)?;
-    let want = ((1u64 << size) - 1) << (port & 7);
-    if bits & want != 0 {
-        return Err(gp);
-    }
-    Ok(())
 }
 
 /// Reads `size` bytes from `port` on the bus.
@@ -240,6 +202,7 @@ fn outs(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::sys;
     use crate::testutil::*;
     use alcazar_core::bus::BusDevice;
     use alcazar_core::hooks::HypercallArgs;

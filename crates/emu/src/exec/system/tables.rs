@@ -1,254 +1,26 @@
-//! Control and debug registers, descriptor-table registers and the
-//! selector-inspection instructions (SDM Vol. 2 for each; Vol. 3A §2.5
-//! control registers, §2.4 and §3.5.1 descriptor-table registers, §4.10.4
-//! TLB invalidation, §10.8.5 entering IA-32e mode, §18.2 debug registers).
+//! Descriptor-table registers and the selector-inspection instructions
+//! (SDM Vol. 2 for each; Vol. 3A §2.4 and §3.5.1 descriptor-table
+//! registers, §3.5 the GDT and LDT, §7.2.4 the task register): LGDT, LIDT,
+//! SGDT, SIDT, LLDT, SLDT, LTR, STR, LAR, LSL, VERR, VERW, ARPL.
 //!
-//! TLB rules: a CR3 write drops non-global translations; a change of
-//! CR0.PG/WP/PE, CR4.PGE/PAE/PSE or EFER.NXE drops all; INVLPG drops the
-//! translations of the 2 MiB (4 MiB with 32-bit paging) region around the
-//! address, which covers large pages, since the software TLB holds them
-//! as 4 KiB slices.
+//! Descriptors themselves (their format, reading them from the GDT or LDT,
+//! loading segment registers) are in [`crate::segment`].
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
-use super::{in_64bit, require_cpl0};
 use crate::exec::operand::{memory_operand, read_op, read_reg, write_op, write_reg};
 use crate::fault::Fault;
 use crate::flags;
+use crate::modes::in_64bit;
+use crate::privilege::require_cpl0;
 use crate::segment::{
     descriptor_address, descriptor_to_segment, err_code, is_code, is_conforming, is_null,
     null_segment, probe_descriptor, read_descriptor, sys, ty,
 };
-use crate::state::{cr0, cr4, efer, seg};
 use crate::Cpu;
 
 fn gp(code: u16) -> Fault {
     Fault::GeneralProtection(code)
-}
-
-/// The CR0 bits that exist; writes to the others are ignored.
-const CR0_BITS: u64 = cr0::PE
-    | cr0::MP
-    | cr0::EM
-    | cr0::TS
-    | cr0::ET
-    | cr0::NE
-    | cr0::WP
-    | cr0::AM
-    | cr0::NW
-    | cr0::CD
-    | cr0::PG;
-
-/// Physical-address bits above the CPU's width.
-const PHYS_RESERVED: u64 = !((1u64 << crate::mmu::PHYS_ADDR_BITS) - 1);
-
-/// MOV to/from CR0, CR2, CR3, CR4, CR8 (CPL 0).
-pub(super) fn mov_cr(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    require_cpl0(cpu)?;
-    let to_cr = insn.op_register(0).is_cr();
-    let (cr, gpr) = if to_cr {
-        (insn.op_register(0), insn.op_register(1))
-    } else {
-        (insn.op_register(1), insn.op_register(0))
-    };
-    let n = cr.number();
-    if to_cr {
-        let v = read_reg(cpu, gpr);
-        write_cr(cpu, n, v)
-    } else {
-        let v = match n {
-            0 => cpu.s.cr0,
-            2 => cpu.s.cr2,
-            3 => cpu.s.cr3,
-            4 => cpu.s.cr4,
-            8 => match cpu.irq.source().and_then(|s| s.tpr()) {
-                Some(tpr) => u64::from(tpr & 0xf),
-                None => cpu.s.cr8,
-            },
-            _ => return Err(Fault::InvalidOpcode),
-        };
-        write_reg(cpu, gpr, v);
-        Ok(())
-    }
-}
-
-/// Writes control register `n` with the checks of SDM MOV CR.
-pub(crate) fn write_cr(cpu: &mut Cpu, n: usize, v: u64) -> Result<(), Fault> {
-    match n {
-        0 => write_cr0(cpu, v)?,
-        2 => cpu.s.cr2 = v,
-        3 => {
-            let v = if cpu.s.long_mode() {
-                if v & PHYS_RESERVED != 0 {
-                    return Err(gp(0));
-                }
-                v
-            } else {
-                v & 0xffff_ffff
-            };
-            cpu.s.cr3 = v;
-            cpu.mmu.flush_non_global();
-        }
-        4 => write_cr4(cpu, v)?,
-        8 => {
-            if v >> 4 != 0 {
-                return Err(gp(0));
-            }
-            cpu.s.cr8 = v;
-            if let Some(src) = cpu.irq.source() {
-                src.set_tpr(v as u8);
-            }
-            // A lower priority may unmask a pending interrupt.
-            cpu.irq.notify();
-        }
-        _ => return Err(Fault::InvalidOpcode),
-    }
-    // Paging or the mode may have changed under the decoded block.
-    cpu.end_block = true;
-    Ok(())
-}
-
-/// CR0 (SDM Vol. 3A §2.5, §10.8.5): PG needs PE; NW needs CD; setting PG
-/// with EFER.LME activates IA-32e mode (needs CR4.PAE and CS.L = 0);
-/// clearing PG leaves it (not from 64-bit code).
-pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
-    if v >> 32 != 0 {
-        return Err(gp(0));
-    }
-    let v = (v & CR0_BITS) | cr0::ET;
-    if (v & cr0::PG != 0 && v & cr0::PE == 0) || (v & cr0::NW != 0 && v & cr0::CD == 0) {
-        return Err(gp(0));
-    }
-    let old = cpu.s.cr0;
-    let mut efer = cpu.s.efer;
-    if v & cr0::PG != 0 && old & cr0::PG == 0 && efer & efer::LME != 0 {
-        if cpu.s.cr4 & cr4::PAE == 0 || cpu.s.seg[seg::CS].l {
-            return Err(gp(0));
-        }
-        efer |= efer::LMA;
-    }
-    if v & cr0::PG == 0 && old & cr0::PG != 0 && cpu.s.long_mode() {
-        if in_64bit(cpu) {
-            return Err(gp(0));
-        }
-        efer &= !efer::LMA;
-    }
-    cpu.s.cr0 = v;
-    cpu.s.efer = efer;
-    if (old ^ v) & (cr0::PG | cr0::WP | cr0::PE) != 0 {
-        cpu.mmu.flush_all();
-    }
-    if v & cr0::PE == 0 {
-        cpu.s.cpl = 0;
-    }
-    Ok(())
-}
-
-/// CR4: only implemented features may be enabled (no VME/PVI, UMIP,
-/// FSGSBASE, PCIDE, SMEP, SMAP; OSXSAVE only with XSAVE advertised);
-/// PAE cannot be cleared in IA-32e mode.
-fn write_cr4(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
-    let mut allowed = cr4::TSD
-        | cr4::DE
-        | cr4::PSE
-        | cr4::PAE
-        | cr4::MCE
-        | cr4::PGE
-        | cr4::PCE
-        | cr4::OSFXSR
-        | cr4::OSXMMEXCPT;
-    let leaf1 = alcazar_core::cpuid::CpuidPolicy::lookup(&cpu.cpuid, 1, 0);
-    if leaf1.ecx & (1 << 26) != 0 {
-        allowed |= cr4::OSXSAVE;
-    }
-    if v & !allowed != 0 || (cpu.s.long_mode() && v & cr4::PAE == 0) {
-        return Err(gp(0));
-    }
-    let old = cpu.s.cr4;
-    cpu.s.cr4 = v;
-    if (old ^ v) & (cr4::PGE | cr4::PAE | cr4::PSE) != 0 {
-        cpu.mmu.flush_all();
-    }
-    Ok(())
-}
-
-/// MOV to/from DR0-DR7 (CPL 0): DR4/DR5 alias DR6/DR7 unless CR4.DE
-/// (then #UD); in 64-bit mode the upper halves of DR6/DR7 must be 0.
-/// The values are kept; breakpoints do not fire.
-pub(super) fn mov_dr(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    require_cpl0(cpu)?;
-    let to_dr = insn.op_register(0).is_dr();
-    let (dr, gpr) = if to_dr {
-        (insn.op_register(0), insn.op_register(1))
-    } else {
-        (insn.op_register(1), insn.op_register(0))
-    };
-    let n = match dr.number() {
-        n @ (4 | 5) if cpu.s.cr4 & cr4::DE == 0 => n + 2,
-        n @ (0..=3 | 6 | 7) => n,
-        _ => return Err(Fault::InvalidOpcode),
-    };
-    if !to_dr {
-        write_reg(cpu, gpr, cpu.s.dr[n]);
-        return Ok(());
-    }
-    let v = read_reg(cpu, gpr);
-    if n >= 6 && v >> 32 != 0 {
-        return Err(gp(0));
-    }
-    cpu.s.dr[n] = match n {
-        6 => (v & 0xe00f) | 0xffff_0ff0,
-        7 => (v & !0xd800) | 0x400,
-        _ => v,
-    };
-    Ok(())
-}
-
-/// LMSW: loads CR0 bits 3:0 (PE can be set, not cleared).
-pub(super) fn lmsw(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    require_cpl0(cpu)?;
-    let v = read_op(cpu, insn, 0)? & 0xf;
-    let old = cpu.s.cr0;
-    let new = (old & !0xe) | v | (old & cr0::PE);
-    write_cr0(cpu, new)?;
-    cpu.end_block = true;
-    Ok(())
-}
-
-/// SMSW: CR0 (16 bits to memory; the register form stores more).
-pub(super) fn smsw(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    let v = cpu.s.cr0;
-    write_op(cpu, insn, 0, v)
-}
-
-/// CLTS: clears CR0.TS.
-pub(super) fn clts(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
-    require_cpl0(cpu)?;
-    cpu.s.cr0 &= !cr0::TS;
-    Ok(())
-}
-
-/// INVLPG m: drops the translations of the page (and of any large page)
-/// holding the address.
-pub(super) fn invlpg(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    require_cpl0(cpu)?;
-    let (s, off) = memory_operand(cpu, insn);
-    let lin = if in_64bit(cpu) {
-        let base = if s >= seg::FS { cpu.s.seg[s].base } else { 0 };
-        base.wrapping_add(off)
-    } else {
-        cpu.s.seg[s].base.wrapping_add(off) & 0xffff_ffff
-    };
-    let region: u64 = if cpu.s.cr4 & cr4::PAE == 0 {
-        4 << 20
-    } else {
-        2 << 20
-    };
-    let start = lin & !(region - 1);
-    for page in (0..region).step_by(0x1000) {
-        cpu.mmu.flush_page(start.wrapping_add(page));
-    }
-    Ok(())
 }
 
 /// LGDT/LIDT (CPL 0): limit then base; 24 bits of base with a 16-bit
