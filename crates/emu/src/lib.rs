@@ -11,7 +11,7 @@
 //! 2. The [`code::BlockCache`] returns the decoded block at that address,
 //!    or iced-x86 decodes one (once) and [`exec::fast::decode`] resolves
 //!    the operands of common forms and picks a specialized handler (or the
-//!    generic one from [`exec::handler_for`]) for each instruction.
+//!    generic one from [`exec::lookup`]) for each instruction.
 //! 3. Each handler reads and writes operands through [`mem`] (segments,
 //!    then the TLB, then host RAM or the MMIO bus) and records arithmetic
 //!    flags lazily ([`flags`]).

@@ -16,35 +16,39 @@ use super::operand::{
     effective_address, mask_to, memory_operand, modify_op, op_size, peek, pop, push, read_op,
     read_reg, stack_op_size, write_op, write_reg,
 };
-use super::Handler;
+use super::HandlerEntry;
+use super::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{sign_extend, FlagOp, ZF};
 use crate::mmu::AccessKind;
 use crate::state::{reg, seg, CodeSize};
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     Some(match insn.mnemonic() {
         // MOV to/from segment and control registers are system instructions.
-        Mnemonic::Mov if is_plain_mov(insn) => mov,
-        Mnemonic::Movzx => movzx,
-        Mnemonic::Movsx | Mnemonic::Movsxd => movsx,
-        Mnemonic::Lea => lea,
-        Mnemonic::Push if !is_segment_push(insn) => push_op,
-        Mnemonic::Pop if !is_segment_push(insn) => pop_op,
-        Mnemonic::Nop | Mnemonic::Pause | Mnemonic::Endbr32 | Mnemonic::Endbr64 => nop,
-        Mnemonic::Xchg => xchg,
-        Mnemonic::Xadd => xadd,
-        Mnemonic::Cmpxchg => cmpxchg,
-        Mnemonic::Cmpxchg8b => cmpxchg8b,
-        Mnemonic::Cmpxchg16b => cmpxchg16b,
-        m if is_cmov(m) => cmov,
-        m if is_setcc(m) => setcc,
-        Mnemonic::Enter => enter,
-        Mnemonic::Leave => leave,
-        Mnemonic::Pusha | Mnemonic::Pushad => pusha,
-        Mnemonic::Popa | Mnemonic::Popad => popa,
+        Mnemonic::Mov if is_plain_mov(insn) => (mov, KeepsLinks),
+        Mnemonic::Movzx => (movzx, KeepsLinks),
+        Mnemonic::Movsx | Mnemonic::Movsxd => (movsx, KeepsLinks),
+        Mnemonic::Lea => (lea, KeepsLinks),
+        Mnemonic::Push if !is_segment_push(insn) => (push_op, KeepsLinks),
+        Mnemonic::Pop if !is_segment_push(insn) => (pop_op, KeepsLinks),
+        Mnemonic::Nop | Mnemonic::Pause | Mnemonic::Endbr32 | Mnemonic::Endbr64 => {
+            (nop, KeepsLinks)
+        }
+        Mnemonic::Xchg => (xchg, KeepsLinks),
+        Mnemonic::Xadd => (xadd, KeepsLinks),
+        Mnemonic::Cmpxchg => (cmpxchg, KeepsLinks),
+        Mnemonic::Cmpxchg8b => (cmpxchg8b, KeepsLinks),
+        Mnemonic::Cmpxchg16b => (cmpxchg16b, KeepsLinks),
+        m if is_cmov(m) => (cmov, KeepsLinks),
+        m if is_setcc(m) => (setcc, KeepsLinks),
+        Mnemonic::Enter => (enter, KeepsLinks),
+        Mnemonic::Leave => (leave, KeepsLinks),
+        Mnemonic::Pusha | Mnemonic::Pushad => (pusha, KeepsLinks),
+        Mnemonic::Popa | Mnemonic::Popad => (popa, KeepsLinks),
         _ => return None,
     })
 }

@@ -5,22 +5,28 @@
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::{pop, push, read_op, stack_op_size};
-use super::Handler;
+use super::HandlerEntry;
+use super::LinkEffect::DropsLinks;
 use crate::fault::Fault;
 use crate::state::CodeSize;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+///
+/// Near transfers change only RIP and RSP, so dropping the links after
+/// them is conservative; the common forms have specialized handlers
+/// ([`super::fast::flow`]) that do not go through this choice.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     let near = !matches!(insn.op_kind(0), OpKind::FarBranch16 | OpKind::FarBranch32)
         && insn.memory_size().size() <= 8;
     Some(match insn.mnemonic() {
-        Mnemonic::Jmp if near && !is_far_memory(insn) => jmp,
-        Mnemonic::Call if near && !is_far_memory(insn) => call,
-        Mnemonic::Ret => ret,
-        m if is_jcc(m) => jcc,
-        Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne => loop_,
-        Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => jcxz,
+        Mnemonic::Jmp if near && !is_far_memory(insn) => (jmp, DropsLinks),
+        Mnemonic::Call if near && !is_far_memory(insn) => (call, DropsLinks),
+        Mnemonic::Ret => (ret, DropsLinks),
+        m if is_jcc(m) => (jcc, DropsLinks),
+        Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne => (loop_, DropsLinks),
+        Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => (jcxz, DropsLinks),
         _ => return None,
     })
 }

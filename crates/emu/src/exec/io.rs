@@ -21,7 +21,8 @@ use alcazar_core::IoSpace;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::operand::{address_size, read_reg, seg_index, write_reg};
-use super::Handler;
+use super::HandlerEntry;
+use super::LinkEffect::DropsLinks;
 use crate::fault::Fault;
 use crate::flags;
 use crate::mmu::AccessKind;
@@ -32,13 +33,18 @@ use crate::Cpu;
 /// Most iterations of a REP INS/OUTS per execution.
 pub const IO_CHUNK: u64 = 1024;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+///
+/// Port I/O reaches devices, which can change the machine behind the CPU
+/// (what memory is mapped, a stop request, an interrupt): every form
+/// drops the block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     Some(match insn.mnemonic() {
-        Mnemonic::In => in_,
-        Mnemonic::Out => out,
-        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd => ins,
-        Mnemonic::Outsb | Mnemonic::Outsw | Mnemonic::Outsd => outs,
+        Mnemonic::In => (in_, DropsLinks),
+        Mnemonic::Out => (out, DropsLinks),
+        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd => (ins, DropsLinks),
+        Mnemonic::Outsb | Mnemonic::Outsw | Mnemonic::Outsd => (outs, DropsLinks),
         _ => return None,
     })
 }

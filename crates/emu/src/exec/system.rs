@@ -36,7 +36,8 @@ use alcazar_core::hooks::{HypercallArgs, HYPERCALL_UNKNOWN};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::{pop, push, stack_op_size, write_reg};
-use super::Handler;
+use super::HandlerEntry;
+use super::LinkEffect::DropsLinks;
 use crate::fault::Fault;
 use crate::flags::{self, Flags};
 use crate::modes::in_64bit;
@@ -46,56 +47,61 @@ use crate::Cpu;
 
 pub use crate::cpuid::cpuid_table;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+///
+/// Most system instructions can change CS, the mode, CPL, paging or IF.
+/// The few that cannot (CPUID, RDTSC, SGDT, the fences) are rare, and are
+/// declared [`DropsLinks`] too: the conservative choice.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Mov if is_sreg_mov(insn) => far::mov_sreg,
-        M::Mov if is_cr_mov(insn) => control::mov_cr,
-        M::Mov if is_dr_mov(insn) => control::mov_dr,
-        M::Push if is_sreg_op(insn) => far::push_sreg,
-        M::Pop if is_sreg_op(insn) => far::pop_sreg,
-        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => far::load_far_pointer,
-        M::Jmp if is_far(insn) => far::jmp_far,
-        M::Call if is_far(insn) => far::call_far,
-        M::Retf => far::retf,
-        M::Iret | M::Iretd | M::Iretq => far::iret,
-        M::Int => software_int::int_n,
-        M::Int3 => software_int::int3,
-        M::Into => software_int::into,
-        M::Int1 => software_int::int1,
-        M::Syscall => syscall::syscall,
-        M::Sysret | M::Sysretq => syscall::sysret,
-        M::Sysenter => syscall::sysenter,
-        M::Sysexit | M::Sysexitq => syscall::sysexit,
-        M::Lgdt | M::Lidt => tables::load_table,
-        M::Sgdt | M::Sidt => tables::store_table,
-        M::Lldt => tables::lldt,
-        M::Ltr => tables::ltr,
-        M::Sldt | M::Str => tables::store_selector,
-        M::Lmsw => control::lmsw,
-        M::Smsw => control::smsw,
-        M::Clts => control::clts,
-        M::Invlpg => control::invlpg,
-        M::Lar | M::Lsl => tables::lar_lsl,
-        M::Verr | M::Verw => tables::verr_verw,
-        M::Arpl => tables::arpl,
-        M::Cpuid => cpuid,
-        M::Rdtsc | M::Rdtscp => rdtsc,
-        M::Rdpid => rdpid,
-        M::Rdmsr => rdmsr,
-        M::Wrmsr => wrmsr,
-        M::Hlt => hlt,
-        M::Cli => cli,
-        M::Sti => sti,
-        M::Pushf | M::Pushfd | M::Pushfq => pushf,
-        M::Popf | M::Popfd | M::Popfq => popf,
-        M::Swapgs => swapgs,
-        M::Xgetbv => xgetbv,
-        M::Xsetbv => xsetbv,
-        M::Vmcall | M::Vmmcall => vmcall,
-        M::Invd | M::Wbinvd => invd,
-        M::Mfence => mfence,
+        M::Mov if is_sreg_mov(insn) => (far::mov_sreg, DropsLinks),
+        M::Mov if is_cr_mov(insn) => (control::mov_cr, DropsLinks),
+        M::Mov if is_dr_mov(insn) => (control::mov_dr, DropsLinks),
+        M::Push if is_sreg_op(insn) => (far::push_sreg, DropsLinks),
+        M::Pop if is_sreg_op(insn) => (far::pop_sreg, DropsLinks),
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => (far::load_far_pointer, DropsLinks),
+        M::Jmp if is_far(insn) => (far::jmp_far, DropsLinks),
+        M::Call if is_far(insn) => (far::call_far, DropsLinks),
+        M::Retf => (far::retf, DropsLinks),
+        M::Iret | M::Iretd | M::Iretq => (far::iret, DropsLinks),
+        M::Int => (software_int::int_n, DropsLinks),
+        M::Int3 => (software_int::int3, DropsLinks),
+        M::Into => (software_int::into, DropsLinks),
+        M::Int1 => (software_int::int1, DropsLinks),
+        M::Syscall => (syscall::syscall, DropsLinks),
+        M::Sysret | M::Sysretq => (syscall::sysret, DropsLinks),
+        M::Sysenter => (syscall::sysenter, DropsLinks),
+        M::Sysexit | M::Sysexitq => (syscall::sysexit, DropsLinks),
+        M::Lgdt | M::Lidt => (tables::load_table, DropsLinks),
+        M::Sgdt | M::Sidt => (tables::store_table, DropsLinks),
+        M::Lldt => (tables::lldt, DropsLinks),
+        M::Ltr => (tables::ltr, DropsLinks),
+        M::Sldt | M::Str => (tables::store_selector, DropsLinks),
+        M::Lmsw => (control::lmsw, DropsLinks),
+        M::Smsw => (control::smsw, DropsLinks),
+        M::Clts => (control::clts, DropsLinks),
+        M::Invlpg => (control::invlpg, DropsLinks),
+        M::Lar | M::Lsl => (tables::lar_lsl, DropsLinks),
+        M::Verr | M::Verw => (tables::verr_verw, DropsLinks),
+        M::Arpl => (tables::arpl, DropsLinks),
+        M::Cpuid => (cpuid, DropsLinks),
+        M::Rdtsc | M::Rdtscp => (rdtsc, DropsLinks),
+        M::Rdpid => (rdpid, DropsLinks),
+        M::Rdmsr => (rdmsr, DropsLinks),
+        M::Wrmsr => (wrmsr, DropsLinks),
+        M::Hlt => (hlt, DropsLinks),
+        M::Cli => (cli, DropsLinks),
+        M::Sti => (sti, DropsLinks),
+        M::Pushf | M::Pushfd | M::Pushfq => (pushf, DropsLinks),
+        M::Popf | M::Popfd | M::Popfq => (popf, DropsLinks),
+        M::Swapgs => (swapgs, DropsLinks),
+        M::Xgetbv => (xgetbv, DropsLinks),
+        M::Xsetbv => (xsetbv, DropsLinks),
+        M::Vmcall | M::Vmmcall => (vmcall, DropsLinks),
+        M::Invd | M::Wbinvd => (invd, DropsLinks),
+        M::Mfence => (mfence, DropsLinks),
         M::Lfence
         | M::Sfence
         | M::Clflush
@@ -105,8 +111,8 @@ pub fn lookup(insn: &Instruction) -> Option<Handler> {
         | M::Prefetchnta
         | M::Prefetcht0
         | M::Prefetcht1
-        | M::Prefetcht2 => nop,
-        M::Ud0 | M::Ud1 | M::Ud2 => super::undefined,
+        | M::Prefetcht2 => (nop, DropsLinks),
+        M::Ud0 | M::Ud1 | M::Ud2 => (super::undefined, DropsLinks),
         _ => return None,
     })
 }

@@ -28,8 +28,8 @@ pub mod unary;
 
 use iced_x86::{ConditionCode, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
-use super::handler_for;
 use super::operand::{op_size, seg_index};
+use super::{lookup, LinkEffect};
 use crate::code::Decoded;
 use crate::fault::Fault;
 use crate::flags::mask;
@@ -99,8 +99,9 @@ const NO_MEM: MemOperand = MemOperand {
 /// decoded instructions while specialized handlers run; generic handlers
 /// see the architectural RIP.
 ///
-/// A generic instruction may change anything (mode, CS, CPL, paging), so
-/// it also invalidates every block link ([`crate::code::Link`]).
+/// An instruction declared [`LinkEffect::DropsLinks`] may change anything
+/// (mode, CS, CPL, paging), so this also invalidates every block link
+/// ([`crate::code::Link`]).
 pub fn generic(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
     cpu.ctx_epoch = cpu.ctx_epoch.wrapping_add(1);
     cpu.s.rip = d.rip;
@@ -108,8 +109,8 @@ pub fn generic(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
 }
 
 /// Runs the generic handler of an instruction that cannot change how a
-/// RIP maps to a block ([`crate::exec::is_pure`]): like [`generic`], but
-/// the block links stay valid.
+/// RIP maps to a block (declared [`LinkEffect::KeepsLinks`]): like
+/// [`generic`], but the block links stay valid.
 pub fn generic_pure(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
     cpu.s.rip = d.rip;
     (d.handler)(cpu, &d.insn)
@@ -118,7 +119,7 @@ pub fn generic_pure(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
 /// Decodes `insn` (decoded with `bitness` at `rip`; the next instruction
 /// is at `next_rip`) into its run-loop form.
 pub fn decode(insn: &Instruction, bitness: u32, rip: u64, next_rip: u64) -> Decoded {
-    let handler = handler_for(insn);
+    let (handler, links) = lookup(insn);
     let mut ops = Operands {
         imm: 0,
         mem: NO_MEM,
@@ -133,10 +134,9 @@ pub fn decode(insn: &Instruction, bitness: u32, rip: u64, next_rip: u64) -> Deco
             FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
         );
     Decoded {
-        exec: exec.unwrap_or(if super::is_pure(insn) {
-            generic_pure
-        } else {
-            generic
+        exec: exec.unwrap_or(match links {
+            LinkEffect::KeepsLinks => generic_pure,
+            LinkEffect::DropsLinks => generic,
         }),
         chains,
         fused: false,
