@@ -18,7 +18,7 @@
 //! * this file: [`CodePages`];
 //! * `code/cache.rs`: [`Decoded`], [`Block`], [`Link`], [`BlockCache`];
 //! * `code/decode.rs`: fetching the bytes at CS:RIP and decoding a block
-//!   ([`crate::Cpu::block_at_rip`]).
+//!   (`Cpu::block_at_rip`).
 
 mod cache;
 mod decode;

@@ -6,8 +6,8 @@
 //!
 //! This file has the structure and the power-on constructor (SDM Vol. 3A
 //! §9.1.1). The methods live with the concept they implement (the crate
-//! doc has the full table): running in [`crate::run`], fetching and
-//! decoding in [`crate::code`], memory accesses in [`crate::mem`],
+//! doc has the full table): running in `run.rs`, fetching and decoding
+//! in `code/decode.rs`, memory accesses in [`crate::mem`],
 //! INIT/STARTUP and the APIC page in [`crate::apic::startup`], the fast
 //! paths' memory operands in [`crate::exec::fast`].
 

@@ -1,5 +1,5 @@
 //! Diagnostics: what the CPU was running, in words, for log lines about
-//! faults the VM cannot survive.
+//! faults the VM cannot survive (Alcazar's, no SDM section).
 
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 

@@ -4,7 +4,8 @@
 //! ones), creating [`Cpu`]s with their local APICs on one APIC bus.
 //!
 //! A vCPU is handed out as a [`crate::vcpu::EmuVcpu`], which implements
-//! [`alcazar_core::engine::Vcpu`] over a [`Cpu`].
+//! [`alcazar_core::engine::Vcpu`] over a [`Cpu`]. (Alcazar's glue, no SDM
+//! section.)
 
 use std::sync::{Arc, Mutex};
 

@@ -16,13 +16,13 @@
 //!
 //! The transitions, and where each happens:
 //!
-//! * real -> protected: CR0.PE (MOV CR0, LMSW: [`write_cr0`]), then a far
+//! * real -> protected: CR0.PE (MOV CR0, LMSW: `write_cr0`), then a far
 //!   JMP loads a protected-mode CS (`exec/system/far.rs`);
-//! * protected -> IA-32e: EFER.LME ([`write_efer`]) with CR4.PAE, then
-//!   CR0.PG activates IA-32e mode and sets EFER.LMA ([`write_cr0`]); a far
+//! * protected -> IA-32e: EFER.LME (`write_efer`) with CR4.PAE, then
+//!   CR0.PG activates IA-32e mode and sets EFER.LMA (`write_cr0`); a far
 //!   transfer to a CS with L = 1 enters 64-bit mode;
 //! * IA-32e -> protected: clearing CR0.PG (from compatibility mode) clears
-//!   EFER.LMA ([`write_cr0`]);
+//!   EFER.LMA (`write_cr0`);
 //! * into and out of virtual-8086 mode: IRET with VM = 1 in the popped
 //!   RFLAGS (`exec/system/far.rs`), and an interrupt or exception taken in
 //!   it (`interrupts/idt.rs`); task switches are not implemented;

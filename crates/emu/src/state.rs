@@ -1,4 +1,7 @@
-//! The architectural state of one emulated CPU.
+//! The architectural state of one emulated CPU: [`CpuState`], the register
+//! names, and the queries of the current mode (Intel SDM Vol. 1 §3.4
+//! "Basic program execution registers", Vol. 3A §2.4-§2.6 for the
+//! system registers, §9.1.1 for the power-on values).
 //!
 //! Register layout follows the SDM: sixteen 64-bit GPRs (index order RAX,
 //! RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15, the encoding order), RIP,

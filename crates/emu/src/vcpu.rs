@@ -1,5 +1,6 @@
 //! The emu vCPU as the rest of Alcazar sees it: the [`Vcpu`] trait over a
-//! [`Cpu`].
+//! [`Cpu`] (Alcazar's glue, no SDM section; the register sets it moves
+//! are those of [`crate::state`]).
 
 use alcazar_core::engine::{EngineError, Vcpu, VcpuExit};
 use alcazar_core::inspect::Tree;

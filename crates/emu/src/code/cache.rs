@@ -2,6 +2,10 @@
 //! instruction with its handler and pre-decoded operands), [`Block`] (a
 //! run of them, with the code-page generations it depends on), the
 //! [`Link`]s from a block to its successors, and the [`BlockCache`].
+//!
+//! This is emulator machinery, not architecture (no SDM section): what it
+//! must preserve is that a guest never sees stale code (see
+//! [`super::CodePages`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};

@@ -1,4 +1,6 @@
-//! Reading and writing an instruction's operands.
+//! Reading and writing an instruction's operands (SDM Vol. 1 §3.7
+//! "Operand addressing", Vol. 2 §2.1.5 "Addressing-mode encoding of ModR/M
+//! and SIB bytes").
 //!
 //! iced-x86 describes each operand by an [`OpKind`]: a register, a memory
 //! operand (base + index * scale + displacement, in a segment), or an

@@ -2,7 +2,7 @@
 //! for the system architecture they touch).
 //!
 //! This module decides which handler runs (and declares each one's
-//! [`LinkEffect`]) and implements the small ones: CPUID,
+//! [`super::LinkEffect`]) and implements the small ones: CPUID,
 //! RDTSC/RDTSCP/RDPID, RDMSR/WRMSR, HLT, CLI/STI and PUSHF/POPF with their
 //! IOPL rules (Vol. 1 §3.4.3, Vol. 3A §20.2.7; the checks are in
 //! [`crate::privilege`]), SWAPGS, XGETBV/XSETBV, VMCALL/VMMCALL as Alcazar

@@ -1,4 +1,6 @@
-//! Specialized handlers for the hottest instruction forms.
+//! Specialized handlers for the hottest instruction forms: emulator
+//! machinery, not architecture (each file names the SDM pages of the
+//! instructions it specializes).
 //!
 //! The generic handlers ask iced-x86 about every operand on every
 //! execution (kind, register, size, memory base/index/displacement) and map
