@@ -11,6 +11,12 @@
 //! delivery push to or pop from before it becomes SS:RSP, so that a fault
 //! part-way leaves SS:RSP untouched.
 //!
+//! The instructions that load the descriptor-table registers (LGDT, LIDT,
+//! LLDT, LTR) are in `exec/system/tables.rs`; far transfers through code
+//! segments and call gates in `exec/system/far.rs`; the IDT and the TSS
+//! are read by interrupt delivery (`interrupts/idt.rs`) and the TSS's I/O
+//! permission bitmap by [`crate::privilege::check_io`].
+//!
 //! Every value here is guest-controlled; nothing may panic.
 
 use alcazar_core::regs::Segment;
