@@ -22,7 +22,7 @@
 
 use alcazar_core::cpuid::{CpuidEntry, CpuidPolicy, CpuidResult};
 
-use crate::cpu::cr4;
+use crate::state::cr4;
 use crate::Cpu;
 
 /// CPUID.1:EDX bits advertised.

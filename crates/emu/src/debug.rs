@@ -1,10 +1,10 @@
 //! Diagnostics: what the CPU was running, in words, for log lines about
-//! faults the VM cannot survive.
+//! faults the VM cannot survive (Alcazar's, no SDM section).
 
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
-use crate::cpu::seg;
 use crate::mmu::AccessKind;
+use crate::state::seg;
 use crate::Cpu;
 
 /// The instruction at CS:RIP, disassembled (`"?"` where its bytes cannot

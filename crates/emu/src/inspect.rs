@@ -22,11 +22,11 @@
 
 use alcazar_core::inspect::Tree;
 
-use crate::cpu::CodeSize;
 use crate::fpu::Tag;
 use crate::interrupts::InterruptSource;
 use crate::mmu::TLB_ENTRIES;
 use crate::msr::read_tsc;
+use crate::state::CodeSize;
 use crate::Cpu;
 
 /// `cpu`'s inspector tree: `base` (the register tree) followed by
@@ -88,8 +88,8 @@ fn msrs(cpu: &Cpu) -> Tree {
         ("lstar", m.lstar),
         ("cstar", m.cstar),
         ("sfmask", m.sfmask),
-        ("fs_base", s.seg[crate::cpu::seg::FS].base),
-        ("gs_base", s.seg[crate::cpu::seg::GS].base),
+        ("fs_base", s.seg[crate::state::seg::FS].base),
+        ("gs_base", s.seg[crate::state::seg::GS].base),
         ("kernel_gs_base", m.kernel_gs_base),
         ("sysenter_cs", m.sysenter_cs),
         ("sysenter_esp", m.sysenter_esp),

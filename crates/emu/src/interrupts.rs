@@ -24,10 +24,10 @@ pub use lines::{take_pending, wait_for_interrupt, InterruptLines, InterruptSourc
 
 use alcazar_core::engine::{ExitKind, VcpuExit};
 
-use crate::cpu::seg;
 use crate::fault::{Fault, FaultClass};
 use crate::flags;
 use crate::segment::Stack;
+use crate::state::seg;
 use crate::Cpu;
 
 /// Where an event comes from; decides the IDT gate DPL check and the EXT

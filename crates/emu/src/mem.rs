@@ -8,13 +8,19 @@
 //! segment. Accesses that cross a page are split after both pages are
 //! translated, so a fault on the second page leaves memory untouched.
 
+use std::sync::Mutex;
+
 use alcazar_core::engine::ExitKind;
 use alcazar_core::IoSpace;
 
-use crate::cpu::seg;
 use crate::fault::Fault;
 use crate::mmu::{AccessKind, Translation};
+use crate::state::seg;
 use crate::Cpu;
+
+/// Serializes locked read-modify-writes that cannot use a host atomic
+/// (split across pages, or on MMIO) — the "split lock" of real CPUs.
+pub(crate) static SPLIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// Whether `addr` is canonical for 48-bit linear addresses.
 #[inline]
@@ -108,7 +114,7 @@ impl Cpu {
         size > 1
             && lin & (u64::from(size) - 1) != 0
             && self.s.cpl == 3
-            && self.s.cr0 & crate::cpu::cr0::AM != 0
+            && self.s.cr0 & crate::state::cr0::AM != 0
             && self.s.flags.test(crate::flags::AC)
     }
 
@@ -319,7 +325,7 @@ impl Cpu {
         }
         // Slow path: translate for write first so faults come before any
         // change, then read-modify-write under the VM-wide split lock.
-        let guard = crate::SPLIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = SPLIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         // A locked access is a write access from the start: a fault on it
         // reports W=1 (SDM Vol. 3A §4.7), so translate both ends for
         // writing before reading anything.

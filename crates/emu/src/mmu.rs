@@ -1,27 +1,27 @@
-//! The MMU: page walks and the software TLB.
+//! The MMU: the software TLB in front of the page walk (Intel SDM Vol. 3A
+//! chapter 4 "Paging"; §4.10 "Caching translation information").
 //!
 //! A guest load or store goes: segment (done by the caller) -> linear
 //! address -> [`Mmu`] -> physical address -> host memory or the MMIO bus.
 //! The TLB maps a linear page straight to a host pointer, per access kind
 //! (read, write, fetch) and privilege (supervisor, user), so the common
-//! access is an index, a compare and a pointer dereference.
+//! access is an index, a compare and a pointer dereference. A miss walks
+//! the paging structures (`mmu/walk.rs`: 32-bit, PAE and 4-level paging)
+//! and refills the entry.
 //!
-//! Page walks implement the three paging modes of Intel SDM Vol. 3A ch. 4:
-//! 32-bit (§4.3, with 4 MiB pages under CR4.PSE), PAE (§4.4) and 4-level
-//! (§4.5), with U/S, R/W, CR0.WP, NX (EFER.NXE), global pages (CR4.PGE),
-//! reserved-bit checks, and accessed/dirty bits set atomically. SMEP, SMAP,
-//! PCID and protection keys are not implemented (and not advertised).
-//!
-//! A TLB entry for writing is only made once the page's dirty bit is set,
-//! so every first write still walks and sets D.
+//! Global pages (CR4.PGE) survive CR3 writes; which writes flush what is
+//! in [`crate::modes`], INVLPG in `exec/system/control.rs`. A TLB entry
+//! for writing is only made once the page's dirty bit is set, so every
+//! first write still walks and sets D; pages holding decoded code never
+//! get one, so that their stores reach [`crate::code::CodePages`].
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+mod walk;
 
 use alcazar_core::memory::HostRegion;
 
 use crate::code::CodePages;
-use crate::cpu::{cr0, cr4, efer, CpuState};
 use crate::fault::{pf, Fault};
+use crate::state::{cr0, efer, CpuState};
 
 /// Entries per TLB (a power of two).
 pub const TLB_ENTRIES: usize = 1024;
@@ -313,201 +313,5 @@ impl Mmu {
             phys: phys_page | offset,
             host,
         })
-    }
-
-    /// Reads a paging-structure entry of `size` bytes at physical `addr`.
-    fn entry_ptr(&self, addr: u64) -> Option<*mut u8> {
-        self.host_of(addr).map(|(p, _)| p)
-    }
-
-    /// Walks the paging structures for `lin`; returns the physical page
-    /// and whether it is global, setting accessed/dirty bits.
-    fn walk(
-        &mut self,
-        cpu: &CpuState,
-        lin: u64,
-        kind: AccessKind,
-        user: bool,
-    ) -> Result<(u64, bool), WalkFault> {
-        if cpu.cr4 & cr4::PAE == 0 {
-            return self.walk32(cpu, lin, kind, user);
-        }
-        let nxe = cpu.efer & efer::NXE != 0;
-        // Physical-address bits 40..51 are reserved; so is XD without NXE.
-        let rsvd = 0x000f_ff00_0000_0000 | if nxe { 0 } else { 1 << 63 };
-        let mut perms = Perms::all();
-        let mut entries: [Option<(*mut u8, u64)>; 4] = [None; 4];
-        let (mut table, levels): (u64, &[u32]) = if cpu.long_mode() {
-            (cpu.cr3 & PHYS_MASK & PAGE_MASK, &[39, 30, 21, 12])
-        } else {
-            // PAE: the PDPTE (bits 31:30) has no U/S, R/W or NX.
-            let pdpte_addr = (cpu.cr3 & 0xffff_ffe0) + ((lin >> 30) & 3) * 8;
-            let p = self.entry_ptr(pdpte_addr).ok_or(WalkFault(0))?;
-            let pdpte = load_entry(p, 8);
-            if pdpte & 1 == 0 {
-                return Err(WalkFault(0));
-            }
-            if pdpte & (rsvd | 0x1e6) != 0 {
-                return Err(WalkFault(pf::PRESENT | pf::RSVD));
-            }
-            (pdpte & PHYS_MASK & PAGE_MASK, &[21, 12])
-        };
-        for (depth, &shift) in levels.iter().enumerate() {
-            let addr = table + ((lin >> shift) & 0x1ff) * 8;
-            let p = self.entry_ptr(addr).ok_or(WalkFault(0))?;
-            let e = load_entry(p, 8);
-            if e & 1 == 0 {
-                return Err(WalkFault(0));
-            }
-            let large = shift != 12 && e & 0x80 != 0;
-            let mut bad = e & rsvd;
-            if large && shift == 39 {
-                bad |= 0x80; // PS in a PML4E is reserved
-            }
-            if large && shift == 30 && !cpu.long_mode() {
-                bad |= 0x80;
-            }
-            if large {
-                bad |= e & ((1u64 << shift) - 1) & !0x1fff; // low address bits of a large page
-            }
-            if bad != 0 {
-                return Err(WalkFault(pf::PRESENT | pf::RSVD));
-            }
-            perms.narrow(e, nxe);
-            entries[depth] = Some((p, e));
-            if large || shift == 12 {
-                perms.check(cpu, kind, user)?;
-                self.set_accessed_dirty(&entries[..=depth], kind == AccessKind::Write, 8);
-                let frame = e & PHYS_MASK & !((1u64 << shift) - 1);
-                let page = frame | (lin & ((1u64 << shift) - 1) & PAGE_MASK);
-                let global = e & 0x100 != 0 && cpu.cr4 & cr4::PGE != 0;
-                return Ok((page, global));
-            }
-            table = e & PHYS_MASK & PAGE_MASK;
-        }
-        Err(WalkFault(0))
-    }
-
-    /// 32-bit paging (SDM §4.3): 4 KiB pages, or 4 MiB with CR4.PSE.
-    fn walk32(
-        &mut self,
-        cpu: &CpuState,
-        lin: u64,
-        kind: AccessKind,
-        user: bool,
-    ) -> Result<(u64, bool), WalkFault> {
-        let lin = lin & 0xffff_ffff;
-        let mut perms = Perms::all();
-        let pde_addr = (cpu.cr3 & 0xffff_f000) + ((lin >> 22) & 0x3ff) * 4;
-        let pde_ptr = self.entry_ptr(pde_addr).ok_or(WalkFault(0))?;
-        let pde = load_entry(pde_ptr, 4);
-        if pde & 1 == 0 {
-            return Err(WalkFault(0));
-        }
-        perms.narrow(pde, false);
-        if pde & 0x80 != 0 && cpu.cr4 & cr4::PSE != 0 {
-            if pde & (1 << 21) != 0 {
-                return Err(WalkFault(pf::PRESENT | pf::RSVD));
-            }
-            perms.check(cpu, kind, user)?;
-            self.set_accessed_dirty(&[Some((pde_ptr, pde))], kind == AccessKind::Write, 4);
-            // PSE-36: bits 20:13 give physical address bits 39:32.
-            let frame = (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32;
-            let global = pde & 0x100 != 0 && cpu.cr4 & cr4::PGE != 0;
-            return Ok((frame | (lin & 0x3f_f000), global));
-        }
-        let pte_addr = (pde & 0xffff_f000) + ((lin >> 12) & 0x3ff) * 4;
-        let pte_ptr = self.entry_ptr(pte_addr).ok_or(WalkFault(0))?;
-        let pte = load_entry(pte_ptr, 4);
-        if pte & 1 == 0 {
-            return Err(WalkFault(0));
-        }
-        perms.narrow(pte, false);
-        perms.check(cpu, kind, user)?;
-        self.set_accessed_dirty(
-            &[Some((pde_ptr, pde)), Some((pte_ptr, pte))],
-            kind == AccessKind::Write,
-            4,
-        );
-        let global = pte & 0x100 != 0 && cpu.cr4 & cr4::PGE != 0;
-        Ok((pte & 0xffff_f000, global))
-    }
-
-    /// Sets A on every entry of the walk and D on the last one for writes,
-    /// atomically (another vCPU may be walking the same tables).
-    fn set_accessed_dirty(&self, entries: &[Option<(*mut u8, u64)>], write: bool, size: usize) {
-        let last = entries.len() - 1;
-        for (i, (p, e)) in entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, x)| x.map(|x| (i, x)))
-        {
-            let mut bits = 0x20; // accessed
-            if write && i == last {
-                bits |= 0x40; // dirty
-            }
-            if e & bits != bits {
-                or_entry(p, size, bits);
-            }
-        }
-    }
-}
-
-/// The accumulated permissions of a walk (SDM §4.6).
-struct Perms {
-    writable: bool,
-    user: bool,
-    no_exec: bool,
-}
-
-impl Perms {
-    fn all() -> Self {
-        Perms {
-            writable: true,
-            user: true,
-            no_exec: false,
-        }
-    }
-
-    fn narrow(&mut self, entry: u64, nxe: bool) {
-        self.writable &= entry & 2 != 0;
-        self.user &= entry & 4 != 0;
-        self.no_exec |= nxe && entry & (1 << 63) != 0;
-    }
-
-    fn check(&self, cpu: &CpuState, kind: AccessKind, user: bool) -> Result<(), WalkFault> {
-        let denied = match kind {
-            _ if user && !self.user => true,
-            AccessKind::Write => !self.writable && (user || cpu.cr0 & cr0::WP != 0),
-            AccessKind::Fetch => self.no_exec,
-            AccessKind::Read => false,
-        };
-        if denied {
-            Err(WalkFault(pf::PRESENT))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-fn load_entry(p: *mut u8, size: usize) -> u64 {
-    if size == 8 {
-        // SAFETY: `p` points at an 8-byte paging entry inside guest RAM
-        // (entries are naturally aligned: table base is 4 KiB aligned and
-        // the index is scaled by 8).
-        unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.load(Ordering::Relaxed)
-    } else {
-        // SAFETY: as above for a 4-byte entry.
-        u64::from(unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }.load(Ordering::Relaxed))
-    }
-}
-
-fn or_entry(p: *mut u8, size: usize, bits: u64) {
-    if size == 8 {
-        // SAFETY: see `load_entry`.
-        unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.fetch_or(bits, Ordering::Relaxed);
-    } else {
-        // SAFETY: see `load_entry`.
-        unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }.fetch_or(bits as u32, Ordering::Relaxed);
     }
 }

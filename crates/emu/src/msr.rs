@@ -25,8 +25,8 @@ use std::time::Instant;
 use alcazar_core::engine::ExitKind;
 use alcazar_core::GuestClock;
 
-use crate::cpu::{cr0, efer, seg};
 use crate::fault::Fault;
+use crate::state::seg;
 use crate::Cpu;
 
 /// The TSC frequency: 1 GHz (one tick per host nanosecond).
@@ -240,7 +240,7 @@ pub fn write_msr(cpu: &mut Cpu, msr: u32, value: u64) -> Result<(), Fault> {
     }
     use index::*;
     match msr {
-        EFER => write_efer(cpu, value)?,
+        EFER => crate::modes::write_efer(cpu, value)?,
         STAR => cpu.s.msr.star = value,
         LSTAR => cpu.s.msr.lstar = canonical(value)?,
         CSTAR => cpu.s.msr.cstar = canonical(value)?,
@@ -338,27 +338,10 @@ fn write_apic_base(cpu: &mut Cpu, value: u64) -> Result<(), Fault> {
     Ok(())
 }
 
-/// IA32_EFER: SCE, LME and NXE are writable; LMA is read-only; changing
-/// LME while paging is on is #GP(0) (SDM Vol. 3A §10.8.5).
-fn write_efer(cpu: &mut Cpu, value: u64) -> Result<(), Fault> {
-    let writable = efer::SCE | efer::LME | efer::NXE;
-    if value & !(writable | efer::LMA) != 0 {
-        return Err(gp());
-    }
-    let old = cpu.s.efer;
-    if (old ^ value) & efer::LME != 0 && cpu.s.cr0 & cr0::PG != 0 {
-        return Err(gp());
-    }
-    cpu.s.efer = (value & writable) | (old & efer::LMA);
-    if (old ^ value) & efer::NXE != 0 {
-        cpu.mmu.flush_all();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::efer;
     use crate::testutil::*;
     use alcazar_core::hooks::{MsrFault, MsrHook};
     use std::sync::Arc;

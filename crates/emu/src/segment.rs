@@ -11,12 +11,18 @@
 //! delivery push to or pop from before it becomes SS:RSP, so that a fault
 //! part-way leaves SS:RSP untouched.
 //!
+//! The instructions that load the descriptor-table registers (LGDT, LIDT,
+//! LLDT, LTR) are in `exec/system/tables.rs`; far transfers through code
+//! segments and call gates in `exec/system/far.rs`; the IDT and the TSS
+//! are read by interrupt delivery (`interrupts/idt.rs`) and the TSS's I/O
+//! permission bitmap by [`crate::privilege::check_io`].
+//!
 //! Every value here is guest-controlled; nothing may panic.
 
 use alcazar_core::regs::Segment;
 
-use crate::cpu::{reg, seg};
 use crate::fault::Fault;
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// Descriptor bit 44, S: code/data (1) or system (0).
@@ -325,7 +331,7 @@ pub fn load_segment(cpu: &mut Cpu, seg_index: usize, selector: u16) -> Result<()
     } else if cpu.s.v86_mode() {
         cpu.s.seg[seg_index] = v86_segment(selector, false);
     } else if seg_index == seg::SS {
-        let null_ok = cpu.s.code_size() == crate::cpu::CodeSize::Bits64;
+        let null_ok = cpu.s.code_size() == crate::state::CodeSize::Bits64;
         let cpl = cpu.s.cpl;
         cpu.s.seg[seg::SS] = check_stack_segment(cpu, selector, cpl, null_ok, StackCheck::Gp)?;
     } else {

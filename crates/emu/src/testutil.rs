@@ -10,7 +10,7 @@ use alcazar_core::Machine;
 use iced_x86::code_asm::CodeAssembler;
 
 use crate::code::CodePages;
-use crate::cpu::{cr0, cr4, efer, reg, seg};
+use crate::state::{cr0, cr4, efer, reg, seg};
 use crate::Cpu;
 
 /// Where test code is loaded.

@@ -1,11 +1,12 @@
 //! The emu vCPU as the rest of Alcazar sees it: the [`Vcpu`] trait over a
-//! [`Cpu`].
+//! [`Cpu`] (Alcazar's glue, no SDM section; the register sets it moves
+//! are those of [`crate::state`]).
 
 use alcazar_core::engine::{EngineError, Vcpu, VcpuExit};
 use alcazar_core::inspect::Tree;
 use alcazar_core::regs::{Regs, SpecialRegs};
 
-use crate::cpu::{reg, seg};
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// An emu vCPU.
@@ -128,7 +129,7 @@ impl Vcpu for EmuVcpu {
         s.cr8 = r.cr8;
         s.efer = r.efer;
         s.msr.apic_base = r.apic_base;
-        s.cpl = if s.cr0 & crate::cpu::cr0::PE == 0 {
+        s.cpl = if s.cr0 & crate::state::cr0::PE == 0 {
             0
         } else {
             r.cs.dpl.min(3)

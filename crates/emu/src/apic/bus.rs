@@ -1,5 +1,6 @@
 //! The VM-wide "APIC bus": the emu engine's local APICs as the platform
-//! (8259A, IOAPIC) and each other see them.
+//! (8259A, IOAPIC) and each other see them (SDM Vol. 3A §10.6 "Issuing
+//! interprocessor interrupts", §10.11 "Message signalled interrupts").
 //!
 //! [`EmuApicBus`] implements [`ApicBus`]: IOAPIC/MSI messages and IPIs are
 //! routed by the same rules ([`super::ipi`]); the 8259A's INTR output is

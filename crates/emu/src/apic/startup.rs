@@ -15,7 +15,7 @@ use std::sync::Arc;
 use alcazar_core::cpuid::CpuidPolicy;
 
 use super::{regs::base, LocalApic, Startup};
-use crate::cpu::{cr0, reg, seg, CpuState};
+use crate::state::{cr0, reg, seg, CpuState};
 use crate::Cpu;
 
 /// [`crate::mmu::Mmu::apic_page`] when no xAPIC page is mapped (never a

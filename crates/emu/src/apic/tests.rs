@@ -484,7 +484,10 @@ fn init_and_sipi_reset_and_start_a_cpu() {
     ap.mmio_write(0x300, 4, 5 << 8 | 1 << 14);
     assert!(take_pending(&mut cpu));
     assert!(cpu.s.wait_for_sipi && cpu.s.halted);
-    assert_eq!(cpu.s.seg[crate::cpu::seg::CS].base + cpu.s.rip, 0xffff_fff0);
+    assert_eq!(
+        cpu.s.seg[crate::state::seg::CS].base + cpu.s.rip,
+        0xffff_fff0
+    );
     assert_eq!(cpu.s.msr.apic_base & 0xffff_f000, 0xfee0_0000);
     // INIT de-assert does nothing; the APIC, reset by INIT, is
     // software-disabled and drops fixed interrupts.
@@ -495,12 +498,12 @@ fn init_and_sipi_reset_and_start_a_cpu() {
     ap.mmio_write(0x300, 4, 6 << 8 | 0x9a);
     assert!(take_pending(&mut cpu));
     assert!(!cpu.s.wait_for_sipi && !cpu.s.halted);
-    let cs = cpu.s.seg[crate::cpu::seg::CS];
+    let cs = cpu.s.seg[crate::state::seg::CS];
     assert_eq!((cs.selector, cs.base, cpu.s.rip), (0x9a00, 0x9a000, 0));
     // A second STARTUP is ignored.
     ap.mmio_write(0x300, 4, 6 << 8 | 0x10);
     take_pending(&mut cpu);
-    assert_eq!(cpu.s.seg[crate::cpu::seg::CS].base, 0x9a000);
+    assert_eq!(cpu.s.seg[crate::state::seg::CS].base, 0x9a000);
 }
 
 #[test]

@@ -17,10 +17,11 @@
 use iced_x86::{Instruction, Mnemonic};
 
 use super::operand::{modify_op, op_size, read_op};
-use super::Handler;
-use crate::cpu::{reg, CodeSize};
+use super::HandlerEntry;
+use super::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{self, sign_extend, FlagOp, Flags, AF, ARITH, CF, PF, SF, ZF};
+use crate::state::{reg, CodeSize};
 use crate::Cpu;
 
 pub(crate) const ADD: u8 = 0;
@@ -31,44 +32,45 @@ pub(crate) const AND: u8 = 4;
 pub(crate) const OR: u8 = 5;
 pub(crate) const XOR: u8 = 6;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Add => binop::<ADD>,
-        M::Adc => binop::<ADC>,
-        M::Sub => binop::<SUB>,
-        M::Sbb => binop::<SBB>,
-        M::And => binop::<AND>,
-        M::Or => binop::<OR>,
-        M::Xor => binop::<XOR>,
-        M::Cmp => cmp,
-        M::Test => test,
-        M::Inc => inc,
-        M::Dec => dec,
-        M::Neg => neg,
-        M::Not => not,
-        M::Clc => clc,
-        M::Stc => stc,
-        M::Cmc => cmc,
-        M::Cld => cld,
-        M::Std => std_,
-        M::Lahf => lahf,
-        M::Sahf => sahf,
-        M::Salc => salc,
-        M::Cbw => cbw,
-        M::Cwde => cwde,
-        M::Cdqe => cdqe,
-        M::Cwd => cwd,
-        M::Cdq => cdq,
-        M::Cqo => cqo,
-        M::Xlatb => xlat,
-        M::Aaa => aaa,
-        M::Aas => aas,
-        M::Daa => daa,
-        M::Das => das,
-        M::Aam => aam,
-        M::Aad => aad,
+        M::Add => (binop::<ADD>, KeepsLinks),
+        M::Adc => (binop::<ADC>, KeepsLinks),
+        M::Sub => (binop::<SUB>, KeepsLinks),
+        M::Sbb => (binop::<SBB>, KeepsLinks),
+        M::And => (binop::<AND>, KeepsLinks),
+        M::Or => (binop::<OR>, KeepsLinks),
+        M::Xor => (binop::<XOR>, KeepsLinks),
+        M::Cmp => (cmp, KeepsLinks),
+        M::Test => (test, KeepsLinks),
+        M::Inc => (inc, KeepsLinks),
+        M::Dec => (dec, KeepsLinks),
+        M::Neg => (neg, KeepsLinks),
+        M::Not => (not, KeepsLinks),
+        M::Clc => (clc, KeepsLinks),
+        M::Stc => (stc, KeepsLinks),
+        M::Cmc => (cmc, KeepsLinks),
+        M::Cld => (cld, KeepsLinks),
+        M::Std => (std_, KeepsLinks),
+        M::Lahf => (lahf, KeepsLinks),
+        M::Sahf => (sahf, KeepsLinks),
+        M::Salc => (salc, KeepsLinks),
+        M::Cbw => (cbw, KeepsLinks),
+        M::Cwde => (cwde, KeepsLinks),
+        M::Cdqe => (cdqe, KeepsLinks),
+        M::Cwd => (cwd, KeepsLinks),
+        M::Cdq => (cdq, KeepsLinks),
+        M::Cqo => (cqo, KeepsLinks),
+        M::Xlatb => (xlat, KeepsLinks),
+        M::Aaa => (aaa, KeepsLinks),
+        M::Aas => (aas, KeepsLinks),
+        M::Daa => (daa, KeepsLinks),
+        M::Das => (das, KeepsLinks),
+        M::Aam => (aam, KeepsLinks),
+        M::Aad => (aad, KeepsLinks),
         _ => return None,
     })
 }
@@ -405,9 +407,9 @@ fn aad(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::fault::Fault;
     use crate::flags::{AF, ARITH, CF, DF, OF, PF, SF, ZF};
+    use crate::state::reg;
     use crate::testutil::{assemble, cpu32, cpu64, run64, run_until, CODE, DATA};
     use crate::Cpu;
 

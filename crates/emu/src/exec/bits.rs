@@ -18,7 +18,8 @@ use super::operand::{
     address_size, memory_operand, modify_mem, modify_op, op_size, read_op, read_reg, write_op,
     write_reg,
 };
-use super::Handler;
+use super::HandlerEntry;
+use super::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{mask, sign_extend, ARITH, CF, PF, ZF};
 use crate::Cpu;
@@ -28,20 +29,21 @@ const BTS: u8 = 1;
 const BTR: u8 = 2;
 const BTC: u8 = 3;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     Some(match insn.mnemonic() {
-        Mnemonic::Bt => bt::<BT>,
-        Mnemonic::Bts => bt::<BTS>,
-        Mnemonic::Btr => bt::<BTR>,
-        Mnemonic::Btc => bt::<BTC>,
-        Mnemonic::Bsf => bsf,
-        Mnemonic::Bsr => bsr,
-        Mnemonic::Tzcnt => tzcnt,
-        Mnemonic::Lzcnt => lzcnt,
-        Mnemonic::Popcnt => popcnt,
-        Mnemonic::Bswap => bswap,
-        Mnemonic::Movbe => movbe,
+        Mnemonic::Bt => (bt::<BT>, KeepsLinks),
+        Mnemonic::Bts => (bt::<BTS>, KeepsLinks),
+        Mnemonic::Btr => (bt::<BTR>, KeepsLinks),
+        Mnemonic::Btc => (bt::<BTC>, KeepsLinks),
+        Mnemonic::Bsf => (bsf, KeepsLinks),
+        Mnemonic::Bsr => (bsr, KeepsLinks),
+        Mnemonic::Tzcnt => (tzcnt, KeepsLinks),
+        Mnemonic::Lzcnt => (lzcnt, KeepsLinks),
+        Mnemonic::Popcnt => (popcnt, KeepsLinks),
+        Mnemonic::Bswap => (bswap, KeepsLinks),
+        Mnemonic::Movbe => (movbe, KeepsLinks),
         _ => return None,
     })
 }
@@ -198,8 +200,8 @@ fn movbe(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::flags::{ARITH, CF, OF, PF, SF, ZF};
+    use crate::state::reg;
     use crate::testutil::{run64, DATA};
     use crate::Cpu;
 

@@ -16,35 +16,39 @@ use super::operand::{
     effective_address, mask_to, memory_operand, modify_op, op_size, peek, pop, push, read_op,
     read_reg, stack_op_size, write_op, write_reg,
 };
-use super::Handler;
-use crate::cpu::{reg, seg, CodeSize};
+use super::HandlerEntry;
+use super::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{sign_extend, FlagOp, ZF};
 use crate::mmu::AccessKind;
+use crate::state::{reg, seg, CodeSize};
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     Some(match insn.mnemonic() {
         // MOV to/from segment and control registers are system instructions.
-        Mnemonic::Mov if is_plain_mov(insn) => mov,
-        Mnemonic::Movzx => movzx,
-        Mnemonic::Movsx | Mnemonic::Movsxd => movsx,
-        Mnemonic::Lea => lea,
-        Mnemonic::Push if !is_segment_push(insn) => push_op,
-        Mnemonic::Pop if !is_segment_push(insn) => pop_op,
-        Mnemonic::Nop | Mnemonic::Pause | Mnemonic::Endbr32 | Mnemonic::Endbr64 => nop,
-        Mnemonic::Xchg => xchg,
-        Mnemonic::Xadd => xadd,
-        Mnemonic::Cmpxchg => cmpxchg,
-        Mnemonic::Cmpxchg8b => cmpxchg8b,
-        Mnemonic::Cmpxchg16b => cmpxchg16b,
-        m if is_cmov(m) => cmov,
-        m if is_setcc(m) => setcc,
-        Mnemonic::Enter => enter,
-        Mnemonic::Leave => leave,
-        Mnemonic::Pusha | Mnemonic::Pushad => pusha,
-        Mnemonic::Popa | Mnemonic::Popad => popa,
+        Mnemonic::Mov if is_plain_mov(insn) => (mov, KeepsLinks),
+        Mnemonic::Movzx => (movzx, KeepsLinks),
+        Mnemonic::Movsx | Mnemonic::Movsxd => (movsx, KeepsLinks),
+        Mnemonic::Lea => (lea, KeepsLinks),
+        Mnemonic::Push if !is_segment_push(insn) => (push_op, KeepsLinks),
+        Mnemonic::Pop if !is_segment_push(insn) => (pop_op, KeepsLinks),
+        Mnemonic::Nop | Mnemonic::Pause | Mnemonic::Endbr32 | Mnemonic::Endbr64 => {
+            (nop, KeepsLinks)
+        }
+        Mnemonic::Xchg => (xchg, KeepsLinks),
+        Mnemonic::Xadd => (xadd, KeepsLinks),
+        Mnemonic::Cmpxchg => (cmpxchg, KeepsLinks),
+        Mnemonic::Cmpxchg8b => (cmpxchg8b, KeepsLinks),
+        Mnemonic::Cmpxchg16b => (cmpxchg16b, KeepsLinks),
+        m if is_cmov(m) => (cmov, KeepsLinks),
+        m if is_setcc(m) => (setcc, KeepsLinks),
+        Mnemonic::Enter => (enter, KeepsLinks),
+        Mnemonic::Leave => (leave, KeepsLinks),
+        Mnemonic::Pusha | Mnemonic::Pushad => (pusha, KeepsLinks),
+        Mnemonic::Popa | Mnemonic::Popad => (popa, KeepsLinks),
         _ => return None,
     })
 }
@@ -137,9 +141,9 @@ fn pop_op(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     // POP with an RSP-relative memory destination computes the address
     // after RSP is incremented (SDM POP): pop first, then store; on a
     // fault restore RSP.
-    let saved = cpu.s.gpr[crate::cpu::reg::RSP];
+    let saved = cpu.s.gpr[crate::state::reg::RSP];
     let v = pop(cpu, size)?;
-    write_op(cpu, insn, 0, v).inspect_err(|_| cpu.s.gpr[crate::cpu::reg::RSP] = saved)
+    write_op(cpu, insn, 0, v).inspect_err(|_| cpu.s.gpr[crate::state::reg::RSP] = saved)
 }
 
 fn nop(_: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
@@ -260,7 +264,9 @@ fn cmpxchg16b(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let lin = cpu.linear(s, off, 16, AccessKind::Write)?;
     let user = cpu.user();
     let (lo, hi) = {
-        let _guard = crate::SPLIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::mem::SPLIT_LOCK
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // Aligned: both halves are on one page. Check writability first.
         cpu.translate(lin, AccessKind::Write, user)?;
         let lo = cpu.read_lin(lin, 8, user)?;
@@ -409,9 +415,9 @@ fn popa(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::fault::Fault;
     use crate::flags::{ARITH, CF, PF, ZF};
+    use crate::state::reg;
     use crate::testutil::{assemble, cpu16, cpu32, cpu64, run64, run_until, CODE, DATA, STACK};
     use crate::Cpu;
 

@@ -5,22 +5,28 @@
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::{pop, push, read_op, stack_op_size};
-use super::Handler;
-use crate::cpu::CodeSize;
+use super::HandlerEntry;
+use super::LinkEffect::DropsLinks;
 use crate::fault::Fault;
+use crate::state::CodeSize;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+///
+/// Near transfers change only RIP and RSP, so dropping the links after
+/// them is conservative; the common forms have specialized handlers
+/// ([`super::fast::flow`]) that do not go through this choice.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     let near = !matches!(insn.op_kind(0), OpKind::FarBranch16 | OpKind::FarBranch32)
         && insn.memory_size().size() <= 8;
     Some(match insn.mnemonic() {
-        Mnemonic::Jmp if near && !is_far_memory(insn) => jmp,
-        Mnemonic::Call if near && !is_far_memory(insn) => call,
-        Mnemonic::Ret => ret,
-        m if is_jcc(m) => jcc,
-        Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne => loop_,
-        Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => jcxz,
+        Mnemonic::Jmp if near && !is_far_memory(insn) => (jmp, DropsLinks),
+        Mnemonic::Call if near && !is_far_memory(insn) => (call, DropsLinks),
+        Mnemonic::Ret => (ret, DropsLinks),
+        m if is_jcc(m) => (jcc, DropsLinks),
+        Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne => (loop_, DropsLinks),
+        Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => (jcxz, DropsLinks),
         _ => return None,
     })
 }
@@ -53,7 +59,7 @@ pub fn branch_to(cpu: &mut Cpu, target: u64, op_size: u8) -> Result<(), Fault> {
     };
     let ok = match cpu.s.code_size() {
         CodeSize::Bits64 => crate::mem::canonical(target),
-        _ => target <= u64::from(cpu.s.seg[crate::cpu::seg::CS].limit),
+        _ => target <= u64::from(cpu.s.seg[crate::state::seg::CS].limit),
     };
     if !ok {
         return Err(Fault::GeneralProtection(0));
@@ -107,9 +113,9 @@ fn call(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let size = branch_size(cpu, insn);
     let target = target_of(cpu, insn)?;
     let ret = cpu.next_rip;
-    let saved_rsp = cpu.s.gpr[crate::cpu::reg::RSP];
+    let saved_rsp = cpu.s.gpr[crate::state::reg::RSP];
     push(cpu, stack_op_size(insn), ret)?;
-    branch_to(cpu, target, size).inspect_err(|_| cpu.s.gpr[crate::cpu::reg::RSP] = saved_rsp)
+    branch_to(cpu, target, size).inspect_err(|_| cpu.s.gpr[crate::state::reg::RSP] = saved_rsp)
 }
 
 fn ret(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
@@ -123,17 +129,17 @@ fn ret(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         0
     };
     let size = (insn.stack_pointer_increment() - imm).clamp(2, 8) as u8;
-    let saved_rsp = cpu.s.gpr[crate::cpu::reg::RSP];
+    let saved_rsp = cpu.s.gpr[crate::state::reg::RSP];
     let target = pop(cpu, size)?;
     if insn.op_count() > 0 {
         let ss = cpu.s.stack_size();
         let rsp = cpu
             .s
-            .read_gpr(crate::cpu::reg::RSP, ss, false)
+            .read_gpr(crate::state::reg::RSP, ss, false)
             .wrapping_add(u64::from(insn.immediate16()));
-        cpu.s.write_gpr(crate::cpu::reg::RSP, ss, false, rsp);
+        cpu.s.write_gpr(crate::state::reg::RSP, ss, false, rsp);
     }
-    branch_to(cpu, target, size).inspect_err(|_| cpu.s.gpr[crate::cpu::reg::RSP] = saved_rsp)
+    branch_to(cpu, target, size).inspect_err(|_| cpu.s.gpr[crate::state::reg::RSP] = saved_rsp)
 }
 
 /// The counter size of LOOPcc/JrCXZ (the address size): CX, ECX or RCX.
@@ -153,12 +159,12 @@ fn counter_size(insn: &Instruction) -> u8 {
 /// while it is non-zero (and ZF is 1 / 0).
 fn loop_(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let size = counter_size(insn);
-    let saved = cpu.s.gpr[crate::cpu::reg::RCX];
+    let saved = cpu.s.gpr[crate::state::reg::RCX];
     let count = cpu
         .s
-        .read_gpr(crate::cpu::reg::RCX, size, false)
+        .read_gpr(crate::state::reg::RCX, size, false)
         .wrapping_sub(1);
-    cpu.s.write_gpr(crate::cpu::reg::RCX, size, false, count);
+    cpu.s.write_gpr(crate::state::reg::RCX, size, false, count);
     let count = count & crate::flags::mask(size);
     let take = count != 0
         && match insn.mnemonic() {
@@ -169,7 +175,7 @@ fn loop_(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     if take {
         let bsize = branch_size(cpu, insn);
         branch_to(cpu, insn.near_branch_target(), bsize)
-            .inspect_err(|_| cpu.s.gpr[crate::cpu::reg::RCX] = saved)?;
+            .inspect_err(|_| cpu.s.gpr[crate::state::reg::RCX] = saved)?;
     }
     Ok(())
 }
@@ -178,7 +184,7 @@ fn loop_(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 fn jcxz(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     if cpu
         .s
-        .read_gpr(crate::cpu::reg::RCX, counter_size(insn), false)
+        .read_gpr(crate::state::reg::RCX, counter_size(insn), false)
         == 0
     {
         let bsize = branch_size(cpu, insn);
@@ -191,8 +197,8 @@ fn jcxz(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::fault::Fault;
+    use crate::state::reg;
     use crate::testutil::{assemble, cpu16, cpu32, cpu64, run64, run_until, CODE, DATA, STACK};
 
     #[test]
@@ -378,7 +384,7 @@ mod tests {
     fn a_jump_outside_cs_limit_faults() {
         let code = assemble(32, |a| a.jmp(eax).unwrap());
         let mut cpu = cpu32(&code);
-        cpu.s.seg[crate::cpu::seg::CS].limit = 0xf_ffff;
+        cpu.s.seg[crate::state::seg::CS].limit = 0xf_ffff;
         cpu.s.gpr[reg::RAX] = 0x10_0000;
         assert_eq!(cpu.run_block(1), Err(Fault::GeneralProtection(0)));
     }

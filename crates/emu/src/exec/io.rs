@@ -21,64 +21,32 @@ use alcazar_core::IoSpace;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::operand::{address_size, read_reg, seg_index, write_reg};
-use super::Handler;
-use crate::cpu::{reg, seg};
+use super::HandlerEntry;
+use super::LinkEffect::DropsLinks;
 use crate::fault::Fault;
 use crate::flags;
 use crate::mmu::AccessKind;
-use crate::segment::sys;
+use crate::privilege::check_io;
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// Most iterations of a REP INS/OUTS per execution.
 pub const IO_CHUNK: u64 = 1024;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+///
+/// Port I/O reaches devices, which can change the machine behind the CPU
+/// (what memory is mapped, a stop request, an interrupt): every form
+/// drops the block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     Some(match insn.mnemonic() {
-        Mnemonic::In => in_,
-        Mnemonic::Out => out,
-        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd => ins,
-        Mnemonic::Outsb | Mnemonic::Outsw | Mnemonic::Outsd => outs,
+        Mnemonic::In => (in_, DropsLinks),
+        Mnemonic::Out => (out, DropsLinks),
+        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd => (ins, DropsLinks),
+        Mnemonic::Outsb | Mnemonic::Outsw | Mnemonic::Outsd => (outs, DropsLinks),
         _ => return None,
     })
-}
-
-/// #GP(0) unless `size` bytes at `port` may be accessed at the current
-/// privilege (IOPL, then the TSS I/O permission bitmap).
-pub fn check_io(cpu: &mut Cpu, port: u16, size: u8) -> Result<(), Fault> {
-    if !cpu.s.protected_mode() {
-        return Ok(());
-    }
-    let iopl = ((cpu.s.flags.get() & flags::IOPL) >> 12) as u8;
-    if !cpu.s.v86_mode() && cpu.s.cpl <= iopl {
-        return Ok(());
-    }
-    let gp = Fault::GeneralProtection(0);
-    let tr = cpu.s.tr;
-    let limit = u64::from(tr.limit);
-    if tr.unusable || !matches!(tr.type_, sys::TSS_AVAIL | sys::TSS_BUSY) || limit < 103 {
-        return Err(gp);
-    }
-    let wide = cpu.s.long_mode();
-    let lin = |off: u64| {
-        let a = tr.base.wrapping_add(off);
-        if wide {
-            a
-        } else {
-            a & 0xffff_ffff
-        }
-    };
-    let map_base = cpu.read_lin(lin(102), 2, false)?;
-    let off = map_base + u64::from(port / 8);
-    if off + 1 > limit {
-        return Err(gp);
-    }
-    let bits = cpu.read_lin(lin(off), 2, false)?;
-    let want = ((1u64 << size) - 1) << (port & 7);
-    if bits & want != 0 {
-        return Err(gp);
-    }
-    Ok(())
 }
 
 /// Reads `size` bytes from `port` on the bus.
@@ -240,6 +208,7 @@ fn outs(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::sys;
     use crate::testutil::*;
     use alcazar_core::bus::BusDevice;
     use alcazar_core::hooks::HypercallArgs;

@@ -13,23 +13,25 @@
 use iced_x86::{Instruction, Mnemonic};
 
 use super::operand::{op_size, read_op, write_reg};
-use super::Handler;
-use crate::cpu::reg;
+use super::HandlerEntry;
+use super::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{mask, sign_extend, FlagOp, CF, OF};
+use crate::state::reg;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     Some(match insn.mnemonic() {
-        Mnemonic::Mul => mul,
+        Mnemonic::Mul => (mul, KeepsLinks),
         Mnemonic::Imul => match insn.op_count() {
-            1 => imul1,
-            2 => imul2,
-            _ => imul3,
+            1 => (imul1, KeepsLinks),
+            2 => (imul2, KeepsLinks),
+            _ => (imul3, KeepsLinks),
         },
-        Mnemonic::Div => div,
-        Mnemonic::Idiv => idiv,
+        Mnemonic::Div => (div, KeepsLinks),
+        Mnemonic::Idiv => (idiv, KeepsLinks),
         _ => return None,
     })
 }
@@ -203,9 +205,9 @@ fn idiv(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::fault::Fault;
     use crate::flags::{ARITH, CF, OF, PF, SF, ZF};
+    use crate::state::reg;
     use crate::testutil::{assemble, cpu64, run64, DATA};
     use crate::Cpu;
 

@@ -1,4 +1,6 @@
-//! Reading and writing an instruction's operands.
+//! Reading and writing an instruction's operands (SDM Vol. 1 §3.7
+//! "Operand addressing", Vol. 2 §2.1.5 "Addressing-mode encoding of ModR/M
+//! and SIB bytes").
 //!
 //! iced-x86 describes each operand by an [`OpKind`]: a register, a memory
 //! operand (base + index * scale + displacement, in a segment), or an
@@ -7,15 +9,15 @@
 
 use iced_x86::{Instruction, OpKind, Register};
 
-use crate::cpu::seg;
 use crate::fault::Fault;
 use crate::mmu::AccessKind;
+use crate::state::seg;
 use crate::Cpu;
 
 /// Where a GPR operand lives: index, size in bytes, AH/CH/DH/BH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GprRef {
-    /// Index in [`crate::cpu::CpuState::gpr`].
+    /// Index in [`crate::state::CpuState::gpr`].
     pub index: usize,
     /// Operand size in bytes.
     pub size: u8,
@@ -178,11 +180,11 @@ pub fn push(cpu: &mut Cpu, size: u8, value: u64) -> Result<(), Fault> {
     let ss = cpu.s.stack_size();
     let rsp = cpu
         .s
-        .read_gpr(crate::cpu::reg::RSP, ss, false)
+        .read_gpr(crate::state::reg::RSP, ss, false)
         .wrapping_sub(u64::from(size));
     let rsp = mask_to(rsp, ss);
     cpu.write(seg::SS, rsp, size, value)?;
-    cpu.s.write_gpr(crate::cpu::reg::RSP, ss, false, rsp);
+    cpu.s.write_gpr(crate::state::reg::RSP, ss, false, rsp);
     Ok(())
 }
 
@@ -190,10 +192,10 @@ pub fn push(cpu: &mut Cpu, size: u8, value: u64) -> Result<(), Fault> {
 #[inline]
 pub fn pop(cpu: &mut Cpu, size: u8) -> Result<u64, Fault> {
     let ss = cpu.s.stack_size();
-    let rsp = cpu.s.read_gpr(crate::cpu::reg::RSP, ss, false);
+    let rsp = cpu.s.read_gpr(crate::state::reg::RSP, ss, false);
     let value = cpu.read(seg::SS, rsp, size)?;
     cpu.s.write_gpr(
-        crate::cpu::reg::RSP,
+        crate::state::reg::RSP,
         ss,
         false,
         mask_to(rsp.wrapping_add(u64::from(size)), ss),
@@ -205,7 +207,7 @@ pub fn pop(cpu: &mut Cpu, size: u8) -> Result<u64, Fault> {
 #[inline]
 pub fn peek(cpu: &mut Cpu, offset: u64, size: u8) -> Result<u64, Fault> {
     let ss = cpu.s.stack_size();
-    let rsp = cpu.s.read_gpr(crate::cpu::reg::RSP, ss, false);
+    let rsp = cpu.s.read_gpr(crate::state::reg::RSP, ss, false);
     cpu.read(seg::SS, mask_to(rsp.wrapping_add(offset), ss), size)
 }
 

@@ -18,7 +18,8 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::alu::szp;
 use super::operand::{modify_op, op_size, read_op};
-use super::Handler;
+use super::HandlerEntry;
+use super::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{mask, sign_bit, sign_extend, FlagOp, ARITH, CF, OF};
 use crate::Cpu;
@@ -31,18 +32,19 @@ pub(crate) const ROR: u8 = 4;
 const RCL: u8 = 5;
 const RCR: u8 = 6;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     Some(match insn.mnemonic() {
-        Mnemonic::Shl | Mnemonic::Sal => shift::<SHL>,
-        Mnemonic::Shr => shift::<SHR>,
-        Mnemonic::Sar => shift::<SAR>,
-        Mnemonic::Rol => rotate::<ROL>,
-        Mnemonic::Ror => rotate::<ROR>,
-        Mnemonic::Rcl => rotate::<RCL>,
-        Mnemonic::Rcr => rotate::<RCR>,
-        Mnemonic::Shld => shld,
-        Mnemonic::Shrd => shrd,
+        Mnemonic::Shl | Mnemonic::Sal => (shift::<SHL>, KeepsLinks),
+        Mnemonic::Shr => (shift::<SHR>, KeepsLinks),
+        Mnemonic::Sar => (shift::<SAR>, KeepsLinks),
+        Mnemonic::Rol => (rotate::<ROL>, KeepsLinks),
+        Mnemonic::Ror => (rotate::<ROR>, KeepsLinks),
+        Mnemonic::Rcl => (rotate::<RCL>, KeepsLinks),
+        Mnemonic::Rcr => (rotate::<RCR>, KeepsLinks),
+        Mnemonic::Shld => (shld, KeepsLinks),
+        Mnemonic::Shrd => (shrd, KeepsLinks),
         _ => return None,
     })
 }
@@ -222,8 +224,8 @@ fn shrd(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 mod tests {
     use iced_x86::code_asm::*;
 
-    use crate::cpu::reg;
     use crate::flags::{AF, ARITH, CF, OF, PF, SF, ZF};
+    use crate::state::reg;
     use crate::testutil::{run64, DATA};
     use crate::Cpu;
 

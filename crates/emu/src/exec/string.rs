@@ -17,11 +17,12 @@
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::seg_index;
-use super::Handler;
-use crate::cpu::{reg, seg};
+use super::HandlerEntry;
+use super::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{mask, FlagOp, DF};
 use crate::mmu::{AccessKind, Translation};
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// Most iterations a REP string instruction runs before yielding to the
@@ -34,17 +35,18 @@ const SCAS: u8 = 2;
 const LODS: u8 = 3;
 const STOS: u8 = 4;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Movsb | M::Movsw | M::Movsq => string::<MOVS>,
-        M::Movsd if insn.code() == Code::Movsd_m32_m32 => string::<MOVS>,
-        M::Cmpsb | M::Cmpsw | M::Cmpsq => string::<CMPS>,
-        M::Cmpsd if insn.code() == Code::Cmpsd_m32_m32 => string::<CMPS>,
-        M::Scasb | M::Scasw | M::Scasd | M::Scasq => string::<SCAS>,
-        M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq => string::<LODS>,
-        M::Stosb | M::Stosw | M::Stosd | M::Stosq => string::<STOS>,
+        M::Movsb | M::Movsw | M::Movsq => (string::<MOVS>, KeepsLinks),
+        M::Movsd if insn.code() == Code::Movsd_m32_m32 => (string::<MOVS>, KeepsLinks),
+        M::Cmpsb | M::Cmpsw | M::Cmpsq => (string::<CMPS>, KeepsLinks),
+        M::Cmpsd if insn.code() == Code::Cmpsd_m32_m32 => (string::<CMPS>, KeepsLinks),
+        M::Scasb | M::Scasw | M::Scasd | M::Scasq => (string::<SCAS>, KeepsLinks),
+        M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq => (string::<LODS>, KeepsLinks),
+        M::Stosb | M::Stosw | M::Stosd | M::Stosq => (string::<STOS>, KeepsLinks),
         _ => return None,
     })
 }
@@ -269,9 +271,9 @@ mod tests {
     use iced_x86::code_asm::*;
 
     use super::REP_CHUNK;
-    use crate::cpu::{reg, seg};
     use crate::fault::Fault;
     use crate::flags::{ARITH, CF, PF, SF, ZF};
+    use crate::state::{reg, seg};
     use crate::testutil::{assemble, cpu16, cpu32, cpu64, run_until, CODE, DATA};
     use crate::Cpu;
 

@@ -1,24 +1,32 @@
 //! System instructions (Intel SDM Vol. 2 for each instruction, Vol. 3A
 //! for the system architecture they touch).
 //!
-//! This module decodes which handler runs and implements the small ones:
-//! CPUID, RDTSC/RDTSCP/RDPID, RDMSR/WRMSR, HLT, CLI/STI and PUSHF/POPF
-//! with their IOPL rules (Vol. 1 §3.4.3, Vol. 3A §20.2.7), SWAPGS,
-//! XGETBV/XSETBV, VMCALL/VMMCALL as Alcazar hypercalls, the cache and
-//! fence instructions (no-ops or host fences: the emu engine has no
-//! caches), UD0/UD1/UD2. The submodules hold the rest:
+//! This module decides which handler runs (and declares each one's
+//! [`super::LinkEffect`]) and implements the small ones: CPUID,
+//! RDTSC/RDTSCP/RDPID, RDMSR/WRMSR, HLT, CLI/STI and PUSHF/POPF with their
+//! IOPL rules (Vol. 1 §3.4.3, Vol. 3A §20.2.7; the checks are in
+//! [`crate::privilege`]), SWAPGS, XGETBV/XSETBV, VMCALL/VMMCALL as Alcazar
+//! hypercalls, the cache and fence instructions (no-ops or host fences:
+//! the emu engine has no caches), UD0/UD1/UD2. The submodules hold the
+//! rest:
 //!
-//! * [`far`]: MOV/PUSH/POP Sreg, LDS..LSS, far JMP/CALL (with call gates),
-//!   RETF, IRET;
-//! * [`tables`]: control and debug registers, LGDT/LIDT/SGDT/SIDT,
-//!   LLDT/SLDT/LTR/STR, LMSW/SMSW/CLTS, INVLPG, LAR/LSL/VERR/VERW, ARPL;
-//! * [`fast`]: INT n/INT3/INTO/INT1 and SYSCALL/SYSRET/SYSENTER/SYSEXIT.
+//! * `far.rs`: MOV/PUSH/POP Sreg, LDS..LSS, far JMP/CALL (with call
+//!   gates), RETF, IRET;
+//! * `control.rs`: MOV to/from control and debug registers, LMSW, SMSW,
+//!   CLTS, INVLPG (their effect on the mode and paging is in
+//!   [`crate::modes`]);
+//! * `tables.rs`: LGDT/LIDT/SGDT/SIDT, LLDT/SLDT/LTR/STR,
+//!   LAR/LSL/VERR/VERW, ARPL;
+//! * `software_int.rs`: INT n, INT3, INTO, INT1;
+//! * `syscall.rs`: SYSCALL/SYSRET, SYSENTER/SYSEXIT.
 //!
 //! Debug registers are stored but breakpoints do not fire; task switches
 //! (task gates, far transfers to a TSS) raise #GP and are logged.
 
+mod control;
 mod far;
-mod fast;
+mod software_int;
+mod syscall;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -28,64 +36,72 @@ use alcazar_core::hooks::{HypercallArgs, HYPERCALL_UNKNOWN};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::{pop, push, stack_op_size, write_reg};
-use super::Handler;
-use crate::cpu::{cr4, efer, reg, seg, CodeSize};
+use super::HandlerEntry;
+use super::LinkEffect::DropsLinks;
 use crate::fault::Fault;
 use crate::flags::{self, Flags};
+use crate::modes::in_64bit;
+use crate::privilege::{iopl, may_change_if, require_cpl0};
+use crate::state::{cr4, reg, seg};
 use crate::Cpu;
 
 pub use crate::cpuid::cpuid_table;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+///
+/// Most system instructions can change CS, the mode, CPL, paging or IF.
+/// The few that cannot (CPUID, RDTSC, SGDT, the fences) are rare, and are
+/// declared [`DropsLinks`] too: the conservative choice.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Mov if is_sreg_mov(insn) => far::mov_sreg,
-        M::Mov if is_cr_mov(insn) => tables::mov_cr,
-        M::Mov if is_dr_mov(insn) => tables::mov_dr,
-        M::Push if is_sreg_op(insn) => far::push_sreg,
-        M::Pop if is_sreg_op(insn) => far::pop_sreg,
-        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => far::load_far_pointer,
-        M::Jmp if is_far(insn) => far::jmp_far,
-        M::Call if is_far(insn) => far::call_far,
-        M::Retf => far::retf,
-        M::Iret | M::Iretd | M::Iretq => far::iret,
-        M::Int => fast::int_n,
-        M::Int3 => fast::int3,
-        M::Into => fast::into,
-        M::Int1 => fast::int1,
-        M::Syscall => fast::syscall,
-        M::Sysret | M::Sysretq => fast::sysret,
-        M::Sysenter => fast::sysenter,
-        M::Sysexit | M::Sysexitq => fast::sysexit,
-        M::Lgdt | M::Lidt => tables::load_table,
-        M::Sgdt | M::Sidt => tables::store_table,
-        M::Lldt => tables::lldt,
-        M::Ltr => tables::ltr,
-        M::Sldt | M::Str => tables::store_selector,
-        M::Lmsw => tables::lmsw,
-        M::Smsw => tables::smsw,
-        M::Clts => tables::clts,
-        M::Invlpg => tables::invlpg,
-        M::Lar | M::Lsl => tables::lar_lsl,
-        M::Verr | M::Verw => tables::verr_verw,
-        M::Arpl => tables::arpl,
-        M::Cpuid => cpuid,
-        M::Rdtsc | M::Rdtscp => rdtsc,
-        M::Rdpid => rdpid,
-        M::Rdmsr => rdmsr,
-        M::Wrmsr => wrmsr,
-        M::Hlt => hlt,
-        M::Cli => cli,
-        M::Sti => sti,
-        M::Pushf | M::Pushfd | M::Pushfq => pushf,
-        M::Popf | M::Popfd | M::Popfq => popf,
-        M::Swapgs => swapgs,
-        M::Xgetbv => xgetbv,
-        M::Xsetbv => xsetbv,
-        M::Vmcall | M::Vmmcall => vmcall,
-        M::Invd | M::Wbinvd => invd,
-        M::Mfence => mfence,
+        M::Mov if is_sreg_mov(insn) => (far::mov_sreg, DropsLinks),
+        M::Mov if is_cr_mov(insn) => (control::mov_cr, DropsLinks),
+        M::Mov if is_dr_mov(insn) => (control::mov_dr, DropsLinks),
+        M::Push if is_sreg_op(insn) => (far::push_sreg, DropsLinks),
+        M::Pop if is_sreg_op(insn) => (far::pop_sreg, DropsLinks),
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => (far::load_far_pointer, DropsLinks),
+        M::Jmp if is_far(insn) => (far::jmp_far, DropsLinks),
+        M::Call if is_far(insn) => (far::call_far, DropsLinks),
+        M::Retf => (far::retf, DropsLinks),
+        M::Iret | M::Iretd | M::Iretq => (far::iret, DropsLinks),
+        M::Int => (software_int::int_n, DropsLinks),
+        M::Int3 => (software_int::int3, DropsLinks),
+        M::Into => (software_int::into, DropsLinks),
+        M::Int1 => (software_int::int1, DropsLinks),
+        M::Syscall => (syscall::syscall, DropsLinks),
+        M::Sysret | M::Sysretq => (syscall::sysret, DropsLinks),
+        M::Sysenter => (syscall::sysenter, DropsLinks),
+        M::Sysexit | M::Sysexitq => (syscall::sysexit, DropsLinks),
+        M::Lgdt | M::Lidt => (tables::load_table, DropsLinks),
+        M::Sgdt | M::Sidt => (tables::store_table, DropsLinks),
+        M::Lldt => (tables::lldt, DropsLinks),
+        M::Ltr => (tables::ltr, DropsLinks),
+        M::Sldt | M::Str => (tables::store_selector, DropsLinks),
+        M::Lmsw => (control::lmsw, DropsLinks),
+        M::Smsw => (control::smsw, DropsLinks),
+        M::Clts => (control::clts, DropsLinks),
+        M::Invlpg => (control::invlpg, DropsLinks),
+        M::Lar | M::Lsl => (tables::lar_lsl, DropsLinks),
+        M::Verr | M::Verw => (tables::verr_verw, DropsLinks),
+        M::Arpl => (tables::arpl, DropsLinks),
+        M::Cpuid => (cpuid, DropsLinks),
+        M::Rdtsc | M::Rdtscp => (rdtsc, DropsLinks),
+        M::Rdpid => (rdpid, DropsLinks),
+        M::Rdmsr => (rdmsr, DropsLinks),
+        M::Wrmsr => (wrmsr, DropsLinks),
+        M::Hlt => (hlt, DropsLinks),
+        M::Cli => (cli, DropsLinks),
+        M::Sti => (sti, DropsLinks),
+        M::Pushf | M::Pushfd | M::Pushfq => (pushf, DropsLinks),
+        M::Popf | M::Popfd | M::Popfq => (popf, DropsLinks),
+        M::Swapgs => (swapgs, DropsLinks),
+        M::Xgetbv => (xgetbv, DropsLinks),
+        M::Xsetbv => (xsetbv, DropsLinks),
+        M::Vmcall | M::Vmmcall => (vmcall, DropsLinks),
+        M::Invd | M::Wbinvd => (invd, DropsLinks),
+        M::Mfence => (mfence, DropsLinks),
         M::Lfence
         | M::Sfence
         | M::Clflush
@@ -95,8 +111,8 @@ pub fn lookup(insn: &Instruction) -> Option<Handler> {
         | M::Prefetchnta
         | M::Prefetcht0
         | M::Prefetcht1
-        | M::Prefetcht2 => nop,
-        M::Ud0 | M::Ud1 | M::Ud2 => super::undefined,
+        | M::Prefetcht2 => (nop, DropsLinks),
+        M::Ud0 | M::Ud1 | M::Ud2 => (super::undefined, DropsLinks),
         _ => return None,
     })
 }
@@ -129,25 +145,6 @@ fn is_far(insn: &Instruction) -> bool {
                 | Code::Call_m1632
                 | Code::Call_m1664
         )
-}
-
-/// #GP(0) unless the CPU runs at CPL 0 (any CPL is 0 in real mode).
-pub(crate) fn require_cpl0(cpu: &Cpu) -> Result<(), Fault> {
-    if cpu.s.cpl == 0 && !cpu.s.v86_mode() {
-        Ok(())
-    } else {
-        Err(Fault::GeneralProtection(0))
-    }
-}
-
-/// RFLAGS.IOPL.
-pub(crate) fn iopl(cpu: &Cpu) -> u8 {
-    ((cpu.s.flags.get() & flags::IOPL) >> 12) as u8
-}
-
-/// Whether the CPU is in 64-bit mode.
-pub(crate) fn in_64bit(cpu: &Cpu) -> bool {
-    cpu.s.code_size() == CodeSize::Bits64
 }
 
 /// Writes EDX:EAX (each zero-extended, as 32-bit register writes are).
@@ -231,18 +228,6 @@ fn hlt(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
     cpu.s.halted = true;
     cpu.end_block = true;
     Ok(())
-}
-
-/// Whether CLI/STI/POPF may change IF: always in real mode, CPL <= IOPL in
-/// protected mode, IOPL = 3 in virtual-8086 mode (no VME/PVI).
-fn may_change_if(cpu: &Cpu) -> bool {
-    if !cpu.s.protected_mode() {
-        true
-    } else if cpu.s.v86_mode() {
-        iopl(cpu) == 3
-    } else {
-        cpu.s.cpl <= iopl(cpu)
-    }
 }
 
 fn cli(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
@@ -369,9 +354,4 @@ pub(crate) fn hypercall(cpu: &mut Cpu) {
         HYPERCALL_UNKNOWN
     };
     cpu.end_block = true;
-}
-
-/// Whether long mode is active and SYSCALL is enabled.
-pub(crate) fn syscall_enabled(cpu: &Cpu) -> bool {
-    cpu.s.long_mode() && cpu.s.efer & efer::SCE != 0
 }

@@ -15,11 +15,11 @@
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
-use crate::cpu::seg;
 use crate::exec::operand::{memory_operand, read_reg, write_reg};
 use crate::fault::Fault;
 use crate::mem::canonical;
 use crate::mmu::{AccessKind, Translation};
+use crate::state::seg;
 use crate::Cpu;
 
 /// The linear address of a block of `len` bytes at `seg:off`, with segment

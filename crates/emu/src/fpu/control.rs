@@ -6,30 +6,32 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::access::check_far_end;
 use super::{check_mmx, check_sse, check_x87, check_x87_nowait, mxcsr, Tag};
-use crate::cpu::cr0;
 use crate::exec::operand::{memory_operand, write_reg};
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
+use crate::state::cr0;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Fninit => fninit,
-        M::Fldcw => fldcw,
-        M::Fnstcw => fnstcw,
-        M::Fnstsw => fnstsw,
-        M::Fnclex => fnclex,
-        M::Wait => fwait,
-        M::Ffree | M::Ffreep => ffree,
-        M::Fincstp => fincstp,
-        M::Fdecstp => fdecstp,
-        M::Fnop => fnop,
-        M::Emms => emms,
-        M::Ldmxcsr => ldmxcsr,
-        M::Stmxcsr => stmxcsr,
-        M::Fnstenv | M::Fldenv | M::Fnsave | M::Frstor => super::fxsave::env_op,
+        M::Fninit => (fninit, KeepsLinks),
+        M::Fldcw => (fldcw, KeepsLinks),
+        M::Fnstcw => (fnstcw, KeepsLinks),
+        M::Fnstsw => (fnstsw, KeepsLinks),
+        M::Fnclex => (fnclex, KeepsLinks),
+        M::Wait => (fwait, KeepsLinks),
+        M::Ffree | M::Ffreep => (ffree, KeepsLinks),
+        M::Fincstp => (fincstp, KeepsLinks),
+        M::Fdecstp => (fdecstp, KeepsLinks),
+        M::Fnop => (fnop, KeepsLinks),
+        M::Emms => (emms, KeepsLinks),
+        M::Ldmxcsr => (ldmxcsr, KeepsLinks),
+        M::Stmxcsr => (stmxcsr, KeepsLinks),
+        M::Fnstenv | M::Fldenv | M::Fnsave | M::Frstor => (super::fxsave::env_op, KeepsLinks),
         _ => return None,
     })
 }

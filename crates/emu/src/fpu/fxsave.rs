@@ -13,9 +13,9 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::access::{read_block, write_block};
 use super::{check_x87, check_x87_nowait, mxcsr, x87, FpuState};
-use crate::cpu::CodeSize;
 use crate::exec::operand::memory_operand;
 use crate::fault::Fault;
+use crate::state::CodeSize;
 use crate::Cpu;
 
 /// Whether the CPU is in 64-bit mode.

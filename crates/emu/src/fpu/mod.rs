@@ -33,9 +33,10 @@ pub mod x87_arith;
 
 use iced_x86::{Instruction, Mnemonic};
 
-use crate::cpu::{cr0, cr4};
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
+use crate::state::{cr0, cr4};
 use crate::Cpu;
 
 /// x87 status word bits (SDM Vol. 1 §8.1.3, Figure 8-4).
@@ -304,14 +305,16 @@ pub fn check_mmx(cpu: &Cpu) -> Result<(), Fault> {
     pending_mf(cpu)
 }
 
-/// The handler for `insn`, if the FPU/SIMD units implement it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if the FPU/SIMD units implement it, with its
+/// effect on block links (x87, MMX and SSE instructions change only their
+/// own state, general registers, flags and memory: they keep the links).
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     let m = insn.mnemonic();
     if matches!(m, Mnemonic::Fxsave | Mnemonic::Fxsave64) {
-        return Some(fxsave::fxsave);
+        return Some((fxsave::fxsave, KeepsLinks));
     }
     if matches!(m, Mnemonic::Fxrstor | Mnemonic::Fxrstor64) {
-        return Some(fxsave::fxrstor);
+        return Some((fxsave::fxrstor, KeepsLinks));
     }
     control::lookup(insn)
         .or_else(|| sse_move::lookup(insn))

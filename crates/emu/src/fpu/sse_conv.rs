@@ -16,16 +16,18 @@ use super::access::{mmx_enter, read_operand, write_operand};
 use super::check_simd;
 use super::float::{self, exc, Fmt};
 use super::sse_float::Ctx;
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Cvtsi2ss | M::Cvtsi2sd => cvtsi2s,
-        M::Cvtss2si | M::Cvttss2si | M::Cvtsd2si | M::Cvttsd2si => cvts2si,
+        M::Cvtsi2ss | M::Cvtsi2sd => (cvtsi2s, KeepsLinks),
+        M::Cvtss2si | M::Cvttss2si | M::Cvtsd2si | M::Cvttsd2si => (cvts2si, KeepsLinks),
         M::Cvtss2sd
         | M::Cvtsd2ss
         | M::Cvtps2pd
@@ -41,7 +43,7 @@ pub fn lookup(insn: &Instruction) -> Option<Handler> {
         | M::Cvtps2pi
         | M::Cvttps2pi
         | M::Cvtpd2pi
-        | M::Cvttpd2pi => convert,
+        | M::Cvttpd2pi => (convert, KeepsLinks),
         _ => return None,
     })
 }

@@ -24,30 +24,32 @@ use super::access::{read_operand, xmm_index};
 use super::check_sse;
 use super::float::{self, exc, Fmt};
 use super::mxcsr;
-use crate::cpu::cr4;
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{ARITH, CF, PF, ZF};
+use crate::state::cr4;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     let xmm_dst = insn.op_count() > 0
         && insn.op_kind(0) == iced_x86::OpKind::Register
         && insn.op_register(0).is_xmm();
     Some(match insn.mnemonic() {
-        M::Addps | M::Addss | M::Addpd | M::Addsd => arith,
-        M::Subps | M::Subss | M::Subpd | M::Subsd => arith,
-        M::Mulps | M::Mulss | M::Mulpd | M::Mulsd => arith,
-        M::Divps | M::Divss | M::Divpd | M::Divsd => arith,
-        M::Sqrtps | M::Sqrtss | M::Sqrtpd | M::Sqrtsd => arith,
-        M::Minps | M::Minss | M::Minpd | M::Minsd => arith,
-        M::Maxps | M::Maxss | M::Maxpd | M::Maxsd => arith,
-        M::Rcpps | M::Rcpss | M::Rsqrtps | M::Rsqrtss => arith,
-        M::Cmpps | M::Cmpss | M::Cmppd => arith,
-        M::Cmpsd if xmm_dst => arith,
-        M::Comiss | M::Ucomiss | M::Comisd | M::Ucomisd => comis,
+        M::Addps | M::Addss | M::Addpd | M::Addsd => (arith, KeepsLinks),
+        M::Subps | M::Subss | M::Subpd | M::Subsd => (arith, KeepsLinks),
+        M::Mulps | M::Mulss | M::Mulpd | M::Mulsd => (arith, KeepsLinks),
+        M::Divps | M::Divss | M::Divpd | M::Divsd => (arith, KeepsLinks),
+        M::Sqrtps | M::Sqrtss | M::Sqrtpd | M::Sqrtsd => (arith, KeepsLinks),
+        M::Minps | M::Minss | M::Minpd | M::Minsd => (arith, KeepsLinks),
+        M::Maxps | M::Maxss | M::Maxpd | M::Maxsd => (arith, KeepsLinks),
+        M::Rcpps | M::Rcpss | M::Rsqrtps | M::Rsqrtss => (arith, KeepsLinks),
+        M::Cmpps | M::Cmpss | M::Cmppd => (arith, KeepsLinks),
+        M::Cmpsd if xmm_dst => (arith, KeepsLinks),
+        M::Comiss | M::Ucomiss | M::Comisd | M::Ucomisd => (comis, KeepsLinks),
         _ => super::sse_conv::lookup(insn)?,
     })
 }

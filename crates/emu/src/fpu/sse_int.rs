@@ -14,18 +14,22 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 use super::access::{mmx_enter, read_operand, write_operand};
 use super::check_simd;
 use crate::exec::operand::write_reg;
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     match insn.mnemonic() {
         // 66 0F 3A 15 (PEXTRW to memory) is SSE4.1: not implemented.
-        M::Pextrw if insn.op_kind(0) == OpKind::Register && !is_sse41(insn) => Some(pextrw),
-        M::Pinsrw => Some(pinsrw),
-        m if compute(m, 0, 0, 0, 128).is_some() => Some(packed),
+        M::Pextrw if insn.op_kind(0) == OpKind::Register && !is_sse41(insn) => {
+            Some((pextrw, KeepsLinks))
+        }
+        M::Pinsrw => Some((pinsrw, KeepsLinks)),
+        m if compute(m, 0, 0, 0, 128).is_some() => Some((packed, KeepsLinks)),
         _ => None,
     }
 }

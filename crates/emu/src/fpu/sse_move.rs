@@ -12,28 +12,34 @@ use super::access::{
 };
 use super::check_simd;
 use crate::exec::operand::{read_reg, write_op};
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     let has_vec = (0..insn.op_count()).any(|n| {
         insn.op_kind(n) == OpKind::Register
             && (insn.op_register(n).is_xmm() || insn.op_register(n).is_mm())
     });
     Some(match insn.mnemonic() {
-        M::Movaps | M::Movups | M::Movapd | M::Movupd | M::Movdqa | M::Movdqu => mov_full,
-        M::Movntdq | M::Movntps | M::Movntpd | M::Movntq => mov_full,
-        M::Movss if has_vec => movss_sd,
-        M::Movsd if has_vec => movss_sd,
-        M::Movlps | M::Movlpd | M::Movhps | M::Movhpd | M::Movhlps | M::Movlhps => mov_half,
-        M::Movd | M::Movq => movd_q,
-        M::Movq2dq | M::Movdq2q => movq2dq,
-        M::Movnti => movnti,
-        M::Maskmovdqu | M::Maskmovq => maskmov,
-        M::Movmskps | M::Movmskpd | M::Pmovmskb => movmsk,
+        M::Movaps | M::Movups | M::Movapd | M::Movupd | M::Movdqa | M::Movdqu => {
+            (mov_full, KeepsLinks)
+        }
+        M::Movntdq | M::Movntps | M::Movntpd | M::Movntq => (mov_full, KeepsLinks),
+        M::Movss if has_vec => (movss_sd, KeepsLinks),
+        M::Movsd if has_vec => (movss_sd, KeepsLinks),
+        M::Movlps | M::Movlpd | M::Movhps | M::Movhpd | M::Movhlps | M::Movlhps => {
+            (mov_half, KeepsLinks)
+        }
+        M::Movd | M::Movq => (movd_q, KeepsLinks),
+        M::Movq2dq | M::Movdq2q => (movq2dq, KeepsLinks),
+        M::Movnti => (movnti, KeepsLinks),
+        M::Maskmovdqu | M::Maskmovq => (maskmov, KeepsLinks),
+        M::Movmskps | M::Movmskpd | M::Pmovmskb => (movmsk, KeepsLinks),
         _ => return None,
     })
 }
@@ -163,12 +169,12 @@ fn maskmov(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         OpKind::MemorySegDI => 2,
         OpKind::MemorySegEDI => 4,
         _ => match cpu.s.code_size() {
-            crate::cpu::CodeSize::Bits64 => 8,
-            crate::cpu::CodeSize::Bits32 => 4,
-            crate::cpu::CodeSize::Bits16 => 2,
+            crate::state::CodeSize::Bits64 => 8,
+            crate::state::CodeSize::Bits32 => 4,
+            crate::state::CodeSize::Bits16 => 2,
         },
     };
-    let rdi = cpu.s.read_gpr(crate::cpu::reg::RDI, addr_size, false);
+    let rdi = cpu.s.read_gpr(crate::state::reg::RDI, addr_size, false);
     let seg = crate::exec::operand::seg_index(match insn.memory_segment() {
         Register::None => Register::DS,
         r => r,

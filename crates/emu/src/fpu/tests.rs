@@ -3,7 +3,7 @@
 use iced_x86::code_asm::*;
 
 use super::*;
-use crate::cpu::cr4;
+use crate::state::cr4;
 use crate::testutil::{assemble, cpu64, run_until, CODE, DATA};
 
 /// Runs `f` in 64-bit mode with CR4.OSFXSR set, after `setup`.

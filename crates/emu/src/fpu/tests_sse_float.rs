@@ -163,7 +163,7 @@ fn an_unmasked_exception_raises_xm_and_leaves_the_destination() {
     let cpu = run(
         |c| {
             setup(c);
-            c.s.cr4 &= !crate::cpu::cr4::OSXMMEXCPT;
+            c.s.cr4 &= !crate::state::cr4::OSXMMEXCPT;
         },
         |a| a.divsd(xmm0, xmm1).unwrap(),
     );

@@ -127,7 +127,7 @@ fn an_unmasked_zero_divide_is_reported_by_the_next_waiting_instruction() {
         Some(Fault::X87Error)
     );
     assert_eq!(
-        fault_of(|c| c.s.cr0 |= crate::cpu::cr0::TS, |a| a.fld1().unwrap()),
+        fault_of(|c| c.s.cr0 |= crate::state::cr0::TS, |a| a.fld1().unwrap()),
         Some(Fault::DeviceNotAvailable)
     );
 }

@@ -18,11 +18,12 @@ use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 use super::control::st_index;
 use super::float::{self, exc, Fmt};
 use super::{check_x87, fsw, Tag};
-use crate::cpu::seg;
 use crate::exec::operand::{memory_operand, seg_index};
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{CF, PF, ZF};
+use crate::state::seg;
 use crate::Cpu;
 
 /// The x87 double-extended format.
@@ -54,16 +55,19 @@ pub fn unsupported(v: u128) -> bool {
     (v >> 64) as u16 & 0x7fff != 0 && (v as u64) >> 63 == 0
 }
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Fld | M::Fild | M::Fbld => fld,
-        M::Fld1 | M::Fldz | M::Fldpi | M::Fldl2e | M::Fldl2t | M::Fldlg2 | M::Fldln2 => fld_const,
-        M::Fst | M::Fstp | M::Fstpnce => fst,
-        M::Fist | M::Fistp | M::Fisttp => fist,
-        M::Fbstp => fbstp,
-        M::Fxch => fxch,
+        M::Fld | M::Fild | M::Fbld => (fld, KeepsLinks),
+        M::Fld1 | M::Fldz | M::Fldpi | M::Fldl2e | M::Fldl2t | M::Fldlg2 | M::Fldln2 => {
+            (fld_const, KeepsLinks)
+        }
+        M::Fst | M::Fstp | M::Fstpnce => (fst, KeepsLinks),
+        M::Fist | M::Fistp | M::Fisttp => (fist, KeepsLinks),
+        M::Fbstp => (fbstp, KeepsLinks),
+        M::Fxch => (fxch, KeepsLinks),
         M::Fcmovb
         | M::Fcmove
         | M::Fcmovbe
@@ -71,9 +75,9 @@ pub fn lookup(insn: &Instruction) -> Option<Handler> {
         | M::Fcmovnb
         | M::Fcmovne
         | M::Fcmovnbe
-        | M::Fcmovnu => fcmov,
-        M::Fchs | M::Fabs => fchs_fabs,
-        M::Fxam => fxam,
+        | M::Fcmovnu => (fcmov, KeepsLinks),
+        M::Fchs | M::Fabs => (fchs_fabs, KeepsLinks),
+        M::Fxam => (fxam, KeepsLinks),
         _ => return None,
     })
 }

@@ -25,28 +25,30 @@ use super::float::{self, exc};
 use super::x87::{note, pop, push, raise, rc, set_cc, underflow, unsupported, widen, X};
 use super::{check_x87, fsw};
 use crate::exec::operand::memory_operand;
-use crate::exec::Handler;
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{ARITH, CF, PF, ZF};
 use crate::Cpu;
 
-/// The handler for `insn`, if this module implements it.
-pub fn lookup(insn: &Instruction) -> Option<Handler> {
+/// The handler for `insn`, if this module implements it, with its effect
+/// on block links.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
-        M::Fadd | M::Faddp | M::Fiadd => binary,
-        M::Fsub | M::Fsubp | M::Fisub | M::Fsubr | M::Fsubrp | M::Fisubr => binary,
-        M::Fmul | M::Fmulp | M::Fimul => binary,
-        M::Fdiv | M::Fdivp | M::Fidiv | M::Fdivr | M::Fdivrp | M::Fidivr => binary,
-        M::Fcom | M::Fcomp | M::Fcompp | M::Fucom | M::Fucomp | M::Fucompp => compare,
-        M::Ficom | M::Ficomp | M::Ftst => compare,
-        M::Fcomi | M::Fcomip | M::Fucomi | M::Fucomip => compare,
-        M::Fsqrt | M::Frndint => unary,
-        M::Fscale => fscale,
-        M::Fxtract => fxtract,
-        M::Fprem | M::Fprem1 => fprem,
-        M::Fsin | M::Fcos | M::Fsincos | M::Fptan | M::Fpatan => transcendental,
-        M::F2xm1 | M::Fyl2x | M::Fyl2xp1 => transcendental,
+        M::Fadd | M::Faddp | M::Fiadd => (binary, KeepsLinks),
+        M::Fsub | M::Fsubp | M::Fisub | M::Fsubr | M::Fsubrp | M::Fisubr => (binary, KeepsLinks),
+        M::Fmul | M::Fmulp | M::Fimul => (binary, KeepsLinks),
+        M::Fdiv | M::Fdivp | M::Fidiv | M::Fdivr | M::Fdivrp | M::Fidivr => (binary, KeepsLinks),
+        M::Fcom | M::Fcomp | M::Fcompp | M::Fucom | M::Fucomp | M::Fucompp => (compare, KeepsLinks),
+        M::Ficom | M::Ficomp | M::Ftst => (compare, KeepsLinks),
+        M::Fcomi | M::Fcomip | M::Fucomi | M::Fucomip => (compare, KeepsLinks),
+        M::Fsqrt | M::Frndint => (unary, KeepsLinks),
+        M::Fscale => (fscale, KeepsLinks),
+        M::Fxtract => (fxtract, KeepsLinks),
+        M::Fprem | M::Fprem1 => (fprem, KeepsLinks),
+        M::Fsin | M::Fcos | M::Fsincos | M::Fptan | M::Fpatan => (transcendental, KeepsLinks),
+        M::F2xm1 | M::Fyl2x | M::Fyl2xp1 => (transcendental, KeepsLinks),
         _ => return None,
     })
 }

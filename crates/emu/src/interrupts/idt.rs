@@ -4,13 +4,13 @@
 use alcazar_core::regs::Segment;
 
 use super::{set_rip, Event, Source};
-use crate::cpu::{reg, seg};
 use crate::fault::Fault;
 use crate::flags;
 use crate::segment::{
     self, check_stack_segment, descriptor_to_segment, err_code, is_code, is_conforming, is_null,
     null_segment, read_descriptor, sys, sys_linear, Stack, StackCheck,
 };
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// Adds the EXT bit to the error code of a segment-related fault.

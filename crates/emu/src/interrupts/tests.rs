@@ -10,7 +10,7 @@ use alcazar_core::StopReason;
 use iced_x86::code_asm::*;
 
 use super::*;
-use crate::cpu::reg;
+use crate::state::reg;
 use crate::testutil::*;
 
 pub(crate) const GDT: u64 = 0x5000;

@@ -1,7 +1,8 @@
 //! Specialized ALU handlers: ADD, ADC, SUB, SBB, AND, OR, XOR with a
 //! register destination; CMP and TEST in every register/memory/immediate
 //! form; INC/DEC of a register; SHL/SHR/SAR of a register by an
-//! immediate or CL, ROL/ROR by an immediate; two-operand IMUL. Each mirrors its generic handler in
+//! immediate or CL, ROL/ROR by an immediate; two-operand IMUL (SDM Vol. 2
+//! pages of each). Each mirrors its generic handler in
 //! [`crate::exec::alu`], [`crate::exec::shift`] and [`crate::exec::muldiv`].
 
 use iced_x86::Mnemonic;

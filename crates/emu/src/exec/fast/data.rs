@@ -1,6 +1,6 @@
 //! Specialized data-movement handlers: MOV between GPRs, immediates and
-//! memory; MOVZX/MOVSX/MOVSXD; LEA. Each mirrors its generic handler in
-//! [`crate::exec::data`].
+//! memory; MOVZX/MOVSX/MOVSXD; LEA (SDM Vol. 2 pages of each). Each mirrors
+//! its generic handler in [`crate::exec::data`].
 
 use iced_x86::{Instruction, Mnemonic};
 

@@ -1,4 +1,5 @@
-//! Specialized direct branches: JMP rel and Jcc rel. In 64-bit mode the
+//! Specialized direct branches: JMP rel and Jcc rel (SDM Vol. 2 "JMP",
+//! "Jcc"; Vol. 1 §6.3 near transfers). In 64-bit mode the
 //! target is fixed at decode time, so a canonical target needs no check at
 //! run time; in other modes the target is checked against CS as
 //! [`crate::exec::flow::branch_to`] does. A taken Jcc ends the block

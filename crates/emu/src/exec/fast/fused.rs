@@ -1,4 +1,6 @@
-//! CMP/TEST fused with the 64-bit Jcc that follows it.
+//! CMP/TEST fused with the 64-bit Jcc that follows it (SDM Vol. 2 "CMP",
+//! "TEST", "Jcc"; the fusion is the emulator's, like the macro-fusion of
+//! Intel cores, and is invisible to the guest).
 //!
 //! A compare-and-branch pair is the commonest two-instruction sequence in
 //! branchy code. When a block has a register-only CMP or TEST (no memory

@@ -1,4 +1,6 @@
-//! Specialized handlers for the hottest instruction forms.
+//! Specialized handlers for the hottest instruction forms: emulator
+//! machinery, not architecture (each file names the SDM pages of the
+//! instructions it specializes).
 //!
 //! The generic handlers ask iced-x86 about every operand on every
 //! execution (kind, register, size, memory base/index/displacement) and map
@@ -28,13 +30,13 @@ pub mod unary;
 
 use iced_x86::{ConditionCode, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
-use super::handler_for;
 use super::operand::{op_size, seg_index};
+use super::{lookup, LinkEffect};
 use crate::code::Decoded;
-use crate::cpu::seg;
 use crate::fault::Fault;
 use crate::flags::mask;
 use crate::mmu::AccessKind;
+use crate::state::seg;
 use crate::Cpu;
 
 /// Executes one decoded instruction (reading its pre-decoded operands).
@@ -64,7 +66,7 @@ pub struct MemOperand {
     pub index: u8,
     /// log2 of the index scale.
     pub scale_shift: u8,
-    /// Segment index ([`crate::cpu::seg`]).
+    /// Segment index ([`crate::state::seg`]).
     pub seg: u8,
     /// Access size in bytes.
     pub size: u8,
@@ -99,8 +101,9 @@ const NO_MEM: MemOperand = MemOperand {
 /// decoded instructions while specialized handlers run; generic handlers
 /// see the architectural RIP.
 ///
-/// A generic instruction may change anything (mode, CS, CPL, paging), so
-/// it also invalidates every block link ([`crate::code::Link`]).
+/// An instruction declared [`LinkEffect::DropsLinks`] may change anything
+/// (mode, CS, CPL, paging), so this also invalidates every block link
+/// ([`crate::code::Link`]).
 pub fn generic(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
     cpu.ctx_epoch = cpu.ctx_epoch.wrapping_add(1);
     cpu.s.rip = d.rip;
@@ -108,8 +111,8 @@ pub fn generic(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
 }
 
 /// Runs the generic handler of an instruction that cannot change how a
-/// RIP maps to a block ([`crate::exec::is_pure`]): like [`generic`], but
-/// the block links stay valid.
+/// RIP maps to a block (declared [`LinkEffect::KeepsLinks`]): like
+/// [`generic`], but the block links stay valid.
 pub fn generic_pure(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
     cpu.s.rip = d.rip;
     (d.handler)(cpu, &d.insn)
@@ -118,7 +121,7 @@ pub fn generic_pure(cpu: &mut Cpu, d: &Decoded) -> Result<(), Fault> {
 /// Decodes `insn` (decoded with `bitness` at `rip`; the next instruction
 /// is at `next_rip`) into its run-loop form.
 pub fn decode(insn: &Instruction, bitness: u32, rip: u64, next_rip: u64) -> Decoded {
-    let handler = handler_for(insn);
+    let (handler, links) = lookup(insn);
     let mut ops = Operands {
         imm: 0,
         mem: NO_MEM,
@@ -133,10 +136,9 @@ pub fn decode(insn: &Instruction, bitness: u32, rip: u64, next_rip: u64) -> Deco
             FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
         );
     Decoded {
-        exec: exec.unwrap_or(if super::is_pure(insn) {
-            generic_pure
-        } else {
-            generic
+        exec: exec.unwrap_or(match links {
+            LinkEffect::KeepsLinks => generic_pure,
+            LinkEffect::DropsLinks => generic,
         }),
         chains,
         fused: false,

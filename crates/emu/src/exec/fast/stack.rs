@@ -16,9 +16,9 @@ use iced_x86::{Code, Instruction, OpKind};
 
 use super::{generic, mem_operand, plain_gpr, Exec, Operands, MEM, REG};
 use crate::code::Decoded;
-use crate::cpu::{reg, seg};
 use crate::fault::Fault;
 use crate::mem::canonical;
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 /// The specialized handler for `insn`, if it is one of these forms in

@@ -5,9 +5,9 @@ use iced_x86::code_asm::*;
 use iced_x86::{ConditionCode, Decoder, DecoderOptions};
 
 use super::{decode, generic, select, Operands, NO_MEM, NO_REG};
-use crate::cpu::reg;
 use crate::fault::Fault;
 use crate::flags::{CF, OF, ZF};
+use crate::state::reg;
 use crate::testutil::{assemble, cpu32, cpu64, CODE, DATA};
 use crate::Cpu;
 
@@ -140,7 +140,7 @@ fn memory_forms_match_and_fault_alike() {
     assert!(matches!(pf, Err(Fault::PageFault { .. })));
     compare_with(64, 0, far, |a| a.movzx(eax, byte_ptr(rdi + 4)).unwrap()).unwrap_err();
     // FS has a base of its own.
-    let fs_base = |c: &mut Cpu| c.s.seg[crate::cpu::seg::FS].base = DATA;
+    let fs_base = |c: &mut Cpu| c.s.seg[crate::state::seg::FS].base = DATA;
     compare_with(64, 0, fs_base, |a| a.mov(eax, dword_ptr(rcx).fs()).unwrap()).unwrap();
 }
 

@@ -1,4 +1,5 @@
-//! Specialized NOP, CMOVcc, SETcc, NOT, NEG and BSWAP.
+//! Specialized NOP, CMOVcc, SETcc, NOT, NEG and BSWAP (SDM Vol. 2 pages of
+//! each).
 //!
 //! Linux's hot paths are full of these: multi-byte NOPs (patched-out
 //! tracing calls and alternatives padding), branch-free CMOVcc/SETcc and

@@ -13,17 +13,19 @@
 use alcazar_core::regs::Segment;
 use iced_x86::{Code, Instruction, MemorySize, Mnemonic, OpKind};
 
-use crate::cpu::{reg, seg};
 use crate::exec::operand::{memory_operand, pop, push, read_op, seg_index, stack_op_size};
 use crate::exec::operand::{write_op, write_reg};
 use crate::fault::Fault;
 use crate::flags::{self, mask, Flags};
 use crate::interrupts::{legacy_stack, tss_read};
+use crate::modes::in_64bit;
+use crate::privilege::iopl;
 use crate::segment::{
     check_stack_segment, descriptor_to_segment, err_code, is_code, is_conforming, is_null,
     load_segment, null_inaccessible_data_segments, null_segment, read_descriptor, set_accessed,
     sys, ty, v86_segment, Stack, StackCheck,
 };
+use crate::state::{reg, seg};
 use crate::Cpu;
 
 fn gp(code: u16) -> Fault {
@@ -471,7 +473,7 @@ pub(super) fn iret(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         return iret_real(cpu, size);
     }
     if cpu.s.v86_mode() {
-        if super::iopl(cpu) < 3 {
+        if iopl(cpu) < 3 {
             return Err(gp(0));
         }
         return iret_real(cpu, size);
@@ -496,7 +498,7 @@ pub(super) fn iret(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let (d, lo) = check_return_code(cpu, sel)?;
     let rpl = (sel & 3) as u8;
     let old_cpl = cpu.s.cpl;
-    let new_stack = if rpl > old_cpl || super::in_64bit(cpu) {
+    let new_stack = if rpl > old_cpl || in_64bit(cpu) {
         let sp = st.pop(cpu, size)?;
         let ss_sel = st.pop(cpu, size)? as u16;
         let to64 = long && d.l;

@@ -8,11 +8,11 @@ use alcazar_core::regs::Segment;
 use iced_x86::code_asm::*;
 use iced_x86::{Code, Instruction, MemoryOperand, Register};
 
-use crate::cpu::{cr0, cr4, efer, reg, seg, CodeSize};
 use crate::fault::Fault;
 use crate::flags;
 use crate::interrupts::tests::*;
 use crate::msr::index;
+use crate::state::{cr0, cr4, efer, reg, seg, CodeSize};
 use crate::testutil::*;
 use crate::Cpu;
 

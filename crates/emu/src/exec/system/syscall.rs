@@ -1,58 +1,26 @@
-//! Software interrupts (INT n, INT3, INTO, INT1; SDM Vol. 2 "INT n/INTO/
-//! INT3/INT1") and the fast system calls SYSCALL/SYSRET and
-//! SYSENTER/SYSEXIT (Vol. 3A §5.8.7-§5.8.8, Vol. 2 for each).
+//! Fast system calls: SYSCALL/SYSRET and SYSENTER/SYSEXIT (SDM Vol. 3A
+//! §5.8.7 "Performing fast calls to system procedures with the SYSENTER
+//! and SYSEXIT instructions", §5.8.8 "Fast system calls in 64-bit mode";
+//! Vol. 2 for each).
 //!
-//! The fast calls load CS and SS with fixed flat descriptors derived from
-//! IA32_STAR or IA32_SYSENTER_CS, without reading the GDT, as the CPU
-//! does; SYSCALL follows Intel (#UD outside 64-bit mode).
+//! They change CPL, CS and SS without reading the GDT: CS and SS get fixed
+//! flat descriptors derived from IA32_STAR or IA32_SYSENTER_CS, as the CPU
+//! does. SYSCALL follows Intel (#UD outside 64-bit mode). The MSRs are
+//! written through WRMSR ([`crate::msr`]).
 
 use alcazar_core::regs::Segment;
 use iced_x86::{Code, Instruction};
 
-use super::{in_64bit, iopl, require_cpl0, syscall_enabled};
-use crate::cpu::{reg, seg};
 use crate::fault::Fault;
 use crate::flags::{self, Flags};
-use crate::interrupts::{deliver, Event, Source};
+use crate::modes::in_64bit;
+use crate::privilege::require_cpl0;
+use crate::state::{efer, reg, seg};
 use crate::Cpu;
 
-/// Delivers software interrupt `vector`, returning after the instruction.
-fn software(cpu: &mut Cpu, vector: u8, source: Source) -> Result<(), Fault> {
-    let ev = Event {
-        vector,
-        error: None,
-        source,
-        return_rip: cpu.next_rip,
-    };
-    deliver(cpu, ev)
-}
-
-/// INT n: #GP(0) in virtual-8086 mode with IOPL < 3 (no VME); the gate's
-/// DPL must be >= CPL.
-pub(super) fn int_n(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    if cpu.s.v86_mode() && iopl(cpu) < 3 {
-        return Err(Fault::GeneralProtection(0));
-    }
-    software(cpu, insn.immediate8(), Source::Software)
-}
-
-/// INT3: #BP as a trap, with the DPL check of software interrupts.
-pub(super) fn int3(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
-    software(cpu, 3, Source::Software)
-}
-
-/// INTO: #OF if OF = 1 (the decoder rejects it in 64-bit mode).
-pub(super) fn into(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
-    if cpu.s.flags.of() {
-        software(cpu, 4, Source::Software)
-    } else {
-        Ok(())
-    }
-}
-
-/// INT1 (ICEBP): #DB as a trap, without the DPL check.
-pub(super) fn int1(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
-    software(cpu, 1, Source::Icebp)
+/// Whether long mode is active and SYSCALL is enabled.
+fn syscall_enabled(cpu: &Cpu) -> bool {
+    cpu.s.long_mode() && cpu.s.efer & efer::SCE != 0
 }
 
 /// A flat 4 GiB code segment (64-bit if `long`) at DPL `dpl`.
