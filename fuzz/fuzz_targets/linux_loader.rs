@@ -2,8 +2,9 @@
 //! input as a bzImage (boot protocol header, setup sectors, protected-
 //! mode payload), as an ELF vmlinux (program headers, the PVH entry
 //! note) and as an initrd, with a command line, through
-//! `alcazar_vmm::boot::Payload::install` into 16 MiB of guest RAM (with
-//! the ACPI and MP tables a Linux boot installs).
+//! `alcazar_vmm::boot::Payload::install` into 16 MiB of guest RAM (told
+//! the ACPI tables are at the RSDP address, as a machine's builder says
+//! after writing them).
 //!
 //! Asserts, whatever the files hold: no panic (a bad file is an error);
 //! every write stays inside guest RAM (guest memory is bounds-checked
@@ -52,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         initrd: (mode & 2 != 0).then(|| initrd.to_vec()),
         cmdline: String::from_utf8_lossy(cmdline).into_owned(),
     });
-    match payload.install(mem, cpus) {
+    match payload.install(mem, cpus, Some(alcazar_core::layout::RSDP_ADDRESS)) {
         Ok(Start::Linux(boot)) => {
             assert!(
                 boot.entry < RAM,

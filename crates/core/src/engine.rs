@@ -161,6 +161,14 @@ pub trait EngineVm: Send + Sync {
         None
     }
 
+    /// The CPUID table the engine gives its vCPUs (the VM's
+    /// [`crate::cpuid::CpuidPolicy`] applied, as vCPU 0 sees it): what the
+    /// firmware tables say about the CPU model. Empty if the engine cannot
+    /// tell.
+    fn cpuid_table(&self) -> Vec<crate::cpuid::CpuidEntry> {
+        Vec::new()
+    }
+
     /// The engine's fast path for device doorbells, if it has one (the
     /// kvm engine's ioeventfds). `None`: doorbell writes reach the bus
     /// like any MMIO write (the emu engine calls the device directly,

@@ -32,6 +32,7 @@ pub mod engine;
 pub mod hooks;
 pub mod inspect;
 pub mod irq;
+pub mod layout;
 pub mod machine;
 pub mod memory;
 pub mod regs;

@@ -25,12 +25,10 @@ use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::{BusDevice, GuestClock, StopReason, VmControl};
 
-/// First port of the block.
-pub const BASE_PORT: u16 = 0x600;
-/// Number of ports the device claims.
+/// Number of ports the device claims, from
+/// [`alcazar_core::layout::ACPI_PM_BASE_PORT`]; its SCI is
+/// [`alcazar_core::layout::SCI_ISA_IRQ`].
 pub const PORT_COUNT: u16 = 12;
-/// The ISA interrupt line of the SCI (what the FADT's `SCI_INT` says).
-pub const SCI_IRQ: u8 = 9;
 /// Offset of PM1a_EVT_BLK.
 pub const PM1_EVT_OFFSET: u16 = 0;
 /// Offset of PM1a_CNT_BLK.

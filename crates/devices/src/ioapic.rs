@@ -1,7 +1,7 @@
 //! Intel 82093AA I/O APIC: 24 interrupt pins turned into interrupt
 //! messages for the local APICs.
 //!
-//! MMIO at [`BASE_ADDRESS`] (0xfec00000), [`MMIO_SIZE`] bytes: IOREGSEL at
+//! MMIO at [`layout::IOAPIC_BASE`] (0xfec00000), [`layout::IOAPIC_WINDOW`] bytes: IOREGSEL at
 //! offset 0x00 selects a register, IOWIN at 0x10 reads and writes it.
 //! Registers: IOAPICID (0x00), IOAPICVER (0x01, reads 0x00170011: version
 //! 0x11, 24 redirection entries), IOAPICARB (0x02) and the
@@ -41,16 +41,12 @@ use std::sync::{Arc, Mutex};
 
 use alcazar_core::inspect::Tree;
 use alcazar_core::irq::{DeliveryMode, InterruptMessage, IrqLine, MsiSink};
-use alcazar_core::BusDevice;
+use alcazar_core::{layout, BusDevice};
 
 mod inspect;
 
-/// Where the PC puts the first IOAPIC.
-pub const BASE_ADDRESS: u64 = 0xfec0_0000;
-/// Bytes of MMIO the device claims.
-pub const MMIO_SIZE: u64 = 0x20;
-/// Number of interrupt input pins.
-pub const PINS: usize = 24;
+/// Number of interrupt input pins ([`layout::IOAPIC_PINS`]).
+pub const PINS: usize = layout::IOAPIC_PINS as usize;
 /// IOAPICVER: maximum redirection entry 23, version 0x11.
 pub const VERSION: u32 = ((PINS as u32 - 1) << 16) | 0x11;
 

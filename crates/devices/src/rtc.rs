@@ -58,8 +58,6 @@ pub const INDEX_PORT: u16 = 0x70;
 pub const DATA_PORT: u16 = 0x71;
 /// Number of ports, from [`INDEX_PORT`].
 pub const PORT_COUNT: u16 = 2;
-/// The ISA IRQ the RTC raises.
-pub const IRQ: u8 = 8;
 /// Bytes of CMOS RAM, clock registers included.
 pub const CMOS_SIZE: usize = 128;
 /// The CMOS byte holding the century (the FADT's CENTURY field).

@@ -84,7 +84,9 @@ impl Cpu {
         let mut cpuid = exec::system::cpuid_table();
         machine.cpuid.apply(&mut cpuid, id, machine.vcpu_count());
         let mut s = CpuState::default();
-        s.msr.apic_base = 0xfee0_0000 | (1 << 11) | if id == 0 { 1 << 8 } else { 0 };
+        s.msr.apic_base = apic::regs::base::DEFAULT
+            | apic::regs::base::EN
+            | if id == 0 { apic::regs::base::BSP } else { 0 };
         s.msr.misc_enable = msr::MISC_ENABLE_RESET;
         Cpu {
             id,

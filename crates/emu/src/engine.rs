@@ -74,6 +74,14 @@ impl EngineVm for EmuVm {
         Ok(Box::new(vcpu::EmuVcpu::new(cpu)))
     }
 
+    fn cpuid_table(&self) -> Vec<alcazar_core::cpuid::CpuidEntry> {
+        let mut table = crate::cpuid::cpuid_table();
+        self.machine
+            .cpuid
+            .apply(&mut table, 0, self.machine.vcpu_count());
+        table
+    }
+
     fn apic_bus(&self) -> Option<Arc<dyn alcazar_core::irq::ApicBus>> {
         Some(Arc::new(self.apic_bus.clone()))
     }

@@ -60,6 +60,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use alcazar_core::engine::EngineError;
 use alcazar_core::irq::{ApicBus, DeliveryMode, InterruptMessage, MsiSink, PlatformInterrupts};
+use alcazar_core::layout;
 use kvm_bindings::{
     kvm_enable_cap, kvm_interrupt, kvm_irq_routing_entry, kvm_lapic_state, kvm_msi, kvm_run,
     KVM_IRQ_ROUTING_MSI,
@@ -69,12 +70,12 @@ use vmm_sys_util::ioctl::ioctl_with_ref;
 
 use crate::kick::Target;
 
-/// IOAPIC pins whose GSIs KVM reserves for user-space IOAPIC routes (the
-/// 82093AA and our IOAPIC have 24).
-pub const RESERVED_IOAPIC_PINS: u64 = 24;
+/// IOAPIC pins whose GSIs KVM reserves for user-space IOAPIC routes: the
+/// IOAPIC's ([`layout::IOAPIC_PINS`]).
+pub const RESERVED_IOAPIC_PINS: u64 = layout::IOAPIC_PINS as u64;
 
 /// The MSI address window (SDM Vol. 3A §10.11.1: bits 31:20 = 0xFEE).
-const MSI_ADDRESS_BASE: u32 = 0xfee0_0000;
+const MSI_ADDRESS_BASE: u32 = layout::MSI_ADDRESS_BASE as u32;
 
 /// Local APIC register offsets (SDM Vol. 3A Table 10-1).
 const LVT_LINT0: usize = 0x350;

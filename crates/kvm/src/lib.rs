@@ -195,6 +195,10 @@ impl std::fmt::Debug for KvmVm {
 }
 
 impl EngineVm for KvmVm {
+    fn cpuid_table(&self) -> Vec<alcazar_core::cpuid::CpuidEntry> {
+        cpuid::vcpu_table(&self.supported, &self.machine, 0)
+    }
+
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, EngineError> {
         let fd = self
             .vm

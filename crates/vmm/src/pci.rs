@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::{lock, SharedDevice};
 use alcazar_core::irq::MsiSink;
-use alcazar_core::{DmaMemory, IoEvents, IoSpace, Machine, VmControl};
-use alcazar_devices::pci::root::{
-    intx_gsi, PciEcam, SharedLine, CONFIG_ADDRESS_PORT, CONFIG_PORT_COUNT, ECAM_SIZE,
-    INTX_FIRST_GSI,
+use alcazar_core::layout::{
+    pci_intx_gsi, ECAM_BASE, ECAM_SIZE, PCI_CONFIG_PORT, PCI_INTX_FIRST_GSI, PCI_MMIO_END,
+    PCI_MMIO_START,
 };
+use alcazar_core::{DmaMemory, IoEvents, IoSpace, Machine, VmControl};
+use alcazar_devices::pci::root::{PciEcam, SharedLine, CONFIG_PORT_COUNT};
 use alcazar_devices::pci::{PciDevice, PciRoot, PciRootPorts, PciWindow};
 use alcazar_devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use alcazar_devices::virtio::VirtioDevice;
@@ -31,15 +32,6 @@ use alcazar_devices::virtio::VirtioDevice;
 use crate::doorbell::DoorbellRoute;
 use crate::error::VmmError;
 use crate::platform::Chipset;
-
-/// First address of the BAR window (the start of the MMIO hole).
-pub const PCI_MMIO_START: u64 = alcazar_core::memory::MMIO_HOLE_START;
-/// End (exclusive) of the BAR window.
-pub const PCI_MMIO_END: u64 = 0xe000_0000;
-/// Guest physical address of the ECAM window.
-pub const ECAM_BASE: u64 = 0xe000_0000;
-/// Bytes of the ECAM window (bus 0 only).
-pub const ECAM_LEN: u64 = ECAM_SIZE;
 
 /// The PCI bus of one machine.
 pub struct PciBus {
@@ -80,12 +72,12 @@ impl PciBus {
         let bus = &machine.bus;
         bus.insert(
             IoSpace::Port,
-            u64::from(CONFIG_ADDRESS_PORT),
+            u64::from(PCI_CONFIG_PORT),
             u64::from(CONFIG_PORT_COUNT),
             "pci-config",
             ports,
         )?;
-        bus.insert(IoSpace::Mmio, ECAM_BASE, ECAM_LEN, "pci-ecam", ecam)?;
+        bus.insert(IoSpace::Mmio, ECAM_BASE, ECAM_SIZE, "pci-ecam", ecam)?;
         bus.insert(
             IoSpace::Mmio,
             PCI_MMIO_START,
@@ -94,7 +86,7 @@ impl PciBus {
             window,
         )?;
         let intx = (0..4)
-            .map(|i| SharedLine::new(chipset.ioapic_line(INTX_FIRST_GSI + i)))
+            .map(|i| SharedLine::new(chipset.ioapic_line(PCI_INTX_FIRST_GSI + i)))
             .collect();
         Ok(PciBus {
             root,
@@ -137,8 +129,8 @@ impl PciBus {
             .free_slot()
             .map_err(|e| VmmError::Pci(e.to_string()))?;
         let bar = self.allocate_bar(BAR_SIZE)?;
-        let gsi = intx_gsi(slot, 1);
-        let line = self.intx[usize::from(gsi - INTX_FIRST_GSI)].source(slot);
+        let gsi = pci_intx_gsi(slot, 1);
+        let line = self.intx[usize::from(gsi - PCI_INTX_FIRST_GSI)].source(slot);
         let transport = VirtioPci::new(
             device,
             self.memory.clone(),

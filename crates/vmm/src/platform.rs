@@ -7,14 +7,15 @@
 //! | device | where | models |
 //! |---|---|---|
 //! | [`Pic8259`] pair + ELCR | ports 0x20, 0xa0, 0x4d0 | cascaded 8259As |
-//! | [`Ioapic`] | MMIO 0xfec00000 | 82093AA, 24 pins |
+//! | [`Ioapic`] | MMIO [`layout::IOAPIC_BASE`] | 82093AA, [`layout::IOAPIC_PINS`] pins |
 //! | [`Pit8254`] | ports 0x40-0x43 | counter 0 on IRQ 0 |
 //! | [`Rtc`] | ports 0x70-0x71 | MC146818 RTC/CMOS on IRQ 8 |
 //!
 //! **Interrupt routing.** Every ISA line is wired to both controllers, as
-//! on a PC: ISA IRQ *n* drives 8259A input *n* and IOAPIC pin *n*, except
-//! IRQ 0, which is IOAPIC pin 2 (the ACPI MADT and the MP table tell the
-//! guest so with an interrupt source override). The guest chooses which
+//! on a PC: ISA IRQ *n* drives 8259A input *n* and IOAPIC pin
+//! [`layout::isa_irq_to_gsi`]`(n)` — *n*, except IRQ 0, which is pin 2 (the
+//! ACPI MADT and the MP table tell the guest so with an interrupt source
+//! override). The guest chooses which
 //! controller it uses by masking the other. The 8259A's INTR output goes
 //! to every local APIC's LINT0 (virtual-wire mode), and the IOAPIC sends
 //! its messages to the local APICs, both through the engine's
@@ -26,15 +27,12 @@ use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::{lock, SharedDevice};
 use alcazar_core::irq::{ApicBus, InterruptMessage, IrqLine, MsiSink, PlatformInterrupts};
-use alcazar_core::{IoSpace, Machine};
+use alcazar_core::{layout, IoSpace, Machine};
 use alcazar_devices::pic::MASTER_PORT;
-use alcazar_devices::{ioapic, pit, rtc};
+use alcazar_devices::{pit, rtc};
 use alcazar_devices::{Ioapic, IoapicLine, MemorySizes, Pic8259, PicLine, PicPort, Pit8254, Rtc};
 
 use crate::error::VmmError;
-
-/// The IOAPIC pin ISA IRQ 0 (the PIT) is wired to.
-pub const PIT_IOAPIC_PIN: u8 = 2;
 
 /// The chipset's devices, shared with whoever needs to reach them.
 pub struct Chipset {
@@ -147,7 +145,10 @@ impl Chipset {
             ioapic: ioapic.clone(),
         }));
         let irq = |n: u8| -> Arc<dyn IrqLine> { isa_line(&pic, &ioapic, n) };
-        let pit = Arc::new(Mutex::new(Pit8254::new(irq(0), machine.clock.clone())));
+        let pit = Arc::new(Mutex::new(Pit8254::new(
+            irq(layout::PIT_ISA_IRQ),
+            machine.clock.clone(),
+        )));
         let map = machine.memory.map();
         let below_4g = map
             .backed()
@@ -158,7 +159,11 @@ impl Chipset {
             below_4g,
             above_4g: map.ram_bytes().saturating_sub(below_4g),
         };
-        let rtc = Arc::new(Mutex::new(Rtc::new(sizes, irq(8), machine.clock.clone())));
+        let rtc = Arc::new(Mutex::new(Rtc::new(
+            sizes,
+            irq(layout::RTC_ISA_IRQ),
+            machine.clock.clone(),
+        )));
         let notifier = machine.timers.notifier();
         lock(&pit).set_deadline_notifier(notifier.clone());
         lock(&rtc).set_deadline_notifier(notifier);
@@ -173,6 +178,11 @@ impl Chipset {
         };
         chipset.attach(machine)?;
         Ok(chipset)
+    }
+
+    /// The IOAPIC's APIC ID, as its ID register holds it.
+    pub fn ioapic_id(&self) -> u8 {
+        lock(&self.ioapic).id()
     }
 
     /// ISA interrupt line `n` (0-15) as a device drives it.
@@ -210,8 +220,8 @@ impl Chipset {
         }
         bus.insert(
             IoSpace::Mmio,
-            ioapic::BASE_ADDRESS,
-            ioapic::MMIO_SIZE,
+            layout::IOAPIC_BASE,
+            layout::IOAPIC_WINDOW,
             "ioapic",
             self.ioapic.clone(),
         )?;
@@ -234,7 +244,7 @@ impl Chipset {
 }
 
 fn isa_line(pic: &Arc<Mutex<Pic8259>>, ioapic: &Arc<Mutex<Ioapic>>, n: u8) -> Arc<dyn IrqLine> {
-    let pin = if n == 0 { PIT_IOAPIC_PIN } else { n };
+    let pin = layout::isa_irq_to_gsi(n) as u8;
     Arc::new(IsaLine {
         pic: PicLine::new(pic.clone(), n),
         ioapic: IoapicLine::new(ioapic.clone(), pin),
@@ -304,9 +314,9 @@ mod tests {
         // Redirection entry 2: vector 0x40, fixed, physical CPU 0, unmasked.
         let write = |reg: u32, v: u32| {
             m.bus
-                .write(IoSpace::Mmio, ioapic::BASE_ADDRESS, &reg.to_le_bytes());
+                .write(IoSpace::Mmio, layout::IOAPIC_BASE, &reg.to_le_bytes());
             m.bus
-                .write(IoSpace::Mmio, ioapic::BASE_ADDRESS + 0x10, &v.to_le_bytes());
+                .write(IoSpace::Mmio, layout::IOAPIC_BASE + 0x10, &v.to_le_bytes());
         };
         write(0x10 + 2 * 2 + 1, 0);
         write(0x10 + 2 * 2, 0x40);

@@ -19,7 +19,7 @@
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
-use alcazar_core::{IoSpace, VmControl};
+use alcazar_core::{layout, IoSpace, VmControl};
 use alcazar_devices::tap::Tap;
 use alcazar_devices::virtio::block::{BlockError, VirtioBlock};
 use alcazar_devices::virtio::console::VirtioConsole;
@@ -155,7 +155,7 @@ fn build_serial(c: &SerialConfig, is_console: bool, ctx: &BuildContext<'_>) -> B
 
 fn build_i8042(ctx: &BuildContext<'_>) -> BuiltDevice {
     let controller = Arc::new(Mutex::new(I8042::new(
-        ctx.chipset.isa_irq(1),
+        ctx.chipset.isa_irq(layout::KEYBOARD_ISA_IRQ),
         ctx.control.clone(),
     )));
     let ranges = I8042::PORTS
@@ -195,7 +195,7 @@ fn build_debugcon(c: &DebugconConfig, ctx: &BuildContext<'_>) -> BuiltDevice {
 
 fn build_acpi_pm(ctx: &BuildContext<'_>) -> BuiltDevice {
     let dev = Arc::new(Mutex::new(AcpiPm::new(
-        ctx.chipset.isa_irq(acpi_pm::SCI_IRQ),
+        ctx.chipset.isa_irq(layout::SCI_ISA_IRQ),
         ctx.control.clone(),
         ctx.clock.clone(),
     )));
@@ -206,7 +206,7 @@ fn build_acpi_pm(ctx: &BuildContext<'_>) -> BuiltDevice {
         }))],
         ..BuiltDevice::one(
             IoSpace::Port,
-            u64::from(acpi_pm::BASE_PORT),
+            u64::from(layout::ACPI_PM_BASE_PORT),
             u64::from(acpi_pm::PORT_COUNT),
             dev,
         )

@@ -19,6 +19,7 @@ use crate::config::{DeviceSpec, VmConfig};
 use crate::console::{ConsoleInputTarget, ConsoleTail, SharedTerminal, Stdout};
 use crate::engine_select;
 use crate::error::{ConfigError, VmmError};
+use crate::firmware;
 use crate::lifecycle::{Lifecycle, LifecycleError, VmState};
 use crate::pci::PciBus;
 use crate::platform::Chipset;
@@ -85,7 +86,20 @@ impl Vm {
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
         let pci = PciBus::new(&machine, &chipset, engine_vm.io_events())?;
         let consoles = add_devices(&machine, &chipset, &pci, &tail, &terminal, &specs, config)?;
-        let start = payload.install(&machine.memory, config.cpus)?;
+        let platform = firmware::Platform::describe(
+            config.cpus,
+            &engine_vm.cpuid_table(),
+            chipset.ioapic_id(),
+            &specs,
+        );
+        // The tables describe the machine as built, so they are written
+        // after every device is in place.
+        let rsdp = if payload.needs_firmware_tables() {
+            Some(firmware::install(&machine.memory, &platform)?)
+        } else {
+            None
+        };
+        let start = payload.install(&machine.memory, config.cpus, rsdp)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
             let mut vcpu = engine_vm.create_vcpu(id)?;

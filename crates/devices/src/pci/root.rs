@@ -21,7 +21,7 @@
 //!
 //! **INTx**: a device's INTA# on slot *s* is wired to IOAPIC pin
 //! `16 + s % 4` (the usual rotation, so neighbouring slots spread over the
-//! four lines; [`intx_gsi`]); several devices may share a line, which is
+//! four lines; [`alcazar_core::layout::pci_intx_gsi`]); several devices may share a line, which is
 //! asserted while any of them asserts it ([`SharedLine`]).
 //!
 //! Slot 0 holds the host bridge function itself (class 06/00). Devices are
@@ -40,19 +40,9 @@ use super::PciDevice;
 
 /// Slots on bus 0.
 pub const SLOTS: usize = 32;
-/// `CONFIG_ADDRESS`.
-pub const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
-/// Ports the configuration mechanism claims (0xCF8-0xCFF).
+/// Ports the configuration mechanism claims (0xCF8-0xCFF, from
+/// [`alcazar_core::layout::PCI_CONFIG_PORT`]).
 pub const CONFIG_PORT_COUNT: u16 = 8;
-/// Size of the ECAM window for bus 0.
-pub const ECAM_SIZE: u64 = 1 << 20;
-/// The first IOAPIC pin used for PCI INTx.
-pub const INTX_FIRST_GSI: u8 = 16;
-
-/// The GSI (IOAPIC pin) of interrupt pin `pin` (1 = INTA#) of slot `slot`.
-pub fn intx_gsi(slot: u8, pin: u8) -> u8 {
-    INTX_FIRST_GSI + (slot + pin.saturating_sub(1)) % 4
-}
 
 /// Errors from populating the bus.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -525,14 +515,6 @@ mod tests {
         assert_eq!(level.0.lock().unwrap().last(), Some(&true));
         b.set_level(false);
         assert_eq!(level.0.lock().unwrap().last(), Some(&false));
-    }
-
-    #[test]
-    fn intx_rotates_over_four_lines() {
-        assert_eq!(intx_gsi(0, 1), 16);
-        assert_eq!(intx_gsi(3, 1), 19);
-        assert_eq!(intx_gsi(4, 1), 16);
-        assert_eq!(intx_gsi(1, 4), 16);
     }
 
     /// A function with one 4 KiB memory BAR.

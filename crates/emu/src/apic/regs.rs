@@ -94,7 +94,7 @@ pub mod base {
     pub const BSP: u64 = 1 << 8;
     pub const EXTD: u64 = 1 << 10;
     pub const EN: u64 = 1 << 11;
-    pub const DEFAULT: u64 = 0xfee0_0000;
+    pub const DEFAULT: u64 = alcazar_core::layout::LOCAL_APIC_BASE;
 }
 
 /// How an access to a register went wrong: reserved, or the wrong

@@ -32,6 +32,7 @@
 
 use std::io::Cursor;
 
+use alcazar_core::layout;
 use alcazar_core::memory::{GuestMemory, RegionKind, MMIO_HOLE_START};
 use alcazar_core::regs::{
     Regs, Segment, SpecialRegs, CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME,
@@ -338,11 +339,7 @@ pub fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
             map.push(entry(start, end - start, E820_RAM));
         }
     }
-    map.push(entry(
-        crate::pci::ECAM_BASE,
-        crate::pci::ECAM_LEN,
-        E820_RESERVED,
-    ));
+    map.push(entry(layout::ECAM_BASE, layout::ECAM_SIZE, E820_RESERVED));
     map.sort_by_key(|e| e.addr);
     map
 }
@@ -451,7 +448,7 @@ mod tests {
         assert_eq!(kinds[0], (0, EBDA_START, E820_RAM));
         assert_eq!(kinds[1], (EBDA_START, BIOS_END - EBDA_START, E820_RESERVED));
         assert_eq!(kinds[2], (BIOS_END, MMIO_HOLE_START - BIOS_END, E820_RAM));
-        let ecam = (crate::pci::ECAM_BASE, crate::pci::ECAM_LEN, E820_RESERVED);
+        let ecam = (layout::ECAM_BASE, layout::ECAM_SIZE, E820_RESERVED);
         assert_eq!(kinds[3], ecam);
         assert_eq!(kinds[4], (1 << 32, (4 << 30) - MMIO_HOLE_START, E820_RAM));
     }

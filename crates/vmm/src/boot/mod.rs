@@ -19,7 +19,6 @@ use alcazar_core::memory::GuestMemory;
 
 use crate::config::BootSource;
 use crate::error::{ConfigError, VmmError};
-use crate::firmware;
 use linux::{LinuxBoot, LinuxImage};
 
 /// What a VM boots, read from disk (or assembled) but not yet in memory.
@@ -74,22 +73,33 @@ pub fn load(source: &BootSource) -> Result<Payload, VmmError> {
 }
 
 impl Payload {
-    /// Puts the payload in `memory` for `cpus` vCPUs. A Linux boot also
-    /// gets the firmware tables (ACPI and MP) that describe the machine.
-    pub fn install(&self, memory: &GuestMemory, cpus: u32) -> Result<Start, VmmError> {
+    /// Whether the payload is an OS that reads the firmware tables (ACPI
+    /// and MP) describing the machine: the machine's builder installs them
+    /// before [`Payload::install`]. A flat image gets none (it may use the
+    /// BIOS area for itself).
+    pub fn needs_firmware_tables(&self) -> bool {
+        matches!(self, Payload::Linux(_))
+    }
+
+    /// Puts the payload in `memory` for `cpus` vCPUs; `rsdp` is where the
+    /// ACPI tables are, if the machine has them (a Linux boot tells the
+    /// kernel).
+    pub fn install(
+        &self,
+        memory: &GuestMemory,
+        cpus: u32,
+        rsdp: Option<u64>,
+    ) -> Result<Start, VmmError> {
         match self {
             Payload::Flat(image) => {
                 install(memory, image, cpus)?;
                 Ok(Start::Flat(image.clone()))
             }
             Payload::Linux(image) => {
-                let layout = firmware::PlatformLayout::new(cpus);
-                let rsdp = firmware::acpi::install_acpi(memory, &layout)?;
-                firmware::mptable::install_mptable(memory, &layout)?;
                 if pvh::is_elf(&image.kernel) {
-                    return Ok(Start::Pvh(pvh::install(memory, image, Some(rsdp))?));
+                    return Ok(Start::Pvh(pvh::install(memory, image, rsdp)?));
                 }
-                Ok(Start::Linux(linux::install(memory, image, Some(rsdp))?))
+                Ok(Start::Linux(linux::install(memory, image, rsdp)?))
             }
         }
     }

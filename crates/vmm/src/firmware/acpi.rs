@@ -1,6 +1,6 @@
 //! The static ACPI tables: RSDP, XSDT, FACS, FADT and MADT (ACPI 6.5
 //! chapter 5.2), and [`install_acpi`], which lays them out with the DSDT
-//! ([`super::dsdt`]) from [`super::RSDP_ADDR`] up.
+//! ([`super::dsdt`]) from [`layout::RSDP_ADDRESS`] up.
 //!
 //! The RSDP, XSDT, FADT and FACS come from the `acpi_tables` crate's
 //! builders. Its MADT builder cannot set the MADT flags (PCAT_COMPAT) and
@@ -27,12 +27,12 @@ use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
+use alcazar_core::layout;
 use alcazar_core::memory::GuestMemory;
 use alcazar_devices::acpi_pm;
 
 use super::{
-    dsdt, FirmwareError, Placer, PlatformLayout, ACPI_END, ACPI_OEM_ID, ACPI_OEM_REVISION,
-    ACPI_OEM_TABLE_ID, IOAPIC_ADDR, LOCAL_APIC_ADDR, PIT_GSI, PIT_IRQ, RSDP_ADDR, SCI_IRQ,
+    dsdt, FirmwareError, Placer, Platform, ACPI_OEM_ID, ACPI_OEM_REVISION, ACPI_OEM_TABLE_ID,
 };
 
 /// Length of the common SDT header (ACPI 6.5 Table 5.4).
@@ -97,15 +97,15 @@ const P_LVL2_NOT_SUPPORTED: u16 = 101;
 const P_LVL3_NOT_SUPPORTED: u16 = 1001;
 
 /// Port of the PM1a event block (PM1_STS, then PM1_EN).
-pub const PM1A_EVT_BLK: u16 = acpi_pm::BASE_PORT + acpi_pm::PM1_EVT_OFFSET;
+pub const PM1A_EVT_BLK: u16 = layout::ACPI_PM_BASE_PORT + acpi_pm::PM1_EVT_OFFSET;
 /// Length of the PM1a event block in bytes.
 pub const PM1_EVT_LEN: u8 = 4;
 /// Port of the PM1a control block (PM1_CNT).
-pub const PM1A_CNT_BLK: u16 = acpi_pm::BASE_PORT + acpi_pm::PM1_CNT_OFFSET;
+pub const PM1A_CNT_BLK: u16 = layout::ACPI_PM_BASE_PORT + acpi_pm::PM1_CNT_OFFSET;
 /// Length of the PM1a control block in bytes.
 pub const PM1_CNT_LEN: u8 = 2;
 /// Port of the PM timer.
-pub const PM_TMR_BLK: u16 = acpi_pm::BASE_PORT + acpi_pm::PM_TMR_OFFSET;
+pub const PM_TMR_BLK: u16 = layout::ACPI_PM_BASE_PORT + acpi_pm::PM_TMR_OFFSET;
 /// Length of the PM timer block in bytes.
 pub const PM_TMR_LEN: u8 = 4;
 
@@ -139,7 +139,7 @@ pub fn build_fadt(dsdt_addr: u32, facs_addr: u32) -> Vec<u8> {
     f.x_firmware_ctrl = u64::from(facs_addr).into();
     f.dsdt = dsdt_addr.into();
     f.x_dsdt = u64::from(dsdt_addr).into();
-    f.sci_int = u16::from(SCI_IRQ).into();
+    f.sci_int = u16::from(layout::SCI_ISA_IRQ).into();
     // No SMI_CMD, ACPI_ENABLE or ACPI_DISABLE: the machine is always in
     // ACPI mode.
     f.pm1a_evt_blk = u32::from(PM1A_EVT_BLK).into();
@@ -189,8 +189,8 @@ fn local_apic_nmi(processor_uid: u8, flags: u16, lint: u8) -> [u8; 6] {
 /// (UID = APIC ID = vCPU index), the IOAPIC with GSI base 0, the overrides
 /// for the PIT (IRQ 0 -> GSI 2, edge, active high) and the SCI (IRQ 9,
 /// level, active high), and LINT1 = NMI on all processors.
-pub fn build_madt(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareError> {
-    layout.validate()?;
+pub fn build_madt(platform: &Platform) -> Result<Vec<u8>, FirmwareError> {
+    platform.validate()?;
     let mut madt = Sdt::new(
         *b"APIC",
         SDT_HEADER_LEN as u32,
@@ -199,13 +199,13 @@ pub fn build_madt(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareError> {
         ACPI_OEM_TABLE_ID,
         ACPI_OEM_REVISION,
     );
-    madt.append_slice(&LOCAL_APIC_ADDR.to_le_bytes());
+    madt.append_slice(&(layout::LOCAL_APIC_BASE as u32).to_le_bytes());
     madt.append_slice(&MADT_PCAT_COMPAT.to_le_bytes());
     let mut entry = Vec::new();
-    for cpu in 0..layout.cpus {
+    for cpu in 0..platform.cpus {
         // validate() bounds cpus by MAX_CPUS < 256.
         let id = u8::try_from(cpu).map_err(|_| FirmwareError::UnsupportedCpuCount {
-            cpus: layout.cpus,
+            cpus: platform.cpus,
             max: super::MAX_CPUS,
         })?;
         entry.clear();
@@ -213,16 +213,16 @@ pub fn build_madt(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareError> {
         madt.append_slice(&entry);
     }
     entry.clear();
-    IoApic::new(layout.ioapic_id(), IOAPIC_ADDR, 0).to_aml_bytes(&mut entry);
+    IoApic::new(platform.ioapic_id(), layout::IOAPIC_BASE as u32, 0).to_aml_bytes(&mut entry);
     madt.append_slice(&entry);
     madt.append_slice(&interrupt_source_override(
-        PIT_IRQ,
-        PIT_GSI,
+        layout::PIT_ISA_IRQ,
+        layout::isa_irq_to_gsi(layout::PIT_ISA_IRQ),
         inti::EDGE | inti::ACTIVE_HIGH,
     ));
     madt.append_slice(&interrupt_source_override(
-        SCI_IRQ,
-        u32::from(SCI_IRQ),
+        layout::SCI_ISA_IRQ,
+        u32::from(layout::SCI_ISA_IRQ),
         inti::LEVEL | inti::ACTIVE_HIGH,
     ));
     madt.append_slice(&local_apic_nmi(
@@ -236,7 +236,7 @@ pub fn build_madt(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareError> {
 /// Where [`install_acpi`] put each table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AcpiAddresses {
-    /// The RSDP ([`RSDP_ADDR`]).
+    /// The RSDP ([`layout::RSDP_ADDRESS`]).
     pub rsdp: u64,
     /// The XSDT.
     pub xsdt: u64,
@@ -253,37 +253,37 @@ pub struct AcpiAddresses {
 }
 
 /// The MCFG (PCI Firmware 3.3 §4.1.2): one ECAM allocation, segment 0,
-/// bus 0 only, at [`crate::pci::ECAM_BASE`].
+/// bus 0 only, at [`alcazar_core::layout::ECAM_BASE`].
 pub fn build_mcfg() -> Vec<u8> {
     let mut mcfg = MCFG::new(ACPI_OEM_ID, ACPI_OEM_TABLE_ID, ACPI_OEM_REVISION);
-    mcfg.add_ecam(crate::pci::ECAM_BASE, 0, 0, 0);
+    mcfg.add_ecam(alcazar_core::layout::ECAM_BASE, 0, 0, 0);
     let mut bytes = Vec::new();
     mcfg.to_aml_bytes(&mut bytes);
     bytes
 }
 
-/// Builds the ACPI tables for `layout` and writes them to guest memory:
-/// the RSDP at [`RSDP_ADDR`], then the XSDT (listing the FADT, the MADT
+/// Builds the ACPI tables for `platform` and writes them to guest memory:
+/// the RSDP at [`layout::RSDP_ADDRESS`], then the XSDT (listing the FADT, the MADT
 /// and the MCFG), the FACS, the FADT, the MADT, the DSDT and the MCFG, all below
-/// [`ACPI_END`]. Returns the RSDP's address, for `boot_params.acpi_rsdp_addr`.
-pub fn install_acpi(mem: &GuestMemory, layout: &PlatformLayout) -> Result<u64, FirmwareError> {
-    Ok(install_acpi_tables(mem, layout)?.rsdp)
+/// [`layout::ACPI_TABLES_END`]. Returns the RSDP's address, for `boot_params.acpi_rsdp_addr`.
+pub fn install_acpi(mem: &GuestMemory, platform: &Platform) -> Result<u64, FirmwareError> {
+    Ok(install_acpi_tables(mem, platform)?.rsdp)
 }
 
 /// [`install_acpi`], returning the address of every table.
 pub fn install_acpi_tables(
     mem: &GuestMemory,
-    layout: &PlatformLayout,
+    platform: &Platform,
 ) -> Result<AcpiAddresses, FirmwareError> {
-    layout.validate()?;
-    let madt = build_madt(layout)?;
-    let dsdt = dsdt::build_dsdt();
+    platform.validate()?;
+    let madt = build_madt(platform)?;
+    let dsdt = dsdt::build_dsdt(platform);
     let facs = build_facs();
     let mcfg = build_mcfg();
     const XSDT_ENTRIES: usize = 3;
     let xsdt_len = SDT_HEADER_LEN + 8 * XSDT_ENTRIES;
 
-    let mut placer = Placer::new(RSDP_ADDR, ACPI_END);
+    let mut placer = Placer::new(layout::RSDP_ADDRESS, layout::ACPI_TABLES_END);
     let rsdp_addr = placer.place("RSDP", Rsdp::len(), 16)?;
     let xsdt_addr = placer.place("XSDT", xsdt_len, 16)?;
     let facs_addr = placer.place("FACS", facs.len(), 64)?;
@@ -292,7 +292,7 @@ pub fn install_acpi_tables(
     let dsdt_addr = placer.place("DSDT", dsdt.len(), 16)?;
     let mcfg_addr = placer.place("MCFG", mcfg.len(), 16)?;
 
-    // Every address is below ACPI_END (1 MiB), so it fits the 32-bit fields.
+    // Every address is below layout::ACPI_TABLES_END (1 MiB), so it fits the 32-bit fields.
     let low32 = |addr: u64| u32::try_from(addr).unwrap_or(0);
     let fadt = build_fadt(low32(dsdt_addr), low32(facs_addr));
 
@@ -320,7 +320,7 @@ pub fn install_acpi_tables(
         fadt = fadt_addr,
         madt = madt_addr,
         dsdt = dsdt_addr,
-        cpus = layout.cpus,
+        cpus = platform.cpus,
         "ACPI tables installed"
     );
     Ok(AcpiAddresses {
@@ -340,8 +340,8 @@ mod tests {
 
     #[test]
     fn madt_size_grows_by_eight_per_cpu() {
-        let one = build_madt(&PlatformLayout::new(1)).unwrap();
-        let two = build_madt(&PlatformLayout::new(2)).unwrap();
+        let one = build_madt(&Platform::new(1)).unwrap();
+        let two = build_madt(&Platform::new(2)).unwrap();
         assert_eq!(two.len() - one.len(), 8);
         // Header + LAPIC address + flags + 1 LAPIC + IOAPIC + 2 ISOs + NMI.
         assert_eq!(one.len(), 36 + 4 + 4 + 8 + 12 + 2 * 10 + 6);

@@ -7,8 +7,8 @@
 //! ```text
 //! \_S5_  Package {SLP_TYP_S5, SLP_TYP_S5, 0, 0}   soft off (PM1_CNT.SLP_TYP)
 //! \_SB_
-//!   COM1  PNP0501  IO 0x3f8/8, IRQ 4      16550 UART (COM2 is absent)
-//!   PS2K  PNP0303  IO 0x60, IO 0x64, IRQ 1  i8042 keyboard port
+//!   COMn  PNP0501  IO port/8, IRQ         each 16550 UART on the bus (COM1: 0x3f8, IRQ 4)
+//!   PS2K  PNP0303  IO 0x60, IO 0x64, IRQ 1  i8042 keyboard port   (if the 8042 is there)
 //!   PS2M  PNP0F13  IRQ 12                 i8042 auxiliary (mouse) port
 //!   RTC_  PNP0B00  IO 0x70/2, IRQ 8       MC146818 RTC/CMOS
 //!   TIMR  PNP0100  IO 0x40/4, IRQ 0       8254 PIT
@@ -33,11 +33,12 @@ use acpi_tables::aml::{
 };
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{Aml, AmlSink};
+use alcazar_core::layout::{self, pci_intx_gsi};
 use alcazar_devices::acpi_pm::SLP_TYP_S5;
-use alcazar_devices::pci::root::{intx_gsi, SLOTS};
+use alcazar_devices::pci::root::SLOTS;
 
 use super::acpi::SDT_HEADER_LEN;
-use super::{ACPI_OEM_ID, ACPI_OEM_REVISION, ACPI_OEM_TABLE_ID};
+use super::{Platform, ACPI_OEM_ID, ACPI_OEM_REVISION, ACPI_OEM_TABLE_ID};
 
 /// DSDT revision: 2, so AML integers are 64 bits (ACPI 6.5 §5.2.11.1).
 pub const DSDT_REVISION: u8 = 2;
@@ -57,78 +58,77 @@ pub struct IoRange {
 
 /// A legacy ISA device the DSDT declares: its ACPI name, its PNP ID
 /// (`_HID`), an optional `_UID` and the resources its `_CRS` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsaDevice {
     /// Four-character ACPI name segment.
-    pub name: &'static str,
+    pub name: String,
     /// EISA ID string, e.g. `PNP0501` (compressed by `EISAID()`).
     pub hid: &'static str,
     /// `_UID`, to tell apart devices of the same `_HID`.
     pub uid: Option<u8>,
     /// Fixed I/O port ranges.
-    pub io: &'static [IoRange],
+    pub io: Vec<IoRange>,
     /// ISA IRQ, if the device has one.
     pub irq: Option<u8>,
 }
 
-/// The ISA devices of the machine, in `\_SB`.
-pub const ISA_DEVICES: &[IsaDevice] = &[
-    IsaDevice {
-        name: "COM1",
-        hid: "PNP0501",
-        uid: Some(1),
-        io: &[IoRange {
-            base: 0x3f8,
-            len: 8,
-        }],
-        irq: Some(4),
-    },
-    IsaDevice {
-        name: "PS2K",
-        hid: "PNP0303",
-        uid: None,
-        io: &[
-            IoRange { base: 0x60, len: 1 },
-            IoRange { base: 0x64, len: 1 },
-        ],
-        irq: Some(1),
-    },
-    IsaDevice {
-        name: "PS2M",
-        hid: "PNP0F13",
-        uid: None,
-        io: &[],
-        irq: Some(12),
-    },
-    IsaDevice {
-        name: "RTC_",
-        hid: "PNP0B00",
-        uid: None,
-        io: &[IoRange { base: 0x70, len: 2 }],
-        irq: Some(8),
-    },
-    IsaDevice {
-        name: "TIMR",
-        hid: "PNP0100",
-        uid: None,
-        io: &[IoRange { base: 0x40, len: 4 }],
-        irq: Some(0),
-    },
-    IsaDevice {
-        name: "PIC_",
-        hid: "PNP0000",
-        uid: None,
-        io: &[
-            IoRange { base: 0x20, len: 2 },
-            IoRange { base: 0xa0, len: 2 },
-            IoRange {
-                base: 0x4d0,
-                len: 2,
-            },
-        ],
-        irq: None,
-    },
-];
+impl IsaDevice {
+    fn new(name: &str, hid: &'static str, io: &[(u16, u8)], irq: Option<u8>) -> Self {
+        IsaDevice {
+            name: name.into(),
+            hid,
+            uid: None,
+            io: io
+                .iter()
+                .map(|&(base, len)| IoRange { base, len })
+                .collect(),
+            irq,
+        }
+    }
+}
+
+/// The ISA devices of `platform`, in `\_SB`: its UARTs (`COM1`, `COM2`,
+/// ... in device order), the 8042's two ports if it has one, and the
+/// chipset's RTC, PIT and 8259A pair, which every machine has.
+pub fn isa_devices(platform: &Platform) -> Vec<IsaDevice> {
+    let mut devices: Vec<IsaDevice> = platform
+        .uarts
+        .iter()
+        .zip(1u8..)
+        .map(|(&(port, irq), n)| IsaDevice {
+            uid: Some(n),
+            ..IsaDevice::new(&format!("COM{n}"), "PNP0501", &[(port, 8)], Some(irq))
+        })
+        .collect();
+    if platform.i8042 {
+        devices.push(IsaDevice::new(
+            "PS2K",
+            "PNP0303",
+            &[(0x60, 1), (0x64, 1)],
+            Some(layout::KEYBOARD_ISA_IRQ),
+        ));
+        devices.push(IsaDevice::new("PS2M", "PNP0F13", &[], Some(12)));
+    }
+    devices.push(IsaDevice::new(
+        "RTC_",
+        "PNP0B00",
+        &[(0x70, 2)],
+        Some(layout::RTC_ISA_IRQ),
+    ));
+    devices.push(IsaDevice::new(
+        "TIMR",
+        "PNP0100",
+        &[(0x40, 4)],
+        Some(layout::PIT_ISA_IRQ),
+    ));
+    devices.push(IsaDevice::new(
+        "PIC_",
+        "PNP0000",
+        &[(0x20, 2), (0xa0, 2), (0x4d0, 2)],
+        None,
+    ));
+    devices
+}
 
 /// The short IRQ descriptor without its information byte, ASL
 /// `IRQNoFlags() {n}` (ACPI 6.5 §6.4.2.1): an edge-triggered, active-high,
@@ -183,13 +183,13 @@ pub fn isa_device_aml(dev: &IsaDevice) -> Vec<u8> {
     children.push(&crs);
 
     let mut bytes = Vec::new();
-    Device::new(Path::new(dev.name), children).to_aml_bytes(&mut bytes);
+    Device::new(Path::new(&dev.name), children).to_aml_bytes(&mut bytes);
     bytes
 }
 
 /// The objects of `\_SB`, each already encoded.
-fn system_bus_devices() -> Vec<Vec<u8>> {
-    let mut devices: Vec<Vec<u8>> = ISA_DEVICES.iter().map(isa_device_aml).collect();
+fn system_bus_devices(platform: &Platform) -> Vec<Vec<u8>> {
+    let mut devices: Vec<Vec<u8>> = isa_devices(platform).iter().map(isa_device_aml).collect();
     devices.push(pci_host_bridge_aml());
     devices
 }
@@ -197,7 +197,7 @@ fn system_bus_devices() -> Vec<Vec<u8>> {
 /// `\_SB.PCI0`: the host bridge (ACPI 6.5 §6.1.5 `_HID` PNP0A08, PCI
 /// Firmware 3.3 §4.1.1), its decoded resources and its routing table.
 pub fn pci_host_bridge_aml() -> Vec<u8> {
-    use crate::pci::{PCI_MMIO_END, PCI_MMIO_START};
+    use alcazar_core::layout::{PCI_MMIO_END, PCI_MMIO_START};
 
     let bus = AddressSpace::<u16>::new_bus_number(0, 0);
     let config_ports = IO::new(0xcf8, 0xcf8, 1, 8);
@@ -239,7 +239,7 @@ fn routing_table() -> Vec<u8> {
     for slot in 1..SLOTS as u8 {
         for pin in 0..4u8 {
             let address = u32::from(slot) << 16 | 0xffff;
-            let gsi = u32::from(intx_gsi(slot, pin + 1));
+            let gsi = u32::from(pci_intx_gsi(slot, pin + 1));
             let entry = Package::new(vec![&address, &pin, &0u8, &gsi]);
             prt.add_element(&entry);
         }
@@ -250,20 +250,24 @@ fn routing_table() -> Vec<u8> {
 }
 
 /// The AML of the definition block's body (everything after the header).
-pub fn dsdt_body() -> Vec<u8> {
+pub fn dsdt_body(platform: &Platform) -> Vec<u8> {
     let mut body = Vec::new();
 
     let s5 = Package::new(vec![&S5_SLP_TYP, &S5_SLP_TYP, &0u8, &0u8]);
     Name::new(Path::new("\\_S5_"), &s5).to_aml_bytes(&mut body);
 
-    let devices: Vec<Encoded> = system_bus_devices().into_iter().map(Encoded).collect();
+    let devices: Vec<Encoded> = system_bus_devices(platform)
+        .into_iter()
+        .map(Encoded)
+        .collect();
     let children: Vec<&dyn Aml> = devices.iter().map(|d| d as &dyn Aml).collect();
     Scope::new(Path::new("\\_SB_"), children).to_aml_bytes(&mut body);
     body
 }
 
-/// The complete DSDT: SDT header (signature `DSDT`) and AML body.
-pub fn build_dsdt() -> Vec<u8> {
+/// The complete DSDT for `platform`: SDT header (signature `DSDT`) and
+/// AML body.
+pub fn build_dsdt(platform: &Platform) -> Vec<u8> {
     let mut table = Sdt::new(
         *b"DSDT",
         SDT_HEADER_LEN as u32,
@@ -272,7 +276,7 @@ pub fn build_dsdt() -> Vec<u8> {
         ACPI_OEM_TABLE_ID,
         ACPI_OEM_REVISION,
     );
-    table.append_slice(&dsdt_body());
+    table.append_slice(&dsdt_body(platform));
     table.as_slice().to_vec()
 }
 
@@ -292,7 +296,7 @@ mod tests {
 
     #[test]
     fn com1_device_encoding() {
-        let aml = isa_device_aml(&ISA_DEVICES[0]);
+        let aml = isa_device_aml(&isa_devices(&Platform::new(1))[0]);
         // ExtOpPrefix DeviceOp, then after the PkgLength the name "COM1".
         assert_eq!(&aml[0..2], &[0x5b, 0x82]);
         assert_eq!(&aml[3..7], b"COM1");
@@ -303,7 +307,7 @@ mod tests {
 
     #[test]
     fn s5_package_uses_the_pm_devices_slp_typ() {
-        let body = dsdt_body();
+        let body = dsdt_body(&Platform::new(1));
         // NameOp '\' "_S5_" PackageOp PkgLength NumElements BytePrefix 5 ...
         assert_eq!(&body[0..6], &[0x08, b'\\', b'_', b'S', b'5', b'_']);
         assert_eq!(body[6], 0x12);

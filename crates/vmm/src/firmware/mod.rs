@@ -10,13 +10,13 @@
 //!
 //! | range | contents |
 //! |---|---|
-//! | [`RSDP_ADDR`] (0xe0000) | RSDP, 16-byte aligned, inside the legacy scan area 0xe0000..0xfffff (ACPI 6.5 §5.2.5.1) |
-//! | after it, below [`ACPI_END`] (0xf0000) | XSDT, FACS, FADT, MADT, DSDT ([`acpi`]) |
-//! | [`MPTABLE_START`] (0xf0000) .. [`MPTABLE_END`] (0x100000) | MP floating pointer, then the MP configuration table ([`mptable`]) |
+//! | [`alcazar_core::layout::RSDP_ADDRESS`] (0xe0000) | RSDP, 16-byte aligned, inside the legacy scan area 0xe0000..0xfffff (ACPI 6.5 §5.2.5.1) |
+//! | after it, below [`alcazar_core::layout::ACPI_TABLES_END`] (0xf0000) | XSDT, FACS, FADT, MADT, DSDT ([`acpi`]) |
+//! | [`alcazar_core::layout::MPTABLE_START`] (0xf0000) .. [`alcazar_core::layout::MPTABLE_END`] (0x100000) | MP floating pointer, then the MP configuration table ([`mptable`]) |
 //!
-//! The machine they describe is fixed by [`PlatformLayout`]: vCPUs with
-//! local APIC IDs 0..N-1 (local APICs at [`LOCAL_APIC_ADDR`]), one 82093AA
-//! IOAPIC with ID N at [`IOAPIC_ADDR`] (24 pins, GSI base 0), the dual
+//! The machine they describe is fixed by [`Platform`]: vCPUs with
+//! local APIC IDs 0..N-1 (local APICs at [`(layout::LOCAL_APIC_BASE as u32)`]), one 82093AA
+//! IOAPIC with ID N at [`(layout::IOAPIC_BASE as u32)`] (24 pins, GSI base 0), the dual
 //! 8259A, ISA IRQ n on IOAPIC pin n except IRQ 0 (PIT) on pin 2, the ACPI
 //! PM block at 0x600 with its SCI on IRQ 9, and the ISA devices of the DSDT
 //! ([`dsdt`]).
@@ -43,41 +43,11 @@ mod tests;
 
 use alcazar_core::memory::MemoryError;
 
-/// Guest-physical address of the RSDP (ACPI 6.5 §5.2.5.1: a 16-byte
-/// boundary in the BIOS read-only area 0xe0000..0xfffff). Pass it to Linux
-/// in `boot_params.acpi_rsdp_addr` as well.
-pub const RSDP_ADDR: u64 = 0xe_0000;
-/// End (exclusive) of the area for the RSDP and the ACPI tables it leads to.
-pub const ACPI_END: u64 = 0xf_0000;
-/// Guest-physical address of the MP floating pointer structure (MP spec
-/// 1.4 §4.1: a 16-byte boundary in the BIOS ROM area 0xf0000..0xfffff).
-pub const MPTABLE_START: u64 = 0xf_0000;
-/// End (exclusive) of the MP table area: the top of the first MiB.
-pub const MPTABLE_END: u64 = 0x10_0000;
-
-// The layout's invariants, checked at compile time: both anchors on a
-// 16-byte boundary inside the BIOS area the OS scans, the two areas apart.
-const _: () = {
-    assert!(RSDP_ADDR & 0xf == 0 && RSDP_ADDR >= 0xe_0000 && ACPI_END <= MPTABLE_START);
-    assert!(MPTABLE_START & 0xf == 0 && MPTABLE_START >= 0xf_0000 && MPTABLE_END <= 0x10_0000);
-};
-
-/// Physical address of every local APIC (Intel SDM Vol. 3A §11.4.1).
-pub const LOCAL_APIC_ADDR: u32 = 0xfee0_0000;
-/// Physical address of the IOAPIC (82093AA datasheet §3.0).
-pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// Local APIC version reported in the MP table: 0x14, an integrated xAPIC
 /// (Intel SDM Vol. 3A §11.4.8).
 pub const LOCAL_APIC_VERSION: u8 = 0x14;
 /// IOAPIC version (IOAPICVER bits 7:0 of the 82093AA).
 pub const IOAPIC_VERSION: u8 = 0x11;
-
-/// ISA IRQ of the 8254 PIT, routed to [`PIT_GSI`] (interrupt source override).
-pub const PIT_IRQ: u8 = 0;
-/// IOAPIC pin (GSI) that carries the PIT's IRQ 0.
-pub const PIT_GSI: u32 = 2;
-/// ISA IRQ of the ACPI SCI (level-triggered, active high).
-pub const SCI_IRQ: u8 = 9;
 
 /// Most vCPUs the tables describe: local APIC IDs are 8 bits in the MADT's
 /// Processor Local APIC structure and the MP table, 0xff is the broadcast
@@ -104,9 +74,11 @@ pub fn ioapic_id(cpus: u32) -> u8 {
     }
 }
 
-/// What the firmware tables need to know about the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlatformLayout {
+/// The machine the firmware tables describe, read from the machine as
+/// built: the vCPU count, the CPU model the engine gives them, the
+/// IOAPIC's ID as its register holds it, and the ISA devices on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
     /// Number of vCPUs; their local APIC IDs are 0..cpus-1, vCPU 0 is the
     /// bootstrap processor. 1..=[`MAX_CPUS`].
     pub cpus: u32,
@@ -115,26 +87,63 @@ pub struct PlatformLayout {
     pub cpu_signature: u32,
     /// Feature flags for the MP table's processor entries: CPUID.1:EDX.
     pub cpu_features: u32,
+    /// The IOAPIC's APIC ID.
+    pub ioapic_id: u8,
+    /// The 16550 UARTs on the bus: first port and ISA IRQ, in device
+    /// order (the DSDT's `COM1`, `COM2`, ...).
+    pub uarts: Vec<(u16, u8)>,
+    /// Whether the 8042 keyboard controller is on the bus.
+    pub i8042: bool,
 }
 
-impl PlatformLayout {
-    /// The layout for `cpus` vCPUs of the emu engine's CPU model (CPU
-    /// signature and features from its CPUID leaf 1).
+impl Platform {
+    /// A PC with `cpus` vCPUs and the standard devices (COM1 at 0x3f8 on
+    /// IRQ 4, the 8042), the IOAPIC ID [`ioapic_id`] gives, and no CPU
+    /// model (signature and features 0): what the unit tests describe.
+    #[cfg(test)]
     pub fn new(cpus: u32) -> Self {
-        let leaf1 = alcazar_emu::cpuid::cpuid_table()
-            .into_iter()
-            .find(|e| e.leaf == 1)
-            .map(|e| e.result);
-        PlatformLayout {
+        Platform {
             cpus,
-            cpu_signature: leaf1.map_or(0, |r| r.eax),
-            cpu_features: leaf1.map_or(0, |r| r.edx),
+            cpu_signature: 0,
+            cpu_features: 0,
+            ioapic_id: ioapic_id(cpus),
+            uarts: vec![(0x3f8, 4)],
+            i8042: true,
         }
     }
 
-    /// The IOAPIC's APIC ID as the tables give it: [`ioapic_id`].
+    /// The machine as built: `cpus` vCPUs answering CPUID from `cpuid`
+    /// (the engine's table), the IOAPIC whose ID register holds
+    /// `ioapic_id`, and the UARTs and keyboard controller of `devices`.
+    pub fn describe(
+        cpus: u32,
+        cpuid: &[alcazar_core::cpuid::CpuidEntry],
+        ioapic_id: u8,
+        devices: &[crate::config::DeviceSpec],
+    ) -> Self {
+        use crate::config::DeviceConfig;
+        let leaf1 = cpuid.iter().find(|e| e.leaf == 1).map(|e| e.result);
+        Platform {
+            cpus,
+            cpu_signature: leaf1.map_or(0, |r| r.eax),
+            cpu_features: leaf1.map_or(0, |r| r.edx),
+            ioapic_id,
+            uarts: devices
+                .iter()
+                .filter_map(|d| match &d.config {
+                    DeviceConfig::Serial(s) => Some((s.port, s.irq)),
+                    _ => None,
+                })
+                .collect(),
+            i8042: devices
+                .iter()
+                .any(|d| matches!(d.config, DeviceConfig::I8042)),
+        }
+    }
+
+    /// The IOAPIC's APIC ID as the tables give it.
     pub fn ioapic_id(&self) -> u8 {
-        ioapic_id(self.cpus)
+        self.ioapic_id
     }
 
     /// Checks that the tables can describe this many CPUs.
@@ -148,6 +157,17 @@ impl PlatformLayout {
             })
         }
     }
+}
+
+/// Writes the ACPI tables and the MP table that describe `platform` into
+/// `memory`; returns the RSDP's address (for `boot_params.acpi_rsdp_addr`).
+pub fn install(
+    memory: &alcazar_core::memory::GuestMemory,
+    platform: &Platform,
+) -> Result<u64, FirmwareError> {
+    let rsdp = acpi::install_acpi(memory, platform)?;
+    mptable::install_mptable(memory, platform)?;
+    Ok(rsdp)
 }
 
 /// Errors from building or installing the firmware tables.
@@ -241,21 +261,34 @@ mod unit_tests {
 
     #[test]
     fn cpu_count_is_validated() {
-        assert!(PlatformLayout::new(0).validate().is_err());
-        assert!(PlatformLayout::new(1).validate().is_ok());
-        assert!(PlatformLayout::new(MAX_CPUS).validate().is_ok());
-        assert!(PlatformLayout::new(MAX_CPUS + 1).validate().is_err());
-        assert_eq!(PlatformLayout::new(4).ioapic_id(), 4);
-        assert_eq!(PlatformLayout::new(15).ioapic_id(), 15);
+        assert!(Platform::new(0).validate().is_err());
+        assert!(Platform::new(1).validate().is_ok());
+        assert!(Platform::new(MAX_CPUS).validate().is_ok());
+        assert!(Platform::new(MAX_CPUS + 1).validate().is_err());
+        assert_eq!(Platform::new(4).ioapic_id(), 4);
+        assert_eq!(Platform::new(15).ioapic_id(), 15);
         // The register holds 4 bits: 16 or more vCPUs share ID 0.
-        assert_eq!(PlatformLayout::new(16).ioapic_id(), 0);
-        assert_eq!(PlatformLayout::new(MAX_CPUS).ioapic_id(), 0);
+        assert_eq!(Platform::new(16).ioapic_id(), 0);
+        assert_eq!(Platform::new(MAX_CPUS).ioapic_id(), 0);
     }
 
     #[test]
-    fn layout_uses_emu_cpuid_signature() {
-        let l = PlatformLayout::new(2);
-        // Family in bits 11:8 (or extended family) is never zero for a real CPU.
-        assert_ne!(l.cpu_signature & 0xf00, 0);
+    fn the_cpu_model_comes_from_the_engines_cpuid() {
+        use alcazar_core::cpuid::{CpuidEntry, CpuidResult};
+        let leaf1 = CpuidEntry {
+            leaf: 1,
+            result: CpuidResult {
+                eax: 0x000a_0f61,
+                edx: 0x178b_fbff,
+                ..CpuidResult::default()
+            },
+            ..CpuidEntry::default()
+        };
+        let p = Platform::describe(2, &[leaf1], 2, &[]);
+        assert_eq!(
+            (p.cpu_signature, p.cpu_features),
+            (0x000a_0f61, 0x178b_fbff)
+        );
+        assert!(p.uarts.is_empty() && !p.i8042);
     }
 }

@@ -19,12 +19,10 @@
 //! NMI on every local APIC. The SCI's level trigger is not stated: a guest
 //! that reads this table has turned ACPI off.
 
+use alcazar_core::layout;
 use alcazar_core::memory::GuestMemory;
 
-use super::{
-    checksum, FirmwareError, Placer, PlatformLayout, IOAPIC_ADDR, IOAPIC_VERSION, LOCAL_APIC_ADDR,
-    LOCAL_APIC_VERSION, MPTABLE_END, MPTABLE_START, PIT_GSI, PIT_IRQ,
-};
+use super::{checksum, FirmwareError, Placer, Platform, IOAPIC_VERSION, LOCAL_APIC_VERSION};
 
 /// Signature of the MP floating pointer structure.
 pub const FLOATING_SIGNATURE: [u8; 4] = *b"_MP_";
@@ -93,14 +91,14 @@ const ISA_IRQS: u8 = 16;
 /// The 8259A cascade input, which no device raises.
 const CASCADE_IRQ: u8 = 2;
 
-fn processor(apic_id: u8, bsp: bool, layout: &PlatformLayout) -> [u8; entry::PROCESSOR_LEN] {
+fn processor(apic_id: u8, bsp: bool, platform: &Platform) -> [u8; entry::PROCESSOR_LEN] {
     let mut e = [0u8; entry::PROCESSOR_LEN];
     e[0] = entry::PROCESSOR;
     e[1] = apic_id;
     e[2] = LOCAL_APIC_VERSION;
     e[3] = CPU_ENABLED | if bsp { CPU_BOOTSTRAP } else { 0 };
-    e[4..8].copy_from_slice(&(layout.cpu_signature & CPU_SIGNATURE_MASK).to_le_bytes());
-    e[8..12].copy_from_slice(&layout.cpu_features.to_le_bytes());
+    e[4..8].copy_from_slice(&(platform.cpu_signature & CPU_SIGNATURE_MASK).to_le_bytes());
+    e[8..12].copy_from_slice(&platform.cpu_features.to_le_bytes());
     e
 }
 
@@ -118,7 +116,7 @@ fn ioapic(id: u8) -> [u8; entry::OTHER_LEN] {
     e[1] = id;
     e[2] = IOAPIC_VERSION;
     e[3] = IOAPIC_ENABLED;
-    e[4..8].copy_from_slice(&IOAPIC_ADDR.to_le_bytes());
+    e[4..8].copy_from_slice(&(layout::IOAPIC_BASE as u32).to_le_bytes());
     e
 }
 
@@ -146,22 +144,22 @@ fn local_interrupt(kind: u8, lint: u8) -> [u8; entry::OTHER_LEN] {
     e
 }
 
-/// The MP configuration table (header and base entries) for `layout`.
-pub fn build_config_table(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareError> {
-    layout.validate()?;
-    let ioapic_id = layout.ioapic_id();
+/// The MP configuration table (header and base entries) for `platform`.
+pub fn build_config_table(platform: &Platform) -> Result<Vec<u8>, FirmwareError> {
+    platform.validate()?;
+    let ioapic_id = platform.ioapic_id();
     let mut entries: Vec<u8> = Vec::new();
     let mut count: u16 = 0;
     let mut push = |bytes: &[u8]| {
         entries.extend_from_slice(bytes);
         count += 1;
     };
-    for cpu in 0..layout.cpus {
+    for cpu in 0..platform.cpus {
         let id = u8::try_from(cpu).map_err(|_| FirmwareError::UnsupportedCpuCount {
-            cpus: layout.cpus,
+            cpus: platform.cpus,
             max: super::MAX_CPUS,
         })?;
-        push(&processor(id, cpu == 0, layout));
+        push(&processor(id, cpu == 0, platform));
     }
     push(&isa_bus());
     push(&ioapic(ioapic_id));
@@ -172,8 +170,12 @@ pub fn build_config_table(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareEr
         if irq == CASCADE_IRQ {
             continue;
         }
-        // PIT_GSI is 2, a valid pin number.
-        let pin = if irq == PIT_IRQ { PIT_GSI as u8 } else { irq };
+        // layout::isa_irq_to_gsi(layout::PIT_ISA_IRQ) is 2, a valid pin number.
+        let pin = if irq == layout::PIT_ISA_IRQ {
+            layout::isa_irq_to_gsi(layout::PIT_ISA_IRQ) as u8
+        } else {
+            irq
+        };
         push(&io_interrupt(int_type::INT, irq, ioapic_id, pin));
     }
     push(&local_interrupt(int_type::EXTINT, 0));
@@ -183,8 +185,8 @@ pub fn build_config_table(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareEr
     let base_len = u16::try_from(len).map_err(|_| FirmwareError::NoSpace {
         table: "MP configuration",
         len,
-        addr: MPTABLE_START,
-        limit: MPTABLE_END,
+        addr: layout::MPTABLE_START,
+        limit: layout::MPTABLE_END,
     })?;
     let mut t = Vec::with_capacity(len);
     t.extend_from_slice(&CONFIG_SIGNATURE);
@@ -196,7 +198,7 @@ pub fn build_config_table(layout: &PlatformLayout) -> Result<Vec<u8>, FirmwareEr
     t.extend_from_slice(&0u32.to_le_bytes()); // OEM table pointer
     t.extend_from_slice(&0u16.to_le_bytes()); // OEM table size
     t.extend_from_slice(&count.to_le_bytes());
-    t.extend_from_slice(&LOCAL_APIC_ADDR.to_le_bytes());
+    t.extend_from_slice(&(layout::LOCAL_APIC_BASE as u32).to_le_bytes());
     t.extend_from_slice(&0u16.to_le_bytes()); // extended table length
     t.push(0); // extended table checksum (no extended entries)
     t.push(0); // reserved
@@ -220,12 +222,12 @@ pub fn build_floating_pointer(config_addr: u32) -> [u8; FLOATING_LEN] {
     f
 }
 
-/// Builds the MP table for `layout` and writes it to guest memory: the
-/// floating pointer at [`MPTABLE_START`], the configuration table after
-/// it, below [`MPTABLE_END`]. Returns the floating pointer's address.
-pub fn install_mptable(mem: &GuestMemory, layout: &PlatformLayout) -> Result<u64, FirmwareError> {
-    let config = build_config_table(layout)?;
-    let mut placer = Placer::new(MPTABLE_START, MPTABLE_END);
+/// Builds the MP table for `platform` and writes it to guest memory: the
+/// floating pointer at [`layout::MPTABLE_START`], the configuration table after
+/// it, below [`layout::MPTABLE_END`]. Returns the floating pointer's address.
+pub fn install_mptable(mem: &GuestMemory, platform: &Platform) -> Result<u64, FirmwareError> {
+    let config = build_config_table(platform)?;
+    let mut placer = Placer::new(layout::MPTABLE_START, layout::MPTABLE_END);
     let floating_addr = placer.place("MP floating pointer", FLOATING_LEN, 16)?;
     let config_addr = placer.place("MP configuration", config.len(), 16)?;
     // Both lie below 1 MiB.
@@ -235,7 +237,7 @@ pub fn install_mptable(mem: &GuestMemory, layout: &PlatformLayout) -> Result<u64
     tracing::debug!(
         floating = floating_addr,
         config = config_addr,
-        cpus = layout.cpus,
+        cpus = platform.cpus,
         "MP table installed"
     );
     Ok(floating_addr)
@@ -254,13 +256,13 @@ mod tests {
 
     #[test]
     fn processor_entry_flags_and_signature() {
-        let layout = PlatformLayout {
-            cpus: 2,
+        let platform = Platform {
             cpu_signature: 0x000a_0f61,
             cpu_features: 0x1234,
+            ..Platform::new(2)
         };
-        let bsp = processor(0, true, &layout);
-        let ap = processor(1, false, &layout);
+        let bsp = processor(0, true, &platform);
+        let ap = processor(1, false, &platform);
         assert_eq!(bsp[3], CPU_ENABLED | CPU_BOOTSTRAP);
         assert_eq!(ap[3], CPU_ENABLED);
         assert_eq!(ap[1], 1);
@@ -270,7 +272,7 @@ mod tests {
 
     #[test]
     fn too_many_cpus_is_an_error() {
-        let err = build_config_table(&PlatformLayout::new(300)).unwrap_err();
+        let err = build_config_table(&Platform::new(300)).unwrap_err();
         assert!(matches!(
             err,
             FirmwareError::UnsupportedCpuCount { cpus: 300, .. }

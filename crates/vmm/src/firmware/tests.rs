@@ -3,10 +3,11 @@
 //! 1.4 chapter 4), the way a guest OS finds them: by scanning the BIOS
 //! area for the signatures.
 
+use alcazar_core::layout;
 use alcazar_core::memory::{GuestMemory, MemoryMap, RegionKind};
 
 use super::acpi::{install_acpi, install_acpi_tables, AcpiAddresses};
-use super::dsdt::ISA_DEVICES;
+use super::dsdt::isa_devices;
 use super::mptable::install_mptable;
 use super::*;
 
@@ -61,7 +62,7 @@ fn read_table(mem: &GuestMemory, addr: u64) -> Vec<u8> {
 /// the XSDT's address.
 fn find_xsdt(mem: &GuestMemory) -> u64 {
     let rsdp_addr = scan(mem, 0xe_0000, 0x10_0000, b"RSD PTR ").expect("RSDP");
-    assert_eq!(rsdp_addr, RSDP_ADDR);
+    assert_eq!(rsdp_addr, layout::RSDP_ADDRESS);
     let rsdp = read(mem, rsdp_addr, 36);
     assert_eq!(sum(&rsdp[0..20]), 0, "ACPI 1.0 checksum");
     assert_eq!(rsdp[15], 2, "revision");
@@ -95,18 +96,18 @@ fn table<'a>(tables: &'a [(u64, Vec<u8>)], signature: &[u8; 4]) -> &'a [u8] {
 
 fn installed(cpus: u32) -> (GuestMemory, AcpiAddresses) {
     let mem = memory();
-    let addrs = install_acpi_tables(&mem, &PlatformLayout::new(cpus)).unwrap();
+    let addrs = install_acpi_tables(&mem, &Platform::new(cpus)).unwrap();
     (mem, addrs)
 }
 
 #[test]
 fn rsdp_is_found_by_scanning_and_returned() {
     let mem = memory();
-    let rsdp = install_acpi(&mem, &PlatformLayout::new(1)).unwrap();
-    assert_eq!(rsdp, RSDP_ADDR);
+    let rsdp = install_acpi(&mem, &Platform::new(1)).unwrap();
+    assert_eq!(rsdp, layout::RSDP_ADDRESS);
     assert_eq!(rsdp % 16, 0);
     let xsdt = find_xsdt(&mem);
-    assert!((RSDP_ADDR..ACPI_END).contains(&xsdt));
+    assert!((layout::RSDP_ADDRESS..layout::ACPI_TABLES_END).contains(&xsdt));
 }
 
 #[test]
@@ -124,12 +125,12 @@ fn xsdt_lists_fadt_madt_and_mcfg_with_valid_tables() {
     assert_eq!(mcfg.len(), 36 + 8 + 16);
     assert_eq!(
         u64::from_le_bytes(mcfg[44..52].try_into().unwrap()),
-        crate::pci::ECAM_BASE
+        alcazar_core::layout::ECAM_BASE
     );
     assert_eq!(&mcfg[52..56], &[0, 0, 0, 0]);
     for (addr, t) in &tables {
         assert_eq!(&t[10..16], &ACPI_OEM_ID);
-        assert!(*addr + t.len() as u64 <= ACPI_END);
+        assert!(*addr + t.len() as u64 <= layout::ACPI_TABLES_END);
     }
 }
 
@@ -146,7 +147,7 @@ fn tables_do_not_overlap_and_stay_in_their_area() {
         assert!(w[0].0 + w[0].1 <= w[1].0, "{w:x?} overlap");
     }
     let (last, len) = spans[spans.len() - 1];
-    assert!(last + len <= ACPI_END);
+    assert!(last + len <= layout::ACPI_TABLES_END);
 }
 
 #[test]
@@ -311,7 +312,7 @@ fn dsdt_declares_s5_and_the_isa_devices() {
     ));
     // No COM2.
     assert!(!contains(aml, &[0xf8, 0x02, 0xf8, 0x02]));
-    assert_eq!(ISA_DEVICES.len(), 6);
+    assert_eq!(isa_devices(&Platform::new(1)).len(), 6);
 }
 
 /// Finds and checks the MP floating pointer; returns the configuration
@@ -324,13 +325,13 @@ fn mp_config(mem: &GuestMemory) -> Vec<u8> {
     assert_eq!(fp[11], 0, "configuration table present");
     assert_eq!(fp[12] & 0x80, 0, "virtual wire mode");
     let config_addr = u64::from(u32_at(&fp, 4));
-    assert!((MPTABLE_START..MPTABLE_END).contains(&config_addr));
+    assert!((layout::MPTABLE_START..layout::MPTABLE_END).contains(&config_addr));
     assert_eq!(config_addr % 16, 0);
     let header = read(mem, config_addr, 44);
     assert_eq!(&header[0..4], b"PCMP");
     let len = u16_at(&header, 4) as usize;
     let config = read(mem, config_addr, len);
-    assert!(config_addr + len as u64 <= MPTABLE_END);
+    assert!(config_addr + len as u64 <= layout::MPTABLE_END);
     assert_eq!(sum(&config), 0, "configuration table checksum");
     assert_eq!(config[6], 4, "spec 1.4");
     assert_eq!(&config[8..16], b"ALCAZAR ");
@@ -343,9 +344,9 @@ fn mp_config(mem: &GuestMemory) -> Vec<u8> {
 fn mp_table_entries() {
     for cpus in [1u32, 2, 64, MAX_CPUS] {
         let mem = memory();
-        let layout = PlatformLayout::new(cpus);
-        let fp = install_mptable(&mem, &layout).unwrap();
-        assert_eq!(fp, MPTABLE_START);
+        let platform = Platform::new(cpus);
+        let fp = install_mptable(&mem, &platform).unwrap();
+        assert_eq!(fp, layout::MPTABLE_START);
         let config = mp_config(&mem);
         let mut at = 44;
         let mut entries = Vec::new();
@@ -365,8 +366,8 @@ fn mp_table_entries() {
             assert_eq!(e[2], 0x14, "local APIC version");
             let expected_flags = if i == 0 { 0b11 } else { 0b01 };
             assert_eq!(e[3], expected_flags, "enabled, BSP on CPU 0 only");
-            assert_eq!(u32_at(e, 4), layout.cpu_signature & 0xfff);
-            assert_eq!(u32_at(e, 8), layout.cpu_features);
+            assert_eq!(u32_at(e, 4), platform.cpu_signature & 0xfff);
+            assert_eq!(u32_at(e, 8), platform.cpu_features);
         }
         let buses: Vec<_> = of(1).collect();
         assert_eq!(buses.len(), 1);
@@ -396,13 +397,13 @@ fn mp_table_entries() {
 fn cpu_count_outside_the_tables_is_refused() {
     let mem = memory();
     for cpus in [0, MAX_CPUS + 1] {
-        let layout = PlatformLayout::new(cpus);
+        let platform = Platform::new(cpus);
         assert!(matches!(
-            install_acpi(&mem, &layout),
+            install_acpi(&mem, &platform),
             Err(FirmwareError::UnsupportedCpuCount { .. })
         ));
         assert!(matches!(
-            install_mptable(&mem, &layout),
+            install_mptable(&mem, &platform),
             Err(FirmwareError::UnsupportedCpuCount { .. })
         ));
     }
@@ -416,13 +417,225 @@ fn memory_without_the_bios_area_is_an_error() {
     let mut map = MemoryMap::default();
     map.add(0, 0x8_0000, RegionKind::Ram).unwrap();
     let mem = GuestMemory::new(map).unwrap();
-    let layout = PlatformLayout::new(1);
+    let platform = Platform::new(1);
     assert!(matches!(
-        install_acpi(&mem, &layout),
+        install_acpi(&mem, &platform),
         Err(FirmwareError::Memory(_))
     ));
     assert!(matches!(
-        install_mptable(&mem, &layout),
+        install_mptable(&mem, &platform),
         Err(FirmwareError::Memory(_))
     ));
+}
+
+/// The tables of a machine as built, read back and checked against the
+/// live devices: the MADT's IOAPIC where the bus has the IOAPIC and with
+/// the ID its register holds; every interrupt override (MADT) and ISA
+/// interrupt entry (MP table) delivered on that IOAPIC pin when the ISA
+/// line is raised; every `COMn` of the DSDT a UART at that port that
+/// raises that IRQ; the `_PRT` entry of a PCI device's slot the pin its
+/// interrupt line register (written by the bus) names. The machine has
+/// COM1 moved to 0x2e8 on IRQ 5 and a second UART, so a table written
+/// from a fixed list would fail.
+#[test]
+fn the_tables_describe_the_devices_as_built() {
+    use std::sync::{Arc, Mutex};
+
+    use alcazar_core::irq::{ApicBus, InterruptMessage, MsiSink, PlatformInterrupts};
+    use alcazar_core::{IoSpace, Machine};
+
+    use crate::config::{DeviceSpec, Origin};
+    use crate::platform::Chipset;
+
+    /// Local APICs that record every interrupt message.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<InterruptMessage>>);
+    impl MsiSink for Recorder {
+        fn deliver(&self, m: InterruptMessage) {
+            self.0.lock().unwrap().push(m);
+        }
+    }
+    impl ApicBus for Recorder {
+        fn set_ext_int(&self, _: bool) {}
+        fn connect(&self, _: Arc<dyn PlatformInterrupts>) {}
+    }
+
+    let cpus = 2;
+    let machine = Machine::new(memory(), cpus);
+    let apics = Arc::new(Recorder::default());
+    let chipset = Chipset::new(&machine, Some(apics.clone())).unwrap();
+    let pci = crate::pci::PciBus::new(&machine, &chipset, None).unwrap();
+    let spec = |class: &str, id: &str, toml: &str| {
+        let params: toml::Table = toml.parse().unwrap();
+        DeviceSpec::parse(
+            Origin::File(0),
+            class,
+            id,
+            &params,
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    };
+    let mut specs = crate::config::device::default_devices();
+    specs[0] = spec("serial", "com1", "port = 0x2e8\nirq = 5");
+    specs.push(spec("serial", "com2", "port = 0x2f8\nirq = 3"));
+    specs.push(spec("virtio-rng", "rng0", ""));
+    let tail = Arc::new(crate::console::ConsoleTail::new(machine.control.clone()));
+    let terminal: crate::console::SharedTerminal = Arc::new(crate::console::Stdout);
+    let ctx = crate::registry::BuildContext {
+        control: &machine.control,
+        clock: &machine.clock,
+        chipset: &chipset,
+        pci: &pci,
+        tail: &tail,
+        terminal: &terminal,
+        serial: &crate::config::ConsoleTarget::None,
+    };
+    for s in &specs {
+        let built = crate::registry::build(s, false, &ctx).unwrap();
+        for (space, base, len, dev) in built.ranges {
+            machine.bus.insert(space, base, len, &s.id, dev).unwrap();
+        }
+    }
+    let platform = Platform::describe(cpus, &[], chipset.ioapic_id(), &specs);
+    install(&machine.memory, &platform).unwrap();
+
+    let device_at = |space: IoSpace, addr: u64| {
+        machine
+            .bus
+            .ranges()
+            .into_iter()
+            .find(|r| r.space == space && (r.base..r.base + r.len).contains(&addr))
+            .map(|r| r.name)
+    };
+    let ioapic_write = |reg: u32, v: u32| {
+        machine
+            .bus
+            .write(IoSpace::Mmio, layout::IOAPIC_BASE, &reg.to_le_bytes());
+        machine
+            .bus
+            .write(IoSpace::Mmio, layout::IOAPIC_BASE + 0x10, &v.to_le_bytes());
+    };
+    let ioapic_read = |reg: u32| {
+        machine
+            .bus
+            .write(IoSpace::Mmio, layout::IOAPIC_BASE, &reg.to_le_bytes());
+        let mut v = [0u8; 4];
+        machine
+            .bus
+            .read(IoSpace::Mmio, layout::IOAPIC_BASE + 0x10, &mut v);
+        u32::from_le_bytes(v)
+    };
+    // Points IOAPIC `pin` at vector 0x40 + pin (edge, unmasked), raises
+    // ISA line `irq`, and says whether that vector arrived.
+    let arrives = |irq: u8, pin: u8| -> bool {
+        ioapic_write(0x10 + 2 * u32::from(pin) + 1, 0);
+        ioapic_write(0x10 + 2 * u32::from(pin), 0x40 + u32::from(pin));
+        apics.0.lock().unwrap().clear();
+        chipset.isa_irq(irq).pulse();
+        let got = apics.0.lock().unwrap().clone();
+        ioapic_write(0x10 + 2 * u32::from(pin), 1 << 16);
+        got.iter().any(|m| m.vector == 0x40 + pin)
+    };
+
+    // MADT: the IOAPIC where the bus has it, with the ID its register holds.
+    let tables = xsdt_tables(&machine.memory);
+    let madt = table(&tables, b"APIC");
+    let entries = madt_entries(madt);
+    let io = &entries.iter().find(|(t, _)| *t == 1).expect("an IOAPIC").1;
+    let base = u64::from(u32_at(io, 4));
+    assert_eq!(
+        device_at(IoSpace::Mmio, base).as_deref(),
+        Some("ioapic"),
+        "the MADT's IOAPIC address"
+    );
+    assert_eq!(u32::from(io[2]), ioapic_read(0) >> 24 & 0xf, "IOAPIC ID");
+    let pins = (ioapic_read(1) >> 16 & 0xff) + 1;
+    assert_eq!(pins, u32::from(layout::IOAPIC_PINS));
+    // Every override delivers on the GSI it names.
+    for (_, e) in entries.iter().filter(|(t, _)| *t == 2) {
+        let (irq, gsi) = (e[3], u32_at(e, 4));
+        assert!(arrives(irq, gsi as u8), "MADT: IRQ {irq} -> GSI {gsi}");
+    }
+    // MP table: every ISA interrupt entry delivers on its pin.
+    let config = mp_config(&machine.memory);
+    let mut at = 44;
+    while at < config.len() {
+        let e = &config[at..];
+        if e[0] == 3 && e[1] == 0 && e[4] == 0 {
+            let (irq, pin) = (e[5], e[7]);
+            assert!(arrives(irq, pin), "MP table: IRQ {irq} -> pin {pin}");
+        }
+        at += if e[0] == 0 { 20 } else { 8 };
+    }
+    // DSDT: each COMn's port has a UART that raises the IRQ it lists.
+    let dsdt = read_table(&machine.memory, table_address(&tables, b"FACP", 40));
+    for (n, &(port, irq)) in [(0x2e8u16, 5u8), (0x2f8, 3)].iter().enumerate() {
+        let crs = [
+            0x47,
+            0x01,
+            port as u8,
+            (port >> 8) as u8,
+            port as u8,
+            (port >> 8) as u8,
+            0x01,
+            0x08,
+            0x22,
+            (1u16 << irq) as u8,
+            ((1u16 << irq) >> 8) as u8,
+        ];
+        assert!(contains(&dsdt, format!("COM{}", n + 1).as_bytes()));
+        assert!(contains(&dsdt, &crs), "COM{} _CRS", n + 1);
+        let id = device_at(IoSpace::Port, u64::from(port));
+        assert_eq!(
+            id.as_deref(),
+            Some(["com1", "com2"][n]),
+            "a UART at {port:#x}"
+        );
+        // IER: transmitter empty; MCR: OUT2 gates the IRQ on a PC.
+        let pin = layout::isa_irq_to_gsi(irq) as u8;
+        ioapic_write(0x10 + 2 * u32::from(pin) + 1, 0);
+        ioapic_write(0x10 + 2 * u32::from(pin), 0x40 + u32::from(pin));
+        apics.0.lock().unwrap().clear();
+        machine
+            .bus
+            .write(IoSpace::Port, u64::from(port) + 4, &[0x08]);
+        machine
+            .bus
+            .write(IoSpace::Port, u64::from(port) + 1, &[0x02]);
+        let got = apics.0.lock().unwrap().clone();
+        assert!(
+            got.iter().any(|m| m.vector == 0x40 + pin),
+            "the UART at {port:#x} raises IRQ {irq}"
+        );
+    }
+    assert!(
+        !contains(&dsdt, &[0x47, 0x01, 0xf8, 0x03]),
+        "no UART at 0x3f8"
+    );
+    // _PRT: the entry for the virtio device's slot, INTA#, names the GSI
+    // its interrupt line register holds.
+    let (slot, _) = pci.virtio_devices()[0];
+    let cf8 = 0x8000_0000u32 | u32::from(slot) << 11 | 0x3c;
+    machine.bus.write(
+        IoSpace::Port,
+        u64::from(layout::PCI_CONFIG_PORT),
+        &cf8.to_le_bytes(),
+    );
+    let mut line = [0u8; 1];
+    machine.bus.read(IoSpace::Port, 0xcfc, &mut line);
+    assert!(line[0] >= layout::PCI_INTX_FIRST_GSI, "line {}", line[0]);
+    let address = u32::from(slot) << 16 | 0xffff;
+    // Package(4) { address, pin 0, 0, gsi }.
+    // PackageOp, PkgLength 11, four elements: DWordPrefix address, Zero
+    // (INTA#), Zero (source: a GSI), BytePrefix GSI.
+    let mut entry = vec![0x12, 0x0b, 0x04, 0x0c];
+    entry.extend_from_slice(&address.to_le_bytes());
+    entry.extend_from_slice(&[0x00, 0x00, 0x0a, line[0]]);
+    assert!(contains(&dsdt, &entry), "_PRT entry of slot {slot}");
+}
+
+/// The address in the 32-bit field at `offset` of the table `signature`.
+fn table_address(tables: &[(u64, Vec<u8>)], signature: &[u8; 4], offset: usize) -> u64 {
+    u64::from(u32_at(table(tables, signature), offset))
 }
