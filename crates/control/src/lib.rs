@@ -13,8 +13,6 @@
 //! * [`prometheus`] — telemetry in the Prometheus text format;
 //! * [`sandbox`] — the seccomp filter the VMM process runs under.
 
-#![warn(missing_docs)]
-
 pub mod api;
 pub mod hub;
 pub mod prometheus;

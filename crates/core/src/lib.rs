@@ -22,8 +22,6 @@
 //! The core knows no device by name: devices live in `alcazar-devices` and
 //! are plugged into the [`bus::Bus`] by whoever assembles the machine.
 
-#![warn(missing_docs)]
-
 pub mod bus;
 pub mod clock;
 pub mod control;

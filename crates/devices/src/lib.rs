@@ -8,8 +8,6 @@
 //! device registry creates them from the configuration and inserts them in
 //! the bus at their ranges.
 
-#![warn(missing_docs)]
-
 pub mod acpi_pm;
 pub mod debug_exit;
 pub mod debugcon;

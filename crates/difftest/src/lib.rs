@@ -48,8 +48,6 @@
 //! `cargo run -p alcazar-difftest -- --count 100000` (see `--help`);
 //! `cargo test -p alcazar-difftest` runs 110,000 cases of every class.
 
-#![warn(missing_docs)]
-
 pub mod analysis;
 pub mod compare;
 pub mod emu_runner;

@@ -33,8 +33,6 @@
 //! assert_eq!(demo.expect.status, 0);
 //! ```
 
-#![warn(missing_docs)]
-
 mod arch;
 mod cpu;
 mod idt;

@@ -22,8 +22,6 @@
 //! emulated by KVM itself at about 1 µs per instruction; small guests run
 //! fine, Linux does not boot in reasonable time (use the emu engine).
 
-#![warn(missing_docs)]
-
 pub mod cpuid;
 mod inspect;
 pub mod ioevent;

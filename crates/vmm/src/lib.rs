@@ -37,8 +37,6 @@
 //!
 //! A TOML file describes the same ([`config`]; `VmConfig::from_file`).
 
-#![warn(missing_docs)]
-
 pub mod boot;
 pub mod config;
 pub mod console;
