@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use alcazar_vmm::config::{BootKinds, BootSource, DeviceSpec, FlatImage, FlatMode, Origin};
+use alcazar_vmm::config::{BootKinds, BootSource, DeviceSpec, FlatImage, Origin};
 use alcazar_vmm::ConfigError;
 use toml::Table;
 
@@ -30,14 +30,9 @@ pub fn boot_source(key: &str, program: &str) -> Result<BootSource, ConfigError> 
                 "report this bug; choose another program meanwhile",
             )
         })?;
-    let mode = match kit.mode {
-        alcazar_kit::Mode::Real => FlatMode::Real,
-        alcazar_kit::Mode::Protected => FlatMode::Protected,
-        alcazar_kit::Mode::Long => FlatMode::Long,
-    };
     Ok(BootSource::Flat {
         image: FlatImage::Bytes(kit.code),
-        mode,
+        mode: kit.mode,
         load_address: kit.load_address,
         aps_wait_for_sipi: kit.aps_wait_for_sipi,
     })
@@ -52,15 +47,7 @@ pub fn devices(program: &str) -> Result<Vec<DeviceSpec>, ConfigError> {
     built
         .devices
         .iter()
-        .map(|class| {
-            DeviceSpec::parse(
-                Origin::Flag("--kit".into()),
-                class,
-                class,
-                &Table::new(),
-                Path::new("."),
-            )
-        })
+        .map(|class| DeviceSpec::with_defaults(Origin::Flag("--kit".into()), class, class))
         .collect()
 }
 

@@ -29,7 +29,7 @@ use alcazar_control::api::{ApiServer, ApiVm};
 use alcazar_control::hub::{ConsoleHub, HubTerminal};
 use alcazar_core::StopReason;
 use alcazar_kit::TICKER_COUNTER_ADDRESS;
-use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, FlatImage, FlatMode, VmConfig};
+use alcazar_vmm::config::{BootSource, ConsoleTarget, EngineChoice, FlatImage, VmConfig};
 use alcazar_vmm::vm::{RunningVm, Vm, VmHandle};
 use serde_json::{json, Value};
 
@@ -397,14 +397,9 @@ fn spinner_boot() -> BootSource {
     let kit = alcazar_kit::build("spinner")
         .expect("the kit has a spinner")
         .expect("it assembles");
-    let mode = match kit.mode {
-        alcazar_kit::Mode::Real => FlatMode::Real,
-        alcazar_kit::Mode::Protected => FlatMode::Protected,
-        alcazar_kit::Mode::Long => FlatMode::Long,
-    };
     BootSource::Flat {
         image: FlatImage::Bytes(kit.code),
-        mode,
+        mode: kit.mode,
         load_address: kit.load_address,
         aps_wait_for_sipi: kit.aps_wait_for_sipi,
     }

@@ -32,6 +32,20 @@ pub struct Regs {
     pub rflags: u64,
 }
 
+/// The CPU mode a flat image is entered in: the flat boot contract that
+/// `alcazar_vmm::boot::flat` implements and the tiny-guest kit's programs
+/// are written for (segments, stack and paging per mode are documented
+/// there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlatMode {
+    /// 16-bit real mode (`CS = load_address >> 4`, `IP = 0`).
+    Real,
+    /// 32-bit flat protected mode with paging off.
+    Protected,
+    /// 64-bit long mode with identity-mapped page tables for 0..4 GiB.
+    Long,
+}
+
 /// RFLAGS bit 1, which always reads as 1.
 pub const RFLAGS_FIXED: u64 = 1 << 1;
 /// RFLAGS.IF.

@@ -18,7 +18,7 @@ pub(crate) const RFLAGS_IF: u32 = 1 << 9;
 pub(crate) const MSR_EFER: u32 = 0xc000_0080;
 /// IA32_EFER.LME (bit 8): long mode enable; IA-32e mode becomes active when
 /// paging is turned on with this set (SDM 10.8.5, "Initializing IA-32e
-/// Mode").
+/// FlatMode").
 pub(crate) const EFER_LME: u32 = 1 << 8;
 /// IA32_EFER.SCE (bit 0): enables SYSCALL/SYSRET in 64-bit mode (SDM 2.2.1).
 pub(crate) const EFER_SCE: u32 = 1 << 0;

@@ -65,7 +65,7 @@ pub(crate) fn push_gdt64(data: &mut DataArea, load: u64, entries: &[u64]) -> usi
 }
 
 /// Activates IA-32e mode from 32-bit protected mode with paging off
-/// (SDM Vol. 3A 10.8.5, "Initializing IA-32e Mode"), using the 4-level
+/// (SDM Vol. 3A 10.8.5, "Initializing IA-32e FlatMode"), using the 4-level
 /// tables whose PML4 is at `pml4`. Afterwards the CPU is in compatibility
 /// mode; a far jump to a code segment with L=1 enters 64-bit mode.
 /// Clobbers EAX, ECX, EDX.

@@ -13,11 +13,11 @@
 //! * Common: interrupts off (IF=0), no IDT, `EDI`/`RDI` = vCPU index
 //!   (0 = bootstrap CPU), `ESI`/`RSI` = vCPU count, identity-mapped RAM of at
 //!   least 1 MiB, stack top of vCPU *i* at linear `0x9f000 - i * 0x1000`.
-//! * [`Mode::Real`]: `CS = DS = ES = load_address >> 4`, `IP = 0`,
+//! * [`FlatMode::Real`]: `CS = DS = ES = load_address >> 4`, `IP = 0`,
 //!   `SS = 0x9000`, `SP = 0xf000 - i * 0x1000`.
-//! * [`Mode::Protected`]: flat 32-bit protected mode, paging off; VMM GDT at
+//! * [`FlatMode::Protected`]: flat 32-bit protected mode, paging off; VMM GDT at
 //!   0x500 with 0x08 = flat code, 0x10 = flat data; `EIP = load_address`.
-//! * [`Mode::Long`]: 64-bit mode; VMM GDT at 0x500 with 0x08 = 64-bit code,
+//! * [`FlatMode::Long`]: 64-bit mode; VMM GDT at 0x500 with 0x08 = 64-bit code,
 //!   0x10 = data; identity page tables for 0..4 GiB at 0x1000..0x7000;
 //!   `RIP = load_address`.
 //!
@@ -29,7 +29,7 @@
 //!
 //! ```
 //! let demo = alcazar_kit::build("demo").expect("known name").expect("assembles");
-//! assert_eq!(demo.mode, alcazar_kit::Mode::Real);
+//! assert_eq!(demo.mode, alcazar_kit::FlatMode::Real);
 //! assert_eq!(demo.expect.status, 0);
 //! ```
 
@@ -46,15 +46,7 @@ pub use programs::smp_sipi::smp_sipi_expect;
 pub use programs::ticker::COUNTER_ADDRESS as TICKER_COUNTER_ADDRESS;
 
 /// The CPU mode the VMM puts the vCPU in before jumping to the program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// 16-bit real mode (`CS = load_address >> 4`, `IP = 0`).
-    Real,
-    /// 32-bit flat protected mode with paging off.
-    Protected,
-    /// 64-bit long mode with identity-mapped page tables.
-    Long,
-}
+pub use alcazar_core::regs::FlatMode;
 
 /// What a test expects from running a program.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +66,7 @@ pub struct KitProgram {
     /// One line saying what the program exercises.
     pub description: &'static str,
     /// The CPU mode the vCPU must be in at the first instruction.
-    pub mode: Mode,
+    pub mode: FlatMode,
     /// Guest-physical address where [`KitProgram::code`] is copied and where
     /// execution starts (in real mode, through `CS = load_address >> 4`).
     pub load_address: u64,

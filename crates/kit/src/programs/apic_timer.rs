@@ -23,13 +23,13 @@ use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA, EXTRA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "apic-timer",
     description: "64-bit xAPIC timer, periodic: HLT between ticks, EOI, the current count moves",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// The xAPIC page (default base, SDM Vol. 3A Table 10-1). A 64-bit

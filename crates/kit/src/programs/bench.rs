@@ -30,7 +30,7 @@ use crate::arch::{CODE32_FLAT, CODE64, DATA_FLAT, NULL_DESCRIPTOR};
 use crate::cpu::{enable_ia32e, push_gdt};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, KIT_FAIL, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, KIT_FAIL, KIT_PASS};
 
 /// Where benchmark images load (1 MiB: where multiboot loaders like it).
 pub const BENCH_LOAD_ADDRESS: u64 = 0x10_0000;
@@ -67,19 +67,19 @@ const MULTIBOOT_AOUT_KLUDGE: u32 = 1 << 16;
 pub(crate) const SIEVE: Info = Info {
     name: "bench-sieve",
     description: "benchmark: sieve of Eratosthenes over 1 MiB, 10 passes (multiboot, long mode)",
-    mode: Mode::Protected,
+    mode: FlatMode::Protected,
 };
 /// See [`SIEVE`].
 pub(crate) const MEMCPY: Info = Info {
     name: "bench-memcpy",
     description: "benchmark: 1 MiB quadword copy loop, 150 passes (multiboot, long mode)",
-    mode: Mode::Protected,
+    mode: FlatMode::Protected,
 };
 /// See [`SIEVE`].
 pub(crate) const INTERP: Info = Info {
     name: "bench-interp",
     description: "benchmark: bytecode interpreter with jump-table dispatch (multiboot, long mode)",
-    mode: Mode::Protected,
+    mode: FlatMode::Protected,
 };
 
 /// The workload body of a benchmark: emits 64-bit code that leaves its

@@ -25,13 +25,13 @@ use crate::arch::{
 use crate::cpu::{enable_ia32e, load_data_segments, push_gdt, set_stack, STACK_TOP};
 use crate::image::{addr32, offset16, Asm, DataArea, Image};
 use crate::uart::{bsp_only, power_off, Uart};
-use crate::{Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS};
+use crate::{Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "demo",
     description: "real -> protected -> long mode walk with a line per mode, then ACPI power-off",
-    mode: Mode::Real,
+    mode: FlatMode::Real,
 };
 
 const PART16: usize = 0x000;
@@ -139,7 +139,7 @@ fn part16(a: &mut CodeAssembler, addrs: &Addrs) -> Asm {
 }
 
 /// Protected mode: print, build page tables, enable PAE + LME + PG, and far
-/// jump to the 64-bit code segment (SDM 10.8.5, "Initializing IA-32e Mode").
+/// jump to the 64-bit code segment (SDM 10.8.5, "Initializing IA-32e FlatMode").
 fn part32(a: &mut CodeAssembler, addrs: &Addrs) -> Asm {
     load_data_segments(a, DATA_SEL)?;
     set_stack(a)?;

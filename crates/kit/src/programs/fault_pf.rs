@@ -26,14 +26,14 @@ use crate::arch::{CR0_WP, PTE_PRESENT, PTE_RW};
 use crate::idt::Expected;
 use crate::image::addr32;
 use crate::paging::low_identity_tables;
-use crate::{KitError, Mode, DEFAULT_LOAD_ADDRESS};
+use crate::{FlatMode, KitError, DEFAULT_LOAD_ADDRESS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "fault-pf",
     description:
         "64-bit #PF on own page tables: not-present read (err 0), write to read-only (err 3), CR2",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// Image offset of the page tables (4 KiB aligned).

@@ -26,7 +26,7 @@ use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Case, Expected, Faults, Pieces, Rip, DATA, EXTRA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// What a fault program's body gets to emit its `N` cases with.
 pub(crate) struct Ctx<'a, const N: usize> {
@@ -124,7 +124,7 @@ pub(crate) const GP: Info = Info {
     name: "fault-gp",
     description:
         "64-bit #GP: selector past the GDT limit (err = selector), non-canonical access (err 0)",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// A selector whose index (0x247) lies far beyond the VMM's 3-entry GDT.
@@ -171,7 +171,7 @@ pub(crate) fn build_gp() -> Result<Built, KitError> {
 pub(crate) const UD: Info = Info {
     name: "fault-ud",
     description: "64-bit #UD: ud2, push es (invalid in 64-bit mode), lock on a register operand",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// Raw bytes: `push es`, then `ud2` as a tripwire.
@@ -228,7 +228,7 @@ pub(crate) fn build_ud() -> Result<Built, KitError> {
 pub(crate) const DE: Info = Info {
     name: "fault-de",
     description: "64-bit #DE: div by zero, div quotient overflow, idiv INT_MIN / -1",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 const DE_CASES: [Expected; 3] = [

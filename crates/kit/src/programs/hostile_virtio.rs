@@ -65,7 +65,9 @@ use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS};
+use crate::{
+    debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS,
+};
 
 /// The device a build attacks, and what a valid request to it is.
 pub(crate) struct Target {
@@ -95,7 +97,7 @@ pub(crate) const RNG: Target = Target {
         name: "hostile-virtio",
         description:
             "a malicious virtio driver: chains outside RAM, loops, bad indirect tables, bad rings",
-        mode: Mode::Long,
+        mode: FlatMode::Long,
     },
     id: 0x1044_1af4,
     valid: &[GOOD],
@@ -115,7 +117,7 @@ pub(crate) const BLK: Target = Target {
         name: "hostile-virtio-blk",
         description:
             "hostile-virtio against virtio-blk (give it a --disk whose sector 0 is not zeros)",
-        mode: Mode::Long,
+        mode: FlatMode::Long,
     },
     id: 0x1042_1af4,
     valid: &[

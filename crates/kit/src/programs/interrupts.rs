@@ -26,21 +26,23 @@ use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA, EXTRA};
 use crate::image::{addr32, offset16, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS};
+use crate::{
+    debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS,
+};
 
 /// Registry facts for the 64-bit program.
 pub(crate) const LONG: Info = Info {
     name: "int-roundtrip",
     description:
         "64-bit int 0x40 through an interrupt gate and IRETQ back: IF, RIP, CS, RSP, registers",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// Registry facts for the real-mode program.
 pub(crate) const REAL: Info = Info {
     name: "int-roundtrip-real",
     description: "real-mode int 0x40 through the IVT and IRET back: IF, CS, SP, registers",
-    mode: Mode::Real,
+    mode: FlatMode::Real,
 };
 
 /// The vector both programs use.

@@ -54,14 +54,14 @@ use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, out_byte, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "irq-storm",
     description:
         "interrupt storms: self-IPIs with IF=0/1, the 8254 at ~597 kHz via 8259A and IOAPIC",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// Image offsets: handlers (0x40 bytes each) and the main code.

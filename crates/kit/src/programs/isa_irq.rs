@@ -37,13 +37,13 @@ use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA, EXTRA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, out_byte, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "isa-irq",
     description: "PIT IRQ 0 through the 8259A (LINT0 ExtINT) then the IOAPIC (level, EOI)",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// The xAPIC page (default base), through R14; register offsets.

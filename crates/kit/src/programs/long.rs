@@ -25,14 +25,16 @@ use crate::arch::{PAGE_SIZE, PDE_LARGE, PTE_RW};
 use crate::cpu::set_stack;
 use crate::image::{addr32, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS};
+use crate::{
+    debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS,
+};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "long-hello",
     description:
         "64-bit long mode: builds and loads its own page tables, checks a non-identity mapping",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 const CODE: usize = 0x000;

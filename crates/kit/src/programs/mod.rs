@@ -21,7 +21,7 @@ pub(crate) mod ticker;
 pub(crate) mod virtio_rng;
 
 use crate::image::{CodePart, Image};
-use crate::{Expect, KitError, KitProgram, Mode};
+use crate::{Expect, FlatMode, KitError, KitProgram};
 
 /// A built program plus where its code parts are (for the decode tests).
 pub(crate) struct Built {
@@ -35,7 +35,7 @@ pub(crate) struct Built {
 pub(crate) struct Info {
     pub(crate) name: &'static str,
     pub(crate) description: &'static str,
-    pub(crate) mode: Mode,
+    pub(crate) mode: FlatMode,
 }
 
 /// One registry row: a name and the function that builds it.

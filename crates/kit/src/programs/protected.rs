@@ -16,14 +16,16 @@ use crate::arch::{CODE32_FLAT, DATA_FLAT, NULL_DESCRIPTOR};
 use crate::cpu::{load_data_segments, push_gdt, set_stack};
 use crate::image::{addr32, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS};
+use crate::{
+    debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_FAIL, KIT_PASS,
+};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "protected-hello",
     description:
         "32-bit protected mode: loads its own GDT (code 0x18, data 0x20), reloads CS by far jump",
-    mode: Mode::Protected,
+    mode: FlatMode::Protected,
 };
 
 const STAGE1: usize = 0x000;

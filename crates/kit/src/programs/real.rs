@@ -8,14 +8,14 @@ use iced_x86::code_asm::*;
 use super::{finish, Built, Info};
 use crate::image::{offset16, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "real-hello",
     description:
         "16-bit real mode: prints a DS-relative string through the UART, exits via debug-exit",
-    mode: Mode::Real,
+    mode: FlatMode::Real,
 };
 
 const CODE: usize = 0x000;
@@ -27,7 +27,7 @@ pub(crate) fn build() -> Result<Built, KitError> {
     let mut image = Image::new(DEFAULT_LOAD_ADDRESS);
     let mut data = DataArea::new(DATA);
     // Real-mode addresses are segment * 16 + offset (SDM Vol. 3B, "Address
-    // Translation in Real-Address Mode"). With
+    // Translation in Real-Address FlatMode"). With
     // DS = load >> 4 the segment base is the load address, so a string's
     // DS offset is simply its offset inside the image.
     let message = offset16("real-hello message", data.push_cstr(MESSAGE) as u64)?;

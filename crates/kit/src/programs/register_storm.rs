@@ -47,20 +47,20 @@ use crate::cpu::set_stack;
 use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, out_byte, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, COM1, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, COM1, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts of the full storm.
 pub(crate) const FULL: Info = Info {
     name: "register-storm",
     description: "every port and MMIO register written with 0/ones/0x55/0xaa at every width",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// Registry facts of the quick storm (ports below 0x1000 only).
 pub(crate) const QUICK: Info = Info {
     name: "register-storm-quick",
     description: "register-storm with ports below 0x1000 only (sized for the kvm engine)",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// Ports the full storm covers (all of them).

@@ -21,14 +21,14 @@ use super::{finish, Built, Info};
 use crate::cpu::set_stack;
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{exit, park, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "smp-hello",
     description:
         "64-bit long mode on every vCPU: spinlocked prints in index order, atomic arrival counter",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 const CODE: usize = 0x000;

@@ -21,13 +21,13 @@ use super::{finish, smp::emit_put_dec, Built, Info};
 use crate::cpu::set_stack;
 use crate::image::{addr32, offset16, Asm, DataArea, Image};
 use crate::uart::{exit, park, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "smp-sipi",
     description: "BSP starts the APs with INIT + STARTUP IPIs into a real-mode trampoline",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 const BSP_DATA: usize = 0x800;

@@ -22,13 +22,13 @@ use super::{finish, Built, Info};
 use crate::cpu::set_stack;
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "port-sweep",
     description: "32-bit protected mode: in/out on every port at every width, then an MMIO sweep",
-    mode: Mode::Protected,
+    mode: FlatMode::Protected,
 };
 
 const CODE: usize = 0x000;

@@ -40,13 +40,13 @@ use crate::idt::{emit_handlers, push_idt, Faults, Pieces, DATA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::paging::{low_identity_tables, TABLES_SIZE};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "syscall-sysret",
     description: "64-bit SYSRETQ into CPL 3 and SYSCALL back: STAR/LSTAR/FMASK, selectors, RCX/R11",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 const TABLES: usize = 0x2000;

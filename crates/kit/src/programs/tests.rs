@@ -6,7 +6,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 use super::{find, Built, REGISTRY};
 use crate::image::CodePart;
 use crate::{
-    all, build, debug_exit_status, names, smp_expect, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS,
+    all, build, debug_exit_status, names, smp_expect, FlatMode, DEFAULT_LOAD_ADDRESS, KIT_PASS,
 };
 
 /// Everything the kit may occupy from the load address up (see crate docs).
@@ -139,9 +139,9 @@ fn first_part_matches_the_start_mode() {
             entry.name
         );
         let bitness = match built.program.mode {
-            Mode::Real => 16,
-            Mode::Protected => 32,
-            Mode::Long => 64,
+            FlatMode::Real => 16,
+            FlatMode::Protected => 32,
+            FlatMode::Long => 64,
         };
         assert_eq!(first.bitness, bitness, "{}", entry.name);
     }

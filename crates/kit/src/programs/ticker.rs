@@ -18,14 +18,14 @@ use iced_x86::code_asm::*;
 use super::{finish, Built, Info};
 use crate::image::{offset16, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "ticker",
     description:
         "real mode: counts iterations and samples the TSC for 2^30 ticks (pause/resume tests)",
-    mode: Mode::Real,
+    mode: FlatMode::Real,
 };
 
 /// Guest-physical address of the iteration counter (a dword); the last
@@ -43,7 +43,7 @@ const RUN_TICKS: u32 = 1 << 30;
 pub(crate) const SPINNER: Info = Info {
     name: "spinner",
     description: "real mode: prints a line, then counts iterations until stopped (API tests)",
-    mode: Mode::Real,
+    mode: FlatMode::Real,
 };
 
 /// Assembles `ticker`.

@@ -32,13 +32,13 @@ use crate::cpu::set_stack;
 use crate::idt::{push_idt, Faults, Pieces, DATA};
 use crate::image::{addr32, Asm, DataArea, Image};
 use crate::uart::{bsp_only, exit, Uart};
-use crate::{debug_exit_status, Expect, KitError, Mode, DEFAULT_LOAD_ADDRESS, KIT_PASS};
+use crate::{debug_exit_status, Expect, FlatMode, KitError, DEFAULT_LOAD_ADDRESS, KIT_PASS};
 
 /// Registry facts.
 pub(crate) const INFO: Info = Info {
     name: "virtio-rng",
     description: "a polled virtio driver: PCI config, virtio-pci init, one request to virtio-rng",
-    mode: Mode::Long,
+    mode: FlatMode::Long,
 };
 
 /// The vendor/device dword of a modern virtio entropy device.

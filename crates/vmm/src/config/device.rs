@@ -315,6 +315,16 @@ impl DeviceSpec {
         self.config.class()
     }
 
+    /// A device of class `class_name` with its default settings (what an
+    /// entry with no keys gives).
+    pub fn with_defaults(
+        origin: Origin,
+        class_name: &str,
+        id: &str,
+    ) -> Result<DeviceSpec, ConfigError> {
+        Self::parse(origin, class_name, id, &Table::new(), Path::new("."))
+    }
+
     /// Parses one device entry: class `class`, id `id`, the class's keys
     /// in `params`; relative paths are relative to `base`.
     pub fn parse(

@@ -76,16 +76,7 @@ pub enum ConsoleTarget {
     None,
 }
 
-/// The CPU mode a flat binary starts in (see [`crate::boot`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlatMode {
-    /// 16-bit real mode.
-    Real,
-    /// 32-bit protected mode, flat segments, paging off.
-    Protected,
-    /// 64-bit long mode, identity-mapped first 4 GiB.
-    Long,
-}
+pub use alcazar_core::regs::FlatMode;
 
 /// Where a flat binary's bytes come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use alcazar_kit::Expect;
 use alcazar_devices::pci::PciDevice;
 
 use alcazar_vmm::config::{
-    BootSource, ConsoleTarget, DeviceSpec, EngineChoice, FlatImage, FlatMode, Origin, VmConfig,
+    BootSource, ConsoleTarget, DeviceSpec, EngineChoice, FlatImage, Origin, VmConfig,
 };
 use alcazar_vmm::error::VmmError;
 use alcazar_vmm::vm::Vm;
@@ -20,14 +20,9 @@ pub fn kit_boot(program: &str) -> BootSource {
     let kit = alcazar_kit::build(program)
         .unwrap_or_else(|| panic!("no kit program {program}"))
         .unwrap_or_else(|e| panic!("kit program {program}: {e}"));
-    let mode = match kit.mode {
-        alcazar_kit::Mode::Real => FlatMode::Real,
-        alcazar_kit::Mode::Protected => FlatMode::Protected,
-        alcazar_kit::Mode::Long => FlatMode::Long,
-    };
     BootSource::Flat {
         image: FlatImage::Bytes(kit.code),
-        mode,
+        mode: kit.mode,
         load_address: kit.load_address,
         aps_wait_for_sipi: kit.aps_wait_for_sipi,
     }
@@ -126,14 +121,8 @@ pub fn kit_devices(program: &str) -> Vec<DeviceSpec> {
         .devices
         .iter()
         .map(|class| {
-            DeviceSpec::parse(
-                Origin::Flag("--kit".into()),
-                class,
-                class,
-                &Default::default(),
-                std::path::Path::new("."),
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
+            DeviceSpec::with_defaults(Origin::Flag("--kit".into()), class, class)
+                .unwrap_or_else(|e| panic!("{e}"))
         })
         .collect()
 }
