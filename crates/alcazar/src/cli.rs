@@ -142,6 +142,10 @@ struct RunArgs {
     /// attaches to it, `alcazar stop NAME` stops it.
     #[arg(long, conflicts_with = "exec")]
     detach: bool,
+    /// When the guest reboots: restart (build the VM again and boot, as a
+    /// PC does) or exit. Default: exit with --exec, else restart.
+    #[arg(long, value_name = "restart|exit")]
+    on_reboot: Option<String>,
     /// Run without the seccomp sandbox (for debugging: if the VMM dies of
     /// SIGSYS, a system call it made is missing from the allow-list).
     #[arg(long)]
@@ -182,6 +186,10 @@ pub fn dispatch(cli: Cli) -> u8 {
         }
     }
 }
+
+/// The longest kernel command line x86 Linux keeps (COMMAND_LINE_SIZE,
+/// NUL excluded).
+const EXEC_CMDLINE_MAX: usize = 2047;
 
 /// RAM of the default Linux guest unless `--memory` says otherwise.
 const DEFAULT_GUEST_MEMORY: u64 = 256 << 20;
@@ -264,6 +272,15 @@ fn kit_flag(args: &RunArgs) -> Option<&str> {
 }
 
 fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
+    if args.exec.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(alcazar_vmm::ConfigError::new(
+            "--exec",
+            "\"\"",
+            "an empty command",
+            "give a command to run, or drop --exec for an interactive shell",
+        )
+        .into());
+    }
     let mut config = match &args.config {
         Some(path) => VmConfig::from_file_with(path, &boot_kinds())?,
         // A placeholder boot: --kit, --kernel or the default guest
@@ -286,6 +303,9 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     }
     if let Some(s) = &args.serial {
         config.serial = config::parse_console("--serial", s, here)?;
+    }
+    if let Some(r) = &args.on_reboot {
+        config.on_reboot = Some(config::parse_reboot_action("--on-reboot", r)?);
     }
     #[cfg(feature = "kit")]
     if let Some(k) = kit_flag(args) {
@@ -316,10 +336,29 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     apply_linux_args(args, &mut config)?;
     crate::virtio_flags::apply_cmdline(args.console, &mut config);
     if let Some(cmd) = &args.exec {
+        let parameter = crate::guest::exec_parameter(cmd);
+        // x86 Linux keeps at most COMMAND_LINE_SIZE (2048) bytes of its
+        // command line, NUL included; the command travels in base64.
+        let room = EXEC_CMDLINE_MAX.saturating_sub(match &config.boot {
+            BootSource::Linux { cmdline, .. } => cmdline.len() + 1,
+            _ => 0,
+        });
+        if parameter.len() > room {
+            return Err(alcazar_vmm::ConfigError::new(
+                "--exec",
+                format!("({} bytes)", cmd.len()),
+                format!(
+                    "the command takes {} bytes of the kernel command line in base64, {room} are left",
+                    parameter.len()
+                ),
+                "shorten the command, or put it in a script on a disk image",
+            )
+            .into());
+        }
         match &mut config.boot {
             BootSource::Linux { cmdline, .. } => {
                 cmdline.push(' ');
-                cmdline.push_str(&crate::guest::exec_parameter(cmd));
+                cmdline.push_str(&parameter);
             }
             _ => {
                 return Err(alcazar_vmm::ConfigError::new(
@@ -458,10 +497,10 @@ fn run(args: RunArgs) -> u8 {
     };
     let auto_named = args.name.is_none() && args.api_socket.is_none();
     if args.detach {
-        return crate::launch::detach(&config.name, api.as_deref(), auto_named);
+        return crate::launch::detach(&mut config, api, auto_named);
     }
     let signals = crate::signals::watch();
-    let listener = match api.map(|p| crate::launch::bind_api(p, auto_named, &mut config)) {
+    let listener = match api.map(|p| crate::launch::listen(p, auto_named, &mut config)) {
         Some(Err(e)) => return fail_launch(&e),
         Some(Ok(l)) => Some(l),
         None => None,
@@ -513,13 +552,23 @@ fn run(args: RunArgs) -> u8 {
         };
         let handle = running.handle();
         current.set(handle.clone());
+        if args.exec.is_some() {
+            end_when_halted_for_good(handle.clone());
+        }
         let reason = running.wait();
-        if reason != StopReason::Reset || !handle.reboot_requested() {
+        let restart = handle.reboot_requested()
+            || config.on_reboot.unwrap_or(if args.exec.is_some() {
+                config::RebootAction::Exit
+            } else {
+                config::RebootAction::Restart
+            }) == config::RebootAction::Restart;
+        if reason != StopReason::Reset || !restart {
             // Attached console clients read what is left, then end.
             hub.end();
             break (reason, handle, tail);
         }
-        // A reboot through the API: the same machine, built again.
+        // A reboot (the guest's, or one asked through the API): the same
+        // machine, built again.
         tracing::info!("rebooting");
         hub.reopen();
         vm = match Vm::create_with_terminal(&config, terminal.clone()) {
@@ -541,6 +590,43 @@ fn run(args: RunArgs) -> u8 {
         return exec_status(&reason);
     }
     report(&reason)
+}
+
+/// How long every vCPU must stay halted with interrupts off before an
+/// `--exec` run gives up on the guest.
+const HALTED_FOR_GOOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// For `--exec` runs: stops the VM when every vCPU has halted with
+/// interrupts off (`halt -f`, a guest that crashed that way) and stayed
+/// so for [`HALTED_FOR_GOOD`], instead of waiting for ever.
+fn end_when_halted_for_good(handle: alcazar_vmm::vm::VmHandle) {
+    use alcazar_vmm::lifecycle::VmState;
+    let watch = move || {
+        let mut since: Option<std::time::Instant> = None;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            match handle.state() {
+                VmState::Stopped => return,
+                VmState::Halted => {
+                    let t = *since.get_or_insert_with(std::time::Instant::now);
+                    if t.elapsed() >= HALTED_FOR_GOOD {
+                        eprintln!(
+                            "alcazar: the guest halted every vCPU with interrupts off (as `halt -f` does); nothing can wake it, so the VM is stopped"
+                        );
+                        handle.stop(StopReason::Halted);
+                        return;
+                    }
+                }
+                _ => since = None,
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("halt-watch".into())
+        .spawn(watch)
+    {
+        tracing::warn!("no halt watch: {e}");
+    }
 }
 
 /// The guest console's last lines, for a VM that ended badly.

@@ -127,12 +127,18 @@ pub fn ls() -> u8 {
         "{:<20} {:<8} {:<6} {:>4} {:>9} {:>10} {:>8}",
         "NAME", "STATE", "ENGINE", "CPUS", "MEMORY", "UPTIME", "PID"
     );
+    let mut busy = Vec::new();
     for name in names {
-        let Ok(r) = client::request(&runtime::socket_path(&dir, &name), "GET", "/v1/vm", None)
-        else {
-            continue;
+        let answer = client::request(&runtime::socket_path(&dir, &name), "GET", "/v1/vm", None);
+        let v = match answer {
+            Ok(r) if r.status == 200 => json_of(&r),
+            // Gone between the listing and the request.
+            Err(ClientError::Connect { .. }) => continue,
+            _ => {
+                busy.push(name.clone());
+                json!({ "state": "busy" })
+            }
         };
-        let v = json_of(&r);
         let mib = v["memory_bytes"].as_u64().unwrap_or(0) >> 20;
         println!(
             "{:<20} {:<8} {:<6} {:>4} {:>8}M {:>9.0}s {:>8}",
@@ -143,6 +149,12 @@ pub fn ls() -> u8 {
             mib,
             v["uptime_seconds"].as_f64().unwrap_or(0.0),
             v["pid"].as_u64().unwrap_or(0),
+        );
+    }
+    if !busy.is_empty() {
+        eprintln!(
+            "alcazar: {} did not answer in time (its API is busy: too many connections, or a long request); run `alcazar ls` again",
+            busy.join(", ")
         );
     }
     0
@@ -214,6 +226,19 @@ pub fn inspect(args: &InspectArgs) -> u8 {
         format!("/v1/vm/inspect/{path}")
     };
     if let Some(value) = &args.set {
+        let number = match value
+            .strip_prefix("0x")
+            .or_else(|| value.strip_prefix("0X"))
+        {
+            Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16).is_ok(),
+            None => value.parse::<u64>().is_ok(),
+        };
+        if !number {
+            eprintln!(
+                "alcazar: inspect --set \"{value}\": not a number; give a register value in decimal or 0x hex, e.g. --set 0x2a"
+            );
+            return 2;
+        }
         let body = json!({ "value": value });
         return status(
             call(&args.name, "PUT", &target, Some(&body)).map(|_| println!("{path} = {value}")),

@@ -8,6 +8,7 @@
 //! configuration first (so a bad flag is reported right there), waits
 //! until the child's API answers, prints the VM's name and returns.
 
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +44,10 @@ impl LaunchError {
     /// The exit status: 2 for what the user can fix by another flag.
     pub fn status(&self) -> u8 {
         match self {
-            LaunchError::Config(_) | LaunchError::Api(ApiError::InUse(_)) => 2,
+            LaunchError::Config(_)
+            | LaunchError::Api(
+                ApiError::InUse(_) | ApiError::Occupied { .. } | ApiError::BadPath { .. },
+            ) => 2,
             LaunchError::Runtime(runtime::RuntimeError::BadName(_)) => 2,
             _ => 1,
         }
@@ -156,24 +160,119 @@ pub fn bind_api(
 /// How long `run --detach` waits for the VM's API to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The environment variable through which `run --detach` hands the API
+/// socket it bound to the VMM it starts.
+pub const API_FD_VAR: &str = "ALCAZAR_API_FD";
+
+/// The API socket for `run`: the one `run --detach` bound and handed down
+/// (`ALCAZAR_API_FD`), else `path` bound now ([`bind_api`]).
+pub fn listen(
+    path: PathBuf,
+    auto: bool,
+    config: &mut VmConfig,
+) -> Result<ApiListener, LaunchError> {
+    let inherited = std::env::var(API_FD_VAR).ok();
+    // The variable is ours: it must not reach anything this VMM starts.
+    std::env::remove_var(API_FD_VAR);
+    match inherited.and_then(|v| v.parse::<std::os::fd::RawFd>().ok()) {
+        Some(fd) if fd > 2 => {
+            // SAFETY: the parent `run --detach` left this descriptor open
+            // for us and nothing else in this process owns it; `adopt`
+            // checks that it is the socket bound at `path`.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            Ok(ApiListener::adopt(&path, fd)?)
+        }
+        _ => bind_api(path, auto, config),
+    }
+}
+
+/// The log of a detached VM: `<runtime dir>/<name>.log`, in the private
+/// runtime directory whatever `--api-socket` says, opened for appending
+/// without following a link and without truncating (a log of an earlier
+/// VM of the same name keeps its lines; this run's start is marked).
+fn open_log(name: &str) -> Result<(PathBuf, std::fs::File), String> {
+    let dir = runtime::socket_dir();
+    runtime::ensure_dir(&dir).map_err(|e| e.to_string())?;
+    let log = dir.join(format!("{name}.log"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&log)
+        .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_file() || std::os::unix::fs::MetadataExt::uid(&meta) != uid {
+        return Err(format!(
+            "{} is not a regular file of yours; remove it",
+            log.display()
+        ));
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        file,
+        "--- alcazar run --detach: VM \"{name}\", {} ---",
+        humantime_now()
+    );
+    Ok((log, file))
+}
+
+/// Seconds since the epoch, for the log's start line.
+fn humantime_now() -> String {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => format!("started at {} s since the epoch", d.as_secs()),
+        Err(_) => "started".into(),
+    }
+}
+
+/// The lines of `log` written since the last start marker, at most 20.
+fn this_runs_log(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .rposition(|l| l.starts_with("--- alcazar run --detach"))
+        .map_or(0, |i| i + 1);
+    let run = &lines[start..];
+    run[run.len().saturating_sub(20)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
 /// Starts the VM in the background; returns the exit status of `run`.
-pub fn detach(name: &str, socket: Option<&Path>, auto: bool) -> u8 {
+///
+/// The name is claimed first, by binding the API socket here: of several
+/// `run --detach --name X` started at once, exactly one binds it and the
+/// others fail at once, before touching any file. The bound socket is
+/// handed to the VMM this command starts, so a VM answering on it can
+/// only be that VMM; success is reported only when it answers, with its
+/// pid.
+pub fn detach(config: &mut VmConfig, socket: Option<PathBuf>, auto: bool) -> u8 {
     let Some(socket) = socket else {
         eprintln!(
             "alcazar: --detach: a detached VM is reached through its API; drop --api-socket none"
         );
         return 2;
     };
-    let (name, socket) = if auto {
-        let dir = runtime::socket_dir();
-        let free = runtime::free_name(&dir, name);
-        let path = runtime::socket_path(&dir, &free);
-        (free, path)
-    } else {
-        (name.to_string(), socket.to_path_buf())
+    let listener = match bind_api(socket, auto, config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("alcazar: {e}");
+            return e.status();
+        }
     };
-    let (name, socket) = (name.as_str(), socket.as_path());
-    let log = socket.with_extension("log");
+    let name = config.name.clone();
+    let socket = listener.path().to_path_buf();
+    let (log, stderr) = match open_log(&name) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("alcazar: --detach: {e}");
+            return 1;
+        }
+    };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -181,70 +280,65 @@ pub fn detach(name: &str, socket: Option<&Path>, auto: bool) -> u8 {
             return 1;
         }
     };
-    let stderr = match std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&log)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("alcazar: --detach: cannot create {}: {e}", log.display());
-            return 1;
-        }
+    let Some(fd) = listener.into_fd() else {
+        eprintln!("alcazar: --detach: the API socket was lost");
+        return 1;
     };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
     let mut args: Vec<String> = child_args(std::env::args().skip(1));
     args.extend([
         "--name".into(),
-        name.into(),
+        name.clone(),
         "--api-socket".into(),
         socket.display().to_string(),
     ]);
     let mut command = Command::new(exe);
     command
         .args(&args)
+        .env(API_FD_VAR, raw.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    // SAFETY: setsid is async-signal-safe and touches no memory of ours;
-    // it runs in the child between fork and exec.
+    // SAFETY: setsid and fcntl are async-signal-safe and touch no memory
+    // of ours; they run in the child between fork and exec. Clearing
+    // FD_CLOEXEC lets the listening socket survive the exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::setsid();
+            if libc::fcntl(raw, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    let mut child = match command.spawn() {
+    let spawned = command.spawn();
+    // The child has its copy; ours goes (without removing the file the
+    // child now serves).
+    drop(fd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
+            runtime::remove_stale(&socket);
             eprintln!("alcazar: --detach: cannot start the VMM: {e}");
             return 1;
         }
     };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if vm_runs(socket) {
+        if vm_runs(&socket, child.id()) {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
+            runtime::remove_stale(&socket);
             eprintln!("alcazar: the VM \"{name}\" ended while starting ({status}); its log:");
-            for line in std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
+            for line in this_runs_log(&log) {
                 eprintln!("  | {line}");
             }
             return 1;
         }
         if Instant::now() > deadline {
             eprintln!(
-                "alcazar: the VM \"{name}\" did not open its API within {} s; see {}",
+                "alcazar: the VM \"{name}\" did not start within {} s; see {}",
                 START_TIMEOUT.as_secs(),
                 log.display()
             );
@@ -252,24 +346,32 @@ pub fn detach(name: &str, socket: Option<&Path>, auto: bool) -> u8 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The name the verbs reach it by: its name, or its socket's path when
+    // the socket is not where names are looked up.
+    let default = runtime::socket_path(&runtime::socket_dir(), &name);
+    let handle = if socket == default {
+        name.clone()
+    } else if socket.is_absolute() || socket.starts_with(".") {
+        socket.display().to_string()
+    } else {
+        format!("./{}", socket.display())
+    };
     eprintln!(
-        "alcazar: \"{name}\" runs in the background (pid {}, log {}); `alcazar console {name}` attaches, `alcazar stop {name}` stops it",
+        "alcazar: \"{name}\" runs in the background (pid {}, log {}); `alcazar console {handle}` attaches, `alcazar stop {handle}` stops it",
         child.id(),
         log.display()
     );
-    println!("{name}");
+    println!("{handle}");
     0
 }
 
-/// Whether the VM behind `socket` answers and has started (the socket is
-/// bound before the VM is built, so a live socket alone is not enough).
-fn vm_runs(socket: &Path) -> bool {
-    if !socket.exists() {
-        return false;
-    }
+/// Whether the VM behind `socket` answers, is served by process `pid`
+/// and has started (the socket is bound before the VM is built, so a live
+/// socket alone is not enough).
+fn vm_runs(socket: &Path, pid: u32) -> bool {
     match alcazar_control::api::client::request(socket, "GET", "/v1/vm", None) {
         Ok(r) if r.status == 200 => serde_json::from_slice::<serde_json::Value>(&r.body)
-            .map(|v| v["state"] != "created")
+            .map(|v| v["state"] != "created" && v["pid"] == pid)
             .unwrap_or(false),
         _ => false,
     }

@@ -187,6 +187,10 @@ const ALWAYS: &[(i64, &str)] = &[
         "reboot: file sizes of the kernel, initrd, disks",
     ),
     (libc::SYS_newfstatat, "reboot: file sizes (std's metadata)"),
+    (
+        libc::SYS_getdents64,
+        "reboot: a disk image lock conflict names its holder (/proc)",
+    ),
     (libc::SYS_statx, "reboot: file sizes (std's metadata)"),
     // Memory: the allocator, thread stacks, guest RAM at a reboot.
     (libc::SYS_mmap, "the allocator, thread stacks, guest RAM"),
@@ -327,7 +331,8 @@ fn conditional(needs: Needs) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxE
         vec![rule(equals(0, Dword, libc::PR_SET_NAME as u64))?],
     );
     // fcntl: std's CLOEXEC and non-blocking flags (F_GETFD/F_SETFD,
-    // F_GETFL/F_SETFL, F_DUPFD_CLOEXEC), never locks or leases.
+    // F_GETFL/F_SETFL, F_DUPFD_CLOEXEC) and a reboot's disk image locks
+    // (F_OFD_SETLK); never leases, never a process-wide lock.
     m.insert(
         libc::SYS_fcntl,
         [
@@ -336,6 +341,7 @@ fn conditional(needs: Needs) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxE
             libc::F_GETFL,
             libc::F_SETFL,
             libc::F_DUPFD_CLOEXEC,
+            libc::F_OFD_SETLK,
         ]
         .into_iter()
         .map(|cmd| rule(equals(1, Dword, cmd as u64)))

@@ -29,6 +29,22 @@ pub struct VcpuStats {
     /// deliver them themselves: emu).
     vectors: Box<[AtomicU64]>,
     tlb_flushes: AtomicU64,
+    /// The [`Sleep`] the engine last reported, as its discriminant.
+    sleep: std::sync::atomic::AtomicU8,
+}
+
+/// Why a vCPU sleeps, as its engine reports it (engines that cannot tell,
+/// such as kvm with an in-kernel HLT, report nothing: [`Sleep::Awake`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Sleep {
+    /// Running, or asleep for a reason the engine does not report.
+    Awake = 0,
+    /// HLT with RFLAGS.IF = 0: only an NMI, INIT or SMI wakes it (Intel
+    /// SDM Vol. 2A, "HLT").
+    HaltedInterruptsOff = 1,
+    /// Waiting for INIT and a STARTUP IPI (an AP not started yet).
+    WaitingForSipi = 2,
 }
 
 impl Default for VcpuStats {
@@ -40,11 +56,26 @@ impl Default for VcpuStats {
             instructions: AtomicU64::new(0),
             vectors: (0..256).map(|_| AtomicU64::new(0)).collect(),
             tlb_flushes: AtomicU64::new(0),
+            sleep: std::sync::atomic::AtomicU8::new(Sleep::Awake as u8),
         }
     }
 }
 
 impl VcpuStats {
+    /// Records why the vCPU sleeps (or that it runs again).
+    pub fn set_sleep(&self, sleep: Sleep) {
+        self.sleep.store(sleep as u8, Ordering::Relaxed);
+    }
+
+    /// Why the vCPU sleeps, as last reported.
+    pub fn sleep(&self) -> Sleep {
+        match self.sleep.load(Ordering::Relaxed) {
+            1 => Sleep::HaltedInterruptsOff,
+            2 => Sleep::WaitingForSipi,
+            _ => Sleep::Awake,
+        }
+    }
+
     /// Counts one exit of `kind`.
     pub fn count(&self, kind: ExitKind) {
         self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);

@@ -57,16 +57,42 @@ impl HostTerminal for Stdout {
 pub type SharedTerminal = std::sync::Arc<dyn HostTerminal>;
 
 /// A file that is created only when the first byte is written, so that a
-/// VM that fails to start leaves no file behind.
+/// VM that fails to start leaves no file behind. The first VM of the
+/// process to write it creates (truncates) it; a VM built again in the
+/// same process (a reboot) appends, so the file holds every boot.
 struct LazyFile {
     path: PathBuf,
     file: Option<File>,
 }
 
+/// The console files this process has created.
+fn created_files() -> &'static Mutex<std::collections::HashSet<PathBuf>> {
+    static CREATED: std::sync::OnceLock<Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    CREATED.get_or_init(Default::default)
+}
+
+impl LazyFile {
+    fn open(&self) -> std::io::Result<File> {
+        let first = created_files()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.path.clone());
+        if first {
+            File::create(&self.path)
+        } else {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&self.path)
+        }
+    }
+}
+
 impl Write for LazyFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.file.is_none() {
-            self.file = Some(File::create(&self.path)?);
+            self.file = Some(self.open()?);
         }
         match self.file.as_mut() {
             Some(f) => f.write(buf),

@@ -40,6 +40,7 @@
 pub mod boot;
 pub mod config;
 pub mod console;
+pub mod disk_lock;
 mod doorbell;
 mod engine_select;
 pub mod error;

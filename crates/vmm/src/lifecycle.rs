@@ -37,6 +37,10 @@ pub enum VmState {
     Created,
     /// The vCPUs run the guest.
     Running,
+    /// Every vCPU has halted with interrupts off (or waits for a STARTUP
+    /// IPI nobody will send): nothing but an NMI or INIT would wake the
+    /// guest (`halt -f`). Reported by engines that can tell (emu).
+    Halted,
     /// Every vCPU is parked and the guest clock stands still.
     Paused,
     /// The VM has ended (the stop reason says why).
@@ -49,6 +53,7 @@ impl VmState {
         match self {
             VmState::Created => "created",
             VmState::Running => "running",
+            VmState::Halted => "halted",
             VmState::Paused => "paused",
             VmState::Stopped => "stopped",
         }

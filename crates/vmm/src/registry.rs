@@ -16,6 +16,7 @@
 //! takes keystrokes, the power button) hands back a [`HostHook`]; the VM
 //! keeps the hooks, whatever device offers them.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
@@ -36,6 +37,7 @@ use crate::config::device::{
 };
 use crate::config::{ConsoleTarget, DeviceSpec};
 use crate::console::{sink_for, watched_sink_for, ConsoleInputTarget, ConsoleTail, SharedTerminal};
+use crate::disk_lock::{DiskLock, DiskLockError};
 use crate::error::ConfigError;
 use crate::pci::PciBus;
 use crate::platform::Chipset;
@@ -231,6 +233,50 @@ fn build_virtio_blk(
     ctx: &BuildContext<'_>,
 ) -> Result<BuiltDevice, ConfigError> {
     let (path, readonly) = (&c.path, c.readonly);
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = std::fs::metadata(path).ok().map(|m| m.file_type());
+        let what = match kind {
+            Some(t) if t.is_file() || t.is_block_device() => None,
+            Some(t) if t.is_dir() => Some("a directory"),
+            Some(_) => Some("not a regular file or a block device"),
+            None => None, // the open below says why
+        };
+        if let Some(what) = what {
+            return Err(ConfigError::new(
+                spec.key("path"),
+                format!("\"{}\"", path.display()),
+                what,
+                "give a raw disk image file (e.g. made with `truncate -s 64M disk.img`)",
+            ));
+        }
+    }
+    // Lock first: a conflict must not depend on the image's size.
+    let lock = DiskLock::acquire(path, readonly).map_err(|e| {
+        let fix = match &e {
+            DiskLockError::InUse { .. } if !readonly => {
+                "stop the other user, or add readonly (read-only images may be shared)"
+            }
+            DiskLockError::InUse { .. } => "stop the VM that writes it",
+            DiskLockError::Open { .. } if readonly => "give an existing, readable disk image",
+            DiskLockError::Open { .. } => {
+                "give an existing disk image you may write, or make it read-only"
+            }
+            DiskLockError::Lock { .. } => "put the image on a file system with file locks",
+        };
+        ConfigError::new(
+            spec.key("path"),
+            format!("\"{}\"", path.display()),
+            e.to_string(),
+            fix,
+        )
+    })?;
+    // Held while the VM runs: a reboot builds the VM again and takes it
+    // again.
+    let held = std::sync::Mutex::new(Some(lock));
+    ctx.control.on_stop(Box::new(move || {
+        held.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }));
     let mut disk = VirtioBlock::new(path, readonly).map_err(|e| {
         let shown = path.display();
         let fix = match &e {
@@ -259,14 +305,29 @@ fn build_virtio_net(
         Some(n) => ("tap", format!("\"{n}\"")),
         None => ("class", "\"virtio-net\"".to_string()),
     };
+    // An existing interface that is not a TAP (`lo`, `eth0`) cannot be
+    // attached to, whoever asks.
+    if let Some(n) = name {
+        let sys = Path::new("/sys/class/net").join(n);
+        if !n.contains('/') && sys.exists() && !sys.join("tun_flags").exists() {
+            return Err(ConfigError::new(
+                spec.key(key),
+                shown,
+                format!("interface {n} exists and is not a TAP"),
+                "give the name of a TAP interface, or a new name for one the VMM creates",
+            ));
+        }
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
     let host_error = |e: &dyn std::fmt::Display| {
-        ConfigError::new(
-            spec.key(key),
-            shown.clone(),
-            e.to_string(),
+        let fix = if root {
+            "check that /dev/net/tun exists (`modprobe tun`) and that the name is free or a TAP's"
+        } else {
             "run as root (CAP_NET_ADMIN), or attach with tap=NAME to a tap made for you by \
-             `ip tuntap add NAME mode tap user $USER` (needs /dev/net/tun mode 0666)",
-        )
+             `ip tuntap add NAME mode tap user $USER` (needs /dev/net/tun mode 0666)"
+        };
+        ConfigError::new(spec.key(key), shown.clone(), e.to_string(), fix)
     };
     let tap = Tap::open(name.unwrap_or("alcazar%d")).map_err(|e| host_error(&e))?;
     match address {

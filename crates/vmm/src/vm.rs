@@ -77,7 +77,7 @@ impl Vm {
         terminal: SharedTerminal,
     ) -> Result<Vm, VmmError> {
         let specs = device_specs(config)?;
-        let payload = boot::load(&config.boot)?;
+        let payload = boot::load(&config.boot, config.memory)?;
         let memory = GuestMemory::new(MemoryMap::pc(config.memory)?)?;
         let selected = engine_select::select(config.engine)?;
         let machine = Arc::new(Machine::new(memory, config.cpus));
@@ -349,9 +349,22 @@ impl VmHandle {
         &self.0.machine
     }
 
-    /// The VM's state.
+    /// The VM's state: [`VmState::Halted`] while it runs but every vCPU
+    /// has halted with interrupts off (or waits for a STARTUP IPI), at
+    /// least one of them halted.
     pub fn state(&self) -> VmState {
-        self.0.lifecycle.state()
+        use alcazar_core::stats::Sleep;
+        let state = self.0.lifecycle.state();
+        let sleeps: Vec<Sleep> = self.0.machine.stats.iter().map(|s| s.sleep()).collect();
+        let halted = sleeps.contains(&Sleep::HaltedInterruptsOff)
+            && sleeps
+                .iter()
+                .all(|s| matches!(s, Sleep::HaltedInterruptsOff | Sleep::WaitingForSipi));
+        if state == VmState::Running && halted {
+            VmState::Halted
+        } else {
+            state
+        }
     }
 
     /// Wall time since the VM started.

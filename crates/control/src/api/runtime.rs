@@ -90,18 +90,71 @@ pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.sock"))
 }
 
-/// Whether a server answers on `path`. A socket that refuses the
-/// connection is left over from a VMM that was killed, and is removed;
-/// other failures (a full backlog) leave it alone.
-pub fn is_live(path: &Path) -> bool {
+/// What is at a socket path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupant {
+    /// Nothing: the path is free.
+    Nothing,
+    /// A socket a server answers on.
+    LiveSocket,
+    /// A socket nobody answers on: left over from a VMM that was killed.
+    StaleSocket,
+    /// Something that is not a socket (a file, a directory, a FIFO, a
+    /// device, a symbolic link — followed or not): never touched.
+    Other(&'static str),
+}
+
+/// What is at `path`, without following a symbolic link there and without
+/// changing anything.
+pub fn occupant(path: &Path) -> Occupant {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Occupant::Nothing;
+    };
+    let t = meta.file_type();
+    if t.is_symlink() {
+        return Occupant::Other("a symbolic link");
+    }
+    if !t.is_socket() {
+        return Occupant::Other(if t.is_dir() {
+            "a directory"
+        } else if t.is_file() {
+            "a regular file"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else {
+            "a device"
+        });
+    }
     match UnixStream::connect(path) {
-        Ok(_) => true,
-        Err(e) => {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                let _ = std::fs::remove_file(path);
-            }
+        Ok(_) => Occupant::LiveSocket,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Occupant::StaleSocket,
+        // A full backlog or the like: someone is there.
+        Err(_) => Occupant::LiveSocket,
+    }
+}
+
+/// Removes the stale socket at `path`, only if it is still a socket (a
+/// file put there meanwhile is left alone).
+pub fn remove_stale(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let still_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if still_socket {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Whether a server answers on `path`. A stale socket (one that refuses
+/// the connection: left over from a VMM that was killed) is removed;
+/// anything that is not a socket is left alone and is not live.
+pub fn is_live(path: &Path) -> bool {
+    match occupant(path) {
+        Occupant::LiveSocket => true,
+        Occupant::StaleSocket => {
+            remove_stale(path);
             false
         }
+        Occupant::Nothing | Occupant::Other(_) => false,
     }
 }
 

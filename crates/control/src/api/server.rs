@@ -42,6 +42,71 @@ pub enum ApiError {
     /// Another live VMM serves this socket.
     #[error("API socket {0}: another VM is serving it; pick another --name or --api-socket")]
     InUse(PathBuf),
+    /// Something that is not a socket is at the path: it is left alone.
+    #[error(
+        "API socket {path}: {what} is there (Alcazar removes only stale sockets); give a path where nothing is"
+    )]
+    Occupied {
+        /// The socket path.
+        path: PathBuf,
+        /// What is there.
+        what: &'static str,
+    },
+    /// The path cannot hold a socket.
+    #[error("API socket {path}: {problem}; {fix}")]
+    BadPath {
+        /// The socket path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// What to do.
+        fix: &'static str,
+    },
+}
+
+/// Most bytes of a Unix socket path (`sun_path` is 108 bytes, one for the
+/// terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Checks that `path` can be bound: short enough, in an existing
+/// directory, and free (a stale socket there is removed; anything else
+/// is an error and stays as it is).
+fn check_path(path: &Path) -> Result<(), ApiError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = |problem: String, fix| ApiError::BadPath {
+        path: path.to_path_buf(),
+        problem,
+        fix,
+    };
+    let len = path.as_os_str().as_bytes().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(bad(
+            format!("{len} bytes, more than the {MAX_SOCKET_PATH} a Unix socket path may have"),
+            "use a shorter path",
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(
+            format!("directory {} does not exist", dir.display()),
+            "create it, or give a path in an existing directory",
+        ));
+    }
+    match super::runtime::occupant(path) {
+        super::runtime::Occupant::Nothing => Ok(()),
+        super::runtime::Occupant::LiveSocket => Err(ApiError::InUse(path.to_path_buf())),
+        super::runtime::Occupant::StaleSocket => {
+            super::runtime::remove_stale(path);
+            Ok(())
+        }
+        super::runtime::Occupant::Other(what) => Err(ApiError::Occupied {
+            path: path.to_path_buf(),
+            what,
+        }),
+    }
 }
 
 /// The VM the API serves. A reboot builds a new VM; the runner swaps it
@@ -96,7 +161,9 @@ pub struct ApiListener {
 
 impl ApiListener {
     /// Binds `path` and makes it owner-only (0600). A live socket there
-    /// is [`ApiError::InUse`]; a stale one is replaced.
+    /// is [`ApiError::InUse`]; a stale one is replaced; anything else
+    /// there (a file, a directory, a link) is [`ApiError::Occupied`] and
+    /// stays untouched.
     pub fn bind(path: &Path) -> Result<ApiListener, ApiError> {
         let socket_err = |source: std::io::Error| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
@@ -108,12 +175,7 @@ impl ApiListener {
                 }
             }
         };
-        if path.exists() {
-            if super::runtime::is_live(path) {
-                return Err(ApiError::InUse(path.to_path_buf()));
-            }
-            let _ = std::fs::remove_file(path);
-        }
+        check_path(path)?;
         let listener = UnixListener::bind(path).map_err(socket_err)?;
         let bound = ApiListener {
             path: path.to_path_buf(),
@@ -127,6 +189,36 @@ impl ApiListener {
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Gives up the listening socket without removing its file: for a
+    /// process that hands the bound socket to another (`run --detach`
+    /// binds the name, then passes the descriptor to the VMM it starts).
+    pub fn into_fd(mut self) -> Option<std::os::fd::OwnedFd> {
+        self.listener.take().map(std::os::fd::OwnedFd::from)
+    }
+
+    /// Takes over a socket another process bound at `path` and handed
+    /// down as descriptor `fd` (see [`ApiListener::into_fd`]): it must be
+    /// a listening Unix socket bound to exactly that path.
+    pub fn adopt(path: &Path, fd: std::os::fd::OwnedFd) -> Result<ApiListener, ApiError> {
+        let listener = UnixListener::from(fd);
+        let bound_here = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .is_some_and(|p| p == path);
+        if !bound_here {
+            return Err(ApiError::BadPath {
+                path: path.to_path_buf(),
+                problem: "the inherited descriptor is not a socket bound there".into(),
+                fix: "start detached VMs with `alcazar run --detach`",
+            });
+        }
+        Ok(ApiListener {
+            path: path.to_path_buf(),
+            listener: Some(listener),
+        })
     }
 
     /// Serves `vm` on a background thread.
@@ -151,7 +243,7 @@ impl ApiListener {
         let accept = match accept {
             Ok(t) => t,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                super::runtime::remove_stale(&path);
                 return Err(socket_err(e));
             }
         };
@@ -168,7 +260,7 @@ impl ApiListener {
 impl Drop for ApiListener {
     fn drop(&mut self) {
         if self.listener.is_some() {
-            let _ = std::fs::remove_file(&self.path);
+            super::runtime::remove_stale(&self.path);
         }
     }
 }
@@ -215,7 +307,7 @@ impl ApiServer {
         while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = std::fs::remove_file(&self.path);
+        super::runtime::remove_stale(&self.path);
     }
 }
 

@@ -83,7 +83,9 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
         }
         *b = u8::from_str_radix(p, 16).ok()?;
     }
-    if parts.next().is_some() || mac[0] & 1 != 0 {
+    // More than six bytes, a multicast address (bit 0 of the first byte)
+    // or all zeros (no station has it) is no unicast MAC.
+    if parts.next().is_some() || mac[0] & 1 != 0 || mac == [0; 6] {
         return None;
     }
     Some(mac)

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 use alcazar_core::engine::ExitKind;
+use alcazar_core::stats::Sleep;
 
 use super::{deliver, deliver_fault, Event, Source};
 use crate::flags;
@@ -275,6 +276,14 @@ pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
     let want_external = running && cpu.s.flags.test(flags::IF);
     let control = cpu.machine.control.clone();
     let slept = Instant::now();
+    let stats = cpu.machine.vcpu_stats(cpu.id);
+    stats.set_sleep(if !running {
+        Sleep::WaitingForSipi
+    } else if !want_external {
+        Sleep::HaltedInterruptsOff
+    } else {
+        Sleep::Awake
+    });
     let mut guard = lines.sleep.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let nmi = running && lines.nmi.load(SeqCst) && !lines.nmi_blocked.load(SeqCst);
@@ -285,6 +294,7 @@ pub fn wait_for_interrupt(cpu: &mut Cpu) -> bool {
             || (want_external && lines.attention.load(SeqCst))
         {
             drop(guard);
+            stats.set_sleep(Sleep::Awake);
             // Telemetry: the host time this halted vCPU slept.
             let ns = u64::try_from(slept.elapsed().as_nanos()).unwrap_or(u64::MAX);
             cpu.machine.vcpu_stats(cpu.id).add_time(ExitKind::Hlt, ns);

@@ -210,6 +210,41 @@ pub fn install(
     })
 }
 
+/// Checks the start of a kernel file (`head`, up to 4 KiB) of `len` bytes
+/// before the rest is read: an ELF `vmlinux` (booted through PVH), or a
+/// bzImage whose setup header is there and whose size is what the header
+/// says (a truncated download otherwise runs and triple-faults). Returns
+/// what is wrong.
+pub fn check_kernel_file(head: &[u8], len: u64) -> Result<(), String> {
+    if super::pvh::is_elf(head) {
+        return Ok(());
+    }
+    // The setup header: "HdrS" at 0x202, setup_sects at 0x1f1 and syssize
+    // (16-byte units of the protected-mode part) at 0x1f4 (boot protocol,
+    // "the real-mode kernel header").
+    let u32_at = |at: usize| {
+        head.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if u32_at(0x202) != Some(HDRS_MAGIC) {
+        return Err(format!(
+            "not a Linux kernel ({len} bytes, no bzImage setup header and no ELF header)"
+        ));
+    }
+    let setup_sects = match head[0x1f1] {
+        0 => 4,
+        n => u64::from(n),
+    };
+    let syssize = u64::from(u32_at(0x1f4).unwrap_or(0));
+    let expected = (setup_sects + 1) * 512 + syssize * 16;
+    if len < expected {
+        return Err(format!(
+            "truncated: the bzImage header says {expected} bytes, the file has {len}"
+        ));
+    }
+    Ok(())
+}
+
 fn check_header(hdr: &setup_header) -> Result<(), LinuxBootError> {
     let (magic, version, xloadflags) = (hdr.header, hdr.version, hdr.xloadflags);
     if magic != HDRS_MAGIC {

@@ -41,35 +41,99 @@ pub enum Start {
     Pvh(pvh::PvhBoot),
 }
 
-/// Reads the payload `source` names.
-pub fn load(source: &BootSource) -> Result<Payload, VmmError> {
+/// Reads the payload `source` names for a guest of `memory` bytes.
+///
+/// A kernel's header is checked before the rest is read (a file that is
+/// not a kernel, or a truncated one, is one error line), and no file is
+/// read beyond the guest's memory: what does not fit in the guest cannot
+/// be booted, so `/dev/zero` or a 5 GB file costs nothing. (The files are
+/// read, not mapped: a mapped file that another process truncates or
+/// rewrites would change under the loader.)
+pub fn load(source: &BootSource, memory: u64) -> Result<Payload, VmmError> {
     match source {
         BootSource::Linux {
             kernel,
             initrd,
             cmdline,
         } => {
-            let read = |key: &str, path: &std::path::Path| {
-                std::fs::read(path).map_err(|e| {
-                    ConfigError::new(
-                        key,
-                        format!("\"{}\"", path.display()),
-                        format!("cannot read it ({e})"),
-                        "give the path of a readable file",
-                    )
-                })
-            };
+            let kernel = read_bounded("boot.kernel", kernel, memory, linux::check_kernel_file)?;
+            let initrd = initrd
+                .as_deref()
+                .map(|p| read_bounded("boot.initrd", p, memory, |_, _| Ok(())))
+                .transpose()?;
             Ok(Payload::Linux(LinuxImage {
-                kernel: read("boot.kernel", kernel)?,
-                initrd: initrd
-                    .as_deref()
-                    .map(|p| read("boot.initrd", p))
-                    .transpose()?,
+                kernel,
+                initrd,
                 cmdline: cmdline.clone(),
             }))
         }
         other => Ok(Payload::Flat(load_image(other)?)),
     }
+}
+
+/// Reads the regular file at `path` (key `key` in errors), refusing one
+/// larger than `limit` bytes; `check` sees the first 4 KiB and the file's
+/// length before the rest is read, and says what is wrong, if anything.
+fn read_bounded(
+    key: &str,
+    path: &std::path::Path,
+    limit: u64,
+    check: impl Fn(&[u8], u64) -> Result<(), String>,
+) -> Result<Vec<u8>, VmmError> {
+    use std::io::Read;
+    let shown = format!("\"{}\"", path.display());
+    let fail = |problem: String, fix: &str| -> VmmError {
+        ConfigError::new(key, shown.clone(), problem, fix.to_string()).into()
+    };
+    let file = std::fs::File::open(path).map_err(|e| {
+        fail(
+            format!("cannot read it ({e})"),
+            "give the path of a readable file",
+        )
+    })?;
+    let meta = file.metadata().map_err(|e| {
+        fail(
+            format!("cannot read it ({e})"),
+            "give the path of a readable file",
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(fail(
+            "not a regular file".into(),
+            "give the path of a kernel or initrd file",
+        ));
+    }
+    let len = meta.len();
+    if len > limit {
+        return Err(fail(
+            format!(
+                "{} MiB, larger than the guest's {} MiB of memory",
+                len >> 20,
+                limit >> 20
+            ),
+            "give the right file, or more --memory",
+        ));
+    }
+    let mut bytes = Vec::new();
+    let mut file = file.take(limit);
+    (&mut file)
+        .take(4096)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            fail(
+                format!("cannot read it ({e})"),
+                "give the path of a readable file",
+            )
+        })?;
+    check(&bytes, len)
+        .map_err(|problem| fail(problem, "give a 64-bit bzImage or an ELF vmlinux"))?;
+    file.read_to_end(&mut bytes).map_err(|e| {
+        fail(
+            format!("cannot read it ({e})"),
+            "give the path of a readable file",
+        )
+    })?;
+    Ok(bytes)
 }
 
 impl Payload {

@@ -11,6 +11,7 @@
 //! engine = "auto"         # "kvm", "emu" or "auto"
 //! serial = "stdio"        # the console UART's output: "stdio", "file:PATH" or "none"
 //! default_devices = true  # COM1, i8042, port 0x61, debug-exit, debugcon, ACPI PM
+//! on_reboot = "restart"   # when the guest reboots: "restart" or "exit"
 //!
 //! [boot]
 //! kind = "flat"           # a flat binary...
@@ -63,6 +64,19 @@ pub enum EngineChoice {
     Kvm,
     /// Always emu.
     Emu,
+}
+
+/// What happens when the guest resets the machine (`reboot` in Linux,
+/// the 8042's reset line, port 0xcf9): the VM stops with
+/// `StopReason::Reset`, and its runner either builds it again or ends.
+/// (The library stops the VM either way; the `alcazar` command acts on
+/// this.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootAction {
+    /// Build the VM again from its config and boot it: what a PC does.
+    Restart,
+    /// End, reporting the reset.
+    Exit,
 }
 
 /// Where a console device's output goes.
@@ -134,6 +148,9 @@ pub struct VmConfig {
     pub default_devices: bool,
     /// Extra or reconfigured devices.
     pub devices: Vec<DeviceSpec>,
+    /// What the runner does when the guest resets the machine; `None`:
+    /// the runner's default (`alcazar`: exit with `--exec`, else restart).
+    pub on_reboot: Option<RebootAction>,
 }
 
 /// The name a VM gets when nothing names it.
@@ -155,6 +172,7 @@ impl VmConfig {
             boot,
             default_devices: true,
             devices: Vec::new(),
+            on_reboot: None,
         }
     }
 }
@@ -254,6 +272,7 @@ const TOP_KEYS: &[&str] = &[
     "default_devices",
     "boot",
     "device",
+    "on_reboot",
 ];
 
 impl VmConfig {
@@ -265,7 +284,8 @@ impl VmConfig {
     }
 
     /// Reads and validates a config file whose `[boot]` may name any of
-    /// `kinds`. The file is read up to [`MAX_CONFIG_BYTES`].
+    /// `kinds`. The file is read up to [`MAX_CONFIG_BYTES`]. Without a
+    /// `name`, the VM is named after the file (`web.toml`: `web`).
     pub fn from_file_with(path: &Path, kinds: &BootKinds) -> Result<Self, ConfigError> {
         let text = value::read_bounded(path, MAX_CONFIG_BYTES).map_err(|why| {
             ConfigError::new(
@@ -279,7 +299,18 @@ impl VmConfig {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        Self::parse(&text, base, kinds)
+        let mut config = Self::parse(&text, base, kinds)?;
+        // A file without `name` names the VM after itself (`web.toml`:
+        // "web"), if that is a valid name.
+        let named = text.parse::<Table>().is_ok_and(|t| t.contains_key("name"));
+        if !named {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                if let Ok(name) = parse_name("name", stem) {
+                    config.name = name;
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates TOML text with the library's boot kinds
@@ -316,6 +347,9 @@ impl VmConfig {
             None => ConsoleTarget::Stdio,
         };
         let default_devices = opt_bool(&table, "default_devices")?.unwrap_or(true);
+        let on_reboot = opt_str(&table, "on_reboot")?
+            .map(|s| parse_reboot_action("on_reboot", &s))
+            .transpose()?;
         let boot = kinds.parse(table.get("boot"), base)?;
         let devices = device::parse_devices(table.get("device"), base)?;
         let config = VmConfig {
@@ -327,8 +361,23 @@ impl VmConfig {
             boot,
             default_devices,
             devices,
+            on_reboot,
         };
         Ok(config)
+    }
+}
+
+/// Parses `restart` or `exit`.
+pub fn parse_reboot_action(key: &str, s: &str) -> Result<RebootAction, ConfigError> {
+    match s {
+        "restart" => Ok(RebootAction::Restart),
+        "exit" => Ok(RebootAction::Exit),
+        _ => Err(ConfigError::new(
+            key,
+            format!("\"{s}\""),
+            "unknown reboot action",
+            "use \"restart\" (boot again) or \"exit\"",
+        )),
     }
 }
 

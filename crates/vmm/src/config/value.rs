@@ -11,12 +11,24 @@ use crate::error::ConfigError;
 
 /// A TOML syntax error as a one-line [`ConfigError`] naming the line.
 pub(crate) fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-        .unwrap_or(1);
+    let start = e.span().map_or(0, |s| s.start.min(text.len()));
+    // Lines are counted by the newlines before the error: an error at the
+    // start of a line is on that line.
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    // The key the line assigns, if it is a `key = value` line.
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+        })
+        .map(|k| k.trim_matches(['"', '\'']).to_string());
     ConfigError::new(
-        "config",
+        key.unwrap_or_else(|| "config".into()),
         format!("line {line}"),
         format!("invalid TOML: {}", e.message().trim()),
         "fix the TOML syntax on that line",
@@ -237,8 +249,11 @@ pub fn parse_engine(key: &str, s: &str) -> Result<EngineChoice, ConfigError> {
     }
 }
 
-/// Parses a console target: `stdio`, `none` or `file:PATH`. A file's
-/// directory must exist (the file itself is created on first output).
+/// Parses a console target: `stdio`, `none` or `file:PATH`. The file
+/// must be one the VMM can write: a regular file (created at the first
+/// byte if it does not exist, in an existing directory it may write), or
+/// `/dev/null` or a terminal. Directories, `/proc` files and devices such
+/// as `/dev/full` are refused here, before anything starts.
 pub fn parse_console(key: &str, s: &str, base: &Path) -> Result<ConsoleTarget, ConfigError> {
     let bad = |problem: &str| {
         ConfigError::new(
@@ -259,19 +274,109 @@ pub fn parse_console(key: &str, s: &str, base: &Path) -> Result<ConsoleTarget, C
                 return Err(bad("empty file path"));
             }
             let path = base.join(path);
+            check_output_file(key, s, &path)?;
+            Ok(ConsoleTarget::File(path))
+        }
+    }
+}
+
+/// Whether `path` is on procfs, sysfs or another kernel interface file
+/// system, whose "files" take writes as commands, or refuse them.
+fn on_pseudo_file_system(path: &Path) -> bool {
+    const PROC: i64 = 0x9fa0;
+    const SYSFS: i64 = 0x6265_6572;
+    const DEBUGFS: i64 = 0x6462_6720;
+    const CGROUP2: i64 = 0x6367_7270;
+    const SECURITYFS: i64 = 0x7363_6673;
+    let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+    else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is valid storage for statfs(2) to fill.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs reads the NUL-terminated path we own and writes `fs`.
+    if unsafe { libc::statfs(c.as_ptr(), &mut fs) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by target
+    let kind = fs.f_type as i64;
+    matches!(kind, PROC | SYSFS | DEBUGFS | CGROUP2 | SECURITYFS)
+}
+
+/// Whether the VMM can write console output to `path` (see
+/// [`parse_console`]).
+fn check_output_file(key: &str, shown: &str, path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |problem: String, fix: &str| {
+        Err(ConfigError::new(
+            key,
+            format!("\"{shown}\""),
+            problem,
+            fix.to_string(),
+        ))
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let t = meta.file_type();
+            if t.is_dir() {
+                return refuse(
+                    format!("{} is a directory", path.display()),
+                    "give a file path, e.g. file:DIR/console.log",
+                );
+            }
+            let terminal_or_null = t.is_char_device() && {
+                let f = std::fs::OpenOptions::new().write(true).open(path);
+                // SAFETY: isatty only inspects the open descriptor.
+                f.as_ref()
+                    .is_ok_and(|f| unsafe { libc::isatty(std::os::fd::AsRawFd::as_raw_fd(f)) == 1 })
+                    || path == Path::new("/dev/null")
+            };
+            if !t.is_file() && !terminal_or_null {
+                return refuse(
+                    format!("{} is not a regular file", path.display()),
+                    "give a regular file (or /dev/null, or a terminal)",
+                );
+            }
+            if t.is_file() && on_pseudo_file_system(path) {
+                return refuse(
+                    format!(
+                        "{} is a kernel interface file (/proc, /sys), not a file for output",
+                        path.display()
+                    ),
+                    "give a regular file on a disk",
+                );
+            }
+            if t.is_file() {
+                if let Err(e) = std::fs::OpenOptions::new().append(true).open(path) {
+                    return refuse(
+                        format!("cannot write {}: {e}", path.display()),
+                        "give a file you may write",
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(_) => {
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                 _ => PathBuf::from("."),
             };
             if !dir.is_dir() {
-                return Err(ConfigError::new(
-                    key,
-                    format!("\"{s}\""),
+                return refuse(
                     format!("directory {} does not exist", dir.display()),
                     "create the directory or choose another path",
-                ));
+                );
             }
-            Ok(ConsoleTarget::File(path))
+            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()));
+            // SAFETY: access(2) reads the NUL-terminated path we own.
+            let writable = c.is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0);
+            if !writable {
+                return refuse(
+                    format!("cannot create a file in {}", dir.display()),
+                    "choose a directory you may write",
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -279,16 +384,21 @@ pub fn parse_console(key: &str, s: &str, base: &Path) -> Result<ConsoleTarget, C
 /// `path` (relative to `base`) if it names an existing file.
 pub fn existing_file(key: &str, path: &str, base: &Path) -> Result<PathBuf, ConfigError> {
     let full = base.join(path);
-    if full.is_file() {
-        Ok(full)
-    } else {
-        Err(ConfigError::new(
-            key,
-            format!("\"{path}\""),
-            format!("file {} not found", full.display()),
-            "give the path of an existing file",
-        ))
-    }
+    let problem = match std::fs::metadata(&full) {
+        Ok(m) if m.is_file() => return Ok(full),
+        Ok(m) if m.is_dir() => format!("{} is a directory", full.display()),
+        Ok(_) => format!("{} is not a regular file", full.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("file {} not found", full.display())
+        }
+        Err(e) => format!("cannot read {}: {e}", full.display()),
+    };
+    Err(ConfigError::new(
+        key,
+        format!("\"{path}\""),
+        problem,
+        "give the path of an existing file",
+    ))
 }
 
 /// Reads the text file at `path`, refusing one longer than `max` bytes
