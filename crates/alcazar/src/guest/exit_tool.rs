@@ -1,6 +1,8 @@
 //! `alcazar-exit STATUS`: a tiny static x86-64 Linux program, assembled
 //! here, that ends the VM with a status by writing it to the debug-exit
-//! port (0xf4; see `crates/devices/src/debug_exit.rs`).
+//! port (0xf4; see `crates/devices/src/debug_exit.rs`). Without an
+//! argument it only waits until its terminal has sent everything written
+//! to it (what `/init` runs before a command's session ends).
 //!
 //! Why a program: a shell can reach I/O ports only through `/dev/port`,
 //! and Debian's cloud kernel is built without it (`# CONFIG_DEVPORT is not
@@ -9,7 +11,9 @@
 //! permission bit map in the TSS (Intel SDM Vol. 1, 19.5.2), which the
 //! kernel fills in for the process.
 //!
-//! Behaviour: parses STATUS (decimal, 0-255); on a bad argument exits 2; if
+//! Behaviour: parses STATUS (decimal, 0-255); on a bad argument exits 2;
+//! waits until the terminals on stdout and stderr have sent their output
+//! (`tcdrain`), so the command's last line is not lost with the VM; if
 //! `ioperm` fails, or the `out` returns because nothing stopped the VM, it
 //! exits 1, so the caller can fall back to `poweroff -f`.
 //!
@@ -26,8 +30,12 @@ const LOAD_ADDRESS: u64 = 0x40_0000;
 const HEADERS: u64 = 64 + 56;
 
 /// Linux x86-64 system call numbers (`arch/x86/entry/syscalls/syscall_64.tbl`).
+const SYS_IOCTL: u32 = 16;
 const SYS_EXIT: u32 = 60;
 const SYS_IOPERM: u32 = 173;
+/// `TCSBRK` with a non-zero argument is `tcdrain(3)`: it returns once the
+/// terminal has sent everything written to it (`ioctl_tty(2)`).
+const TCSBRK: u32 = 0x5409;
 
 /// The machine code, assembled for its load address.
 fn code() -> Result<Vec<u8>, IcedError> {
@@ -36,9 +44,17 @@ fn code() -> Result<Vec<u8>, IcedError> {
     let mut parsed = a.create_label();
     let mut usage = a.create_label();
     let mut leave = a.create_label();
+    let mut with_status = a.create_label();
 
     // At entry RSP points at argc, then argv[0], argv[1], ... (System V
     // x86-64 ABI, 3.4.1: the initial process stack).
+    drain(&mut a)?;
+    a.cmp(qword_ptr(rsp), 1)?;
+    a.jne(with_status)?;
+    // No argument: only the drain, then exit 0.
+    a.xor(edi, edi)?;
+    a.jmp(leave)?;
+    a.set_label(&mut with_status)?;
     a.cmp(qword_ptr(rsp), 2)?;
     a.jne(usage)?;
     a.mov(rsi, qword_ptr(rsp + 16))?; // argv[1]
@@ -83,6 +99,22 @@ fn code() -> Result<Vec<u8>, IcedError> {
     a.mov(eax, SYS_EXIT)?;
     a.syscall()?;
     a.assemble(LOAD_ADDRESS + HEADERS)
+}
+
+/// `tcdrain(1)` and `tcdrain(2)`: the serial driver sends a line from its
+/// buffer as the UART's FIFO empties, interrupt by interrupt, so output a
+/// program wrote may still be in the guest when it exits — and a session
+/// leader's exit hangs its terminal up, which throws that output away.
+/// Waiting here keeps the last line. (Not a terminal: ENOTTY, ignored.)
+fn drain(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    for fd in [1u32, 2] {
+        a.mov(eax, SYS_IOCTL)?;
+        a.mov(edi, fd)?;
+        a.mov(esi, TCSBRK)?;
+        a.mov(edx, 1u32)?;
+        a.syscall()?;
+    }
+    Ok(())
 }
 
 /// The complete executable file.
@@ -175,9 +207,11 @@ mod tests {
     #[test]
     fn the_host_kernel_runs_it_and_it_checks_its_argument() {
         let path = write_tool();
-        for bad in [&[][..], &["256"], &["12x"], &[""], &["-1"], &["1", "2"]] {
+        for bad in [&["256"][..], &["12x"], &[""], &["-1"], &["1", "2"]] {
             assert_eq!(run(&path, bad), Some(2), "{bad:?}");
         }
+        // No argument: drain the terminal (not one here) and succeed.
+        assert_eq!(run(&path, &[]), Some(0));
         // A valid status reaches ioperm, which fails without CAP_SYS_RAWIO.
         assert!(
             !rawio_inherited(),

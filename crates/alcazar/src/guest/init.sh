@@ -139,11 +139,17 @@ if [ -n "$exec_enc" ]; then
 		# A subshell is not a process group leader, so setsid does not
 		# fork and we get the command's status; cttyhack makes the real
 		# console (ttyS0) the controlling terminal, so Ctrl-C works.
+		# The session's leader runs the command in a child shell (so
+		# `exit N` in it ends only that shell), then waits until the
+		# terminal has sent the command's output: when a session leader
+		# exits, the kernel hangs its terminal up and throws away what
+		# the serial driver has not sent yet.
+		run='/bin/sh -c "$1"; s=$?; /bin/alcazar-exit; exit $s'
 		if [ -n "$tty" ]; then
 			# The virtio console: setsid -c makes it the controlling terminal.
-			(exec setsid -c /bin/sh -c "$cmd") <"$tty" >"$tty" 2>&1
+			(exec setsid -c /bin/sh -c "$run" sh "$cmd") <"$tty" >"$tty" 2>&1
 		else
-			(exec setsid cttyhack /bin/sh -c "$cmd") </dev/console >/dev/console 2>&1
+			(exec setsid cttyhack /bin/sh -c "$run" sh "$cmd") </dev/console >/dev/console 2>&1
 		fi
 		status=$?
 	else

@@ -80,14 +80,33 @@ impl Guest {
     /// space and carriage returns removed first).
     pub fn expect_line_matching(&mut self, matches: impl Fn(&str) -> bool) -> (String, SystemTime) {
         let deadline = Instant::now() + BOOT_TIMEOUT;
+        let mut exited_at: Option<Instant> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
                 Ok((line, at)) => {
                     self.seen.push(line.clone());
                     let trimmed = line.trim();
                     if matches(trimmed) {
                         return (trimmed.to_string(), at);
+                    }
+                }
+                // A VMM that has exited prints nothing more: say so
+                // (once its last lines had a moment to arrive) instead of
+                // waiting for a line that cannot come.
+                Err(_) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        let t = *exited_at.get_or_insert_with(Instant::now);
+                        if t.elapsed() > Duration::from_secs(2) {
+                            panic!(
+                                "the VMM exited ({status}) without printing the expected line; stdout:\n{}\nstderr:\n{}",
+                                self.seen.join("\n"),
+                                self.stderr()
+                            );
+                        }
                     }
                 }
                 Err(_) => {
@@ -304,4 +323,56 @@ pub fn hang_report(pid: u32) -> String {
         Err(e) => out += &format!("(no backtraces: {e})\n"),
     }
     out
+}
+
+/// Waits up to `timeout` for `child` to exit and collects its output
+/// (read on threads, so a full pipe cannot stall it); if it is still
+/// running, kills it and returns its [`hang_report`].
+pub fn wait_with_timeout(
+    mut child: std::process::Child,
+    timeout: Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::Read;
+    let pipe = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = pipe(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let Some(status) = status else {
+        let report = hang_report(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(report);
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
