@@ -240,6 +240,38 @@ fn a_reboot_builds_the_vm_again_and_the_console_stays_attached() {
     wait_gone(&rt.socket("ctl"));
 }
 
+/// A console file holds every boot: an API reboot builds the VM again
+/// and the new VM appends to the file the first one created.
+#[test]
+fn a_serial_file_keeps_the_first_boot_across_a_reboot() {
+    let rt = Runtime::new("rebootfile");
+    let log = rt.0.join("console.log");
+    let serial = format!("file:{}", log.display());
+    rt.ok(&[
+        "run", "--detach", "--name", "rf", "--kit", "spinner", "--engine", "emu", "--serial",
+        &serial,
+    ]);
+    let boots = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("kit: spinning until stopped")
+            .count()
+    };
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while boots() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        boots()
+    };
+    assert_eq!(wait_for(1), 1, "the first boot's line");
+    rt.ok(&["reboot", "rf"]);
+    let n = wait_for(2);
+    rt.ok(&["stop", "rf", "--force"]);
+    wait_gone(&rt.socket("rf"));
+    assert_eq!(n, 2, "both boots in {}", log.display());
+}
+
 #[test]
 fn vms_started_at_once_get_distinct_names() {
     let rt = Runtime::new("names");

@@ -83,6 +83,60 @@ fn poweroff_from_the_interactive_shell_ends_the_vmm_with_status_0() {
     );
 }
 
+/// `halt -f` halts every CPU with interrupts off: nothing can wake the
+/// guest, so an `--exec` run ends with one clear line instead of waiting
+/// for ever.
+#[test]
+fn an_exec_whose_guest_halts_every_cpu_ends_with_a_clear_line() {
+    guest_kernel_release("cloud");
+    let mut g = Guest::start(&[
+        "run",
+        "--engine",
+        "emu",
+        "--cpus",
+        "2",
+        "--exec",
+        "echo HALTING; halt -f",
+    ]);
+    g.expect_line("HALTING");
+    let (status, _, stderr) = g.finish();
+    assert_eq!(status, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("halted every vCPU with interrupts off"),
+        "stderr: {stderr}"
+    );
+}
+
+/// `--on-reboot restart`: a guest that reboots boots again (the disk
+/// remembers the first boot), as a PC does.
+#[test]
+fn a_guest_reboot_restarts_the_vm_with_on_reboot_restart() {
+    guest_kernel_release("cloud");
+    let dir = std::env::temp_dir().join(format!("alcazar-reboot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("flag.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let script = "if [ \"$(head -c 1 /dev/vda)\" = x ]; then echo SECOND-BOOT; exit 7; fi; \
+                  printf x > /dev/vda; sync; echo FIRST-BOOT; reboot -f";
+    let mut g = Guest::start(&[
+        "run",
+        "--engine",
+        "emu",
+        "--disk",
+        &disk.display().to_string(),
+        "--on-reboot",
+        "restart",
+        "--exec",
+        script,
+    ]);
+    g.expect_line("FIRST-BOOT");
+    g.expect_line("ALCAZAR-READY");
+    g.expect_line("SECOND-BOOT");
+    let (status, _, stderr) = g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, Some(7), "stderr: {stderr}");
+}
+
 #[test]
 fn a_guest_kernel_panic_ends_the_vmm_with_status_1_and_its_last_lines() {
     guest_kernel_release("cloud");

@@ -187,6 +187,8 @@ fn code_cache(cpu: &Cpu) -> Tree {
     let mut t = Tree::new();
     t.value("blocks_cached", cpu.cache.len())
         .value("blocks_decoded", cpu.cache.decoded)
+        .value("bytes", cpu.cache.bytes)
+        .value("flushes", cpu.cache.flushes)
         .value("code_page_invalidations", cpu.code.invalidations());
     t
 }

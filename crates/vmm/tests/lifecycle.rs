@@ -207,3 +207,36 @@ fn readers_hold_the_vcpus_without_pausing_the_vm() {
     handle.stop(StopReason::UserQuit);
     assert_eq!(running.wait(), StopReason::UserQuit);
 }
+
+/// A guest that halts with interrupts off (`cli; hlt`, what `halt -f`
+/// leaves) is `halted`: the emu engine reports the sleep, and the state
+/// says nothing but an NMI or INIT would wake it. A stop still ends it.
+#[test]
+fn a_guest_halted_with_interrupts_off_is_halted_on_emu() {
+    use alcazar_vmm::config::{BootSource, FlatImage, FlatMode};
+    let config = VmConfig {
+        engine: EngineChoice::Emu,
+        memory: 16 << 20,
+        serial: ConsoleTarget::None,
+        ..VmConfig::new(BootSource::Flat {
+            image: FlatImage::Bytes(vec![0xfa, 0xf4, 0xeb, 0xfd]), // cli; hlt; jmp $-3
+            mode: FlatMode::Real,
+            load_address: 0x10000,
+            aps_wait_for_sipi: false,
+        })
+    };
+    let running = Vm::create(&config)
+        .expect("VM created")
+        .start()
+        .expect("VM started");
+    let handle = running.handle();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handle.state() != VmState::Halted && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(handle.state(), VmState::Halted);
+    assert_eq!(handle.state().name(), "halted");
+    handle.stop(StopReason::UserQuit);
+    assert_eq!(running.wait(), StopReason::UserQuit);
+    assert_eq!(handle.state(), VmState::Stopped);
+}

@@ -144,6 +144,11 @@ pub struct BlockCache {
     l1: Box<[Option<Arc<Block>>]>,
     /// Blocks decoded so far (telemetry).
     pub decoded: u64,
+    /// About how many host bytes the cached blocks take (see
+    /// [`BLOCK_CACHE_BYTES`]).
+    pub bytes: usize,
+    /// Times the cache was emptied because it reached its budget.
+    pub flushes: u64,
     /// Bumped whenever a block may leave the map (part of the link
     /// epoch: a current [`Link`] points at a block the map keeps alive).
     pub epoch: u64,
@@ -156,6 +161,8 @@ impl Default for BlockCache {
             l1_keys: vec![u64::MAX; L1_ENTRIES].into_boxed_slice(),
             l1: (0..L1_ENTRIES).map(|_| None).collect(),
             decoded: 0,
+            bytes: 0,
+            flushes: 0,
             epoch: 0,
         }
     }
@@ -216,17 +223,36 @@ impl BlockCache {
         self.l1[i] = Some(block);
     }
 
-    /// Caches `block` at `key`.
+    /// Caches `block` at `key`. A cache over its budget
+    /// ([`BLOCK_CACHE_BYTES`]) is emptied first: everything re-decodes,
+    /// which a guest that churns through code (a fork bomb, page reuse)
+    /// pays for instead of the host's memory.
     pub fn insert(&mut self, key: u64, block: Arc<Block>) {
-        if self.blocks.len() > 1 << 18 {
-            // Bound memory; everything re-decodes.
+        let cost = block_bytes(&block);
+        if self.bytes + cost > BLOCK_CACHE_BYTES {
             self.blocks.clear();
             self.l1.iter_mut().for_each(|e| *e = None);
+            self.bytes = 0;
+            self.flushes += 1;
         }
         self.decoded += 1;
         self.epoch = self.epoch.wrapping_add(1);
-        self.blocks.insert(key, block);
+        if let Some(old) = self.blocks.insert(key, block) {
+            self.bytes = self.bytes.saturating_sub(block_bytes(&old));
+        }
+        self.bytes += cost;
     }
+}
+
+/// The most host memory one vCPU's decoded blocks may take, about. A
+/// Linux boot keeps well under it; the VMM's memory bound in SECURITY.md
+/// counts it per vCPU.
+pub const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+/// About how many host bytes `block` takes in the cache: the block, its
+/// instructions, the `Arc` and the map entry.
+fn block_bytes(block: &Block) -> usize {
+    std::mem::size_of::<Block>() + block.insns.capacity() * std::mem::size_of::<Decoded>() + 48
 }
 
 /// A cheap hasher for block keys (physical addresses are well spread in

@@ -107,6 +107,8 @@ impl Cpu {
                 break;
             }
         }
+        // Blocks live in the cache for long: no spare capacity.
+        insns.shrink_to_fit();
         Ok(Block {
             insns,
             pages,
