@@ -6,8 +6,8 @@
 //!
 //! | limit | value | enforced in |
 //! |---|---|---|
-//! | guest memory | 1 MiB ..= min(1 TiB, the host's `MemTotal`), whole 4 KiB pages | `crates/vmm/src/config.rs` (`check_memory`, `host_ram`) |
-//! | vCPUs | 1 ..= 64 (`config::MAX_CPUS`) | `crates/vmm/src/config.rs` (`check_cpus`) |
+//! | guest memory | 1 MiB ..= min(1 TiB, the host's `MemTotal`), whole 4 KiB pages | `crates/vmm/src/config/value.rs` (`check_memory`, `host_ram`) |
+//! | vCPUs | 1 ..= 64 (`config::MAX_CPUS`) | `crates/vmm/src/config/value.rs` (`check_cpus`) |
 //! | vCPUs of a real-mode flat program | 15 (their stacks share one 64 KiB segment) | `crates/vmm/src/boot/flat.rs` (`MAX_REAL_MODE_CPUS`) |
 //! | PCI devices (disks and other virtio devices) | 31 (32 slots, 00:00.0 is the host bridge) | `PciRoot::free_slot`, message from `crates/vmm/src/registry.rs` (`add_pci`) |
 
@@ -105,7 +105,9 @@ fn more_disks_than_pci_slots_are_refused_and_no_image_changes() {
     let serial = scratch("disks.log");
     let image = scratch("disk.img");
     std::fs::write(&image, vec![0x5au8; 64 << 10]).expect("image");
-    let disk = image.display().to_string();
+    // The same image many times: read-only, so the disks may share it
+    // (two writers of one image are refused by its lock).
+    let disk = format!("{},readonly", image.display());
     let args = |n: usize| -> Vec<&str> { (0..n).flat_map(|_| ["--disk", disk.as_str()]).collect() };
     let out = run_kit("real-hello", &serial, &args(32));
     assert_refused(&out, &serial, "--disk", "the PCI bus is full");
