@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DiskLockError {
     /// The image cannot be opened to take the lock.
-    #[error("cannot open {path} to lock it: {source}")]
+    #[error("cannot open disk image {path}: {source}")]
     Open {
         /// The image.
         path: PathBuf,
