@@ -20,7 +20,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::irq::{InterruptMessage, MsiSink};
-use alcazar_devices::ioapic::{MMIO_SIZE, PINS};
+use alcazar_core::layout::IOAPIC_WINDOW as MMIO_SIZE;
+use alcazar_devices::ioapic::PINS;
 use alcazar_devices::Ioapic;
 use common::{Input, Op};
 use libfuzzer_sys::fuzz_target;

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use alcazar_core::irq::NoIrq;
 use alcazar_core::BusDevice;
-use alcazar_devices::pci::root::{PciEcam, ECAM_SIZE};
+use alcazar_core::layout::ECAM_SIZE;
+use alcazar_devices::pci::root::PciEcam;
 use alcazar_devices::pci::{PciDevice, PciRoot, PciRootPorts, PciWindow};
 use alcazar_devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use alcazar_devices::virtio::rng::VirtioRng;
