@@ -90,6 +90,20 @@ pub fn render(t: &Telemetry, vm: &str) -> String {
         "TLB flushes (emu engine).",
         |v| v.tlb_flushes.to_string(),
     );
+    if t.vcpus.iter().any(|v| !v.engine.is_empty()) {
+        e.gauge_family(
+            "alcazar_vcpu_engine_counter",
+            "Counters only the vCPU's engine keeps (emu: the translator's), by name.",
+        );
+        for v in &t.vcpus {
+            for (name, n) in &v.engine {
+                e.sample(
+                    &[("vcpu", v.id.to_string().as_str()), ("counter", name)],
+                    n,
+                );
+            }
+        }
+    }
     e.family(
         "alcazar_port_accesses_total",
         "Accesses by I/O port, claimed or not.",
@@ -173,9 +187,18 @@ impl Exposition {
 
     /// Starts counter `name` with its HELP and TYPE lines.
     fn family(&mut self, name: &'static str, help: &str) {
+        self.typed_family(name, help, "counter");
+    }
+
+    /// Starts a metric whose samples may also go down (`gauge`).
+    fn gauge_family(&mut self, name: &'static str, help: &str) {
+        self.typed_family(name, help, "gauge");
+    }
+
+    fn typed_family(&mut self, name: &'static str, help: &str, kind: &str) {
         self.metric = name;
         let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} counter");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
     /// One sample of the current metric: `vm` and then `labels`.
@@ -259,6 +282,7 @@ mod tests {
                     vectors: [(14, 3), (0x20, 1)].into_iter().collect(),
                     page_faults: 3,
                     tlb_flushes: 9,
+                    engine: [("jit_blocks_translated".to_string(), 42)].into_iter().collect(),
                     ..VcpuTelemetry::default()
                 },
                 VcpuTelemetry {
@@ -495,6 +519,11 @@ mod tests {
             1.0
         );
         assert!(find("alcazar_paused_seconds_total", &[]) >= 0.005);
+        let engine = "alcazar_vcpu_engine_counter";
+        assert_eq!(
+            find(engine, &[("vcpu", "0"), ("counter", "jit_blocks_translated")]),
+            42.0
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct VcpuStats {
     tlb_flushes: AtomicU64,
     /// The [`Sleep`] the engine last reported, as its discriminant.
     sleep: std::sync::atomic::AtomicU8,
+    /// Counters only one engine keeps (the emu translator's blocks, cache
+    /// use, ...), as the engine last published them.
+    engine: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 /// Why a vCPU sleeps, as its engine reports it (engines that cannot tell,
@@ -57,11 +60,24 @@ impl Default for VcpuStats {
             vectors: (0..256).map(|_| AtomicU64::new(0)).collect(),
             tlb_flushes: AtomicU64::new(0),
             sleep: std::sync::atomic::AtomicU8::new(Sleep::Awake as u8),
+            engine: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
 
 impl VcpuStats {
+    /// Publishes the engine's own counters (name, value), replacing the
+    /// last set: for what only one engine counts (the emu engine's
+    /// translator). Engines call it now and then, not per event.
+    pub fn publish_engine_counters(&self, counters: Vec<(String, u64)>) {
+        *self.engine.lock().unwrap_or_else(|p| p.into_inner()) = counters;
+    }
+
+    /// The engine's counters as last published.
+    pub fn engine_counters(&self) -> Vec<(String, u64)> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Records why the vCPU sleeps (or that it runs again).
     pub fn set_sleep(&self, sleep: Sleep) {
         self.sleep.store(sleep as u8, Ordering::Relaxed);

@@ -75,6 +75,12 @@ pub struct VcpuTelemetry {
     pub page_faults: u64,
     /// TLB flushes (emu).
     pub tlb_flushes: u64,
+    /// Counters only this vCPU's engine keeps, by name: on emu the
+    /// translator's (`jit_blocks_translated`, `jit_code_cache_bytes`,
+    /// `jit_translation_ns`, `jit_chain_links`, `jit_fallback_<insn>`,
+    /// ...). Empty where the engine publishes none.
+    #[serde(default)]
+    pub engine: BTreeMap<String, u64>,
 }
 
 /// The count of one exit kind and the host time spent on it.
@@ -194,6 +200,7 @@ impl Telemetry {
                     vectors: stats.vectors().into_iter().collect(),
                     page_faults: stats.page_faults(),
                     tlb_flushes: stats.tlb_flushes(),
+                    engine: stats.engine_counters().into_iter().collect(),
                 }
             })
             .collect();
@@ -304,6 +311,15 @@ impl Telemetry {
             }
         }
         let _ = writeln!(out, "  vcpu{}: {}", v.id, line.join(" "));
+        if !v.engine.is_empty() {
+            let engine: Vec<String> = v
+                .engine
+                .iter()
+                .filter(|(_, &n)| n > 0)
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
+            let _ = writeln!(out, "    engine: {}", engine.join(" "));
+        }
         let mut times: Vec<String> = ExitKind::ALL
             .iter()
             .map(|&k| (k, exit(k).time_ns))
