@@ -87,6 +87,7 @@ pub mod flags;
 pub mod fpu;
 pub mod inspect;
 pub mod interrupts;
+pub mod jit;
 pub mod mem;
 pub mod mmu;
 pub mod modes;
@@ -101,3 +102,4 @@ mod vcpu;
 
 pub use cpu::Cpu;
 pub use engine::{EmuEngine, EmuVm};
+pub use jit::{EmuTier, JitConfig};

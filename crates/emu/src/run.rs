@@ -119,6 +119,9 @@ impl Cpu {
         if self.s.interrupt_shadow {
             return self.step();
         }
+        if self.jit_step() {
+            return;
+        }
         let (key, block) = match self.block_at_rip() {
             Ok(b) => b,
             Err(fault) => return self.raise(fault),
@@ -162,6 +165,10 @@ impl Cpu {
             // SAFETY: `next` was just looked up (the map holds it) or is
             // linked at the current epoch (the map holds it; see above).
             let b = unsafe { &*next };
+            if self.jit.wants(b) && self.jit_eligible() {
+                // Hot or translated: the next step enters tier 1.
+                return;
+            }
             if let Err(fault) = self.run_looping(b) {
                 return self.raise(fault);
             }

@@ -57,6 +57,8 @@ pub struct Block {
     pub ip_mask: u64,
     /// Successors seen after this block ran (see [`Link`]).
     pub links: [Link; LINKS],
+    /// Its translation by tier 1, if any ([`crate::jit`]).
+    pub jit: crate::jit::BlockJit,
 }
 
 /// Successor slots per block (a block with side exits has several).

@@ -114,6 +114,7 @@ impl Cpu {
             rip: self.s.rip,
             ip_mask,
             links: Default::default(),
+            jit: Default::default(),
         })
     }
 

@@ -1,0 +1,172 @@
+//! The frame: the per-vCPU memory translated code reaches through its one
+//! base register ([`CTX`](super::regs::CTX)), and how guest state moves
+//! between it and [`crate::state::CpuState`] at tier transitions.
+//!
+//! The frame shares one allocation with the software TLB
+//! ([`crate::mmu::TlbTable`]), right before the TLB's entries, so a
+//! translated memory access reaches both the TLB and the frame from the
+//! same base register with constant displacements.
+//!
+//! While translated code runs, the guest's GPRs live in host registers
+//! ([`super::regs`]) except the four without one, whose home is
+//! [`Frame::gpr`]; the arithmetic flags live in host RFLAGS or, at block
+//! boundaries and around glue that clobbers them, in [`Frame::flags`] as
+//! the `LAHF`/`SETO` image: AH = SF:ZF:0:AF:0:PF:1:CF (SDM Vol. 2 "LAHF")
+//! in bits 15:8 and OF in bit 0. Everything else architectural stays in
+//! `CpuState` (translated code never changes it; instructions that do run
+//! in the interpreter).
+
+use std::mem::offset_of;
+
+use crate::flags::{AF, ARITH, CF, OF, PF, SF, ZF};
+
+/// Entries of the indirect-branch lookup cache (a power of two).
+pub const JUMP_CACHE_ENTRIES: usize = 4096;
+
+/// One entry of the indirect-branch lookup cache: a guest RIP and the
+/// host address of its translation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JumpEntry {
+    /// The guest RIP (an empty entry holds [`empty_jump_key`]).
+    pub rip: u64,
+    /// The translation's checked entry point.
+    pub host: u64,
+}
+
+/// The key of an empty jump-cache entry at `index`: a non-canonical value
+/// whose own index is another one, so no lookup can ever match it.
+pub fn empty_jump_key(index: usize) -> u64 {
+    (1 << 63) | ((index ^ 1) as u64)
+}
+
+/// Why translated code returned to the run loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Exit {
+    /// An interrupt, NMI or other event may be pending (the
+    /// [`crate::interrupts::InterruptLines`] attention flag).
+    Attention = 1,
+    /// The instruction budget of this entry ran out.
+    Budget = 2,
+    /// A block's code changed since it was translated.
+    Stale = 3,
+    /// A direct branch whose target is not linked yet
+    /// ([`Frame::exit_patch`] is the jump to patch).
+    Chain = 4,
+    /// An indirect branch (or a direct one to another page) missed the
+    /// lookup cache.
+    Indirect = 5,
+    /// An instruction run by the interpreter ended the translated run (a
+    /// branch, a mode change, a store into code, a fault: see
+    /// [`super::helpers`]).
+    Helper = 6,
+}
+
+/// The frame. `#[repr(C)]`: translated code uses the field offsets below.
+#[repr(C)]
+pub struct Frame {
+    /// Guest GPR homes (RAX..R15).
+    pub gpr: [u64; 16],
+    /// The arithmetic flags as a `LAHF`/`SETO` image.
+    pub flags: u64,
+    /// Instructions the run may still retire; each block subtracts its
+    /// length on entry and exits when the result is negative.
+    pub budget: i64,
+    /// The byte polled at every block entry: the vCPU's attention flag, or
+    /// [`Frame::quiet`] while nothing could be delivered (RFLAGS.IF = 0).
+    pub attention: *const u8,
+    /// Always zero (see [`Frame::attention`]).
+    pub quiet: u64,
+    /// FS.base and GS.base.
+    pub seg_base: [u64; 2],
+    /// The guest RIP to continue at after an exit.
+    pub exit_rip: u64,
+    /// The [`Exit`] reason.
+    pub exit_reason: u64,
+    /// For [`Exit::Chain`]: the cache offset of the rel32 to patch.
+    pub exit_patch: u64,
+    /// The host stack pointer to return with (set by the trampoline).
+    pub host_rsp: u64,
+    /// The CPU, for the helpers.
+    pub cpu: *mut crate::Cpu,
+    /// A slot for translated code (an indirect call's target while the
+    /// return address is pushed).
+    pub scratch: u64,
+    /// The indirect-branch lookup cache.
+    pub jump_cache: [JumpEntry; JUMP_CACHE_ENTRIES],
+}
+
+/// Offsets of the frame's fields, for the emitter.
+#[allow(missing_docs)]
+pub mod off {
+    use super::*;
+    pub const GPR: usize = offset_of!(Frame, gpr);
+    pub const FLAGS: usize = offset_of!(Frame, flags);
+    pub const BUDGET: usize = offset_of!(Frame, budget);
+    pub const ATTENTION: usize = offset_of!(Frame, attention);
+    pub const SEG_BASE: usize = offset_of!(Frame, seg_base);
+    pub const EXIT_RIP: usize = offset_of!(Frame, exit_rip);
+    pub const EXIT_REASON: usize = offset_of!(Frame, exit_reason);
+    pub const EXIT_PATCH: usize = offset_of!(Frame, exit_patch);
+    pub const HOST_RSP: usize = offset_of!(Frame, host_rsp);
+    pub const SCRATCH: usize = offset_of!(Frame, scratch);
+    pub const JUMP_CACHE: usize = offset_of!(Frame, jump_cache);
+}
+
+impl Frame {
+    /// Empties the lookup cache.
+    pub fn clear_jump_cache(&mut self) {
+        for (i, e) in self.jump_cache.iter_mut().enumerate() {
+            *e = JumpEntry {
+                rip: empty_jump_key(i),
+                host: 0,
+            };
+        }
+    }
+
+    /// Initializes a zeroed frame.
+    pub fn init(&mut self) {
+        self.clear_jump_cache();
+        self.attention = std::ptr::addr_of!(self.quiet).cast();
+    }
+}
+
+/// The `LAHF`/`SETO` image of RFLAGS' arithmetic bits.
+pub fn flags_to_image(rflags: u64) -> u64 {
+    let ah = rflags & (SF | ZF | AF | PF | CF) | 2;
+    (ah << 8) | u64::from(rflags & OF != 0)
+}
+
+/// RFLAGS' arithmetic bits from a `LAHF`/`SETO` image.
+pub fn image_to_flags(image: u64) -> u64 {
+    ((image >> 8) & (SF | ZF | AF | PF | CF)) | if image & 1 != 0 { OF } else { 0 }
+}
+
+const _: () = assert!(ARITH == SF | ZF | AF | PF | CF | OF);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_images_round_trip_every_arithmetic_flag() {
+        for bits in 0..64u64 {
+            let mut f = 0;
+            for (i, flag) in [CF, PF, AF, ZF, SF, OF].into_iter().enumerate() {
+                if bits >> i & 1 != 0 {
+                    f |= flag;
+                }
+            }
+            assert_eq!(image_to_flags(flags_to_image(f)), f);
+        }
+    }
+
+    #[test]
+    fn no_lookup_key_matches_an_empty_jump_cache_entry() {
+        for i in 0..JUMP_CACHE_ENTRIES {
+            let key = empty_jump_key(i);
+            assert_ne!(key as usize & (JUMP_CACHE_ENTRIES - 1), i);
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! Tier 1 of the emu engine: a same-ISA binary translator.
+//!
+//! Guest x86-64 code runs on an x86-64 host, so most guest instructions
+//! can run as themselves. The interpreter (tier 0, [`crate::exec`]) stays
+//! the reference and runs cold code, single steps, interrupt shadows and
+//! the system and rare instructions; a decoded block it has run more than
+//! [`JitConfig::threshold`] times is translated to host code, which then
+//! runs instead of the interpreter until something needs tier 0.
+//!
+//! ## The shape of translated code
+//! * Guest GPRs stay in host registers while translated code runs (twelve
+//!   of them; four live in the frame: [`regs`]). One register, R15,
+//!   reaches the frame and the software TLB, which share an allocation
+//!   ([`frame`], [`crate::mmu::TlbTable`]).
+//! * Guest arithmetic flags are the host RFLAGS: instructions that compute
+//!   them run natively. They are saved to the frame (`LAHF`/`SETO`) only
+//!   before glue that clobbers them, and restored (`SAHF`) only where an
+//!   instruction needs them ([`flags`], with its liveness pass). The
+//!   interpreter's lazy-flags record is converted at tier transitions.
+//! * Register-only instructions are re-encoded with iced-x86 with their
+//!   registers renamed ([`native`]); memory operands, explicit and
+//!   implicit (PUSH, POP, CALL, RET, FS/GS- and RIP-relative), become an
+//!   inline probe of the existing TLB's entries with a slow path through
+//!   the interpreter ([`memory`]).
+//! * Everything else runs in the interpreter through one helper ABI
+//!   ([`helpers`]): the instruction's own handler, with the state exactly
+//!   as the interpreter would have it. Instructions that may change what
+//!   translated code assumes (mode, CPL, paging, IF: the handlers declared
+//!   [`crate::exec::LinkEffect::DropsLinks`]) end the translated run.
+//! * Direct branches to the same page are chained by patching; other
+//!   branches go through a lookup cache ([`chain`]).
+//! * Each block entry polls the vCPU's attention byte (an interrupt, NMI
+//!   or INIT may be pending) and counts its instructions against a budget
+//!   (which bounds a run, so stop requests are seen, and counts retired
+//!   instructions exactly); it also checks that the code it came from is
+//!   unchanged ([`crate::code::CodePages`] generations: self-modifying
+//!   code, DMA, other vCPUs).
+//! * Faults are precise: every access that can fault is a probe whose
+//!   slow path runs the whole instruction in the interpreter with the
+//!   registers and flags as of its start; the interpreter raises the fault
+//!   with RIP at the instruction, exactly as tier 0 alone would.
+//!
+//! ## Where translations live
+//! Per vCPU, like the decoded-block cache: a bounded code cache
+//! ([`cache`], W^X, flushed whole when full), whose translations are
+//! found through the decoded [`crate::code::Block`] they came from
+//! ([`BlockJit`]). Translations are specialized for 64-bit mode and for
+//! the privilege (user or supervisor TLB entries) they were made at;
+//! anything else (real, protected and compatibility mode, RFLAGS.TF,
+//! alignment checking) stays in the interpreter.
+//!
+//! ## Files
+//! | concept | file |
+//! | --- | --- |
+//! | tiering policy, the run loop's entry into translated code, counters | `mod.rs` |
+//! | the code cache, W^X, flushing | `cache.rs` |
+//! | the frame and the tier-transition state | `frame.rs` |
+//! | the host emitter | `emit.rs` |
+//! | the register map | `regs.rs` |
+//! | the trampoline, epilogue and helper thunk | `glue.rs` |
+//! | planning and translating a block | `translate.rs` |
+//! | native instructions: selection and re-encoding | `native.rs` |
+//! | memory accesses: addresses, TLB probes, the stack | `memory.rs` |
+//! | flags: state tracking and liveness | `flags.rs` |
+//! | chaining and the lookup cache | `chain.rs` |
+//! | the helper ABI into the interpreter | `helpers.rs` |
+
+pub mod cache;
+mod chain;
+pub mod emit;
+mod flags;
+pub mod frame;
+mod glue;
+mod helpers;
+mod memory;
+mod native;
+mod regs;
+#[cfg(test)]
+mod tests;
+mod translate;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use iced_x86::{Encoder, InstructionInfoFactory, Mnemonic};
+
+use self::cache::CodeCache;
+use self::frame::{flags_to_image, image_to_flags, Exit, Frame};
+use self::glue::Glue;
+use crate::code::Block;
+use crate::fault::Fault;
+use crate::flags::{AC, ARITH, IF, TF};
+use crate::state::{cr0, seg, CodeSize};
+use crate::Cpu;
+
+/// Which tier runs guest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmuTier {
+    /// The interpreter only.
+    Interp,
+    /// Hot blocks are translated to host code (x86-64 hosts).
+    Jit,
+}
+
+impl EmuTier {
+    /// Whether this host can run translated code: x86-64 with LAHF/SAHF
+    /// in 64-bit mode (CPUID.80000001H:ECX.LAHF-SAHF).
+    pub fn jit_supported() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: CPUID is available on every x86-64 CPU (the intrinsic
+            // is `unsafe` in older Rust releases, safe in newer ones).
+            #[allow(unused_unsafe)]
+            let ext = unsafe { std::arch::x86_64::__cpuid(0x8000_0001) };
+            ext.ecx & 1 != 0
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// The default: [`EmuTier::Jit`] where supported, unless the
+    /// environment variable `ALCAZAR_EMU_TIER` says `interp` (for
+    /// measuring one tier against the other).
+    pub fn host_default() -> EmuTier {
+        match std::env::var("ALCAZAR_EMU_TIER").as_deref() {
+            Ok("interp") => EmuTier::Interp,
+            _ if Self::jit_supported() => EmuTier::Jit,
+            _ => EmuTier::Interp,
+        }
+    }
+}
+
+/// Tunables of the translator.
+#[derive(Clone, Copy, Debug)]
+pub struct JitConfig {
+    /// Runs of a block by the interpreter before it is translated.
+    pub threshold: u32,
+    /// The size of each vCPU's code cache in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for JitConfig {
+    fn default() -> Self {
+        JitConfig {
+            threshold: 16,
+            cache_bytes: cache::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// A decoded block's translation state (used by its vCPU only; atomics
+/// keep [`Block`] `Sync`).
+#[derive(Debug, Default)]
+pub struct BlockJit {
+    heat: AtomicU32,
+    /// The code-cache generation the translation is in (0: none).
+    generation: AtomicU32,
+    /// Cache offsets of the checked and the chained entry.
+    entry: AtomicU32,
+    chained: AtomicU32,
+    /// Translated for user-mode (CPL 3) accesses.
+    user: AtomicBool,
+    /// The generation in which translating it failed.
+    failed: AtomicU32,
+}
+
+/// The translator's counters (the inspector shows them).
+#[derive(Clone, Debug, Default)]
+pub struct JitStats {
+    /// Blocks translated.
+    pub blocks_translated: u64,
+    /// Blocks that could not be translated (they stay interpreted).
+    pub blocks_refused: u64,
+    /// Time spent translating, in nanoseconds.
+    pub translation_ns: u64,
+    /// Instructions retired while in translated code (helpers included).
+    pub instructions: u64,
+    /// Entries into translated code from the run loop.
+    pub entries: u64,
+    /// Exits from translated code, by [`Exit`] reason (index = reason).
+    pub exits: [u64; 7],
+    /// Direct branches linked to their target (patched).
+    pub chain_links: u64,
+    /// Entries added to the indirect-branch lookup cache.
+    pub lookup_fills: u64,
+    /// Code-cache flushes.
+    pub cache_flushes: u64,
+    /// Instructions run by the interpreter for translated code, by
+    /// mnemonic (iced-x86's `Mnemonic as usize`).
+    pub fallbacks: Vec<u64>,
+}
+
+impl JitStats {
+    pub(crate) fn count_fallback(&mut self, m: Mnemonic) {
+        let i = m as usize;
+        if self.fallbacks.len() <= i {
+            self.fallbacks.resize(i + 1, 0);
+        }
+        self.fallbacks[i] += 1;
+    }
+
+    /// The mnemonics the interpreter ran most for translated code, most
+    /// first.
+    pub fn top_fallbacks(&self, n: usize) -> Vec<(String, u64)> {
+        let mut v: Vec<(usize, u64)> = self
+            .fallbacks
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, c)| c > 0)
+            .collect();
+        v.sort_by_key(|&(_, c)| std::cmp::Reverse(c));
+        v.into_iter()
+            .take(n)
+            .map(|(i, c)| (mnemonic_name(i), c))
+            .collect()
+    }
+}
+
+fn mnemonic_name(i: usize) -> String {
+    Mnemonic::values()
+        .nth(i)
+        .map_or_else(|| format!("#{i}"), |m| format!("{m:?}").to_lowercase())
+}
+
+/// One vCPU's translator.
+pub struct Jit {
+    tier: EmuTier,
+    /// Tunables (set before the first translation).
+    pub config: JitConfig,
+    code: Option<(CodeCache, Glue)>,
+    /// The code cache could not be made: stay with the interpreter.
+    broken: bool,
+    /// The blocks whose translations are in the cache (their decoded
+    /// instructions are referenced from the code).
+    keep: Vec<Arc<Block>>,
+    jumps: chain::JumpCache,
+    /// A fault raised by the interpreter for translated code, to deliver.
+    pub(crate) fault: Option<Fault>,
+    /// Counters.
+    pub stats: JitStats,
+    enc: Encoder,
+    info: InstructionInfoFactory,
+}
+
+impl std::fmt::Debug for Jit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jit")
+            .field("tier", &self.tier)
+            .field("translated", &self.stats.blocks_translated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Jit {
+    fn default() -> Self {
+        Jit::new(EmuTier::host_default())
+    }
+}
+
+/// Instructions a run of translated code may retire before it returns to
+/// the run loop (which then looks at stop requests and timers).
+const BUDGET: i64 = 1 << 16;
+/// Exits to link or look up a branch target handled without returning to
+/// the run loop.
+const MAX_ROUNDS: usize = 64;
+
+/// A translation's entry points (host addresses).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    checked: u64,
+}
+
+impl Jit {
+    /// A translator for `tier` (an unsupported [`EmuTier::Jit`] means
+    /// [`EmuTier::Interp`]).
+    pub fn new(tier: EmuTier) -> Self {
+        let tier = if EmuTier::jit_supported() {
+            tier
+        } else {
+            EmuTier::Interp
+        };
+        Jit {
+            tier,
+            config: JitConfig::default(),
+            code: None,
+            broken: false,
+            keep: Vec::new(),
+            jumps: chain::JumpCache::default(),
+            fault: None,
+            stats: JitStats::default(),
+            enc: Encoder::new(64),
+            info: InstructionInfoFactory::new(),
+        }
+    }
+
+    /// The tier in use.
+    pub fn tier(&self) -> EmuTier {
+        self.tier
+    }
+
+    /// Code-cache bytes in use and in total.
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        self.code
+            .as_ref()
+            .map_or((0, self.config.cache_bytes), |(c, _)| (c.used(), c.size()))
+    }
+
+    fn generation(&self) -> u32 {
+        self.code.as_ref().map_or(0, |(c, _)| c.generation)
+    }
+
+    /// Whether the run loop should hand `block` to the translator now
+    /// (counts a run of it).
+    pub(crate) fn wants(&self, block: &Block) -> bool {
+        if self.tier != EmuTier::Jit {
+            return false;
+        }
+        let j = &block.jit;
+        let generation = self.generation();
+        if generation != 0 && j.generation.load(Relaxed) == generation {
+            return true;
+        }
+        if generation != 0 && j.failed.load(Relaxed) == generation {
+            return false;
+        }
+        j.heat.fetch_add(1, Relaxed) + 1 >= self.config.threshold
+    }
+
+    fn ensure_cache(&mut self) -> Option<()> {
+        if self.code.is_some() {
+            return Some(());
+        }
+        if self.broken {
+            return None;
+        }
+        let made = CodeCache::new(self.config.cache_bytes)
+            .ok()
+            .and_then(|mut c| {
+                let g = glue::emit(&mut c)?;
+                Some((c, g))
+            });
+        match made {
+            Some(c) => {
+                self.code = Some(c);
+                Some(())
+            }
+            None => {
+                tracing::warn!("emu: cannot map a code cache; the interpreter runs everything");
+                self.broken = true;
+                self.tier = EmuTier::Interp;
+                None
+            }
+        }
+    }
+}
+
+/// Whether `ALCAZAR_JIT_DUMP` asks for every translation on stderr.
+fn dump_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("ALCAZAR_JIT_DUMP").is_some())
+}
+
+/// Prints a block and its translation (debugging aid).
+fn dump(block: &Block, user: bool, at: u64, code: &[u8]) {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    use std::fmt::Write;
+    let mut f = IntelFormatter::new();
+    let mut out = format!("jit: block {:#x} (user {user}) at {at:#x}\n", block.rip);
+    for d in &block.insns {
+        let mut s = String::new();
+        f.format(&d.insn, &mut s);
+        let _ = writeln!(
+            out,
+            "  guest {:#x}: {s}{}",
+            d.rip,
+            if d.fused { " +jcc" } else { "" }
+        );
+    }
+    let mut dec = Decoder::with_ip(64, code, at, DecoderOptions::NONE);
+    while dec.can_decode() {
+        let i = dec.decode();
+        let mut s = String::new();
+        f.format(&i, &mut s);
+        let _ = writeln!(out, "    {:#x}: {s}", i.ip());
+    }
+    eprint!("{out}");
+}
+
+impl Cpu {
+    /// Chooses the tier ([`EmuTier::Jit`] falls back to the interpreter on
+    /// hosts that cannot run it); returns the one in effect.
+    pub fn set_tier(&mut self, tier: EmuTier) -> EmuTier {
+        let config = self.jit.config;
+        self.jit = Jit::new(tier);
+        self.jit.config = config;
+        self.jit.tier
+    }
+
+    /// Whether translated code may run in the current state: 64-bit mode,
+    /// no single-stepping, no alignment checking.
+    pub(crate) fn jit_eligible(&self) -> bool {
+        self.s.code_size() == CodeSize::Bits64
+            && !self.s.flags.test(TF)
+            && !(self.s.cpl == 3 && self.s.cr0 & cr0::AM != 0 && self.s.flags.test(AC))
+    }
+
+    /// Runs translated code from RIP if the block there is (or is now)
+    /// translated; `false` if the interpreter must run this step.
+    pub(crate) fn jit_step(&mut self) -> bool {
+        if self.jit.tier != EmuTier::Jit || !self.jit_eligible() {
+            return false;
+        }
+        match self.jit_entry_at_rip() {
+            Some(entry) => {
+                self.jit_run(entry);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The translation of the block at RIP, translating it if it is hot.
+    fn jit_entry_at_rip(&mut self) -> Option<Entry> {
+        let (key, block) = self.block_at_rip().ok()?;
+        let entry = self.jit_entry(&block);
+        self.cache.put_back(key, block);
+        entry
+    }
+
+    fn jit_entry(&mut self, block: &Arc<Block>) -> Option<Entry> {
+        let user = self.user();
+        let j = &block.jit;
+        let generation = self.jit.generation();
+        if generation != 0 && j.generation.load(Relaxed) == generation {
+            if j.user.load(Relaxed) != user {
+                return None;
+            }
+            let (cache, _) = self.jit.code.as_ref()?;
+            return Some(Entry {
+                checked: cache.addr(j.entry.load(Relaxed) as usize),
+            });
+        }
+        if generation != 0 && j.failed.load(Relaxed) == generation {
+            return None;
+        }
+        if j.heat.load(Relaxed) < self.jit.config.threshold {
+            j.heat.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.jit_translate(block, user)
+    }
+
+    fn jit_translate(&mut self, block: &Arc<Block>, user: bool) -> Option<Entry> {
+        let started = Instant::now();
+        self.jit.ensure_cache()?;
+        for _ in 0..2 {
+            let jit = &mut self.jit;
+            let (cache, glue) = jit.code.as_mut()?;
+            let start = cache.used();
+            let t = translate::translate(
+                block,
+                user,
+                &self.code,
+                *glue,
+                start,
+                cache.next_addr(),
+                &mut jit.enc,
+                &mut jit.info,
+            );
+            let Some(t) = t else {
+                block.jit.failed.store(cache.generation, Relaxed);
+                jit.stats.blocks_refused += 1;
+                return None;
+            };
+            let Some(off) = cache.push(&t.code) else {
+                self.jit_flush();
+                continue;
+            };
+            let j = &block.jit;
+            j.entry.store(off as u32, Relaxed);
+            j.chained.store((off + t.chained) as u32, Relaxed);
+            j.user.store(user, Relaxed);
+            j.generation.store(cache.generation, Relaxed);
+            let checked = cache.addr(off);
+            if dump_enabled() {
+                dump(block, user, checked, &t.code);
+            }
+            jit.keep.push(block.clone());
+            jit.stats.blocks_translated += 1;
+            jit.stats.translation_ns += started.elapsed().as_nanos() as u64;
+            return Some(Entry { checked });
+        }
+        None
+    }
+
+    /// Forgets every translation.
+    fn jit_flush(&mut self) {
+        if let Some((cache, _)) = self.jit.code.as_mut() {
+            cache.flush();
+        }
+        self.jit.keep.clear();
+        self.jit.stats.cache_flushes += 1;
+        let frame = self.mmu.frame();
+        self.jit.jumps.clear(frame);
+    }
+
+    /// Runs translated code from `entry` until it must return to the run
+    /// loop, linking and looking up branch targets on the way.
+    fn jit_run(&mut self, mut entry: Entry) {
+        let Some((_, glue)) = self.jit.code.as_ref() else {
+            return;
+        };
+        let enter = glue.enter;
+        self.jit_sync_in();
+        self.jit.stats.entries += 1;
+        for round in 0..=MAX_ROUNDS {
+            let frame: *mut Frame = self.mmu.table_ptr().cast();
+            let cpu: *mut Cpu = self;
+            // SAFETY: `enter` is the glue's trampoline in this vCPU's code
+            // cache, an `extern "sysv64" fn(*mut Frame, u64)`; `entry` is a
+            // translation in the current generation of that cache. The
+            // frame is the first field of the TLB table (`#[repr(C)]`), and
+            // its `cpu` points at this CPU, which nothing else uses while
+            // translated code runs (the helpers reach it through `frame`).
+            unsafe {
+                (*frame).cpu = cpu;
+                let f: extern "sysv64" fn(*mut Frame, u64) = std::mem::transmute(enter as usize);
+                f(frame, entry.checked);
+            }
+            let frame = self.mmu.frame();
+            let reason = frame.exit_reason;
+            if let Some(n) = self.jit.stats.exits.get_mut(reason as usize) {
+                *n += 1;
+            }
+            if round == MAX_ROUNDS || self.jit.fault.is_some() {
+                break;
+            }
+            let next = if reason == Exit::Chain as u64 {
+                self.jit_link()
+            } else if reason == Exit::Indirect as u64 {
+                self.jit_lookup()
+            } else {
+                None
+            };
+            match next {
+                Some(e) => entry = e,
+                None => break,
+            }
+        }
+        self.jit_sync_out();
+    }
+
+    /// After [`Exit::Chain`]: finds the target's translation and patches
+    /// the branch to it.
+    fn jit_link(&mut self) -> Option<Entry> {
+        let frame = self.mmu.frame();
+        let (rip, field) = (frame.exit_rip, frame.exit_patch as usize);
+        self.s.rip = rip;
+        let generation = self.jit.generation();
+        let (key, block) = self.block_at_rip().ok()?;
+        let entry = self.jit_entry(&block);
+        let target = (block.page_count == 1).then(|| block.jit.chained.load(Relaxed));
+        self.cache.put_back(key, block);
+        let entry = entry?;
+        if self.jit.generation() == generation {
+            let (cache, _) = self.jit.code.as_mut()?;
+            let target =
+                target.map_or_else(|| cache.offset_of(entry.checked), |off| Some(off as usize))?;
+            cache.patch_rel32(field, target);
+            self.jit.stats.chain_links += 1;
+        }
+        Some(entry)
+    }
+
+    /// After [`Exit::Indirect`]: finds the target's translation and adds it
+    /// to the lookup cache.
+    fn jit_lookup(&mut self) -> Option<Entry> {
+        let rip = self.mmu.frame().exit_rip;
+        self.s.rip = rip;
+        let entry = self.jit_entry_at_rip()?;
+        self.jit_validate_lookups();
+        let frame = self.mmu.frame();
+        self.jit.jumps.insert(frame, rip, entry.checked);
+        self.jit.stats.lookup_fills += 1;
+        Some(entry)
+    }
+
+    fn jit_validate_lookups(&mut self) {
+        let now = (self.mmu.map_epoch, self.user(), self.jit.generation());
+        let frame = self.mmu.frame();
+        self.jit.jumps.validate(frame, now);
+    }
+
+    /// Moves the guest state into the frame.
+    fn jit_sync_in(&mut self) {
+        self.jit_validate_lookups();
+        let attention = if self.s.flags.test(IF) {
+            Some(self.irq.attention_ptr())
+        } else {
+            None
+        };
+        let image = flags_to_image(self.s.flags.get());
+        let seg_base = [self.s.seg[seg::FS].base, self.s.seg[seg::GS].base];
+        let gpr = self.s.gpr;
+        let frame = self.mmu.frame();
+        frame.gpr = gpr;
+        frame.flags = image;
+        frame.budget = BUDGET;
+        frame.seg_base = seg_base;
+        frame.attention = attention.unwrap_or(std::ptr::addr_of!(frame.quiet).cast());
+    }
+
+    /// Moves the guest state back and delivers a fault the interpreter
+    /// raised for translated code.
+    fn jit_sync_out(&mut self) {
+        let frame = self.mmu.frame();
+        let (gpr, image, rip, budget) = (frame.gpr, frame.flags, frame.exit_rip, frame.budget);
+        self.s.gpr = gpr;
+        self.s.flags.set_arith(ARITH, image_to_flags(image));
+        self.s.rip = rip;
+        let retired = (BUDGET - budget).max(0) as u64;
+        self.icount += retired;
+        self.jit.stats.instructions += retired;
+        if let Some(fault) = self.jit.fault.take() {
+            self.raise(fault);
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Guest instructions that run as themselves: which ones, and how they are
+//! re-encoded for the host (same ISA; SDM Vol. 2 for each instruction).
+//!
+//! An instruction runs natively when the host executes it exactly as the
+//! guest's CPU would, given the guest's register values: integer data
+//! movement and arithmetic, logic, shifts, bit tests, conditional moves
+//! and sets, exchanges, sign extensions and the carry-flag instructions.
+//! Its GPR operands are renamed to their host registers ([`super::regs`];
+//! frame-resident ones are loaded into scratch registers around it) and
+//! its memory operand, if any, becomes `[T1]` after the TLB probe
+//! ([`super::memory`]). Anything that touches state the host must keep
+//! (segments, control registers, RFLAGS.IF/DF/TF, the FPU and SSE state,
+//! which belongs to the host while Rust runs), that may fault on the host
+//! (division, misaligned or privileged instructions), whose result the
+//! host might compute differently (CPUID, RDTSC, instructions the guest's
+//! CPUID does not advertise) or that addresses memory in other ways
+//! (string instructions, `BT m, r` with its bit offset beyond the operand,
+//! `XLAT`, stack instructions other than PUSH/POP r64) runs in the
+//! interpreter instead ([`super::helpers`]).
+//!
+//! Undefined flags (SDM: "the SF, ZF, AF and PF flags are undefined" after
+//! `IMUL`, for instance) are whatever the host computes; the interpreter
+//! may leave other values. Defined results are identical.
+
+use iced_x86::{
+    Code, Encoder, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
+};
+
+use super::emit::Reg;
+use super::memory::Access;
+use super::regs::{guest_gpr, host, iced_reg, T0, T1};
+
+/// What the translator needs to know to run an instruction natively.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Native {
+    /// Its explicit memory operand: how it is accessed, its size, and
+    /// whether the access is locked (LOCK, or XCHG with memory).
+    pub mem: Option<(Access, u8, bool)>,
+    /// Frame-resident guest GPRs among its data operands, with the
+    /// scratch register each is loaded into, and whether it is written.
+    pub temps: Vec<(usize, Reg, bool)>,
+}
+
+/// Instructions that may run natively (with the operand checks of
+/// [`classify`]).
+fn allowed(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Mov
+            | M::Movzx
+            | M::Movsx
+            | M::Movsxd
+            | M::Add
+            | M::Adc
+            | M::Sub
+            | M::Sbb
+            | M::And
+            | M::Or
+            | M::Xor
+            | M::Cmp
+            | M::Test
+            | M::Inc
+            | M::Dec
+            | M::Neg
+            | M::Not
+            | M::Shl
+            | M::Sal
+            | M::Shr
+            | M::Sar
+            | M::Rol
+            | M::Ror
+            | M::Rcl
+            | M::Rcr
+            | M::Shld
+            | M::Shrd
+            | M::Imul
+            | M::Mul
+            | M::Bt
+            | M::Bts
+            | M::Btr
+            | M::Btc
+            | M::Bswap
+            | M::Xchg
+            | M::Xadd
+            | M::Cmpxchg
+            | M::Cbw
+            | M::Cwde
+            | M::Cdqe
+            | M::Cwd
+            | M::Cdq
+            | M::Cqo
+            | M::Clc
+            | M::Stc
+            | M::Cmc
+            | M::Lahf
+            | M::Sahf
+            | M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg
+            | M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg
+    )
+}
+
+/// Instructions the LOCK prefix is valid on (with a memory destination;
+/// SDM Vol. 2 "LOCK").
+fn lockable(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Add
+            | M::Adc
+            | M::Sub
+            | M::Sbb
+            | M::And
+            | M::Or
+            | M::Xor
+            | M::Inc
+            | M::Dec
+            | M::Neg
+            | M::Not
+            | M::Bts
+            | M::Btr
+            | M::Btc
+            | M::Xchg
+            | M::Xadd
+            | M::Cmpxchg
+    )
+}
+
+/// Instructions the translator skips: no architectural effect at all
+/// (`NOP`, `ENDBR64`, prefetches: they never fault).
+pub fn is_skipped(insn: &Instruction) -> bool {
+    use Mnemonic as M;
+    matches!(
+        insn.mnemonic(),
+        M::Nop
+            | M::Endbr64
+            | M::Endbr32
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Prefetchw
+            | M::Prefetch
+    ) && !insn.has_lock_prefix()
+}
+
+/// How `insn` (64-bit code) runs natively, or `None` if it must run in
+/// the interpreter.
+pub fn classify(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option<Native> {
+    let m = insn.mnemonic();
+    if !allowed(m) || insn.is_invalid() {
+        return None;
+    }
+    let mut explicit = Vec::with_capacity(3);
+    let mut mem = None;
+    for n in 0..insn.op_count() {
+        match insn.op_kind(n) {
+            OpKind::Register => {
+                let r = insn.op_register(n);
+                explicit.push(guest_gpr(r)?.0);
+            }
+            OpKind::Memory => {
+                if mem.is_some() || insn.is_vsib() {
+                    return None;
+                }
+                let size = insn.memory_size().size();
+                if !matches!(size, 1 | 2 | 4 | 8) {
+                    return None;
+                }
+                mem = Some(size as u8);
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate8_2nd
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => {}
+            _ => return None,
+        }
+    }
+    // BT m, r addresses memory beyond the operand by the bit offset.
+    if matches!(
+        m,
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    ) && mem.is_some()
+        && insn.op_kind(1) == OpKind::Register
+    {
+        return None;
+    }
+    let implicit_lock = m == Mnemonic::Xchg && mem.is_some();
+    if insn.has_lock_prefix() && (!lockable(m) || insn.op0_kind() != OpKind::Memory) {
+        return None;
+    }
+    let locked = insn.has_lock_prefix() || implicit_lock;
+
+    let used = info.info(insn);
+    let mut access = Access::Read;
+    for u in used.used_memory() {
+        if matches!(
+            u.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        ) {
+            access = Access::Write;
+        }
+    }
+    let address = [insn.memory_base(), insn.memory_index()];
+    let mut temps: Vec<(usize, Reg, bool)> = Vec::new();
+    for u in used.used_registers() {
+        let r = u.register();
+        let Some((g, _)) = guest_gpr(r) else {
+            if r == Register::None || r.is_segment_register() {
+                continue;
+            }
+            return None;
+        };
+        let written = !matches!(u.access(), OpAccess::Read | OpAccess::CondRead);
+        let is_explicit = explicit.contains(&g);
+        let in_address = address
+            .iter()
+            .any(|a| guest_gpr(*a).is_some_and(|x| x.0 == g));
+        if !is_explicit {
+            if in_address && !written {
+                continue;
+            }
+            // Implicit operands must be in their own host register.
+            if host(g) != Some(Reg(g as u8)) {
+                return None;
+            }
+            continue;
+        }
+        if host(g).is_none() {
+            match temps.iter_mut().find(|t| t.0 == g) {
+                Some(t) => t.2 |= written,
+                None => {
+                    let free: &[Reg] = if mem.is_some() { &[T0] } else { &[T0, T1] };
+                    let t = *free.get(temps.len())?;
+                    temps.push((g, t, written));
+                }
+            }
+        }
+    }
+    Some(Native {
+        mem: mem.map(|size| (access, size, locked)),
+        temps,
+    })
+}
+
+/// Re-encodes `insn` for the host at address `ip`: GPRs renamed, frame
+/// residents replaced by their scratch registers, the memory operand made
+/// `[T1]`. `None` if the host cannot encode the result (AH..BH next to a
+/// register that needs REX).
+pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Option<Vec<u8>> {
+    let mut i = *insn;
+    for op in 0..i.op_count() {
+        if i.op_kind(op) != OpKind::Register {
+            continue;
+        }
+        let r = i.op_register(op);
+        let (g, _) = guest_gpr(r)?;
+        let h = match host(g) {
+            Some(h) => h,
+            None => n.temps.iter().find(|t| t.0 == g)?.1,
+        };
+        i.set_op_register(op, iced_reg(h, r));
+    }
+    if n.mem.is_some() {
+        i.set_code(register_form(i.code()));
+        i.set_memory_base(Register::R14);
+        i.set_memory_index(Register::None);
+        i.set_memory_index_scale(1);
+        i.set_memory_displacement64(0);
+        i.set_memory_displ_size(0);
+        i.set_segment_prefix(Register::None);
+        debug_assert_eq!(super::regs::T1, Reg::R14);
+    }
+    match enc.encode(&i, ip) {
+        Ok(_) => Some(enc.take_buffer()),
+        Err(_) => {
+            // A failed encoding may leave bytes behind: drop them.
+            drop(enc.take_buffer());
+            None
+        }
+    }
+}
+
+/// The ModR/M form of a `MOV` with a `moffs` operand (which has no base
+/// register to put `[T1]` in); other codes unchanged.
+fn register_form(code: Code) -> Code {
+    match code {
+        Code::Mov_AL_moffs8 => Code::Mov_r8_rm8,
+        Code::Mov_AX_moffs16 => Code::Mov_r16_rm16,
+        Code::Mov_EAX_moffs32 => Code::Mov_r32_rm32,
+        Code::Mov_RAX_moffs64 => Code::Mov_r64_rm64,
+        Code::Mov_moffs8_AL => Code::Mov_rm8_r8,
+        Code::Mov_moffs16_AX => Code::Mov_rm16_r16,
+        Code::Mov_moffs32_EAX => Code::Mov_rm32_r32,
+        Code::Mov_moffs64_RAX => Code::Mov_rm64_r64,
+        c => c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    use super::*;
+
+    fn decode(bytes: &[u8]) -> Instruction {
+        Decoder::with_ip(64, bytes, 0x1000, DecoderOptions::NONE).decode()
+    }
+
+    fn native(bytes: &[u8]) -> Option<String> {
+        native_with(&mut Encoder::new(64), bytes)
+    }
+
+    fn native_with(enc: &mut Encoder, bytes: &[u8]) -> Option<String> {
+        let insn = decode(bytes);
+        let mut f = InstructionInfoFactory::new();
+        let n = classify(&insn, &mut f)?;
+        let code = encode(enc, &insn, &n, 0x2000)?;
+        let mut s = String::new();
+        IntelFormatter::new().format(&decode(&code), &mut s);
+        Some(s)
+    }
+
+    #[test]
+    fn registers_are_renamed_and_memory_operands_become_t1() {
+        assert_eq!(native(&[0x48, 0x01, 0xd8]).unwrap(), "add rax,rbx");
+        assert_eq!(native(&[0x48, 0x89, 0xe5]).unwrap(), "mov rbp,r12"); // mov rbp, rsp
+        assert_eq!(native(&[0x4d, 0x01, 0xfc]).unwrap(), "add r13,r14"); // add r12, r15
+        assert_eq!(
+            native(&[0x48, 0x8b, 0x44, 0x24, 0x08]).unwrap(), // mov rax, [rsp+8]
+            "mov rax,[r14]"
+        );
+        assert_eq!(
+            native(&[0xf0, 0x48, 0x0f, 0xc1, 0x03]).unwrap(), // lock xadd [rbx], rax
+            "lock xadd [r14],rax"
+        );
+        assert_eq!(
+            native(&[0x48, 0xa1, 1, 2, 3, 4, 5, 6, 7, 8]).unwrap(), // mov rax, moffs
+            "mov rax,[r14]"
+        );
+        assert_eq!(native(&[0x88, 0xe0]).unwrap(), "mov al,ah");
+    }
+
+    #[test]
+    fn what_the_host_must_not_run_stays_in_the_interpreter() {
+        for bytes in [
+            &[0x48, 0xf7, 0xf1][..],         // div rcx
+            &[0x0f, 0xa2],                   // cpuid
+            &[0x0f, 0x31],                   // rdtsc
+            &[0xfa],                         // cli
+            &[0xfd],                         // std
+            &[0x48, 0xa5],                   // movsq
+            &[0x48, 0x0f, 0xab, 0x03],       // bts [rbx], rax
+            &[0x8e, 0xd8],                   // mov ds, eax
+            &[0x0f, 0x22, 0xd8],             // mov cr3, rax
+            &[0x66, 0x0f, 0xef, 0xc0],       // pxor xmm0, xmm0
+            &[0xf3, 0x48, 0x0f, 0xbd, 0xc1], // lzcnt rax, rcx
+            &[0x48, 0x0f, 0xc7, 0x0b],       // cmpxchg16b [rbx]
+        ] {
+            assert_eq!(native(bytes), None, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn high_byte_registers_next_to_rex_registers_cannot_be_encoded() {
+        // mov ah, [rbx]: the memory operand becomes [r14], which needs REX.
+        assert_eq!(native(&[0x8a, 0x23]), None);
+        // mov [rbx], ah; a failed encoding leaves nothing behind.
+        let mut enc = Encoder::new(64);
+        assert_eq!(native_with(&mut enc, &[0x88, 0x23]), None);
+        assert_eq!(
+            native_with(&mut enc, &[0x48, 0x01, 0xd8]).unwrap(),
+            "add rax,rbx"
+        );
+    }
+}

@@ -1,0 +1,741 @@
+//! Translating one decoded block ([`crate::code::Block`]) to host code.
+//!
+//! A translation has this shape:
+//!
+//! ```text
+//! entry:    for each page of the block: is its CodePages word still the
+//!           generation decoded?            else exit Stale
+//! chained:  attention byte set?            else exit Attention
+//!           budget -= instructions;        < 0: exit Budget
+//!           the instructions, in order (native, glue, or a helper call)
+//!           the fallthrough exit
+//! stubs:    slow paths, side exits, chain stubs, lookup misses
+//! ```
+//!
+//! Jumps from a block into a block on the same page go to `chained`: the
+//! page was checked when the run entered it (a store to it from this vCPU
+//! leaves translated code at once; another vCPU's store is seen at the
+//! next entry, like cross-modifying code on real CPUs, which must
+//! serialize before running the new code: SDM Vol. 3A §8.1.3).
+//!
+//! Each instruction is planned ([`Plan`]) before anything is emitted, so
+//! the flag liveness pass ([`super::flags::live_after`]) sees the block.
+
+use iced_x86::{Encoder, FlowControl, InstructionInfoFactory, Mnemonic};
+
+use super::emit::{at, Alu, Asm, Cond, Label};
+use super::flags::{live_after, FlagState, FlagUse};
+use super::frame::{off, Exit};
+use super::glue::Glue;
+use super::helpers::site_info;
+use super::memory::{Access, PushValue};
+use super::native::{self, Native};
+use super::regs::{guest_gpr, home, host, CTX, T0, T1};
+use crate::code::{Block, CodePages, Decoded, CODE_BIT};
+use crate::exec::{self, LinkEffect};
+use crate::mem::canonical;
+use crate::state::reg;
+
+/// How one decoded instruction is translated.
+#[derive(Clone, Debug)]
+pub(super) enum Plan {
+    /// No effect (NOP, ENDBR64, prefetches).
+    Skip,
+    /// Runs as itself.
+    Native(Native),
+    /// LEA: the address computation without an access.
+    Lea,
+    /// PUSH r64, PUSH imm.
+    Push(PushValue),
+    /// POP r64.
+    Pop(usize),
+    /// JMP rel to a canonical target.
+    Jmp(u64),
+    /// Jcc rel (64-bit, canonical target).
+    Jcc(Cond, u64),
+    /// A CMP/TEST fused with the Jcc after it ([`Decoded::fused`]).
+    CmpJcc(Native, Cond, u64),
+    /// CALL rel32.
+    Call(u64),
+    /// RET, RET imm16.
+    Ret(u16),
+    /// JMP r/m64, CALL r/m64 (`call`), target in a register or memory.
+    Indirect { call: bool },
+    /// Runs in the interpreter; `always_exit`: leave translated code after.
+    Helper { always_exit: bool },
+}
+
+/// Out-of-line code emitted after the block body.
+enum Stub {
+    /// Leave translated code: budget += `adj`, continue at `rip`.
+    Exit {
+        at: Label,
+        rip: u64,
+        reason: Exit,
+        adj: i64,
+    },
+    /// The interpreter runs `d`, then the block goes on at `resume`.
+    Slow {
+        at: Label,
+        d: *const Decoded,
+        info: u64,
+        restore: bool,
+        resume: Option<Label>,
+    },
+    /// A taken side exit: save the flags if needed, account, go.
+    SideExit {
+        at: Label,
+        target: u64,
+        adj: i64,
+        save: bool,
+    },
+    /// A direct branch to this page not linked yet: a patchable jump.
+    Chain { at: Label, rip: u64, field: usize },
+    /// A lookup miss at T1; for a non-canonical target the interpreter
+    /// runs the branch `d` (after RSP moves back by `rsp_undo`).
+    Miss {
+        at: Label,
+        check: Option<(*const Decoded, u64, i32)>,
+    },
+}
+
+/// A finished translation.
+pub(super) struct Translation {
+    /// The code, to be placed at the address it was emitted for.
+    pub code: Vec<u8>,
+    /// Offset of the entry for chained jumps from the same page.
+    pub chained: usize,
+}
+
+/// The translator's state for one block.
+pub(super) struct Translator<'a> {
+    pub(super) a: Asm,
+    pub(super) user: bool,
+    pub(super) flags: FlagState,
+    glue: Glue,
+    code: &'a CodePages,
+    block: &'a Block,
+    /// Cache offset the code starts at (patch sites are recorded as cache
+    /// offsets).
+    start: usize,
+    /// Instructions the block retires when run to its end.
+    total: u32,
+    /// Instructions retired before the current one.
+    done: u32,
+    stubs: Vec<Stub>,
+    enc: &'a mut Encoder,
+}
+
+/// Plans `d` (64-bit code).
+fn plan(d: &Decoded, info: &mut InstructionInfoFactory) -> Plan {
+    let insn = &d.insn;
+    let helper = |insn: &iced_x86::Instruction| Plan::Helper {
+        always_exit: exec::lookup(insn).1 == LinkEffect::DropsLinks
+            || !matches!(insn.flow_control(), FlowControl::Next),
+    };
+    if d.fused {
+        let cc = Cond::from_iced(exec::fast::condition(d.ops.cc));
+        return match (native::classify(insn, info), cc) {
+            (Some(n), Some(cc)) if n.mem.is_none() => Plan::CmpJcc(n, cc, d.ops.mem.disp),
+            _ => Plan::Helper { always_exit: true },
+        };
+    }
+    if native::is_skipped(insn) {
+        return Plan::Skip;
+    }
+    use iced_x86::Code as C;
+    let reg0 = || guest_gpr(insn.op0_register()).map(|(g, _)| g);
+    match insn.code() {
+        C::Push_r64 => {
+            return reg0().map_or_else(|| helper(insn), |g| Plan::Push(PushValue::Reg(g)))
+        }
+        C::Pop_r64 => return reg0().map_or_else(|| helper(insn), Plan::Pop),
+        C::Pushq_imm8 | C::Pushq_imm32 => return Plan::Push(PushValue::Imm(insn.immediate(0))),
+        C::Call_rel32_64 if canonical(insn.near_branch_target()) => {
+            return Plan::Call(insn.near_branch_target())
+        }
+        C::Retnq => return Plan::Ret(0),
+        C::Retnq_imm16 => return Plan::Ret(insn.immediate16()),
+        C::Jmp_rel8_64 | C::Jmp_rel32_64 if canonical(insn.near_branch_target()) => {
+            return Plan::Jmp(insn.near_branch_target())
+        }
+        C::Jmp_rm64 | C::Call_rm64 => {
+            let ok = match insn.op0_kind() {
+                iced_x86::OpKind::Register => reg0().is_some(),
+                iced_x86::OpKind::Memory => insn.memory_size().size() == 8,
+                _ => false,
+            };
+            if ok && !insn.has_lock_prefix() {
+                return Plan::Indirect {
+                    call: insn.code() == C::Call_rm64,
+                };
+            }
+            return helper(insn);
+        }
+        _ => {}
+    }
+    if insn.flow_control() == FlowControl::ConditionalBranch
+        && exec::fast::flow::is_fast_jcc(insn, 64)
+    {
+        if let Some(cc) = Cond::from_iced(insn.condition_code()) {
+            return Plan::Jcc(cc, insn.near_branch_target());
+        }
+    }
+    if insn.mnemonic() == Mnemonic::Lea
+        && matches!(insn.op0_kind(), iced_x86::OpKind::Register)
+        && !insn.has_lock_prefix()
+        && reg0().is_some()
+    {
+        return Plan::Lea;
+    }
+    match native::classify(insn, info) {
+        Some(n) => Plan::Native(n),
+        None => helper(insn),
+    }
+}
+
+/// How a planned instruction uses the flags.
+fn flag_use(p: &Plan, d: &Decoded) -> FlagUse {
+    match p {
+        Plan::Skip | Plan::Lea => FlagUse::default(),
+        Plan::Native(n) => FlagUse::native(&d.insn, n.mem.is_some()),
+        Plan::Jcc(..) => FlagUse {
+            needs_host: true,
+            glue: true,
+            ..FlagUse::default()
+        },
+        Plan::CmpJcc(..) => FlagUse {
+            writes_all: true,
+            writes: true,
+            ..FlagUse::default()
+        },
+        _ => FlagUse::glue(),
+    }
+}
+
+/// Translates `block` for privilege `user`, as code that will run at cache
+/// offset `start` (host address `base`). `None` if it cannot be (the
+/// block then stays with the interpreter).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn translate(
+    block: &Block,
+    user: bool,
+    code: &CodePages,
+    glue: Glue,
+    start: usize,
+    base: u64,
+    enc: &mut Encoder,
+    info: &mut InstructionInfoFactory,
+) -> Option<Translation> {
+    let plans: Vec<Plan> = block.insns.iter().map(|d| plan(d, info)).collect();
+    // Not worth it: the first instruction leaves translated code at once.
+    if let Some(Plan::Helper { always_exit: true }) = plans.first() {
+        return None;
+    }
+    let uses: Vec<FlagUse> = plans
+        .iter()
+        .zip(&block.insns)
+        .map(|(p, d)| flag_use(p, d))
+        .collect();
+    let live = live_after(&uses);
+    let total: u32 = block.insns.iter().map(|d| 1 + u32::from(d.fused)).sum();
+    let mut t = Translator {
+        a: Asm::new(base),
+        user,
+        flags: FlagState::at_entry(),
+        glue,
+        code,
+        block,
+        start,
+        total,
+        done: 0,
+        stubs: Vec::new(),
+        enc,
+    };
+    let chained = t.entry();
+    let mut ended = false;
+    for ((d, p), live) in block.insns.iter().zip(&plans).zip(&live) {
+        ended = t.insn(d, p, *live)?;
+        t.done += 1 + u32::from(d.fused);
+        if ended {
+            break;
+        }
+    }
+    if !ended {
+        let last = block.insns.last()?;
+        if !t.flags.save(&mut t.a) {
+            return None;
+        }
+        t.goto(last.next_rip);
+    }
+    t.emit_stubs()?;
+    Some(Translation {
+        code: t.a.finish()?,
+        chained,
+    })
+}
+
+impl Translator<'_> {
+    /// The entry checks; returns the offset of the chained entry.
+    fn entry(&mut self) -> usize {
+        let rip = self.block.rip;
+        let stale = self.a.label();
+        for &(page, generation) in &self.block.pages[..usize::from(self.block.page_count)] {
+            self.a.mov_imm64(T0, self.code.word(page) as u64);
+            self.a
+                .alu_mi(Alu::Cmp, 4, at(T0, 0), (generation | CODE_BIT) as i32);
+            self.a.jcc(Cond::Ne, stale);
+        }
+        self.stubs.push(Stub::Exit {
+            at: stale,
+            rip,
+            reason: Exit::Stale,
+            adj: 0,
+        });
+        let chained = self.a.len();
+        let attention = self.a.label();
+        self.a.load(8, T0, at(CTX, off::ATTENTION as i32));
+        self.a.cmp_mi8(at(T0, 0), 0);
+        self.a.jcc(Cond::Ne, attention);
+        self.stubs.push(Stub::Exit {
+            at: attention,
+            rip,
+            reason: Exit::Attention,
+            adj: 0,
+        });
+        let budget = self.a.label();
+        self.a
+            .alu_mi(Alu::Sub, 8, at(CTX, off::BUDGET as i32), self.total as i32);
+        self.a.jcc(Cond::S, budget);
+        self.stubs.push(Stub::Exit {
+            at: budget,
+            rip,
+            reason: Exit::Budget,
+            adj: i64::from(self.total),
+        });
+        chained
+    }
+
+    /// The `info` word of a helper call for `d`.
+    fn info(&self, always_exit: bool) -> u64 {
+        site_info(self.done, self.total, always_exit)
+    }
+
+    /// Budget to give back when leaving after `retired` more instructions.
+    fn adj(&self, retired: u32) -> i64 {
+        i64::from(self.total) - i64::from(self.done + retired)
+    }
+
+    /// A slow path for `d` resuming at a fresh label (bound by the caller
+    /// with [`Translator::resume`]).
+    fn slow(&mut self, d: &Decoded) -> (Label, Label) {
+        let at = self.a.label();
+        let resume = self.a.label();
+        self.stubs.push(Stub::Slow {
+            at,
+            d,
+            info: self.info(false),
+            restore: false,
+            resume: Some(resume),
+        });
+        (at, resume)
+    }
+
+    /// A slow path for a branch `d`: the interpreter runs it and it
+    /// always leaves translated code.
+    fn slow_exit(&mut self, d: &Decoded) -> Label {
+        let at = self.a.label();
+        self.stubs.push(Stub::Slow {
+            at,
+            d,
+            info: self.info(true),
+            restore: false,
+            resume: None,
+        });
+        at
+    }
+
+    /// Binds `resume` after a fast path; the slow path restores the host
+    /// flags where the fast path has them and they are live.
+    fn resume(&mut self, resume: Label, live: bool) {
+        self.a.bind(resume);
+        let restore = self.flags.host_valid && live;
+        for s in self.stubs.iter_mut().rev() {
+            if let Stub::Slow {
+                resume: Some(r),
+                restore: rs,
+                ..
+            } = s
+            {
+                if *r == resume {
+                    *rs = restore;
+                    break;
+                }
+            }
+        }
+        let slow = FlagState {
+            host_valid: restore,
+            clean: true,
+        };
+        self.flags = self.flags.meet(slow);
+    }
+
+    /// Emits one instruction; returns whether the block ended with it.
+    fn insn(&mut self, d: &Decoded, p: &Plan, live: bool) -> Option<bool> {
+        match p {
+            Plan::Skip => Some(false),
+            Plan::Native(n) => {
+                if !self.native(d, n, live)? {
+                    self.helper(d, false)?;
+                }
+                Some(false)
+            }
+            Plan::Lea => {
+                self.lea(d)?;
+                Some(false)
+            }
+            Plan::Push(v) => {
+                let (slow, resume) = self.slow(d);
+                self.emit_push(*v, slow)?;
+                self.resume(resume, live);
+                Some(false)
+            }
+            Plan::Pop(g) => {
+                let (slow, resume) = self.slow(d);
+                self.emit_pop(*g, slow)?;
+                self.resume(resume, live);
+                Some(false)
+            }
+            Plan::Jcc(cc, target) => self.jcc(*cc, *target, d),
+            Plan::CmpJcc(n, cc, target) => {
+                if !self.native(d, n, live)? {
+                    return None;
+                }
+                // The pair retires as two: the Jcc is the second.
+                self.done += 1;
+                let ended = self.jcc(*cc, *target, d);
+                self.done -= 1;
+                ended
+            }
+            Plan::Jmp(target) => {
+                if !self.flags.save(&mut self.a) {
+                    return None;
+                }
+                self.goto(*target);
+                Some(true)
+            }
+            Plan::Call(target) => {
+                let slow = self.slow_exit(d);
+                self.emit_push(PushValue::Imm(d.next_rip), slow)?;
+                self.goto(*target);
+                Some(true)
+            }
+            Plan::Ret(imm) => {
+                let slow = self.slow_exit(d);
+                self.emit_stack_top(slow)?;
+                self.a.load(8, T1, at(T1, 0));
+                let rsp = host(reg::RSP)?;
+                let pop = 8 + i32::from(*imm);
+                self.a.lea(8, rsp, at(rsp, pop));
+                self.lookup(Some((d, -pop)));
+                Some(true)
+            }
+            Plan::Indirect { call } => {
+                self.indirect(d, *call)?;
+                Some(true)
+            }
+            Plan::Helper { always_exit } => {
+                self.helper(d, *always_exit)?;
+                Some(*always_exit)
+            }
+        }
+    }
+
+    /// Runs `d` in the interpreter.
+    fn helper(&mut self, d: &Decoded, always_exit: bool) -> Option<()> {
+        if !self.flags.save(&mut self.a) {
+            return None;
+        }
+        self.call_helper(d, self.info(always_exit));
+        self.flags.clobbered();
+        Some(())
+    }
+
+    fn call_helper(&mut self, d: *const Decoded, info: u64) {
+        self.a.mov_imm64(T0, d as u64);
+        self.a.mov_imm(T1, info);
+        self.a.call_abs(self.glue.thunk);
+    }
+
+    /// A native instruction with its probe; `Some(false)` if the host
+    /// cannot encode it (nothing emitted then).
+    fn native(&mut self, d: &Decoded, n: &Native, live: bool) -> Option<bool> {
+        let insn = &d.insn;
+        let u = FlagUse::native(insn, n.mem.is_some());
+        // Encode first (for an address that does not matter: the result
+        // has no relative operand) to know the host can run it.
+        let Some(code) = native::encode(self.enc, insn, n, 0) else {
+            return Some(false);
+        };
+        let slow = match n.mem {
+            Some((access, size, locked)) => {
+                let (slow, resume) = self.slow(d);
+                self.emit_access(insn, access, size, locked, slow)?;
+                Some(resume)
+            }
+            None => None,
+        };
+        if u.needs_host && !self.flags.restore(&mut self.a) {
+            return None;
+        }
+        for &(g, t, _) in &n.temps {
+            self.a.load(8, t, home(g));
+        }
+        self.a.bytes(&code);
+        for &(g, t, written) in &n.temps {
+            if written {
+                self.a.store(8, home(g), t);
+            }
+        }
+        if u.writes {
+            self.flags.written();
+        }
+        if let Some(resume) = slow {
+            self.resume(resume, live);
+        }
+        Some(true)
+    }
+
+    /// LEA: T1 = the address, then into the destination at its size.
+    fn lea(&mut self, d: &Decoded) -> Option<()> {
+        let insn = &d.insn;
+        let (g, _) = guest_gpr(insn.op0_register())?;
+        let size = insn.op0_register().size() as u8;
+        self.emit_ea(insn, false)?;
+        match host(g) {
+            Some(h) => self.a.mov_rr(size, h, T1),
+            None => {
+                if size == 4 {
+                    self.a.mov_rr(4, T1, T1);
+                }
+                self.a.store(if size == 2 { 2 } else { 8 }, home(g), T1);
+            }
+        }
+        Some(())
+    }
+
+    /// A Jcc (after its CMP/TEST for a fused pair; `done` counts the pair's
+    /// first instruction).
+    fn jcc(&mut self, cc: Cond, target: u64, d: &Decoded) -> Option<bool> {
+        if !self.flags.restore(&mut self.a) {
+            return None;
+        }
+        let last = std::ptr::eq(d, self.block.insns.last()?);
+        if last && !self.flags.save(&mut self.a) {
+            return None;
+        }
+        let taken = self.a.label();
+        self.a.jcc(cc, taken);
+        self.stubs.push(Stub::SideExit {
+            at: taken,
+            target,
+            adj: self.adj(1),
+            save: !self.flags.clean,
+        });
+        if last {
+            let adj = self.adj(1);
+            if adj != 0 {
+                self.a
+                    .alu_mi(Alu::Add, 8, at(CTX, off::BUDGET as i32), adj as i32);
+            }
+            self.goto(d.next_rip);
+        }
+        Some(last)
+    }
+
+    /// JMP/CALL r/m64: T1 = the target; a call then pushes the return
+    /// address (the target waits in the frame's scratch slot).
+    fn indirect(&mut self, d: &Decoded, call: bool) -> Option<()> {
+        let insn = &d.insn;
+        let slow = self.slow_exit(d);
+        if !self.flags.save(&mut self.a) {
+            return None;
+        }
+        if insn.op0_kind() == iced_x86::OpKind::Memory {
+            self.emit_ea(insn, true)?;
+            self.emit_probe(Access::Read, 8, false, slow);
+            self.a.load(8, T1, at(T1, 0));
+        } else {
+            let (g, _) = guest_gpr(insn.op0_register())?;
+            match host(g) {
+                Some(h) => self.a.mov_rr(8, T1, h),
+                None => self.a.load(8, T1, home(g)),
+            }
+        }
+        self.flags.clobbered();
+        let mut undo = 0;
+        if call {
+            self.a.store(8, at(CTX, off::SCRATCH as i32), T1);
+            self.emit_push(PushValue::Imm(d.next_rip), slow)?;
+            self.a.load(8, T1, at(CTX, off::SCRATCH as i32));
+            undo = 8;
+        }
+        self.lookup(Some((d, undo)));
+        Some(())
+    }
+
+    /// Emits the out-of-line stubs (which may add more).
+    fn emit_stubs(&mut self) -> Option<()> {
+        while let Some(s) = self.stubs.pop() {
+            match s {
+                Stub::Exit {
+                    at: l,
+                    rip,
+                    reason,
+                    adj,
+                } => {
+                    self.a.bind(l);
+                    self.exit(rip, reason, adj);
+                }
+                Stub::Slow {
+                    at: l,
+                    d,
+                    info,
+                    restore,
+                    resume,
+                } => {
+                    self.a.bind(l);
+                    self.call_helper(d, info);
+                    match resume {
+                        Some(r) => {
+                            if restore {
+                                super::flags::emit_restore(&mut self.a);
+                            }
+                            self.a.jmp(r);
+                        }
+                        None => self.a.int3(),
+                    }
+                }
+                Stub::SideExit {
+                    at: l,
+                    target,
+                    adj,
+                    save,
+                } => {
+                    self.a.bind(l);
+                    if save {
+                        super::flags::emit_save(&mut self.a);
+                    }
+                    if adj != 0 {
+                        self.a
+                            .alu_mi(Alu::Add, 8, at(CTX, off::BUDGET as i32), adj as i32);
+                    }
+                    self.goto(target);
+                }
+                Stub::Chain { at: l, rip, field } => {
+                    self.a.bind(l);
+                    self.store_exit_rip(rip);
+                    self.a
+                        .store_imm(8, at(CTX, off::EXIT_PATCH as i32), field as i32);
+                    self.a
+                        .store_imm(8, at(CTX, off::EXIT_REASON as i32), Exit::Chain as i32);
+                    self.a.jmp_abs(self.glue.epilogue);
+                }
+                Stub::Miss { at: l, check } => {
+                    self.a.bind(l);
+                    if let Some((d, info, undo)) = check {
+                        // Non-canonical: bits 63:47 not all equal.
+                        let bad = self.a.label();
+                        self.a.mov_rr(8, T0, T1);
+                        self.a.shift_ri(super::emit::Shift::Sar, 8, T0, 47);
+                        self.a.alu_ri(Alu::Add, 8, T0, 1);
+                        self.a.alu_ri(Alu::Cmp, 8, T0, 1);
+                        self.a.jcc(Cond::A, bad);
+                        self.exit_t1();
+                        self.a.bind(bad);
+                        if undo != 0 {
+                            let rsp = host(reg::RSP)?;
+                            self.a.lea(8, rsp, at(rsp, undo));
+                        }
+                        self.call_helper(d, info);
+                        self.a.int3();
+                    } else {
+                        self.exit_t1();
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+
+    fn store_exit_rip(&mut self, rip: u64) {
+        match i32::try_from(rip as i64) {
+            Ok(v) => self.a.store_imm(8, at(CTX, off::EXIT_RIP as i32), v),
+            Err(_) => {
+                self.a.mov_imm(T0, rip);
+                self.a.store(8, at(CTX, off::EXIT_RIP as i32), T0);
+            }
+        }
+    }
+
+    /// Leaves translated code (flags in the image): budget += `adj`,
+    /// continue at `rip`.
+    fn exit(&mut self, rip: u64, reason: Exit, adj: i64) {
+        if adj != 0 {
+            self.a
+                .alu_mi(Alu::Add, 8, at(CTX, off::BUDGET as i32), adj as i32);
+        }
+        self.store_exit_rip(rip);
+        self.a
+            .store_imm(8, at(CTX, off::EXIT_REASON as i32), reason as i32);
+        self.a.jmp_abs(self.glue.epilogue);
+    }
+
+    /// Leaves translated code for the guest RIP in T1 (a lookup miss).
+    fn exit_t1(&mut self) {
+        self.a.store(8, at(CTX, off::EXIT_RIP as i32), T1);
+        self.a
+            .store_imm(8, at(CTX, off::EXIT_REASON as i32), Exit::Indirect as i32);
+        self.a.jmp_abs(self.glue.epilogue);
+    }
+
+    /// Continues at guest `target` (flags in the image, budget settled): a
+    /// patchable jump on this page, else the lookup cache.
+    pub(super) fn goto(&mut self, target: u64) {
+        if target & !0xfff == self.block.rip & !0xfff {
+            let stub = self.a.label();
+            let field = self.start + self.a.len() + 1;
+            self.a.jmp(stub);
+            self.stubs.push(Stub::Chain {
+                at: stub,
+                rip: target,
+                field,
+            });
+        } else {
+            self.a.mov_imm(T1, target);
+            self.lookup(None);
+        }
+    }
+
+    /// Jumps to the translation of the guest RIP in T1 through the lookup
+    /// cache. `check`: a branch whose non-canonical target faults in the
+    /// interpreter (with how far to move RSP back first).
+    fn lookup(&mut self, check: Option<(&Decoded, i32)>) {
+        use super::frame::JUMP_CACHE_ENTRIES as N;
+        let miss = self.a.label();
+        self.a.mov_rr(4, T0, T1);
+        self.a.alu_ri(Alu::And, 4, T0, (N - 1) as i32);
+        self.a.shift_ri(super::emit::Shift::Shl, 4, T0, 4);
+        self.a.alu_rm(
+            Alu::Cmp,
+            8,
+            T1,
+            super::emit::at_index(CTX, T0, off::JUMP_CACHE as i32),
+        );
+        self.a.jcc(Cond::Ne, miss);
+        self.a
+            .jmp_m(super::emit::at_index(CTX, T0, (off::JUMP_CACHE + 8) as i32));
+        let check = check.map(|(d, undo)| (d as *const Decoded, self.info(true), undo));
+        self.stubs.push(Stub::Miss { at: miss, check });
+    }
+}
