@@ -412,6 +412,46 @@ impl Asm {
         self.op(size, &[opc], b.0, Rm::Reg(a));
     }
 
+    /// An SSE instruction `prefix 0F opcode /r` with `reg` in ModR/M.reg
+    /// (an XMM register or a GPR, by number) and `rm` (a register number
+    /// or memory).
+    fn sse(&mut self, prefix: u8, opcode: u8, reg: u8, rm: Rm) {
+        self.u8(prefix);
+        let (x, b) = match rm {
+            Rm::Reg(r) => (0, r.0),
+            Rm::Mem(m) => (m.index.map_or(0, |(i, _)| i.0), m.base.map_or(0, |b| b.0)),
+        };
+        self.rex(false, reg, x, b, false);
+        self.u8(0x0f);
+        self.u8(opcode);
+        self.modrm(reg & 7, rm);
+    }
+
+    /// `movq xmm, qword [m]`.
+    pub fn movq_load(&mut self, xmm: u8, m: Mem) {
+        self.sse(0xf3, 0x7e, xmm, Rm::Mem(m));
+    }
+
+    /// `movq qword [m], xmm`.
+    pub fn movq_store(&mut self, m: Mem, xmm: u8) {
+        self.sse(0x66, 0xd6, xmm, Rm::Mem(m));
+    }
+
+    /// `paddq xmm, [m]` (`m` 16-byte aligned).
+    pub fn paddq(&mut self, xmm: u8, m: Mem) {
+        self.sse(0x66, 0xd4, xmm, Rm::Mem(m));
+    }
+
+    /// `psubq xmm, [m]` (`m` 16-byte aligned).
+    pub fn psubq(&mut self, xmm: u8, m: Mem) {
+        self.sse(0x66, 0xfb, xmm, Rm::Mem(m));
+    }
+
+    /// `movmskpd r32, xmm`: the sign bits of the two qwords.
+    pub fn movmskpd(&mut self, dst: Reg, xmm: u8) {
+        self.sse(0x66, 0x50, dst.0, Rm::Reg(Reg(xmm)));
+    }
+
     /// `lahf`: AH = SF:ZF:0:AF:0:PF:1:CF.
     pub fn lahf(&mut self) {
         self.u8(0x9f);
@@ -591,6 +631,11 @@ mod tests {
         a.pop(Reg::RBX);
         a.call_r(Reg::RAX);
         a.jmp_m(at_index(Reg::R15, Reg::R13, 8));
+        a.movq_load(15, at(Reg::R15, 0x88));
+        a.movq_store(at(Reg::R15, 0x88), 15);
+        a.psubq(15, at(Reg::R15, 0x100));
+        a.paddq(15, at(Reg::R15, 0x110));
+        a.movmskpd(Reg::R13, 15);
         let code = a.finish().unwrap();
         assert_eq!(
             dis(&code),
@@ -609,6 +654,11 @@ mod tests {
                 "pop rbx",
                 "call rax",
                 "jmp qword ptr [r15+r13+8]",
+                "movq xmm15,[r15+88h]",
+                "movq [r15+88h],xmm15",
+                "psubq xmm15,[r15+100h]",
+                "paddq xmm15,[r15+110h]",
+                "movmskpd r13d,xmm15",
             ]
         );
     }

@@ -45,7 +45,7 @@ pub struct FlagState {
 }
 
 /// The arithmetic flags in iced's bit layout.
-const ARITH: u32 = RflagsBits::OF
+pub const ARITH: u32 = RflagsBits::OF
     | RflagsBits::SF
     | RflagsBits::ZF
     | RflagsBits::AF
@@ -131,33 +131,32 @@ pub fn emit_restore(a: &mut Asm) {
     a.mov_rr(8, Reg::RAX, T0);
 }
 
-/// How one instruction, as translated, uses the flags.
+/// How one instruction, as translated, uses the flags (iced-x86's
+/// `RflagsBits` of the six arithmetic flags).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlagUse {
-    /// It needs the guest flags in the host RFLAGS before it runs: it
-    /// reads one, or writes only some (the rest must survive), or is a
-    /// shift or rotate whose count may be 0 (which changes none).
-    pub needs_host: bool,
-    /// Glue before its flag write needs the image current (a probe, a
-    /// helper call, an exit).
+    /// Flags it reads from the host RFLAGS. A shift or rotate whose count
+    /// may be 0 (which changes no flag) counts as reading all of them.
+    pub reads: u32,
+    /// Flags it writes natively.
+    pub writes: u32,
+    /// Glue before it needs the image current (a probe, a helper call, an
+    /// exit): an observation of every flag.
     pub glue: bool,
-    /// It writes all six arithmetic flags.
-    pub writes_all: bool,
-    /// It writes at least one.
-    pub writes: bool,
 }
 
 impl FlagUse {
     /// The flag use of `insn` run natively (`glue`: it also has a probe).
     pub fn native(insn: &Instruction, glue: bool) -> FlagUse {
-        let read = insn.rflags_read() & ARITH;
-        let modified = insn.rflags_modified() & ARITH;
         let count_may_be_zero = is_shift(insn.mnemonic()) && !has_nonzero_count(insn);
         FlagUse {
-            needs_host: read != 0 || (modified != 0 && modified != ARITH) || count_may_be_zero,
+            reads: if count_may_be_zero {
+                ARITH
+            } else {
+                insn.rflags_read() & ARITH
+            },
+            writes: insn.rflags_modified() & ARITH,
             glue,
-            writes_all: modified == ARITH && !count_may_be_zero,
-            writes: modified != 0,
         }
     }
 
@@ -168,6 +167,14 @@ impl FlagUse {
             glue: true,
             ..FlagUse::default()
         }
+    }
+
+    /// Whether the host RFLAGS must hold the guest flags before it runs,
+    /// with `live_after` the flags still needed after it: it reads some,
+    /// or writes some but not all of those needed (the host keeps the
+    /// others, so they must be right).
+    pub fn needs_host(&self, live_after: u32) -> bool {
+        self.reads != 0 || (self.writes != 0 && live_after & !self.writes != 0)
     }
 }
 
@@ -196,15 +203,15 @@ fn has_nonzero_count(insn: &Instruction) -> bool {
     insn.immediate8() & mask != 0
 }
 
-/// Liveness: for each instruction, whether the flags it leaves may still
-/// be observed (read, saved by glue, or leave the block) before all six
-/// are overwritten. The block's end counts as an observation.
-pub fn live_after(uses: &[FlagUse]) -> Vec<bool> {
-    let mut live = vec![true; uses.len()];
-    let mut next = true;
+/// Liveness, per flag: for each instruction, the flags it leaves that
+/// may still be observed (read, saved by glue, or leave the block) before
+/// they are overwritten. The block's end observes all of them.
+pub fn live_after(uses: &[FlagUse]) -> Vec<u32> {
+    let mut live = vec![ARITH; uses.len()];
+    let mut next = ARITH;
     for (i, u) in uses.iter().enumerate().rev() {
         live[i] = next;
-        next = u.needs_host || u.glue || (!u.writes_all && next);
+        next = u.reads | if u.glue { ARITH } else { 0 } | (next & !u.writes);
     }
     live
 }
@@ -220,41 +227,50 @@ mod tests {
     }
 
     #[test]
-    fn partial_writers_and_readers_need_the_host_flags() {
+    fn partial_writers_need_the_host_flags_only_if_what_they_keep_is_live() {
         let add = FlagUse::native(&decode(&[0x48, 0x01, 0xd8]), false); // add rax, rbx
-        assert!(!add.needs_host && add.writes_all);
+        assert!(!add.needs_host(ARITH) && add.writes == ARITH);
         let inc = FlagUse::native(&decode(&[0x48, 0xff, 0xc0]), false); // inc rax
-        assert!(inc.needs_host && !inc.writes_all && inc.writes);
+        assert!(inc.needs_host(ARITH), "CF is kept");
+        assert!(!inc.needs_host(ARITH & !RflagsBits::CF), "CF is dead");
         let adc = FlagUse::native(&decode(&[0x48, 0x11, 0xd8]), false); // adc rax, rbx
-        assert!(adc.needs_host && adc.writes_all);
+        assert!(adc.needs_host(0));
         let shl_cl = FlagUse::native(&decode(&[0x48, 0xd3, 0xe0]), false); // shl rax, cl
-        assert!(shl_cl.needs_host && !shl_cl.writes_all);
+        assert!(shl_cl.needs_host(0));
         let shl_3 = FlagUse::native(&decode(&[0x48, 0xc1, 0xe0, 0x03]), false); // shl rax, 3
-        assert!(!shl_3.needs_host && shl_3.writes_all);
-        let shl_1 = FlagUse::native(&decode(&[0x48, 0xd1, 0xe0]), false); // shl rax, 1
-        assert!(!shl_1.needs_host && shl_1.writes_all);
+        assert!(!shl_3.needs_host(ARITH));
         let mov = FlagUse::native(&decode(&[0x48, 0x89, 0xd8]), false); // mov rax, rbx
-        assert!(!mov.needs_host && !mov.writes);
+        assert!(!mov.needs_host(ARITH) && mov.writes == 0);
     }
 
     #[test]
     fn flags_overwritten_before_any_observation_are_dead() {
         let write = FlagUse {
-            writes_all: true,
-            writes: true,
+            writes: ARITH,
             ..FlagUse::default()
         };
-        let read = FlagUse {
-            needs_host: true,
+        let inc = FlagUse {
+            writes: ARITH & !RflagsBits::CF,
+            ..FlagUse::default()
+        };
+        let read_zf = FlagUse {
+            reads: RflagsBits::ZF,
             ..FlagUse::default()
         };
         let mov = FlagUse::default();
-        // add; mov; cmp; jcc: the add's flags are dead, the cmp's live.
-        let live = live_after(&[write, mov, write, read]);
-        assert_eq!(live, [false, false, true, true]);
+        // add; inc; mov; cmp; jz: only ZF of the cmp is needed by the jz,
+        // and the end of the block needs them all.
+        let live = live_after(&[write, inc, mov, write, read_zf]);
+        assert_eq!(live, [0, 0, 0, ARITH, ARITH]);
+        // add; inc; jc: the add's CF survives the inc.
+        let read_cf = FlagUse {
+            reads: RflagsBits::CF,
+            ..FlagUse::default()
+        };
+        assert_eq!(live_after(&[write, inc, read_cf])[0], RflagsBits::CF);
         assert_eq!(
             live_after(&[write, FlagUse::glue(), write]),
-            [true, false, true]
+            [ARITH, 0, ARITH]
         );
     }
 }

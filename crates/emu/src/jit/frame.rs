@@ -95,7 +95,27 @@ pub struct Frame {
     pub scratch: u64,
     /// The indirect-branch lookup cache.
     pub jump_cache: [JumpEntry; JUMP_CACHE_ENTRIES],
+    /// `counts[n] = (n, 0)`: the operands of the budget's `PSUBQ`/`PADDQ`
+    /// (see [`BUDGET_XMM`]).
+    pub counts: [Count; MAX_COUNT + 1],
 }
+
+/// The XMM register that holds [`Frame::budget`] while translated code
+/// runs (in its low qword; the high one stays 0). A register, not the
+/// frame: every block updates it, and a memory counter would chain every
+/// block to the previous one's store. Translated code never runs guest
+/// SSE instructions (they go to the interpreter), and the glue saves it
+/// around calls into Rust (every XMM register is caller-saved).
+pub const BUDGET_XMM: u8 = 15;
+
+/// The largest count a block adds or subtracts (a block retires at most
+/// twice [`crate::code::MAX_BLOCK_INSNS`] instructions: fused pairs).
+pub const MAX_COUNT: usize = 2 * crate::code::MAX_BLOCK_INSNS;
+
+/// One 16-byte operand of the budget arithmetic.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Count(pub [u64; 2]);
 
 /// Offsets of the frame's fields, for the emitter.
 #[allow(missing_docs)]
@@ -112,6 +132,7 @@ pub mod off {
     pub const HOST_RSP: usize = offset_of!(Frame, host_rsp);
     pub const SCRATCH: usize = offset_of!(Frame, scratch);
     pub const JUMP_CACHE: usize = offset_of!(Frame, jump_cache);
+    pub const COUNTS: usize = offset_of!(Frame, counts);
 }
 
 impl Frame {
@@ -128,6 +149,9 @@ impl Frame {
     /// Initializes a zeroed frame.
     pub fn init(&mut self) {
         self.clear_jump_cache();
+        for (n, c) in self.counts.iter_mut().enumerate() {
+            *c = Count([n as u64, 0]);
+        }
         self.attention = std::ptr::addr_of!(self.quiet).cast();
     }
 }

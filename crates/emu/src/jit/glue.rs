@@ -8,11 +8,12 @@
 //! guest values in callee-saved and caller-saved registers alike
 //! ([`super::regs`]), so the thunk stores every mapped guest register in
 //! the frame before calling Rust and reloads them after (the interpreter
-//! reads and writes them there anyway).
+//! reads and writes them there anyway), and the budget register
+//! ([`super::frame::BUDGET_XMM`]).
 
 use super::cache::CodeCache;
 use super::emit::{at, Asm, Reg};
-use super::frame::off;
+use super::frame::{off, BUDGET_XMM};
 use super::regs::{home, mapped, CTX, T0, T1};
 
 /// Addresses of the glue in one code cache.
@@ -48,6 +49,7 @@ fn load_guest_regs(a: &mut Asm) {
 /// Emits the glue into an empty `cache` and seals it there.
 pub fn emit(cache: &mut CodeCache) -> Option<Glue> {
     let mut a = Asm::new(cache.next_addr());
+    let budget = at(CTX, off::BUDGET as i32);
 
     // enter(frame = RDI, entry = RSI). On entry RSP = 8 mod 16; six
     // pushes and 8 bytes of padding make it 0 mod 16 for translated code.
@@ -59,11 +61,13 @@ pub fn emit(cache: &mut CodeCache) -> Option<Glue> {
     a.store(8, at(Reg::RDI, off::HOST_RSP as i32), Reg::RSP);
     a.mov_rr(8, CTX, Reg::RDI);
     a.mov_rr(8, T0, Reg::RSI);
+    a.movq_load(BUDGET_XMM, budget);
     load_guest_regs(&mut a);
     a.jmp_r(T0);
 
     let epilogue = a.here();
     store_guest_regs(&mut a);
+    a.movq_store(budget, BUDGET_XMM);
     let epilogue_nosave = a.here();
     a.load(8, Reg::RSP, at(CTX, off::HOST_RSP as i32));
     a.alu_ri(super::emit::Alu::Add, 8, Reg::RSP, 8);
@@ -75,6 +79,7 @@ pub fn emit(cache: &mut CodeCache) -> Option<Glue> {
     // The thunk: RSP = 8 mod 16 here (called from aligned code).
     let thunk = a.here();
     store_guest_regs(&mut a);
+    a.movq_store(budget, BUDGET_XMM);
     a.mov_rr(8, Reg::RDI, CTX);
     a.mov_rr(8, Reg::RSI, T0);
     a.mov_rr(8, Reg::RDX, T1);
@@ -82,6 +87,7 @@ pub fn emit(cache: &mut CodeCache) -> Option<Glue> {
     a.mov_imm64(Reg::RAX, super::helpers::run_insn as *const () as u64);
     a.call_r(Reg::RAX);
     a.alu_ri(super::emit::Alu::Add, 8, Reg::RSP, 8);
+    a.movq_load(BUDGET_XMM, budget);
     a.test_rr(4, Reg::RAX, Reg::RAX);
     a.jcc_abs(super::emit::Cond::Ne, epilogue_nosave);
     load_guest_regs(&mut a);

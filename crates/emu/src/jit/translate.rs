@@ -24,8 +24,8 @@
 use iced_x86::{Encoder, FlowControl, InstructionInfoFactory, Mnemonic};
 
 use super::emit::{at, Alu, Asm, Cond, Label};
-use super::flags::{live_after, FlagState, FlagUse};
-use super::frame::{off, Exit};
+use super::flags::{live_after, FlagState, FlagUse, ARITH};
+use super::frame::{off, Exit, BUDGET_XMM, MAX_COUNT};
 use super::glue::Glue;
 use super::helpers::site_info;
 use super::memory::{Access, PushValue};
@@ -86,11 +86,14 @@ enum Stub {
     SideExit {
         at: Label,
         target: u64,
+        from: u64,
         adj: i64,
         save: bool,
     },
     /// A direct branch to this page not linked yet: a patchable jump.
     Chain { at: Label, rip: u64, field: usize },
+    /// Leave for the guest RIP in T1.
+    ExitT1 { at: Label, reason: Exit },
     /// A lookup miss at T1; for a non-canonical target the interpreter
     /// runs the branch `d` (after RSP moves back by `rsp_undo`).
     Miss {
@@ -118,12 +121,21 @@ pub(super) struct Translator<'a> {
     /// Cache offset the code starts at (patch sites are recorded as cache
     /// offsets).
     start: usize,
-    /// Instructions the block retires when run to its end.
-    total: u32,
+    /// Instructions charged to the budget so far: the end of the current
+    /// segment (a segment ends after each side exit, so a taken side exit
+    /// owes nothing back).
+    charged: u32,
+    /// Where the segments end (in retired instructions), in order.
+    segments: Vec<u32>,
     /// Instructions retired before the current one.
     done: u32,
     stubs: Vec<Stub>,
     enc: &'a mut Encoder,
+}
+
+/// The budget operand for `n` instructions.
+fn count(n: usize) -> super::emit::Mem {
+    at(CTX, (off::COUNTS + 16 * n.min(MAX_COUNT)) as i32)
 }
 
 /// Plans `d` (64-bit code).
@@ -200,13 +212,12 @@ fn flag_use(p: &Plan, d: &Decoded) -> FlagUse {
         Plan::Skip | Plan::Lea => FlagUse::default(),
         Plan::Native(n) => FlagUse::native(&d.insn, n.mem.is_some()),
         Plan::Jcc(..) => FlagUse {
-            needs_host: true,
+            reads: ARITH,
             glue: true,
             ..FlagUse::default()
         },
         Plan::CmpJcc(..) => FlagUse {
-            writes_all: true,
-            writes: true,
+            writes: ARITH,
             ..FlagUse::default()
         },
         _ => FlagUse::glue(),
@@ -238,7 +249,15 @@ pub(super) fn translate(
         .map(|(p, d)| flag_use(p, d))
         .collect();
     let live = live_after(&uses);
-    let total: u32 = block.insns.iter().map(|d| 1 + u32::from(d.fused)).sum();
+    let mut segments = Vec::new();
+    let mut n = 0;
+    for (i, (d, p)) in block.insns.iter().zip(&plans).enumerate() {
+        n += 1 + u32::from(d.fused);
+        if matches!(p, Plan::Jcc(..) | Plan::CmpJcc(..)) && i + 1 < block.insns.len() {
+            segments.push(n);
+        }
+    }
+    segments.push(n);
     let mut t = Translator {
         a: Asm::new(base),
         user,
@@ -247,7 +266,8 @@ pub(super) fn translate(
         code,
         block,
         start,
-        total,
+        charged: 0,
+        segments,
         done: 0,
         stubs: Vec::new(),
         enc,
@@ -266,7 +286,7 @@ pub(super) fn translate(
         if !t.flags.save(&mut t.a) {
             return None;
         }
-        t.goto(last.next_rip);
+        t.goto(last.next_rip, last.rip);
     }
     t.emit_stubs()?;
     Some(Translation {
@@ -276,7 +296,9 @@ pub(super) fn translate(
 }
 
 impl Translator<'_> {
-    /// The entry checks; returns the offset of the chained entry.
+    /// The entry: the code-page checks (the entry the run loop and the
+    /// lookup cache use), then the chained entry, which charges the first
+    /// segment to the budget. Returns the chained entry's offset.
     fn entry(&mut self) -> usize {
         let rip = self.block.rip;
         let stale = self.a.label();
@@ -293,37 +315,56 @@ impl Translator<'_> {
             adj: 0,
         });
         let chained = self.a.len();
+        self.charge();
+        chained
+    }
+
+    /// Charges the next segment to the budget (`PSUBQ` leaves RFLAGS
+    /// alone).
+    fn charge(&mut self) {
+        let Some(&end) = self.segments.iter().find(|&&e| e > self.charged) else {
+            return;
+        };
+        self.a
+            .psubq(BUDGET_XMM, count((end - self.charged) as usize));
+        self.charged = end;
+    }
+
+    /// Before a branch that may close a loop (backward, or indirect): leave
+    /// if the attention byte is set or the budget ran out, continuing at
+    /// `target` (or the guest RIP in T1). Every cycle of linked blocks has
+    /// such a branch, so runs stay bounded and interrupts get in. The
+    /// flags must be in the image.
+    fn poll(&mut self, target: Option<u64>) {
         let attention = self.a.label();
+        let budget = self.a.label();
         self.a.load(8, T0, at(CTX, off::ATTENTION as i32));
         self.a.cmp_mi8(at(T0, 0), 0);
         self.a.jcc(Cond::Ne, attention);
-        self.stubs.push(Stub::Exit {
-            at: attention,
-            rip,
-            reason: Exit::Attention,
-            adj: 0,
-        });
-        let budget = self.a.label();
-        self.a
-            .alu_mi(Alu::Sub, 8, at(CTX, off::BUDGET as i32), self.total as i32);
-        self.a.jcc(Cond::S, budget);
-        self.stubs.push(Stub::Exit {
-            at: budget,
-            rip,
-            reason: Exit::Budget,
-            adj: i64::from(self.total),
-        });
-        chained
+        self.a.movmskpd(T0, BUDGET_XMM);
+        self.a.test_ri8(T0, 1);
+        self.a.jcc(Cond::Ne, budget);
+        for (at, reason) in [(attention, Exit::Attention), (budget, Exit::Budget)] {
+            self.stubs.push(match target {
+                Some(rip) => Stub::Exit {
+                    at,
+                    rip,
+                    reason,
+                    adj: 0,
+                },
+                None => Stub::ExitT1 { at, reason },
+            });
+        }
     }
 
     /// The `info` word of a helper call for `d`.
     fn info(&self, always_exit: bool) -> u64 {
-        site_info(self.done, self.total, always_exit)
+        site_info(self.done, self.charged, always_exit)
     }
 
     /// Budget to give back when leaving after `retired` more instructions.
     fn adj(&self, retired: u32) -> i64 {
-        i64::from(self.total) - i64::from(self.done + retired)
+        i64::from(self.charged) - i64::from(self.done + retired)
     }
 
     /// A slow path for `d` resuming at a fresh label (bound by the caller
@@ -357,9 +398,9 @@ impl Translator<'_> {
 
     /// Binds `resume` after a fast path; the slow path restores the host
     /// flags where the fast path has them and they are live.
-    fn resume(&mut self, resume: Label, live: bool) {
+    fn resume(&mut self, resume: Label, live: u32) {
         self.a.bind(resume);
-        let restore = self.flags.host_valid && live;
+        let restore = self.flags.host_valid && live != 0;
         for s in self.stubs.iter_mut().rev() {
             if let Stub::Slow {
                 resume: Some(r),
@@ -381,7 +422,7 @@ impl Translator<'_> {
     }
 
     /// Emits one instruction; returns whether the block ended with it.
-    fn insn(&mut self, d: &Decoded, p: &Plan, live: bool) -> Option<bool> {
+    fn insn(&mut self, d: &Decoded, p: &Plan, live: u32) -> Option<bool> {
         match p {
             Plan::Skip => Some(false),
             Plan::Native(n) => {
@@ -421,13 +462,13 @@ impl Translator<'_> {
                 if !self.flags.save(&mut self.a) {
                     return None;
                 }
-                self.goto(*target);
+                self.goto(*target, d.rip);
                 Some(true)
             }
             Plan::Call(target) => {
                 let slow = self.slow_exit(d);
                 self.emit_push(PushValue::Imm(d.next_rip), slow)?;
-                self.goto(*target);
+                self.goto(*target, d.rip);
                 Some(true)
             }
             Plan::Ret(imm) => {
@@ -469,7 +510,7 @@ impl Translator<'_> {
 
     /// A native instruction with its probe; `Some(false)` if the host
     /// cannot encode it (nothing emitted then).
-    fn native(&mut self, d: &Decoded, n: &Native, live: bool) -> Option<bool> {
+    fn native(&mut self, d: &Decoded, n: &Native, live: u32) -> Option<bool> {
         let insn = &d.insn;
         let u = FlagUse::native(insn, n.mem.is_some());
         // Encode first (for an address that does not matter: the result
@@ -485,7 +526,7 @@ impl Translator<'_> {
             }
             None => None,
         };
-        if u.needs_host && !self.flags.restore(&mut self.a) {
+        if u.needs_host(live) && !self.flags.restore(&mut self.a) {
             return None;
         }
         for &(g, t, _) in &n.temps {
@@ -497,7 +538,7 @@ impl Translator<'_> {
                 self.a.store(8, home(g), t);
             }
         }
-        if u.writes {
+        if u.writes != 0 {
             self.flags.written();
         }
         if let Some(resume) = slow {
@@ -539,16 +580,16 @@ impl Translator<'_> {
         self.stubs.push(Stub::SideExit {
             at: taken,
             target,
+            from: d.rip,
             adj: self.adj(1),
             save: !self.flags.clean,
         });
         if last {
             let adj = self.adj(1);
-            if adj != 0 {
-                self.a
-                    .alu_mi(Alu::Add, 8, at(CTX, off::BUDGET as i32), adj as i32);
-            }
-            self.goto(d.next_rip);
+            self.give_back(adj);
+            self.goto(d.next_rip, d.rip);
+        } else {
+            self.charge();
         }
         Some(last)
     }
@@ -619,6 +660,7 @@ impl Translator<'_> {
                 Stub::SideExit {
                     at: l,
                     target,
+                    from,
                     adj,
                     save,
                 } => {
@@ -626,11 +668,8 @@ impl Translator<'_> {
                     if save {
                         super::flags::emit_save(&mut self.a);
                     }
-                    if adj != 0 {
-                        self.a
-                            .alu_mi(Alu::Add, 8, at(CTX, off::BUDGET as i32), adj as i32);
-                    }
-                    self.goto(target);
+                    self.give_back(adj);
+                    self.goto(target, from);
                 }
                 Stub::Chain { at: l, rip, field } => {
                     self.a.bind(l);
@@ -640,6 +679,10 @@ impl Translator<'_> {
                     self.a
                         .store_imm(8, at(CTX, off::EXIT_REASON as i32), Exit::Chain as i32);
                     self.a.jmp_abs(self.glue.epilogue);
+                }
+                Stub::ExitT1 { at: l, reason } => {
+                    self.a.bind(l);
+                    self.exit_t1(reason);
                 }
                 Stub::Miss { at: l, check } => {
                     self.a.bind(l);
@@ -651,7 +694,7 @@ impl Translator<'_> {
                         self.a.alu_ri(Alu::Add, 8, T0, 1);
                         self.a.alu_ri(Alu::Cmp, 8, T0, 1);
                         self.a.jcc(Cond::A, bad);
-                        self.exit_t1();
+                        self.exit_t1(Exit::Indirect);
                         self.a.bind(bad);
                         if undo != 0 {
                             let rsp = host(reg::RSP)?;
@@ -660,12 +703,19 @@ impl Translator<'_> {
                         self.call_helper(d, info);
                         self.a.int3();
                     } else {
-                        self.exit_t1();
+                        self.exit_t1(Exit::Indirect);
                     }
                 }
             }
         }
         Some(())
+    }
+
+    /// Budget += `adj` (instructions charged at the entry but not run).
+    fn give_back(&mut self, adj: i64) {
+        if adj > 0 {
+            self.a.paddq(BUDGET_XMM, count(adj as usize));
+        }
     }
 
     fn store_exit_rip(&mut self, rip: u64) {
@@ -681,28 +731,29 @@ impl Translator<'_> {
     /// Leaves translated code (flags in the image): budget += `adj`,
     /// continue at `rip`.
     fn exit(&mut self, rip: u64, reason: Exit, adj: i64) {
-        if adj != 0 {
-            self.a
-                .alu_mi(Alu::Add, 8, at(CTX, off::BUDGET as i32), adj as i32);
-        }
+        self.give_back(adj);
         self.store_exit_rip(rip);
         self.a
             .store_imm(8, at(CTX, off::EXIT_REASON as i32), reason as i32);
         self.a.jmp_abs(self.glue.epilogue);
     }
 
-    /// Leaves translated code for the guest RIP in T1 (a lookup miss).
-    fn exit_t1(&mut self) {
+    /// Leaves translated code for the guest RIP in T1.
+    fn exit_t1(&mut self, reason: Exit) {
         self.a.store(8, at(CTX, off::EXIT_RIP as i32), T1);
         self.a
-            .store_imm(8, at(CTX, off::EXIT_REASON as i32), Exit::Indirect as i32);
+            .store_imm(8, at(CTX, off::EXIT_REASON as i32), reason as i32);
         self.a.jmp_abs(self.glue.epilogue);
     }
 
-    /// Continues at guest `target` (flags in the image, budget settled): a
-    /// patchable jump on this page, else the lookup cache.
-    pub(super) fn goto(&mut self, target: u64) {
+    /// Continues at guest `target` from the branch at `from` (flags in the
+    /// image, budget settled): a patchable jump on this page, else the
+    /// lookup cache.
+    pub(super) fn goto(&mut self, target: u64, from: u64) {
         if target & !0xfff == self.block.rip & !0xfff {
+            if target <= from {
+                self.poll(Some(target));
+            }
             let stub = self.a.label();
             let field = self.start + self.a.len() + 1;
             self.a.jmp(stub);
@@ -722,6 +773,7 @@ impl Translator<'_> {
     /// interpreter (with how far to move RSP back first).
     fn lookup(&mut self, check: Option<(&Decoded, i32)>) {
         use super::frame::JUMP_CACHE_ENTRIES as N;
+        self.poll(None);
         let miss = self.a.label();
         self.a.mov_rr(4, T0, T1);
         self.a.alu_ri(Alu::And, 4, T0, (N - 1) as i32);
