@@ -138,6 +138,37 @@ impl TlbTable {
     }
 }
 
+/// Counts of TLB flushes by kind, and the pages of the latest INVLPGs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushLog {
+    /// Full flushes (they drop global translations too).
+    pub full: u64,
+    /// Flushes of the non-global translations (CR3 writes).
+    pub non_global: u64,
+    /// Single-page flushes (INVLPG) so far.
+    pub pages: u64,
+    /// The linear pages of the last [`FLUSH_LOG_PAGES`] of them (ring).
+    pub recent: [u64; FLUSH_LOG_PAGES],
+}
+
+/// INVLPGs remembered in a [`FlushLog`].
+pub const FLUSH_LOG_PAGES: usize = 16;
+
+impl FlushLog {
+    fn page(&mut self, page: u64) {
+        self.recent[(self.pages as usize) % FLUSH_LOG_PAGES] = page;
+        self.pages += 1;
+    }
+
+    /// The pages flushed one by one since the log counted `since` single-
+    /// page flushes, or `None` if they are no longer all remembered.
+    pub fn pages_since(&self, since: u64) -> Option<impl Iterator<Item = u64> + '_> {
+        let n = self.pages.checked_sub(since)?;
+        (n <= FLUSH_LOG_PAGES as u64)
+            .then(|| (since..self.pages).map(move |i| self.recent[(i as usize) % FLUSH_LOG_PAGES]))
+    }
+}
+
 /// A contiguous piece of guest RAM or ROM and where it is on the host.
 #[derive(Clone, Copy, Debug)]
 struct Backing {
@@ -158,10 +189,10 @@ pub struct Mmu {
     /// Bumped by every flush and every fetch-TLB refill (part of the link
     /// epoch, [`crate::code::Link`]).
     pub epoch: u64,
-    /// Bumped by every flush (full, non-global or one page): a mapping of
-    /// a linear address remembered before may be gone (the translator's
-    /// lookup cache of indirect branches, [`crate::jit`]).
-    pub map_epoch: u64,
+    /// What was flushed, for the translator's lookup cache of branch
+    /// targets ([`crate::jit`]), which must forget a linear address whose
+    /// mapping may have changed.
+    pub flush_log: FlushLog,
     /// The physical page of this CPU's xAPIC registers (or
     /// [`crate::apic::startup::NO_APIC_PAGE`]): never given a host pointer,
     /// so its accesses take the MMIO path, where the APIC claims them
@@ -204,7 +235,7 @@ impl Mmu {
             flushes: 0,
             walks: 0,
             epoch: 0,
-            map_epoch: 0,
+            flush_log: FlushLog::default(),
             apic_page: crate::apic::startup::NO_APIC_PAGE,
         }
     }
@@ -251,6 +282,19 @@ impl Mmu {
         &mut self.tlb.frame
     }
 
+    /// The flush log and the translator's frame, together.
+    pub(crate) fn log_and_frame(&mut self) -> (&FlushLog, &mut crate::jit::frame::Frame) {
+        (&self.flush_log, &mut self.tlb.frame)
+    }
+
+    /// Whether the fetch translation of `lin` at privilege `user` is in
+    /// the TLB and global (survives CR3 writes).
+    pub(crate) fn fetch_is_global(&self, lin: u64, user: bool) -> bool {
+        let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
+        let e = &self.tlb.sets[AccessKind::Fetch as usize * 2 + usize::from(user)][idx];
+        e.tag == lin & PAGE_MASK && e.phys & GLOBAL != 0
+    }
+
     /// Drops every entry.
     pub fn flush_all(&mut self) {
         for set in self.tlb.sets.iter_mut() {
@@ -260,7 +304,7 @@ impl Mmu {
         }
         self.flushes += 1;
         self.epoch = self.epoch.wrapping_add(1);
-        self.map_epoch = self.map_epoch.wrapping_add(1);
+        self.flush_log.full += 1;
     }
 
     /// Drops every entry except global ones (a CR3 write with CR4.PGE).
@@ -274,7 +318,7 @@ impl Mmu {
         }
         self.flushes += 1;
         self.epoch = self.epoch.wrapping_add(1);
-        self.map_epoch = self.map_epoch.wrapping_add(1);
+        self.flush_log.non_global += 1;
     }
 
     /// Drops the entries for the page containing `lin` (INVLPG).
@@ -282,7 +326,7 @@ impl Mmu {
         let page = lin & PAGE_MASK;
         let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
         self.epoch = self.epoch.wrapping_add(1);
-        self.map_epoch = self.map_epoch.wrapping_add(1);
+        self.flush_log.page(page);
         for set in self.tlb.sets.iter_mut() {
             if set[idx].tag == page || set[idx].tag == page ^ MMIO_TAG {
                 set[idx] = empty(idx);

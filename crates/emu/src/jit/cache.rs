@@ -187,6 +187,23 @@ impl CodeCache {
     }
 }
 
+impl CodeCache {
+    /// Overwrites the code at offset `at` with `jmp rel32` to offset
+    /// `target` (redirecting a superseded translation's entry). `at` must
+    /// be the start of an instruction at least 5 bytes long that nothing is
+    /// executing (checked: inside the used part).
+    pub fn redirect(&mut self, at: usize, target: usize) {
+        if at + 5 > self.used || target >= self.size {
+            return;
+        }
+        let rel = target as i64 - (at as i64 + 5);
+        let mut jmp = [0xe9, 0, 0, 0, 0];
+        jmp[1..].copy_from_slice(&(rel as i32).to_le_bytes());
+        // SAFETY: `at + 5 <= used <= size`, inside the writable view.
+        unsafe { std::ptr::copy_nonoverlapping(jmp.as_ptr(), self.rw.add(at), 5) };
+    }
+}
+
 impl Drop for CodeCache {
     fn drop(&mut self) {
         // SAFETY: both views were mapped by `new` with this size and are

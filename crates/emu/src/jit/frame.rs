@@ -21,7 +21,7 @@ use std::mem::offset_of;
 use crate::flags::{AF, ARITH, CF, OF, PF, SF, ZF};
 
 /// Entries of the indirect-branch lookup cache (a power of two).
-pub const JUMP_CACHE_ENTRIES: usize = 4096;
+pub const JUMP_CACHE_ENTRIES: usize = 8192;
 
 /// One entry of the indirect-branch lookup cache: a guest RIP and the
 /// host address of its translation.
@@ -34,10 +34,23 @@ pub struct JumpEntry {
     pub host: u64,
 }
 
+/// The index of guest `rip` in the lookup cache: `rip ^ rip >> 4`, low
+/// bits. Function entries are 16-byte aligned (the low bits alone would
+/// leave most entries unused), and a function's entry and the return
+/// address of its first instruction share a 16-byte granule (the high
+/// bits alone would make them collide). Translated code computes it
+/// times 16, the entry size: `((rip << 4) ^ rip) & ((N - 1) << 4)`.
+pub fn jump_index(rip: u64) -> usize {
+    ((rip ^ (rip >> 4)) as usize) & (JUMP_CACHE_ENTRIES - 1)
+}
+
 /// The key of an empty jump-cache entry at `index`: a non-canonical value
 /// whose own index is another one, so no lookup can ever match it.
 pub fn empty_jump_key(index: usize) -> u64 {
-    (1 << 63) | ((index ^ 1) as u64)
+    // Invert x ^ x >> 4 for the index next door.
+    let j = (index ^ 1) as u64;
+    let k = j ^ (j >> 4) ^ (j >> 8) ^ (j >> 12) ^ (j >> 16);
+    (1 << 63) | k
 }
 
 /// Why translated code returned to the run loop.
@@ -93,8 +106,9 @@ pub struct Frame {
     /// A slot for translated code (an indirect call's target while the
     /// return address is pushed).
     pub scratch: u64,
-    /// The indirect-branch lookup cache.
-    pub jump_cache: [JumpEntry; JUMP_CACHE_ENTRIES],
+    /// The indirect-branch lookup caches, one per privilege (index 0 for
+    /// supervisor code, 1 for user code).
+    pub jump_cache: [[JumpEntry; JUMP_CACHE_ENTRIES]; 2],
     /// `counts[n] = (n, 0)`: the operands of the budget's `PSUBQ`/`PADDQ`
     /// (see [`BUDGET_XMM`]).
     pub counts: [Count; MAX_COUNT + 1],
@@ -136,9 +150,9 @@ pub mod off {
 }
 
 impl Frame {
-    /// Empties the lookup cache.
-    pub fn clear_jump_cache(&mut self) {
-        for (i, e) in self.jump_cache.iter_mut().enumerate() {
+    /// Empties the lookup cache for privilege `user`.
+    pub fn clear_jump_cache(&mut self, user: bool) {
+        for (i, e) in self.jump_cache[usize::from(user)].iter_mut().enumerate() {
             *e = JumpEntry {
                 rip: empty_jump_key(i),
                 host: 0,
@@ -148,7 +162,8 @@ impl Frame {
 
     /// Initializes a zeroed frame.
     pub fn init(&mut self) {
-        self.clear_jump_cache();
+        self.clear_jump_cache(false);
+        self.clear_jump_cache(true);
         for (n, c) in self.counts.iter_mut().enumerate() {
             *c = Count([n as u64, 0]);
         }
@@ -190,7 +205,7 @@ mod tests {
     fn no_lookup_key_matches_an_empty_jump_cache_entry() {
         for i in 0..JUMP_CACHE_ENTRIES {
             let key = empty_jump_key(i);
-            assert_ne!(key as usize & (JUMP_CACHE_ENTRIES - 1), i);
+            assert_ne!(jump_index(key), i);
         }
     }
 }

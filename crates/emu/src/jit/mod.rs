@@ -79,6 +79,7 @@ mod regs;
 mod tests;
 mod translate;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
@@ -237,6 +238,12 @@ pub struct Jit {
     /// The blocks whose translations are in the cache (their decoded
     /// instructions are referenced from the code).
     keep: Vec<Arc<Block>>,
+    /// The latest translation (its checked entry's offset) of each block
+    /// start (physical address, and bit 63 for user mode): a block decoded
+    /// again after its code changed is translated again at once, and the
+    /// superseded translation's entry is redirected to the new one (links
+    /// and lookups may still lead there).
+    latest: HashMap<u64, u32>,
     jumps: chain::JumpCache,
     /// A fault raised by the interpreter for translated code, to deliver.
     pub(crate) fault: Option<Fault>,
@@ -270,7 +277,7 @@ const MAX_ROUNDS: usize = 64;
 
 /// A translation's entry points (host addresses).
 #[derive(Clone, Copy, Debug)]
-struct Entry {
+pub(crate) struct Entry {
     checked: u64,
 }
 
@@ -289,6 +296,7 @@ impl Jit {
             code: None,
             broken: false,
             keep: Vec::new(),
+            latest: HashMap::new(),
             jumps: chain::JumpCache::default(),
             fault: None,
             stats: JitStats::default(),
@@ -358,6 +366,38 @@ impl Jit {
     }
 }
 
+impl Drop for Jit {
+    /// With `ALCAZAR_JIT_STATS` set, prints the counters on stderr when the
+    /// vCPU goes away (a measuring aid; the inspector shows them live).
+    fn drop(&mut self) {
+        if std::env::var_os("ALCAZAR_JIT_STATS").is_none() || self.stats.entries == 0 {
+            return;
+        }
+        let s = &self.stats;
+        eprintln!(
+            "jit: {} blocks ({} refused) in {} ms, {} KiB of code, {} flushes; {} instructions \
+             translated in {} entries; exits attention/budget/stale/chain/lookup/interp {:?}; \
+             {} links, {} lookup fills; fallbacks {:?}",
+            s.blocks_translated,
+            s.blocks_refused,
+            s.translation_ns / 1_000_000,
+            self.cache_bytes().0 / 1024,
+            s.cache_flushes,
+            s.instructions,
+            s.entries,
+            &s.exits[1..],
+            s.chain_links,
+            s.lookup_fills,
+            s.top_fallbacks(25)
+        );
+    }
+}
+
+/// The key of a block start in [`Jit::latest`].
+fn latest_key(block: &Block, user: bool) -> u64 {
+    (block.pages[0].0 | (block.rip & 0xfff)) | u64::from(user) << 63
+}
+
 /// Whether `ALCAZAR_JIT_DUMP` asks for every translation on stderr.
 fn dump_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -400,27 +440,42 @@ impl Cpu {
         self.jit.tier
     }
 
-    /// Whether translated code may run in the current state: 64-bit mode,
-    /// no single-stepping, no alignment checking.
-    pub(crate) fn jit_eligible(&self) -> bool {
-        self.s.code_size() == CodeSize::Bits64
+    /// Whether translated code may run in the current state: the
+    /// translator is on, 64-bit mode, no single-stepping, no alignment
+    /// checking.
+    pub(crate) fn jit_ready(&self) -> bool {
+        self.jit.tier == EmuTier::Jit
+            && self.s.code_size() == CodeSize::Bits64
             && !self.s.flags.test(TF)
             && !(self.s.cpl == 3 && self.s.cr0 & cr0::AM != 0 && self.s.flags.test(AC))
     }
 
-    /// Runs translated code from RIP if the block there is (or is now)
-    /// translated; `false` if the interpreter must run this step.
-    pub(crate) fn jit_step(&mut self) -> bool {
-        if self.jit.tier != EmuTier::Jit || !self.jit_eligible() {
+    /// Enters translated code at RIP if the lookup cache knows RIP (no
+    /// block lookup at all); `false` otherwise. Call only when
+    /// [`Cpu::jit_ready`].
+    pub(crate) fn jit_enter_cached(&mut self) -> bool {
+        self.jit_validate_lookups();
+        let user = self.user();
+        let rip = self.s.rip;
+        let e = self.mmu.frame().jump_cache[usize::from(user)][frame::jump_index(rip)];
+        if e.rip != rip {
             return false;
         }
-        match self.jit_entry_at_rip() {
-            Some(entry) => {
-                self.jit_run(entry);
-                true
-            }
-            None => false,
-        }
+        self.jit_run(Entry { checked: e.host });
+        true
+    }
+
+    /// Enters translated code at `entry`, the translation of the block at
+    /// RIP (from [`Cpu::jit_entry`]), and remembers it in the lookup cache.
+    pub(crate) fn jit_enter(&mut self, entry: Entry) {
+        let user = self.user();
+        let rip = self.s.rip;
+        let global = self.mmu.fetch_is_global(rip, user);
+        let frame = self.mmu.frame();
+        self.jit
+            .jumps
+            .insert(frame, user, rip, global, entry.checked);
+        self.jit_run(entry);
     }
 
     /// The translation of the block at RIP, translating it if it is hot.
@@ -431,7 +486,10 @@ impl Cpu {
         entry
     }
 
-    fn jit_entry(&mut self, block: &Arc<Block>) -> Option<Entry> {
+    /// The translation of `block` (at RIP) for the current privilege, if
+    /// it has one or is hot enough to get one now (each call counts a run
+    /// of it).
+    pub(crate) fn jit_entry(&mut self, block: &Arc<Block>) -> Option<Entry> {
         let user = self.user();
         let j = &block.jit;
         let generation = self.jit.generation();
@@ -447,7 +505,8 @@ impl Cpu {
         if generation != 0 && j.failed.load(Relaxed) == generation {
             return None;
         }
-        if j.heat.load(Relaxed) < self.jit.config.threshold {
+        let retranslate = self.jit.latest.contains_key(&latest_key(block, user));
+        if !retranslate && j.heat.load(Relaxed) < self.jit.config.threshold {
             j.heat.fetch_add(1, Relaxed);
             return None;
         }
@@ -490,6 +549,9 @@ impl Cpu {
                 dump(block, user, checked, &t.code);
             }
             jit.keep.push(block.clone());
+            if let Some(old) = jit.latest.insert(latest_key(block, user), off as u32) {
+                cache.redirect(old as usize, off);
+            }
             jit.stats.blocks_translated += 1;
             jit.stats.translation_ns += started.elapsed().as_nanos() as u64;
             return Some(Entry { checked });
@@ -503,9 +565,11 @@ impl Cpu {
             cache.flush();
         }
         self.jit.keep.clear();
+        self.jit.latest.clear();
         self.jit.stats.cache_flushes += 1;
         let frame = self.mmu.frame();
         self.jit.jumps.clear(frame);
+        self.jit_validate_lookups();
     }
 
     /// Runs translated code from `entry` until it must return to the run
@@ -535,6 +599,12 @@ impl Cpu {
             let reason = frame.exit_reason;
             if let Some(n) = self.jit.stats.exits.get_mut(reason as usize) {
                 *n += 1;
+            }
+            if reason == Exit::Stale as u64 {
+                // Lookups must not lead to the stale translation again.
+                let rip = frame.exit_rip;
+                let user = self.s.cpl == 3;
+                self.jit.jumps.remove(self.mmu.frame(), user, rip);
             }
             if round == MAX_ROUNDS || self.jit.fault.is_some() {
                 break;
@@ -582,22 +652,26 @@ impl Cpu {
         let rip = self.mmu.frame().exit_rip;
         self.s.rip = rip;
         let entry = self.jit_entry_at_rip()?;
-        self.jit_validate_lookups();
+        let user = self.user();
+        let global = self.mmu.fetch_is_global(rip, user);
         let frame = self.mmu.frame();
-        self.jit.jumps.insert(frame, rip, entry.checked);
+        self.jit
+            .jumps
+            .insert(frame, user, rip, global, entry.checked);
         self.jit.stats.lookup_fills += 1;
         Some(entry)
     }
 
     fn jit_validate_lookups(&mut self) {
-        let now = (self.mmu.map_epoch, self.user(), self.jit.generation());
-        let frame = self.mmu.frame();
-        self.jit.jumps.validate(frame, now);
+        let generation = self.jit.generation();
+        let user = self.user();
+        let (log, frame) = self.mmu.log_and_frame();
+        self.jit.jumps.validate(frame, user, log, generation);
     }
 
-    /// Moves the guest state into the frame.
+    /// Moves the guest state into the frame (the lookup caches were
+    /// validated just before: [`Cpu::jit_enter_cached`]).
     fn jit_sync_in(&mut self) {
-        self.jit_validate_lookups();
         let attention = if self.s.flags.test(IF) {
             Some(self.irq.attention_ptr())
         } else {

@@ -280,9 +280,11 @@ pub fn classify(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option
 
 /// Re-encodes `insn` for the host at address `ip`: GPRs renamed, frame
 /// residents replaced by their scratch registers, the memory operand made
-/// `[T1]`. `None` if the host cannot encode the result (AH..BH next to a
-/// register that needs REX).
-pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Option<Vec<u8>> {
+/// `[T1]`. The bytes are in `enc`'s buffer (take them with
+/// [`Encoder::take_buffer`] and give the vector back with
+/// [`Encoder::set_buffer`] to reuse it). `None` if the host cannot
+/// encode the result (AH..BH next to a register that needs REX).
+pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Option<usize> {
     let mut i = *insn;
     for op in 0..i.op_count() {
         if i.op_kind(op) != OpKind::Register {
@@ -307,10 +309,12 @@ pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Opt
         debug_assert_eq!(super::regs::T1, Reg::R14);
     }
     match enc.encode(&i, ip) {
-        Ok(_) => Some(enc.take_buffer()),
+        Ok(len) => Some(len),
         Err(_) => {
             // A failed encoding may leave bytes behind: drop them.
-            drop(enc.take_buffer());
+            let mut buf = enc.take_buffer();
+            buf.clear();
+            enc.set_buffer(buf);
             None
         }
     }
@@ -350,7 +354,8 @@ mod tests {
         let insn = decode(bytes);
         let mut f = InstructionInfoFactory::new();
         let n = classify(&insn, &mut f)?;
-        let code = encode(enc, &insn, &n, 0x2000)?;
+        encode(enc, &insn, &n, 0x2000)?;
+        let code = enc.take_buffer();
         let mut s = String::new();
         IntelFormatter::new().format(&decode(&code), &mut s);
         Some(s)

@@ -25,7 +25,7 @@ use iced_x86::{Encoder, FlowControl, InstructionInfoFactory, Mnemonic};
 
 use super::emit::{at, Alu, Asm, Cond, Label};
 use super::flags::{live_after, FlagState, FlagUse, ARITH};
-use super::frame::{off, Exit, BUDGET_XMM, MAX_COUNT};
+use super::frame::{off, Exit, BUDGET_XMM, JUMP_CACHE_ENTRIES, MAX_COUNT};
 use super::glue::Glue;
 use super::helpers::site_info;
 use super::memory::{Access, PushValue};
@@ -515,9 +515,10 @@ impl Translator<'_> {
         let u = FlagUse::native(insn, n.mem.is_some());
         // Encode first (for an address that does not matter: the result
         // has no relative operand) to know the host can run it.
-        let Some(code) = native::encode(self.enc, insn, n, 0) else {
+        if native::encode(self.enc, insn, n, 0).is_none() {
             return Some(false);
-        };
+        }
+        let mut code = self.enc.take_buffer();
         let slow = match n.mem {
             Some((access, size, locked)) => {
                 let (slow, resume) = self.slow(d);
@@ -533,6 +534,8 @@ impl Translator<'_> {
             self.a.load(8, t, home(g));
         }
         self.a.bytes(&code);
+        code.clear();
+        self.enc.set_buffer(code);
         for &(g, t, written) in &n.temps {
             if written {
                 self.a.store(8, home(g), t);
@@ -711,6 +714,14 @@ impl Translator<'_> {
         Some(())
     }
 
+    /// The offset of this privilege's lookup cache in the frame.
+    fn jump_cache(&self) -> usize {
+        off::JUMP_CACHE
+            + usize::from(self.user)
+                * JUMP_CACHE_ENTRIES
+                * std::mem::size_of::<super::frame::JumpEntry>()
+    }
+
     /// Budget += `adj` (instructions charged at the entry but not run).
     fn give_back(&mut self, adj: i64) {
         if adj > 0 {
@@ -772,21 +783,26 @@ impl Translator<'_> {
     /// cache. `check`: a branch whose non-canonical target faults in the
     /// interpreter (with how far to move RSP back first).
     fn lookup(&mut self, check: Option<(&Decoded, i32)>) {
-        use super::frame::JUMP_CACHE_ENTRIES as N;
+        const N: usize = JUMP_CACHE_ENTRIES;
         self.poll(None);
         let miss = self.a.label();
+        // T0 = jump_index(T1) * 16.
         self.a.mov_rr(4, T0, T1);
-        self.a.alu_ri(Alu::And, 4, T0, (N - 1) as i32);
         self.a.shift_ri(super::emit::Shift::Shl, 4, T0, 4);
+        self.a.alu_rr(Alu::Xor, 4, T0, T1);
+        self.a.alu_ri(Alu::And, 4, T0, ((N - 1) << 4) as i32);
         self.a.alu_rm(
             Alu::Cmp,
             8,
             T1,
-            super::emit::at_index(CTX, T0, off::JUMP_CACHE as i32),
+            super::emit::at_index(CTX, T0, self.jump_cache() as i32),
         );
         self.a.jcc(Cond::Ne, miss);
-        self.a
-            .jmp_m(super::emit::at_index(CTX, T0, (off::JUMP_CACHE + 8) as i32));
+        self.a.jmp_m(super::emit::at_index(
+            CTX,
+            T0,
+            (self.jump_cache() + 8) as i32,
+        ));
         let check = check.map(|(d, undo)| (d as *const Decoded, self.info(true), undo));
         self.stubs.push(Stub::Miss { at: miss, check });
     }
