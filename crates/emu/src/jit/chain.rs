@@ -27,6 +27,7 @@
 use std::collections::HashSet;
 
 use super::frame::{empty_jump_key, jump_index, Frame, JumpEntry};
+use super::Mode;
 use crate::mmu::FlushLog;
 
 /// Entries remembered individually before emptying means clearing all.
@@ -41,9 +42,9 @@ pub(super) struct JumpCache {
 /// One privilege's lookup cache.
 #[derive(Debug, Default)]
 struct Side {
-    /// The flush log's counts (full, non-global, pages) and the code-cache
-    /// generation at the last check.
-    valid_for: Option<(u64, u64, u64, u32)>,
+    /// The flush log's counts (full, non-global, pages), the code-cache
+    /// generation and the translation mode at the last check.
+    valid_for: Option<(u64, u64, u64, u32, u8)>,
     /// Some entry maps code on a page that is not global: a CR3 write
     /// (which keeps only global translations) must empty the cache.
     non_global: bool,
@@ -55,25 +56,28 @@ struct Side {
 }
 
 impl JumpCache {
-    /// Empties `user`'s cache in `frame` unless its entries are still
-    /// valid: no code-cache flush, no full TLB flush, no INVLPG of a page
-    /// its code is on, and no CR3 write if it holds non-global code.
+    /// Empties the cache of `mode`'s privilege in `frame` unless its
+    /// entries are still valid: no code-cache flush, no change of the
+    /// translation mode, no full TLB flush, no INVLPG of a page its code is
+    /// on, and no CR3 write if it holds non-global code.
     pub(super) fn validate(
         &mut self,
         frame: &mut Frame,
-        user: bool,
+        mode: Mode,
         log: &FlushLog,
         generation: u32,
     ) {
+        let user = mode.user;
         let side = &mut self.sides[usize::from(user)];
-        let now = (log.full, log.non_global, log.pages, generation);
+        let now = (log.full, log.non_global, log.pages, generation, mode.bits());
         if side.valid_for == Some(now) {
             return;
         }
         let stale = match side.valid_for {
             None => true,
-            Some((full, non_global, pages, g)) => {
+            Some((full, non_global, pages, g, m)) => {
                 g != generation
+                    || m != mode.bits()
                     || full != log.full
                     || (non_global != log.non_global && side.non_global)
                     || (pages != log.pages

@@ -447,6 +447,28 @@ impl Asm {
         self.sse(0x66, 0xfb, xmm, Rm::Mem(m));
     }
 
+    /// `movaps xmm, [m]` (`m` 16-byte aligned).
+    pub fn movaps_load(&mut self, xmm: u8, m: Mem) {
+        self.sse_np(0x28, xmm, Rm::Mem(m));
+    }
+
+    /// `movaps [m], xmm` (`m` 16-byte aligned).
+    pub fn movaps_store(&mut self, m: Mem, xmm: u8) {
+        self.sse_np(0x29, xmm, Rm::Mem(m));
+    }
+
+    /// An SSE instruction without a mandatory prefix: `0F opcode /r`.
+    fn sse_np(&mut self, opcode: u8, reg: u8, rm: Rm) {
+        let (x, b) = match rm {
+            Rm::Reg(r) => (0, r.0),
+            Rm::Mem(m) => (m.index.map_or(0, |(i, _)| i.0), m.base.map_or(0, |b| b.0)),
+        };
+        self.rex(false, reg, x, b, false);
+        self.u8(0x0f);
+        self.u8(opcode);
+        self.modrm(reg & 7, rm);
+    }
+
     /// `movmskpd r32, xmm`: the sign bits of the two qwords.
     pub fn movmskpd(&mut self, dst: Reg, xmm: u8) {
         self.sse(0x66, 0x50, dst.0, Rm::Reg(Reg(xmm)));
@@ -636,6 +658,8 @@ mod tests {
         a.psubq(15, at(Reg::R15, 0x100));
         a.paddq(15, at(Reg::R15, 0x110));
         a.movmskpd(Reg::R13, 15);
+        a.movaps_load(1, at(Reg::R15, 0x200));
+        a.movaps_store(at(Reg::R15, 0x210), 9);
         let code = a.finish().unwrap();
         assert_eq!(
             dis(&code),
@@ -659,6 +683,8 @@ mod tests {
                 "psubq xmm15,[r15+100h]",
                 "paddq xmm15,[r15+110h]",
                 "movmskpd r13d,xmm15",
+                "movaps xmm1,[r15+200h]",
+                "movaps [r15+210h],xmm9",
             ]
         );
     }

@@ -103,6 +103,9 @@ pub struct Frame {
     pub host_rsp: u64,
     /// The CPU, for the helpers.
     pub cpu: *mut crate::Cpu,
+    /// The guest's XMM0-XMM15 while translated code runs (native SSE
+    /// instructions load and store them here).
+    pub xmm: [u128; 16],
     /// A slot for translated code (an indirect call's target while the
     /// return address is pushed).
     pub scratch: u64,
@@ -145,6 +148,7 @@ pub mod off {
     pub const EXIT_PATCH: usize = offset_of!(Frame, exit_patch);
     pub const HOST_RSP: usize = offset_of!(Frame, host_rsp);
     pub const SCRATCH: usize = offset_of!(Frame, scratch);
+    pub const XMM: usize = offset_of!(Frame, xmm);
     pub const JUMP_CACHE: usize = offset_of!(Frame, jump_cache);
     pub const COUNTS: usize = offset_of!(Frame, counts);
 }

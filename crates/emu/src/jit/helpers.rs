@@ -14,7 +14,8 @@
 //!   walks the page tables, reaches devices, splits accesses, invalidates
 //!   code and raises faults as it always does.
 //!
-//! The guest state moves through the frame: GPRs in [`Frame::gpr`], the
+//! The guest state moves through the frame: GPRs in [`Frame::gpr`], XMM
+//! registers in [`Frame::xmm`], the
 //! arithmetic flags as the image in [`Frame::flags`] (current at every
 //! call site, see [`super::flags`]). The helper returns 0 to go on with
 //! the next instruction, or 1 after setting the frame's exit fields: when
@@ -64,11 +65,13 @@ pub(super) unsafe extern "sysv64" fn run_insn(
     // SAFETY: see the function's contract. Frame fields are read through
     // the raw pointer before the CPU is borrowed and written after its
     // last use, so the two never overlap in time.
-    let (gpr, image, cpu) = unsafe { ((*frame).gpr, (*frame).flags, (*frame).cpu) };
+    let (gpr, image, xmm, cpu) =
+        unsafe { ((*frame).gpr, (*frame).flags, (*frame).xmm, (*frame).cpu) };
     // SAFETY: as above.
     let (cpu, d) = unsafe { (&mut *cpu, &*d) };
 
     cpu.s.gpr = gpr;
+    cpu.s.fpu.xmm = xmm;
     cpu.s.flags.set_arith(ARITH, image_to_flags(image));
     cpu.s.rip = d.rip;
     cpu.next_rip = d.next_rip;
@@ -96,10 +99,11 @@ pub(super) unsafe extern "sysv64" fn run_insn(
             leave.then_some((cpu.next_rip, total - done - retired))
         }
     };
-    let (gpr, image) = (cpu.s.gpr, flags_to_image(cpu.s.flags.get()));
+    let (gpr, image, xmm) = (cpu.s.gpr, flags_to_image(cpu.s.flags.get()), cpu.s.fpu.xmm);
     // SAFETY: the CPU borrow ends above; see the function's contract.
     unsafe {
         (*frame).gpr = gpr;
+        (*frame).xmm = xmm;
         (*frame).flags = image;
         match exit {
             Some((rip, unretired)) => {

@@ -24,7 +24,7 @@
 //! [`crate::mmu::TlbEntry`]), and non-canonical addresses match nothing.
 //! A store also tests the code bit of the page's [`crate::code::CodePages`]
 //! word (code may have been decoded there after the write entry was made),
-//! and a locked access its alignment. Everything else (a miss, MMIO,
+//! and a locked access or a 16-byte SSE operand its alignment. Everything else (a miss, MMIO,
 //! crossing, a code page, a fault) is the slow path: the interpreter runs
 //! the whole instruction ([`super::helpers`]).
 
@@ -126,11 +126,13 @@ impl Translator<'_> {
     }
 
     /// The probe: T1 = linear address on entry, the host address on a hit;
-    /// jumps to `slow` otherwise. Clobbers T0 and RFLAGS.
-    pub(super) fn emit_probe(&mut self, access: Access, size: u8, locked: bool, slow: Label) {
+    /// jumps to `slow` otherwise (also if `address & align` is not 0: a
+    /// misaligned locked access, or an SSE operand that must be aligned).
+    /// Clobbers T0 and RFLAGS.
+    pub(super) fn emit_probe(&mut self, access: Access, size: u8, align: u8, slow: Label) {
         let a = &mut self.a;
-        if locked && size > 1 {
-            a.test_ri8(T1, size - 1);
+        if align != 0 {
+            a.test_ri8(T1, align);
             a.jcc(Cond::Ne, slow);
         }
         a.mov_rr(8, T0, T1);
@@ -170,14 +172,14 @@ impl Translator<'_> {
         insn: &Instruction,
         access: Access,
         size: u8,
-        locked: bool,
+        align: u8,
         slow: Label,
     ) -> Option<()> {
         if !self.flags.save(&mut self.a) {
             return None;
         }
         self.emit_ea(insn, true)?;
-        self.emit_probe(access, size, locked, slow);
+        self.emit_probe(access, size, align, slow);
         self.flags.clobbered();
         Some(())
     }
@@ -190,7 +192,7 @@ impl Translator<'_> {
         }
         let rsp = host(reg::RSP)?;
         self.a.lea(8, T1, at(rsp, -8));
-        self.emit_probe(Access::Write, 8, false, slow);
+        self.emit_probe(Access::Write, 8, 0, slow);
         self.flags.clobbered();
         match value {
             PushValue::Reg(g) => {
@@ -217,7 +219,7 @@ impl Translator<'_> {
         }
         let rsp = host(reg::RSP)?;
         self.a.mov_rr(8, T1, rsp);
-        self.emit_probe(Access::Read, 8, false, slow);
+        self.emit_probe(Access::Read, 8, 0, slow);
         self.flags.clobbered();
         Some(())
     }

@@ -80,7 +80,7 @@ mod tests;
 mod translate;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -162,8 +162,8 @@ pub struct BlockJit {
     /// Cache offsets of the checked and the chained entry.
     entry: AtomicU32,
     chained: AtomicU32,
-    /// Translated for user-mode (CPL 3) accesses.
-    user: AtomicBool,
+    /// The [`Mode`] it was translated for ([`Mode::bits`]).
+    mode: AtomicU8,
     /// The generation in which translating it failed.
     failed: AtomicU32,
 }
@@ -189,6 +189,9 @@ pub struct JitStats {
     pub lookup_fills: u64,
     /// Code-cache flushes.
     pub cache_flushes: u64,
+    /// Instructions retired by the vCPU in all, both tiers (as of the last
+    /// exit from translated code).
+    pub all_instructions: u64,
     /// Instructions run by the interpreter for translated code, by
     /// mnemonic (iced-x86's `Mnemonic as usize`).
     pub fallbacks: Vec<u64>,
@@ -239,7 +242,7 @@ pub struct Jit {
     /// instructions are referenced from the code).
     keep: Vec<Arc<Block>>,
     /// The latest translation (its checked entry's offset) of each block
-    /// start (physical address, and bit 63 for user mode): a block decoded
+    /// start (physical address, and the [`Mode`] in bits 62-63): a block decoded
     /// again after its code changed is translated again at once, and the
     /// superseded translation's entry is redirected to the new one (links
     /// and lookups may still lead there).
@@ -274,6 +277,23 @@ const BUDGET: i64 = 1 << 16;
 /// Exits to link or look up a branch target handled without returning to
 /// the run loop.
 const MAX_ROUNDS: usize = 64;
+
+/// What a translation is specialized for, besides 64-bit mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mode {
+    /// CPL 3: memory accesses use the user TLB entries.
+    pub user: bool,
+    /// SSE instructions may run (CR4.OSFXSR = 1, CR0.EM = CR0.TS = 0):
+    /// the translation runs some of them natively ([`native`]).
+    pub sse: bool,
+}
+
+impl Mode {
+    /// The mode as one byte.
+    pub fn bits(self) -> u8 {
+        u8::from(self.user) | u8::from(self.sse) << 1
+    }
+}
 
 /// A translation's entry points (host addresses).
 #[derive(Clone, Copy, Debug)]
@@ -376,7 +396,7 @@ impl Drop for Jit {
         let s = &self.stats;
         eprintln!(
             "jit: {} blocks ({} refused) in {} ms, {} KiB of code, {} flushes; {} instructions \
-             translated in {} entries; exits attention/budget/stale/chain/lookup/interp {:?}; \
+             translated (of {}) in {} entries; exits attention/budget/stale/chain/lookup/interp {:?}; \
              {} links, {} lookup fills; fallbacks {:?}",
             s.blocks_translated,
             s.blocks_refused,
@@ -384,6 +404,7 @@ impl Drop for Jit {
             self.cache_bytes().0 / 1024,
             s.cache_flushes,
             s.instructions,
+            s.all_instructions,
             s.entries,
             &s.exits[1..],
             s.chain_links,
@@ -394,8 +415,8 @@ impl Drop for Jit {
 }
 
 /// The key of a block start in [`Jit::latest`].
-fn latest_key(block: &Block, user: bool) -> u64 {
-    (block.pages[0].0 | (block.rip & 0xfff)) | u64::from(user) << 63
+fn latest_key(block: &Block, mode: Mode) -> u64 {
+    (block.pages[0].0 | (block.rip & 0xfff)) | u64::from(mode.bits()) << 62
 }
 
 /// Whether `ALCAZAR_JIT_DUMP` asks for every translation on stderr.
@@ -405,11 +426,11 @@ fn dump_enabled() -> bool {
 }
 
 /// Prints a block and its translation (debugging aid).
-fn dump(block: &Block, user: bool, at: u64, code: &[u8]) {
+fn dump(block: &Block, mode: Mode, at: u64, code: &[u8]) {
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
     use std::fmt::Write;
     let mut f = IntelFormatter::new();
-    let mut out = format!("jit: block {:#x} (user {user}) at {at:#x}\n", block.rip);
+    let mut out = format!("jit: block {:#x} ({mode:?}) at {at:#x}\n", block.rip);
     for d in &block.insns {
         let mut s = String::new();
         f.format(&d.insn, &mut s);
@@ -490,11 +511,11 @@ impl Cpu {
     /// it has one or is hot enough to get one now (each call counts a run
     /// of it).
     pub(crate) fn jit_entry(&mut self, block: &Arc<Block>) -> Option<Entry> {
-        let user = self.user();
+        let mode = self.jit_mode();
         let j = &block.jit;
         let generation = self.jit.generation();
         if generation != 0 && j.generation.load(Relaxed) == generation {
-            if j.user.load(Relaxed) != user {
+            if j.mode.load(Relaxed) != mode.bits() {
                 return None;
             }
             let (cache, _) = self.jit.code.as_ref()?;
@@ -505,15 +526,24 @@ impl Cpu {
         if generation != 0 && j.failed.load(Relaxed) == generation {
             return None;
         }
-        let retranslate = self.jit.latest.contains_key(&latest_key(block, user));
+        let retranslate = self.jit.latest.contains_key(&latest_key(block, mode));
         if !retranslate && j.heat.load(Relaxed) < self.jit.config.threshold {
             j.heat.fetch_add(1, Relaxed);
             return None;
         }
-        self.jit_translate(block, user)
+        self.jit_translate(block, mode)
     }
 
-    fn jit_translate(&mut self, block: &Arc<Block>, user: bool) -> Option<Entry> {
+    /// The [`Mode`] translations made now are for.
+    fn jit_mode(&self) -> Mode {
+        use crate::state::cr4;
+        Mode {
+            user: self.user(),
+            sse: self.s.cr4 & cr4::OSFXSR != 0 && self.s.cr0 & (cr0::EM | cr0::TS) == 0,
+        }
+    }
+
+    fn jit_translate(&mut self, block: &Arc<Block>, mode: Mode) -> Option<Entry> {
         let started = Instant::now();
         self.jit.ensure_cache()?;
         for _ in 0..2 {
@@ -522,7 +552,7 @@ impl Cpu {
             let start = cache.used();
             let t = translate::translate(
                 block,
-                user,
+                mode,
                 &self.code,
                 *glue,
                 start,
@@ -542,14 +572,14 @@ impl Cpu {
             let j = &block.jit;
             j.entry.store(off as u32, Relaxed);
             j.chained.store((off + t.chained) as u32, Relaxed);
-            j.user.store(user, Relaxed);
+            j.mode.store(mode.bits(), Relaxed);
             j.generation.store(cache.generation, Relaxed);
             let checked = cache.addr(off);
             if dump_enabled() {
-                dump(block, user, checked, &t.code);
+                dump(block, mode, checked, &t.code);
             }
             jit.keep.push(block.clone());
-            if let Some(old) = jit.latest.insert(latest_key(block, user), off as u32) {
+            if let Some(old) = jit.latest.insert(latest_key(block, mode), off as u32) {
                 cache.redirect(old as usize, off);
             }
             jit.stats.blocks_translated += 1;
@@ -664,9 +694,9 @@ impl Cpu {
 
     fn jit_validate_lookups(&mut self) {
         let generation = self.jit.generation();
-        let user = self.user();
+        let mode = self.jit_mode();
         let (log, frame) = self.mmu.log_and_frame();
-        self.jit.jumps.validate(frame, user, log, generation);
+        self.jit.jumps.validate(frame, mode, log, generation);
     }
 
     /// Moves the guest state into the frame (the lookup caches were
@@ -680,8 +710,10 @@ impl Cpu {
         let image = flags_to_image(self.s.flags.get());
         let seg_base = [self.s.seg[seg::FS].base, self.s.seg[seg::GS].base];
         let gpr = self.s.gpr;
+        let xmm = self.s.fpu.xmm;
         let frame = self.mmu.frame();
         frame.gpr = gpr;
+        frame.xmm = xmm;
         frame.flags = image;
         frame.budget = BUDGET;
         frame.seg_base = seg_base;
@@ -693,12 +725,14 @@ impl Cpu {
     fn jit_sync_out(&mut self) {
         let frame = self.mmu.frame();
         let (gpr, image, rip, budget) = (frame.gpr, frame.flags, frame.exit_rip, frame.budget);
+        self.s.fpu.xmm = frame.xmm;
         self.s.gpr = gpr;
         self.s.flags.set_arith(ARITH, image_to_flags(image));
         self.s.rip = rip;
         let retired = (BUDGET - budget).max(0) as u64;
         self.icount += retired;
         self.jit.stats.instructions += retired;
+        self.jit.stats.all_instructions = self.icount;
         if let Some(fault) = self.jit.fault.take() {
             self.raise(fault);
         }

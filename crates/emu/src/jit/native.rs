@@ -1,5 +1,6 @@
 //! Guest instructions that run as themselves: which ones, and how they are
-//! re-encoded for the host (same ISA; SDM Vol. 2 for each instruction).
+//! re-encoded for the host (same ISA; SDM Vol. 2 for each instruction;
+//! Vol. 1 ch. 10-11 for SSE and SSE2).
 //!
 //! An instruction runs natively when the host executes it exactly as the
 //! guest's CPU would, given the guest's register values: integer data
@@ -9,14 +10,21 @@
 //! frame-resident ones are loaded into scratch registers around it) and
 //! its memory operand, if any, becomes `[T1]` after the TLB probe
 //! ([`super::memory`]). Anything that touches state the host must keep
-//! (segments, control registers, RFLAGS.IF/DF/TF, the FPU and SSE state,
-//! which belongs to the host while Rust runs), that may fault on the host
+//! (segments, control registers, RFLAGS.IF/DF/TF, the x87 state, MXCSR),
+//! that may fault on the host
 //! (division, misaligned or privileged instructions), whose result the
 //! host might compute differently (CPUID, RDTSC, instructions the guest's
 //! CPUID does not advertise) or that addresses memory in other ways
 //! (string instructions, `BT m, r` with its bit offset beyond the operand,
 //! `XLAT`, stack instructions other than PUSH/POP r64) runs in the
 //! interpreter instead ([`super::helpers`]).
+//!
+//! SSE and SSE2 instructions that neither depend on MXCSR nor raise SIMD
+//! floating-point exceptions (moves, integer arithmetic, logic, shuffles)
+//! run natively too when the guest's SSE state is usable (CR4.OSFXSR = 1,
+//! CR0.EM = CR0.TS = 0: the translation's mode): guest XMM registers live
+//! in the frame while translated code runs and are loaded into host XMM0-
+//! XMM2 around each such instruction.
 //!
 //! Undefined flags (SDM: "the SF, ZF, AF and PF flags are undefined" after
 //! `IMUL`, for instance) are whatever the host computes; the interpreter
@@ -33,12 +41,158 @@ use super::regs::{guest_gpr, host, iced_reg, T0, T1};
 /// What the translator needs to know to run an instruction natively.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Native {
-    /// Its explicit memory operand: how it is accessed, its size, and
-    /// whether the access is locked (LOCK, or XCHG with memory).
-    pub mem: Option<(Access, u8, bool)>,
+    /// Its explicit memory operand.
+    pub mem: Option<MemAccess>,
     /// Frame-resident guest GPRs among its data operands, with the
     /// scratch register each is loaded into, and whether it is written.
     pub temps: Vec<(usize, Reg, bool)>,
+    /// The guest XMM registers it uses (their home is the frame).
+    pub xmms: Vec<Xmm>,
+}
+
+/// An instruction's memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemAccess {
+    /// How it is accessed.
+    pub access: Access,
+    /// Its size in bytes (1, 2, 4, 8, 16).
+    pub size: u8,
+    /// `address & align` must be 0 for the fast path: a locked access
+    /// (LOCK, or XCHG with memory) that may not split a cache line, or a
+    /// 16-byte SSE operand that must be aligned (else #GP, which the
+    /// interpreter raises).
+    pub align: u8,
+}
+
+/// A guest XMM register an instruction uses, and the host XMM register it
+/// runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Xmm {
+    /// The guest register (0-15).
+    pub guest: u8,
+    /// The host scratch register (XMM0-XMM2).
+    pub host: u8,
+    /// Its value is read (or partly kept): load it first.
+    pub load: bool,
+    /// It is written: store it back after.
+    pub store: bool,
+}
+
+/// SSE and SSE2 instructions that run natively (the guest's CPUID
+/// advertises no later ones): data movement, integer arithmetic, logic,
+/// comparisons, shuffles and packs. None depends on MXCSR or raises a
+/// SIMD floating-point exception, so the host's MXCSR does not matter
+/// (floating-point arithmetic stays in the interpreter).
+fn allowed_sse(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Movaps
+            | M::Movups
+            | M::Movapd
+            | M::Movupd
+            | M::Movdqa
+            | M::Movdqu
+            | M::Movq
+            | M::Movd
+            | M::Movlps
+            | M::Movhps
+            | M::Movlpd
+            | M::Movhpd
+            | M::Movhlps
+            | M::Movlhps
+            | M::Movntdq
+            | M::Movntps
+            | M::Movntpd
+            | M::Movss
+            | M::Movsd
+            | M::Movmskps
+            | M::Movmskpd
+            | M::Pmovmskb
+            | M::Andps
+            | M::Andpd
+            | M::Andnps
+            | M::Andnpd
+            | M::Orps
+            | M::Orpd
+            | M::Xorps
+            | M::Xorpd
+            | M::Shufps
+            | M::Shufpd
+            | M::Unpcklps
+            | M::Unpckhps
+            | M::Unpcklpd
+            | M::Unpckhpd
+            | M::Paddb
+            | M::Paddw
+            | M::Paddd
+            | M::Paddq
+            | M::Paddsb
+            | M::Paddsw
+            | M::Paddusb
+            | M::Paddusw
+            | M::Psubb
+            | M::Psubw
+            | M::Psubd
+            | M::Psubq
+            | M::Psubsb
+            | M::Psubsw
+            | M::Psubusb
+            | M::Psubusw
+            | M::Pcmpeqb
+            | M::Pcmpeqw
+            | M::Pcmpeqd
+            | M::Pcmpgtb
+            | M::Pcmpgtw
+            | M::Pcmpgtd
+            | M::Pand
+            | M::Pandn
+            | M::Por
+            | M::Pxor
+            | M::Pminub
+            | M::Pmaxub
+            | M::Pminsw
+            | M::Pmaxsw
+            | M::Pavgb
+            | M::Pavgw
+            | M::Psadbw
+            | M::Pmullw
+            | M::Pmulhw
+            | M::Pmulhuw
+            | M::Pmuludq
+            | M::Pmaddwd
+            | M::Punpcklbw
+            | M::Punpcklwd
+            | M::Punpckldq
+            | M::Punpcklqdq
+            | M::Punpckhbw
+            | M::Punpckhwd
+            | M::Punpckhdq
+            | M::Punpckhqdq
+            | M::Packsswb
+            | M::Packssdw
+            | M::Packuswb
+            | M::Pshufd
+            | M::Pshuflw
+            | M::Pshufhw
+            | M::Psllw
+            | M::Pslld
+            | M::Psllq
+            | M::Psrlw
+            | M::Psrld
+            | M::Psrlq
+            | M::Psraw
+            | M::Psrad
+            | M::Pslldq
+            | M::Psrldq
+            | M::Pextrw
+            | M::Pinsrw
+    )
+}
+
+/// SSE moves whose 16-byte memory operand may be misaligned.
+fn unaligned_ok(m: Mnemonic) -> bool {
+    matches!(m, Mnemonic::Movdqu | Mnemonic::Movups | Mnemonic::Movupd)
 }
 
 /// Instructions that may run natively (with the operand checks of
@@ -175,10 +329,20 @@ pub fn is_skipped(insn: &Instruction) -> bool {
 }
 
 /// How `insn` (64-bit code) runs natively, or `None` if it must run in
-/// the interpreter.
-pub fn classify(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option<Native> {
+/// the interpreter. `sse`: SSE instructions may run (the translation's
+/// [`super::Mode`]).
+pub fn classify(
+    insn: &Instruction,
+    info: &mut InstructionInfoFactory,
+    sse: bool,
+) -> Option<Native> {
     let m = insn.mnemonic();
-    if !allowed(m) || insn.is_invalid() {
+    let is_sse = allowed_sse(m);
+    if !(allowed(m) || (sse && is_sse)) || insn.is_invalid() {
+        return None;
+    }
+    // String MOVSD and the like are not SSE; neither are MMX forms.
+    if is_sse && (crate::fpu::lookup(insn).is_none() || insn.op_count() == 0) {
         return None;
     }
     let mut explicit = Vec::with_capacity(3);
@@ -187,6 +351,9 @@ pub fn classify(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option
         match insn.op_kind(n) {
             OpKind::Register => {
                 let r = insn.op_register(n);
+                if r.is_xmm() && is_sse && r.number() < 16 {
+                    continue;
+                }
                 explicit.push(guest_gpr(r)?.0);
             }
             OpKind::Memory => {
@@ -194,7 +361,8 @@ pub fn classify(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option
                     return None;
                 }
                 let size = insn.memory_size().size();
-                if !matches!(size, 1 | 2 | 4 | 8) {
+                let ok = matches!(size, 1 | 2 | 4 | 8) || (is_sse && size == 16);
+                if !ok {
                     return None;
                 }
                 mem = Some(size as u8);
@@ -238,15 +406,44 @@ pub fn classify(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option
     }
     let address = [insn.memory_base(), insn.memory_index()];
     let mut temps: Vec<(usize, Reg, bool)> = Vec::new();
+    let mut xmms: Vec<Xmm> = Vec::new();
     for u in used.used_registers() {
         let r = u.register();
+        let written = !matches!(u.access(), OpAccess::Read | OpAccess::CondRead);
+        if r.is_xmm() && is_sse {
+            let guest = r.number() as u8;
+            if guest >= 16 {
+                return None;
+            }
+            // A full write needs no load; anything else keeps or reads
+            // the old value.
+            let load = u.access() != OpAccess::Write;
+            match xmms.iter_mut().find(|x| x.guest == guest) {
+                Some(x) => {
+                    x.load |= load;
+                    x.store |= written;
+                }
+                None => {
+                    let host = xmms.len() as u8;
+                    if host > 2 {
+                        return None;
+                    }
+                    xmms.push(Xmm {
+                        guest,
+                        host,
+                        load,
+                        store: written,
+                    });
+                }
+            }
+            continue;
+        }
         let Some((g, _)) = guest_gpr(r) else {
             if r == Register::None || r.is_segment_register() {
                 continue;
             }
             return None;
         };
-        let written = !matches!(u.access(), OpAccess::Read | OpAccess::CondRead);
         let is_explicit = explicit.contains(&g);
         let in_address = address
             .iter()
@@ -272,9 +469,19 @@ pub fn classify(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option
             }
         }
     }
+    let align = match mem {
+        Some(size) if locked && size > 1 => size - 1,
+        Some(16) if !unaligned_ok(m) => 15,
+        _ => 0,
+    };
     Some(Native {
-        mem: mem.map(|size| (access, size, locked)),
+        mem: mem.map(|size| MemAccess {
+            access,
+            size,
+            align,
+        }),
         temps,
+        xmms,
     })
 }
 
@@ -291,6 +498,11 @@ pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Opt
             continue;
         }
         let r = i.op_register(op);
+        if r.is_xmm() {
+            let x = n.xmms.iter().find(|x| usize::from(x.guest) == r.number())?;
+            i.set_op_register(op, HOST_XMM[usize::from(x.host)]);
+            continue;
+        }
         let (g, _) = guest_gpr(r)?;
         let h = match host(g) {
             Some(h) => h,
@@ -319,6 +531,9 @@ pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Opt
         }
     }
 }
+
+/// The host scratch XMM registers.
+const HOST_XMM: [Register; 3] = [Register::XMM0, Register::XMM1, Register::XMM2];
 
 /// The ModR/M form of a `MOV` with a `moffs` operand (which has no base
 /// register to put `[T1]` in); other codes unchanged.
@@ -353,7 +568,7 @@ mod tests {
     fn native_with(enc: &mut Encoder, bytes: &[u8]) -> Option<String> {
         let insn = decode(bytes);
         let mut f = InstructionInfoFactory::new();
-        let n = classify(&insn, &mut f)?;
+        let n = classify(&insn, &mut f, true)?;
         encode(enc, &insn, &n, 0x2000)?;
         let code = enc.take_buffer();
         let mut s = String::new();
@@ -379,6 +594,15 @@ mod tests {
             "mov rax,[r14]"
         );
         assert_eq!(native(&[0x88, 0xe0]).unwrap(), "mov al,ah");
+        // pcmpeqb xmm9, [rax]: XMM registers become the host's scratch.
+        assert_eq!(
+            native(&[0x66, 0x44, 0x0f, 0x74, 0x08]).unwrap(),
+            "pcmpeqb xmm0,[r14]"
+        );
+        assert_eq!(
+            native(&[0x66, 0x0f, 0xd7, 0xc1]).unwrap(),
+            "pmovmskb eax,xmm0"
+        );
     }
 
     #[test]
@@ -393,7 +617,7 @@ mod tests {
             &[0x48, 0x0f, 0xab, 0x03],       // bts [rbx], rax
             &[0x8e, 0xd8],                   // mov ds, eax
             &[0x0f, 0x22, 0xd8],             // mov cr3, rax
-            &[0x66, 0x0f, 0xef, 0xc0],       // pxor xmm0, xmm0
+            &[0x0f, 0x58, 0xc1],             // addps xmm0, xmm1
             &[0xf3, 0x48, 0x0f, 0xbd, 0xc1], // lzcnt rax, rcx
             &[0x48, 0x0f, 0xc7, 0x0b],       // cmpxchg16b [rbx]
         ] {

@@ -133,13 +133,18 @@ pub(super) struct Translator<'a> {
     enc: &'a mut Encoder,
 }
 
+/// The frame home of guest XMM register `n` (16-byte aligned).
+fn xmm_home(n: u8) -> super::emit::Mem {
+    at(CTX, (off::XMM + 16 * usize::from(n & 15)) as i32)
+}
+
 /// The budget operand for `n` instructions.
 fn count(n: usize) -> super::emit::Mem {
     at(CTX, (off::COUNTS + 16 * n.min(MAX_COUNT)) as i32)
 }
 
-/// Plans `d` (64-bit code).
-fn plan(d: &Decoded, info: &mut InstructionInfoFactory) -> Plan {
+/// Plans `d` (64-bit code; `sse`: SSE instructions may run natively).
+fn plan(d: &Decoded, info: &mut InstructionInfoFactory, sse: bool) -> Plan {
     let insn = &d.insn;
     let helper = |insn: &iced_x86::Instruction| Plan::Helper {
         always_exit: exec::lookup(insn).1 == LinkEffect::DropsLinks
@@ -147,7 +152,7 @@ fn plan(d: &Decoded, info: &mut InstructionInfoFactory) -> Plan {
     };
     if d.fused {
         let cc = Cond::from_iced(exec::fast::condition(d.ops.cc));
-        return match (native::classify(insn, info), cc) {
+        return match (native::classify(insn, info, false), cc) {
             (Some(n), Some(cc)) if n.mem.is_none() => Plan::CmpJcc(n, cc, d.ops.mem.disp),
             _ => Plan::Helper { always_exit: true },
         };
@@ -200,7 +205,7 @@ fn plan(d: &Decoded, info: &mut InstructionInfoFactory) -> Plan {
     {
         return Plan::Lea;
     }
-    match native::classify(insn, info) {
+    match native::classify(insn, info, sse) {
         Some(n) => Plan::Native(n),
         None => helper(insn),
     }
@@ -224,13 +229,13 @@ fn flag_use(p: &Plan, d: &Decoded) -> FlagUse {
     }
 }
 
-/// Translates `block` for privilege `user`, as code that will run at cache
+/// Translates `block` for `mode`, as code that will run at cache
 /// offset `start` (host address `base`). `None` if it cannot be (the
 /// block then stays with the interpreter).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn translate(
     block: &Block,
-    user: bool,
+    mode: super::Mode,
     code: &CodePages,
     glue: Glue,
     start: usize,
@@ -238,7 +243,11 @@ pub(super) fn translate(
     enc: &mut Encoder,
     info: &mut InstructionInfoFactory,
 ) -> Option<Translation> {
-    let plans: Vec<Plan> = block.insns.iter().map(|d| plan(d, info)).collect();
+    let plans: Vec<Plan> = block
+        .insns
+        .iter()
+        .map(|d| plan(d, info, mode.sse))
+        .collect();
     // Not worth it: the first instruction leaves translated code at once.
     if let Some(Plan::Helper { always_exit: true }) = plans.first() {
         return None;
@@ -260,7 +269,7 @@ pub(super) fn translate(
     segments.push(n);
     let mut t = Translator {
         a: Asm::new(base),
-        user,
+        user: mode.user,
         flags: FlagState::at_entry(),
         glue,
         code,
@@ -520,9 +529,9 @@ impl Translator<'_> {
         }
         let mut code = self.enc.take_buffer();
         let slow = match n.mem {
-            Some((access, size, locked)) => {
+            Some(m) => {
                 let (slow, resume) = self.slow(d);
-                self.emit_access(insn, access, size, locked, slow)?;
+                self.emit_access(insn, m.access, m.size, m.align, slow)?;
                 Some(resume)
             }
             None => None,
@@ -533,12 +542,22 @@ impl Translator<'_> {
         for &(g, t, _) in &n.temps {
             self.a.load(8, t, home(g));
         }
+        for x in &n.xmms {
+            if x.load {
+                self.a.movaps_load(x.host, xmm_home(x.guest));
+            }
+        }
         self.a.bytes(&code);
         code.clear();
         self.enc.set_buffer(code);
         for &(g, t, written) in &n.temps {
             if written {
                 self.a.store(8, home(g), t);
+            }
+        }
+        for x in &n.xmms {
+            if x.store {
+                self.a.movaps_store(xmm_home(x.guest), x.host);
             }
         }
         if u.writes != 0 {
@@ -607,7 +626,7 @@ impl Translator<'_> {
         }
         if insn.op0_kind() == iced_x86::OpKind::Memory {
             self.emit_ea(insn, true)?;
-            self.emit_probe(Access::Read, 8, false, slow);
+            self.emit_probe(Access::Read, 8, 0, slow);
             self.a.load(8, T1, at(T1, 0));
         } else {
             let (g, _) = guest_gpr(insn.op0_register())?;

@@ -381,6 +381,57 @@ impl Gen {
         }
     }
 
+    fn sse(&mut self) {
+        const X: [AsmRegisterXmm; 16] = [
+            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+            xmm14, xmm15,
+        ];
+        let (d, s) = (
+            X[self.rng.below(16) as usize],
+            X[self.rng.below(16) as usize],
+        );
+        let r = self.free();
+        // Aligned (mostly) or not: misaligned 16-byte operands fault.
+        // Mostly 16-byte aligned (RBX is DATA + 0x4000 + 0..0x100, so
+        // not always): misaligned 16-byte operands fault.
+        let m = if self.rng.chance(80) {
+            rbx + (self.rng.below(0x20) as i32 * 16 - 0x100)
+        } else {
+            self.mem()
+        };
+        let any = self.mem();
+        let imm = self.rng.below(256) as u32;
+        let shift = self.rng.below(20) as u32;
+        let a = &mut self.a;
+        match self.rng.below(24) {
+            0 => a.movdqa(d, xmmword_ptr(m)),
+            1 => a.movdqu(d, xmmword_ptr(any)),
+            2 => a.movaps(xmmword_ptr(m), s),
+            3 => a.movups(xmmword_ptr(any), s),
+            4 => a.pcmpeqb(d, s),
+            5 => a.pcmpeqb(d, xmmword_ptr(m)),
+            6 => a.pmovmskb(R32[r], s),
+            7 => a.pxor(d, s),
+            8 => a.por(d, xmmword_ptr(m)),
+            9 => a.pand(d, s),
+            10 => a.paddb(d, s),
+            11 => a.psubw(d, xmmword_ptr(m)),
+            12 => a.punpcklbw(d, s),
+            13 => a.pshufd(d, s, imm),
+            14 => a.movq(d, R64[r]),
+            15 => a.movq(R64[r], s),
+            16 => a.movd(d, R32[r]),
+            17 => a.movq(d, qword_ptr(any)),
+            18 => a.movlpd(d, qword_ptr(any)),
+            19 => a.movhpd(qword_ptr(any), s),
+            20 => a.movsd_2(d, s),
+            21 => a.pslldq(d, shift),
+            22 => a.pminub(d, s),
+            _ => a.xorps(d, s),
+        }
+        .unwrap();
+    }
+
     fn string(&mut self) {
         let d = self.rng.below(0x300) as i32;
         self.a.lea(rdi, rbx + d).unwrap();
@@ -405,7 +456,8 @@ impl Gen {
             7 | 8 => self.shift(),
             9..=11 => self.mov(),
             12..=15 => self.other(),
-            16 | 17 => self.stack(),
+            16 => self.stack(),
+            17 => self.sse(),
             18 => self.string(),
             _ => {
                 if self.skip.is_none() && self.rng.chance(50) {
@@ -543,6 +595,10 @@ fn setup(cpu: &mut Cpu, seed: u64) {
     cpu.s.gpr[reg::RSP] = DATA + 0x8000 - 8 * rng.below(4);
     cpu.s.seg[seg::FS].base = DATA + 0x2000;
     cpu.s.seg[seg::GS].base = MMIO;
+    cpu.s.cr4 |= crate::state::cr4::OSFXSR;
+    for x in cpu.s.fpu.xmm.iter_mut() {
+        *x = u128::from(rng.next()) << 64 | u128::from(rng.next());
+    }
     let arith = rng.next() & flags::ARITH;
     let df = if rng.chance(20) { flags::DF } else { 0 };
     cpu.s.flags.set(arith | df);

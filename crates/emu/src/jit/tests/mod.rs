@@ -67,6 +67,13 @@ pub(super) fn assert_same(reference: &Cpu, jit: &Cpu) {
         jit.s.flags.get()
     );
     assert_eq!(reference.s.cr2, jit.s.cr2, "CR2");
+    for x in 0..16 {
+        assert_eq!(
+            reference.s.fpu.xmm[x], jit.s.fpu.xmm[x],
+            "XMM{x}: interpreter {:#x}, translator {:#x}",
+            reference.s.fpu.xmm[x], jit.s.fpu.xmm[x]
+        );
+    }
     assert_eq!(reference.icount, jit.icount, "instructions retired");
 }
 
