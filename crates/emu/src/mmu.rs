@@ -287,12 +287,13 @@ impl Mmu {
         (&self.flush_log, &mut self.tlb.frame)
     }
 
-    /// Whether the fetch translation of `lin` at privilege `user` is in
-    /// the TLB and global (survives CR3 writes).
-    pub(crate) fn fetch_is_global(&self, lin: u64, user: bool) -> bool {
+    /// The physical page of the fetch translation of `lin` at privilege
+    /// `user`, and whether it is global (survives CR3 writes), if the TLB
+    /// has it.
+    pub(crate) fn fetch_entry(&self, lin: u64, user: bool) -> Option<(u64, bool)> {
         let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
         let e = &self.tlb.sets[AccessKind::Fetch as usize * 2 + usize::from(user)][idx];
-        e.tag == lin & PAGE_MASK && e.phys & GLOBAL != 0
+        (e.tag == lin & PAGE_MASK).then_some((e.phys & PAGE_MASK, e.phys & GLOBAL != 0))
     }
 
     /// Drops every entry.

@@ -16,15 +16,19 @@
 //!   guest RIP in [`Frame::jump_cache`] (mask, compare, indirect jump).
 //!   There is one cache per privilege (translations are made for one).
 //!   An entry maps a linear RIP as the TLB mapped it, so a cache is
-//!   emptied when translations it may rely on are flushed
+//!   checked when translations it may rely on are flushed
 //!   ([`crate::mmu::Mmu::flush_log`]): by a full flush, by an INVLPG of a
 //!   page its code is on, by a CR3 write only if it holds code of a page
 //!   that is not global (kernel code usually is: system calls and context
-//!   switches then keep the supervisor cache), and by a code-cache flush.
-//!   Emptying costs only the entries filled since the last time (up to a
-//!   bound).
+//!   switches then keep the supervisor cache). Checking walks the page
+//!   tables for each code page of the cache (if there are few) and keeps
+//!   the cache if each still maps where it did: with page-table isolation
+//!   a guest writes CR3 twice per system call, and the user code it
+//!   returns to has not moved. Otherwise, and after a code-cache flush,
+//!   the cache is emptied, which costs only the entries filled since the
+//!   last time (up to a bound).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use super::frame::{empty_jump_key, jump_index, Frame, JumpEntry};
 use super::Mode;
@@ -32,6 +36,10 @@ use crate::mmu::FlushLog;
 
 /// Entries remembered individually before emptying means clearing all.
 const TRACKED: usize = 256;
+
+/// Most code pages a cache may hold and still be checked page by page
+/// after a flush (rather than emptied).
+const RECHECK_PAGES: usize = 64;
 
 /// What the lookup caches' entries are valid for, and which are filled.
 #[derive(Debug, Default)]
@@ -46,50 +54,84 @@ struct Side {
     /// generation and the translation mode at the last check.
     valid_for: Option<(u64, u64, u64, u32, u8)>,
     /// Some entry maps code on a page that is not global: a CR3 write
-    /// (which keeps only global translations) must empty the cache.
+    /// (which keeps only global translations) may have changed it.
     non_global: bool,
-    /// The linear pages of the code the entries lead to (an INVLPG of
-    /// another page keeps them).
-    pages: HashSet<u64>,
+    /// The linear pages of the code the entries lead to, and the physical
+    /// pages they mapped to.
+    pages: HashMap<u64, u64>,
     filled: Vec<u16>,
     overflow: bool,
 }
 
+/// What a lookup cache needs before translated code runs.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Check {
+    /// Its entries are valid.
+    Valid,
+    /// It must be emptied.
+    Clear,
+    /// A flush may have changed the mappings of its code pages: they must
+    /// be translated again ([`JumpCache::pages`]) and compared.
+    Recheck,
+}
+
 impl JumpCache {
-    /// Empties the cache of `mode`'s privilege in `frame` unless its
-    /// entries are still valid: no code-cache flush, no change of the
-    /// translation mode, no full TLB flush, no INVLPG of a page its code is
-    /// on, and no CR3 write if it holds non-global code.
-    pub(super) fn validate(
+    /// What the cache of `mode`'s privilege needs: nothing if no
+    /// translation it relies on was flushed since the last check; to be
+    /// emptied after a code-cache flush or a change of the translation
+    /// mode; its pages checked again after a TLB flush that may have
+    /// dropped their mappings (a full flush, an INVLPG of one of them, a
+    /// CR3 write if any is not global), or emptied if they are too many.
+    pub(super) fn check(&self, mode: Mode, log: &FlushLog, generation: u32) -> Check {
+        let side = &self.sides[usize::from(mode.user)];
+        let now = (log.full, log.non_global, log.pages, generation, mode.bits());
+        let Some((full, non_global, pages, g, m)) = side.valid_for else {
+            return Check::Clear;
+        };
+        if side.valid_for == Some(now) {
+            return Check::Valid;
+        }
+        if g != generation || m != mode.bits() {
+            return Check::Clear;
+        }
+        let flushed = full != log.full
+            || (non_global != log.non_global && side.non_global)
+            || (pages != log.pages
+                && log
+                    .pages_since(pages)
+                    .is_none_or(|mut p| p.any(|page| side.pages.contains_key(&page))));
+        if !flushed || side.pages.is_empty() {
+            Check::Valid
+        } else if side.pages.len() <= RECHECK_PAGES {
+            Check::Recheck
+        } else {
+            Check::Clear
+        }
+    }
+
+    /// The (linear, physical) code pages of `user`'s cache.
+    pub(super) fn pages(&self, user: bool) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.sides[usize::from(user)]
+            .pages
+            .iter()
+            .map(|(&v, &p)| (v, p))
+    }
+
+    /// Records the outcome of [`JumpCache::check`]: the cache of `mode`'s
+    /// privilege is emptied unless `keep`, and is valid as of now.
+    pub(super) fn settle(
         &mut self,
         frame: &mut Frame,
         mode: Mode,
         log: &FlushLog,
         generation: u32,
+        keep: bool,
     ) {
-        let user = mode.user;
-        let side = &mut self.sides[usize::from(user)];
-        let now = (log.full, log.non_global, log.pages, generation, mode.bits());
-        if side.valid_for == Some(now) {
-            return;
+        let side = &mut self.sides[usize::from(mode.user)];
+        if !keep {
+            side.clear(frame, mode.user);
         }
-        let stale = match side.valid_for {
-            None => true,
-            Some((full, non_global, pages, g, m)) => {
-                g != generation
-                    || m != mode.bits()
-                    || full != log.full
-                    || (non_global != log.non_global && side.non_global)
-                    || (pages != log.pages
-                        && log
-                            .pages_since(pages)
-                            .is_none_or(|mut p| p.any(|page| side.pages.contains(&page))))
-            }
-        };
-        if stale {
-            side.clear(frame, user);
-        }
-        side.valid_for = Some(now);
+        side.valid_for = Some((log.full, log.non_global, log.pages, generation, mode.bits()));
     }
 
     /// Empties both caches.
@@ -111,21 +153,21 @@ impl JumpCache {
         }
     }
 
-    /// Maps guest `rip` (code on a `global` page or not) to the host
-    /// address `host` in `user`'s cache.
+    /// Maps guest `rip` (code on a page that maps to physical `phys`,
+    /// `global` or not) to the host address `host` in `user`'s cache.
     pub(super) fn insert(
         &mut self,
         frame: &mut Frame,
         user: bool,
         rip: u64,
-        global: bool,
+        (phys, global): (u64, bool),
         host: u64,
     ) {
         let side = &mut self.sides[usize::from(user)];
         let i = jump_index(rip);
         frame.jump_cache[usize::from(user)][i] = JumpEntry { rip, host };
         side.non_global |= !global;
-        side.pages.insert(rip & !0xfff);
+        side.pages.insert(rip & !0xfff, phys & !0xfff);
         if side.filled.len() < TRACKED {
             side.filled.push(i as u16);
         } else {

@@ -92,6 +92,7 @@ use self::glue::Glue;
 use crate::code::Block;
 use crate::fault::Fault;
 use crate::flags::{AC, ARITH, IF, TF};
+use crate::mmu::AccessKind;
 use crate::state::{cr0, seg, CodeSize};
 use crate::Cpu;
 
@@ -491,11 +492,10 @@ impl Cpu {
     pub(crate) fn jit_enter(&mut self, entry: Entry) {
         let user = self.user();
         let rip = self.s.rip;
-        let global = self.mmu.fetch_is_global(rip, user);
-        let frame = self.mmu.frame();
-        self.jit
-            .jumps
-            .insert(frame, user, rip, global, entry.checked);
+        if let Some(page) = self.mmu.fetch_entry(rip, user) {
+            let frame = self.mmu.frame();
+            self.jit.jumps.insert(frame, user, rip, page, entry.checked);
+        }
         self.jit_run(entry);
     }
 
@@ -514,10 +514,8 @@ impl Cpu {
         let mode = self.jit_mode();
         let j = &block.jit;
         let generation = self.jit.generation();
-        if generation != 0 && j.generation.load(Relaxed) == generation {
-            if j.mode.load(Relaxed) != mode.bits() {
-                return None;
-            }
+        let translated = generation != 0 && j.generation.load(Relaxed) == generation;
+        if translated && j.mode.load(Relaxed) == mode.bits() {
             let (cache, _) = self.jit.code.as_ref()?;
             return Some(Entry {
                 checked: cache.addr(j.entry.load(Relaxed) as usize),
@@ -526,7 +524,9 @@ impl Cpu {
         if generation != 0 && j.failed.load(Relaxed) == generation {
             return None;
         }
-        let retranslate = self.jit.latest.contains_key(&latest_key(block, mode));
+        // Translated for another mode (the guest enabled SSE, or runs the
+        // same code at another privilege): it was hot, translate it again.
+        let retranslate = translated || self.jit.latest.contains_key(&latest_key(block, mode));
         if !retranslate && j.heat.load(Relaxed) < self.jit.config.threshold {
             j.heat.fetch_add(1, Relaxed);
             return None;
@@ -683,11 +683,10 @@ impl Cpu {
         self.s.rip = rip;
         let entry = self.jit_entry_at_rip()?;
         let user = self.user();
-        let global = self.mmu.fetch_is_global(rip, user);
-        let frame = self.mmu.frame();
-        self.jit
-            .jumps
-            .insert(frame, user, rip, global, entry.checked);
+        if let Some(page) = self.mmu.fetch_entry(rip, user) {
+            let frame = self.mmu.frame();
+            self.jit.jumps.insert(frame, user, rip, page, entry.checked);
+        }
         self.jit.stats.lookup_fills += 1;
         Some(entry)
     }
@@ -695,8 +694,21 @@ impl Cpu {
     fn jit_validate_lookups(&mut self) {
         let generation = self.jit.generation();
         let mode = self.jit_mode();
+        let keep = match self.jit.jumps.check(mode, &self.mmu.flush_log, generation) {
+            chain::Check::Valid => true,
+            chain::Check::Clear => false,
+            chain::Check::Recheck => {
+                // Walk the page tables for each code page (without
+                // faulting): the cache stays if none moved.
+                let (mmu, s, code) = (&mut self.mmu, &mut self.s, &*self.code);
+                self.jit.jumps.pages(mode.user).all(|(lin, phys)| {
+                    mmu.translate(s, code, lin, AccessKind::Fetch, mode.user)
+                        .is_ok_and(|t| t.phys & !0xfff == phys)
+                })
+            }
+        };
         let (log, frame) = self.mmu.log_and_frame();
-        self.jit.jumps.validate(frame, mode, log, generation);
+        self.jit.jumps.settle(frame, mode, log, generation, keep);
     }
 
     /// Moves the guest state into the frame (the lookup caches were
