@@ -120,7 +120,7 @@ impl Cpu {
             return self.step();
         }
         let jit = self.jit_ready();
-        if jit && self.jit_enter_cached() {
+        if jit && (self.jit_enter_cached() || self.jit_enter_latest()) {
             return;
         }
         let (key, block) = match self.block_at_rip() {

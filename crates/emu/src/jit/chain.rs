@@ -16,30 +16,27 @@
 //!   guest RIP in [`Frame::jump_cache`] (mask, compare, indirect jump).
 //!   There is one cache per privilege (translations are made for one).
 //!   An entry maps a linear RIP as the TLB mapped it, so a cache is
-//!   checked when translations it may rely on are flushed
-//!   ([`crate::mmu::Mmu::flush_log`]): by a full flush, by an INVLPG of a
-//!   page its code is on, by a CR3 write only if it holds code of a page
-//!   that is not global (kernel code usually is: system calls and context
-//!   switches then keep the supervisor cache). Checking walks the page
-//!   tables for each code page of the cache (if there are few) and keeps
-//!   the cache if each still maps where it did: with page-table isolation
-//!   a guest writes CR3 twice per system call, and the user code it
-//!   returns to has not moved. Otherwise, and after a code-cache flush,
-//!   the cache is emptied, which costs only the entries filled since the
-//!   last time (up to a bound).
+//!   checked when translations it relies on may have been flushed
+//!   ([`crate::mmu::Mmu::flush_log`]): the code pages a flush concerns (all
+//!   after a full flush, the non-global ones after a CR3 write, those an
+//!   INVLPG names) are translated again by a page walk, and the cache stays
+//!   if each still maps where it did: with page-table isolation a guest
+//!   writes CR3 twice per system call, and neither the user code it
+//!   returns to nor the (global) kernel code has moved. Otherwise, and
+//!   after a code-cache flush, the cache is emptied, which costs only the
+//!   entries filled since the last time (up to a bound).
 
 use std::collections::HashMap;
 
-use super::frame::{empty_jump_key, jump_index, Frame, JumpEntry};
+use super::frame::{empty_jump_key, jump_set, Frame, JumpEntry, JUMP_WAYS};
 use super::Mode;
 use crate::mmu::FlushLog;
 
 /// Entries remembered individually before emptying means clearing all.
 const TRACKED: usize = 256;
 
-/// Most code pages a cache may hold and still be checked page by page
-/// after a flush (rather than emptied).
-const RECHECK_PAGES: usize = 64;
+/// Most code pages a check may walk (more: the cache is emptied).
+const RECHECK_PAGES: usize = 512;
 
 /// What the lookup caches' entries are valid for, and which are filled.
 #[derive(Debug, Default)]
@@ -53,12 +50,9 @@ struct Side {
     /// The flush log's counts (full, non-global, pages), the code-cache
     /// generation and the translation mode at the last check.
     valid_for: Option<(u64, u64, u64, u32, u8)>,
-    /// Some entry maps code on a page that is not global: a CR3 write
-    /// (which keeps only global translations) may have changed it.
-    non_global: bool,
-    /// The linear pages of the code the entries lead to, and the physical
-    /// pages they mapped to.
-    pages: HashMap<u64, u64>,
+    /// The linear pages of the code the entries lead to, the physical
+    /// pages they mapped to, and whether the mapping is global.
+    pages: HashMap<u64, (u64, bool)>,
     filled: Vec<u16>,
     overflow: bool,
 }
@@ -70,18 +64,19 @@ pub(super) enum Check {
     Valid,
     /// It must be emptied.
     Clear,
-    /// A flush may have changed the mappings of its code pages: they must
-    /// be translated again ([`JumpCache::pages`]) and compared.
-    Recheck,
+    /// A flush may have changed the mappings of these code pages (linear,
+    /// and the physical page each mapped to): translate them again, and
+    /// keep the cache if none moved.
+    Recheck(Vec<(u64, u64)>),
 }
 
 impl JumpCache {
     /// What the cache of `mode`'s privilege needs: nothing if no
     /// translation it relies on was flushed since the last check; to be
     /// emptied after a code-cache flush or a change of the translation
-    /// mode; its pages checked again after a TLB flush that may have
-    /// dropped their mappings (a full flush, an INVLPG of one of them, a
-    /// CR3 write if any is not global), or emptied if they are too many.
+    /// mode; the pages whose mappings a TLB flush may have dropped checked
+    /// again (all after a full flush, the non-global ones after a CR3
+    /// write, the ones an INVLPG named), or emptied if they are too many.
     pub(super) fn check(&self, mode: Mode, log: &FlushLog, generation: u32) -> Check {
         let side = &self.sides[usize::from(mode.user)];
         let now = (log.full, log.non_global, log.pages, generation, mode.bits());
@@ -94,27 +89,36 @@ impl JumpCache {
         if g != generation || m != mode.bits() {
             return Check::Clear;
         }
-        let flushed = full != log.full
-            || (non_global != log.non_global && side.non_global)
-            || (pages != log.pages
-                && log
-                    .pages_since(pages)
-                    .is_none_or(|mut p| p.any(|page| side.pages.contains_key(&page))));
-        if !flushed || side.pages.is_empty() {
+        let mut recheck: Vec<(u64, u64)> = if full != log.full {
+            side.pages.iter().map(|(&v, &(p, _))| (v, p)).collect()
+        } else if non_global != log.non_global {
+            side.pages
+                .iter()
+                .filter(|(_, &(_, global))| !global)
+                .map(|(&v, &(p, _))| (v, p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if pages != log.pages && recheck.len() < side.pages.len() {
+            match log.pages_since(pages) {
+                Some(flushed) => {
+                    for v in flushed {
+                        if let Some(&(p, _)) = side.pages.get(&v) {
+                            recheck.push((v, p));
+                        }
+                    }
+                }
+                None => return Check::Clear,
+            }
+        }
+        if recheck.is_empty() {
             Check::Valid
-        } else if side.pages.len() <= RECHECK_PAGES {
-            Check::Recheck
+        } else if recheck.len() <= RECHECK_PAGES {
+            Check::Recheck(recheck)
         } else {
             Check::Clear
         }
-    }
-
-    /// The (linear, physical) code pages of `user`'s cache.
-    pub(super) fn pages(&self, user: bool) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.sides[usize::from(user)]
-            .pages
-            .iter()
-            .map(|(&v, &p)| (v, p))
     }
 
     /// Records the outcome of [`JumpCache::check`]: the cache of `mode`'s
@@ -143,18 +147,20 @@ impl JumpCache {
 
     /// Forgets guest `rip` (its translation went stale).
     pub(super) fn remove(&mut self, frame: &mut Frame, user: bool, rip: u64) {
-        let i = jump_index(rip);
-        let e = &mut frame.jump_cache[usize::from(user)][i];
-        if e.rip == rip {
-            *e = JumpEntry {
-                rip: empty_jump_key(i),
-                host: 0,
-            };
+        let set = jump_set(rip);
+        for e in &mut frame.jump_cache[usize::from(user)][set * JUMP_WAYS..][..JUMP_WAYS] {
+            if e.rip == rip {
+                *e = JumpEntry {
+                    rip: empty_jump_key(set),
+                    host: 0,
+                };
+            }
         }
     }
 
     /// Maps guest `rip` (code on a page that maps to physical `phys`,
-    /// `global` or not) to the host address `host` in `user`'s cache.
+    /// `global` or not) to the host address `host` in `user`'s cache: it
+    /// becomes the set's first way, the previous first becomes the second.
     pub(super) fn insert(
         &mut self,
         frame: &mut Frame,
@@ -164,12 +170,15 @@ impl JumpCache {
         host: u64,
     ) {
         let side = &mut self.sides[usize::from(user)];
-        let i = jump_index(rip);
-        frame.jump_cache[usize::from(user)][i] = JumpEntry { rip, host };
-        side.non_global |= !global;
-        side.pages.insert(rip & !0xfff, phys & !0xfff);
+        let set = jump_set(rip);
+        let ways = &mut frame.jump_cache[usize::from(user)][set * JUMP_WAYS..][..JUMP_WAYS];
+        if ways[0].rip != rip {
+            ways[1] = ways[0];
+        }
+        ways[0] = JumpEntry { rip, host };
+        side.pages.insert(rip & !0xfff, (phys & !0xfff, global));
         if side.filled.len() < TRACKED {
-            side.filled.push(i as u16);
+            side.filled.push(set as u16);
         } else {
             side.overflow = true;
         }
@@ -181,17 +190,18 @@ impl Side {
         if self.overflow {
             frame.clear_jump_cache(user);
         } else {
-            for &i in &self.filled {
-                let i = usize::from(i);
-                frame.jump_cache[usize::from(user)][i] = JumpEntry {
-                    rip: empty_jump_key(i),
-                    host: 0,
-                };
+            for &set in &self.filled {
+                let set = usize::from(set);
+                for e in &mut frame.jump_cache[usize::from(user)][set * JUMP_WAYS..][..JUMP_WAYS] {
+                    *e = JumpEntry {
+                        rip: empty_jump_key(set),
+                        host: 0,
+                    };
+                }
             }
         }
         self.filled.clear();
         self.overflow = false;
-        self.non_global = false;
         self.pages.clear();
     }
 }

@@ -381,6 +381,22 @@ impl Asm {
         self.op(size, &[opc], src.0, Rm::Reg(dst));
     }
 
+    /// `imul dst, src, imm32`.
+    pub fn imul_ri(&mut self, size: u8, dst: Reg, src: Reg, imm: i32) {
+        self.op(size, &[0x69], dst.0, Rm::Reg(src));
+        self.u32(imm as u32);
+    }
+
+    /// `div r` (unsigned RDX:RAX / r).
+    pub fn div_r(&mut self, size: u8, r: Reg) {
+        self.op(size, &[0xf7], 6, Rm::Reg(r));
+    }
+
+    /// `idiv r` (signed RDX:RAX / r).
+    pub fn idiv_r(&mut self, size: u8, r: Reg) {
+        self.op(size, &[0xf7], 7, Rm::Reg(r));
+    }
+
     /// `shift dst, imm8`.
     pub fn shift_ri(&mut self, op: Shift, size: u8, dst: Reg, imm: u8) {
         let opc = if size == 1 { 0xc0 } else { 0xc1 };

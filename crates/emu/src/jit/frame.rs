@@ -34,22 +34,33 @@ pub struct JumpEntry {
     pub host: u64,
 }
 
-/// The index of guest `rip` in the lookup cache: `rip ^ rip >> 4`, low
-/// bits. Function entries are 16-byte aligned (the low bits alone would
-/// leave most entries unused), and a function's entry and the return
-/// address of its first instruction share a 16-byte granule (the high
-/// bits alone would make them collide). Translated code computes it
-/// times 16, the entry size: `((rip << 4) ^ rip) & ((N - 1) << 4)`.
-pub fn jump_index(rip: u64) -> usize {
-    ((rip ^ (rip >> 4)) as usize) & (JUMP_CACHE_ENTRIES - 1)
+/// The lookup cache is 2-way set-associative: a set is two consecutive
+/// entries (the most recently filled first), so two hot targets whose
+/// hashes collide do not evict each other.
+pub const JUMP_WAYS: usize = 2;
+/// Sets of the lookup cache.
+pub const JUMP_SETS: usize = JUMP_CACHE_ENTRIES / JUMP_WAYS;
+/// log2 of [`JUMP_SETS`].
+pub const JUMP_BITS: u32 = JUMP_SETS.trailing_zeros();
+/// The multiplier of [`jump_set`]'s hash (Fibonacci hashing: 2^32 divided
+/// by the golden ratio).
+pub const JUMP_HASH: u32 = 0x9e37_79b9;
+
+/// The set of guest `rip` in the lookup cache: the top bits of the low 32
+/// bits of `rip` times [`JUMP_HASH`], which depend on all of them (branch
+/// targets are often 16-byte aligned, a function's entry and the return
+/// address of its first CALL share a granule, and hot code spans more than
+/// the index's bits). Translated code computes the set's offset (times 32,
+/// the set size): `imul t0d, t1d, JUMP_HASH; shr t0d, 27 - JUMP_BITS;
+/// and t0d, (JUMP_SETS - 1) << 5`.
+pub fn jump_set(rip: u64) -> usize {
+    ((rip as u32).wrapping_mul(JUMP_HASH) >> (32 - JUMP_BITS)) as usize
 }
 
-/// The key of an empty jump-cache entry at `index`: a non-canonical value
-/// whose own index is another one, so no lookup can ever match it.
-pub fn empty_jump_key(index: usize) -> u64 {
-    // Invert x ^ x >> 4 for the index next door.
-    let j = (index ^ 1) as u64;
-    let k = j ^ (j >> 4) ^ (j >> 8) ^ (j >> 12) ^ (j >> 16);
+/// The key of an empty jump-cache entry in set `set`: a non-canonical
+/// value of another set, so no lookup can ever match it.
+pub fn empty_jump_key(set: usize) -> u64 {
+    let k = (0u64..).find(|&j| jump_set(j) != set).unwrap_or(0);
     (1 << 63) | k
 }
 
@@ -110,7 +121,7 @@ pub struct Frame {
     /// return address is pushed).
     pub scratch: u64,
     /// The indirect-branch lookup caches, one per privilege (index 0 for
-    /// supervisor code, 1 for user code).
+    /// supervisor code, 1 for user code), [`JUMP_WAYS`]-way.
     pub jump_cache: [[JumpEntry; JUMP_CACHE_ENTRIES]; 2],
     /// `counts[n] = (n, 0)`: the operands of the budget's `PSUBQ`/`PADDQ`
     /// (see [`BUDGET_XMM`]).
@@ -158,7 +169,7 @@ impl Frame {
     pub fn clear_jump_cache(&mut self, user: bool) {
         for (i, e) in self.jump_cache[usize::from(user)].iter_mut().enumerate() {
             *e = JumpEntry {
-                rip: empty_jump_key(i),
+                rip: empty_jump_key(i / JUMP_WAYS),
                 host: 0,
             };
         }
@@ -208,8 +219,8 @@ mod tests {
     #[test]
     fn no_lookup_key_matches_an_empty_jump_cache_entry() {
         for i in 0..JUMP_CACHE_ENTRIES {
-            let key = empty_jump_key(i);
-            assert_ne!(jump_index(key), i);
+            let key = empty_jump_key(i / JUMP_WAYS);
+            assert_ne!(jump_set(key), i / JUMP_WAYS);
         }
     }
 }

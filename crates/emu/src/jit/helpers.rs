@@ -38,13 +38,17 @@ pub mod info {
     pub const TOTAL_SHIFT: u32 = 16;
     /// Always leave translated code after this instruction (bit 32).
     pub const ALWAYS_EXIT: u64 = 1 << 32;
+    /// The instruction may use the XMM registers, which must move between
+    /// the frame and the CPU state around it (bit 33).
+    pub const XMM: u64 = 1 << 33;
 }
 
 /// Packs a call site's `info`.
-pub fn site_info(done: u32, total: u32, always_exit: bool) -> u64 {
+pub fn site_info(done: u32, total: u32, always_exit: bool, xmm: bool) -> u64 {
     u64::from(done & 0xffff) << info::DONE_SHIFT
         | u64::from(total & 0xffff) << info::TOTAL_SHIFT
         | if always_exit { info::ALWAYS_EXIT } else { 0 }
+        | if xmm { info::XMM } else { 0 }
 }
 
 /// Runs the instruction `d` in the interpreter for translated code.
@@ -65,13 +69,22 @@ pub(super) unsafe extern "sysv64" fn run_insn(
     // SAFETY: see the function's contract. Frame fields are read through
     // the raw pointer before the CPU is borrowed and written after its
     // last use, so the two never overlap in time.
-    let (gpr, image, xmm, cpu) =
-        unsafe { ((*frame).gpr, (*frame).flags, (*frame).xmm, (*frame).cpu) };
+    let (gpr, image, cpu) = unsafe { ((*frame).gpr, (*frame).flags, (*frame).cpu) };
+    // SAFETY: as above (a 256-byte copy, only for SSE and FPU
+    // instructions).
+    let xmm = if info & info::XMM != 0 {
+        unsafe { (*frame).xmm }
+    } else {
+        [0; 16]
+    };
     // SAFETY: as above.
     let (cpu, d) = unsafe { (&mut *cpu, &*d) };
 
+    let sync_xmm = info & info::XMM != 0;
     cpu.s.gpr = gpr;
-    cpu.s.fpu.xmm = xmm;
+    if sync_xmm {
+        cpu.s.fpu.xmm = xmm;
+    }
     cpu.s.flags.set_arith(ARITH, image_to_flags(image));
     cpu.s.rip = d.rip;
     cpu.next_rip = d.next_rip;
@@ -103,7 +116,9 @@ pub(super) unsafe extern "sysv64" fn run_insn(
     // SAFETY: the CPU borrow ends above; see the function's contract.
     unsafe {
         (*frame).gpr = gpr;
-        (*frame).xmm = xmm;
+        if sync_xmm {
+            (*frame).xmm = xmm;
+        }
         (*frame).flags = image;
         match exit {
             Some((rip, unretired)) => {

@@ -59,12 +59,16 @@
 //! | the register map | `regs.rs` |
 //! | the trampoline, epilogue and helper thunk | `glue.rs` |
 //! | planning and translating a block | `translate.rs` |
+//! | branches, exits, slow paths and stubs | `branch.rs` |
+//! | division behind its #DE guard | `arith.rs` |
 //! | native instructions: selection and re-encoding | `native.rs` |
 //! | memory accesses: addresses, TLB probes, the stack | `memory.rs` |
 //! | flags: state tracking and liveness | `flags.rs` |
 //! | chaining and the lookup cache | `chain.rs` |
 //! | the helper ABI into the interpreter | `helpers.rs` |
 
+mod arith;
+mod branch;
 pub mod cache;
 mod chain;
 pub mod emit;
@@ -89,7 +93,7 @@ use iced_x86::{Encoder, InstructionInfoFactory, Mnemonic};
 use self::cache::CodeCache;
 use self::frame::{flags_to_image, image_to_flags, Exit, Frame};
 use self::glue::Glue;
-use crate::code::Block;
+use crate::code::{Block, BuildKeyHasher};
 use crate::fault::Fault;
 use crate::flags::{AC, ARITH, IF, TF};
 use crate::mmu::AccessKind;
@@ -247,7 +251,14 @@ pub struct Jit {
     /// again after its code changed is translated again at once, and the
     /// superseded translation's entry is redirected to the new one (links
     /// and lookups may still lead there).
-    latest: HashMap<u64, u32>,
+    latest: HashMap<u64, u32, BuildKeyHasher>,
+    /// The RIP of the last stale exit: the next entry there must go
+    /// through the block cache (which decodes the new code), not
+    /// [`Jit::latest`].
+    stale_rip: Option<u64>,
+    /// The current run's mode allows SSE: the guest's XMM registers are in
+    /// the frame.
+    run_sse: bool,
     jumps: chain::JumpCache,
     /// A fault raised by the interpreter for translated code, to deliver.
     pub(crate) fault: Option<Fault>,
@@ -317,7 +328,9 @@ impl Jit {
             code: None,
             broken: false,
             keep: Vec::new(),
-            latest: HashMap::new(),
+            latest: HashMap::default(),
+            stale_rip: None,
+            run_sse: false,
             jumps: chain::JumpCache::default(),
             fault: None,
             stats: JitStats::default(),
@@ -479,11 +492,13 @@ impl Cpu {
         self.jit_validate_lookups();
         let user = self.user();
         let rip = self.s.rip;
-        let e = self.mmu.frame().jump_cache[usize::from(user)][frame::jump_index(rip)];
-        if e.rip != rip {
+        let set = frame::jump_set(rip) * frame::JUMP_WAYS;
+        let ways = &self.mmu.frame().jump_cache[usize::from(user)][set..set + frame::JUMP_WAYS];
+        let Some(e) = ways.iter().find(|e| e.rip == rip) else {
             return false;
-        }
-        self.jit_run(Entry { checked: e.host });
+        };
+        let checked = e.host;
+        self.jit_run(Entry { checked });
         true
     }
 
@@ -499,8 +514,46 @@ impl Cpu {
         self.jit_run(entry);
     }
 
+    /// The latest translation of the code at RIP for the current mode, if
+    /// there is one: found by physical address in [`Jit::latest`], without
+    /// the block cache (its entry checks that the code is unchanged).
+    fn jit_latest_at_rip(&mut self) -> Option<Entry> {
+        let rip = self.s.rip;
+        if self.jit.stale_rip.take() == Some(rip) {
+            return None;
+        }
+        let mode = self.jit_mode();
+        let t = self
+            .mmu
+            .translate(&mut self.s, &self.code, rip, AccessKind::Fetch, mode.user)
+            .ok()?;
+        let off = *self
+            .jit
+            .latest
+            .get(&(t.phys | u64::from(mode.bits()) << 62))?;
+        let (cache, _) = self.jit.code.as_ref()?;
+        Some(Entry {
+            checked: cache.addr(off as usize),
+        })
+    }
+
+    /// Enters translated code at RIP if [`Cpu::jit_latest_at_rip`] finds
+    /// its translation (remembering it in the lookup cache).
+    pub(crate) fn jit_enter_latest(&mut self) -> bool {
+        match self.jit_latest_at_rip() {
+            Some(entry) => {
+                self.jit_enter(entry);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The translation of the block at RIP, translating it if it is hot.
     fn jit_entry_at_rip(&mut self) -> Option<Entry> {
+        if let Some(entry) = self.jit_latest_at_rip() {
+            return Some(entry);
+        }
         let (key, block) = self.block_at_rip().ok()?;
         let entry = self.jit_entry(&block);
         self.cache.put_back(key, block);
@@ -633,6 +686,7 @@ impl Cpu {
             if reason == Exit::Stale as u64 {
                 // Lookups must not lead to the stale translation again.
                 let rip = frame.exit_rip;
+                self.jit.stale_rip = Some(rip);
                 let user = self.s.cpl == 3;
                 self.jit.jumps.remove(self.mmu.frame(), user, rip);
             }
@@ -697,15 +751,13 @@ impl Cpu {
         let keep = match self.jit.jumps.check(mode, &self.mmu.flush_log, generation) {
             chain::Check::Valid => true,
             chain::Check::Clear => false,
-            chain::Check::Recheck => {
-                // Walk the page tables for each code page (without
-                // faulting): the cache stays if none moved.
-                let (mmu, s, code) = (&mut self.mmu, &mut self.s, &*self.code);
-                self.jit.jumps.pages(mode.user).all(|(lin, phys)| {
-                    mmu.translate(s, code, lin, AccessKind::Fetch, mode.user)
-                        .is_ok_and(|t| t.phys & !0xfff == phys)
-                })
-            }
+            // Walk the page tables for each code page (without faulting):
+            // the cache stays if none moved.
+            chain::Check::Recheck(pages) => pages.into_iter().all(|(lin, phys)| {
+                self.mmu
+                    .translate(&mut self.s, &self.code, lin, AccessKind::Fetch, mode.user)
+                    .is_ok_and(|t| t.phys & !0xfff == phys)
+            }),
         };
         let (log, frame) = self.mmu.log_and_frame();
         self.jit.jumps.settle(frame, mode, log, generation, keep);
@@ -722,10 +774,14 @@ impl Cpu {
         let image = flags_to_image(self.s.flags.get());
         let seg_base = [self.s.seg[seg::FS].base, self.s.seg[seg::GS].base];
         let gpr = self.s.gpr;
+        let sse = self.jit_mode().sse;
+        self.jit.run_sse = sse;
         let xmm = self.s.fpu.xmm;
         let frame = self.mmu.frame();
         frame.gpr = gpr;
-        frame.xmm = xmm;
+        if sse {
+            frame.xmm = xmm;
+        }
         frame.flags = image;
         frame.budget = BUDGET;
         frame.seg_base = seg_base;
@@ -735,9 +791,13 @@ impl Cpu {
     /// Moves the guest state back and delivers a fault the interpreter
     /// raised for translated code.
     fn jit_sync_out(&mut self) {
+        // The mode the run started in (a helper may have changed it).
+        let sse = self.jit.run_sse;
         let frame = self.mmu.frame();
         let (gpr, image, rip, budget) = (frame.gpr, frame.flags, frame.exit_rip, frame.budget);
-        self.s.fpu.xmm = frame.xmm;
+        if sse {
+            self.s.fpu.xmm = frame.xmm;
+        }
         self.s.gpr = gpr;
         self.s.flags.set_arith(ARITH, image_to_flags(image));
         self.s.rip = rip;

@@ -235,6 +235,8 @@ fn allowed(m: Mnemonic) -> bool {
             | M::Btr
             | M::Btc
             | M::Bswap
+            | M::Bsf
+            | M::Bsr
             | M::Xchg
             | M::Xadd
             | M::Cmpxchg
@@ -282,6 +284,23 @@ fn allowed(m: Mnemonic) -> bool {
             | M::Setle
             | M::Setg
     )
+}
+
+/// Whether the host runs TZCNT as TZCNT (BMI1; without it the same bytes
+/// are BSF, and the interpreter implements TZCNT).
+fn host_has_bmi1() -> bool {
+    static BMI1: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BMI1.get_or_init(|| std::arch::is_x86_feature_detected!("bmi1"))
+}
+
+/// Whether a native `insn` needs its 32-bit destination zero-extended
+/// afterwards: BSF/BSR with a zero source leave the destination alone on
+/// AMD hosts but write it back (clearing bits 63:32) on Intel ones, whose
+/// behaviour the interpreter and the guest's CPUID follow.
+pub fn zero_extend_after(insn: &Instruction) -> bool {
+    matches!(insn.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr)
+        && insn.op0_kind() == OpKind::Register
+        && insn.op0_register().size() == 4
 }
 
 /// Instructions the LOCK prefix is valid on (with a memory destination;
@@ -338,7 +357,8 @@ pub fn classify(
 ) -> Option<Native> {
     let m = insn.mnemonic();
     let is_sse = allowed_sse(m);
-    if !(allowed(m) || (sse && is_sse)) || insn.is_invalid() {
+    let tzcnt = m == Mnemonic::Tzcnt && host_has_bmi1();
+    if !(allowed(m) || tzcnt || (sse && is_sse)) || insn.is_invalid() {
         return None;
     }
     // String MOVSD and the like are not SSE; neither are MMX forms.

@@ -307,7 +307,32 @@ impl Gen {
         let (d, s) = (self.free(), self.free());
         let m = self.mem();
         let cc = self.rng.below(4);
-        match self.rng.below(22) {
+        match self.rng.below(27) {
+            22 => {
+                // A zero source sometimes (the destination then stays).
+                if self.rng.chance(30) {
+                    self.a.xor(R32[s], R32[s]).unwrap();
+                    self.after();
+                }
+                match cc {
+                    0 => self.a.bsf(R64[d], R64[s]),
+                    1 => self.a.bsr(R32[d], R32[s]),
+                    2 => self.a.tzcnt(R32[d], dword_ptr(m)),
+                    _ => self.a.bsf(R16[d], R16[s]),
+                }
+            }
+            23 => {
+                self.a.cqo().unwrap();
+                self.after();
+                self.a.idiv(R64[s])
+            }
+            24 => {
+                self.a.cdq().unwrap();
+                self.after();
+                self.a.idiv(dword_ptr(m))
+            }
+            25 => self.a.div(R32[s]),
+            26 => self.a.div(qword_ptr(m)),
             0 => self.a.lea(R64[d], m),
             1 => self.a.lea(R32[d], r12 + R64[s] * 4 + 0x33),
             2 => self.a.imul_2(R64[d], R64[s]),
@@ -527,6 +552,8 @@ fn program(seed: u64, len: usize, iterations: u32) -> (Vec<u8>, u32) {
         g.a.pop(R64[g.rng.pick(&FREE)]).unwrap();
         g.depth -= 1;
     }
+    // The next iteration starts with these flags: define them.
+    g.define_flags();
     g.a.dec(r15d).unwrap();
     g.after();
     g.a.jnz(top).unwrap();
