@@ -70,9 +70,9 @@ pub(super) unsafe extern "sysv64" fn run_insn(
     // the raw pointer before the CPU is borrowed and written after its
     // last use, so the two never overlap in time.
     let (gpr, image, cpu) = unsafe { ((*frame).gpr, (*frame).flags, (*frame).cpu) };
-    // SAFETY: as above (a 256-byte copy, only for SSE and FPU
-    // instructions).
     let xmm = if info & info::XMM != 0 {
+        // SAFETY: as above (a 256-byte copy, only for SSE and FPU
+        // instructions).
         unsafe { (*frame).xmm }
     } else {
         [0; 16]
