@@ -616,6 +616,9 @@ impl Cpu {
             let Some(t) = t else {
                 block.jit.failed.store(cache.generation, Relaxed);
                 jit.stats.blocks_refused += 1;
+                // An earlier translation of this code must not be found
+                // by physical address any more.
+                jit.latest.remove(&latest_key(block, mode));
                 return None;
             };
             let Some(off) = cache.push(&t.code) else {

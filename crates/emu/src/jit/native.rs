@@ -599,8 +599,8 @@ mod tests {
     #[test]
     fn registers_are_renamed_and_memory_operands_become_t1() {
         assert_eq!(native(&[0x48, 0x01, 0xd8]).unwrap(), "add rax,rbx");
-        assert_eq!(native(&[0x48, 0x89, 0xe5]).unwrap(), "mov rbp,r12"); // mov rbp, rsp
-        assert_eq!(native(&[0x4d, 0x01, 0xfc]).unwrap(), "add r13,r14"); // add r12, r15
+        assert_eq!(native(&[0x48, 0x89, 0xe5]).unwrap(), "mov rbp,r9"); // mov rbp, rsp
+        assert_eq!(native(&[0x4d, 0x01, 0xfc]).unwrap(), "add r10,r13"); // add r12, r15
         assert_eq!(
             native(&[0x48, 0x8b, 0x44, 0x24, 0x08]).unwrap(), // mov rax, [rsp+8]
             "mov rax,[r14]"
