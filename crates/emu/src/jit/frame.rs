@@ -1,5 +1,5 @@
 //! The frame: the per-vCPU memory translated code reaches through its one
-//! base register ([`CTX`](super::regs::CTX)), and how guest state moves
+//! base register (`CTX` (`regs.rs`)), and how guest state moves
 //! between it and [`crate::state::CpuState`] at tier transitions.
 //!
 //! The frame shares one allocation with the software TLB
@@ -8,7 +8,7 @@
 //! same base register with constant displacements.
 //!
 //! While translated code runs, the guest's GPRs live in host registers
-//! ([`super::regs`]) except the four without one, whose home is
+//! (`regs.rs`) except the four without one, whose home is
 //! [`Frame::gpr`]; the arithmetic flags live in host RFLAGS or, at block
 //! boundaries and around glue that clobbers them, in [`Frame::flags`] as
 //! the `LAHF`/`SETO` image: AH = SF:ZF:0:AF:0:PF:1:CF (SDM Vol. 2 "LAHF")
@@ -83,7 +83,7 @@ pub enum Exit {
     Indirect = 5,
     /// An instruction run by the interpreter ended the translated run (a
     /// branch, a mode change, a store into code, a fault: see
-    /// [`super::helpers`]).
+    /// `helpers.rs`).
     Helper = 6,
 }
 
@@ -132,12 +132,13 @@ pub struct Frame {
 /// runs (in its low qword; the high one stays 0). A register, not the
 /// frame: every block updates it, and a memory counter would chain every
 /// block to the previous one's store. Translated code never runs guest
-/// SSE instructions (they go to the interpreter), and the glue saves it
+/// floating-point SSE instructions (they go to the interpreter; the
+/// native ones use XMM0-XMM2), and the glue saves it
 /// around calls into Rust (every XMM register is caller-saved).
 pub const BUDGET_XMM: u8 = 15;
 
 /// The largest count a block adds or subtracts (a block retires at most
-/// twice [`crate::code::MAX_BLOCK_INSNS`] instructions: fused pairs).
+/// twice `crate::code::MAX_BLOCK_INSNS` instructions: fused pairs).
 pub const MAX_COUNT: usize = 2 * crate::code::MAX_BLOCK_INSNS;
 
 /// One 16-byte operand of the budget arithmetic.
