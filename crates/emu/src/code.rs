@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub use cache::{Block, BlockCache, BuildKeyHasher, Decoded, KeyHasher, Link, LINKS};
 pub(crate) use decode::MAX_BLOCK_INSNS;
 
-const CODE_BIT: u32 = 1 << 31;
+/// The "has code" bit of a page's word (the rest is its generation).
+pub const CODE_BIT: u32 = 1 << 31;
 
 /// Per-physical-page code state for one VM.
 #[derive(Debug)]
@@ -50,6 +51,14 @@ impl CodePages {
 
     fn slot(&self, phys: u64) -> Option<&AtomicU32> {
         self.pages.get((phys >> 12) as usize)
+    }
+
+    /// The word of the page holding `phys` (its code bit is bit 31), for
+    /// translated stores to test directly; a word that never has the code
+    /// bit for pages outside the table.
+    pub fn word(&self, phys: u64) -> *const AtomicU32 {
+        static NEVER_CODE: AtomicU32 = AtomicU32::new(0);
+        self.slot(phys).unwrap_or(&NEVER_CODE)
     }
 
     /// Whether the page holding `phys` has decoded code.

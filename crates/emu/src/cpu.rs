@@ -1,8 +1,9 @@
 //! The CPU: [`Cpu`], one emulated x86-64 processor. It holds the
 //! architectural state ([`CpuState`], in [`crate::state`]) and the
 //! machinery that runs it: the MMU with its TLB ([`crate::mmu`]), the
-//! decoded-block cache ([`crate::code`]), the interrupt pins
-//! ([`crate::interrupts`]) and the local APIC ([`crate::apic`]).
+//! decoded-block cache ([`crate::code`]), the translator ([`crate::jit`]),
+//! the interrupt pins ([`crate::interrupts`]) and the local APIC
+//! ([`crate::apic`]).
 //!
 //! This file has the structure and the power-on constructor (SDM Vol. 3A
 //! §9.1.1). The methods live with the concept they implement (the crate
@@ -65,6 +66,8 @@ pub struct Cpu {
     /// How the last block run ended: instructions run, times two, plus
     /// one if a taken side exit ended it (picks its [`crate::code::Link`]).
     pub(crate) exit_slot: usize,
+    /// Tier 1: the translator and its code cache ([`crate::jit`]).
+    pub jit: crate::jit::Jit,
 }
 
 impl std::fmt::Debug for Cpu {
@@ -105,6 +108,7 @@ impl Cpu {
             mtrr: msr::Mtrrs::default(),
             ctx_epoch: 0,
             exit_slot: 0,
+            jit: crate::jit::Jit::default(),
         }
     }
 }

@@ -13,16 +13,52 @@ use alcazar_core::engine::{Engine, EngineError, EngineKind, EngineVm, Vcpu};
 use alcazar_core::Machine;
 
 use crate::code::CodePages;
+use crate::jit::{EmuTier, JitConfig};
 use crate::{apic, vcpu, Cpu};
 
 /// The emu engine.
-#[derive(Debug, Default)]
-pub struct EmuEngine;
+#[derive(Debug)]
+pub struct EmuEngine {
+    tier: EmuTier,
+    jit: JitConfig,
+}
+
+impl Default for EmuEngine {
+    fn default() -> Self {
+        EmuEngine::new()
+    }
+}
 
 impl EmuEngine {
-    /// The engine (always available).
+    /// The engine (always available), with the host's default tier
+    /// ([`EmuTier::host_default`]: the translator on x86-64 hosts).
     pub fn new() -> Self {
-        EmuEngine
+        EmuEngine::with_tier(EmuTier::host_default())
+    }
+
+    /// The engine running guest code with `tier` ([`EmuTier::Jit`] falls
+    /// back to the interpreter on hosts that cannot run it).
+    pub fn with_tier(tier: EmuTier) -> Self {
+        EmuEngine {
+            tier,
+            jit: JitConfig::default(),
+        }
+    }
+
+    /// Chooses the tier of the vCPUs of VMs created from now on.
+    pub fn set_tier(&mut self, tier: EmuTier) {
+        self.tier = tier;
+    }
+
+    /// The tier vCPUs are created with.
+    pub fn tier(&self) -> EmuTier {
+        self.tier
+    }
+
+    /// Sets the translator's tunables (threshold, code-cache size) for
+    /// vCPUs created from now on.
+    pub fn set_jit_config(&mut self, config: JitConfig) {
+        self.jit = config;
     }
 }
 
@@ -46,6 +82,8 @@ impl Engine for EmuEngine {
             machine,
             code,
             apic_bus,
+            tier: self.tier,
+            jit: self.jit,
         }))
     }
 }
@@ -56,6 +94,8 @@ pub struct EmuVm {
     machine: Arc<Machine>,
     code: Arc<CodePages>,
     apic_bus: apic::EmuApicBus,
+    tier: EmuTier,
+    jit: JitConfig,
 }
 
 impl EngineVm for EmuVm {
@@ -63,6 +103,8 @@ impl EngineVm for EmuVm {
     /// registered with the machine's timer service.
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, EngineError> {
         let mut cpu = Cpu::new(id, self.machine.clone(), self.code.clone());
+        cpu.jit.config = self.jit;
+        cpu.set_tier(self.tier);
         let apic = apic::LocalApic::new(id, cpu.irq.clone(), &self.apic_bus);
         apic.set_timer_notifier(self.machine.timers.notifier());
         self.machine

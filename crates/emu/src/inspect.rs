@@ -13,7 +13,13 @@
 //!   XCR0 (Vol. 1 §8.1, §10.2);
 //! * `mmu` — software TLB entries in use, flushes, page walks;
 //! * `code_cache` — decoded blocks cached and decoded, code pages
-//!   invalidated (the latter counts every vCPU of the VM).
+//!   invalidated (the latter counts every vCPU of the VM);
+//! * `jit` — the translator (tier 1, [`crate::jit`]): the tier in use,
+//!   blocks translated and refused, translation time, code-cache bytes
+//!   used and flushes, instructions retired in translated code, entries
+//!   and exits by reason, direct branches linked, lookup-cache fills, and
+//!   the instructions translated code left to the interpreter, by
+//!   mnemonic (the most frequent first).
 //!
 //! Everything is read through shared references: nothing here can fill
 //! the TLB, decode code, acknowledge or EOI an interrupt, latch the ESR,
@@ -42,7 +48,50 @@ pub fn inspect_cpu(cpu: &Cpu, base: Tree) -> Tree {
         .child("debug", debug(cpu))
         .child("fpu", fpu(cpu))
         .child("mmu", mmu(cpu))
-        .child("code_cache", code_cache(cpu));
+        .child("code_cache", code_cache(cpu))
+        .child("jit", jit(cpu));
+    t
+}
+
+fn jit(cpu: &Cpu) -> Tree {
+    let j = &cpu.jit;
+    let s = &j.stats;
+    let (used, size) = j.cache_bytes();
+    let mut t = Tree::new();
+    t.value(
+        "tier",
+        match j.tier() {
+            crate::EmuTier::Interp => "interp",
+            crate::EmuTier::Jit => "jit",
+        },
+    )
+    .value("blocks_translated", s.blocks_translated)
+    .value("blocks_refused", s.blocks_refused)
+    .value("translation_us", s.translation_ns / 1000)
+    .value("code_cache_bytes_used", used)
+    .value("code_cache_bytes", size)
+    .value("code_cache_flushes", s.cache_flushes)
+    .value("instructions", s.instructions)
+    .value("entries", s.entries)
+    .value("chain_links", s.chain_links)
+    .value("lookup_fills", s.lookup_fills);
+    let mut exits = Tree::new();
+    for (name, i) in [
+        ("attention", 1),
+        ("budget", 2),
+        ("stale", 3),
+        ("chain", 4),
+        ("lookup_miss", 5),
+        ("interpreter", 6),
+    ] {
+        exits.value(name, s.exits[i]);
+    }
+    t.child("exits", exits);
+    let mut fallbacks = Tree::new();
+    for (m, n) in s.top_fallbacks(12) {
+        fallbacks.value(m, n);
+    }
+    t.child("fallbacks", fallbacks);
     t
 }
 

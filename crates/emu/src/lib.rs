@@ -18,6 +18,11 @@
 //! 4. A fault unwinds to the run loop, which delivers it through the
 //!    IVT/IDT ([`interrupts`]).
 //!
+//! That is tier 0. Tier 1, [`jit`], translates the blocks the interpreter
+//! runs most into host code (x86-64 hosts, 64-bit guest code); the run
+//! loop enters it instead of step 2 when the block at RIP has a
+//! translation ([`EmuTier`] chooses).
+//!
 //! vCPUs run one host thread each, like the kvm engine; decoded code is
 //! per vCPU and kept coherent through [`code::CodePages`].
 //!
@@ -54,6 +59,7 @@
 //! | x87, MMX, SSE/SSE2 (Vol. 1 ch. 8-11) | `fpu/` |
 //! | the `Engine`/`Vcpu` traits of the rest of Alcazar | `engine.rs`, `vcpu.rs` |
 //! | the inspector's view | `inspect.rs`, `apic/inspect.rs` |
+//! | tier 1: the binary translator ([`jit`]; its module doc has the file map) | `jit/` |
 //!
 //! ## Where `impl Cpu` lives
 //!
@@ -85,6 +91,7 @@ pub mod flags;
 pub mod fpu;
 pub mod inspect;
 pub mod interrupts;
+pub mod jit;
 pub mod mem;
 pub mod mmu;
 pub mod modes;
@@ -99,3 +106,4 @@ mod vcpu;
 
 pub use cpu::Cpu;
 pub use engine::{EmuEngine, EmuVm};
+pub use jit::{EmuTier, JitConfig};

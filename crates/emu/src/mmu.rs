@@ -14,8 +14,18 @@
 //! for writing is only made once the page's dirty bit is set, so every
 //! first write still walks and sets D; pages holding decoded code never
 //! get one, so that their stores reach [`crate::code::CodePages`].
+//!
+//! Translated code ([`crate::jit`]) probes the same entries inline, so
+//! their layout is fixed (`#[repr(C)]`, [`TlbEntry`]) and chosen for a
+//! short probe: the tag is the linear page address itself, and an entry
+//! that must not hit (empty, or MMIO) holds the address of a page with
+//! another index, so `address - tag` lies within the page exactly when the
+//! entry maps that page to RAM. The table shares its allocation with the
+//! translator's frame ([`TlbTable`]).
 
 mod walk;
+
+use std::sync::atomic::AtomicU32;
 
 use alcazar_core::memory::HostRegion;
 
@@ -50,24 +60,128 @@ pub struct Translation {
     pub host: Option<*mut u8>,
 }
 
+/// One TLB entry (32 bytes; translated code reads it at fixed offsets).
+#[repr(C)]
 #[derive(Clone, Copy)]
-struct TlbEntry {
-    /// Linear page number + 1; 0 means empty.
-    tag: u64,
+pub struct TlbEntry {
+    /// The linear page address if the entry maps RAM (or ROM, for reads);
+    /// that address XOR [`MMIO_TAG`] if it maps MMIO (no host pointer); for
+    /// an empty entry [`empty_tag`] of its index. Only the first kind
+    /// satisfies `tag == address & !0xfff` for an address of this index.
+    pub tag: u64,
     /// Host address of the page's first byte, or null for MMIO.
-    host: *mut u8,
-    /// Physical page address.
-    phys: u64,
-    /// Survives CR3 writes (PTE.G with CR4.PGE).
-    global: bool,
+    pub host: *mut u8,
+    /// Physical page address, with [`GLOBAL`] in bit 0.
+    pub phys: u64,
+    /// Write entries: the [`CodePages`] word of the physical page, whose
+    /// code bit translated stores test (a page may gain decoded code after
+    /// its write entry was made). Null in other entries.
+    pub code: *const AtomicU32,
 }
 
-const EMPTY: TlbEntry = TlbEntry {
-    tag: 0,
-    host: std::ptr::null_mut(),
-    phys: 0,
-    global: false,
-};
+/// The tag bit flipped in MMIO entries (it changes the TLB index, so an
+/// MMIO entry never looks like a RAM entry of its own index).
+pub const MMIO_TAG: u64 = 0x1000;
+/// [`TlbEntry::phys`] bit 0: the entry survives CR3 writes (PTE.G with
+/// CR4.PGE).
+pub const GLOBAL: u64 = 1;
+
+/// The tag of an empty entry at `index`: a page of index `index ^ 2`,
+/// which is neither a RAM nor (with [`MMIO_TAG`]) an MMIO tag of `index`.
+pub const fn empty_tag(index: usize) -> u64 {
+    ((index ^ 2) as u64) << 12
+}
+
+const fn empty(index: usize) -> TlbEntry {
+    TlbEntry {
+        tag: empty_tag(index),
+        host: std::ptr::null_mut(),
+        phys: 0,
+        code: std::ptr::null(),
+    }
+}
+
+/// The TLB entries (one set per access kind and privilege: index
+/// `kind * 2 + user`), after the translator's frame in the same
+/// allocation, so translated code reaches both from one base register.
+#[repr(C)]
+pub struct TlbTable {
+    /// The translator's per-vCPU frame ([`crate::jit::frame`]).
+    pub frame: crate::jit::frame::Frame,
+    /// The entries.
+    pub sets: [[TlbEntry; TLB_ENTRIES]; 6],
+}
+
+impl TlbTable {
+    /// A table with every entry empty, built in place on the heap (it is
+    /// too big for a thread's stack).
+    fn new_boxed() -> Box<TlbTable> {
+        let layout = std::alloc::Layout::new::<TlbTable>();
+        // SAFETY: `TlbTable` has a non-zero size; all-zero bytes are a
+        // valid value of every field (integers, raw pointers, arrays of
+        // them), and the pointer comes from the global allocator with
+        // `TlbTable`'s layout, as `Box` requires.
+        let mut table = unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<TlbTable>();
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(p)
+        };
+        for set in table.sets.iter_mut() {
+            for (i, e) in set.iter_mut().enumerate() {
+                *e = empty(i);
+            }
+        }
+        table.frame.init();
+        table
+    }
+}
+
+/// Counts of TLB flushes by kind, and the pages of the latest INVLPGs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushLog {
+    /// Full flushes (they drop global translations too).
+    pub full: u64,
+    /// Flushes of the non-global translations (CR3 writes).
+    pub non_global: u64,
+    /// Single-page flushes (INVLPG) so far.
+    pub pages: u64,
+    /// The linear pages of the last [`FLUSH_LOG_PAGES`] of them (ring).
+    pub recent: [u64; FLUSH_LOG_PAGES],
+}
+
+/// Filled entries [`Mmu`] tracks one by one.
+const FILLED_MAX: usize = 2048;
+
+/// INVLPGs remembered in a [`FlushLog`].
+pub const FLUSH_LOG_PAGES: usize = 64;
+
+impl Default for FlushLog {
+    fn default() -> Self {
+        FlushLog {
+            full: 0,
+            non_global: 0,
+            pages: 0,
+            recent: [0; FLUSH_LOG_PAGES],
+        }
+    }
+}
+
+impl FlushLog {
+    fn page(&mut self, page: u64) {
+        self.recent[(self.pages as usize) % FLUSH_LOG_PAGES] = page;
+        self.pages += 1;
+    }
+
+    /// The pages flushed one by one since the log counted `since` single-
+    /// page flushes, or `None` if they are no longer all remembered.
+    pub fn pages_since(&self, since: u64) -> Option<impl Iterator<Item = u64> + '_> {
+        let n = self.pages.checked_sub(since)?;
+        (n <= FLUSH_LOG_PAGES as u64)
+            .then(|| (since..self.pages).map(move |i| self.recent[(i as usize) % FLUSH_LOG_PAGES]))
+    }
+}
 
 /// A contiguous piece of guest RAM or ROM and where it is on the host.
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +194,7 @@ struct Backing {
 
 /// The MMU of one vCPU.
 pub struct Mmu {
-    tlb: Box<[[TlbEntry; TLB_ENTRIES]; 6]>,
+    tlb: Box<TlbTable>,
     backing: Vec<Backing>,
     /// TLB flushes so far (telemetry).
     pub flushes: u64,
@@ -89,6 +203,16 @@ pub struct Mmu {
     /// Bumped by every flush and every fetch-TLB refill (part of the link
     /// epoch, [`crate::code::Link`]).
     pub epoch: u64,
+    /// What was flushed, for the translator's lookup cache of branch
+    /// targets ([`crate::jit`]), which must forget a linear address whose
+    /// mapping may have changed.
+    pub flush_log: FlushLog,
+    /// The entries filled (set << 10 | index), non-global ones in
+    /// `filled[0]`, global ones in `filled[1]`, so a flush touches only
+    /// those it drops; [`FILLED_MAX`] in a list means "scan them all". A
+    /// flush of all 6 x 1024 entries at every CR3 write was a few percent
+    /// of a Linux boot.
+    filled: [Vec<u16>; 2],
     /// The physical page of this CPU's xAPIC registers (or
     /// [`crate::apic::startup::NO_APIC_PAGE`]): never given a host pointer,
     /// so its accesses take the MMIO path, where the APIC claims them
@@ -126,11 +250,13 @@ impl Mmu {
             })
             .collect();
         Mmu {
-            tlb: Box::new([[EMPTY; TLB_ENTRIES]; 6]),
+            tlb: TlbTable::new_boxed(),
             backing,
             flushes: 0,
             walks: 0,
             epoch: 0,
+            flush_log: FlushLog::default(),
+            filled: [Vec::with_capacity(FILLED_MAX), Vec::new()],
             apic_page: crate::apic::startup::NO_APIC_PAGE,
         }
     }
@@ -156,39 +282,100 @@ impl Mmu {
     /// and privilege); the inspector's view, a scan of every entry.
     pub fn entries_in_use(&self) -> usize {
         self.tlb
+            .sets
             .iter()
-            .map(|set| set.iter().filter(|e| e.tag != 0).count())
+            .map(|set| {
+                set.iter()
+                    .enumerate()
+                    .filter(|(i, e)| e.tag != empty_tag(*i))
+                    .count()
+            })
             .sum()
+    }
+
+    /// The table (TLB and translator frame) for translated code.
+    pub(crate) fn table_ptr(&mut self) -> *mut TlbTable {
+        &mut *self.tlb
+    }
+
+    /// The translator's frame.
+    pub(crate) fn frame(&mut self) -> &mut crate::jit::frame::Frame {
+        &mut self.tlb.frame
+    }
+
+    /// The flush log and the translator's frame, together.
+    pub(crate) fn log_and_frame(&mut self) -> (&FlushLog, &mut crate::jit::frame::Frame) {
+        (&self.flush_log, &mut self.tlb.frame)
+    }
+
+    /// The physical page of the fetch translation of `lin` at privilege
+    /// `user`, and whether it is global (survives CR3 writes), if the TLB
+    /// has it.
+    pub(crate) fn fetch_entry(&self, lin: u64, user: bool) -> Option<(u64, bool)> {
+        let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
+        let e = &self.tlb.sets[AccessKind::Fetch as usize * 2 + usize::from(user)][idx];
+        (e.tag == lin & PAGE_MASK).then_some((e.phys & PAGE_MASK, e.phys & GLOBAL != 0))
     }
 
     /// Drops every entry.
     pub fn flush_all(&mut self) {
-        for set in self.tlb.iter_mut() {
-            set.fill(EMPTY);
+        if self.filled[0].len() >= FILLED_MAX || self.filled[1].len() >= FILLED_MAX {
+            for set in self.tlb.sets.iter_mut() {
+                for (i, e) in set.iter_mut().enumerate() {
+                    *e = empty(i);
+                }
+            }
+        } else {
+            for &f in self.filled.iter().flatten() {
+                let (set, i) = (usize::from(f) >> 10, usize::from(f) & (TLB_ENTRIES - 1));
+                self.tlb.sets[set][i] = empty(i);
+            }
         }
+        self.filled[0].clear();
+        self.filled[1].clear();
         self.flushes += 1;
         self.epoch = self.epoch.wrapping_add(1);
+        self.flush_log.full += 1;
     }
 
     /// Drops every entry except global ones (a CR3 write with CR4.PGE).
     pub fn flush_non_global(&mut self) {
-        for set in self.tlb.iter_mut() {
-            for e in set.iter_mut().filter(|e| !e.global) {
-                *e = EMPTY;
+        if self.filled[0].len() >= FILLED_MAX {
+            // Scan everything, and list the global entries kept again.
+            self.filled[1].clear();
+            for (s, set) in self.tlb.sets.iter_mut().enumerate() {
+                for (i, e) in set.iter_mut().enumerate() {
+                    if e.phys & GLOBAL == 0 {
+                        *e = empty(i);
+                    } else if e.tag != empty_tag(i) && self.filled[1].len() < FILLED_MAX {
+                        self.filled[1].push((s << 10 | i) as u16);
+                    }
+                }
+            }
+        } else {
+            for &f in &self.filled[0] {
+                let (set, i) = (usize::from(f) >> 10, usize::from(f) & (TLB_ENTRIES - 1));
+                let e = &mut self.tlb.sets[set][i];
+                if e.phys & GLOBAL == 0 {
+                    *e = empty(i);
+                }
             }
         }
+        self.filled[0].clear();
         self.flushes += 1;
         self.epoch = self.epoch.wrapping_add(1);
+        self.flush_log.non_global += 1;
     }
 
     /// Drops the entries for the page containing `lin` (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
-        let vpn = lin >> 12;
-        let idx = (vpn as usize) & (TLB_ENTRIES - 1);
+        let page = lin & PAGE_MASK;
+        let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
         self.epoch = self.epoch.wrapping_add(1);
-        for set in self.tlb.iter_mut() {
-            if set[idx].tag == vpn + 1 {
-                set[idx] = EMPTY;
+        self.flush_log.page(page);
+        for set in self.tlb.sets.iter_mut() {
+            if set[idx].tag == page || set[idx].tag == page ^ MMIO_TAG {
+                set[idx] = empty(idx);
             }
         }
     }
@@ -205,19 +392,23 @@ impl Mmu {
         kind: AccessKind,
         user: bool,
     ) -> Result<Translation, Fault> {
-        let vpn = lin >> 12;
+        let page = lin & PAGE_MASK;
         let set = kind as usize * 2 + usize::from(user);
-        let idx = (vpn as usize) & (TLB_ENTRIES - 1);
-        let e = self.tlb[set][idx];
+        let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
+        let e = &self.tlb.sets[set][idx];
         let offset = lin & 0xfff;
-        if e.tag == vpn + 1 {
-            let host = (!e.host.is_null()).then(|| {
-                // SAFETY: `host` is the start of a mapped 4 KiB page.
-                unsafe { e.host.add(offset as usize) }
-            });
+        if e.tag == page {
             return Ok(Translation {
-                phys: e.phys | offset,
-                host,
+                phys: (e.phys & PAGE_MASK) | offset,
+                // SAFETY: `host` is the start of a mapped 4 KiB page (RAM
+                // entries always have one).
+                host: Some(unsafe { e.host.add(offset as usize) }),
+            });
+        }
+        if e.tag == page ^ MMIO_TAG {
+            return Ok(Translation {
+                phys: (e.phys & PAGE_MASK) | offset,
+                host: None,
             });
         }
         self.translate_slow(cpu, code, lin, kind, user, set, idx)
@@ -241,15 +432,17 @@ impl Mmu {
         if offset + u64::from(size) > 0x1000 {
             return None;
         }
-        let vpn = lin >> 12;
-        let e =
-            &self.tlb[kind as usize * 2 + usize::from(user)][(vpn as usize) & (TLB_ENTRIES - 1)];
-        if e.tag != vpn + 1 || e.host.is_null() {
+        let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
+        let e = &self.tlb.sets[kind as usize * 2 + usize::from(user)][idx];
+        if e.tag != lin & PAGE_MASK {
             return None;
         }
-        // SAFETY: `host` is the start of a mapped 4 KiB page and `offset`
-        // is inside it.
-        Some((unsafe { e.host.add(offset as usize) }, e.phys | offset))
+        // SAFETY: a RAM entry: `host` is the start of a mapped 4 KiB page
+        // and `offset` is inside it.
+        Some((
+            unsafe { e.host.add(offset as usize) },
+            (e.phys & PAGE_MASK) | offset,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -298,11 +491,26 @@ impl Mmu {
         // Pages with decoded code are never cached for writing.
         let cacheable = !(kind == AccessKind::Write && code.has_code(phys_page));
         if cacheable {
-            self.tlb[set][idx] = TlbEntry {
-                tag: (lin >> 12) + 1,
+            let page = lin & PAGE_MASK;
+            let old = &self.tlb.sets[set][idx];
+            let list = &mut self.filled[usize::from(global)];
+            let listed = old.tag != empty_tag(idx) && (old.phys & GLOBAL != 0) == global;
+            if !listed && list.len() < FILLED_MAX {
+                list.push((set << 10 | idx) as u16);
+            }
+            self.tlb.sets[set][idx] = TlbEntry {
+                tag: if host_page.is_null() {
+                    page ^ MMIO_TAG
+                } else {
+                    page
+                },
                 host: host_page,
-                phys: phys_page,
-                global,
+                phys: phys_page | if global { GLOBAL } else { 0 },
+                code: if kind == AccessKind::Write {
+                    code.word(phys_page)
+                } else {
+                    std::ptr::null()
+                },
             };
         }
         let host = (!host_page.is_null()).then(|| {

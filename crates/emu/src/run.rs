@@ -119,10 +119,20 @@ impl Cpu {
         if self.s.interrupt_shadow {
             return self.step();
         }
+        let jit = self.jit_ready();
+        if jit && (self.jit_enter_cached() || self.jit_enter_latest()) {
+            return;
+        }
         let (key, block) = match self.block_at_rip() {
             Ok(b) => b,
             Err(fault) => return self.raise(fault),
         };
+        if jit {
+            if let Some(entry) = self.jit_entry(&block) {
+                self.cache.put_back(key, block);
+                return self.jit_enter(entry);
+            }
+        }
         let result = self.run_looping(&block);
         let mut prev = Arc::as_ptr(&block);
         self.cache.put_back(key, block);
@@ -162,6 +172,10 @@ impl Cpu {
             // SAFETY: `next` was just looked up (the map holds it) or is
             // linked at the current epoch (the map holds it; see above).
             let b = unsafe { &*next };
+            if self.jit.wants(b) && self.jit_ready() {
+                // Hot or translated: the next step enters tier 1.
+                return;
+            }
             if let Err(fault) = self.run_looping(b) {
                 return self.raise(fault);
             }

@@ -43,18 +43,24 @@ pub struct Decoded {
 }
 
 /// A run of decoded instructions.
+///
+/// `#[repr(C)]` with what a lookup reads first (RIP, pages, translation),
+/// so that finding a block touches as few cache lines as possible.
+#[repr(C)]
 pub struct Block {
-    /// The instructions, in order.
-    pub insns: Vec<Decoded>,
+    /// The RIP it was decoded at (branch targets and RIP-relative
+    /// addresses are resolved against it).
+    pub rip: u64,
     /// (physical page, generation) of every page the bytes came from.
     pub pages: [(u64, u32); 2],
     /// How many of `pages` are used (1 or 2).
     pub page_count: u8,
-    /// The RIP it was decoded at (branch targets and RIP-relative
-    /// addresses are resolved against it).
-    pub rip: u64,
+    /// Its translation by tier 1, if any ([`crate::jit`]).
+    pub jit: crate::jit::BlockJit,
     /// The instruction-pointer mask of the code size it was decoded for.
     pub ip_mask: u64,
+    /// The instructions, in order.
+    pub insns: Vec<Decoded>,
     /// Successors seen after this block ran (see [`Link`]).
     pub links: [Link; LINKS],
 }

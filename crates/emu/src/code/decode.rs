@@ -116,6 +116,7 @@ impl Cpu {
             rip: self.s.rip,
             ip_mask,
             links: Default::default(),
+            jit: Default::default(),
         })
     }
 

@@ -158,6 +158,12 @@ impl InterruptLines {
         }
     }
 
+    /// The attention flag's address (a byte, 0 or 1), which translated
+    /// code polls at every block entry ([`crate::jit`]).
+    pub(crate) fn attention_ptr(&self) -> *const u8 {
+        self.attention.as_ptr().cast_const().cast()
+    }
+
     #[inline]
     pub(crate) fn attention(&self) -> bool {
         self.attention.load(std::sync::atomic::Ordering::Relaxed)
