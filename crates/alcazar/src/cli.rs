@@ -142,6 +142,14 @@ struct RunArgs {
     /// attaches to it, `alcazar stop NAME` stops it.
     #[arg(long, conflicts_with = "exec")]
     detach: bool,
+    /// The emu engine's tier: jit (hot code translated to host code; the
+    /// default on x86-64) or interp (the interpreter alone).
+    #[arg(long, value_name = "jit|interp")]
+    emu_tier: Option<String>,
+    /// Each vCPU's translated-code cache (emu engine, jit tier), e.g. 32M;
+    /// flushed when full.
+    #[arg(long, value_name = "SIZE")]
+    emu_code_cache: Option<String>,
     /// When the guest reboots: restart (build the VM again and boot, as a
     /// PC does) or exit. Default: exit with --exec, else restart.
     #[arg(long, value_name = "restart|exit")]
@@ -303,6 +311,12 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     }
     if let Some(s) = &args.serial {
         config.serial = config::parse_console("--serial", s, here)?;
+    }
+    if let Some(t) = &args.emu_tier {
+        config.emu.tier = config::parse_emu_tier("--emu-tier", t)?;
+    }
+    if let Some(c) = &args.emu_code_cache {
+        config.emu.code_cache = config::parse_code_cache("--emu-code-cache", c)?;
     }
     if let Some(r) = &args.on_reboot {
         config.on_reboot = Some(config::parse_reboot_action("--on-reboot", r)?);

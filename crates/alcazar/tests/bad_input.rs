@@ -170,6 +170,14 @@ const CASES: &[Case] = &[
     case(&["run", "badid.toml"], &["a/../b", "not a valid device id"]),
     case(&["run", "zeromac.toml"], &["00:00:00:00:00:00", "not a unicast MAC"]),
     case(&["run", "--kit", "long-hello", "--net", "tap=lo"], &["lo", "not a TAP"]),
+    case(
+        &["run", "--kit", "long-hello", "--emu-tier", "fast"],
+        &["fast", "unknown emu tier", "interp"],
+    ),
+    case(
+        &["run", "--kit", "long-hello", "--emu-code-cache", "4G"],
+        &["4G", "out of range", "1M to 1G"],
+    ),
     case(&["run", "--memroy", "64M"], &["--memroy", "--memory"]),
     case(&["frobnicate"], &["frobnicate"]),
     case(&["inspect", "nosuchvm", "cpu0/regs/rax", "--set", "zzz"], &["zzz", "not a number"]),

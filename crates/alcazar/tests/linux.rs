@@ -158,6 +158,92 @@ fn a_guest_kernel_panic_ends_the_vmm_with_status_1_and_its_last_lines() {
     );
 }
 
+/// The engine counters in the `--telemetry` summary's first vCPU line
+/// ("    engine: name=n ..."), by name.
+fn engine_counters(stderr: &str) -> std::collections::BTreeMap<String, u64> {
+    stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("engine: "))
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Both emu tiers boot the default guest and run the same user program
+/// to the same answer: the translator (default) runs most instructions in
+/// translated code, the interpreter (`--emu-tier interp`) translates
+/// nothing. The program is `md5sum` over 4 MiB of `yes` (user code, loops
+/// the translator compiles) whose answer the host computes too.
+#[test]
+fn both_emu_tiers_boot_and_compute_the_same_checksum() {
+    guest_kernel_release("cloud");
+    let script = "yes | head -c 4194304 | md5sum";
+    let mut sums = Vec::new();
+    for tier in ["jit", "interp"] {
+        let mut g = Guest::start(&[
+            "run",
+            "--engine",
+            "emu",
+            "--emu-tier",
+            tier,
+            "--telemetry",
+            "--exec",
+            script,
+        ]);
+        g.expect_line("ALCAZAR-READY");
+        let (line, _) = g.expect_line_matching(|l| l.len() == 35 && l.ends_with("  -"));
+        let (status, _, stderr) = g.finish();
+        assert_eq!(status, Some(0), "{tier}: stderr: {stderr}");
+        let counters = engine_counters(&stderr);
+        let translated = counters.get("jit_instructions").copied().unwrap_or(0);
+        let all: u64 = stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("vcpu0: "))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("instructions="))
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if tier == "jit" {
+            assert!(
+                translated * 2 > all,
+                "jit: {translated} of {all} instructions translated; stderr: {stderr}"
+            );
+        } else {
+            assert_eq!(translated, 0, "interp translates nothing: {stderr}");
+            assert!(all > 100_000_000, "interp: {all} instructions: {stderr}");
+        }
+        sums.push(line.split_whitespace().next().unwrap_or("").to_string());
+    }
+    assert_eq!(sums[0], sums[1], "the tiers agree");
+    let host = {
+        use std::io::Write;
+        let mut child = Command::new("md5sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("md5sum runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&b"y\n".repeat(2 << 20))
+            .expect("writes");
+        let out = child.wait_with_output().expect("md5sum ends");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(sums[0], host, "the guest's md5sum is the host's");
+}
+
 #[test]
 fn debians_generic_kernel_boots_to_the_marker() {
     guest_kernel_release("generic");

@@ -97,10 +97,7 @@ pub fn render(t: &Telemetry, vm: &str) -> String {
         );
         for v in &t.vcpus {
             for (name, n) in &v.engine {
-                e.sample(
-                    &[("vcpu", v.id.to_string().as_str()), ("counter", name)],
-                    n,
-                );
+                e.sample(&[("vcpu", v.id.to_string().as_str()), ("counter", name)], n);
             }
         }
     }
@@ -282,7 +279,9 @@ mod tests {
                     vectors: [(14, 3), (0x20, 1)].into_iter().collect(),
                     page_faults: 3,
                     tlb_flushes: 9,
-                    engine: [("jit_blocks_translated".to_string(), 42)].into_iter().collect(),
+                    engine: [("jit_blocks_translated".to_string(), 42)]
+                        .into_iter()
+                        .collect(),
                     ..VcpuTelemetry::default()
                 },
                 VcpuTelemetry {
@@ -521,7 +520,10 @@ mod tests {
         assert!(find("alcazar_paused_seconds_total", &[]) >= 0.005);
         let engine = "alcazar_vcpu_engine_counter";
         assert_eq!(
-            find(engine, &[("vcpu", "0"), ("counter", "jit_blocks_translated")]),
+            find(
+                engine,
+                &[("vcpu", "0"), ("counter", "jit_blocks_translated")]
+            ),
             42.0
         );
     }

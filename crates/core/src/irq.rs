@@ -104,6 +104,13 @@ pub trait MsiSink: Send + Sync {
     /// are level-triggered (KVM's split irqchip reports a guest EOI only
     /// for vectors its IOAPIC routes name) follow it; others ignore it.
     fn route_changed(&self, _pin: u8, _route: Option<InterruptMessage>) {}
+
+    /// A level-triggered IOAPIC pin rose again while its remote IRR was
+    /// still set: the local APICs owe the IOAPIC the EOI of `message`.
+    /// Local APICs that report EOIs lazily (KVM on the PVM backend holds a
+    /// guest's EOI until the vCPU next leaves `KVM_RUN`) get the vCPUs to
+    /// report it now; others ignore it.
+    fn eoi_overdue(&self, _message: InterruptMessage) {}
 }
 
 /// The platform's interrupt controllers as the local APICs see them.

@@ -75,7 +75,10 @@ impl VcpuStats {
 
     /// The engine's counters as last published.
     pub fn engine_counters(&self) -> Vec<(String, u64)> {
-        self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records why the vCPU sleeps (or that it runs again).

@@ -135,6 +135,12 @@ impl Ioapic {
             return;
         }
         if level_triggered(entry) {
+            if rising && entry & RTE_REMOTE_IRR != 0 {
+                let bits = (entry >> RTE_DELIVERY_MODE_SHIFT) as u8 & 7;
+                if let Some(mode) = DeliveryMode::from_bits(bits) {
+                    self.sink.eoi_overdue(message_of(entry, mode));
+                }
+            }
             self.service(pin);
         } else if rising {
             self.deliver(pin);
@@ -612,6 +618,41 @@ mod tests {
         fn route_changed(&self, pin: u8, route: Option<InterruptMessage>) {
             self.0.lock().unwrap().push((pin, route));
         }
+    }
+
+    #[derive(Default)]
+    struct OverdueSink(Mutex<Vec<InterruptMessage>>);
+
+    impl MsiSink for OverdueSink {
+        fn deliver(&self, _message: InterruptMessage) {}
+        fn eoi_overdue(&self, message: InterruptMessage) {
+            self.0.lock().unwrap().push(message);
+        }
+    }
+
+    #[test]
+    fn a_level_pin_rising_again_before_its_eoi_says_the_eoi_is_overdue() {
+        let sink = Arc::new(OverdueSink::default());
+        let mut a = Ioapic::new(0, sink.clone());
+        program(&mut a, 2, 0x0000_0000_0000_8051);
+        a.set_irq(2, true);
+        a.set_irq(2, false);
+        assert!(
+            sink.0.lock().unwrap().is_empty(),
+            "the first rise is delivered"
+        );
+        a.set_irq(2, true);
+        let overdue = sink.0.lock().unwrap().clone();
+        assert_eq!(overdue.len(), 1);
+        assert_eq!(overdue[0].vector, 0x51);
+        a.set_irq(2, false);
+        a.eoi(0x51);
+        a.set_irq(2, true);
+        assert_eq!(
+            sink.0.lock().unwrap().len(),
+            1,
+            "after the EOI nothing is owed"
+        );
     }
 
     #[test]

@@ -26,6 +26,12 @@ impl Subject for EmuRunner {
     }
 }
 
+impl Subject for crate::jit_runner::JitRunner {
+    fn run(&mut self, prog: &Program, init: &InitState) -> Result<EmuRun, Error> {
+        crate::jit_runner::JitRunner::run(self, prog, init)
+    }
+}
+
 /// KVM as a subject (a second VM): KVM against itself must agree on
 /// everything, undefined flags included.
 impl Subject for KvmRunner {
@@ -181,6 +187,24 @@ impl Harness<EmuRunner> {
             subject,
             host,
         })
+    }
+}
+
+impl Harness<crate::jit_runner::JitRunner> {
+    /// KVM against the emu engine's translator; `None` where this host
+    /// cannot run translated code.
+    pub fn kvm_vs_jit() -> Result<Option<Self>, Error> {
+        let mut oracle = KvmRunner::new()?;
+        let host = HostFacts::probe(&mut oracle)?;
+        let Some(mut subject) = crate::jit_runner::JitRunner::new()? else {
+            return Ok(None);
+        };
+        subject.set_alignment_checks(host.alignment_checks);
+        Ok(Some(Harness {
+            oracle,
+            subject,
+            host,
+        }))
     }
 }
 

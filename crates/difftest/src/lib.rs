@@ -54,6 +54,7 @@ pub mod emu_runner;
 pub mod gen;
 pub mod harness;
 pub mod host;
+pub mod jit_runner;
 pub mod kvm_runner;
 pub mod layout;
 pub mod report;

@@ -110,6 +110,66 @@ fn emu_matches_kvm_on_random_user_mode_sequences() {
     }
 }
 
+/// Cases per class with the translator as the subject.
+const JIT_COUNT_PER_CLASS: u64 = 5000;
+
+/// The same random user-mode sequences, every class, with the emu
+/// engine's translator (tier 1) as the subject: every block translated on
+/// its first run, exceptions delivered through the IDT as on the CPU.
+#[test]
+fn the_translator_matches_kvm_on_random_user_mode_sequences() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(mut h) = Harness::kvm_vs_jit().expect("harness") else {
+        println!("SKIPPED: this host cannot run translated code");
+        return;
+    };
+    let classes: Vec<Class> = Class::ALL
+        .iter()
+        .chain(Class::SIMD.iter())
+        .copied()
+        .collect();
+    let cfg = Config {
+        seed: SEED,
+        count: JIT_COUNT_PER_CLASS * classes.len() as u64,
+        classes: classes.clone(),
+        max_shrinks: 24,
+        shrink_budget: 1500,
+        ..Config::default()
+    };
+    let gen = Generator::new(cfg.max_len);
+    let sum = harness::run(&mut h, &gen, &cfg, |_| {}, || false).expect("harness run");
+    let text = summary_text(&sum);
+    println!(
+        "{}\ntranslator: {} cases in {:.1} s\n{text}",
+        h.host.describe(),
+        sum.runs,
+        sum.elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        sum.mismatches(),
+        0,
+        "the translator differs from KVM in {} of {} cases; see the repros above",
+        sum.mismatches(),
+        sum.runs
+    );
+    let (translated, retired) = h.subject.instructions();
+    println!("instructions: {translated} of {retired} retired in translated code");
+    assert!(
+        translated * 2 >= retired,
+        "the interpreter, not the translator, ran most instructions ({translated} of {retired} translated)"
+    );
+    for class in classes {
+        let s = sum.classes.get(&class).copied().unwrap_or_default();
+        assert!(
+            s.runs >= JIT_COUNT_PER_CLASS / 2,
+            "class {class} ran only {} cases",
+            s.runs
+        );
+    }
+}
+
 /// Cases in the SSE test.
 const SIMD_COUNT: u64 = 16_000;
 

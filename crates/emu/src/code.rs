@@ -25,7 +25,9 @@ mod decode;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-pub use cache::{Block, BlockCache, BuildKeyHasher, Decoded, KeyHasher, Link, LINKS};
+pub use cache::{
+    Block, BlockCache, BuildKeyHasher, Decoded, KeyHasher, Link, BLOCK_CACHE_BYTES, LINKS,
+};
 pub(crate) use decode::MAX_BLOCK_INSNS;
 
 /// The "has code" bit of a page's word (the rest is its generation).

@@ -33,6 +33,9 @@ const MAX_CHAINED_RUNS: usize = 16;
 /// Most blocks run one after another through links without returning to
 /// the run loop.
 const MAX_LINKED_BLOCKS: usize = 32;
+/// Slices of [`Cpu::run`] between two publications of the translator's
+/// counters to telemetry (a few times a second at full speed).
+const SLICES_PER_PUBLISH: u32 = 4096;
 /// Block steps ([`Cpu::step_chained`], each up to [`MAX_LINKED_BLOCKS`]
 /// blocks) between checks of the stop flag.
 const BLOCKS_PER_SLICE: usize = 256;
@@ -42,10 +45,25 @@ impl Cpu {
     pub fn run(&mut self) -> VcpuExit {
         // The state may have been changed from outside since the last run.
         self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
+        let mut slices = 0u32;
         loop {
             if let Some(exit) = self.run_slice(BLOCKS_PER_SLICE) {
+                self.publish_counters();
                 return exit;
             }
+            slices = slices.wrapping_add(1);
+            if slices.is_multiple_of(SLICES_PER_PUBLISH) {
+                self.publish_counters();
+            }
+        }
+    }
+
+    /// Hands the translator's counters to the machine's telemetry.
+    fn publish_counters(&self) {
+        if self.jit.stats.entries > 0 || self.jit.stats.blocks_translated > 0 {
+            self.machine
+                .vcpu_stats(self.id)
+                .publish_engine_counters(self.jit.counters());
         }
     }
 
@@ -81,7 +99,11 @@ impl Cpu {
                 break;
             }
             self.step_chained();
-            if self.exit.is_some() || self.s.halted {
+            // A stop or pause request ends the slice after this step: a
+            // step in translated code may retire tens of thousands of
+            // instructions, and with RFLAGS.IF = 0 translated code does
+            // not poll for it.
+            if self.exit.is_some() || self.s.halted || self.machine.control.should_leave_run() {
                 break;
             }
         }

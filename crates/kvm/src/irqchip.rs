@@ -48,7 +48,11 @@
 //! sat in HLT (IF = 1) stayed in IRR without waking it, until an
 //! unrelated interrupt did; KVM's EOI exit itself was reported only when
 //! the guest reached its next HLT. `isa-irq` therefore waits awake for its
-//! IOAPIC ticks.
+//! IOAPIC ticks. On the host kernel 6.18 PVM backend the EOI exit waits
+//! for the vCPU's next exit of any kind, so a level-triggered pin starved:
+//! now, when such a pin rises again while its remote IRR is still set, the
+//! IOAPIC says the EOI is overdue ([`MsiSink::eoi_overdue`]) and every
+//! vCPU is kicked out of `KVM_RUN`, which makes KVM report it.
 //!
 //! Left out: PIC interrupts reach only vCPU 0 (the BSP), as on a PC whose
 //! APs keep LINT0 masked; x2APIC destinations above 255 (they need
@@ -213,6 +217,8 @@ pub(crate) struct IrqChip {
     ext_int_message: AtomicBool,
     /// The bootstrap vCPU's thread, kicked when INTR rises.
     bsp: Target,
+    /// Every vCPU's thread, kicked when an EOI is overdue.
+    vcpus: Mutex<Vec<Target>>,
     routes: Mutex<IoapicRoutes>,
 }
 
@@ -225,13 +231,35 @@ impl IrqChip {
             ext_int: AtomicBool::new(false),
             ext_int_message: AtomicBool::new(false),
             bsp: Target::default(),
+            vcpus: Mutex::default(),
             routes: Mutex::default(),
         }
     }
 
-    /// The kick target the BSP's vCPU must run under.
-    pub(crate) fn bsp_target(&self) -> Target {
-        self.bsp.clone()
+    /// The kick target vCPU `id` must run under (the BSP's is the one
+    /// the 8259A kicks when its INTR rises).
+    pub(crate) fn vcpu_target(&self, id: u32) -> Target {
+        let target = if id == 0 {
+            self.bsp.clone()
+        } else {
+            Target::default()
+        };
+        self.vcpus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(target.clone());
+        target
+    }
+
+    /// An EOI the guest has written may sit in KVM unreported: on the PVM
+    /// backend KVM turns it into `KVM_EXIT_IOAPIC_EOI` only when the vCPU
+    /// next leaves `KVM_RUN` (a guest spinning with IF = 1, or halted with
+    /// nothing else pending, may not leave for a long time). A kick makes
+    /// every vCPU leave and re-enter, and KVM reports the EOI on the way.
+    fn collect_eois(&self) {
+        for t in self.vcpus.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            t.kick();
+        }
     }
 
     /// Whether the 8259A wants the BSP to run an INTA cycle.
@@ -349,6 +377,10 @@ impl MsiSink for KvmApicBus {
 
     fn route_changed(&self, pin: u8, route: Option<InterruptMessage>) {
         self.0.route_changed(pin, route);
+    }
+
+    fn eoi_overdue(&self, _message: InterruptMessage) {
+        self.0.collect_eois();
     }
 }
 

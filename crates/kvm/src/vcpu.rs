@@ -72,10 +72,9 @@ impl KvmVcpu {
         machine: Arc<Machine>,
         irq: Option<Arc<IrqChip>>,
     ) -> Self {
-        // The BSP is the one the 8259A kicks when its INTR rises.
         let target = match &irq {
-            Some(chip) if id == 0 => chip.bsp_target(),
-            _ => Target::default(),
+            Some(chip) => chip.vcpu_target(id),
+            None => Target::default(),
         };
         KvmVcpu {
             id,

@@ -4,7 +4,7 @@ use alcazar_core::engine::Engine;
 use alcazar_emu::EmuEngine;
 use alcazar_kvm::KvmEngine;
 
-use crate::config::EngineChoice;
+use crate::config::{EmuSettings, EngineChoice};
 use crate::error::VmmError;
 
 /// Whether the host CPU advertises hardware virtualization (`vmx` or
@@ -27,29 +27,50 @@ pub struct Selected {
     pub why: String,
 }
 
-/// Creates the engine `choice` asks for.
-pub fn select(choice: EngineChoice) -> Result<Selected, VmmError> {
+/// The emu engine with `settings`.
+fn emu(settings: &EmuSettings) -> EmuEngine {
+    let mut e = EmuEngine::with_tier(settings.tier);
+    e.set_jit_config(alcazar_emu::JitConfig {
+        cache_bytes: settings.code_cache,
+        ..alcazar_emu::JitConfig::default()
+    });
+    e
+}
+
+/// The emu tier in words, for the start line.
+fn tier_words(settings: &EmuSettings) -> &'static str {
+    match settings.tier {
+        alcazar_emu::EmuTier::Jit => "hot code translated",
+        alcazar_emu::EmuTier::Interp => "interpreter only",
+    }
+}
+
+/// Creates the engine `choice` asks for (an emu engine with `settings`).
+pub fn select(choice: EngineChoice, settings: &EmuSettings) -> Result<Selected, VmmError> {
     match choice {
         EngineChoice::Kvm => Ok(Selected {
             engine: Box::new(KvmEngine::new()?),
             why: "requested".into(),
         }),
         EngineChoice::Emu => Ok(Selected {
-            engine: Box::new(EmuEngine::new()),
-            why: "requested".into(),
+            engine: Box::new(emu(settings)),
+            why: format!("requested; {}", tier_words(settings)),
         }),
-        EngineChoice::Auto => Ok(auto()),
+        EngineChoice::Auto => Ok(auto(settings)),
     }
 }
 
 /// `auto`: kvm only when the CPU has VT-x/SVM and `/dev/kvm` opens (KVM
 /// without hardware support, like the PVM backend, emulates guest kernel
 /// code far slower than the emu engine runs it); emu otherwise.
-fn auto() -> Selected {
+fn auto(settings: &EmuSettings) -> Selected {
     if !host_has_hw_virt() {
         return Selected {
-            engine: Box::new(EmuEngine::new()),
-            why: "auto: the host CPU has no VT-x/SVM".into(),
+            engine: Box::new(emu(settings)),
+            why: format!(
+                "auto: the host CPU has no VT-x/SVM; {}",
+                tier_words(settings)
+            ),
         };
     }
     match KvmEngine::new() {
@@ -58,7 +79,7 @@ fn auto() -> Selected {
             why: "auto: VT-x/SVM present and /dev/kvm opens".into(),
         },
         Err(e) => Selected {
-            engine: Box::new(EmuEngine::new()),
+            engine: Box::new(emu(settings)),
             why: format!("auto: VT-x/SVM present but {e}"),
         },
     }

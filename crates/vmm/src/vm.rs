@@ -79,7 +79,7 @@ impl Vm {
         let specs = device_specs(config)?;
         let payload = boot::load(&config.boot, config.memory)?;
         let memory = GuestMemory::new(MemoryMap::pc(config.memory)?)?;
-        let selected = engine_select::select(config.engine)?;
+        let selected = engine_select::select(config.engine, &config.emu)?;
         let machine = Arc::new(Machine::new(memory, config.cpus));
         let engine_vm = selected.engine.create_vm(machine.clone())?;
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;

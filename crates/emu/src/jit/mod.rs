@@ -459,6 +459,47 @@ impl Jit {
     }
 }
 
+impl Jit {
+    /// The translator's counters by name, as telemetry publishes them
+    /// (`alcazar_core::stats::VcpuStats::publish_engine_counters`): blocks,
+    /// cache use, translation time, chaining, exits, and the instructions
+    /// the interpreter ran for translated code (`jit_fallback_<mnemonic>`,
+    /// the 12 most frequent).
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let s = &self.stats;
+        let (used, size) = self.cache_bytes();
+        let mut out: Vec<(String, u64)> = [
+            ("jit_blocks_translated", s.blocks_translated),
+            ("jit_blocks_refused", s.blocks_refused),
+            ("jit_translation_ns", s.translation_ns),
+            ("jit_code_cache_bytes_used", used as u64),
+            ("jit_code_cache_bytes", size as u64),
+            ("jit_code_cache_flushes", s.cache_flushes),
+            ("jit_instructions", s.instructions),
+            ("jit_entries", s.entries),
+            ("jit_chain_links", s.chain_links),
+            ("jit_lookup_fills", s.lookup_fills),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (name, i) in [
+            ("attention", 1),
+            ("budget", 2),
+            ("stale", 3),
+            ("chain", 4),
+            ("lookup_miss", 5),
+            ("interpreter", 6),
+        ] {
+            out.push((format!("jit_exits_{name}"), s.exits[i]));
+        }
+        for (m, n) in s.top_fallbacks(12) {
+            out.push((format!("jit_fallback_{m}"), n));
+        }
+        out
+    }
+}
+
 impl Drop for Jit {
     /// With `ALCAZAR_JIT_STATS` set, prints the counters on stderr when the
     /// vCPU goes away (a measuring aid; the inspector shows them live).

@@ -12,6 +12,8 @@
 //! serial = "stdio"        # the console UART's output: "stdio", "file:PATH" or "none"
 //! default_devices = true  # COM1, i8042, port 0x61, debug-exit, debugcon, ACPI PM
 //! on_reboot = "restart"   # when the guest reboots: "restart" or "exit"
+//! emu_tier = "jit"        # emu engine: "jit" (translate hot code) or "interp"
+//! emu_code_cache = "32M"  # emu engine: each vCPU's translated-code cache
 //!
 //! [boot]
 //! kind = "flat"           # a flat binary...
@@ -42,8 +44,8 @@ use toml::{Table, Value};
 pub use device::{DeviceConfig, DeviceSpec, Origin};
 use value::{check_keys, opt_bool, opt_str, parse_cpus_value, parse_memory_value, syntax_error};
 pub use value::{
-    existing_file, host_ram, parse_console, parse_cpus, parse_engine, parse_memory, parse_name,
-    show,
+    existing_file, host_ram, parse_code_cache, parse_console, parse_cpus, parse_engine,
+    parse_memory, parse_name, show,
 };
 
 use crate::error::ConfigError;
@@ -151,6 +153,27 @@ pub struct VmConfig {
     /// What the runner does when the guest resets the machine; `None`:
     /// the runner's default (`alcazar`: exit with `--exec`, else restart).
     pub on_reboot: Option<RebootAction>,
+    /// The emu engine's settings (ignored by kvm).
+    pub emu: EmuSettings,
+}
+
+/// How the emu engine runs guest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmuSettings {
+    /// Interpreter only, or hot code translated (the default where the
+    /// host can run translated code: x86-64).
+    pub tier: alcazar_emu::EmuTier,
+    /// Bytes of each vCPU's translated-code cache (flushed when full).
+    pub code_cache: usize,
+}
+
+impl Default for EmuSettings {
+    fn default() -> Self {
+        EmuSettings {
+            tier: alcazar_emu::EmuTier::host_default(),
+            code_cache: alcazar_emu::JitConfig::default().cache_bytes,
+        }
+    }
 }
 
 /// The name a VM gets when nothing names it.
@@ -173,6 +196,7 @@ impl VmConfig {
             default_devices: true,
             devices: Vec::new(),
             on_reboot: None,
+            emu: EmuSettings::default(),
         }
     }
 }
@@ -273,6 +297,8 @@ const TOP_KEYS: &[&str] = &[
     "boot",
     "device",
     "on_reboot",
+    "emu_tier",
+    "emu_code_cache",
 ];
 
 impl VmConfig {
@@ -350,6 +376,13 @@ impl VmConfig {
         let on_reboot = opt_str(&table, "on_reboot")?
             .map(|s| parse_reboot_action("on_reboot", &s))
             .transpose()?;
+        let mut emu = EmuSettings::default();
+        if let Some(t) = opt_str(&table, "emu_tier")? {
+            emu.tier = parse_emu_tier("emu_tier", &t)?;
+        }
+        if let Some(v) = table.get("emu_code_cache") {
+            emu.code_cache = value::parse_code_cache_value("emu_code_cache", v)?;
+        }
         let boot = kinds.parse(table.get("boot"), base)?;
         let devices = device::parse_devices(table.get("device"), base)?;
         let config = VmConfig {
@@ -362,8 +395,30 @@ impl VmConfig {
             default_devices,
             devices,
             on_reboot,
+            emu,
         };
         Ok(config)
+    }
+}
+
+/// Parses an emu tier: `jit` (hot code translated) or `interp` (the
+/// interpreter alone).
+pub fn parse_emu_tier(key: &str, s: &str) -> Result<alcazar_emu::EmuTier, ConfigError> {
+    match s {
+        "jit" if alcazar_emu::EmuTier::jit_supported() => Ok(alcazar_emu::EmuTier::Jit),
+        "jit" => Err(ConfigError::new(
+            key,
+            "\"jit\"",
+            "this host cannot run translated code (it needs x86-64 with LAHF/SAHF)",
+            "use \"interp\"",
+        )),
+        "interp" => Ok(alcazar_emu::EmuTier::Interp),
+        _ => Err(ConfigError::new(
+            key,
+            format!("\"{s}\""),
+            "unknown emu tier",
+            "use \"jit\" (translate hot code) or \"interp\" (the interpreter alone)",
+        )),
     }
 }
 

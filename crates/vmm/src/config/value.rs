@@ -423,3 +423,48 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<String, String> {
     }
     Ok(text)
 }
+
+/// The smallest and largest translated-code cache a vCPU may have.
+const CODE_CACHE_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 30);
+
+/// Parses the size of the emu engine's translated-code cache per vCPU
+/// (`"32M"`, a bare number is MiB), 1 MiB to 1 GiB.
+pub fn parse_code_cache(key: &str, s: &str) -> Result<usize, ConfigError> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    let bad = |problem: &str| {
+        ConfigError::new(
+            key,
+            format!("\"{s}\""),
+            problem.to_string(),
+            "give a size from 1M to 1G, e.g. \"32M\"",
+        )
+    };
+    let n: u64 = num.parse().map_err(|_| bad("not a size"))?;
+    let shift = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "M" | "MB" | "MIB" => 20,
+        "K" | "KB" | "KIB" => 10,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(bad("unknown size suffix")),
+    };
+    let bytes = n.checked_mul(1 << shift).ok_or_else(|| bad("too large"))?;
+    if !CODE_CACHE_RANGE.contains(&bytes) {
+        return Err(bad("out of range"));
+    }
+    Ok(bytes as usize)
+}
+
+/// A code-cache size given as a string or an integer (MiB).
+pub(crate) fn parse_code_cache_value(key: &str, v: &Value) -> Result<usize, ConfigError> {
+    match v {
+        Value::String(s) => parse_code_cache(key, s),
+        Value::Integer(n) => parse_code_cache(key, &n.to_string()),
+        other => Err(ConfigError::new(
+            key,
+            show(other),
+            "not a size",
+            "give a size from 1M to 1G, e.g. \"32M\"",
+        )),
+    }
+}
