@@ -142,6 +142,18 @@ struct RunArgs {
     /// attaches to it, `alcazar stop NAME` stops it.
     #[arg(long, conflicts_with = "exec")]
     detach: bool,
+    /// The firmware: seabios (a PC BIOS that boots the machine's disks
+    /// and CD-ROMs) or none (the VMM loads the guest itself). Default:
+    /// seabios with --boot, else none.
+    #[arg(long, value_name = "seabios|none")]
+    firmware: Option<String>,
+    /// Boot order for the BIOS, device ids separated by commas (disk0,
+    /// the first --disk; ...); implies --firmware seabios.
+    #[arg(long, value_name = "ID,...")]
+    boot: Option<String>,
+    /// Offer the BIOS boot menu (press Esc during the BIOS's start).
+    #[arg(long)]
+    boot_menu: bool,
     /// The emu engine's tier: jit (hot code translated to host code; the
     /// default on x86-64) or interp (the interpreter alone).
     #[arg(long, value_name = "jit|interp")]
@@ -225,7 +237,83 @@ fn use_default_guest(args: &RunArgs, config: &mut VmConfig) -> anyhow::Result<()
 
 /// Whether nothing says what to boot, so the default guest boots.
 fn wants_default_guest(args: &RunArgs) -> bool {
-    args.config.is_none() && kit_flag(args).is_none() && args.kernel.is_none()
+    args.config.is_none()
+        && kit_flag(args).is_none()
+        && args.kernel.is_none()
+        && !wants_firmware(args)
+}
+
+/// Whether the BIOS boots the machine: `--firmware seabios`, or `--boot`
+/// without `--firmware none`.
+fn wants_firmware(args: &RunArgs) -> bool {
+    match args.firmware.as_deref() {
+        Some("seabios") => true,
+        Some(_) => false,
+        None => args.boot.is_some(),
+    }
+}
+
+/// `--firmware`, `--boot` and `--boot-menu` as the boot source of
+/// `config` (SeaBIOS, fetched on first use).
+fn apply_firmware_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), Failure> {
+    if let Some(f) = args.firmware.as_deref() {
+        if f != "seabios" && f != "none" {
+            return Err(alcazar_vmm::ConfigError::new(
+                "--firmware",
+                format!("\"{f}\""),
+                "unknown firmware",
+                "use seabios (a PC BIOS) or none (the VMM loads the guest)",
+            )
+            .into());
+        }
+    }
+    if !wants_firmware(args) {
+        if args.boot.is_some() || args.boot_menu {
+            return Err(alcazar_vmm::ConfigError::new(
+                if args.boot.is_some() {
+                    "--boot"
+                } else {
+                    "--boot-menu"
+                },
+                "",
+                "only a BIOS has a boot order or a boot menu",
+                "drop --firmware none",
+            )
+            .into());
+        }
+        return Ok(());
+    }
+    if args.kernel.is_some() || kit_flag(args).is_some() {
+        return Err(alcazar_vmm::ConfigError::new(
+            "--firmware",
+            "\"seabios\"",
+            "the BIOS boots from disks, not a kernel or kit program given here",
+            "drop --kernel/--kit, or use --firmware none",
+        )
+        .into());
+    }
+    let order: Vec<String> = args
+        .boot
+        .as_deref()
+        .map(|b| {
+            b.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let seabios = crate::guest::firmware::seabios(true).map_err(Failure::Guest)?;
+    config.boot = BootSource::Firmware {
+        bios: seabios.bios,
+        vga_bios: None,
+        order,
+        menu: args.boot_menu,
+    };
+    if config.name == alcazar_vmm::config::DEFAULT_NAME {
+        config.name = "pc".into();
+    }
+    Ok(())
 }
 
 /// Why `run` could not start a VM.
@@ -347,6 +435,7 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     if wants_default_guest(args) {
         use_default_guest(args, &mut config).map_err(Failure::Guest)?;
     }
+    apply_firmware_args(args, &mut config)?;
     apply_linux_args(args, &mut config)?;
     crate::virtio_flags::apply_cmdline(args.console, &mut config);
     if let Some(cmd) = &args.exec {

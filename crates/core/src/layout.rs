@@ -15,6 +15,7 @@
 //!   0x000f_0000 │ MP floating pointer and table   ┘ the BIOS area
 //! 0xc000_0000 ┼ MMIO hole: PCI BAR window
 //! 0xe000_0000 │ PCI ECAM (bus 0, 1 MiB)
+//! 0xe010_0000 │ PCI BAR window 2 (where a BIOS puts BARs)
 //! 0xfec0_0000 │ IOAPIC (82093AA, 24 pins, GSI 0-23)
 //! 0xfee0_0000 │ local APICs (each CPU sees its own); MSI address window
 //! 0x1_0000_0000 ┴ RAM above 4 GiB
@@ -81,6 +82,16 @@ pub const fn pci_intx_gsi(slot: u8, pin: u8) -> u8 {
 pub const PCI_MMIO_START: u64 = crate::memory::MMIO_HOLE_START;
 /// End (exclusive) of the PCI memory window.
 pub const PCI_MMIO_END: u64 = 0xe000_0000;
+/// Start of the second 32-bit PCI memory window, between ECAM and the
+/// IOAPIC: where a PC BIOS (SeaBIOS) places BARs, top down from
+/// [`PCI_MMIO2_END`].
+pub const PCI_MMIO2_START: u64 = ECAM_BASE + ECAM_SIZE;
+/// End (exclusive) of the second PCI memory window.
+pub const PCI_MMIO2_END: u64 = IOAPIC_BASE;
+/// The I/O ports where I/O BARs live (a PC BIOS assigns from 0xc000).
+pub const PCI_IO_START: u16 = 0x1000;
+/// End (inclusive) of the PCI I/O port window.
+pub const PCI_IO_LAST: u16 = 0xffff;
 /// Physical base of PCI Express enhanced configuration space (ECAM).
 pub const ECAM_BASE: u64 = 0xe000_0000;
 /// Bytes of ECAM: bus 0 only (32 devices x 8 functions x 4 KiB).
@@ -106,6 +117,7 @@ pub const MPTABLE_END: u64 = 0x10_0000;
 const _: () = {
     assert!(PCI_MMIO_END <= ECAM_BASE);
     assert!(ECAM_BASE + ECAM_SIZE <= IOAPIC_BASE);
+    assert!(PCI_MMIO2_START < PCI_MMIO2_END);
     assert!(IOAPIC_BASE + IOAPIC_WINDOW <= LOCAL_APIC_BASE);
     assert!((PCI_INTX_FIRST_GSI + PCI_INTX_PINS) as u32 <= IOAPIC_GSI_BASE + IOAPIC_PINS as u32);
     assert!(

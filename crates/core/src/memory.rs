@@ -21,6 +21,10 @@ pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 /// Smallest guest RAM Alcazar accepts: 1 MiB, the real-mode address space.
 pub const MIN_RAM: u64 = 1 << 20;
+/// The legacy VGA memory window (0xa0000-0xbffff), MMIO on a BIOS machine.
+pub const LEGACY_VGA_START: u64 = 0xa_0000;
+/// End (exclusive) of the legacy VGA window.
+pub const LEGACY_VGA_END: u64 = 0xc_0000;
 /// Largest guest RAM Alcazar accepts: 1 TiB.
 pub const MAX_RAM: u64 = 1 << 40;
 
@@ -112,6 +116,40 @@ impl MemoryMap {
         if ram_bytes > low {
             map.add(MMIO_HOLE_END, ram_bytes - low, RegionKind::Ram)?;
         }
+        Ok(map)
+    }
+
+    /// The PC layout a BIOS expects, for `ram_bytes` of RAM and a BIOS
+    /// image of `bios_bytes`: [`MemoryMap::pc`] with the legacy VGA window
+    /// 0xa0000-0xbffff taken out of RAM (MMIO, for a VGA adapter) and the
+    /// BIOS as ROM at the top of 4 GiB, where the reset vector
+    /// (0xfffffff0) lies inside it. 0xc0000-0xfffff stays RAM: the option
+    /// ROM area and the shadow copy of the BIOS's last 128 KiB.
+    pub fn pc_firmware(ram_bytes: u64, bios_bytes: u64) -> Result<Self, MemoryError> {
+        if ram_bytes < LEGACY_VGA_END {
+            return Err(MemoryError::BadRamSize(ram_bytes));
+        }
+        let mut map = Self::pc(ram_bytes)?;
+        let low = map
+            .entries
+            .iter()
+            .position(|e| e.start == 0)
+            .ok_or(MemoryError::BadRamSize(ram_bytes))?;
+        let ram = map.entries.remove(low);
+        let pieces = [
+            (0, LEGACY_VGA_START, RegionKind::Ram),
+            (
+                LEGACY_VGA_START,
+                LEGACY_VGA_END - LEGACY_VGA_START,
+                RegionKind::Mmio,
+            ),
+            (LEGACY_VGA_END, ram.size - LEGACY_VGA_END, RegionKind::Ram),
+        ];
+        for (start, size, kind) in pieces.into_iter().filter(|p| p.1 > 0) {
+            map.entries.push(MapEntry { start, size, kind });
+        }
+        map.entries.sort_by_key(|e| e.start);
+        map.add(MMIO_HOLE_END - bios_bytes, bios_bytes, RegionKind::Rom)?;
         Ok(map)
     }
 

@@ -11,6 +11,7 @@
 pub mod acpi_pm;
 pub mod debug_exit;
 pub mod debugcon;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod pci;
@@ -27,6 +28,7 @@ pub use acpi_pm::AcpiPm;
 pub use alcazar_core::irq::{DeliveryMode, InterruptMessage, MsiSink};
 pub use debug_exit::DebugExit;
 pub use debugcon::DebugCon;
+pub use fw_cfg::FwCfg;
 pub use i8042::I8042;
 pub use ioapic::{Ioapic, IoapicLine};
 pub use pic::{Pic8259, PicLine, PicPort};

@@ -7,6 +7,8 @@
 //! | ports 0xCF8-0xCFF | configuration mechanism #1 |
 //! | [`ECAM_BASE`] + 1 MiB | ECAM for bus 0 (ACPI MCFG; reserved in e820) |
 //! | [`PCI_MMIO_START`]..[`PCI_MMIO_END`] | the 32-bit memory window for BARs (the `_CRS` of `\_SB.PCI0`) |
+//! | [`PCI_MMIO2_START`]..[`PCI_MMIO2_END`] | a second one, where a PC BIOS puts BARs (top down) |
+//! | ports [`PCI_IO_START`]..=[`PCI_IO_LAST`] | I/O BARs |
 //!
 //! Alcazar is the firmware here: it assigns each BAR an address in the
 //! window (naturally aligned, in slot order) and writes the interrupt line
@@ -20,12 +22,14 @@ use std::sync::{Arc, Mutex};
 use alcazar_core::bus::{lock, SharedDevice};
 use alcazar_core::irq::MsiSink;
 use alcazar_core::layout::{
-    pci_intx_gsi, ECAM_BASE, ECAM_SIZE, PCI_CONFIG_PORT, PCI_INTX_FIRST_GSI, PCI_MMIO_END,
-    PCI_MMIO_START,
+    pci_intx_gsi, ECAM_BASE, ECAM_SIZE, PCI_CONFIG_PORT, PCI_INTX_FIRST_GSI, PCI_IO_LAST,
+    PCI_IO_START, PCI_MMIO2_END, PCI_MMIO2_START, PCI_MMIO_END, PCI_MMIO_START,
 };
 use alcazar_core::{DmaMemory, IoEvents, IoSpace, Machine, VmControl};
 use alcazar_devices::pci::root::{PciEcam, SharedLine, CONFIG_PORT_COUNT};
-use alcazar_devices::pci::{PciDevice, PciRoot, PciRootPorts, PciWindow};
+use alcazar_devices::pci::{
+    HostBridgeKind, PciDevice, PciIoWindow, PciRoot, PciRootPorts, PciWindow,
+};
 use alcazar_devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use alcazar_devices::virtio::VirtioDevice;
 
@@ -54,15 +58,16 @@ impl std::fmt::Debug for PciBus {
 }
 
 impl PciBus {
-    /// The host bridge with an empty bus, its registers on `machine`'s
-    /// buses, INTx wired to `chipset`'s IOAPIC; virtio doorbells go
-    /// through `io_events` when the engine has them.
+    /// Host bridge `bridge` with an empty bus, its registers and windows
+    /// on `machine`'s buses, INTx wired to `chipset`'s IOAPIC; virtio
+    /// doorbells go through `io_events` when the engine has them.
     pub fn new(
         machine: &Machine,
         chipset: &Chipset,
         io_events: Option<Arc<dyn IoEvents>>,
+        bridge: HostBridgeKind,
     ) -> Result<Self, VmmError> {
-        let root = Arc::new(Mutex::new(PciRoot::new()));
+        let root = Arc::new(Mutex::new(PciRoot::with_host_bridge(bridge)));
         let ports: SharedDevice = Arc::new(Mutex::new(PciRootPorts(root.clone())));
         let ecam: SharedDevice = Arc::new(Mutex::new(PciEcam(root.clone())));
         let window: SharedDevice = Arc::new(Mutex::new(PciWindow {
@@ -84,6 +89,28 @@ impl PciBus {
             PCI_MMIO_END - PCI_MMIO_START,
             "pci-window",
             window,
+        )?;
+        let window2: SharedDevice = Arc::new(Mutex::new(PciWindow {
+            root: root.clone(),
+            base: PCI_MMIO2_START,
+        }));
+        bus.insert(
+            IoSpace::Mmio,
+            PCI_MMIO2_START,
+            PCI_MMIO2_END - PCI_MMIO2_START,
+            "pci-window-2",
+            window2,
+        )?;
+        let io_window: SharedDevice = Arc::new(Mutex::new(PciIoWindow {
+            root: root.clone(),
+            base: u64::from(PCI_IO_START),
+        }));
+        bus.insert(
+            IoSpace::Port,
+            u64::from(PCI_IO_START),
+            u64::from(PCI_IO_LAST - PCI_IO_START) + 1,
+            "pci-io-window",
+            io_window,
         )?;
         let intx = (0..4)
             .map(|i| SharedLine::new(chipset.ioapic_line(PCI_INTX_FIRST_GSI + i)))

@@ -24,6 +24,7 @@ use crate::lifecycle::{Lifecycle, LifecycleError, VmState};
 use crate::pci::PciBus;
 use crate::platform::Chipset;
 use crate::registry::{self, BuildContext, HostHook, PowerButton};
+use alcazar_devices::pci::HostBridgeKind;
 
 /// A created (not yet running) VM.
 pub struct Vm {
@@ -78,13 +79,20 @@ impl Vm {
     ) -> Result<Vm, VmmError> {
         let specs = device_specs(config)?;
         let payload = boot::load(&config.boot, config.memory)?;
-        let memory = GuestMemory::new(MemoryMap::pc(config.memory)?)?;
+        let (map, bridge) = match &payload {
+            boot::Payload::Bios(image) => (
+                MemoryMap::pc_firmware(config.memory, image.rom.len() as u64)?,
+                HostBridgeKind::I440fx,
+            ),
+            _ => (MemoryMap::pc(config.memory)?, HostBridgeKind::Generic),
+        };
+        let memory = GuestMemory::new(map)?;
         let selected = engine_select::select(config.engine, &config.emu)?;
         let machine = Arc::new(Machine::new(memory, config.cpus));
         let engine_vm = selected.engine.create_vm(machine.clone())?;
         let chipset = Chipset::new(&machine, engine_vm.apic_bus())?;
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
-        let pci = PciBus::new(&machine, &chipset, engine_vm.io_events())?;
+        let pci = PciBus::new(&machine, &chipset, engine_vm.io_events(), bridge)?;
         let consoles = add_devices(&machine, &chipset, &pci, &tail, &terminal, &specs, config)?;
         let platform = firmware::Platform::describe(
             config.cpus,
@@ -99,6 +107,9 @@ impl Vm {
         } else {
             None
         };
+        if let boot::Payload::Bios(image) = &payload {
+            add_fw_cfg(&machine, &platform, config, image, &specs)?;
+        }
         let start = payload.install(&machine.memory, config.cpus, rsdp)?;
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
@@ -513,6 +524,42 @@ fn device_specs(config: &VmConfig) -> Result<Vec<DeviceSpec>, VmmError> {
         }
     }
     Ok(specs)
+}
+
+/// The fw_cfg device a BIOS boot needs, on its ports: it tells the BIOS
+/// the CPUs, the memory map, the ACPI tables of `platform`, the boot order
+/// and where to show its screen (the console UART, until a VGA adapter
+/// is there).
+fn add_fw_cfg(
+    machine: &Machine,
+    platform: &firmware::Platform,
+    config: &VmConfig,
+    image: &boot::bios::BiosImage,
+    specs: &[DeviceSpec],
+) -> Result<(), VmmError> {
+    use alcazar_devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_COUNT};
+    let serial_console = registry::console_uart(specs).and_then(|i| match &specs[i].config {
+        crate::config::DeviceConfig::Serial(s) => Some(s.port),
+        _ => None,
+    });
+    let bios = firmware::bios_config::BiosConfig {
+        platform,
+        ram: config.memory,
+        map: machine.memory.map(),
+        image,
+        boot_paths: Vec::new(),
+        serial_console,
+        vga: false,
+    };
+    let device = firmware::bios_config::fw_cfg_device(&bios, machine.memory.dma())?;
+    machine.bus.insert(
+        alcazar_core::IoSpace::Port,
+        u64::from(FW_CFG_PORT),
+        u64::from(FW_CFG_PORT_COUNT),
+        "fw-cfg",
+        Arc::new(std::sync::Mutex::new(device)),
+    )?;
+    Ok(())
 }
 
 /// What the VMM keeps of the devices besides the bus: where host input

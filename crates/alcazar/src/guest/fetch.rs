@@ -246,7 +246,11 @@ fn find_deb(dir: &Path, package: &str) -> anyhow::Result<Deb> {
 /// `apt-get download PACKAGES` in `dir`. If apt does not know a package,
 /// the package lists are probably missing (a fresh container): run
 /// `apt-get update` once, say so, and try again.
-fn apt_download(dir: &Path, packages: &[&str], progress: &mut Progress) -> anyhow::Result<()> {
+pub(super) fn apt_download(
+    dir: &Path,
+    packages: &[&str],
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
     let first = apt_get_download(dir, packages, progress)?;
     if first.status.success() {
         return Ok(());

@@ -16,6 +16,7 @@ mod cache;
 mod cpio;
 mod exit_tool;
 mod fetch;
+pub mod firmware;
 mod initramfs;
 mod modules;
 mod progress;

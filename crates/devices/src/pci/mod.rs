@@ -20,7 +20,7 @@ pub mod root;
 
 pub use config::{Bar, BarKind, PciConfig, PciIds};
 pub use msix::Msix;
-pub use root::{PciRoot, PciRootPorts, PciWindow};
+pub use root::{HostBridgeKind, PciIoWindow, PciRoot, PciRootPorts, PciWindow};
 
 /// A PCI function as the host bridge sees it.
 pub trait PciDevice: Send {

@@ -52,18 +52,65 @@ pub enum PciError {
     NoSlot,
 }
 
-/// The host bridge function at 00:00.0: identification only.
+/// Which host bridge sits at 00:00.0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostBridgeKind {
+    /// Red Hat's generic PCIe host bridge (1b36:0008): identification
+    /// only, for guests that need no firmware.
+    #[default]
+    Generic,
+    /// The Intel 82441FX (i440FX) PCI and memory controller (8086:1237),
+    /// which a PC BIOS looks for: its device-specific registers 0x50-0x7f
+    /// (PAM0-6 at 0x59-0x5f, which control shadow RAM below 1 MiB, DRAM
+    /// rows, SMRAM at 0x72) read back what was written. Alcazar keeps
+    /// 0xc0000-0xfffff as RAM whatever the PAM registers say (Intel 82441FX
+    /// datasheet §3.2.16; see the firmware boot notes in the VMM).
+    I440fx,
+}
+
+/// The first and last+1 device-specific register the i440FX keeps.
+const I440FX_REGS: std::ops::Range<usize> = 0x50..0x80;
+
+/// The host bridge function at 00:00.0.
 #[derive(Debug)]
 struct HostBridge {
     config: PciConfig,
+    kind: HostBridgeKind,
+    /// The i440FX's device-specific registers 0x50-0x7f.
+    chipset: [u8; 0x30],
 }
 
 impl PciDevice for HostBridge {
     fn config(&self) -> &PciConfig {
         &self.config
     }
+    fn read_config(&mut self, offset: usize, data: &mut [u8]) {
+        self.config.read(offset, data);
+        if self.kind == HostBridgeKind::I440fx {
+            for (i, b) in data.iter_mut().enumerate() {
+                if let Some(r) = offset
+                    .checked_add(i)
+                    .filter(|o| I440FX_REGS.contains(o))
+                    .and_then(|o| self.chipset.get(o - I440FX_REGS.start))
+                {
+                    *b = *r;
+                }
+            }
+        }
+    }
     fn write_config(&mut self, offset: usize, data: &[u8]) {
         self.config.write(offset, data);
+        if self.kind == HostBridgeKind::I440fx {
+            for (i, b) in data.iter().enumerate() {
+                if let Some(r) = offset
+                    .checked_add(i)
+                    .filter(|o| I440FX_REGS.contains(o))
+                    .and_then(|o| self.chipset.get_mut(o - I440FX_REGS.start))
+                {
+                    *r = *b;
+                }
+            }
+        }
     }
     fn read_bar(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
         data.fill(0xff);
@@ -85,6 +132,19 @@ const HOST_BRIDGE_IDS: PciIds = PciIds {
     subsystem_id: 0x0008,
 };
 
+/// The i440FX's identity (82441FX datasheet §3.2: vendor 8086, device
+/// 1237, revision 02), with the subsystem ID QEMU gives it (1af4:1100),
+/// by which SeaBIOS knows it runs on a machine with QEMU's firmware
+/// interfaces (fw_cfg).
+const I440FX_IDS: PciIds = PciIds {
+    vendor_id: 0x8086,
+    device_id: 0x1237,
+    revision_id: 2,
+    class_code: 0x06_00_00,
+    subsystem_vendor_id: 0x1af4,
+    subsystem_id: 0x1100,
+};
+
 /// A memory access's target: the device, the BAR index and the offset in
 /// that BAR.
 pub type BarTarget = (Arc<Mutex<dyn PciDevice>>, usize, u64);
@@ -94,6 +154,8 @@ struct Slot {
     device: Arc<Mutex<dyn PciDevice>>,
     /// (BAR index, base, size) of each enabled memory BAR.
     windows: Vec<(usize, u64, u64)>,
+    /// (BAR index, base port, size) of each enabled I/O BAR.
+    io_windows: Vec<(usize, u64, u64)>,
 }
 
 /// Bus 0 behind the host bridge.
@@ -121,18 +183,30 @@ impl Default for PciRoot {
 }
 
 impl PciRoot {
-    /// A bus with the host bridge in slot 0.
+    /// A bus with the generic host bridge in slot 0.
     pub fn new() -> Self {
+        Self::with_host_bridge(HostBridgeKind::Generic)
+    }
+
+    /// A bus with host bridge `kind` in slot 0.
+    pub fn with_host_bridge(kind: HostBridgeKind) -> Self {
         let mut root = PciRoot {
             config_address: 0,
             slots: (0..SLOTS).map(|_| None).collect(),
         };
+        let ids = match kind {
+            HostBridgeKind::Generic => HOST_BRIDGE_IDS,
+            HostBridgeKind::I440fx => I440FX_IDS,
+        };
         let bridge = HostBridge {
-            config: PciConfig::new(HOST_BRIDGE_IDS, 0),
+            config: PciConfig::new(ids, 0),
+            kind,
+            chipset: [0; 0x30],
         };
         root.slots[0] = Some(Slot {
             device: Arc::new(Mutex::new(bridge)),
             windows: Vec::new(),
+            io_windows: Vec::new(),
         });
         root
     }
@@ -156,6 +230,7 @@ impl PciRoot {
         *entry = Some(Slot {
             device,
             windows: Vec::new(),
+            io_windows: Vec::new(),
         });
         self.refresh_windows(usize::from(slot));
         Ok(())
@@ -201,12 +276,19 @@ impl PciRoot {
         };
         let dev = lock(&s.device);
         let config = dev.config();
-        s.windows = (0..6)
-            .filter_map(|bar| {
-                let (kind, base, size) = config.bar_window(bar)?;
-                (kind == super::BarKind::Memory32 && base != 0).then_some((bar, base, size))
-            })
-            .collect();
+        let of_kind = |want: super::BarKind| -> Vec<(usize, u64, u64)> {
+            (0..6)
+                .filter_map(|bar| {
+                    let (kind, base, size) = config.bar_window(bar)?;
+                    (kind == want && base != 0).then_some((bar, base, size))
+                })
+                .collect()
+        };
+        let windows = of_kind(super::BarKind::Memory32);
+        let io_windows = of_kind(super::BarKind::Io);
+        drop(dev);
+        s.windows = windows;
+        s.io_windows = io_windows;
     }
 
     /// The device BAR decoding guest physical `addr`, with the offset
@@ -217,6 +299,16 @@ impl PciRoot {
                 .iter()
                 .find(|(_, base, size)| addr >= *base && addr - base < *size)
                 .map(|&(bar, base, _)| (s.device.clone(), bar, addr - base))
+        })
+    }
+
+    /// The device I/O BAR decoding `port`, with the offset into that BAR.
+    pub fn decode_io(&self, port: u64) -> Option<BarTarget> {
+        self.slots.iter().flatten().find_map(|s| {
+            s.io_windows
+                .iter()
+                .find(|(_, base, size)| port >= *base && port - base < *size)
+                .map(|&(bar, base, _)| (s.device.clone(), bar, port - base))
         })
     }
 
@@ -396,6 +488,34 @@ impl BusDevice for PciWindow {
         let mut t = Tree::new();
         t.child("bar_windows", lock(&self.root).windows_tree());
         t
+    }
+}
+
+/// The I/O port range where I/O BARs live (a firmware assigns them from
+/// 0xc000 up): each access goes to the BAR that decodes it, or reads all
+/// ones.
+#[derive(Debug)]
+pub struct PciIoWindow {
+    /// The bus.
+    pub root: Arc<Mutex<PciRoot>>,
+    /// The window's first port.
+    pub base: u64,
+}
+
+impl BusDevice for PciIoWindow {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let target = lock(&self.root).decode_io(self.base + offset);
+        match target {
+            Some((dev, bar, at)) => lock(&dev).read_bar(bar, at, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let target = lock(&self.root).decode_io(self.base + offset);
+        if let Some((dev, bar, at)) = target {
+            lock(&dev).write_bar(bar, at, data);
+        }
     }
 }
 

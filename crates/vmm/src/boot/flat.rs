@@ -90,6 +90,13 @@ pub fn load_image(source: &BootSource) -> Result<BootImage, VmmError> {
             "load it with boot::load",
         )
         .into()),
+        BootSource::Firmware { .. } => Err(ConfigError::new(
+            "boot.kind",
+            "\"firmware\"",
+            "a BIOS is not a flat image",
+            "load it with boot::load",
+        )
+        .into()),
     }
 }
 

@@ -7,7 +7,10 @@
 //!   BSP starts at the kernel's entry; the APs wait for INIT/SIPI).
 //! * [`pvh`] — an ELF `vmlinux` through its PVH entry point (the same,
 //!   in 32-bit protected mode, without the bzImage's decompression).
+//! * [`bios`] — a PC BIOS (SeaBIOS) at the reset vector, which boots
+//!   the machine's disks and CD-ROMs itself.
 
+pub mod bios;
 pub mod flat;
 pub mod linux;
 pub mod pvh;
@@ -28,6 +31,8 @@ pub enum Payload {
     Flat(BootImage),
     /// A Linux kernel.
     Linux(LinuxImage),
+    /// A PC BIOS.
+    Bios(bios::BiosImage),
 }
 
 /// A payload placed in guest memory: how to start the vCPUs.
@@ -39,6 +44,8 @@ pub enum Start {
     Linux(LinuxBoot),
     /// The BSP enters Linux's PVH entry; the APs wait for SIPI.
     Pvh(pvh::PvhBoot),
+    /// The BSP starts at the reset vector; the APs wait for SIPI.
+    Reset,
 }
 
 /// Reads the payload `source` names for a guest of `memory` bytes.
@@ -67,6 +74,17 @@ pub fn load(source: &BootSource, memory: u64) -> Result<Payload, VmmError> {
                 cmdline: cmdline.clone(),
             }))
         }
+        BootSource::Firmware {
+            bios,
+            vga_bios,
+            order,
+            menu,
+        } => Ok(Payload::Bios(bios::load(
+            bios,
+            vga_bios.as_deref(),
+            order,
+            *menu,
+        )?)),
         other => Ok(Payload::Flat(load_image(other)?)),
     }
 }
@@ -159,6 +177,10 @@ impl Payload {
                 install(memory, image, cpus)?;
                 Ok(Start::Flat(image.clone()))
             }
+            Payload::Bios(image) => {
+                bios::install(memory, image)?;
+                Ok(Start::Reset)
+            }
             Payload::Linux(image) => {
                 if pvh::is_elf(&image.kernel) {
                     return Ok(Start::Pvh(pvh::install(memory, image, rsdp)?));
@@ -177,7 +199,8 @@ impl Start {
             Start::Flat(image) => vcpu_state(image, id, count, vcpu.sregs()?),
             Start::Linux(boot) if id == 0 => linux::bsp_state(boot, vcpu.sregs()?),
             Start::Pvh(boot) if id == 0 => pvh::bsp_state(boot, vcpu.sregs()?),
-            Start::Linux(_) | Start::Pvh(_) => {
+            Start::Reset if id == 0 => bios::reset_state(vcpu.sregs()?),
+            Start::Linux(_) | Start::Pvh(_) | Start::Reset => {
                 vcpu.set_wait_for_sipi()?;
                 return Ok(());
             }

@@ -21,6 +21,7 @@
 //! mode = "long"           # "real", "protected" or "long"
 //! load_address = 0x10000
 //! # kind = "linux"        # ...or a Linux kernel: kernel, initrd, cmdline
+//! # kind = "firmware"     # ...or a PC BIOS: bios, vga_bios, order = ["cd0"], menu
 //!
 //! [[device]]              # more devices, or a default one (same id) reconfigured
 //! class = "serial"
@@ -118,6 +119,21 @@ pub enum BootSource {
         /// for INIT and a STARTUP IPI from the BSP (the MP initialization
         /// protocol of a real PC). Off: every vCPU starts at the entry.
         aps_wait_for_sipi: bool,
+    },
+    /// A PC BIOS (SeaBIOS) started at the reset vector, which boots the
+    /// machine's disks and CD-ROMs as a PC does.
+    Firmware {
+        /// The BIOS image (SeaBIOS's `bios-256k.bin`): 64 KiB to 16 MiB, a
+        /// multiple of 64 KiB, mapped as ROM at the top of 4 GiB.
+        bios: PathBuf,
+        /// A VGA BIOS the BIOS runs as an option ROM (`vgabios-isavga.bin`),
+        /// if the machine has a VGA adapter.
+        vga_bios: Option<PathBuf>,
+        /// Device ids to boot from, in order (`cd0`, `disk0`, ...); empty:
+        /// the BIOS's own order.
+        order: Vec<String>,
+        /// Whether the BIOS offers its boot menu (press Esc).
+        menu: bool,
     },
     /// A Linux kernel (bzImage), booted directly.
     Linux {
@@ -227,6 +243,7 @@ impl Default for BootKinds {
             kinds: vec![
                 ("linux", "a bzImage", parse_linux_boot as BootParser),
                 ("flat", "a flat binary", parse_flat_boot as BootParser),
+                ("firmware", "a PC BIOS", parse_firmware_boot as BootParser),
             ],
             default: None,
         }
@@ -460,6 +477,54 @@ fn parse_linux_boot(t: &Table, base: &Path) -> Result<BootSource, ConfigError> {
             .map(|i| existing_file("boot.initrd", &i, base))
             .transpose()?,
         cmdline,
+    })
+}
+
+fn parse_firmware_boot(t: &Table, base: &Path) -> Result<BootSource, ConfigError> {
+    check_keys(
+        t,
+        &["kind", "bios", "vga_bios", "order", "menu"],
+        "boot.",
+        "keys of a firmware boot",
+    )?;
+    let bios = opt_str(t, "bios")?.ok_or_else(|| {
+        ConfigError::new(
+            "boot.bios",
+            "(missing)",
+            "a firmware boot needs a BIOS image",
+            "add bios = \"PATH\" (SeaBIOS's bios-256k.bin; `alcazar guest fetch` gets it)",
+        )
+    })?;
+    let order = match t.get("order") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(ConfigError::new(
+                    "boot.order",
+                    show(other),
+                    "not a device id",
+                    "list device ids, e.g. order = [\"cd0\", \"disk0\"]",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "boot.order",
+                show(other),
+                "not a list",
+                "list device ids, e.g. order = [\"cd0\", \"disk0\"]",
+            ))
+        }
+    };
+    Ok(BootSource::Firmware {
+        bios: existing_file("boot.bios", &bios, base)?,
+        vga_bios: opt_str(t, "vga_bios")?
+            .map(|p| existing_file("boot.vga_bios", &p, base))
+            .transpose()?,
+        order,
+        menu: opt_bool(t, "menu")?.unwrap_or(false),
     })
 }
 

@@ -14,7 +14,7 @@
 //!   TIMR  PNP0100  IO 0x40/4, IRQ 0       8254 PIT
 //!   PIC_  PNP0000  IO 0x20/2, 0xa0/2, 0x4d0/2   dual 8259A + ELCR
 //!   PCI0  PNP0A08 (_CID PNP0A03)           PCI host bridge, bus 0
-//!     _CRS  bus 0, I/O 0-0xcf7 and 0xd00-0xffff, memory window
+//!     _CRS  bus 0, I/O 0-0xcf7 and 0xd00-0xffff, memory windows
 //!     _PRT  slot s, pin p -> GSI 16 + (s + p) % 4
 //! ```
 //!
@@ -197,7 +197,7 @@ fn system_bus_devices(platform: &Platform) -> Vec<Vec<u8>> {
 /// `\_SB.PCI0`: the host bridge (ACPI 6.5 §6.1.5 `_HID` PNP0A08, PCI
 /// Firmware 3.3 §4.1.1), its decoded resources and its routing table.
 pub fn pci_host_bridge_aml() -> Vec<u8> {
-    use alcazar_core::layout::{PCI_MMIO_END, PCI_MMIO_START};
+    use alcazar_core::layout::{PCI_MMIO2_END, PCI_MMIO2_START, PCI_MMIO_END, PCI_MMIO_START};
 
     let bus = AddressSpace::<u16>::new_bus_number(0, 0);
     let config_ports = IO::new(0xcf8, 0xcf8, 1, 8);
@@ -210,7 +210,21 @@ pub fn pci_host_bridge_aml() -> Vec<u8> {
         (PCI_MMIO_END - 1) as u32,
         None,
     );
-    let crs = ResourceTemplate::new(vec![&bus, &config_ports, &io_low, &io_high, &window]);
+    let window2 = AddressSpace::<u32>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO2_START as u32,
+        (PCI_MMIO2_END - 1) as u32,
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![
+        &bus,
+        &config_ports,
+        &io_low,
+        &io_high,
+        &window,
+        &window2,
+    ]);
 
     let hid = EISAName::new("PNP0A08");
     let cid = EISAName::new("PNP0A03");

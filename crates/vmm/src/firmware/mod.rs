@@ -35,8 +35,10 @@
 //! than S5.
 
 pub mod acpi;
+pub mod bios_config;
 pub mod dsdt;
 pub mod mptable;
+pub mod table_loader;
 
 #[cfg(test)]
 mod tests;
@@ -196,6 +198,9 @@ pub enum FirmwareError {
     /// Guest memory does not cover the table area.
     #[error("writing firmware tables to guest memory: {0}")]
     Memory(#[from] MemoryError),
+    /// The fw_cfg device refused an item (a VMM bug).
+    #[error("building the fw_cfg items: {0}")]
+    FwCfg(String),
 }
 
 /// The byte that makes `bytes` sum to zero (mod 256) when stored in a

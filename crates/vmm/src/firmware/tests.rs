@@ -464,7 +464,7 @@ fn the_tables_describe_the_devices_as_built() {
     let machine = Machine::new(memory(), cpus);
     let apics = Arc::new(Recorder::default());
     let chipset = Chipset::new(&machine, Some(apics.clone())).unwrap();
-    let pci = crate::pci::PciBus::new(&machine, &chipset, None).unwrap();
+    let pci = crate::pci::PciBus::new(&machine, &chipset, None, Default::default()).unwrap();
     let spec = |class: &str, id: &str, toml: &str| {
         let params: toml::Table = toml.parse().unwrap();
         DeviceSpec::parse(
