@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,8 +46,23 @@ impl Guest {
         })
     }
 
+    /// Like [`Guest::start`], for full-screen output (a bootloader's
+    /// menu): the output is split into "lines" at escape sequences and
+    /// carriage returns too, so text drawn by cursor positioning is seen
+    /// as soon as it is drawn. Bytes that are not UTF-8 are replaced.
+    #[allow(dead_code)]
+    pub fn start_screen(args: &[&str]) -> Guest {
+        let mut command = alcazar();
+        command.args(args);
+        Guest::spawn(command, true)
+    }
+
     /// Starts `command` (an `alcazar` invocation) with piped stdio.
-    pub fn start_with(mut command: Command) -> Guest {
+    pub fn start_with(command: Command) -> Guest {
+        Guest::spawn(command, false)
+    }
+
+    fn spawn(mut command: Command, screen: bool) -> Guest {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -57,9 +72,31 @@ impl Guest {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send((line, SystemTime::now())).is_err() {
+            let mut reader = BufReader::new(stdout);
+            let mut piece = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                let end = match reader.read(&mut byte) {
+                    Ok(0) | Err(_) => true,
+                    Ok(_) => false,
+                };
+                let split =
+                    end || byte[0] == b'\n' || (screen && (byte[0] == b'\r' || byte[0] == 0x1b));
+                if !split {
+                    piece.push(byte[0]);
+                    continue;
+                }
+                if !piece.is_empty() || (!screen && !end) {
+                    if !screen && piece.last() == Some(&b'\r') {
+                        piece.pop();
+                    }
+                    let line = String::from_utf8_lossy(&piece).into_owned();
+                    piece.clear();
+                    if tx.send((line, SystemTime::now())).is_err() {
+                        return;
+                    }
+                }
+                if end {
                     return;
                 }
             }
