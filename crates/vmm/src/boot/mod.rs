@@ -3,11 +3,16 @@
 //!
 //! * [`flat`] — flat binaries and the tiny-guest kit (real, protected or
 //!   long mode; every vCPU starts at the entry).
-//! * [`linux`] — a Linux bzImage through the 64-bit boot protocol (the
-//!   BSP starts at the kernel's entry; the APs wait for INIT/SIPI).
-//! * [`pvh`] — an ELF `vmlinux` through its PVH entry point (the same,
-//!   in 32-bit protected mode, without the bzImage's decompression).
+//! * [`linux`] — a Linux bzImage through the 64-bit boot protocol, or
+//!   the 32-bit one for protocols 2.02-2.11 and kernels without a 64-bit
+//!   entry (the BSP starts at the kernel's entry; the APs wait for
+//!   INIT/SIPI).
+//! * [`pvh`] — an x86-64 ELF `vmlinux` through its PVH entry point (the
+//!   same, in 32-bit protected mode, without the bzImage's decompression).
+//! * [`elf`] — an ELF `vmlinux` without a PVH note (or an i386 one)
+//!   through its own `startup_64`/`startup_32` entry, with a zero page.
 
+pub mod elf;
 pub mod flat;
 pub mod linux;
 pub mod pvh;
@@ -125,8 +130,12 @@ fn read_bounded(
                 "give the path of a readable file",
             )
         })?;
-    check(&bytes, len)
-        .map_err(|problem| fail(problem, "give a 64-bit bzImage or an ELF vmlinux"))?;
+    check(&bytes, len).map_err(|problem| {
+        fail(
+            problem,
+            "give a bzImage (boot protocol 2.02 or later) or an x86 ELF vmlinux",
+        )
+    })?;
     file.read_to_end(&mut bytes).map_err(|e| {
         fail(
             format!("cannot read it ({e})"),
@@ -161,7 +170,11 @@ impl Payload {
             }
             Payload::Linux(image) => {
                 if pvh::is_elf(&image.kernel) {
-                    return Ok(Start::Pvh(pvh::install(memory, image, rsdp)?));
+                    let kernel = elf::parse(&image.kernel).map_err(linux::LinuxBootError::from)?;
+                    if kernel.pvh_note && kernel.machine == elf::EM_X86_64 {
+                        return Ok(Start::Pvh(pvh::install(memory, image, rsdp)?));
+                    }
+                    return Ok(Start::Linux(elf::install(memory, image, &kernel, rsdp)?));
                 }
                 Ok(Start::Linux(linux::install(memory, image, rsdp)?))
             }
