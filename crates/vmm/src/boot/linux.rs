@@ -456,18 +456,22 @@ pub(super) fn write_entry_tables(
 /// before the rest is read: an x86 ELF `vmlinux`, or a bzImage whose
 /// setup header is there, of a protocol this loader boots, and whose size
 /// is what the header says (a truncated download otherwise runs and
-/// triple-faults). Returns what is wrong.
-pub fn check_kernel_file(head: &[u8], len: u64) -> Result<(), String> {
+/// triple-faults). Returns what is wrong and what to do about it.
+pub fn check_kernel_file(head: &[u8], len: u64) -> Result<(), (String, &'static str)> {
+    let refuse = |e: HeaderError| (e.to_string(), e.fix());
     if super::pvh::is_elf(head) {
-        return super::elf::check_ident(head).map_err(|e| e.to_string());
+        return super::elf::check_ident(head).map_err(refuse);
     }
     match parse_setup_header(head) {
         Err(HeaderError::NoSetupHeader) => {
-            return Err(format!(
-                "not a Linux kernel ({len} bytes, no bzImage setup header and no ELF header)"
+            return Err((
+                format!(
+                    "not a Linux kernel ({len} bytes, no bzImage setup header and no ELF header)"
+                ),
+                HeaderError::NoSetupHeader.fix(),
             ))
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(refuse(e)),
         Ok(_) => {}
     }
     // setup_sects at 0x1f1 and syssize (16-byte units of the
@@ -482,8 +486,9 @@ pub fn check_kernel_file(head: &[u8], len: u64) -> Result<(), String> {
     });
     let expected = (setup_sects + 1) * 512 + syssize * 16;
     if len < expected {
-        return Err(format!(
-            "truncated: the bzImage header says {expected} bytes, the file has {len}"
+        return Err((
+            format!("truncated: the bzImage header says {expected} bytes, the file has {len}"),
+            "give the whole file (a download or copy was cut short)",
         ));
     }
     Ok(())
@@ -879,12 +884,13 @@ mod tests {
         );
         // The same refusals before the file is read whole.
         let len = zimage.len() as u64;
-        let why = check_kernel_file(&zimage, len).unwrap_err();
+        let (why, fix) = check_kernel_file(&zimage, len).unwrap_err();
         assert!(why.starts_with("a zImage (loadflags 0x00"), "{why}");
+        assert!(fix.contains("make bzImage"), "{fix}");
         let old = fake_bzimage(0x0201, 0, 512);
-        let why = check_kernel_file(&old, old.len() as u64).unwrap_err();
+        let (why, _) = check_kernel_file(&old, old.len() as u64).unwrap_err();
         assert!(why.starts_with("boot protocol 2.01"), "{why}");
-        let why = check_kernel_file(&[0; 600], 600).unwrap_err();
+        let (why, _) = check_kernel_file(&[0; 600], 600).unwrap_err();
         assert!(why.starts_with("not a Linux kernel"), "{why}");
         assert!(check_kernel_file(&old[..4096.min(old.len())], old.len() as u64).is_err());
         let good = fake_bzimage(0x0206, 0, 512);

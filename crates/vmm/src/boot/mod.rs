@@ -78,12 +78,13 @@ pub fn load(source: &BootSource, memory: u64) -> Result<Payload, VmmError> {
 
 /// Reads the regular file at `path` (key `key` in errors), refusing one
 /// larger than `limit` bytes; `check` sees the first 4 KiB and the file's
-/// length before the rest is read, and says what is wrong, if anything.
+/// length before the rest is read, and says what is wrong and what to do
+/// about it, if anything.
 fn read_bounded(
     key: &str,
     path: &std::path::Path,
     limit: u64,
-    check: impl Fn(&[u8], u64) -> Result<(), String>,
+    check: impl Fn(&[u8], u64) -> Result<(), (String, &'static str)>,
 ) -> Result<Vec<u8>, VmmError> {
     use std::io::Read;
     let shown = format!("\"{}\"", path.display());
@@ -130,12 +131,7 @@ fn read_bounded(
                 "give the path of a readable file",
             )
         })?;
-    check(&bytes, len).map_err(|problem| {
-        fail(
-            problem,
-            "give a bzImage (boot protocol 2.02 or later) or an x86 ELF vmlinux",
-        )
-    })?;
+    check(&bytes, len).map_err(|(problem, fix)| fail(problem, fix))?;
     file.read_to_end(&mut bytes).map_err(|e| {
         fail(
             format!("cannot read it ({e})"),
