@@ -324,3 +324,74 @@ fn an_elf_vmlinux_boots_through_its_pvh_entry() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status, Some(0), "stderr: {stderr}");
 }
+
+/// `vmlinux` with its PVH entry note made unrecognisable: the note's type
+/// (XEN_ELFNOTE_PHYS32_ENTRY, 18) becomes 0x7fff, everything else stays.
+fn strip_pvh_note(vmlinux: &[u8]) -> Vec<u8> {
+    let mut elf = vmlinux.to_vec();
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes(b[at..at + 2].try_into().unwrap());
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    assert_eq!(elf[4], 2, "a 64-bit ELF");
+    let (phoff, phentsize, phnum) = (
+        u64_at(&elf, 0x20) as usize,
+        usize::from(u16_at(&elf, 0x36)),
+        usize::from(u16_at(&elf, 0x38)),
+    );
+    let mut stripped = 0;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(&elf, ph) != 4 {
+            continue; // not PT_NOTE
+        }
+        let (offset, size) = (
+            u64_at(&elf, ph + 8) as usize,
+            u64_at(&elf, ph + 32) as usize,
+        );
+        let mut at = offset;
+        while at + 12 <= offset + size {
+            let (namesz, descsz) = (u32_at(&elf, at) as usize, u32_at(&elf, at + 4) as usize);
+            if &elf[at + 12..at + 12 + namesz.min(4)] == b"Xen\0" && u32_at(&elf, at + 8) == 18 {
+                elf[at + 8..at + 12].copy_from_slice(&0x7fffu32.to_le_bytes());
+                stripped += 1;
+            }
+            at += 12 + namesz.next_multiple_of(4) + descsz.next_multiple_of(4);
+        }
+    }
+    assert_eq!(stripped, 1, "the cloud vmlinux has one PVH entry note");
+    elf
+}
+
+#[test]
+fn an_elf_vmlinux_without_a_pvh_note_boots_through_startup_64() {
+    guest_kernel_release("cloud");
+    let out = alcazar()
+        .args(["guest", "path", "--flavor", "cloud"])
+        .output()
+        .expect("guest path runs");
+    let paths = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = paths.lines();
+    let (kernel, initrd) = (lines.next().unwrap(), lines.next().unwrap());
+    let dir = std::env::temp_dir().join(format!("alcazar-elf64-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vmlinux = extract_vmlinux(std::path::Path::new(kernel), &dir);
+    let bare = dir.join("vmlinux-no-pvh");
+    std::fs::write(&bare, strip_pvh_note(&std::fs::read(&vmlinux).unwrap())).unwrap();
+    let mut g = Guest::start(&[
+        "run",
+        "--engine",
+        "emu",
+        "--kernel",
+        bare.to_str().unwrap(),
+        "--initrd",
+        initrd,
+        "--cmdline",
+        "console=ttyS0 quiet cryptomgr.notests",
+        "--exec",
+        "true",
+    ]);
+    g.expect_line("ALCAZAR-READY");
+    let (status, _, stderr) = g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, Some(0), "stderr: {stderr}");
+}

@@ -34,6 +34,7 @@
 //! ```
 
 mod arch;
+mod bzimage;
 mod cpu;
 mod idt;
 mod image;
@@ -41,6 +42,7 @@ mod paging;
 mod programs;
 mod uart;
 
+pub use bzimage::{bzimage_32bit_entry, KitKernel, BZIMAGE_32_PROTOCOL};
 pub use programs::smp::smp_expect;
 pub use programs::smp_sipi::smp_sipi_expect;
 pub use programs::ticker::COUNTER_ADDRESS as TICKER_COUNTER_ADDRESS;

@@ -1,25 +1,40 @@
-//! Direct Linux boot: a bzImage entered through the 64-bit boot protocol.
+//! Direct Linux boot: a bzImage entered through the 64-bit boot protocol,
+//! or, for kernels without a 64-bit entry, the 32-bit boot protocol.
 //!
-//! The kernel's `Documentation/arch/x86/boot.rst` ("64-bit boot protocol")
-//! says what a boot loader must do, and this module does exactly that:
+//! The kernel's `Documentation/arch/x86/boot.rst` ("32-bit boot protocol"
+//! and "64-bit boot protocol") says what a boot loader must do, and this
+//! module does exactly that:
 //!
-//! 1. Load the protected-mode kernel (everything after the real-mode
-//!    setup sectors) at `code32_start`, 1 MiB (`linux-loader` reads the
-//!    setup header and copies it).
-//! 2. Fill a *zero page* (`struct boot_params`) with the image's setup
-//!    header plus what the loader knows: the command line's address, the
-//!    initrd's address and size, the e820 memory map and the ACPI RSDP.
-//! 3. Enter the kernel at `load address + 0x200` in 64-bit mode, with
-//!    paging on and an identity map covering the kernel, the zero page,
-//!    the command line and the initrd; a GDT with flat `__BOOT_CS` (0x10)
-//!    and `__BOOT_DS` (0x18); RSI = the zero page; interrupts off.
+//! 1. Read the setup header at 0x1f1 ("the real-mode kernel header"),
+//!    keeping only the fields the kernel's protocol version defines (in an
+//!    older kernel the bytes after its header are setup code, not fields).
+//!    Protocol 2.02 (`cmd_line_ptr`) is the oldest booted; a zImage
+//!    (`loadflags` without LOADED_HIGH, loaded below 1 MiB) is refused.
+//! 2. Load the protected-mode kernel (everything after the real-mode
+//!    setup sectors) at `code32_start` (1 MiB in every bzImage).
+//! 3. Fill a *zero page* (`struct boot_params`) with the image's setup
+//!    header plus what the loader knows: the command line's address (at
+//!    most `cmdline_size` bytes from 2.06, 255 before), the initrd's
+//!    address and size (below `initrd_addr_max` from 2.03, 0x37ffffff
+//!    before), the e820 memory map and the ACPI RSDP.
+//! 4. Enter the kernel, with a GDT holding flat `__BOOT_CS` (0x10) and
+//!    `__BOOT_DS` (0x18), ESI/RSI = the zero page, EBP = EDI = EBX = 0 and
+//!    interrupts off:
+//!    * protocol 2.12+ with XLF_KERNEL_64 in `xloadflags`: at `load
+//!      address + 0x200` in 64-bit mode, with paging on and an identity
+//!      map of 0..4 GiB;
+//!    * otherwise (2.02-2.11, or a kernel without a 64-bit entry): at
+//!      `code32_start` in flat 32-bit protected mode with paging off.
+//!
+//! An ELF `vmlinux` takes the same zero page and entries (see
+//! [`super::elf`]); one with a PVH note goes through [`super::pvh`].
 //!
 //! Guest physical layout of a Linux boot:
 //!
 //! | range | what |
 //! |---|---|
 //! | 0x500 | GDT |
-//! | 0x1000..0x7000 | identity page tables (0..4 GiB, 2 MiB pages) |
+//! | 0x1000..0x7000 | identity page tables (0..4 GiB, 2 MiB pages; 64-bit entry) |
 //! | 0x7000 | zero page |
 //! | 0x20000 | command line |
 //! | 0x9fc00..0x100000 | reserved in e820: firmware tables (ACPI, MP) |
@@ -30,8 +45,6 @@
 //! Application processors are not started by the loader: they wait for
 //! the INIT/STARTUP IPIs the kernel sends them.
 
-use std::io::Cursor;
-
 use alcazar_core::layout;
 use alcazar_core::memory::{GuestMemory, RegionKind, MMIO_HOLE_START};
 use alcazar_core::regs::{
@@ -39,7 +52,6 @@ use alcazar_core::regs::{
     RFLAGS_FIXED,
 };
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
-use linux_loader::loader::{bzimage::BzImage, KernelLoader};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use super::flat::{boot_tr, gdtr, write_gdt_entries, write_identity_page_tables, PML4_ADDRESS};
@@ -61,21 +73,31 @@ pub const EBDA_START: u64 = 0x9_fc00;
 /// End of the reserved low-memory range.
 pub const BIOS_END: u64 = 0x10_0000;
 
-/// `__BOOT_CS` and `__BOOT_DS` of the 64-bit boot protocol.
-const BOOT_CS: u16 = 0x10;
-const BOOT_DS: u16 = 0x18;
-/// Setup header magic "HdrS" and the oldest protocol with a 64-bit entry.
-const HDRS_MAGIC: u32 = 0x5372_6448;
-const MIN_PROTOCOL: u16 = 0x020c;
+/// `__BOOT_CS` and `__BOOT_DS` of the 32- and 64-bit boot protocols.
+pub const BOOT_CS: u16 = 0x10;
+/// See [`BOOT_CS`].
+pub const BOOT_DS: u16 = 0x18;
+/// Setup header magic "HdrS" (at 0x202).
+pub(super) const HDRS_MAGIC: u32 = 0x5372_6448;
+/// The oldest protocol booted: 2.02 added `cmd_line_ptr`.
+const OLDEST_PROTOCOL: u16 = 0x0202;
+/// The first protocol with `xloadflags` (and so a declared 64-bit entry).
+const XLOADFLAGS_PROTOCOL: u16 = 0x020c;
 /// `xloadflags` XLF_KERNEL_64: the kernel has the 64-bit entry at +0x200.
-const XLF_KERNEL_64: u16 = 1 << 0;
+pub(super) const XLF_KERNEL_64: u16 = 1 << 0;
+/// `loadflags` LOADED_HIGH: the protected-mode kernel loads at 1 MiB.
+pub(super) const LOADED_HIGH: u8 = 1 << 0;
 /// `loadflags` CAN_USE_HEAP.
 const CAN_USE_HEAP: u8 = 1 << 7;
 /// e820 entry types.
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
-/// Where the initrd may go at most when the header says nothing.
-const INITRD_ADDR_MAX_DEFAULT: u64 = 0x37ff_ffff;
+/// Where the initrd may go at most when the header says nothing (boot
+/// protocol before 2.03, "initrd_addr_max").
+pub(super) const INITRD_ADDR_MAX_DEFAULT: u64 = 0x37ff_ffff;
+/// Bytes of a setup header in the file (0x1f1 up to the end of the 2.15
+/// header).
+const SETUP_HEADER_LEN: usize = std::mem::size_of::<setup_header>();
 
 /// `struct boot_params` as a plain byte block (it is `repr(C, packed)`
 /// and all integers, so any bytes are a valid value).
@@ -90,7 +112,7 @@ unsafe impl ByteValued for ZeroPage {}
 /// A Linux kernel to boot, with its initrd and command line.
 #[derive(Clone, Debug)]
 pub struct LinuxImage {
-    /// The bzImage file's bytes.
+    /// The kernel file's bytes (a bzImage or an ELF `vmlinux`).
     pub kernel: Vec<u8>,
     /// The initrd's bytes, if any.
     pub initrd: Option<Vec<u8>>,
@@ -98,23 +120,129 @@ pub struct LinuxImage {
     pub cmdline: String,
 }
 
+/// The CPU mode a kernel is entered in (boot protocol, "32-bit boot
+/// protocol" and "64-bit boot protocol").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryMode {
+    /// Flat 32-bit protected mode, paging off.
+    Protected32,
+    /// 64-bit long mode on identity page tables.
+    Long64,
+}
+
 /// Where the loader put things, for setting up the vCPUs.
 #[derive(Clone, Copy, Debug)]
 pub struct LinuxBoot {
-    /// The 64-bit entry point.
+    /// The entry point (physical).
     pub entry: u64,
-    /// The zero page, passed in RSI.
+    /// The zero page, passed in ESI/RSI.
     pub zero_page: u64,
+    /// The mode the entry is for.
+    pub mode: EntryMode,
+}
+
+/// What is wrong with a kernel file's header: the problem (the `Display`)
+/// and, in [`HeaderError::fix`], what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// No "HdrS" at 0x202: not a bzImage (nor a kernel from before
+    /// protocol 2.00).
+    #[error("no \"HdrS\" setup header at 0x202 and no ELF header")]
+    NoSetupHeader,
+    /// A protocol older than 2.02.
+    #[error(
+        "boot protocol {}.{:02} is older than 2.02, the oldest this loader boots (it has no cmd_line_ptr)",
+        .version >> 8,
+        .version & 0xff
+    )]
+    ProtocolTooOld {
+        /// The header's `version`.
+        version: u16,
+    },
+    /// A zImage: LOADED_HIGH clear, the kernel wants to be loaded at
+    /// 0x10000.
+    #[error(
+        "a zImage (loadflags {loadflags:#04x}, LOADED_HIGH clear), which loads below 1 MiB where this loader puts its tables"
+    )]
+    ZImage {
+        /// The header's `loadflags`.
+        loadflags: u8,
+    },
+    /// The ELF is not a little-endian 32- or 64-bit executable.
+    #[error("ELF {0}")]
+    ElfFormat(String),
+    /// The ELF is for another architecture.
+    #[error("ELF machine {machine} ({}) is not x86", elf_machine_name(*.machine))]
+    ElfMachine {
+        /// `e_machine`.
+        machine: u16,
+    },
+}
+
+impl HeaderError {
+    /// What to do about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            HeaderError::NoSetupHeader => {
+                "give a bzImage (boot protocol 2.02 or later) or an x86 ELF vmlinux"
+            }
+            HeaderError::ProtocolTooOld { .. } => {
+                "give a kernel with boot protocol 2.02 or later (Linux 2.4 onwards)"
+            }
+            HeaderError::ZImage { .. } => "build the kernel as a bzImage (make bzImage)",
+            HeaderError::ElfFormat(_) => "give an unmodified x86 ELF vmlinux",
+            HeaderError::ElfMachine { .. } => {
+                "give an x86-64 (EM_X86_64, 62) or i386 (EM_386, 3) vmlinux"
+            }
+        }
+    }
+}
+
+/// A readable name for ELF `e_machine` values a user may meet.
+fn elf_machine_name(machine: u16) -> &'static str {
+    match machine {
+        3 => "EM_386",
+        8 => "EM_MIPS",
+        20 => "EM_PPC",
+        21 => "EM_PPC64",
+        22 => "EM_S390",
+        40 => "EM_ARM",
+        62 => "EM_X86_64",
+        183 => "EM_AARCH64",
+        243 => "EM_RISCV",
+        258 => "EM_LOONGARCH",
+        _ => "unknown",
+    }
 }
 
 /// Errors in the kernel image or its placement.
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxBootError {
-    /// The image is not a bzImage this loader can boot.
+    /// The kernel's header says it cannot be booted here.
+    #[error("kernel: {problem}; {}", .problem.fix())]
+    Header {
+        /// What is wrong.
+        #[from]
+        problem: HeaderError,
+    },
+    /// The image is not a kernel this loader can boot.
     #[error(
-        "kernel: not a bootable bzImage: {0}; give a 64-bit bzImage (boot protocol 2.12 or later)"
+        "kernel: not a bootable kernel: {0}; give a bzImage (boot protocol 2.02 or later) or an x86 ELF vmlinux"
     )]
     BadImage(String),
+    /// An ELF segment lies outside the RAM a kernel may be loaded in.
+    #[error(
+        "kernel: ELF segment {start:#x}..{end:#x} is outside guest RAM between 1 MiB and {ram_end:#x}; \
+         give more --memory (or a kernel linked for 1 MiB or above)"
+    )]
+    SegmentOutsideRam {
+        /// The segment's physical start (`p_paddr`).
+        start: u64,
+        /// Its end (`p_paddr + p_memsz`).
+        end: u64,
+        /// The end of RAM below the 32-bit MMIO hole.
+        ram_end: u64,
+    },
     /// The command line is too long.
     #[error("cmdline: {len} bytes, but this kernel takes at most {max}; shorten the command line")]
     CmdlineTooLong {
@@ -152,33 +280,104 @@ pub enum LinuxBootError {
     Memory(String),
 }
 
-/// Loads `image` into `memory` and writes the zero page; `rsdp` is the
-/// ACPI RSDP's address, if the machine has ACPI tables.
+/// Reads the setup header of the bzImage `kernel` (boot protocol, "the
+/// real-mode kernel header"): the fields at 0x1f1, with those a kernel of
+/// its protocol version does not define zeroed (in older kernels the bytes
+/// there are setup code). Refuses a file without "HdrS", a protocol older
+/// than 2.02 and a zImage.
+pub fn parse_setup_header(kernel: &[u8]) -> Result<setup_header, HeaderError> {
+    let mut hdr = setup_header::default();
+    let bytes = kernel.get(0x1f1..).unwrap_or(&[]);
+    let n = bytes.len().min(SETUP_HEADER_LEN);
+    hdr.as_mut_slice()[..n].copy_from_slice(&bytes[..n]);
+    let (magic, version, loadflags) = (hdr.header, hdr.version, hdr.loadflags);
+    if magic != HDRS_MAGIC {
+        return Err(HeaderError::NoSetupHeader);
+    }
+    if version < OLDEST_PROTOCOL {
+        return Err(HeaderError::ProtocolTooOld { version });
+    }
+    if loadflags & LOADED_HIGH == 0 {
+        return Err(HeaderError::ZImage { loadflags });
+    }
+    // The fields each protocol version added (boot protocol, "details of
+    // header fields" and the protocol history).
+    if version < 0x0203 {
+        hdr.initrd_addr_max = 0;
+    }
+    if version < 0x0205 {
+        hdr.kernel_alignment = 0;
+        hdr.relocatable_kernel = 0;
+    }
+    if version < 0x0206 {
+        hdr.cmdline_size = 0;
+    }
+    if version < 0x0207 {
+        hdr.hardware_subarch = 0;
+        hdr.hardware_subarch_data = 0;
+    }
+    if version < 0x0208 {
+        hdr.payload_offset = 0;
+        hdr.payload_length = 0;
+    }
+    if version < 0x0209 {
+        hdr.setup_data = 0;
+    }
+    if version < 0x020a {
+        hdr.min_alignment = 0;
+        hdr.pref_address = 0;
+        hdr.init_size = 0;
+    }
+    if version < 0x020b {
+        hdr.handover_offset = 0;
+    }
+    if version < XLOADFLAGS_PROTOCOL {
+        hdr.xloadflags = 0;
+    }
+    if version < 0x020f {
+        hdr.kernel_info_offset = 0;
+    }
+    Ok(hdr)
+}
+
+/// The entry a bzImage with header `hdr` is started through: the 64-bit
+/// one when the kernel declares it (2.12+ with XLF_KERNEL_64), else the
+/// 32-bit one.
+pub fn entry_mode(hdr: &setup_header) -> EntryMode {
+    let (version, xloadflags) = (hdr.version, hdr.xloadflags);
+    if version >= XLOADFLAGS_PROTOCOL && xloadflags & XLF_KERNEL_64 != 0 {
+        EntryMode::Long64
+    } else {
+        EntryMode::Protected32
+    }
+}
+
+/// Loads the bzImage `image` into `memory` and writes the zero page;
+/// `rsdp` is the ACPI RSDP's address, if the machine has ACPI tables.
 pub fn install(
     memory: &GuestMemory,
     image: &LinuxImage,
     rsdp: Option<u64>,
 ) -> Result<LinuxBoot, LinuxBootError> {
-    let mmap = memory.mmap();
-    let loaded = BzImage::load(
-        mmap,
-        Some(GuestAddress(KERNEL_ADDRESS)),
-        &mut Cursor::new(&image.kernel),
-        None,
-    )
-    .map_err(|e| LinuxBootError::BadImage(e.to_string()))?;
-    let hdr = loaded
-        .setup_header
-        .ok_or_else(|| LinuxBootError::BadImage("no setup header".into()))?;
-    check_header(&hdr)?;
-    let mut params = ZeroPage::default();
-    params.0.hdr = hdr;
-    let p = &mut params.0;
-    p.hdr.type_of_loader = 0xff;
-    p.hdr.loadflags |= CAN_USE_HEAP;
-    p.hdr.heap_end_ptr = 0xfe00;
-    write_cmdline(memory, &mut p.hdr, &image.cmdline)?;
-    let kernel_end = kernel_end(&hdr, image.kernel.len());
+    let mut hdr = parse_setup_header(&image.kernel)?;
+    let setup_sects = match hdr.setup_sects {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let body = image
+        .kernel
+        .get((setup_sects + 1) * 512..)
+        .ok_or_else(|| LinuxBootError::BadImage("shorter than its setup sectors".into()))?;
+    let load = match hdr.code32_start {
+        0 => KERNEL_ADDRESS,
+        n => u64::from(n),
+    };
+    if load < KERNEL_ADDRESS {
+        return Err(LinuxBootError::BadImage(format!(
+            "code32_start {load:#x} is below 1 MiB"
+        )));
+    }
+    let kernel_end = kernel_end(&hdr, load, body.len());
     let have = low_ram_end(memory);
     if kernel_end > have {
         let initrd = image.initrd.as_ref().map_or(0, |i| i.len() as u64);
@@ -188,6 +387,40 @@ pub fn install(
             need_mib: (kernel_end + initrd).div_ceil(1 << 20),
         });
     }
+    write(memory, load, body)?;
+    hdr.code32_start = load as u32;
+    let mode = entry_mode(&hdr);
+    write_zero_page(memory, hdr, image, rsdp, kernel_end)?;
+    write_entry_tables(memory, mode)?;
+    Ok(LinuxBoot {
+        entry: match mode {
+            EntryMode::Long64 => load + 0x200,
+            EntryMode::Protected32 => load,
+        },
+        zero_page: ZERO_PAGE,
+        mode,
+    })
+}
+
+/// Fills the zero page from `hdr` and what the loader knows (boot
+/// protocol, "the zero page" and "details of header fields"): the
+/// loader type, the heap, the command line, the initrd (placed above
+/// `kernel_end`), the e820 map and the RSDP, and writes it at
+/// [`ZERO_PAGE`].
+pub(super) fn write_zero_page(
+    memory: &GuestMemory,
+    hdr: setup_header,
+    image: &LinuxImage,
+    rsdp: Option<u64>,
+    kernel_end: u64,
+) -> Result<(), LinuxBootError> {
+    let mut params = ZeroPage::default();
+    let p = &mut params.0;
+    p.hdr = hdr;
+    p.hdr.type_of_loader = 0xff;
+    p.hdr.loadflags |= CAN_USE_HEAP;
+    p.hdr.heap_end_ptr = 0xfe00;
+    write_cmdline(memory, &mut p.hdr, &image.cmdline)?;
     if let Some(initrd) = &image.initrd {
         let at = place_initrd(memory, initrd_limit(&hdr), initrd.len(), kernel_end)?;
         write(memory, at, initrd)?;
@@ -200,62 +433,63 @@ pub fn install(
     }
     p.e820_entries = e820.len().min(p.e820_table.len()) as u8;
     p.acpi_rsdp_addr = rsdp.unwrap_or(0);
-    mmap.write_obj(params, GuestAddress(ZERO_PAGE))
-        .map_err(|e| LinuxBootError::Memory(e.to_string()))?;
-    write_gdt_entries(memory, &gdt()).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
-    write_identity_page_tables(memory).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
-    Ok(LinuxBoot {
-        entry: KERNEL_ADDRESS + 0x200,
-        zero_page: ZERO_PAGE,
-    })
+    memory
+        .mmap()
+        .write_obj(params, GuestAddress(ZERO_PAGE))
+        .map_err(|e| LinuxBootError::Memory(e.to_string()))
 }
 
-/// Checks the start of a kernel file (`head`, up to 4 KiB) of `len` bytes
-/// before the rest is read: an ELF `vmlinux` (booted through PVH), or a
-/// bzImage whose setup header is there and whose size is what the header
-/// says (a truncated download otherwise runs and triple-faults). Returns
-/// what is wrong.
-pub fn check_kernel_file(head: &[u8], len: u64) -> Result<(), String> {
-    if super::pvh::is_elf(head) {
-        return Ok(());
-    }
-    // The setup header: "HdrS" at 0x202, setup_sects at 0x1f1 and syssize
-    // (16-byte units of the protected-mode part) at 0x1f4 (boot protocol,
-    // "the real-mode kernel header").
-    let u32_at = |at: usize| {
-        head.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if u32_at(0x202) != Some(HDRS_MAGIC) {
-        return Err(format!(
-            "not a Linux kernel ({len} bytes, no bzImage setup header and no ELF header)"
-        ));
-    }
-    let setup_sects = match head[0x1f1] {
-        0 => 4,
-        n => u64::from(n),
-    };
-    let syssize = u64::from(u32_at(0x1f4).unwrap_or(0));
-    let expected = (setup_sects + 1) * 512 + syssize * 16;
-    if len < expected {
-        return Err(format!(
-            "truncated: the bzImage header says {expected} bytes, the file has {len}"
-        ));
+/// Writes the boot GDT for `mode` and, for the 64-bit entry, the identity
+/// page tables.
+pub(super) fn write_entry_tables(
+    memory: &GuestMemory,
+    mode: EntryMode,
+) -> Result<(), LinuxBootError> {
+    write_gdt_entries(memory, &gdt(mode)).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
+    if mode == EntryMode::Long64 {
+        write_identity_page_tables(memory).map_err(|e| LinuxBootError::Memory(e.to_string()))?;
     }
     Ok(())
 }
 
-fn check_header(hdr: &setup_header) -> Result<(), LinuxBootError> {
-    let (magic, version, xloadflags) = (hdr.header, hdr.version, hdr.xloadflags);
-    if magic != HDRS_MAGIC {
-        return Err(LinuxBootError::BadImage("no HdrS signature".into()));
+/// Checks the start of a kernel file (`head`, up to 4 KiB) of `len` bytes
+/// before the rest is read: an x86 ELF `vmlinux`, or a bzImage whose
+/// setup header is there, of a protocol this loader boots, and whose size
+/// is what the header says (a truncated download otherwise runs and
+/// triple-faults). Returns what is wrong and what to do about it.
+pub fn check_kernel_file(head: &[u8], len: u64) -> Result<(), (String, &'static str)> {
+    let refuse = |e: HeaderError| (e.to_string(), e.fix());
+    if super::pvh::is_elf(head) {
+        return super::elf::check_ident(head).map_err(refuse);
     }
-    if version < MIN_PROTOCOL || xloadflags & XLF_KERNEL_64 == 0 {
-        return Err(LinuxBootError::BadImage(format!(
-            "boot protocol {}.{:02} without a 64-bit entry point (need 2.12 or later)",
-            version >> 8,
-            version & 0xff
-        )));
+    match parse_setup_header(head) {
+        Err(HeaderError::NoSetupHeader) => {
+            return Err((
+                format!(
+                    "not a Linux kernel ({len} bytes, no bzImage setup header and no ELF header)"
+                ),
+                HeaderError::NoSetupHeader.fix(),
+            ))
+        }
+        Err(e) => return Err(refuse(e)),
+        Ok(_) => {}
+    }
+    // setup_sects at 0x1f1 and syssize (16-byte units of the
+    // protected-mode part) at 0x1f4 (boot protocol, "the real-mode kernel
+    // header").
+    let setup_sects = match head[0x1f1] {
+        0 => 4,
+        n => u64::from(n),
+    };
+    let syssize = head.get(0x1f4..0x1f8).map_or(0, |b| {
+        u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    });
+    let expected = (setup_sects + 1) * 512 + syssize * 16;
+    if len < expected {
+        return Err((
+            format!("truncated: the bzImage header says {expected} bytes, the file has {len}"),
+            "give the whole file (a download or copy was cut short)",
+        ));
     }
     Ok(())
 }
@@ -266,6 +500,8 @@ pub(super) fn write(memory: &GuestMemory, at: u64, bytes: &[u8]) -> Result<(), L
         .map_err(|e| LinuxBootError::Memory(e.to_string()))
 }
 
+/// Writes the command line and points `cmd_line_ptr` at it; the limit is
+/// `cmdline_size` (protocol 2.06+) or 255 bytes (before).
 fn write_cmdline(
     memory: &GuestMemory,
     hdr: &mut setup_header,
@@ -307,24 +543,22 @@ fn initrd_limit(hdr: &setup_header) -> u64 {
     }
 }
 
-/// The initrd goes as high as `limit` (inclusive) allows in RAM below the
-/// MMIO hole, page aligned, above the kernel's footprint (`kernel_end`).
 /// The end of the memory the kernel uses while it starts: its setup
 /// decompresses it to the run address and needs `init_size` bytes there
-/// (boot protocol, "init_size" field). A relocatable kernel loaded below
-/// its `pref_address` (LOAD_PHYSICAL_ADDR, usually 16 MiB) runs at
-/// `pref_address`; otherwise at the load address.
-fn kernel_end(hdr: &setup_header, image_len: usize) -> u64 {
+/// (boot protocol, "init_size" field, 2.10+). A relocatable kernel loaded
+/// below its `pref_address` (LOAD_PHYSICAL_ADDR, usually 16 MiB) runs at
+/// `pref_address`; otherwise at the load address `load`.
+fn kernel_end(hdr: &setup_header, load: u64, body_len: usize) -> u64 {
     let run_at = if hdr.relocatable_kernel != 0 {
-        KERNEL_ADDRESS.max(hdr.pref_address)
+        load.max(hdr.pref_address)
     } else {
-        KERNEL_ADDRESS
+        load
     };
-    run_at + u64::from(hdr.init_size).max(image_len as u64)
+    run_at + u64::from(hdr.init_size).max(body_len as u64)
 }
 
 /// The end of guest RAM below the 32-bit MMIO hole.
-fn low_ram_end(memory: &GuestMemory) -> u64 {
+pub(super) fn low_ram_end(memory: &GuestMemory) -> u64 {
     memory
         .map()
         .backed()
@@ -334,6 +568,8 @@ fn low_ram_end(memory: &GuestMemory) -> u64 {
         .unwrap_or(0)
 }
 
+/// The initrd goes as high as `limit` (inclusive) allows in RAM below the
+/// MMIO hole, page aligned, above the kernel's footprint (`kernel_end`).
 pub(super) fn place_initrd(
     memory: &GuestMemory,
     limit: u64,
@@ -379,18 +615,28 @@ pub fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
     map
 }
 
-/// The boot GDT: null, null, `__BOOT_CS` (64-bit code), `__BOOT_DS`.
-fn gdt() -> [u64; 4] {
+/// The boot GDT: null, null, `__BOOT_CS` (64-bit code for the 64-bit
+/// entry, flat 32-bit code for the 32-bit one), `__BOOT_DS` (flat data).
+fn gdt(mode: EntryMode) -> [u64; 4] {
     [
         0,
         0,
-        Segment::code64(BOOT_CS).to_descriptor(),
+        boot_cs(mode).to_descriptor(),
         Segment::flat32(BOOT_DS, false).to_descriptor(),
     ]
 }
 
-/// The boot processor's state at the 64-bit entry, from the engine's
-/// reset state `sregs`.
+fn boot_cs(mode: EntryMode) -> Segment {
+    match mode {
+        EntryMode::Long64 => Segment::code64(BOOT_CS),
+        EntryMode::Protected32 => Segment::flat32(BOOT_CS, true),
+    }
+}
+
+/// The boot processor's state at the kernel's entry, from the engine's
+/// reset state `sregs`: `__BOOT_CS`/`__BOOT_DS`, ESI/RSI = the zero page,
+/// the other registers zero (EBP, EDI and EBX must be), interrupts off;
+/// paging on identity tables for the 64-bit entry, off for the 32-bit one.
 pub fn bsp_state(boot: &LinuxBoot, mut sregs: SpecialRegs) -> (Regs, SpecialRegs) {
     let regs = Regs {
         rflags: RFLAGS_FIXED,
@@ -401,15 +647,25 @@ pub fn bsp_state(boot: &LinuxBoot, mut sregs: SpecialRegs) -> (Regs, SpecialRegs
         rsp: ZERO_PAGE - 0x10,
         ..Default::default()
     };
-    sregs.cs = Segment::code64(BOOT_CS);
+    sregs.cs = boot_cs(boot.mode);
     let data = Segment::flat32(BOOT_DS, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.gdt = gdtr(gdt().len());
+    sregs.gdt = gdtr(gdt(boot.mode).len());
     sregs.tr = boot_tr();
-    sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_PG;
-    sregs.cr3 = PML4_ADDRESS;
-    sregs.cr4 = CR4_PAE;
-    sregs.efer = EFER_LME | EFER_LMA;
+    sregs.cr0 = CR0_PE | CR0_ET | CR0_NE;
+    match boot.mode {
+        EntryMode::Long64 => {
+            sregs.cr0 |= CR0_PG;
+            sregs.cr3 = PML4_ADDRESS;
+            sregs.cr4 = CR4_PAE;
+            sregs.efer = EFER_LME | EFER_LMA;
+        }
+        EntryMode::Protected32 => {
+            sregs.cr3 = 0;
+            sregs.cr4 = 0;
+            sregs.efer = 0;
+        }
+    }
     (regs, sregs)
 }
 
@@ -428,6 +684,7 @@ mod tests {
         let mut img = vec![0u8; 2 * 512 + body];
         img[0x1f1] = 1; // setup_sects
         img[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        img[0x200..0x202].copy_from_slice(&[0xeb, 0x66]); // jmp past the header
         img[0x202..0x206].copy_from_slice(&HDRS_MAGIC.to_le_bytes());
         img[0x206..0x208].copy_from_slice(&version.to_le_bytes());
         img[0x211] = 1; // loadflags: LOADED_HIGH
@@ -489,25 +746,155 @@ mod tests {
     }
 
     #[test]
-    fn refuses_old_protocols_and_images_without_a_64_bit_entry() {
-        let m = mem(64 << 20);
-        for (version, xlf) in [(0x020b, XLF_KERNEL_64), (0x020f, 0)] {
+    fn old_protocols_and_kernels_without_a_64_bit_entry_take_the_32_bit_entry() {
+        // 2.11 with the XLF_KERNEL_64 bit at 0x236 (not a field before
+        // 2.12), 2.15 without it, 2.06 and 2.02.
+        for (version, xlf) in [
+            (0x020b, XLF_KERNEL_64),
+            (0x020f, 0),
+            (0x0206, 0),
+            (0x0202, 0),
+        ] {
+            let m = mem(64 << 20);
             let image = LinuxImage {
                 kernel: fake_bzimage(version, xlf, 512),
-                initrd: None,
-                cmdline: String::new(),
+                initrd: Some(vec![1; 4096]),
+                cmdline: "console=ttyS0".into(),
             };
-            assert!(matches!(
-                install(&m, &image, None),
-                Err(LinuxBootError::BadImage(_))
-            ));
+            let boot = install(&m, &image, None).unwrap();
+            assert_eq!(boot.mode, EntryMode::Protected32, "{version:#x}");
+            assert_eq!(boot.entry, KERNEL_ADDRESS, "{version:#x}");
+            assert_eq!(read_u32(&m, ZERO_PAGE + 0x214), KERNEL_ADDRESS as u32);
+            assert_eq!(read_u32(&m, ZERO_PAGE + 0x228), CMDLINE_ADDRESS as u32);
+            // The GDT's __BOOT_CS is flat 32-bit code.
+            assert_eq!(
+                m.read_u64(super::super::flat::GDT_ADDRESS + 0x10).unwrap(),
+                Segment::flat32(BOOT_CS, true).to_descriptor()
+            );
+            let (regs, sregs) = bsp_state(&boot, SpecialRegs::default());
+            assert_eq!((regs.rip, regs.rsi), (KERNEL_ADDRESS, ZERO_PAGE));
+            assert_eq!((regs.rbp, regs.rdi, regs.rbx), (0, 0, 0));
+            assert_eq!(regs.rflags & alcazar_core::regs::RFLAGS_IF, 0);
+            assert_eq!((sregs.cs.selector, sregs.ds.selector), (BOOT_CS, BOOT_DS));
+            assert!(sregs.cs.db && !sregs.cs.l);
+            assert_eq!(sregs.cr0 & (CR0_PE | CR0_PG), CR0_PE);
+            assert_eq!(sregs.efer, 0);
         }
-        let junk = LinuxImage {
-            kernel: vec![0; 100],
+        // 2.12+ with XLF_KERNEL_64 keeps the 64-bit entry.
+        let m = mem(64 << 20);
+        let image = LinuxImage {
+            kernel: fake_bzimage(0x020c, XLF_KERNEL_64, 512),
             initrd: None,
             cmdline: String::new(),
         };
-        assert!(install(&m, &junk, None).is_err());
+        let boot = install(&m, &image, None).unwrap();
+        assert_eq!(
+            (boot.mode, boot.entry),
+            (EntryMode::Long64, KERNEL_ADDRESS + 0x200)
+        );
+        let (_, sregs) = bsp_state(&boot, SpecialRegs::default());
+        assert!(sregs.cs.l && sregs.cr0 & CR0_PG != 0);
+    }
+
+    #[test]
+    fn fields_newer_than_the_protocol_are_ignored() {
+        // A 2.05 kernel: the bytes at cmdline_size (2.06), init_size
+        // (2.10) and xloadflags (2.12) are its setup code.
+        let mut kernel = fake_bzimage(0x0205, 0, 512);
+        kernel[0x238..0x23c].copy_from_slice(&0xffffu32.to_le_bytes());
+        kernel[0x260..0x264].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+        let hdr = parse_setup_header(&kernel).unwrap();
+        let (cmdline_size, init_size, xlf) = (hdr.cmdline_size, hdr.init_size, hdr.xloadflags);
+        assert_eq!((cmdline_size, init_size, xlf), (0, 0, 0));
+        let image = LinuxImage {
+            kernel: kernel.clone(),
+            initrd: None,
+            cmdline: "x".repeat(256),
+        };
+        // Before 2.06 the command line holds 255 bytes.
+        let err = install(&mem(64 << 20), &image, None).unwrap_err();
+        assert!(
+            matches!(err, LinuxBootError::CmdlineTooLong { len: 256, max: 255 }),
+            "{err}"
+        );
+        // Before 2.03 initrd_addr_max is 0x37ffffff whatever the bytes say.
+        let mut kernel = fake_bzimage(0x0202, 0, 512);
+        kernel[0x22c..0x230].copy_from_slice(&0xffff_ffffu32.to_le_bytes());
+        assert_eq!(
+            initrd_limit(&parse_setup_header(&kernel).unwrap()),
+            INITRD_ADDR_MAX_DEFAULT
+        );
+    }
+
+    #[test]
+    fn refuses_protocol_2_01_zimages_and_files_without_hdrs() {
+        let m = mem(64 << 20);
+        let boot = |kernel: Vec<u8>| {
+            install(
+                &m,
+                &LinuxImage {
+                    kernel,
+                    initrd: None,
+                    cmdline: String::new(),
+                },
+                None,
+            )
+        };
+        let err = boot(fake_bzimage(0x0201, 0, 512)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LinuxBootError::Header {
+                    problem: HeaderError::ProtocolTooOld { version: 0x0201 }
+                }
+            ),
+            "{err:?}"
+        );
+        let line = err.to_string();
+        assert!(
+            line.contains("boot protocol 2.01 is older than 2.02"),
+            "{line}"
+        );
+        assert!(
+            line.contains("give a kernel with boot protocol 2.02"),
+            "{line}"
+        );
+        let mut zimage = fake_bzimage(0x0204, 0, 512);
+        zimage[0x211] = 0; // loadflags without LOADED_HIGH
+        let err = boot(zimage.clone()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LinuxBootError::Header {
+                    problem: HeaderError::ZImage { loadflags: 0 }
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("make bzImage"), "{err}");
+        let err = boot(vec![0; 100]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LinuxBootError::Header {
+                    problem: HeaderError::NoSetupHeader
+                }
+            ),
+            "{err:?}"
+        );
+        // The same refusals before the file is read whole.
+        let len = zimage.len() as u64;
+        let (why, fix) = check_kernel_file(&zimage, len).unwrap_err();
+        assert!(why.starts_with("a zImage (loadflags 0x00"), "{why}");
+        assert!(fix.contains("make bzImage"), "{fix}");
+        let old = fake_bzimage(0x0201, 0, 512);
+        let (why, _) = check_kernel_file(&old, old.len() as u64).unwrap_err();
+        assert!(why.starts_with("boot protocol 2.01"), "{why}");
+        let (why, _) = check_kernel_file(&[0; 600], 600).unwrap_err();
+        assert!(why.starts_with("not a Linux kernel"), "{why}");
+        assert!(check_kernel_file(&old[..4096.min(old.len())], old.len() as u64).is_err());
+        let good = fake_bzimage(0x0206, 0, 512);
+        assert!(check_kernel_file(&good, good.len() as u64).is_ok());
     }
 
     #[test]

@@ -3,14 +3,19 @@
 //!
 //! * [`flat`] — flat binaries and the tiny-guest kit (real, protected or
 //!   long mode; every vCPU starts at the entry).
-//! * [`linux`] — a Linux bzImage through the 64-bit boot protocol (the
-//!   BSP starts at the kernel's entry; the APs wait for INIT/SIPI).
-//! * [`pvh`] — an ELF `vmlinux` through its PVH entry point (the same,
-//!   in 32-bit protected mode, without the bzImage's decompression).
+//! * [`linux`] — a Linux bzImage through the 64-bit boot protocol, or
+//!   the 32-bit one for protocols 2.02-2.11 and kernels without a 64-bit
+//!   entry (the BSP starts at the kernel's entry; the APs wait for
+//!   INIT/SIPI).
+//! * [`pvh`] — an x86-64 ELF `vmlinux` through its PVH entry point (the
+//!   same, in 32-bit protected mode, without the bzImage's decompression).
+//! * [`elf`] — an ELF `vmlinux` without a PVH note (or an i386 one)
+//!   through its own `startup_64`/`startup_32` entry, with a zero page.
 //! * [`bios`] — a PC BIOS (SeaBIOS) at the reset vector, which boots
 //!   the machine's disks and CD-ROMs itself.
 
 pub mod bios;
+pub mod elf;
 pub mod flat;
 pub mod linux;
 pub mod pvh;
@@ -91,12 +96,13 @@ pub fn load(source: &BootSource, memory: u64) -> Result<Payload, VmmError> {
 
 /// Reads the regular file at `path` (key `key` in errors), refusing one
 /// larger than `limit` bytes; `check` sees the first 4 KiB and the file's
-/// length before the rest is read, and says what is wrong, if anything.
+/// length before the rest is read, and says what is wrong and what to do
+/// about it, if anything.
 fn read_bounded(
     key: &str,
     path: &std::path::Path,
     limit: u64,
-    check: impl Fn(&[u8], u64) -> Result<(), String>,
+    check: impl Fn(&[u8], u64) -> Result<(), (String, &'static str)>,
 ) -> Result<Vec<u8>, VmmError> {
     use std::io::Read;
     let shown = format!("\"{}\"", path.display());
@@ -143,8 +149,7 @@ fn read_bounded(
                 "give the path of a readable file",
             )
         })?;
-    check(&bytes, len)
-        .map_err(|problem| fail(problem, "give a 64-bit bzImage or an ELF vmlinux"))?;
+    check(&bytes, len).map_err(|(problem, fix)| fail(problem, fix))?;
     file.read_to_end(&mut bytes).map_err(|e| {
         fail(
             format!("cannot read it ({e})"),
@@ -183,7 +188,11 @@ impl Payload {
             }
             Payload::Linux(image) => {
                 if pvh::is_elf(&image.kernel) {
-                    return Ok(Start::Pvh(pvh::install(memory, image, rsdp)?));
+                    let kernel = elf::parse(&image.kernel).map_err(linux::LinuxBootError::from)?;
+                    if kernel.pvh_note && kernel.machine == elf::EM_X86_64 {
+                        return Ok(Start::Pvh(pvh::install(memory, image, rsdp)?));
+                    }
+                    return Ok(Start::Linux(elf::install(memory, image, &kernel, rsdp)?));
                 }
                 Ok(Start::Linux(linux::install(memory, image, rsdp)?))
             }
@@ -213,5 +222,67 @@ impl Start {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alcazar_core::memory::MemoryMap;
+
+    /// A 64-bit x86 ELF with one executable segment at 2 MiB and, if
+    /// `note`, a PVH entry note.
+    fn elf64(note: bool) -> Vec<u8> {
+        let mut f = vec![0u8; 0x40 + 2 * 56];
+        f[..4].copy_from_slice(b"\x7fELF");
+        (f[4], f[5], f[6]) = (2, 1, 1);
+        f[0x10] = 2; // ET_EXEC
+        f[0x12] = 62; // EM_X86_64
+        f[0x18..0x20].copy_from_slice(&0x20_0000u64.to_le_bytes());
+        f[0x20] = 0x40;
+        f[0x36] = 56;
+        f[0x38] = 2;
+        let code_at = f.len() as u64;
+        let note_at = code_at + 16;
+        let ph = |f: &mut Vec<u8>, i: usize, kind: u32, off: u64, addr: u64, size: u64| {
+            let p = 0x40 + 56 * i;
+            f[p..p + 4].copy_from_slice(&kind.to_le_bytes());
+            f[p + 4..p + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+            for (j, v) in [off, addr, addr, size, size].iter().enumerate() {
+                f[p + 8 + 8 * j..p + 16 + 8 * j].copy_from_slice(&v.to_le_bytes());
+            }
+        };
+        ph(&mut f, 0, 1, code_at, 0x20_0000, 16);
+        ph(&mut f, 1, 4, note_at, 0, 20);
+        f.extend_from_slice(&[0xf4; 16]);
+        for v in [4u32, 4, if note { 18 } else { 0x7fff }] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(b"Xen\0");
+        f.extend_from_slice(&0x20_0000u32.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn an_elf_boots_through_pvh_only_with_its_note() {
+        let memory = GuestMemory::new(MemoryMap::pc(16 << 20).unwrap()).unwrap();
+        let payload = |note| {
+            Payload::Linux(LinuxImage {
+                kernel: elf64(note),
+                initrd: None,
+                cmdline: String::new(),
+            })
+        };
+        assert!(matches!(
+            payload(true).install(&memory, 1, None),
+            Ok(Start::Pvh(_))
+        ));
+        match payload(false).install(&memory, 1, None) {
+            Ok(Start::Linux(boot)) => {
+                assert_eq!(boot.mode, linux::EntryMode::Long64);
+                assert_eq!(boot.entry, 0x20_0000);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

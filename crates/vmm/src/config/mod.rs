@@ -137,7 +137,7 @@ pub enum BootSource {
     },
     /// A Linux kernel (bzImage), booted directly.
     Linux {
-        /// The bzImage.
+        /// The kernel: a bzImage or an ELF `vmlinux`.
         kernel: PathBuf,
         /// The initial RAM disk, if any.
         initrd: Option<PathBuf>,
