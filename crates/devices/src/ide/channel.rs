@@ -807,6 +807,9 @@ impl Channel {
 
     /// A read in `block` at `offset`.
     pub fn read(&mut self, block: Block, offset: u64, data: &mut [u8]) {
+        if data.is_empty() {
+            return;
+        }
         if self.is_empty() {
             data.fill(0xff);
             return;
@@ -859,8 +862,11 @@ impl Channel {
 
     /// A write in `block` at `offset`.
     pub fn write(&mut self, block: Block, offset: u64, data: &[u8]) {
+        let Some(&value) = data.first() else {
+            return;
+        };
         if block == Block::Control {
-            self.write_control(data[0]);
+            self.write_control(value);
             return;
         }
         if offset == 0 {
@@ -870,7 +876,6 @@ impl Channel {
             self.settle();
             return;
         }
-        let value = data[0];
         // A command block write clears HOB.
         self.devctl &= !CTL_HOB;
         if offset == 7 {
