@@ -757,6 +757,53 @@ mod tests {
     }
 
     #[test]
+    fn firmware_style_polled_boot_read_with_32_bit_pio() {
+        // A BIOS polls with interrupts masked (nIEN) and reads with insl.
+        let iso = TempImage::iso("bios", 40);
+        let (mut ide, irq) = controller();
+        ide.attach(
+            IdePosition::SecondaryMaster,
+            super::super::IdeDrive::Cdrom(None),
+        )
+        .unwrap();
+        outb(&mut ide, 0x376, 0x0e); // SRST | nIEN | bit 3
+        outb(&mut ide, 0x376, 0x0a);
+        let sig = [0x172, 0x173, 0x174, 0x175].map(|p| inb(&mut ide, p));
+        assert_eq!(sig, [1, 1, 0x14, 0xeb]);
+        ide.change_media(
+            IdePosition::SecondaryMaster,
+            Some(std::fs::File::open(&iso.0).unwrap()),
+        )
+        .unwrap();
+        // TEST UNIT READY reports the new disc once.
+        let (st, err, _) = packet(&mut ide, &[0x00], 2048);
+        assert_eq!((st & ST_ERR, err >> 4), (ST_ERR, 0x06));
+        let (st, _, _) = packet(&mut ide, &[0x00], 2048);
+        assert_eq!(st & ST_ERR, 0);
+        // READ(10) of the boot record volume descriptor, 32 bits at a time.
+        outb(&mut ide, 0x176, 0xa0);
+        outb(&mut ide, 0x171, 0);
+        outb(&mut ide, 0x174, 0x00);
+        outb(&mut ide, 0x175, 0x08);
+        outb(&mut ide, 0x177, 0xa0);
+        let cdb = [0x28u8, 0, 0, 0, 0, 17, 0, 0, 1, 0, 0, 0];
+        for c in cdb.chunks(4) {
+            assert!(ide.write_port(0x170, c));
+        }
+        assert_ne!(inb(&mut ide, 0x177) & ST_DRQ, 0);
+        let mut block = Vec::new();
+        for _ in 0..512 {
+            let mut d = [0u8; 4];
+            ide.read_port(0x170, &mut d);
+            block.extend(d);
+        }
+        assert!(block.iter().all(|&b| b == 17));
+        assert_eq!(inb(&mut ide, 0x376) & (ST_DRQ | ST_ERR), 0);
+        assert_eq!(irq.rises(), 0, "nIEN kept the line low");
+        assert!(ide.channel(1).intrq(), "INTRQ itself is pending");
+    }
+
+    #[test]
     fn bad_lba_is_illegal_request_in_sense() {
         let (_iso, mut ide, _) = with_disc(20);
         let (st, err, d) = packet(&mut ide, &[0x28, 0, 0, 0, 0, 19, 0, 0, 2], 0xfffe);

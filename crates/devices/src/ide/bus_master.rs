@@ -386,6 +386,27 @@ mod tests {
     }
 
     #[test]
+    fn write_cache_off_makes_dma_writes_write_through() {
+        let img = TempImage::new("wt", &vec![0u8; 8 * 512]);
+        let (mut ide, _) = controller_with_disk(&img, false);
+        enable_bus_master(&mut ide);
+        outb(&mut ide, 0x1f1, 0x82); // write cache off
+        outb(&mut ide, 0x1f7, 0xef);
+        assert_eq!(inb(&mut ide, 0x1f7) & ST_ERR, 0);
+        ide.memory_for_tests().write(0x10000, &[0xee; 512]).unwrap();
+        prd(&mut ide, 0x8000, &[(0x10000, 512, true)]);
+        set_lba28(&mut ide, 7, 1);
+        outb(&mut ide, 0x1f7, 0xca);
+        bm_write(&mut ide, 0, &[CMD_START]);
+        assert_eq!(inb(&mut ide, 0x1f7) & ST_ERR, 0);
+        assert_eq!(&std::fs::read(&img.0).unwrap()[7 * 512..], &[0xee; 512][..]);
+        // IDENTIFY word 85 bit 5 shows the cache off.
+        outb(&mut ide, 0x1f7, 0xec);
+        let id = read_data(&mut ide, 0x1f0, 512);
+        assert_eq!(id[170] & 0x20, 0);
+    }
+
+    #[test]
     fn atapi_dma_read() {
         let iso = TempImage::iso("dmacd", 20);
         let (mut ide, irq) = controller();
