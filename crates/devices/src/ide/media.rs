@@ -11,7 +11,7 @@
 //! block is never read. CD images are always read-only.
 //!
 //! **Durability.** A completed write is in the host's page cache;
-//! [`DiskImage::sync`] (the drive's FLUSH CACHE, or every write while the
+//! `DiskImage::sync` (the drive's FLUSH CACHE, or every write while the
 //! guest has the write cache turned off) is `fdatasync(2)`.
 //!
 //! Left out: image formats other than raw (qcow2, VHD), sparse-file
