@@ -12,6 +12,7 @@ pub mod acpi_pm;
 pub mod debug_exit;
 pub mod debugcon;
 pub mod i8042;
+pub mod i8042_keys;
 pub mod ioapic;
 pub mod pci;
 pub mod pic;
@@ -21,6 +22,7 @@ pub mod serial;
 pub mod sink;
 pub mod system_control;
 pub mod tap;
+pub mod vga;
 pub mod virtio;
 
 pub use acpi_pm::AcpiPm;
