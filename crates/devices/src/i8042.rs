@@ -85,6 +85,8 @@ pub struct I8042 {
     keys: VecDeque<u8>,
     /// Translation saw `F0`: the next byte is a break code.
     xlate_break: bool,
+    /// The keyboard sends keys (off after its 0xF5 command).
+    scanning: bool,
     irq1: Arc<dyn IrqLine>,
     control: Arc<VmControl>,
 }
@@ -115,6 +117,7 @@ impl I8042 {
             out: VecDeque::new(),
             keys: VecDeque::new(),
             xlate_break: false,
+            scanning: true,
             irq1,
             control,
         }
@@ -159,8 +162,13 @@ impl I8042 {
     /// `F0` before break codes, `E0` prefixes), e.g. from
     /// [`crate::i8042_keys::KeyTranslator`]. They reach the guest one byte
     /// per output-buffer read, translated to set 1 if the command byte
-    /// says so; input beyond [`I8042::KEY_QUEUE`] bytes is dropped.
+    /// says so; input beyond [`I8042::KEY_QUEUE`] bytes is dropped, and
+    /// so is input while the guest has told the keyboard to stop
+    /// scanning (0xF5), as a real keyboard does.
     pub fn key_input(&mut self, set2: &[u8]) {
+        if !self.scanning {
+            return;
+        }
         let room = Self::KEY_QUEUE.saturating_sub(self.keys.len());
         self.keys.extend(set2.iter().take(room));
         self.refill();
@@ -169,7 +177,7 @@ impl I8042 {
     /// Moves the next keyboard byte into the empty output buffer (the
     /// controller's translation applied), raising IRQ 1.
     fn refill(&mut self) {
-        if !self.out.is_empty() || self.command_byte & CB_KBD_DISABLE != 0 {
+        if !self.out.is_empty() || self.command_byte & CB_KBD_DISABLE != 0 || !self.scanning {
             return;
         }
         while let Some(b) = self.keys.pop_front() {
@@ -224,6 +232,19 @@ impl I8042 {
     }
 
     fn keyboard_command(&mut self, byte: u8) {
+        // Reset and "default disable" empty the keyboard's buffer; scanning
+        // stops at 0xF5 and resumes at 0xF4, 0xF6 and after a reset (PS/2
+        // Technical Reference, "Keyboard Commands"). Parameter bytes of
+        // 0xED/0xF0/0xF3 are below 0x80, so they never match these.
+        match byte {
+            0xff | 0xf5 => {
+                self.keys.clear();
+                self.xlate_break = false;
+                self.scanning = byte == 0xff;
+            }
+            0xf4 | 0xf6 => self.scanning = true,
+            _ => {}
+        }
         match byte {
             0xff => {
                 self.push(0xfa, false);
@@ -243,7 +264,10 @@ impl I8042 {
         self.status_cmd = false;
         let pending = std::mem::replace(&mut self.pending, Pending::Keyboard);
         match pending {
-            Pending::Keyboard => self.keyboard_command(byte),
+            Pending::Keyboard => {
+                self.keyboard_command(byte);
+                self.refill();
+            }
             Pending::CommandByte => {
                 self.command_byte = byte;
                 self.refill();
@@ -451,6 +475,29 @@ mod tests {
         assert_eq!(read_data(&mut k), 0x1e);
         k.key_input(&vec![0x1c; 5000]);
         assert_eq!(k.keys.len() + k.out.len(), I8042::KEY_QUEUE);
+    }
+
+    #[test]
+    fn keyboard_reset_and_disable_drop_queued_keys() {
+        let (mut k, _) = kbc();
+        k.key_input(&[0x76, 0xf0, 0x76, 0x1c, 0xf0, 0x1c]);
+        assert_eq!(read_data(&mut k), 0x01);
+        k.write(0, &[0xf5]); // disable scanning
+        assert_eq!(read_data(&mut k), 0x81, "already in the output buffer");
+        assert_eq!(read_data(&mut k), 0xfa, "the ACK, not the next key");
+        k.key_input(&[0x1c]);
+        let mut s = [0];
+        k.read(4, &mut s);
+        assert_eq!(s[0] & STATUS_OBF, 0, "keys while disabled are lost");
+        k.write(0, &[0xf4]);
+        assert_eq!(read_data(&mut k), 0xfa);
+        k.key_input(&[0x1c, 0xf0, 0x1c]);
+        k.write(0, &[0xff]);
+        assert_eq!(read_data(&mut k), 0x1e, "already in the output buffer");
+        assert_eq!(read_data(&mut k), 0xfa);
+        assert_eq!(read_data(&mut k), 0xaa);
+        k.read(4, &mut s);
+        assert_eq!(s[0] & STATUS_OBF, 0, "the reset emptied the queue");
     }
 
     fn shown(k: &I8042, path: &str) -> String {

@@ -212,12 +212,12 @@ pub fn set2_to_set1(code: u8) -> u8 {
     }
     // The extended keys share their second byte with a keypad key, and
     // right Ctrl/Alt, keypad Enter and keypad / with their left/main
-    // twins, so the single-byte keys cover every MF2 code.
-    match OTHER_KEYS.iter().find(|k| k.set2 == code) {
-        Some(k) => k.set1,
-        None if code == 0x4a => 0x35, // E0 4A: keypad '/' (set 1 E0 35)
-        None => code,
-    }
+    // twins, so the single-byte keys cover the MF2 codes (Print Screen's
+    // and Pause's odd sequences aside).
+    OTHER_KEYS
+        .iter()
+        .find(|k| k.set2 == code)
+        .map_or(code, |k| k.set1)
 }
 
 /// Modifier keys held around a key press.

@@ -109,6 +109,12 @@ impl AnsiRenderer {
         out
     }
 
+    /// What to write to the terminal when the VGA stops owning it:
+    /// default colours and a visible cursor.
+    pub fn restore() -> &'static [u8] {
+        b"\x1b[0m\x1b[?25h"
+    }
+
     /// Forgets the last frame: the next one redraws everything (after the
     /// terminal was cleared or resized, or other output went to it).
     pub fn invalidate(&mut self) {
