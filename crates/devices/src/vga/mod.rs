@@ -655,6 +655,54 @@ pub(crate) mod tests {
         assert_eq!(b, [0x02, 0x0f]);
     }
 
+    /// A cheap stand-in for the fuzz target: many pseudo-random port and
+    /// memory accesses (biased towards index/data pairs), screens and
+    /// renders, none of which may panic or break the screen's bounds.
+    #[test]
+    fn random_accesses_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut v = Vga::new();
+        let mut r = AnsiRenderer::new();
+        for i in 0..200_000u32 {
+            let n = next();
+            let port = PORT_BASE + (n % u64::from(PORT_LEN)) as u16;
+            let val = (n >> 16) as u8;
+            let addr = (n >> 24) % MMIO_LEN;
+            match (n >> 56) % 6 {
+                0 | 1 => v.port_write(port, val),
+                2 => {
+                    v.port_read(port);
+                }
+                3 => v.mem_write(addr, val),
+                4 => {
+                    v.mem_read(addr);
+                }
+                _ => {
+                    let idx = [0x3c4, 0x3ce, 0x3d4, 0x3c0][(n >> 40) as usize % 4];
+                    v.port_write(idx, val & 0x1f);
+                    v.port_write(idx + 1, (n >> 32) as u8);
+                    v.port_write(0x3c0, (n >> 32) as u8);
+                }
+            }
+            if i % 1000 == 0 {
+                let s = v.text_screen();
+                assert_eq!(s.cells.len(), s.rows * s.cols);
+                if let Some((row, col)) = s.cursor {
+                    assert!(row < s.rows && col < s.cols);
+                }
+                r.frame(&s);
+                assert!(r.frame(&s).is_empty());
+                let _ = v.tree();
+            }
+        }
+    }
+
     #[test]
     fn inspector_shows_registers_and_text() {
         let (_, ports, mut mem) = Vga::shared();
