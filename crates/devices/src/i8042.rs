@@ -12,8 +12,15 @@
 //! port bit 0": the output port's bit 0 drives the CPU's RESET line, so
 //! this is how a PC without ACPI reboots. Writing an output-port value
 //! with bit 0 clear (command 0xD1) resets too. Both end the VM with
-//! [`StopReason::Reset`]. No scancodes are generated: the console is the
-//! UART.
+//! [`StopReason::Reset`].
+//!
+//! Key presses come from the host through [`I8042::key_input`] as scancode
+//! set 2, what a keyboard sends on its wire (see [`crate::i8042_keys`]).
+//! They wait in a bounded queue and enter the output buffer one at a time,
+//! when it is empty and the keyboard is enabled, translated to set 1 when
+//! the command byte's translate bit (6) is set, as the PS/2 controller
+//! does; each one raises IRQ 1. The keyboard's own scan-code-set command
+//! (0xF0) is acknowledged but not modelled: it always sends set 2.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -74,6 +81,12 @@ pub struct I8042 {
     pending: Pending,
     status_cmd: bool,
     out: VecDeque<(u8, bool)>,
+    /// Set 2 bytes from the keyboard, not yet in the output buffer.
+    keys: VecDeque<u8>,
+    /// Translation saw `F0`: the next byte is a break code.
+    xlate_break: bool,
+    /// The keyboard sends keys (off after its 0xF5 command).
+    scanning: bool,
     irq1: Arc<dyn IrqLine>,
     control: Arc<VmControl>,
 }
@@ -102,6 +115,9 @@ impl I8042 {
             pending: Pending::Keyboard,
             status_cmd: false,
             out: VecDeque::new(),
+            keys: VecDeque::new(),
+            xlate_break: false,
+            scanning: true,
             irq1,
             control,
         }
@@ -138,6 +154,50 @@ impl I8042 {
         }
     }
 
+    /// Bytes of key input the controller holds before it drops more (a
+    /// real keyboard's buffer is 16 keys; a pasted line needs more).
+    pub const KEY_QUEUE: usize = 1024;
+
+    /// Key presses from the host keyboard, in scancode set 2 (make codes,
+    /// `F0` before break codes, `E0` prefixes), e.g. from
+    /// [`crate::i8042_keys::KeyTranslator`]. They reach the guest one byte
+    /// per output-buffer read, translated to set 1 if the command byte
+    /// says so; input beyond [`I8042::KEY_QUEUE`] bytes is dropped, and
+    /// so is input while the guest has told the keyboard to stop
+    /// scanning (0xF5), as a real keyboard does.
+    pub fn key_input(&mut self, set2: &[u8]) {
+        if !self.scanning {
+            return;
+        }
+        let room = Self::KEY_QUEUE.saturating_sub(self.keys.len());
+        self.keys.extend(set2.iter().take(room));
+        self.refill();
+    }
+
+    /// Moves the next keyboard byte into the empty output buffer (the
+    /// controller's translation applied), raising IRQ 1.
+    fn refill(&mut self) {
+        if !self.out.is_empty() || self.command_byte & CB_KBD_DISABLE != 0 || !self.scanning {
+            return;
+        }
+        while let Some(b) = self.keys.pop_front() {
+            if self.command_byte & CB_XLATE == 0 {
+                self.push(b, false);
+                return;
+            }
+            if b == 0xf0 {
+                self.xlate_break = true;
+                continue;
+            }
+            let mut t = crate::i8042_keys::set2_to_set1(b);
+            if std::mem::take(&mut self.xlate_break) && b != 0xe0 && b != 0xe1 {
+                t |= 0x80;
+            }
+            self.push(t, false);
+            return;
+        }
+    }
+
     fn reset_machine(&mut self) {
         tracing::info!("i8042: guest pulsed the CPU reset line");
         self.control.request_stop(StopReason::Reset);
@@ -154,7 +214,10 @@ impl I8042 {
             0xaa => self.push(0x55, false), // controller self-test: OK
             0xab => self.push(0x00, false), // keyboard interface test: OK
             0xad => self.command_byte |= CB_KBD_DISABLE,
-            0xae => self.command_byte &= !CB_KBD_DISABLE,
+            0xae => {
+                self.command_byte &= !CB_KBD_DISABLE;
+                self.refill();
+            }
             0xc0 => self.push(0x00, false), // input port
             0xd0 => self.push(self.output_port, false),
             0xd1 => self.pending = Pending::OutputPort,
@@ -169,6 +232,19 @@ impl I8042 {
     }
 
     fn keyboard_command(&mut self, byte: u8) {
+        // Reset and "default disable" empty the keyboard's buffer; scanning
+        // stops at 0xF5 and resumes at 0xF4, 0xF6 and after a reset (PS/2
+        // Technical Reference, "Keyboard Commands"). Parameter bytes of
+        // 0xED/0xF0/0xF3 are below 0x80, so they never match these.
+        match byte {
+            0xff | 0xf5 => {
+                self.keys.clear();
+                self.xlate_break = false;
+                self.scanning = byte == 0xff;
+            }
+            0xf4 | 0xf6 => self.scanning = true,
+            _ => {}
+        }
         match byte {
             0xff => {
                 self.push(0xfa, false);
@@ -188,8 +264,14 @@ impl I8042 {
         self.status_cmd = false;
         let pending = std::mem::replace(&mut self.pending, Pending::Keyboard);
         match pending {
-            Pending::Keyboard => self.keyboard_command(byte),
-            Pending::CommandByte => self.command_byte = byte,
+            Pending::Keyboard => {
+                self.keyboard_command(byte);
+                self.refill();
+            }
+            Pending::CommandByte => {
+                self.command_byte = byte;
+                self.refill();
+            }
             Pending::OutputPort => {
                 self.output_port = byte;
                 if byte & 1 == 0 {
@@ -229,7 +311,8 @@ impl I8042 {
             .hex("output_port", u64::from(self.output_port), 2)
             .value("a20", self.output_port & OP_A20 != 0)
             .value("reset_line_released", self.output_port & OP_RESET != 0)
-            .value("output_buffer", self.out.len());
+            .value("output_buffer", self.out.len())
+            .value("key_queue", self.keys.len());
         match self.out.front() {
             Some(&(b, aux)) => {
                 t.hex("output_buffer_next", u64::from(b), 2)
@@ -248,7 +331,11 @@ impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
         let value = match offset {
-            0 => self.out.pop_front().map(|(b, _)| b).unwrap_or(0),
+            0 => {
+                let b = self.out.pop_front().map(|(b, _)| b).unwrap_or(0);
+                self.refill();
+                b
+            }
             _ => self.status(),
         };
         if let Some(first) = data.first_mut() {
@@ -356,6 +443,61 @@ mod tests {
         let mut s = [0];
         k.read(4, &mut s);
         assert_eq!(s[0] & STATUS_OBF, 0);
+    }
+
+    #[test]
+    fn key_input_is_translated_and_delivered_one_byte_per_read() {
+        let (mut k, _) = kbc();
+        // "a" then Up, in set 2.
+        k.key_input(&[0x1c, 0xf0, 0x1c, 0xe0, 0x75, 0xe0, 0xf0, 0x75]);
+        let got: Vec<u8> = (0..6).map(|_| read_data(&mut k)).collect();
+        assert_eq!(got, [0x1e, 0x9e, 0xe0, 0x48, 0xe0, 0xc8]);
+        let mut s = [0];
+        k.read(4, &mut s);
+        assert_eq!(s[0] & STATUS_OBF, 0);
+        // Translation off: set 2 passes through.
+        k.write(4, &[0x60]);
+        k.write(0, &[CB_KBD_INT | CB_SYSTEM]);
+        k.key_input(&[0x1c, 0xf0, 0x1c]);
+        let got: Vec<u8> = (0..3).map(|_| read_data(&mut k)).collect();
+        assert_eq!(got, [0x1c, 0xf0, 0x1c]);
+    }
+
+    #[test]
+    fn key_input_waits_while_the_keyboard_is_disabled() {
+        let (mut k, _) = kbc();
+        k.write(4, &[0xad]);
+        k.key_input(&[0x1c]);
+        let mut s = [0];
+        k.read(4, &mut s);
+        assert_eq!(s[0] & STATUS_OBF, 0);
+        k.write(4, &[0xae]);
+        assert_eq!(read_data(&mut k), 0x1e);
+        k.key_input(&vec![0x1c; 5000]);
+        assert_eq!(k.keys.len() + k.out.len(), I8042::KEY_QUEUE);
+    }
+
+    #[test]
+    fn keyboard_reset_and_disable_drop_queued_keys() {
+        let (mut k, _) = kbc();
+        k.key_input(&[0x76, 0xf0, 0x76, 0x1c, 0xf0, 0x1c]);
+        assert_eq!(read_data(&mut k), 0x01);
+        k.write(0, &[0xf5]); // disable scanning
+        assert_eq!(read_data(&mut k), 0x81, "already in the output buffer");
+        assert_eq!(read_data(&mut k), 0xfa, "the ACK, not the next key");
+        k.key_input(&[0x1c]);
+        let mut s = [0];
+        k.read(4, &mut s);
+        assert_eq!(s[0] & STATUS_OBF, 0, "keys while disabled are lost");
+        k.write(0, &[0xf4]);
+        assert_eq!(read_data(&mut k), 0xfa);
+        k.key_input(&[0x1c, 0xf0, 0x1c]);
+        k.write(0, &[0xff]);
+        assert_eq!(read_data(&mut k), 0x1e, "already in the output buffer");
+        assert_eq!(read_data(&mut k), 0xfa);
+        assert_eq!(read_data(&mut k), 0xaa);
+        k.read(4, &mut s);
+        assert_eq!(s[0] & STATUS_OBF, 0, "the reset emptied the queue");
     }
 
     fn shown(k: &I8042, path: &str) -> String {
