@@ -109,11 +109,16 @@ struct RunArgs {
     /// Add a virtio entropy device (the guest's /dev/hwrng).
     #[arg(long)]
     rng: bool,
-    /// Add a virtio disk backed by a raw image file (the guest's
-    /// /dev/vda, /dev/vdb, ... in flag order); `,readonly` makes it
-    /// read-only. Repeatable.
-    #[arg(long, value_name = "PATH[,readonly]")]
+    /// Add a disk backed by a raw image file: virtio (the guest's
+    /// /dev/vda, /dev/vdb, ... in flag order; ids disk0, disk1, ...) or,
+    /// with `,if=ide`, an ATA disk on the IDE controller; `,readonly`
+    /// makes it read-only. Repeatable.
+    #[arg(long, value_name = "PATH[,readonly][,if=virtio|ide]")]
     disk: Vec<String>,
+    /// A CD-ROM drive on the IDE controller (id cd0) holding this ISO 9660
+    /// image; the BIOS boots it (implies --firmware seabios).
+    #[arg(long, value_name = "ISO")]
+    cdrom: Option<String>,
     /// Add a virtio network card on a host TAP interface (repeatable):
     /// tap=NAME[,mac=MAC] attaches to interface NAME (created if missing);
     /// tap[,host=A.B.C.D/N][,mac=MAC] creates alcazarN and gives the host
@@ -144,7 +149,7 @@ struct RunArgs {
     detach: bool,
     /// The firmware: seabios (a PC BIOS that boots the machine's disks
     /// and CD-ROMs) or none (the VMM loads the guest itself). Default:
-    /// seabios with --boot, else none.
+    /// seabios with --cdrom or --boot, else none.
     #[arg(long, value_name = "seabios|none")]
     firmware: Option<String>,
     /// Boot order for the BIOS, device ids separated by commas (disk0,
@@ -249,13 +254,43 @@ fn wants_firmware(args: &RunArgs) -> bool {
     match args.firmware.as_deref() {
         Some("seabios") => true,
         Some(_) => false,
-        None => args.boot.is_some(),
+        None => args.boot.is_some() || args.cdrom.is_some(),
     }
 }
 
 /// `--firmware`, `--boot` and `--boot-menu` as the boot source of
 /// `config` (SeaBIOS, fetched on first use).
 fn apply_firmware_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), Failure> {
+    check_firmware_flags(args)?;
+    if !wants_firmware(args) {
+        return Ok(());
+    }
+    let order: Vec<String> = args
+        .boot
+        .as_deref()
+        .map(|b| {
+            b.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let seabios = crate::guest::firmware::seabios(true).map_err(Failure::Guest)?;
+    config.boot = BootSource::Firmware {
+        bios: seabios.bios,
+        vga_bios: None,
+        order,
+        menu: args.boot_menu,
+    };
+    if config.name == alcazar_vmm::config::DEFAULT_NAME {
+        config.name = "pc".into();
+    }
+    Ok(())
+}
+
+/// The firmware flags' own checks, before anything is fetched.
+fn check_firmware_flags(args: &RunArgs) -> Result<(), Failure> {
     if let Some(f) = args.firmware.as_deref() {
         if f != "seabios" && f != "none" {
             return Err(alcazar_vmm::ConfigError::new(
@@ -291,27 +326,6 @@ fn apply_firmware_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), Fail
             "drop --kernel/--kit, or use --firmware none",
         )
         .into());
-    }
-    let order: Vec<String> = args
-        .boot
-        .as_deref()
-        .map(|b| {
-            b.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    let seabios = crate::guest::firmware::seabios(true).map_err(Failure::Guest)?;
-    config.boot = BootSource::Firmware {
-        bios: seabios.bios,
-        vga_bios: None,
-        order,
-        menu: args.boot_menu,
-    };
-    if config.name == alcazar_vmm::config::DEFAULT_NAME {
-        config.name = "pc".into();
     }
     Ok(())
 }
@@ -429,9 +443,13 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     for (n, d) in args.disk.iter().enumerate() {
         config.devices.push(disk_spec(n, d)?);
     }
+    if let Some(iso) = &args.cdrom {
+        config.devices.push(cdrom_spec(iso)?);
+    }
     crate::virtio_flags::apply(&args.net, args.console, args.serial.is_some(), &mut config)?;
     // Flags are checked first: a typo must not cost a download.
     check_linux_flags(args, &config)?;
+    check_firmware_flags(args)?;
     if wants_default_guest(args) {
         use_default_guest(args, &mut config).map_err(Failure::Guest)?;
     }
@@ -480,35 +498,63 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
 /// One `--disk PATH[,readonly]` flag as a `virtio-blk` entry with id
 /// `diskN`.
 fn disk_spec(n: usize, value: &str) -> Result<config::DeviceSpec, VmmError> {
-    let (path, readonly) = match value.rsplit_once(',') {
-        Some((p, "readonly")) => (p, true),
-        Some((_, opt)) => {
-            return Err(alcazar_vmm::ConfigError::new(
-                "--disk",
-                format!("\"{value}\""),
-                format!("unknown option \"{opt}\""),
-                "use --disk PATH or --disk PATH,readonly",
-            )
-            .into())
+    const USAGE: &str = "use --disk PATH[,readonly][,if=virtio|ide]";
+    // Options follow the last path component's commas: PATH,readonly,if=ide.
+    let mut parts: Vec<&str> = value.split(',').collect();
+    let mut readonly = false;
+    let mut class = "virtio-blk";
+    while parts.len() > 1 {
+        match parts.last().copied() {
+            Some("readonly") => readonly = true,
+            Some("if=ide") => class = "ide-disk",
+            Some("if=virtio") => class = "virtio-blk",
+            _ => break,
         }
-        None => (value, false),
-    };
+        parts.pop();
+    }
+    let path = parts.join(",");
+    if let Some(opt) = parts
+        .last()
+        .filter(|_| parts.len() > 1)
+        .filter(|o| o.starts_with("if=") || !std::path::Path::new(&path).exists())
+    {
+        return Err(alcazar_vmm::ConfigError::new(
+            "--disk",
+            format!("\"{value}\""),
+            format!("unknown option \"{opt}\""),
+            USAGE,
+        )
+        .into());
+    }
     if path.is_empty() {
         return Err(alcazar_vmm::ConfigError::new(
             "--disk",
             format!("\"{value}\""),
             "no image path",
-            "use --disk PATH or --disk PATH,readonly",
+            USAGE,
         )
         .into());
     }
     let mut params = toml::Table::new();
-    params.insert("path".into(), toml::Value::String(path.into()));
+    params.insert("path".into(), toml::Value::String(path));
     params.insert("readonly".into(), toml::Value::Boolean(readonly));
     Ok(config::DeviceSpec::parse(
         config::Origin::Flag("--disk".into()),
-        "virtio-blk",
+        class,
         &format!("disk{n}"),
+        &params,
+        std::path::Path::new("."),
+    )?)
+}
+
+/// `--cdrom ISO`: an IDE CD-ROM drive (id `cd0`) with the image in it.
+fn cdrom_spec(value: &str) -> Result<config::DeviceSpec, VmmError> {
+    let mut params = toml::Table::new();
+    params.insert("path".into(), toml::Value::String(value.into()));
+    Ok(config::DeviceSpec::parse(
+        config::Origin::Flag("--cdrom".into()),
+        "ide-cdrom",
+        "cd0",
         &params,
         std::path::Path::new("."),
     )?)

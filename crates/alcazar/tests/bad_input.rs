@@ -178,6 +178,12 @@ const CASES: &[Case] = &[
         &["run", "--kit", "long-hello", "--emu-code-cache", "4G"],
         &["4G", "out of range", "1M to 1G"],
     ),
+    case(&["run", "--cdrom", "disk.img"], &["disk.img", "ISO 9660"]),
+    case(&["run", "--firmware", "uefi"], &["uefi", "unknown firmware"]),
+    case(
+        &["run", "--kit", "long-hello", "--disk", "disk.img,if=scsi"],
+        &["if=scsi", "unknown option"],
+    ),
     case(&["run", "--memroy", "64M"], &["--memroy", "--memory"]),
     case(&["frobnicate"], &["frobnicate"]),
     case(&["inspect", "nosuchvm", "cpu0/regs/rax", "--set", "zzz"], &["zzz", "not a number"]),

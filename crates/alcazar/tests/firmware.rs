@@ -1,8 +1,9 @@
 //! Firmware boot end to end: SeaBIOS (Debian's `bios-256k.bin`) starts at
 //! the reset vector, boots a GRUB image made by `grub-mkrescue` from the
-//! default guest's kernel and initramfs, GRUB shows its menu in the
-//! terminal, a down-arrow and Enter typed there pick the second entry, and
-//! Linux comes up with that entry's command line.
+//! default guest's kernel and initramfs (as a virtio-blk disk, and as a CD
+//! in the IDE controller's ATAPI drive with `--cdrom`), GRUB shows its
+//! menu in the terminal, a down-arrow and Enter typed there pick the
+//! second entry, and Linux comes up with that entry's command line.
 //!
 //! Needs `grub-mkrescue` (Debian: grub-pc-bin, grub-common, xorriso,
 //! mtools), which `.ci/run` installs; without it the test fails saying
@@ -118,6 +119,27 @@ fn seabios_boots_grub_from_a_disk_and_the_terminal_picks_the_second_entry() {
     g.type_line("cat /proc/cmdline");
     let (cmdline, _) = g.expect_line("alcazar.entry=");
     assert!(cmdline.contains("alcazar.entry=second"), "{cmdline}");
+    g.type_line("poweroff -f");
+    let (status, _, stderr) = g.finish();
+    assert_eq!(status, Some(0), "stderr: {stderr}");
+}
+
+#[test]
+fn seabios_boots_an_iso_from_the_ide_cdrom_with_cdrom() {
+    let scratch = Scratch::new("grub-cd");
+    let image = grub_image(&scratch.0);
+    let iso = image.display().to_string();
+    let mut g = Guest::start_screen(&[
+        "run", "--engine", "emu", "--memory", "256M", "--cdrom", &iso,
+    ]);
+    g.expect_line("Booting from DVD/CD");
+    g.expect_line("Alcazar guest (first)");
+    g.expect_line("executed automatically");
+    g.send(b"\r");
+    g.expect_line("ALCAZAR-READY");
+    g.type_line("cat /proc/cmdline");
+    let (cmdline, _) = g.expect_line("alcazar.entry=");
+    assert!(cmdline.contains("alcazar.entry=first"), "{cmdline}");
     g.type_line("poweroff -f");
     let (status, _, stderr) = g.finish();
     assert_eq!(status, Some(0), "stderr: {stderr}");

@@ -45,6 +45,7 @@ mod doorbell;
 mod engine_select;
 pub mod error;
 mod firmware;
+pub mod ide;
 pub mod inspect;
 pub mod lifecycle;
 pub mod machine_tree;

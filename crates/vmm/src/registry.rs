@@ -130,6 +130,9 @@ pub fn build(
         DeviceConfig::VirtioBlk(c) => build_virtio_blk(spec, c, ctx),
         DeviceConfig::VirtioNet(c) => build_virtio_net(spec, c, ctx),
         DeviceConfig::VirtioConsole(c) => build_virtio_console(spec, c, ctx),
+        // IDE drives share one controller, which the machine builds once
+        // it knows them all (crate::ide).
+        DeviceConfig::IdeDisk(_) | DeviceConfig::IdeCdrom(_) => Ok(BuiltDevice::default()),
     }
 }
 

@@ -94,6 +94,7 @@ impl Vm {
         let tail = Arc::new(ConsoleTail::new(machine.control.clone()));
         let pci = PciBus::new(&machine, &chipset, engine_vm.io_events(), bridge)?;
         let consoles = add_devices(&machine, &chipset, &pci, &tail, &terminal, &specs, config)?;
+        let ide = crate::ide::build(&machine, &chipset, &pci, &specs)?;
         let platform = firmware::Platform::describe(
             config.cpus,
             &engine_vm.cpuid_table(),
@@ -108,7 +109,7 @@ impl Vm {
             None
         };
         if let boot::Payload::Bios(image) = &payload {
-            add_fw_cfg(&machine, &platform, config, image, &specs)?;
+            add_fw_cfg(&machine, &platform, config, image, &specs, ide.as_ref())?;
         }
         let start = payload.install(&machine.memory, config.cpus, rsdp)?;
         let mut vcpus = Vec::new();
@@ -536,6 +537,7 @@ fn add_fw_cfg(
     config: &VmConfig,
     image: &boot::bios::BiosImage,
     specs: &[DeviceSpec],
+    ide: Option<&crate::ide::IdeBuilt>,
 ) -> Result<(), VmmError> {
     use alcazar_devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_COUNT};
     let serial_console = registry::console_uart(specs).and_then(|i| match &specs[i].config {
@@ -547,7 +549,7 @@ fn add_fw_cfg(
         ram: config.memory,
         map: machine.memory.map(),
         image,
-        boot_paths: Vec::new(),
+        boot_paths: boot_paths(&image.order, specs, ide)?,
         serial_console,
         vga: false,
     };
@@ -560,6 +562,62 @@ fn add_fw_cfg(
         Arc::new(std::sync::Mutex::new(device)),
     )?;
     Ok(())
+}
+
+/// The BIOS boot order as device paths: each id of `order` must name an
+/// IDE drive. An empty order with a CD-ROM drive present boots the
+/// CD-ROM first, then the disks (what `--cdrom` users expect); otherwise
+/// the BIOS's own order.
+fn boot_paths(
+    order: &[String],
+    specs: &[DeviceSpec],
+    ide: Option<&crate::ide::IdeBuilt>,
+) -> Result<Vec<String>, VmmError> {
+    let is = |id: &str, cd: bool| {
+        specs.iter().any(|s| {
+            s.id == id
+                && matches!(
+                    (&s.config, cd),
+                    (crate::config::DeviceConfig::IdeCdrom(_), true)
+                        | (crate::config::DeviceConfig::IdeDisk(_), false)
+                )
+        })
+    };
+    let Some(ide) = ide else {
+        return match order.first() {
+            None => Ok(Vec::new()),
+            Some(id) => Err(ConfigError::new(
+                "boot.order",
+                format!("\"{id}\""),
+                "not an IDE drive of this machine",
+                "boot from a --cdrom or an --disk PATH,if=ide drive",
+            )
+            .into()),
+        };
+    };
+    if order.is_empty() {
+        let mut ids: Vec<&String> = ide.drives.iter().map(|(id, _)| id).collect();
+        if !ids.iter().any(|id| is(id, true)) {
+            return Ok(Vec::new());
+        }
+        ids.sort_by_key(|id| !is(id, true));
+        return Ok(ids.into_iter().filter_map(|id| ide.boot_path(id)).collect());
+    }
+    order
+        .iter()
+        .map(|id| {
+            ide.boot_path(id).ok_or_else(|| {
+                let known: Vec<&str> = ide.drives.iter().map(|(d, _)| d.as_str()).collect();
+                ConfigError::new(
+                    "boot.order",
+                    format!("\"{id}\""),
+                    "not an IDE drive of this machine",
+                    format!("use one of: {}", known.join(", ")),
+                )
+                .into()
+            })
+        })
+        .collect()
 }
 
 /// What the VMM keeps of the devices besides the bus: where host input

@@ -76,6 +76,19 @@ pub enum DeviceConfig {
     VirtioNet(VirtioNetConfig),
     /// A virtio console on PCI.
     VirtioConsole(VirtioConsoleConfig),
+    /// An ATA disk on the machine's IDE controller.
+    IdeDisk(VirtioBlkConfig),
+    /// An ATAPI CD-ROM drive on the machine's IDE controller, with an ISO
+    /// 9660 image in it or empty.
+    IdeCdrom(IdeCdromConfig),
+}
+
+/// An `ide-cdrom` device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdeCdromConfig {
+    /// The disc: an ISO 9660 image (read-only), or `None` for an empty
+    /// drive.
+    pub path: Option<PathBuf>,
 }
 
 /// A `serial` device.
@@ -204,6 +217,28 @@ pub static CLASSES: &[DeviceClass] = &[
         parse: parse_virtio_blk,
     },
     DeviceClass {
+        name: "ide-disk",
+        description: "ATA disk on the IDE controller (a raw disk image file)",
+        keys: &["path", "readonly"],
+        parse: |e| match parse_virtio_blk(e)? {
+            DeviceConfig::VirtioBlk(c) => Ok(DeviceConfig::IdeDisk(c)),
+            other => Ok(other),
+        },
+    },
+    DeviceClass {
+        name: "ide-cdrom",
+        description: "ATAPI CD-ROM drive on the IDE controller (an ISO 9660 image, read-only)",
+        keys: &["path"],
+        parse: |e| {
+            Ok(DeviceConfig::IdeCdrom(IdeCdromConfig {
+                path: e
+                    .string("path", "give the path of an ISO 9660 image")?
+                    .filter(|p| !p.is_empty())
+                    .map(|p| e.base.join(p)),
+            }))
+        },
+    },
+    DeviceClass {
         name: "virtio-net",
         description: "virtio network card on PCI, backed by a host TAP interface",
         keys: &["tap", "host_ip", "netmask", "mac"],
@@ -236,6 +271,8 @@ impl DeviceConfig {
             DeviceConfig::VirtioBlk(_) => "virtio-blk",
             DeviceConfig::VirtioNet(_) => "virtio-net",
             DeviceConfig::VirtioConsole(_) => "virtio-console",
+            DeviceConfig::IdeDisk(_) => "ide-disk",
+            DeviceConfig::IdeCdrom(_) => "ide-cdrom",
         }
     }
 
