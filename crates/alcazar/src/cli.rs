@@ -159,6 +159,12 @@ struct RunArgs {
     /// Offer the BIOS boot menu (press Esc during the BIOS's start).
     #[arg(long)]
     boot_menu: bool,
+    /// The screen of a BIOS boot: text (a VGA adapter whose text screen
+    /// is drawn in this terminal, which becomes its keyboard; COM1's
+    /// output then goes to --serial, default none) or none (the BIOS
+    /// draws on COM1). Default: none.
+    #[arg(long, value_name = "text|none")]
+    display: Option<String>,
     /// The emu engine's tier: jit (hot code translated to host code; the
     /// default on x86-64) or interp (the interpreter alone).
     #[arg(long, value_name = "jit|interp")]
@@ -277,9 +283,10 @@ fn apply_firmware_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), Fail
         })
         .unwrap_or_default();
     let seabios = crate::guest::firmware::seabios(true).map_err(Failure::Guest)?;
+    let text = config.display == alcazar_vmm::config::Display::Text;
     config.boot = BootSource::Firmware {
         bios: seabios.bios,
-        vga_bios: None,
+        vga_bios: text.then_some(seabios.vga_bios),
         order,
         menu: args.boot_menu,
     };
@@ -413,6 +420,12 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     }
     if let Some(s) = &args.serial {
         config.serial = config::parse_console("--serial", s, here)?;
+    }
+    if let Some(d) = &args.display {
+        config.display = config::parse_display("--display", d)?;
+        if config.display == alcazar_vmm::config::Display::Text && args.serial.is_none() {
+            config.serial = config::ConsoleTarget::None;
+        }
     }
     if let Some(t) = &args.emu_tier {
         config.emu.tier = config::parse_emu_tier("--emu-tier", t)?;

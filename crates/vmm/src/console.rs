@@ -267,6 +267,12 @@ pub enum ConsoleInputTarget {
     Uart(Arc<Mutex<Uart16550>>),
     /// A virtio console's receive queue (`hvc0`).
     Virtio(ConsoleInput),
+    /// The PC keyboard behind the 8042: terminal bytes become key
+    /// presses ([`alcazar_devices::i8042_keys`]).
+    Keyboard(
+        Arc<Mutex<alcazar_devices::I8042>>,
+        Arc<Mutex<alcazar_devices::KeyTranslator>>,
+    ),
 }
 
 impl std::fmt::Debug for ConsoleInputTarget {
@@ -274,6 +280,7 @@ impl std::fmt::Debug for ConsoleInputTarget {
         f.write_str(match self {
             ConsoleInputTarget::Uart(_) => "Uart",
             ConsoleInputTarget::Virtio(_) => "Virtio",
+            ConsoleInputTarget::Keyboard(..) => "Keyboard",
         })
     }
 }
@@ -284,6 +291,13 @@ impl ConsoleInputTarget {
         match self {
             ConsoleInputTarget::Uart(u) => alcazar_core::bus::lock(u).enqueue_input(bytes),
             ConsoleInputTarget::Virtio(c) => c.push_input(bytes),
+            ConsoleInputTarget::Keyboard(k, t) => {
+                // One read() chunk at a time: a chunk ending in a bare ESC
+                // is the Esc key.
+                let codes = alcazar_core::bus::lock(t).translate_to_vec(bytes);
+                alcazar_core::bus::lock(k).key_input(&codes);
+                bytes.len()
+            }
         }
     }
 

@@ -74,6 +74,8 @@ pub enum HostHook {
     ConsoleInput(ConsoleInputTarget),
     /// The ACPI power button.
     PowerButton(PowerButton),
+    /// The 8042 keyboard controller, for a VGA display's keyboard input.
+    Keyboard(Arc<Mutex<I8042>>),
 }
 
 /// A device ready to be put on the bus.
@@ -176,7 +178,7 @@ fn build_i8042(ctx: &BuildContext<'_>) -> BuiltDevice {
         .collect();
     BuiltDevice {
         ranges,
-        ..Default::default()
+        hooks: vec![HostHook::Keyboard(controller)],
     }
 }
 

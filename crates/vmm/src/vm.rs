@@ -52,6 +52,8 @@ struct Shared {
     console_input: Option<ConsoleInputTarget>,
     power_button: Option<PowerButton>,
     reboot: AtomicBool,
+    /// The VGA adapter and the terminal its screen is drawn in.
+    display: Option<(Arc<std::sync::Mutex<alcazar_devices::Vga>>, SharedTerminal)>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -108,8 +110,40 @@ impl Vm {
         } else {
             None
         };
+        let vga = match (&payload, config.display) {
+            (boot::Payload::Bios(image), crate::config::Display::Text) => {
+                if image.vga_bios.is_none() {
+                    return Err(ConfigError::new(
+                        "boot.vga_bios",
+                        "(missing)",
+                        "a VGA text screen needs a VGA BIOS to set it up",
+                        "add vga_bios = \"PATH\" (SeaBIOS's vgabios-isavga.bin) to [boot]",
+                    )
+                    .into());
+                }
+                Some(add_vga(&machine)?)
+            }
+            (_, crate::config::Display::Text) => {
+                return Err(ConfigError::new(
+                    "display",
+                    "\"text\"",
+                    "only a BIOS boot has a VGA text screen",
+                    "add --firmware seabios (or --cdrom), or drop --display text",
+                )
+                .into())
+            }
+            _ => None,
+        };
         if let boot::Payload::Bios(image) = &payload {
-            add_fw_cfg(&machine, &platform, config, image, &specs, ide.as_ref())?;
+            add_fw_cfg(
+                &machine,
+                &platform,
+                config,
+                image,
+                &specs,
+                ide.as_ref(),
+                vga.is_some(),
+            )?;
         }
         let start = payload.install(&machine.memory, config.cpus, rsdp)?;
         let mut vcpus = Vec::new();
@@ -121,7 +155,20 @@ impl Vm {
         tracing::info!(name = %config.name, engine = %selected.engine.kind(), why = %selected.why, "VM created");
         // The terminal's keystrokes go to the virtio console when there is
         // one (`--console virtio`), else to the console UART.
-        let console_input = consoles.virtio.clone().or(consoles.uart.clone());
+        // With a VGA screen the terminal's keys are a PC keyboard's.
+        let keyboard = consoles
+            .keyboard
+            .clone()
+            .filter(|_| vga.is_some())
+            .map(|k| {
+                ConsoleInputTarget::Keyboard(
+                    k,
+                    Arc::new(std::sync::Mutex::new(alcazar_devices::KeyTranslator::new())),
+                )
+            });
+        let console_input = keyboard
+            .or(consoles.virtio.clone())
+            .or(consoles.uart.clone());
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             engine: selected.engine.kind(),
@@ -136,6 +183,7 @@ impl Vm {
             console_input,
             power_button: consoles.power_button,
             reboot: AtomicBool::new(false),
+            display: vga.map(|v| (v, terminal.clone())),
         });
         Ok(Vm {
             name: config.name.clone(),
@@ -205,6 +253,18 @@ impl Vm {
         let shared = self.shared.clone();
         let mut threads = Vec::new();
         threads.push(self.start_timer_thread()?);
+        if let Some((vga, terminal)) = shared.display.clone() {
+            let control = self.machine.control.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("display".into())
+                    .spawn(move || run_display(vga, terminal, control))
+                    .map_err(|source| VmmError::Io {
+                        what: "starting the display thread".into(),
+                        source,
+                    })?,
+            );
+        }
         shared.lifecycle.started();
         let halted = Arc::new(AtomicU32::new(0));
         for vcpu in self.vcpus {
@@ -538,6 +598,7 @@ fn add_fw_cfg(
     image: &boot::bios::BiosImage,
     specs: &[DeviceSpec],
     ide: Option<&crate::ide::IdeBuilt>,
+    vga: bool,
 ) -> Result<(), VmmError> {
     use alcazar_devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_COUNT};
     let serial_console = registry::console_uart(specs).and_then(|i| match &specs[i].config {
@@ -550,8 +611,8 @@ fn add_fw_cfg(
         map: machine.memory.map(),
         image,
         boot_paths: boot_paths(&image.order, specs, ide)?,
-        serial_console,
-        vga: false,
+        serial_console: serial_console.filter(|_| !vga),
+        vga,
     };
     let device = firmware::bios_config::fw_cfg_device(&bios, machine.memory.dma())?;
     machine.bus.insert(
@@ -562,6 +623,52 @@ fn add_fw_cfg(
         Arc::new(std::sync::Mutex::new(device)),
     )?;
     Ok(())
+}
+
+/// The VGA adapter on its ports (0x3b0-0x3df) and its memory window
+/// (0xa0000-0xbffff, MMIO in a BIOS machine's memory map).
+fn add_vga(machine: &Machine) -> Result<Arc<std::sync::Mutex<alcazar_devices::Vga>>, VmmError> {
+    use alcazar_devices::vga::{MMIO_BASE, MMIO_LEN, PORT_BASE, PORT_LEN};
+    let (vga, ports, memory) = alcazar_devices::Vga::shared();
+    machine.bus.insert(
+        alcazar_core::IoSpace::Port,
+        u64::from(PORT_BASE),
+        u64::from(PORT_LEN),
+        "vga",
+        Arc::new(std::sync::Mutex::new(ports)),
+    )?;
+    machine.bus.insert(
+        alcazar_core::IoSpace::Mmio,
+        MMIO_BASE,
+        MMIO_LEN,
+        "vga-memory",
+        Arc::new(std::sync::Mutex::new(memory)),
+    )?;
+    Ok(vga)
+}
+
+/// How often the VGA text screen is drawn in the terminal.
+const DISPLAY_PERIOD: Duration = Duration::from_millis(40);
+
+/// Draws the VGA text screen in `terminal` until the VM stops (only the
+/// cells that changed; see `alcazar_devices::vga::render`).
+fn run_display(
+    vga: Arc<std::sync::Mutex<alcazar_devices::Vga>>,
+    terminal: SharedTerminal,
+    control: Arc<alcazar_core::VmControl>,
+) {
+    let mut renderer = alcazar_devices::vga::render::AnsiRenderer::new();
+    while !control.should_stop() {
+        let screen = alcazar_core::bus::lock(&vga).text_screen();
+        let bytes = renderer.frame(&screen);
+        if !bytes.is_empty() {
+            terminal.write(&bytes);
+            terminal.flush();
+        }
+        std::thread::sleep(DISPLAY_PERIOD);
+    }
+    terminal.write(alcazar_devices::vga::render::AnsiRenderer::restore());
+    terminal.flush();
 }
 
 /// The BIOS boot order as device paths: each id of `order` must name an
@@ -628,6 +735,7 @@ struct Consoles {
     uart: Option<ConsoleInputTarget>,
     virtio: Option<ConsoleInputTarget>,
     power_button: Option<PowerButton>,
+    keyboard: Option<Arc<std::sync::Mutex<alcazar_devices::I8042>>>,
 }
 
 /// Builds each device and puts it on the bus.
@@ -667,8 +775,14 @@ fn add_devices(
                 HostHook::ConsoleInput(t @ ConsoleInputTarget::Virtio(_)) => {
                     out.virtio.get_or_insert(t);
                 }
+                HostHook::ConsoleInput(ConsoleInputTarget::Keyboard(k, _)) => {
+                    out.keyboard.get_or_insert(k);
+                }
                 HostHook::PowerButton(b) => {
                     out.power_button.get_or_insert(b);
+                }
+                HostHook::Keyboard(k) => {
+                    out.keyboard.get_or_insert(k);
                 }
             }
         }

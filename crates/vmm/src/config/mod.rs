@@ -14,6 +14,7 @@
 //! on_reboot = "restart"   # when the guest reboots: "restart" or "exit"
 //! emu_tier = "jit"        # emu engine: "jit" (translate hot code) or "interp"
 //! emu_code_cache = "32M"  # emu engine: each vCPU's translated-code cache
+//! display = "text"        # a BIOS boot's VGA text screen in the terminal, or "none"
 //!
 //! [boot]
 //! kind = "flat"           # a flat binary...
@@ -171,6 +172,33 @@ pub struct VmConfig {
     pub on_reboot: Option<RebootAction>,
     /// The emu engine's settings (ignored by kvm).
     pub emu: EmuSettings,
+    /// The display adapter (a BIOS boot only).
+    pub display: Display,
+}
+
+/// What the machine has for a screen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Display {
+    /// None: a BIOS draws its screen on the console UART.
+    #[default]
+    None,
+    /// A VGA adapter whose text screen is drawn in the terminal (ANSI
+    /// colours and cursor), with the terminal's keys as a PC keyboard's.
+    Text,
+}
+
+/// Parses `text` or `none`.
+pub fn parse_display(key: &str, s: &str) -> Result<Display, ConfigError> {
+    match s {
+        "text" => Ok(Display::Text),
+        "none" => Ok(Display::None),
+        _ => Err(ConfigError::new(
+            key,
+            format!("\"{s}\""),
+            "unknown display",
+            "use text (a VGA text screen in the terminal) or none",
+        )),
+    }
 }
 
 /// How the emu engine runs guest code.
@@ -213,6 +241,7 @@ impl VmConfig {
             devices: Vec::new(),
             on_reboot: None,
             emu: EmuSettings::default(),
+            display: Display::None,
         }
     }
 }
@@ -316,6 +345,7 @@ const TOP_KEYS: &[&str] = &[
     "on_reboot",
     "emu_tier",
     "emu_code_cache",
+    "display",
 ];
 
 impl VmConfig {
@@ -400,6 +430,10 @@ impl VmConfig {
         if let Some(v) = table.get("emu_code_cache") {
             emu.code_cache = value::parse_code_cache_value("emu_code_cache", v)?;
         }
+        let display = opt_str(&table, "display")?
+            .map(|s| parse_display("display", &s))
+            .transpose()?
+            .unwrap_or_default();
         let boot = kinds.parse(table.get("boot"), base)?;
         let devices = device::parse_devices(table.get("device"), base)?;
         let config = VmConfig {
@@ -413,6 +447,7 @@ impl VmConfig {
             devices,
             on_reboot,
             emu,
+            display,
         };
         Ok(config)
     }
