@@ -512,10 +512,12 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
 /// `diskN`.
 fn disk_spec(n: usize, value: &str) -> Result<config::DeviceSpec, VmmError> {
     const USAGE: &str = "use --disk PATH[,readonly][,if=virtio|ide]";
-    // Options follow the last path component's commas: PATH,readonly,if=ide.
+    // Options follow the path: PATH,readonly,if=ide. The path may hold
+    // commas when an option follows it (`dir/b,c.img,readonly`).
     let mut parts: Vec<&str> = value.split(',').collect();
     let mut readonly = false;
     let mut class = "virtio-blk";
+    let mut options = 0;
     while parts.len() > 1 {
         match parts.last().copied() {
             Some("readonly") => readonly = true,
@@ -524,12 +526,13 @@ fn disk_spec(n: usize, value: &str) -> Result<config::DeviceSpec, VmmError> {
             _ => break,
         }
         parts.pop();
+        options += 1;
     }
     let path = parts.join(",");
     if let Some(opt) = parts
         .last()
         .filter(|_| parts.len() > 1)
-        .filter(|o| o.starts_with("if=") || !std::path::Path::new(&path).exists())
+        .filter(|o| options == 0 || o.starts_with("if="))
     {
         return Err(alcazar_vmm::ConfigError::new(
             "--disk",
@@ -852,10 +855,18 @@ mod tests {
         assert_eq!(d.id, "disk1");
         assert_eq!(blk(&d).path, std::path::Path::new("./dir/b,c.img"));
         assert!(blk(&d).readonly);
-        for bad in ["a.img,ro", ",readonly", ""] {
+        let d = disk_spec(2, "c.img,if=ide,readonly").unwrap();
+        assert_eq!((d.class(), d.id.as_str()), ("ide-disk", "disk2"));
+        for bad in [
+            "a.img,ro",
+            ",readonly",
+            "",
+            "a.img,if=scsi",
+            "a.img,if=scsi,readonly",
+        ] {
             let e = disk_spec(0, bad).unwrap_err().to_string();
             assert!(
-                e.contains("--disk PATH or --disk PATH,readonly"),
+                e.contains("--disk PATH[,readonly][,if=virtio|ide]"),
                 "{bad}: {e}"
             );
         }
