@@ -205,7 +205,7 @@ fn bad_disk_flags_are_one_clear_error() {
         (missing.display().to_string(), "cannot open disk image"),
         (
             format!("{},rw", odd.display()),
-            "use --disk PATH or --disk PATH,readonly",
+            "use --disk PATH[,readonly][,if=virtio|ide]",
         ),
     ];
     for (flag, want) in cases {
