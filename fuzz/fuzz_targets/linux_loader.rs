@@ -65,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Start::Pvh(boot)) => {
             assert!(boot.start_info < RAM, "start info outside guest RAM");
         }
-        Ok(Start::Flat(_)) => unreachable!("a Linux payload installs as Linux"),
+        Ok(Start::Flat(_) | Start::Reset) => unreachable!("a Linux payload installs as Linux"),
         Err(e) => {
             let _ = e.to_string();
         }

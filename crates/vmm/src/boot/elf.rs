@@ -256,10 +256,12 @@ impl ElfKernel {
             .find(|s| within(self.entry, s.paddr, s.memsz))
             .map(|s| (s, self.entry))
             .or_else(|| {
+                // A hostile header may put the physical address anywhere:
+                // the translation must not overflow.
                 self.segments
                     .iter()
                     .find(|s| within(self.entry, s.vaddr, s.memsz))
-                    .map(|s| (s, self.entry - s.vaddr + s.paddr))
+                    .and_then(|s| Some((s, (self.entry - s.vaddr).checked_add(s.paddr)?)))
             });
         match physical {
             Some((segment, at)) if segment.exec => Ok(at),
