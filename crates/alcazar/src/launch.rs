@@ -337,8 +337,13 @@ pub fn detach(config: &mut VmConfig, socket: Option<PathBuf>, auto: bool) -> u8 
             return 1;
         }
         if Instant::now() > deadline {
+            // Report failure only for a VM that is gone: one left running
+            // would hold the name this command said it could not take.
+            let _ = child.kill();
+            let _ = child.wait();
+            runtime::remove_stale(&socket);
             eprintln!(
-                "alcazar: the VM \"{name}\" did not start within {} s; see {}",
+                "alcazar: the VM \"{name}\" did not start within {} s and was stopped; see {}",
                 START_TIMEOUT.as_secs(),
                 log.display()
             );
