@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{guest_kernel_release, Guest};
+use common::Guest;
 
 /// A scratch directory removed when dropped.
 struct Scratch(PathBuf);
@@ -32,20 +32,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// The default guest's kernel and initramfs (`alcazar guest path`).
-fn default_guest() -> (PathBuf, PathBuf) {
-    guest_kernel_release("cloud");
-    let out = common::alcazar()
-        .args(["guest", "path", "--flavor", "cloud"])
-        .output()
-        .expect("guest path runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = text.lines();
-    let kernel = PathBuf::from(lines.next().expect("the kernel's path"));
-    let initrd = PathBuf::from(lines.next().expect("the initramfs's path"));
-    (kernel, initrd)
 }
 
 /// A bootable GRUB image (an El Torito CD image that is also an MBR disk)
@@ -67,7 +53,7 @@ fn grub_image_on(dir: &Path, terminal: &str) -> PathBuf {
         "grub-mkrescue is missing: apt-get install grub-pc-bin grub-common xorriso mtools \
          (.ci/run does)"
     );
-    let (kernel, initrd) = default_guest();
+    let (kernel, initrd) = common::default_guest_paths("cloud");
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("boot/grub")).expect("iso tree");
     std::fs::copy(kernel, root.join("boot/vmlinuz")).expect("kernel");

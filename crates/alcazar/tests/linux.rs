@@ -10,7 +10,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{alcazar, guest_kernel_release, interrupt_count, unix_seconds, Guest};
+use common::{guest_kernel_release, interrupt_count, unix_seconds, Guest};
 
 #[test]
 fn exec_runs_commands_on_two_cpus_with_interrupts_and_host_time() {
@@ -295,17 +295,12 @@ fn extract_vmlinux(bzimage: &std::path::Path, dir: &std::path::Path) -> std::pat
 
 #[test]
 fn an_elf_vmlinux_boots_through_its_pvh_entry() {
-    guest_kernel_release("cloud");
-    let out = alcazar()
-        .args(["guest", "path", "--flavor", "cloud"])
-        .output()
-        .expect("guest path runs");
-    let paths = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = paths.lines();
-    let (kernel, initrd) = (lines.next().unwrap(), lines.next().unwrap());
+    let (kernel, initrd) = common::default_guest_paths("cloud");
+    let initrd = initrd.display().to_string();
+    let initrd = initrd.as_str();
     let dir = std::env::temp_dir().join(format!("alcazar-pvh-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let vmlinux = extract_vmlinux(std::path::Path::new(kernel), &dir);
+    let vmlinux = extract_vmlinux(&kernel, &dir);
     let mut g = Guest::start(&[
         "run",
         "--engine",
@@ -364,17 +359,12 @@ fn strip_pvh_note(vmlinux: &[u8]) -> Vec<u8> {
 
 #[test]
 fn an_elf_vmlinux_without_a_pvh_note_boots_through_startup_64() {
-    guest_kernel_release("cloud");
-    let out = alcazar()
-        .args(["guest", "path", "--flavor", "cloud"])
-        .output()
-        .expect("guest path runs");
-    let paths = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = paths.lines();
-    let (kernel, initrd) = (lines.next().unwrap(), lines.next().unwrap());
+    let (kernel, initrd) = common::default_guest_paths("cloud");
+    let initrd = initrd.display().to_string();
+    let initrd = initrd.as_str();
     let dir = std::env::temp_dir().join(format!("alcazar-elf64-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let vmlinux = extract_vmlinux(std::path::Path::new(kernel), &dir);
+    let vmlinux = extract_vmlinux(&kernel, &dir);
     let bare = dir.join("vmlinux-no-pvh");
     std::fs::write(&bare, strip_pvh_note(&std::fs::read(&vmlinux).unwrap())).unwrap();
     let mut g = Guest::start(&[

@@ -17,7 +17,6 @@ use alcazar_core::{IoSpace, Machine};
 use alcazar_devices::ide::{CdImage, DiskImage, IdeController, IdeDrive, IdePosition};
 
 use crate::config::{DeviceConfig, DeviceSpec};
-use crate::disk_lock::DiskLock;
 use crate::error::{ConfigError, VmmError};
 use crate::pci::PciBus;
 use crate::platform::Chipset;
@@ -103,18 +102,7 @@ pub fn build(
         };
         let (drive, at) = match &spec.config {
             DeviceConfig::IdeDisk(c) => {
-                let lock_held = DiskLock::acquire(&c.path, c.readonly).map_err(|e| {
-                    ConfigError::new(
-                        spec.key("path"),
-                        format!("\"{}\"", c.path.display()),
-                        e.to_string(),
-                        "stop the other user of the image, or add readonly",
-                    )
-                })?;
-                let held = Mutex::new(Some(lock_held));
-                machine.control.on_stop(Box::new(move || {
-                    held.lock().unwrap_or_else(|p| p.into_inner()).take();
-                }));
+                crate::registry::lock_disk(spec, &c.path, c.readonly, &machine.control)?;
                 let image = DiskImage::open(&c.path, c.readonly).map_err(|e| {
                     ConfigError::new(
                         spec.key("path"),

@@ -232,6 +232,41 @@ fn build_virtio_rng(spec: &DeviceSpec, ctx: &BuildContext<'_>) -> Result<BuiltDe
     add_pci(spec, ctx, Box::new(rng))
 }
 
+/// Takes the image lock for disk `spec` (exclusive, or shared when
+/// `readonly`) and holds it until the VM stops (a reboot builds the VM
+/// again and takes it again); a conflict is one error naming the fix.
+pub(crate) fn lock_disk(
+    spec: &DeviceSpec,
+    path: &std::path::Path,
+    readonly: bool,
+    control: &Arc<VmControl>,
+) -> Result<(), ConfigError> {
+    let lock = DiskLock::acquire(path, readonly).map_err(|e| {
+        let fix = match &e {
+            DiskLockError::InUse { .. } if !readonly => {
+                "stop the other user, or add readonly (read-only images may be shared)"
+            }
+            DiskLockError::InUse { .. } => "stop the VM that writes it",
+            DiskLockError::Open { .. } if readonly => "give an existing, readable disk image",
+            DiskLockError::Open { .. } => {
+                "give an existing disk image you may write, or make it read-only"
+            }
+            DiskLockError::Lock { .. } => "put the image on a file system with file locks",
+        };
+        ConfigError::new(
+            spec.key("path"),
+            format!("\"{}\"", path.display()),
+            e.to_string(),
+            fix,
+        )
+    })?;
+    let held = std::sync::Mutex::new(Some(lock));
+    control.on_stop(Box::new(move || {
+        held.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }));
+    Ok(())
+}
+
 fn build_virtio_blk(
     spec: &DeviceSpec,
     c: &VirtioBlkConfig,
@@ -257,31 +292,7 @@ fn build_virtio_blk(
         }
     }
     // Lock first: a conflict must not depend on the image's size.
-    let lock = DiskLock::acquire(path, readonly).map_err(|e| {
-        let fix = match &e {
-            DiskLockError::InUse { .. } if !readonly => {
-                "stop the other user, or add readonly (read-only images may be shared)"
-            }
-            DiskLockError::InUse { .. } => "stop the VM that writes it",
-            DiskLockError::Open { .. } if readonly => "give an existing, readable disk image",
-            DiskLockError::Open { .. } => {
-                "give an existing disk image you may write, or make it read-only"
-            }
-            DiskLockError::Lock { .. } => "put the image on a file system with file locks",
-        };
-        ConfigError::new(
-            spec.key("path"),
-            format!("\"{}\"", path.display()),
-            e.to_string(),
-            fix,
-        )
-    })?;
-    // Held while the VM runs: a reboot builds the VM again and takes it
-    // again.
-    let held = std::sync::Mutex::new(Some(lock));
-    ctx.control.on_stop(Box::new(move || {
-        held.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }));
+    lock_disk(spec, path, readonly, ctx.control)?;
     let mut disk = VirtioBlock::new(path, readonly).map_err(|e| {
         let shown = path.display();
         let fix = match &e {

@@ -268,6 +268,22 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The cached default guest's kernel and initramfs (`alcazar guest
+/// path`), fetching the guest if needed.
+#[allow(dead_code)]
+pub fn default_guest_paths(flavor: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    guest_kernel_release(flavor);
+    let out = alcazar()
+        .args(["guest", "path", "--flavor", flavor])
+        .output()
+        .expect("guest path runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let kernel = lines.next().expect("the kernel's path").into();
+    let initrd = lines.next().expect("the initramfs's path").into();
+    (kernel, initrd)
+}
+
 /// The cached default guest's kernel release (fetching it if needed).
 pub fn guest_kernel_release(flavor: &str) -> String {
     let out = alcazar()

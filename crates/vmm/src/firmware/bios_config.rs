@@ -19,7 +19,7 @@
 
 use alcazar_core::memory::{MemoryMap, RegionKind};
 use alcazar_core::DmaMemory;
-use alcazar_devices::fw_cfg::{keys, FwCfg, FwCfgError};
+use alcazar_devices::fw_cfg::{keys, FwCfg};
 
 use super::{table_loader, FirmwareError, Platform};
 use crate::boot::bios::BiosImage;
@@ -46,12 +46,6 @@ pub struct BiosConfig<'a> {
     pub serial_console: Option<u16>,
     /// Whether a VGA adapter is present.
     pub vga: bool,
-}
-
-impl From<FwCfgError> for FirmwareError {
-    fn from(e: FwCfgError) -> Self {
-        FirmwareError::FwCfg(e.to_string())
-    }
 }
 
 /// The fw_cfg device for `config`, its DMA reaching `memory`.

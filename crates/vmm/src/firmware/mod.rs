@@ -200,7 +200,7 @@ pub enum FirmwareError {
     Memory(#[from] MemoryError),
     /// The fw_cfg device refused an item (a VMM bug).
     #[error("building the fw_cfg items: {0}")]
-    FwCfg(String),
+    FwCfg(#[from] alcazar_devices::fw_cfg::FwCfgError),
 }
 
 /// The byte that makes `bytes` sum to zero (mod 256) when stored in a
