@@ -149,11 +149,13 @@ struct RunArgs {
     detach: bool,
     /// The firmware: seabios (a PC BIOS that boots the machine's disks
     /// and CD-ROMs) or none (the VMM loads the guest itself). Default:
-    /// seabios with --cdrom or --boot, else none.
+    /// seabios with --cdrom or --boot, or when a --disk has a boot sector
+    /// and no --kernel, --kit or --exec is given; else none.
     #[arg(long, value_name = "seabios|none")]
     firmware: Option<String>,
     /// Boot order for the BIOS, device ids separated by commas (disk0,
-    /// the first --disk; ...); implies --firmware seabios.
+    /// the first --disk; cd0, the --cdrom; virtio or IDE disks); implies
+    /// --firmware seabios.
     #[arg(long, value_name = "ID,...")]
     boot: Option<String>,
     /// Offer the BIOS boot menu (press Esc during the BIOS's start).
@@ -222,7 +224,8 @@ pub fn dispatch(cli: Cli) -> u8 {
 /// NUL excluded).
 const EXEC_CMDLINE_MAX: usize = 2047;
 
-/// RAM of the default Linux guest unless `--memory` says otherwise.
+/// RAM of the default Linux guest, of a `--kernel` boot and of a BIOS
+/// boot (an installer needs room) unless `--memory` says otherwise.
 const DEFAULT_GUEST_MEMORY: u64 = 256 << 20;
 /// The default guest's command line: the console on COM1, few messages,
 /// and no crypto self-tests at boot (`cryptomgr.notests`: they check the
@@ -254,14 +257,43 @@ fn wants_default_guest(args: &RunArgs) -> bool {
         && !wants_firmware(args)
 }
 
-/// Whether the BIOS boots the machine: `--firmware seabios`, or `--boot`
-/// without `--firmware none`.
+/// Whether the BIOS boots the machine: `--firmware seabios`; or, without
+/// `--firmware none`, `--boot`, `--cdrom`, or a `--disk` with a boot
+/// sector when nothing else says what to boot (no config, `--kernel`,
+/// `--kit` or `--exec`).
 fn wants_firmware(args: &RunArgs) -> bool {
     match args.firmware.as_deref() {
         Some("seabios") => true,
         Some(_) => false,
-        None => args.boot.is_some() || args.cdrom.is_some(),
+        None => {
+            args.boot.is_some()
+                || args.cdrom.is_some()
+                || (args.config.is_none()
+                    && args.kernel.is_none()
+                    && kit_flag(args).is_none()
+                    && args.exec.is_none()
+                    && args.disk.iter().any(|d| disk_has_boot_sector(d)))
+        }
     }
+}
+
+/// Whether the image a `--disk` value names starts with a sector a BIOS
+/// would boot: the signature 55h AAh at bytes 510-511 (an MBR or a
+/// volume boot record). An image that cannot be read is not bootable
+/// here; opening it later says why.
+fn disk_has_boot_sector(value: &str) -> bool {
+    use std::io::Read;
+    let Ok(spec) = disk_spec(0, value) else {
+        return false;
+    };
+    let path = match &spec.config {
+        config::DeviceConfig::VirtioBlk(c) | config::DeviceConfig::IdeDisk(c) => &c.path,
+        _ => return false,
+    };
+    let mut sector = [0u8; 512];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut sector))
+        .is_ok_and(|()| sector[510..] == [0x55, 0xaa])
 }
 
 /// `--firmware`, `--boot` and `--boot-menu` as the boot source of
@@ -292,6 +324,9 @@ fn apply_firmware_args(args: &RunArgs, config: &mut VmConfig) -> Result<(), Fail
     };
     if config.name == alcazar_vmm::config::DEFAULT_NAME {
         config.name = "pc".into();
+    }
+    if args.memory.is_none() && args.config.is_none() {
+        config.memory = DEFAULT_GUEST_MEMORY;
     }
     Ok(())
 }

@@ -181,6 +181,10 @@ const CASES: &[Case] = &[
     case(&["run", "--cdrom", "disk.img"], &["disk.img", "ISO 9660"]),
     case(&["run", "--firmware", "uefi"], &["uefi", "unknown firmware"]),
     case(
+        &["run", "--disk", "disk.img", "--boot", "disk0,cd0"],
+        &["\"cd0\"", "not a disk or CD-ROM drive", "disk0"],
+    ),
+    case(
         &["run", "--kit", "long-hello", "--disk", "disk.img,if=scsi"],
         &["if=scsi", "unknown option"],
     ),

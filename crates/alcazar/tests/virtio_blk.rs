@@ -18,20 +18,7 @@ use common::{interrupt_count, Guest};
 /// An e2fsprogs tool, found on PATH or in the sbin directories a
 /// non-root PATH may lack.
 fn tool(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is not installed: these tests build ext4 images on the host; \
-                 install e2fsprogs (apt-get install e2fsprogs)"
-            )
-        })
+    common::host_tool(name, "e2fsprogs")
 }
 
 /// A scratch directory, removed on drop.

@@ -85,6 +85,9 @@ pub struct BuiltDevice {
     pub ranges: Vec<(IoSpace, u64, u64, SharedDevice)>,
     /// What it offers the host.
     pub hooks: Vec<HostHook>,
+    /// The PCI slot it was given, for a device on the PCI bus (a BIOS
+    /// boot order names PCI devices by slot).
+    pub pci_slot: Option<u8>,
 }
 
 impl BuiltDevice {
@@ -157,6 +160,7 @@ fn build_serial(c: &SerialConfig, is_console: bool, ctx: &BuildContext<'_>) -> B
         } else {
             Vec::new()
         },
+        pci_slot: None,
     }
 }
 
@@ -179,6 +183,7 @@ fn build_i8042(ctx: &BuildContext<'_>) -> BuiltDevice {
     BuiltDevice {
         ranges,
         hooks: vec![HostHook::Keyboard(controller)],
+        pci_slot: None,
     }
 }
 
@@ -378,7 +383,7 @@ fn add_pci(
     ctx: &BuildContext<'_>,
     device: Box<dyn VirtioDevice>,
 ) -> Result<BuiltDevice, ConfigError> {
-    ctx.pci.add_virtio(device).map_err(|e| {
+    let slot = ctx.pci.add_virtio(device).map_err(|e| {
         ConfigError::new(
             spec.key("class"),
             format!("\"{}\"", spec.class()),
@@ -386,5 +391,8 @@ fn add_pci(
             "remove some PCI devices (31 slots, 512 MiB of BAR space)",
         )
     })?;
-    Ok(BuiltDevice::default())
+    Ok(BuiltDevice {
+        pci_slot: Some(slot),
+        ..Default::default()
+    })
 }

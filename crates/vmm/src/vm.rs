@@ -141,7 +141,10 @@ impl Vm {
                 config,
                 image,
                 &specs,
-                ide.as_ref(),
+                BootDrives {
+                    ide: ide.as_ref(),
+                    pci_slots: &consoles.pci_slots,
+                },
                 vga.is_some(),
             )?;
         }
@@ -597,7 +600,7 @@ fn add_fw_cfg(
     config: &VmConfig,
     image: &boot::bios::BiosImage,
     specs: &[DeviceSpec],
-    ide: Option<&crate::ide::IdeBuilt>,
+    drives: BootDrives<'_>,
     vga: bool,
 ) -> Result<(), VmmError> {
     use alcazar_devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_COUNT};
@@ -610,7 +613,7 @@ fn add_fw_cfg(
         ram: config.memory,
         map: machine.memory.map(),
         image,
-        boot_paths: boot_paths(&image.order, specs, ide)?,
+        boot_paths: boot_paths(&image.order, specs, drives)?,
         serial_console: serial_console.filter(|_| !vga),
         vga,
     };
@@ -671,55 +674,84 @@ fn run_display(
     terminal.flush();
 }
 
+/// Where the drives a BIOS can boot from sit: the IDE controller's
+/// drives and the PCI slots of the virtio devices.
+#[derive(Clone, Copy)]
+struct BootDrives<'a> {
+    ide: Option<&'a crate::ide::IdeBuilt>,
+    pci_slots: &'a [(String, u8)],
+}
+
+impl BootDrives<'_> {
+    /// The Open Firmware device path SeaBIOS matches drive `id` against
+    /// (its `bootprio_find_*`): `/pci@i0cf8/ide@S/drive@C/disk@U` for an
+    /// IDE drive, `/pci@i0cf8/scsi@S` for a virtio-blk disk in slot S
+    /// (SeaBIOS matches any node name at that slot; `scsi` is the name
+    /// the mass-storage class 01h has in QEMU's paths). `None` if `id` is
+    /// neither.
+    fn path(&self, id: &str, specs: &[DeviceSpec]) -> Option<String> {
+        if let Some(path) = self.ide.and_then(|ide| ide.boot_path(id)) {
+            return Some(path);
+        }
+        let is_blk = specs
+            .iter()
+            .any(|s| s.id == id && matches!(s.config, crate::config::DeviceConfig::VirtioBlk(_)));
+        let (_, slot) = self.pci_slots.iter().find(|(d, _)| d == id)?;
+        is_blk.then(|| format!("/pci@i0cf8/scsi@{slot:x}"))
+    }
+
+    /// The ids of every bootable drive, for messages.
+    fn ids(&self, specs: &[DeviceSpec]) -> Vec<String> {
+        let ide = self.ide.map(|i| i.drives.iter().map(|(d, _)| d.clone()));
+        let virtio = self
+            .pci_slots
+            .iter()
+            .map(|(d, _)| d.clone())
+            .filter(|d| self.path(d, specs).is_some());
+        ide.into_iter().flatten().chain(virtio).collect()
+    }
+}
+
 /// The BIOS boot order as device paths: each id of `order` must name an
-/// IDE drive. An empty order with a CD-ROM drive present boots the
-/// CD-ROM first, then the disks (what `--cdrom` users expect); otherwise
-/// the BIOS's own order.
+/// IDE drive or a virtio-blk disk. An empty order with a CD-ROM drive
+/// present boots the CD-ROM first, then the IDE disks (what `--cdrom`
+/// users expect); otherwise the BIOS's own order.
 fn boot_paths(
     order: &[String],
     specs: &[DeviceSpec],
-    ide: Option<&crate::ide::IdeBuilt>,
+    drives: BootDrives<'_>,
 ) -> Result<Vec<String>, VmmError> {
-    let is = |id: &str, cd: bool| {
-        specs.iter().any(|s| {
-            s.id == id
-                && matches!(
-                    (&s.config, cd),
-                    (crate::config::DeviceConfig::IdeCdrom(_), true)
-                        | (crate::config::DeviceConfig::IdeDisk(_), false)
-                )
-        })
-    };
-    let Some(ide) = ide else {
-        return match order.first() {
-            None => Ok(Vec::new()),
-            Some(id) => Err(ConfigError::new(
-                "boot.order",
-                format!("\"{id}\""),
-                "not an IDE drive of this machine",
-                "boot from a --cdrom or an --disk PATH,if=ide drive",
-            )
-            .into()),
-        };
+    let is_cd = |id: &str| {
+        specs
+            .iter()
+            .any(|s| s.id == id && matches!(&s.config, crate::config::DeviceConfig::IdeCdrom(_)))
     };
     if order.is_empty() {
+        let Some(ide) = drives.ide else {
+            return Ok(Vec::new());
+        };
         let mut ids: Vec<&String> = ide.drives.iter().map(|(id, _)| id).collect();
-        if !ids.iter().any(|id| is(id, true)) {
+        if !ids.iter().any(|id| is_cd(id)) {
             return Ok(Vec::new());
         }
-        ids.sort_by_key(|id| !is(id, true));
+        ids.sort_by_key(|id| !is_cd(id));
         return Ok(ids.into_iter().filter_map(|id| ide.boot_path(id)).collect());
     }
     order
         .iter()
         .map(|id| {
-            ide.boot_path(id).ok_or_else(|| {
-                let known: Vec<&str> = ide.drives.iter().map(|(d, _)| d.as_str()).collect();
+            drives.path(id, specs).ok_or_else(|| {
+                let known = drives.ids(specs);
+                let fix = if known.is_empty() {
+                    "add a --cdrom ISO or a --disk PATH to boot from".to_string()
+                } else {
+                    format!("use one of: {}", known.join(", "))
+                };
                 ConfigError::new(
                     "boot.order",
                     format!("\"{id}\""),
-                    "not an IDE drive of this machine",
-                    format!("use one of: {}", known.join(", ")),
+                    "not a disk or CD-ROM drive of this machine",
+                    fix,
                 )
                 .into()
             })
@@ -728,7 +760,8 @@ fn boot_paths(
 }
 
 /// What the VMM keeps of the devices besides the bus: where host input
-/// reaches the guest and the power button.
+/// reaches the guest, the power button, and which PCI slot each device
+/// got (for the BIOS boot order).
 #[derive(Default)]
 struct Consoles {
     /// The console UART's input, then the first virtio console's.
@@ -736,6 +769,8 @@ struct Consoles {
     virtio: Option<ConsoleInputTarget>,
     power_button: Option<PowerButton>,
     keyboard: Option<Arc<std::sync::Mutex<alcazar_devices::I8042>>>,
+    /// Device id and PCI slot of each device on the PCI bus.
+    pci_slots: Vec<(String, u8)>,
 }
 
 /// Builds each device and puts it on the bus.
@@ -761,6 +796,9 @@ fn add_devices(
     let mut out = Consoles::default();
     for (i, spec) in specs.iter().enumerate() {
         let built = registry::build(spec, console_uart == Some(i), &ctx)?;
+        if let Some(slot) = built.pci_slot {
+            out.pci_slots.push((spec.id.clone(), slot));
+        }
         for (space, base, len, device) in built.ranges {
             machine
                 .bus

@@ -118,7 +118,11 @@ impl Drop for Scratch {
 /// an older build is rebuilt. FNV-1a, 64 bits: stable, not cryptographic.
 pub(super) fn contents_digest() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let wanted: String = modules::WANTED.iter().map(|(n, _)| *n).collect();
+    let wanted: String = modules::WANTED
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(modules::ON_DEMAND.iter().copied())
+        .collect();
     let exit_tool = exit_tool::image().unwrap_or_default();
     let parts: [&[u8]; 4] = [
         initramfs::INIT_SCRIPT.as_bytes(),

@@ -9,7 +9,8 @@
 # What it does:
 #   1. mounts the kernel's virtual file systems: proc, sysfs, devtmpfs, devpts;
 #   2. loads the virtio modules, dependencies first (the list in
-#      /etc/alcazar/modules was computed on the host from the kernel's data);
+#      /etc/alcazar/modules was computed on the host from the kernel's data),
+#      and the IDE drivers when the machine has an IDE controller;
 #   3. sets the host name, adds a login prompt (getty) on the virtio console
 #      hvc0 when there is one, starts busybox acpid so that the ACPI power
 #      button (`alcazar stop`) powers the guest off cleanly, and prints the
@@ -89,6 +90,13 @@ if [ -r /etc/alcazar/modules ]; then
 		[ -n "$module" ] || continue
 		insmod "$module" || say "insmod $module failed (status $?)"
 	done </etc/alcazar/modules
+fi
+# An IDE controller (PCI class 0101xx: `--disk PATH,if=ide` or `--cdrom`)
+# gets its drivers now; they are packed but not loaded at every boot.
+if grep -qs '^0x0101' /sys/bus/pci/devices/*/class; then
+	for module in ata_piix sd_mod sr_mod; do
+		modprobe "$module" || say "modprobe $module failed (status $?)"
+	done
 fi
 
 # 3. The command line, the host name, the ready marker.

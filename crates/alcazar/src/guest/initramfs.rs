@@ -61,6 +61,9 @@ pub struct Contents<'a> {
     pub kernel_version: &'a str,
     /// The modules in load order, each with its (uncompressed) image.
     pub modules: &'a [(Module, Vec<u8>)],
+    /// The names of the modules `/init` loads at every boot (listed in
+    /// `/etc/alcazar/modules`); the others wait for `modprobe`.
+    pub at_boot: &'a std::collections::BTreeSet<String>,
 }
 
 /// Builds the gzip'd archive.
@@ -113,7 +116,9 @@ pub fn build(contents: &Contents, progress: &mut Progress) -> anyhow::Result<Vec
     for (module, image) in contents.modules {
         let path = uncompressed_path(&module.path);
         w.file(&format!("{base}/{path}"), 0o644, image)?;
-        order.push_str(&format!("/{base}/{path}\n"));
+        if contents.at_boot.contains(&module.name) {
+            order.push_str(&format!("/{base}/{path}\n"));
+        }
         done += image.len() as u64;
         progress.bar("packing", done, total);
     }
@@ -213,11 +218,14 @@ mod tests {
     fn the_archive_holds_init_busybox_links_modules_and_console() {
         let modules = sample_modules();
         let applets = vec!["bin/sh".to_string(), "usr/bin/env".into(), "linuxrc".into()];
+        // virtio_blk is packed for modprobe but not loaded at boot.
+        let at_boot = super::super::modules::needed_by(["virtio"], &modules);
         let contents = Contents {
             busybox: b"busybox bytes",
             applets: &applets,
             kernel_version: "6.1.0-test",
             modules: &modules,
+            at_boot: &at_boot,
         };
         let archive = build(&contents, &mut Progress::new(false)).unwrap();
         assert_eq!(&archive[..2], b"\x1f\x8b", "gzip magic");
@@ -241,7 +249,7 @@ mod tests {
             .lines()
             .map(|l| l.rsplit('/').next().unwrap())
             .collect();
-        assert_eq!(names, ["virtio_ring.ko", "virtio.ko", "virtio_blk.ko"]);
+        assert_eq!(names, ["virtio_ring.ko", "virtio.ko"]);
         assert!(find("etc/inittab").is_some());
         assert!(find("bin/alcazar-exit").is_some());
     }

@@ -298,11 +298,13 @@ fn build(
         applets.len(),
         modules.len()
     ));
+    let at_boot = modules::needed_by(modules::WANTED.iter().map(|(n, _)| *n), &modules);
     let contents = initramfs::Contents {
         busybox: &busybox,
         applets: &applets,
         kernel_version: &version,
         modules: &modules,
+        at_boot: &at_boot,
     };
     let initrd = initramfs::build(&contents, progress)?;
     fs::copy(&vmlinuz, out.join("vmlinuz"))
@@ -374,7 +376,8 @@ fn collect_modules(dir: &Path) -> anyhow::Result<Vec<(modules::Module, Vec<u8>)>
         .transpose()?;
 
     let mut roots = Vec::new();
-    for &(name, required) in modules::WANTED {
+    let on_demand = modules::ON_DEMAND.iter().map(|&n| (n, false));
+    for (name, required) in modules::WANTED.iter().copied().chain(on_demand) {
         if files.contains_key(name) {
             roots.push(name);
         } else if builtin.iter().any(|b| b == name) {

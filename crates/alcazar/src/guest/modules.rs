@@ -31,6 +31,13 @@ pub const WANTED: &[(&str, bool)] = &[
     ("evdev", false),
 ];
 
+/// Modules packed into the initramfs but loaded by `/init` only when
+/// their hardware is there: the IDE controller's (PCI class 0101h: a
+/// `--disk PATH,if=ide` or a `--cdrom`) ATA driver, SCSI disks and
+/// CD-ROMs. Loading them always would cost every boot their link time.
+/// All optional.
+pub const ON_DEMAND: &[&str] = &["ata_piix", "sd_mod", "sr_mod"];
+
 /// One module: its name, its path below `/lib/modules/<version>/`, and the
 /// names of the modules it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +208,26 @@ pub fn load_order(
     Ok(order)
 }
 
+/// The names of `roots` and of every module they need, directly or
+/// through others, among `modules` (a load order from [`load_order`]).
+/// Names are compared with `-` read as `_`, as the kernel does.
+pub fn needed_by<'a, T>(
+    roots: impl IntoIterator<Item = &'a str>,
+    modules: &[(Module, T)],
+) -> std::collections::BTreeSet<String> {
+    let mut needed = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = roots.into_iter().map(|r| r.replace('-', "_")).collect();
+    while let Some(name) = todo.pop() {
+        let Some((module, _)) = modules.iter().find(|(m, _)| m.name == name) else {
+            continue;
+        };
+        if needed.insert(name) {
+            todo.extend(module.deps.iter().cloned());
+        }
+    }
+    needed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +380,33 @@ kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/dr
         let last = huge.len() - 64;
         huge[last + 32..last + 40].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(modinfo(&huge).is_err());
+    }
+
+    #[test]
+    fn needed_by_follows_dependencies_and_leaves_the_rest_out() {
+        let m = |name: &str, deps: &[&str]| {
+            (
+                Module {
+                    name: name.into(),
+                    path: format!("kernel/{name}.ko"),
+                    deps: deps.iter().map(|d| d.to_string()).collect(),
+                },
+                (),
+            )
+        };
+        let modules = [
+            m("scsi_mod", &[]),
+            m("libata", &["scsi_mod"]),
+            m("ata_piix", &["libata"]),
+            m("virtio_ring", &[]),
+            m("virtio", &["virtio_ring"]),
+            m("virtio_blk", &["virtio"]),
+        ];
+        let boot = needed_by(["virtio_blk", "absent"], &modules);
+        assert_eq!(
+            boot.into_iter().collect::<Vec<_>>(),
+            ["virtio", "virtio_blk", "virtio_ring"]
+        );
+        assert_eq!(needed_by(["ata-piix"], &modules).len(), 3);
     }
 }

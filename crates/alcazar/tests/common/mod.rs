@@ -268,6 +268,26 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The path of the host program `name` (on `PATH`, or in `/usr/sbin` or
+/// `/sbin`, where Debian keeps e2fsprogs); a missing one fails the test
+/// naming the Debian `package` that has it.
+pub fn host_tool(name: &str, package: &str) -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed: this test needs it on the host; \
+                 apt-get install {package} (.ci/run does)"
+            )
+        })
+}
+
 /// The cached default guest's kernel and initramfs (`alcazar guest
 /// path`), fetching the guest if needed.
 #[allow(dead_code)]
