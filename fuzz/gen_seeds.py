@@ -185,3 +185,39 @@ save("virtio_devices", "console_io",
             host_input(b"input bytes") + activate() + notify(1) + notify(0)
             + config_write(8, 0, b"x") + config_write(6, 2, b"abcd")
             + config_read(0, 7) + INSPECT + RESET + host_input(b"more"), con_mem))
+
+
+# ---- fw_cfg ---------------------------------------------------------------
+# Ops: kind byte (bits 0-1 op, 2-4 width index), 2-byte offset/what, then
+# the value (writes) or an 8-byte argument (Other).
+def fw_op_write(offset, width_index, value, width):
+    return bytes([1 | (width_index << 2)]) + struct.pack("<H", offset) + value.to_bytes(width, "little")
+
+
+def fw_op_read(offset):
+    return bytes([0]) + struct.pack("<H", offset)
+
+
+def fw_op_other(what, arg):
+    return bytes([3]) + struct.pack("<H", what) + struct.pack("<Q", arg)
+
+
+def fw_seed(ops):
+    return struct.pack("<H", len(ops)) + ops
+
+
+# Select the directory by port, read its count and first entry, check it.
+dir_by_ports = fw_op_write(0, 1, 0x19, 2) + b"".join(fw_op_read(1) for _ in range(68))
+save("fw_cfg", "directory_by_ports", fw_seed(dir_by_ports + fw_op_other(0, 2)))
+# DMA: select key 0x20 (the first file) and read 20 bytes to 0x2000.
+READ, SKIP, SELECT = 2, 4, 8
+dma = (((READ | SELECT) << 2) | (20 << 8) | (0x20 << 32) | (0x80 << 48))
+save("fw_cfg", "dma_select_read", fw_seed(fw_op_other(0x10, dma)))
+# DMA: skip then read past the end; a structure at the top of RAM.
+dma_skip = (((SKIP | SELECT) << 2) | (4000 << 8) | (0x22 << 32))
+dma_tail = ((READ << 2) | (0x2000 << 8) | (0x3fff << 48))
+save("fw_cfg", "dma_skip_past_end",
+     fw_seed(fw_op_other(0x20, dma_skip) + fw_op_other(0xff, dma_tail)))
+# A host file with an odd name, then the directory and the inspector.
+save("fw_cfg", "odd_file_name",
+     fw_seed(fw_op_other(0x2f, 1 | (0x6574632f << 8)) + fw_op_other(0, 2) + fw_op_other(0, 3)))

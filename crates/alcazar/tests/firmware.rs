@@ -142,6 +142,28 @@ fn seabios_boots_an_iso_from_the_ide_cdrom_with_cdrom() {
     assert_eq!(status, Some(0), "stderr: {stderr}");
 }
 
+/// The same CD on the kvm engine: SeaBIOS runs from the reset vector,
+/// finds the ATAPI drive and starts its El Torito image. On this
+/// project's hosts (KVM's PVM backend, which emulates real-mode and
+/// ring-0 code instruction by instruction) that takes about 8 s, and
+/// GRUB's greeting follows a minute later; a whole Linux boot is out of
+/// reach of a test there, so the test stops at the CD boot.
+#[test]
+fn on_kvm_seabios_boots_the_cdrom() {
+    if !common::kvm_available("on_kvm_seabios_boots_the_cdrom") {
+        return;
+    }
+    let scratch = Scratch::new("grub-cd-kvm");
+    let image = grub_image(&scratch.0);
+    let iso = image.display().to_string();
+    let mut g = Guest::start_screen(&[
+        "run", "--engine", "kvm", "--memory", "256M", "--cdrom", &iso,
+    ]);
+    g.expect_line("SeaBIOS");
+    g.expect_line("Booting from DVD/CD");
+    g.kill_now();
+}
+
 /// Where the disk image's one partition starts (the usual 1 MiB: the
 /// sectors before it hold the MBR and GRUB's core image).
 const PARTITION_START: u64 = 1 << 20;
