@@ -164,7 +164,8 @@ struct RunArgs {
     /// The screen of a BIOS boot: text (a VGA adapter whose text screen
     /// is drawn in this terminal, which becomes its keyboard; COM1's
     /// output then goes to --serial, default none) or none (the BIOS
-    /// draws on COM1). Default: none.
+    /// draws on COM1). Default: text when a BIOS boots with stdin and
+    /// stdout on a terminal, else none.
     #[arg(long, value_name = "text|none")]
     display: Option<String>,
     /// The emu engine's tier: jit (hot code translated to host code; the
@@ -275,6 +276,12 @@ fn wants_firmware(args: &RunArgs) -> bool {
                     && args.disk.iter().any(|d| disk_has_boot_sector(d)))
         }
     }
+}
+
+/// Whether a person is at the controls: stdin and stdout are terminals.
+fn on_a_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
 /// Whether the image a `--disk` value names starts with a sector a BIOS
@@ -458,9 +465,13 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     }
     if let Some(d) = &args.display {
         config.display = config::parse_display("--display", d)?;
-        if config.display == alcazar_vmm::config::Display::Text && args.serial.is_none() {
-            config.serial = config::ConsoleTarget::None;
-        }
+    } else if args.config.is_none() && wants_firmware(args) && on_a_terminal() {
+        // A person at a terminal booting firmware sees the PC's screen,
+        // as an installer or a boot menu expects.
+        config.display = alcazar_vmm::config::Display::Text;
+    }
+    if config.display == alcazar_vmm::config::Display::Text && args.serial.is_none() {
+        config.serial = config::ConsoleTarget::None;
     }
     if let Some(t) = &args.emu_tier {
         config.emu.tier = config::parse_emu_tier("--emu-tier", t)?;
@@ -726,7 +737,9 @@ fn run(args: RunArgs) -> u8 {
         None => None,
     };
     let on_hvc0 = args.console == crate::virtio_flags::ConsoleKind::Virtio;
-    let interactive = on_hvc0 || config.serial == config::ConsoleTarget::Stdio;
+    let interactive = on_hvc0
+        || config.serial == config::ConsoleTarget::Stdio
+        || config.display == alcazar_vmm::config::Display::Text;
     let _term = interactive.then(terminal::RawMode::enter).flatten();
     terminal::spawn_input(current.clone(), interactive);
     // Everything is open: from here on only the calls a running VMM makes.

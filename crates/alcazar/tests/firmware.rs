@@ -400,6 +400,35 @@ fn the_vga_text_screen_shows_grub_in_the_terminal_and_the_keyboard_drives_it() {
     g.kill_now();
 }
 
+/// A person at a terminal booting a CD gets the PC's screen without
+/// asking: stdin and stdout on a terminal make `--display text` the
+/// default of a BIOS boot, so GRUB's menu (on the BIOS console here, not
+/// the serial port) shows in the terminal, and Ctrl-A X still quits.
+#[test]
+fn on_a_terminal_a_bios_boot_shows_the_vga_screen_by_default() {
+    let scratch = Scratch::new("grub-tty");
+    let image = grub_image_on(&scratch.0, "");
+    let iso = image.display().to_string();
+    let mut g = Guest::start_on_terminal(&[
+        "run",
+        "--engine",
+        "emu",
+        "--cdrom",
+        &iso,
+        "--api-socket",
+        "none",
+    ]);
+    let screen = std::cell::RefCell::new(Screen::default());
+    g.expect_line_matching(|piece| {
+        let mut s = screen.borrow_mut();
+        s.feed(piece);
+        s.contains("Alcazar guest (second)")
+    });
+    g.send(b"\x01x");
+    g.expect_line("stopped by the user");
+    g.kill_now();
+}
+
 /// The text of an 80x25 terminal, rebuilt from the pieces of the VMM's
 /// output (split at ESC, CR and LF by `Guest::start_screen`): cursor
 /// positioning (`CSI row;col H`) and clearing (`CSI 2 J`) are followed,

@@ -62,6 +62,23 @@ impl Guest {
         Guest::spawn(command, false)
     }
 
+    /// `alcazar ARGS` on a pseudo-terminal (util-linux `script` makes one
+    /// and relays it to pipes), as a person at a terminal runs it; the
+    /// output is split for screens as in [`Guest::start_screen`].
+    pub fn start_on_terminal(args: &[&str]) -> Guest {
+        let mut line = env!("CARGO_BIN_EXE_alcazar").to_string();
+        for a in args {
+            line.push_str(" '");
+            line.push_str(&a.replace('\'', "'\\''"));
+            line.push('\'');
+        }
+        let mut command = Command::new("script");
+        command
+            .args(["-q", "-f", "-e", "-c", &line, "/dev/null"])
+            .env("RUST_LOG", "warn");
+        Guest::spawn(command, true)
+    }
+
     fn spawn(mut command: Command, screen: bool) -> Guest {
         let mut child = command
             .stdin(Stdio::piped())
