@@ -58,6 +58,9 @@ pub enum Class {
     Sse,
     /// SSE/SSE2 floating point: arithmetic, compares, conversions.
     SseFloat,
+    /// SSSE3 on MMX and XMM registers: PSHUFB, horizontal adds and
+    /// subtracts, PMADDUBSW, PMULHRSW, PSIGN*, PABS*, PALIGNR.
+    Ssse3,
     /// x87 loads, stores, arithmetic, compares and control.
     X87,
     /// Templates of every other class mixed in one sequence.
@@ -83,7 +86,7 @@ impl Class {
     /// The SSE classes: kept apart from [`Class::ALL`] so the integer
     /// classes keep their case streams (a case is a function of seed and
     /// index, and the index picks the class) and `mixed` stays integer.
-    pub const SIMD: [Class; 2] = [Class::Sse, Class::SseFloat];
+    pub const SIMD: [Class; 3] = [Class::Sse, Class::SseFloat, Class::Ssse3];
 
     /// Classes run only when named (`--class x87`): not yet at zero
     /// mismatches, so kept out of [`Class::ALL`], the CI test and `mixed`
@@ -105,6 +108,7 @@ impl Class {
             Class::Lock => "lock",
             Class::Sse => "sse",
             Class::SseFloat => "ssefloat",
+            Class::Ssse3 => "ssse3",
             Class::X87 => "x87",
             Class::Mixed => "mixed",
         }
@@ -120,7 +124,10 @@ impl Class {
 
     /// Whether the class exercises the x87/MMX/SSE units.
     pub fn is_simd(self) -> bool {
-        matches!(self, Class::Sse | Class::SseFloat | Class::X87)
+        matches!(
+            self,
+            Class::Sse | Class::SseFloat | Class::Ssse3 | Class::X87
+        )
     }
 
     /// The class called `name`.

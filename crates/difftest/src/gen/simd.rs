@@ -227,6 +227,21 @@ pub fn sse(b: &mut Builder<'_>) -> bool {
     emit(b, code)
 }
 
+/// SSSE3, MMX and XMM forms.
+pub fn ssse3(b: &mut Builder<'_>) -> bool {
+    use Mnemonic::*;
+    let Some(code) = pick(
+        b,
+        &[
+            Pshufb, Phaddw, Phaddd, Phaddsw, Phsubw, Phsubd, Phsubsw, Pmaddubsw, Pmulhrsw, Psignb,
+            Psignw, Psignd, Pabsb, Pabsw, Pabsd, Palignr,
+        ],
+    ) else {
+        return false;
+    };
+    emit(b, code)
+}
+
 /// SSE/SSE2 floating point.
 pub fn sse_float(b: &mut Builder<'_>) -> bool {
     use Mnemonic::*;

@@ -1,4 +1,4 @@
-//! The x87 FPU, MMX and SSE/SSE2 units: their state, the checks every
+//! The x87 FPU, MMX, SSE/SSE2 and SSSE3 units: their state, the checks every
 //! floating-point or SIMD instruction makes first, and the dispatch of
 //! their mnemonics to handlers.
 //!
@@ -22,6 +22,7 @@ pub mod sse_conv;
 pub mod sse_float;
 pub mod sse_int;
 pub mod sse_move;
+pub mod ssse3;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -319,6 +320,7 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     control::lookup(insn)
         .or_else(|| sse_move::lookup(insn))
         .or_else(|| sse_int::lookup(insn))
+        .or_else(|| ssse3::lookup(insn))
         .or_else(|| sse_float::lookup(insn))
         .or_else(|| x87::lookup(insn))
         .or_else(|| x87_arith::lookup(insn))
