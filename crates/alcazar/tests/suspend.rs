@@ -166,3 +166,55 @@ fn the_power_button_wakes_a_suspended_guest_and_stop_powers_it_off() {
     assert!(!rt.socket().exists(), "the VM ended");
     let _ = c.finish();
 }
+
+/// A GRUB CD image (`grub-mkrescue`, which `.ci/run` installs) that boots
+/// the default guest at once, GRUB on the serial port.
+fn grub_iso(dir: &std::path::Path) -> PathBuf {
+    let (kernel, initrd) = common::default_guest_paths("cloud");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("boot/grub")).expect("iso tree");
+    std::fs::copy(kernel, root.join("boot/vmlinuz")).expect("kernel");
+    std::fs::copy(initrd, root.join("boot/initrd.img")).expect("initrd");
+    let cfg = "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n\
+               set timeout=0\nmenuentry \"guest\" {\n  \
+               linux /boot/vmlinuz console=ttyS0 quiet cryptomgr.notests\n  \
+               initrd /boot/initrd.img\n}\n";
+    std::fs::write(root.join("boot/grub/grub.cfg"), cfg).expect("grub.cfg");
+    let image = dir.join("guest.iso");
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&image)
+        .arg(&root)
+        .output()
+        .expect("grub-mkrescue runs (apt-get install grub-pc-bin grub-common xorriso mtools)");
+    assert!(
+        out.status.success(),
+        "grub-mkrescue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    image
+}
+
+#[test]
+fn a_seabios_boot_wakes_from_s3_through_the_same_waking_vector() {
+    let dir = std::env::temp_dir().join(format!("alcazar-s3-fw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let iso = grub_iso(&dir).display().to_string();
+    let mut g = Guest::start_screen(&[
+        "run", "--engine", "emu", "--memory", "256M", "--cdrom", &iso,
+    ]);
+    g.expect_line("ALCAZAR-READY");
+    g.type_line(
+        "echo +3 > /sys/class/rtc/rtc0/wakealarm; echo mem > /sys/power/state; \
+         echo WOKE-$((40+2)); dmesg | grep -c 'PM: suspend exit'",
+    );
+    g.expect_line("WOKE-42");
+    let (count, _) = g.expect_line_matching(|l| l.trim() == "1");
+    assert_eq!(count.trim(), "1", "one suspend exit in dmesg");
+    g.type_line("echo SHELL-$((7*6)); poweroff -f");
+    g.expect_line("SHELL-42");
+    let (status, _, stderr) = g.finish();
+    assert_eq!(status, Some(0), "stderr: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

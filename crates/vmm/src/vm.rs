@@ -662,7 +662,7 @@ fn start_at_waking_vector(vcpu: &mut dyn Vcpu, memory: &GuestMemory) -> Result<(
             regs.rip = u64::from(eip);
         }
     }
-    tracing::info!(?vector, "ACPI S3: starting vCPU 0 at the waking vector");
+    tracing::info!(%vector, "ACPI S3: starting vCPU 0 at the waking vector");
     vcpu.set_sregs(&sregs)?;
     vcpu.set_regs(&regs)?;
     Ok(())

@@ -141,6 +141,15 @@ pub enum WakingVector {
     },
 }
 
+impl std::fmt::Display for WakingVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WakingVector::RealMode { cs, ip } => write!(f, "real mode {cs:#06x}:{ip:#06x}"),
+            WakingVector::Protected32 { eip } => write!(f, "32-bit protected mode {eip:#010x}"),
+        }
+    }
+}
+
 /// Why [`waking_vector`] found no place to wake the OS.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WakeError {
