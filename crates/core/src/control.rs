@@ -8,6 +8,15 @@
 //! asks every vCPU to leave [`crate::engine::Vcpu::run`] without stopping
 //! the VM, and the VMM parks the vCPU threads until a resume.
 //!
+//! The guest may also put the machine to *sleep* (ACPI S3, suspend to RAM):
+//! the PM block calls [`VmControl::request_suspend`], which asks every
+//! vCPU to leave `run` like a pause does, but the guest clock keeps
+//! running. A wake event (the RTC alarm, the power button) calls
+//! [`VmControl::request_wake`]; the VMM acts on it once every vCPU is
+//! asleep and then calls [`VmControl::finish_wake`]. Only a VMM whose
+//! engine can reset its vCPUs in place allows it
+//! ([`VmControl::allow_suspend`]).
+//!
 //! Engines poll [`VmControl::should_leave_run`] between guest exits (and
 //! between blocks on emu) and register a *kicker* that forces a vCPU out of
 //! guest mode (under kvm: a signal that makes `KVM_RUN` return; on emu: a
@@ -15,7 +24,7 @@
 //! stops or pauses promptly. Threads that must end with the VM (timers,
 //! device back ends) register with [`VmControl::on_stop`] instead.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -78,6 +87,21 @@ type Kicker = Box<dyn Fn() + Send + Sync>;
 const STOP: u8 = 1;
 /// [`VmControl::attention`] bit: the vCPUs are asked to pause.
 const PAUSE: u8 = 2;
+/// [`VmControl::attention`] bit: the guest put the machine to sleep (S3).
+const SUSPEND: u8 = 4;
+
+/// The ACPI sleep switch of one VM (see the module documentation).
+#[derive(Default)]
+struct Sleep {
+    /// The VMM can restart its vCPUs from a waking vector.
+    allowed: AtomicBool,
+    /// A wake event arrived while the machine sleeps (latched).
+    wake: AtomicBool,
+    /// Times the guest entered S3.
+    suspends: AtomicU64,
+    /// Times the machine woke from S3.
+    wakes: AtomicU64,
+}
 
 /// The stop (and pause) switch of one VM.
 #[derive(Default)]
@@ -91,6 +115,7 @@ pub struct VmControl {
     kickers: Mutex<Vec<Kicker>>,
     /// End the VM's other threads (stop only).
     stop_hooks: Mutex<Vec<Kicker>>,
+    sleep: Sleep,
 }
 
 impl std::fmt::Debug for VmControl {
@@ -158,6 +183,73 @@ impl VmControl {
     /// Whether a pause is requested.
     pub fn pause_requested(&self) -> bool {
         self.attention.load(Ordering::SeqCst) & PAUSE != 0
+    }
+
+    /// Lets the guest suspend the machine (ACPI S3): set by a VMM whose
+    /// engine can reset its vCPUs and restart them at the waking vector,
+    /// and whose firmware tables offer `\_S3_`.
+    pub fn allow_suspend(&self, allowed: bool) {
+        self.sleep.allowed.store(allowed, Ordering::SeqCst);
+    }
+
+    /// Whether the guest may suspend the machine.
+    pub fn suspend_allowed(&self) -> bool {
+        self.sleep.allowed.load(Ordering::SeqCst)
+    }
+
+    /// The guest put the machine to sleep (ACPI S3): every vCPU is asked to
+    /// leave `run` (the kickers run, as for a pause), while the guest
+    /// clock keeps running. Returns `false`, changing nothing, if sleep is
+    /// not allowed, the machine already sleeps or the VM is stopping.
+    pub fn request_suspend(&self) -> bool {
+        if !self.suspend_allowed() || self.should_stop() {
+            return false;
+        }
+        if self.attention.fetch_or(SUSPEND, Ordering::SeqCst) & SUSPEND != 0 {
+            return false;
+        }
+        self.sleep.wake.store(false, Ordering::SeqCst);
+        self.sleep.suspends.fetch_add(1, Ordering::Relaxed);
+        Self::run_all(&self.kickers);
+        true
+    }
+
+    /// Whether the machine sleeps (from [`VmControl::request_suspend`]
+    /// until [`VmControl::finish_wake`]).
+    pub fn suspend_requested(&self) -> bool {
+        self.attention.load(Ordering::SeqCst) & SUSPEND != 0
+    }
+
+    /// A wake event for a sleeping machine: latched until the VMM, once
+    /// every vCPU is asleep, restarts them. Returns whether the machine
+    /// sleeps (and so will wake).
+    pub fn request_wake(&self) -> bool {
+        if !self.suspend_requested() {
+            return false;
+        }
+        self.sleep.wake.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// Whether a wake event is latched.
+    pub fn wake_requested(&self) -> bool {
+        self.sleep.wake.load(Ordering::SeqCst)
+    }
+
+    /// The VMM has restarted the vCPUs: the machine is awake again.
+    pub fn finish_wake(&self) {
+        self.sleep.wake.store(false, Ordering::SeqCst);
+        if self.attention.fetch_and(!SUSPEND, Ordering::SeqCst) & SUSPEND != 0 {
+            self.sleep.wakes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Times the guest suspended the machine, and times it woke.
+    pub fn sleep_counts(&self) -> (u64, u64) {
+        (
+            self.sleep.suspends.load(Ordering::Relaxed),
+            self.sleep.wakes.load(Ordering::Relaxed),
+        )
     }
 
     /// The stop reason, once there is one.
@@ -264,6 +356,31 @@ mod tests {
             (kicks.load(Ordering::SeqCst), hooks.load(Ordering::SeqCst)),
             (2, 1)
         );
+    }
+
+    #[test]
+    fn suspend_needs_permission_latches_wakes_and_counts() {
+        let c = VmControl::new();
+        let kicks = Arc::new(AtomicU32::new(0));
+        let k = kicks.clone();
+        c.add_kicker(Box::new(move || {
+            k.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert!(!c.request_suspend(), "not allowed yet");
+        assert!(!c.request_wake(), "nothing sleeps");
+        c.allow_suspend(true);
+        assert!(c.request_suspend());
+        assert!(!c.request_suspend(), "entered twice");
+        assert!(c.should_leave_run() && c.suspend_requested() && !c.should_stop());
+        assert_eq!(kicks.load(Ordering::SeqCst), 1);
+        assert!(!c.wake_requested());
+        assert!(c.request_wake());
+        assert!(c.wake_requested() && c.suspend_requested());
+        c.finish_wake();
+        assert!(!c.should_leave_run() && !c.wake_requested());
+        assert_eq!(c.sleep_counts(), (1, 1));
+        c.request_stop(StopReason::UserQuit);
+        assert!(!c.request_suspend(), "a stopping VM does not sleep");
     }
 
     #[test]

@@ -176,6 +176,13 @@ pub trait EngineVm: Send + Sync {
     fn io_events(&self) -> Option<Arc<dyn IoEvents>> {
         None
     }
+
+    /// Whether this engine's vCPUs can be reset in place
+    /// ([`Vcpu::reset`]), which waking from ACPI S3 needs. The emu engine
+    /// can; the default says no.
+    fn can_reset_vcpus(&self) -> bool {
+        false
+    }
 }
 
 /// Doorbells that signal an eventfd without leaving guest mode (KVM's
@@ -230,5 +237,16 @@ pub trait Vcpu: Send {
     /// specification, appendix B.4). Engines without IPIs refuse.
     fn set_wait_for_sipi(&mut self) -> Result<(), EngineError> {
         Err(EngineError::Unsupported("starting a vCPU by INIT/SIPI"))
+    }
+
+    /// Resets the vCPU in place to its power-on state (the RESET column of
+    /// Intel SDM Vol. 3A §10.1.1, Table 10-1): real mode at F000:FFF0,
+    /// general, control, debug and FPU registers, MSRs and the local APIC
+    /// back to their power-up values (the TSC keeps counting), nothing
+    /// pending. The platform does this on a wake from ACPI S3, where the
+    /// processor context is lost (ACPI 6.5 §16.1.3). Engines that cannot
+    /// refuse; see [`EngineVm::can_reset_vcpus`].
+    fn reset(&mut self) -> Result<(), EngineError> {
+        Err(EngineError::Unsupported("resetting a vCPU in place"))
     }
 }

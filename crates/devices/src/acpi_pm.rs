@@ -14,9 +14,26 @@
 //!
 //! Writing PM1_CNT with SLP_EN set and SLP_TYP equal to the `\_S5` value
 //! ([`SLP_TYP_S5`], which the DSDT must declare) powers the machine off:
-//! the VM stops with [`StopReason::PowerOff`]. Other sleep states are not
-//! supported and are ignored. The power button (PWRBTN_STS) raises the SCI
-//! when enabled, so the VMM can ask the guest to shut down cleanly.
+//! the VM stops with [`StopReason::PowerOff`].
+//!
+//! SLP_TYP equal to the `\_S3` value ([`SLP_TYP_S3`]) puts the machine to
+//! sleep (S3, suspend to RAM; ACPI 6.5 §16.1.3) if the VMM allows it
+//! ([`VmControl::allow_suspend`]; it then declares `\_S3`):
+//! [`VmControl::request_suspend`] stops every vCPU while RAM, the devices
+//! and the guest clock stay as they are, and the SCI stays low. A wake
+//! event ends the sleep (§4.8.2.1.1, Table 4.11): the power button always
+//! (PWRBTN_STS), the RTC alarm when RTC_EN is set (RTC_STS, from the
+//! RTC's alarm output: [`AcpiPm::rtc_alarm_line`]). The block latches it
+//! with [`VmControl::request_wake`]; the VMM resets the vCPUs and starts
+//! the BSP at the FACS waking vector, and WAK_STS reads as set from then
+//! on. A wake event already pending when SLP_EN is written wakes the
+//! machine at once, as the hardware's wake logic would. Other sleep
+//! states (and S3 when the VMM does not allow it) are ignored: WAK_STS is
+//! set at once, so an OS that waits for it goes on.
+//!
+//! The power button (PWRBTN_STS) raises the SCI when enabled, so the VMM
+//! can ask the guest to shut down cleanly; RTC_STS does too when RTC_EN is
+//! set.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +41,7 @@ use std::time::Instant;
 use alcazar_core::inspect::Tree;
 use alcazar_core::irq::IrqLine;
 use alcazar_core::{BusDevice, GuestClock, StopReason, VmControl};
+use std::sync::{Mutex, Weak};
 
 /// Number of ports the device claims, from
 /// [`alcazar_core::layout::ACPI_PM_BASE_PORT`]; its SCI is
@@ -37,14 +55,20 @@ pub const PM1_CNT_OFFSET: u16 = 4;
 pub const PM_TMR_OFFSET: u16 = 8;
 /// The SLP_TYP value that means S5 (soft off) on this machine.
 pub const SLP_TYP_S5: u16 = 5;
+/// The SLP_TYP value that means S3 (suspend to RAM) on this machine.
+pub const SLP_TYP_S3: u16 = 3;
 /// PM timer frequency in Hz.
 pub const PM_TIMER_HZ: u64 = 3_579_545;
 
 const STS_TMR: u16 = 1 << 0;
 const STS_PWRBTN: u16 = 1 << 8;
+const STS_RTC: u16 = 1 << 10;
 const STS_WAK: u16 = 1 << 15;
 const EN_TMR: u16 = 1 << 0;
 const EN_PWRBTN: u16 = 1 << 8;
+const EN_RTC: u16 = 1 << 10;
+/// The status bits that raise the SCI when enabled.
+const SCI_EVENTS: u16 = STS_PWRBTN | STS_TMR | STS_RTC;
 const EN_MASK: u16 = (1 << 0) | (1 << 5) | (1 << 8) | (1 << 10);
 const CNT_SCI_EN: u16 = 1 << 0;
 const CNT_SLP_EN: u16 = 1 << 13;
@@ -55,6 +79,10 @@ pub struct AcpiPm {
     pm1_sts: u16,
     pm1_en: u16,
     pm1_cnt: u16,
+    /// The guest put the machine in S3 and the VMM has not woken it yet.
+    sleeping: bool,
+    /// The RTC's alarm output, as last seen.
+    rtc_alarm: bool,
     started: Instant,
     sci: Arc<dyn IrqLine>,
     control: Arc<VmControl>,
@@ -67,6 +95,7 @@ impl std::fmt::Debug for AcpiPm {
             .field("pm1_sts", &self.pm1_sts)
             .field("pm1_en", &self.pm1_en)
             .field("pm1_cnt", &self.pm1_cnt)
+            .field("sleeping", &self.sleeping)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +109,8 @@ impl AcpiPm {
             pm1_sts: 0,
             pm1_en: 0,
             pm1_cnt: CNT_SCI_EN,
+            sleeping: false,
+            rtc_alarm: false,
             started: clock.now(),
             sci,
             control,
@@ -99,14 +130,77 @@ impl AcpiPm {
     }
 
     /// Presses the power button: sets PWRBTN_STS and raises the SCI if
-    /// the guest enabled it. Returns whether the guest will be notified.
+    /// the guest enabled it; a sleeping machine wakes (whatever PWRBTN_EN
+    /// says, ACPI 6.5 Table 4.11). Returns whether the guest will be
+    /// notified (or woken).
     pub fn press_power_button(&mut self) -> bool {
+        self.settle_wake();
         self.pm1_sts |= STS_PWRBTN;
+        if self.sleeping {
+            return self.wake("power button");
+        }
         self.update_sci()
     }
 
+    /// The RTC's alarm output changed to `level`: a rising edge sets
+    /// RTC_STS, which raises the SCI or wakes a sleeping machine when
+    /// RTC_EN is set.
+    pub fn rtc_alarm(&mut self, level: bool) {
+        self.settle_wake();
+        let rising = level && !self.rtc_alarm;
+        self.rtc_alarm = level;
+        if !rising {
+            return;
+        }
+        self.pm1_sts |= STS_RTC;
+        if self.sleeping {
+            if self.pm1_en & EN_RTC != 0 {
+                self.wake("RTC alarm");
+            }
+        } else {
+            self.update_sci();
+        }
+    }
+
+    /// An [`IrqLine`] for the RTC's alarm output that drives this block's
+    /// RTC_STS ([`AcpiPm::rtc_alarm`]).
+    pub fn rtc_alarm_line(pm: &Arc<Mutex<AcpiPm>>) -> Arc<dyn IrqLine> {
+        Arc::new(RtcAlarmLine(Arc::downgrade(pm)))
+    }
+
+    /// Whether the guest put the machine to sleep and it has not woken.
+    pub fn sleeping(&self) -> bool {
+        self.sleeping
+    }
+
+    /// Latches a wake of the sleeping machine.
+    fn wake(&mut self, source: &'static str) -> bool {
+        let woke = self.control.request_wake();
+        if woke {
+            tracing::info!(source, "ACPI: wake event for the sleeping machine");
+        }
+        woke
+    }
+
+    /// The VMM has woken the machine since it went to sleep: WAK_STS is
+    /// set (ACPI 6.5 §4.8.2.1.1: set by the hardware on the way back to
+    /// S0) and the SCI may rise again.
+    fn settle_wake(&mut self) {
+        if self.sleeping && !self.control.suspend_requested() {
+            self.sleeping = false;
+            self.pm1_sts |= STS_WAK;
+            self.update_sci();
+        }
+    }
+
+    /// Whether a wake event is pending: the power button, or the RTC
+    /// alarm with RTC_EN.
+    fn wake_event_pending(&self) -> bool {
+        self.pm1_sts & STS_PWRBTN != 0 || self.pm1_sts & self.pm1_en & STS_RTC != 0
+    }
+
     fn update_sci(&self) -> bool {
-        let level = self.pm1_sts & self.pm1_en & (STS_PWRBTN | STS_TMR) != 0;
+        let level = !self.sleeping && self.pm1_sts & self.pm1_en & SCI_EVENTS != 0;
         self.sci.set_level(level);
         level
     }
@@ -129,9 +223,39 @@ impl AcpiPm {
         if slp_typ == SLP_TYP_S5 {
             tracing::info!("ACPI: guest entered S5 (soft off)");
             self.control.request_stop(StopReason::PowerOff);
+        } else if slp_typ == SLP_TYP_S3 && self.control.suspend_allowed() {
+            self.enter_s3();
         } else {
             tracing::info!(slp_typ, "ACPI: unsupported sleep state ignored");
             self.pm1_sts |= STS_WAK;
+        }
+    }
+
+    /// SLP_TYP = S3 with SLP_EN: the machine goes to sleep, unless it
+    /// already does (a second vCPU writing before it stopped) or is
+    /// stopping.
+    fn enter_s3(&mut self) {
+        if self.sleeping || !self.control.request_suspend() {
+            return;
+        }
+        tracing::info!("ACPI: guest entered S3 (suspend to RAM)");
+        self.sleeping = true;
+        self.pm1_sts &= !STS_WAK;
+        self.update_sci();
+        if self.wake_event_pending() {
+            self.wake("event pending at SLP_EN");
+        }
+    }
+}
+
+/// The RTC's alarm output, wired to RTC_STS of a PM block (which may be
+/// gone when the VM is torn down).
+struct RtcAlarmLine(Weak<Mutex<AcpiPm>>);
+
+impl IrqLine for RtcAlarmLine {
+    fn set_level(&self, high: bool) {
+        if let Some(pm) = self.0.upgrade() {
+            alcazar_core::bus::lock(&pm).rtc_alarm(high);
         }
     }
 }
@@ -141,16 +265,21 @@ impl AcpiPm {
     /// ACPI 6.5 §4.8.3.1-4.8.3.2 names, the SCI level and PM_TMR now.
     fn tree(&self) -> Tree {
         let mut t = Tree::new();
-        let (sts, en, cnt) = (self.pm1_sts, self.pm1_en, self.pm1_cnt);
+        // As the guest will read them: a wake the VMM has done shows.
+        let asleep = self.sleeping && self.control.suspend_requested();
+        let woke = if self.sleeping && !asleep { STS_WAK } else { 0 };
+        let (sts, en, cnt) = (self.pm1_sts | woke, self.pm1_en, self.pm1_cnt);
         let mut s = Tree::new();
         s.hex("value", u64::from(sts), 4)
             .value("tmr_sts", sts & STS_TMR != 0)
             .value("pwrbtn_sts", sts & STS_PWRBTN != 0)
+            .value("rtc_sts", sts & STS_RTC != 0)
             .value("wak_sts", sts & STS_WAK != 0);
         let mut e = Tree::new();
         e.hex("value", u64::from(en), 4)
             .value("tmr_en", en & EN_TMR != 0)
-            .value("pwrbtn_en", en & EN_PWRBTN != 0);
+            .value("pwrbtn_en", en & EN_PWRBTN != 0)
+            .value("rtc_en", en & EN_RTC != 0);
         let mut c = Tree::new();
         c.hex("value", u64::from(cnt), 4)
             .value("sci_en", cnt & CNT_SCI_EN != 0)
@@ -158,7 +287,8 @@ impl AcpiPm {
         t.child("pm1_sts", s)
             .child("pm1_en", e)
             .child("pm1_cnt", c)
-            .value("sci", sts & en & (STS_PWRBTN | STS_TMR) != 0)
+            .value("sci", !asleep && sts & en & SCI_EVENTS != 0)
+            .value("sleeping", asleep)
             .hex("pm_tmr", u64::from(self.pm_timer()), 8);
         t
     }
@@ -181,6 +311,7 @@ fn merge16(offset: u64, data: &[u8], reg_offset: u64, fill: u16) -> Option<u16> 
 
 impl BusDevice for AcpiPm {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.settle_wake();
         let regs = self.registers();
         for (i, b) in data.iter_mut().enumerate() {
             *b = usize::try_from(offset + i as u64)
@@ -191,6 +322,7 @@ impl BusDevice for AcpiPm {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        self.settle_wake();
         if let Some(clear) = merge16(offset, data, 0, 0) {
             self.pm1_sts &= !clear;
         }
@@ -238,6 +370,140 @@ mod tests {
         let mut cnt = [0u8; 2];
         p.read(4, &mut cnt);
         assert_eq!(u16::from_le_bytes(cnt) & CNT_SCI_EN, CNT_SCI_EN);
+    }
+
+    #[derive(Default)]
+    struct Line(std::sync::atomic::AtomicBool);
+
+    impl IrqLine for Line {
+        fn set_level(&self, high: bool) {
+            self.0.store(high, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A PM block whose VMM allows S3, with its SCI line.
+    fn pm_s3() -> (AcpiPm, Arc<VmControl>, Arc<Line>) {
+        let c = Arc::new(VmControl::new());
+        c.allow_suspend(true);
+        let sci = Arc::new(Line::default());
+        let p = AcpiPm::new(sci.clone(), c.clone(), Arc::new(GuestClock::new()));
+        (p, c, sci)
+    }
+
+    fn sts(p: &mut AcpiPm) -> u16 {
+        let mut b = [0u8; 2];
+        p.read(0, &mut b);
+        u16::from_le_bytes(b)
+    }
+
+    fn sleep_s3(p: &mut AcpiPm) {
+        // ACPICA's order: SLP_TYP first, then SLP_TYP | SLP_EN.
+        let typ = (SLP_TYP_S3 << CNT_SLP_TYP_SHIFT) | CNT_SCI_EN;
+        p.write(4, &typ.to_le_bytes());
+        p.write(4, &(typ | CNT_SLP_EN).to_le_bytes());
+    }
+
+    #[test]
+    fn s3_sleeps_and_the_power_button_wakes_with_wak_sts() {
+        let (mut p, c, sci) = pm_s3();
+        p.write(2, &EN_PWRBTN.to_le_bytes());
+        p.write(0, &STS_WAK.to_le_bytes());
+        sleep_s3(&mut p);
+        assert!(p.sleeping() && c.suspend_requested() && c.should_leave_run());
+        assert_eq!(c.reason(), None, "S3 is not a stop");
+        assert!(!c.wake_requested());
+        assert!(p.press_power_button(), "a press wakes a sleeping machine");
+        assert!(c.wake_requested());
+        assert!(
+            !sci.0.load(std::sync::atomic::Ordering::SeqCst),
+            "no SCI in S3"
+        );
+        assert!(
+            matches!(p.inspect().get("sleeping"), Some(alcazar_core::Node::Value(v)) if v == "true")
+        );
+        // The VMM restarts the vCPUs; the guest then sees WAK_STS.
+        c.finish_wake();
+        assert_eq!(sts(&mut p), STS_WAK | STS_PWRBTN);
+        assert!(!p.sleeping());
+        assert!(
+            sci.0.load(std::sync::atomic::Ordering::SeqCst),
+            "PWRBTN_EN is set"
+        );
+        p.write(0, &(STS_WAK | STS_PWRBTN).to_le_bytes());
+        assert_eq!(sts(&mut p), 0);
+        assert!(!sci.0.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_power_button_wakes_even_without_pwrbtn_en() {
+        let (mut p, c, _) = pm_s3();
+        sleep_s3(&mut p);
+        assert!(p.press_power_button());
+        assert!(c.wake_requested());
+    }
+
+    #[test]
+    fn the_rtc_alarm_wakes_only_with_rtc_en() {
+        let (mut p, c, _) = pm_s3();
+        sleep_s3(&mut p);
+        p.rtc_alarm(true);
+        assert!(!c.wake_requested(), "RTC_EN is clear");
+        c.finish_wake();
+        assert_eq!(sts(&mut p), STS_WAK | STS_RTC);
+
+        let (mut p, c, _) = pm_s3();
+        p.write(2, &EN_RTC.to_le_bytes());
+        sleep_s3(&mut p);
+        p.rtc_alarm(true);
+        assert!(c.wake_requested());
+        p.rtc_alarm(true);
+        p.rtc_alarm(false);
+        c.finish_wake();
+        assert_eq!(sts(&mut p), STS_WAK | STS_RTC);
+    }
+
+    #[test]
+    fn rtc_sts_raises_the_sci_in_s0_when_enabled() {
+        let (mut p, _, sci) = pm_s3();
+        p.rtc_alarm(true);
+        assert!(!sci.0.load(std::sync::atomic::Ordering::SeqCst));
+        p.write(2, &EN_RTC.to_le_bytes());
+        assert!(sci.0.load(std::sync::atomic::Ordering::SeqCst));
+        p.write(0, &STS_RTC.to_le_bytes());
+        assert!(!sci.0.load(std::sync::atomic::Ordering::SeqCst));
+        // Only a rising edge sets the status again.
+        p.rtc_alarm(true);
+        assert_eq!(sts(&mut p), 0);
+    }
+
+    #[test]
+    fn a_wake_event_pending_at_slp_en_wakes_at_once() {
+        let (mut p, c, _) = pm_s3();
+        p.write(2, &EN_RTC.to_le_bytes());
+        p.rtc_alarm(true);
+        sleep_s3(&mut p);
+        assert!(c.suspend_requested() && c.wake_requested());
+    }
+
+    #[test]
+    fn s3_twice_or_while_stopping_is_harmless() {
+        let (mut p, c, _) = pm_s3();
+        sleep_s3(&mut p);
+        sleep_s3(&mut p);
+        assert_eq!(c.sleep_counts(), (1, 0));
+        c.request_stop(StopReason::UserQuit);
+        let (mut p, c, _) = pm_s3();
+        c.request_stop(StopReason::UserQuit);
+        sleep_s3(&mut p);
+        assert!(!p.sleeping() && !c.suspend_requested());
+    }
+
+    #[test]
+    fn s3_without_the_vmms_permission_is_ignored_with_wak_sts() {
+        let (mut p, c) = pm();
+        sleep_s3(&mut p);
+        assert!(!p.sleeping() && !c.should_leave_run());
+        assert_eq!(sts(&mut p), STS_WAK);
     }
 
     #[test]

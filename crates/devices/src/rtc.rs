@@ -29,7 +29,11 @@
 //!
 //! Interrupts: the periodic (rate from RS3-RS0), alarm (with "don't care"
 //! bytes) and update-ended interrupts set their flags whether or not they
-//! are enabled. The device owns no thread: the VMM drives it through
+//! are enabled. The alarm also drives an *alarm output*
+//! ([`Rtc::set_alarm_output`]): high while AF and AIE are both set. The
+//! VMM wires it to the ACPI PM block's RTC_STS, as a PC chipset routes
+//! the RTC alarm to its power-management logic (ACPI 6.5 §4.8.2.1.1,
+//! "RTC_STS"), so the alarm can wake the machine from S3. The device owns no thread: the VMM drives it through
 //! [`TimedDevice`], like the PIT. Flags are also brought up to date on
 //! every register access, so a guest polling register C sees them
 //! without a tick.
@@ -259,6 +263,9 @@ pub struct Rtc {
     settled: Instant,
     irq: Arc<dyn IrqLine>,
     irq_level: bool,
+    /// The alarm output (AF and AIE), if the VMM wired it.
+    alarm_output: Option<Arc<dyn IrqLine>>,
+    alarm_level: bool,
     notifier: Option<DeadlineNotifier>,
     /// The VM's guest clock (a private running one for
     /// [`Rtc::with_start_time`]).
@@ -313,6 +320,8 @@ impl Rtc {
             settled: now,
             irq: irq8,
             irq_level: false,
+            alarm_output: None,
+            alarm_level: false,
             notifier: None,
             clock: Arc::new(GuestClock::new()),
         };
@@ -331,6 +340,15 @@ impl Rtc {
     /// next deadline (see [`DeadlineNotifier`]).
     pub fn set_deadline_notifier(&mut self, notifier: DeadlineNotifier) {
         self.notifier = Some(notifier);
+    }
+
+    /// Wires the alarm output: `line` is high while register C's AF and
+    /// register B's AIE are both set (an alarm the guest asked to be
+    /// told of). A PC routes it to the ACPI PM block's RTC_STS.
+    pub fn set_alarm_output(&mut self, line: Arc<dyn IrqLine>) {
+        self.alarm_level = false;
+        self.alarm_output = Some(line);
+        self.update_irq();
     }
 
     fn store_memory_sizes(&mut self, memory: MemorySizes) {
@@ -565,6 +583,20 @@ impl Rtc {
             self.irq_level = level;
             self.irq.set_level(level);
         }
+        let alarm = self.flags & self.reg(REG_B) & C_AF & B_AIE != 0;
+        if alarm != self.alarm_level {
+            self.alarm_level = alarm;
+            if let Some(line) = &self.alarm_output {
+                line.set_level(alarm);
+            }
+        }
+    }
+
+    /// Whether the alarm output waits for an alarm: wired, AIE set, AF
+    /// not yet set and the clock running.
+    fn alarm_armed(&self) -> bool {
+        let b = self.reg(REG_B);
+        self.alarm_output.is_some() && b & B_AIE != 0 && self.flags & C_AF == 0 && b & B_SET == 0
     }
 
     fn update_in_progress(&self, now: Instant) -> bool {
@@ -690,16 +722,19 @@ impl Rtc {
 
 impl TimedDevice for Rtc {
     /// The next periodic edge (PIE) or update (UIE, AIE: the alarm is
-    /// checked at every update); none while IRQ 8 is already asserted,
-    /// since nothing more can happen until the guest reads register C.
+    /// checked at every update). While IRQ 8 is already asserted nothing
+    /// more reaches the guest until it reads register C, so only the
+    /// updates an armed alarm output still waits for count (a sleeping
+    /// guest reads nothing, and its wake alarm must still fire).
     fn next_deadline(&self) -> Option<Instant> {
-        if self.irq_level {
+        if self.irq_level && !self.alarm_armed() {
             return None;
         }
         let divider = self.divider?;
         let b = self.reg(REG_B);
         let phase = divider.phase(self.settled);
-        let periodic = self.periodic_ticks().filter(|_| b & B_PIE != 0).map(|p| {
+        let pie = b & B_PIE != 0 && !self.irq_level;
+        let periodic = self.periodic_ticks().filter(|_| pie).map(|p| {
             let next = (time_base_ticks(phase) / p + 1).saturating_mul(p);
             let nanos = (u128::from(next) * u128::from(NANOS)).div_ceil(u128::from(TIME_BASE_HZ));
             u64::try_from(nanos).unwrap_or(u64::MAX)
@@ -933,6 +968,56 @@ mod tests {
             get(&mut r, REG_C, ms(t0, 2_750)),
             C_IRQF | C_AF | C_UF | C_PF
         );
+    }
+
+    #[test]
+    fn the_alarm_output_follows_af_and_aie() {
+        let (mut r, irq, t0) = rtc();
+        let out = Arc::new(Line::default());
+        r.set_alarm_output(out.clone());
+        set(&mut r, HOURS_ALARM, 0x13, t0);
+        set(&mut r, MINUTES_ALARM, 0x45, t0);
+        set(&mut r, SECONDS_ALARM, 0x33, t0);
+        r.tick(ms(t0, 2_750));
+        assert!(!out.0.load(Ordering::SeqCst), "AF without AIE stays inside");
+        get(&mut r, REG_C, ms(t0, 2_750));
+        set(&mut r, SECONDS_ALARM, 0x35, t0);
+        set(&mut r, REG_B, B_24H | B_AIE, ms(t0, 2_750));
+        r.tick(ms(t0, 4_749));
+        assert!(!out.0.load(Ordering::SeqCst), "13:45:34");
+        r.tick(ms(t0, 4_750));
+        assert!(out.0.load(Ordering::SeqCst) && irq.0.load(Ordering::SeqCst));
+        get(&mut r, REG_C, ms(t0, 4_750));
+        assert!(
+            !out.0.load(Ordering::SeqCst),
+            "reading register C lowers it"
+        );
+    }
+
+    #[test]
+    fn an_armed_alarm_fires_while_irq8_is_already_asserted() {
+        // A guest asleep with an unread update flag: IRQ 8 is high, nobody
+        // reads register C, and the wake alarm must still reach RTC_STS.
+        let (mut r, irq, t0) = rtc();
+        let out = Arc::new(Line::default());
+        r.set_alarm_output(out.clone());
+        set(&mut r, HOURS_ALARM, 0x13, t0);
+        set(&mut r, MINUTES_ALARM, 0x45, t0);
+        set(&mut r, SECONDS_ALARM, 0x35, t0);
+        set(&mut r, REG_B, B_24H | B_AIE | B_UIE, t0);
+        r.tick(ms(t0, 750));
+        assert!(irq.0.load(Ordering::SeqCst) && !out.0.load(Ordering::SeqCst));
+        let mut now = ms(t0, 750);
+        while let Some(d) = r.next_deadline().filter(|&d| d <= ms(t0, 10_000)) {
+            now = d;
+            r.tick(d);
+            if out.0.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        assert!(out.0.load(Ordering::SeqCst), "no alarm by {now:?}");
+        assert_eq!(now, ms(t0, 4_750), "13:45:35");
+        assert_eq!(r.next_deadline(), None, "nothing left to wait for");
     }
 
     #[test]

@@ -127,4 +127,9 @@ impl EngineVm for EmuVm {
     fn apic_bus(&self) -> Option<Arc<dyn alcazar_core::irq::ApicBus>> {
         Some(Arc::new(self.apic_bus.clone()))
     }
+
+    /// Emu vCPUs reset in place ([`crate::Cpu::reset`]).
+    fn can_reset_vcpus(&self) -> bool {
+        true
+    }
 }

@@ -156,6 +156,12 @@ impl Vcpu for EmuVcpu {
         Ok(self.cpu.run())
     }
 
+    /// [`Cpu::reset`]: RESET in place (a wake from ACPI S3).
+    fn reset(&mut self) -> Result<(), EngineError> {
+        self.cpu.reset();
+        Ok(())
+    }
+
     fn set_wait_for_sipi(&mut self) -> Result<(), EngineError> {
         if self.cpu.enter_wait_for_sipi() {
             Ok(())

@@ -1,13 +1,15 @@
-//! A running VM's life: running, paused, stopped — and how its vCPU
-//! threads get there.
+//! A running VM's life: running, paused, suspended, stopped — and how its
+//! vCPU threads get there.
 //!
 //! ```text
 //!              Vm::create         Vm::start          pause
 //!   (config) ------------> Created ---------> Running <------> Paused
-//!                                               |      resume    |
-//!                                               | stop, or the   | stop
-//!                                               v guest ends it  v
-//!                                             Stopped <----------'
+//!                                             |  ^  |   resume    |
+//!                           guest enters S3   |  |  | stop, or the| stop
+//!                                             v  |  v guest ends it
+//!                                    Suspended --'  Stopped <-----'
+//!                                       |   wake event   ^
+//!                                       '----------------' stop
 //! ```
 //!
 //! Pausing is cooperative. [`Lifecycle::pause`] raises the pause request
@@ -22,6 +24,16 @@
 //! While parked, a vCPU thread also serves register writes from the
 //! inspector ([`Lifecycle::set_register`]): the register file belongs to
 //! the thread, so the write is handed to it rather than done from outside.
+//!
+//! *Suspended* is the guest's doing (ACPI S3, suspend to RAM): the PM
+//! block raises [`VmControl::request_suspend`], each vCPU thread leaves
+//! `run`, resets its vCPU in place (the processor context is lost in S3)
+//! and waits in [`Lifecycle::suspend`] while the guest clock runs on. A
+//! wake event latched by [`VmControl::request_wake`] is acted on once
+//! every vCPU is asleep, so no vCPU runs before all have reset: the
+//! threads return, vCPU 0 to be started at the FACS waking vector, the
+//! others waiting for INIT/SIPI. A stop ends a suspended VM like any
+//! other; a pause is refused (the VM is not running).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -43,6 +55,10 @@ pub enum VmState {
     Halted,
     /// Every vCPU is parked and the guest clock stands still.
     Paused,
+    /// The guest put the machine to sleep (ACPI S3): no vCPU runs, the
+    /// guest clock and the devices go on, and a wake event (the RTC
+    /// alarm, the power button) restarts it at the OS's waking vector.
+    Suspended,
     /// The VM has ended (the stop reason says why).
     Stopped,
 }
@@ -55,6 +71,7 @@ impl VmState {
             VmState::Running => "running",
             VmState::Halted => "halted",
             VmState::Paused => "paused",
+            VmState::Suspended => "suspended",
             VmState::Stopped => "stopped",
         }
     }
@@ -103,6 +120,10 @@ struct State {
     /// good, or that ended, no longer counts).
     live: u32,
     parked: u32,
+    /// vCPU threads asleep in [`Lifecycle::suspend`] (ACPI S3).
+    asleep: u32,
+    /// Bumped by every wake from S3: the sleeping threads' signal to go.
+    wakes: u64,
     /// What each vCPU looked like when it last parked.
     snapshots: Vec<Option<Tree>>,
     writes: Vec<RegisterWrite>,
@@ -140,6 +161,9 @@ impl std::fmt::Debug for Lifecycle {
 /// How long [`Lifecycle::pause`] waits for every vCPU to park.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a vCPU thread asleep in S3 looks for a wake or a stop.
+pub const SLEEP_POLL: Duration = Duration::from_millis(10);
+
 impl Lifecycle {
     /// The lifecycle of a created VM with `vcpus` vCPUs.
     pub fn new(
@@ -156,6 +180,8 @@ impl Lifecycle {
                 state: VmState::Created,
                 live: vcpus,
                 parked: 0,
+                asleep: 0,
+                wakes: 0,
                 snapshots: vec![None; vcpus as usize],
                 writes: Vec::new(),
                 started: None,
@@ -298,7 +324,8 @@ impl Lifecycle {
             self.control.request_pause();
         }
         let deadline = Instant::now() + PAUSE_TIMEOUT;
-        while st.parked < st.live && !self.control.should_stop() {
+        // A vCPU asleep in S3 runs nothing either: it counts as parked.
+        while st.parked + st.asleep < st.live && !self.control.should_stop() {
             let now = Instant::now();
             if now >= deadline {
                 return Err((st, LifecycleError::PauseTimedOut(PAUSE_TIMEOUT)));
@@ -417,6 +444,59 @@ impl Lifecycle {
         st.parked -= 1;
         drop(st);
         vcpu.thaw_clock();
+    }
+
+    /// Called by a vCPU thread whose `run` returned because the guest put
+    /// the machine to sleep (ACPI S3, [`VmControl::suspend_requested`]):
+    /// resets the vCPU in place ([`Vcpu::reset`]; an application
+    /// processor then waits for INIT/SIPI), publishes its inspector view
+    /// and waits until a wake event has been latched and every vCPU is
+    /// asleep. Returns `Ok(true)` once the machine wakes (vCPU 0's caller
+    /// then points it at the waking vector), `Ok(false)` if the VM
+    /// stopped, and the engine's error if the vCPU cannot be reset.
+    ///
+    /// The sleeping threads poll every [`SLEEP_POLL`] instead of being
+    /// signalled: wake and stop requests come from device and API
+    /// threads that may hold locks this one must not wait behind.
+    pub fn suspend(&self, vcpu: &mut dyn Vcpu) -> Result<bool, alcazar_core::EngineError> {
+        let id = vcpu.id();
+        vcpu.reset()?;
+        if id != 0 {
+            vcpu.set_wait_for_sipi()?;
+        }
+        let snapshot = vcpu.inspect();
+        let mut st = self.lock();
+        if let Some(slot) = st.snapshots.get_mut(id as usize) {
+            *slot = Some(snapshot);
+        }
+        st.asleep += 1;
+        if st.state == VmState::Running {
+            st.state = VmState::Suspended;
+            tracing::info!("VM suspended (ACPI S3)");
+        }
+        let epoch = st.wakes;
+        self.changed.notify_all();
+        let woken = loop {
+            if self.control.should_stop() {
+                break false;
+            }
+            if st.wakes != epoch {
+                break true;
+            }
+            if self.control.wake_requested() && st.asleep >= st.live {
+                st.wakes += 1;
+                self.control.finish_wake();
+                if st.state == VmState::Suspended {
+                    st.state = VmState::Running;
+                }
+                tracing::info!("VM woke from ACPI S3");
+                self.changed.notify_all();
+                break true;
+            }
+            st = self.wait(st, SLEEP_POLL);
+        };
+        st.asleep -= 1;
+        Ok(woken)
     }
 
     /// Called by a vCPU thread that will never run or park again (its

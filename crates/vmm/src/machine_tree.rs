@@ -1,7 +1,8 @@
 //! The inspector's root: the whole machine as one [`Tree`].
 //!
 //! ```text
-//! vm/       name, state, engine, cpus, memory, uptime, guest clock
+//! vm/       name, state, engine, cpus, memory, uptime, guest clock,
+//!           ACPI S3 suspends and wakes
 //! cpu0/     regs, segments, tables, control, and what the engine adds
 //! cpu1/ ...
 //! devices/  one subtree per device on the bus: its ranges and registers
@@ -58,6 +59,13 @@ fn vm_info(vm: &VmHandle) -> Tree {
             "guest_clock_paused_seconds",
             format!("{:.3}", vm.machine().clock.paused_total().as_secs_f64()),
         );
+    let (suspends, wakes) = vm.machine().control.sleep_counts();
+    let mut sleep = Tree::new();
+    sleep
+        .value("allowed", vm.machine().control.suspend_allowed())
+        .value("suspends", suspends)
+        .value("wakes", wakes);
+    t.child("acpi_s3", sleep);
     if let Some(reason) = vm.stop_reason() {
         t.value("stop_reason", reason);
     }

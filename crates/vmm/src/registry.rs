@@ -211,6 +211,8 @@ fn build_acpi_pm(ctx: &BuildContext<'_>) -> BuiltDevice {
         ctx.control.clone(),
         ctx.clock.clone(),
     )));
+    // The RTC's alarm output sets RTC_STS, so a wake alarm ends S3.
+    alcazar_core::bus::lock(&ctx.chipset.rtc).set_alarm_output(AcpiPm::rtc_alarm_line(&dev));
     let button = dev.clone();
     BuiltDevice {
         hooks: vec![HostHook::PowerButton(Arc::new(move || {

@@ -97,12 +97,20 @@ impl Vm {
         let pci = PciBus::new(&machine, &chipset, engine_vm.io_events(), bridge)?;
         let consoles = add_devices(&machine, &chipset, &pci, &tail, &terminal, &specs, config)?;
         let ide = crate::ide::build(&machine, &chipset, &pci, &specs)?;
-        let platform = firmware::Platform::describe(
+        let mut platform = firmware::Platform::describe(
             config.cpus,
             &engine_vm.cpuid_table(),
             chipset.ioapic_id(),
             &specs,
         );
+        // ACPI S3 needs the PM block and an engine that can reset its
+        // vCPUs for the wake (emu); under kvm `\_S3_` is not declared
+        // and a write of SLP_TYP_S3 is ignored like any unsupported state.
+        platform.s3 = engine_vm.can_reset_vcpus()
+            && specs
+                .iter()
+                .any(|s| matches!(s.config, crate::config::DeviceConfig::AcpiPm));
+        machine.control.allow_suspend(platform.s3);
         // The tables describe the machine as built, so they are written
         // after every device is in place.
         let rsdp = if payload.needs_firmware_tables() {
@@ -387,6 +395,10 @@ impl std::fmt::Debug for VmHandle {
     }
 }
 
+/// How often [`VmHandle::shutdown`] presses the power button of a VM it
+/// woke from ACPI S3, until the guest powers off.
+pub const SHUTDOWN_PRESS_PERIOD: Duration = Duration::from_secs(2);
+
 /// How [`VmHandle::shutdown`] ended the VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
@@ -462,8 +474,22 @@ impl VmHandle {
         self.0.lifecycle.pause()
     }
 
-    /// Resumes a paused VM (see [`Lifecycle::resume`]).
+    /// Resumes a paused VM (see [`Lifecycle::resume`]). A suspended VM
+    /// (ACPI S3) is woken the way a PC is, by its power button; an OS
+    /// that woke from the button does not power off (Linux clears the
+    /// event on the way back).
     pub fn resume(&self) -> Result<(), LifecycleError> {
+        if self.state() == VmState::Suspended {
+            tracing::info!("waking the suspended VM with the power button");
+            return if self.press_power_button() {
+                Ok(())
+            } else {
+                Err(LifecycleError::WrongState {
+                    state: VmState::Suspended,
+                    action: "wake (it has no ACPI power button)",
+                })
+            };
+        }
         self.0.lifecycle.resume()
     }
 
@@ -481,7 +507,10 @@ impl VmHandle {
 
     /// Ends the VM cleanly if it cooperates: resumes it if paused, presses
     /// the power button, waits up to `timeout` for the guest to power
-    /// off, and stops it otherwise.
+    /// off, and stops it otherwise. A suspended VM is woken by a first
+    /// press (as on a PC, a press while asleep only wakes), then pressed
+    /// again every [`SHUTDOWN_PRESS_PERIOD`] until it powers off: the OS
+    /// ignores presses until it has finished resuming.
     pub fn shutdown(&self, timeout: Duration) -> Shutdown {
         let control = &self.0.machine.control;
         if control.should_stop() {
@@ -490,8 +519,26 @@ impl VmHandle {
         if self.state() == VmState::Paused {
             let _ = self.resume();
         }
-        if self.press_power_button() && control.wait_timeout(timeout).is_some() {
-            return Shutdown::Clean;
+        let deadline = std::time::Instant::now() + timeout;
+        let asleep = self.state() == VmState::Suspended;
+        if self.press_power_button() {
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let wait = if asleep {
+                    left.min(SHUTDOWN_PRESS_PERIOD)
+                } else {
+                    left
+                };
+                if control.wait_timeout(wait).is_some() {
+                    return Shutdown::Clean;
+                }
+                if left <= wait {
+                    break;
+                }
+                if self.state() != VmState::Suspended {
+                    self.press_power_button();
+                }
+            }
         }
         self.stop(StopReason::UserQuit);
         Shutdown::Forced
@@ -540,6 +587,23 @@ pub fn vcpu_loop(
                 if control.should_stop() {
                     return;
                 }
+                if control.suspend_requested() {
+                    match lifecycle.suspend(vcpu.as_mut()) {
+                        Ok(true) if id == 0 => {
+                            if let Err(why) = start_at_waking_vector(vcpu.as_mut(), &machine.memory)
+                            {
+                                control.request_stop(StopReason::Error(format!(
+                                    "cannot wake the guest from ACPI S3: {why}"
+                                )));
+                            }
+                        }
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => control.request_stop(StopReason::Error(format!(
+                            "vCPU {id} cannot be reset for ACPI S3: {e}"
+                        ))),
+                    }
+                }
                 if control.pause_requested() {
                     lifecycle.park(vcpu.as_mut());
                 }
@@ -562,6 +626,49 @@ pub fn vcpu_loop(
             return;
         }
     }
+}
+
+/// Why vCPU 0 could not be started at the waking vector.
+#[derive(Debug, thiserror::Error)]
+enum WakeFailure {
+    #[error(transparent)]
+    Vector(#[from] firmware::acpi::WakeError),
+    #[error(transparent)]
+    Engine(#[from] alcazar_core::EngineError),
+}
+
+/// Points vCPU 0, just reset, at the waking vector the OS left in the
+/// FACS (ACPI 6.5 §16.3.2, the platform's part of the wake): real mode at
+/// CS:IP = vector >> 4 : vector & 0xf, or, for an X_Firmware_Waking_Vector,
+/// flat 32-bit protected mode with paging off. The same for a direct boot
+/// and a BIOS boot: the BIOS's own resume path is not taken (Linux
+/// re-initializes what it needs itself).
+fn start_at_waking_vector(vcpu: &mut dyn Vcpu, memory: &GuestMemory) -> Result<(), WakeFailure> {
+    use alcazar_core::regs::{Segment, CR0_PE, RFLAGS_FIXED};
+    use firmware::acpi::WakingVector;
+    let vector = firmware::acpi::waking_vector(memory)?;
+    let mut sregs = vcpu.sregs()?;
+    let mut regs = vcpu.regs()?;
+    regs.rflags = RFLAGS_FIXED;
+    match vector {
+        WakingVector::RealMode { cs, ip } => {
+            sregs.cs = Segment::real_mode(cs, true);
+            let data = Segment::real_mode(0, false);
+            (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+            regs.rip = u64::from(ip);
+        }
+        WakingVector::Protected32 { eip } => {
+            sregs.cs = Segment::flat32(0x08, true);
+            let data = Segment::flat32(0x10, false);
+            (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+            sregs.cr0 |= CR0_PE;
+            regs.rip = u64::from(eip);
+        }
+    }
+    tracing::info!(%vector, "ACPI S3: starting vCPU 0 at the waking vector");
+    vcpu.set_sregs(&sregs)?;
+    vcpu.set_regs(&regs)?;
+    Ok(())
 }
 
 /// The default devices (unless disabled), with `[[device]]` entries that

@@ -450,6 +450,24 @@ impl LocalApic {
         Startup::None
     }
 
+    /// RESET (not INIT): every register back to its power-up value,
+    /// IA32_APIC_BASE included (xAPIC mode at 0xfee00000, enabled, the
+    /// BSP flag kept), SDM Vol. 3A §10.4.7.1; the timer stops and nothing
+    /// stays pending. The LINT0 level is the 8259A's, which a CPU reset
+    /// does not change.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        let bsp = s.base & base::BSP != 0;
+        let lint0 = s.lint0_level;
+        *s = ApicState::new(s.initial_id, bsp);
+        s.lint0_level = lint0;
+        drop(s);
+        self.finish(After {
+            timer_moved: true,
+            ..After::default()
+        });
+    }
+
     /// Puts the APIC in wait-for-SIPI without an INIT (an AP at creation).
     pub fn enter_wait_for_sipi(&self) {
         let mut s = self.lock();

@@ -53,6 +53,38 @@ impl Cpu {
         }
     }
 
+    /// RESET in place (SDM Vol. 3A §10.1.1, Table 10-1, "Power up / Reset"
+    /// column): the architectural state of a new CPU (real mode at
+    /// F000:FFF0, EDX = the processor signature), MSRs and MTRRs at their
+    /// power-up values except the TSC, which keeps counting (its offset
+    /// and IA32_TSC_ADJUST are kept), the local APIC reset, and nothing
+    /// pending on the interrupt lines. Decoded blocks and translations
+    /// stay valid (they are found by physical address and bitness and
+    /// checked against the code pages' generations); the TLB is flushed
+    /// and block links dropped, as after an INIT. What the platform does
+    /// to the CPUs on a wake from ACPI S3.
+    pub fn reset(&mut self) {
+        let old = self.s.msr;
+        let mut s = CpuState::default();
+        s.msr.apic_base = base::DEFAULT | base::EN | if self.id == 0 { base::BSP } else { 0 };
+        s.msr.misc_enable = crate::msr::MISC_ENABLE_RESET;
+        s.msr.tsc_offset = old.tsc_offset;
+        s.msr.tsc_adjust = old.tsc_adjust;
+        s.gpr[reg::RDX] = u64::from(CpuidPolicy::lookup(&self.cpuid, 1, 0).eax);
+        self.s = s;
+        self.mtrr = crate::msr::Mtrrs::default();
+        self.irq.reset();
+        if let Some(apic) = &self.apic {
+            apic.reset();
+        }
+        self.next_rip = self.s.rip;
+        self.end_block = false;
+        self.exit = None;
+        self.mmu.flush_all();
+        self.ctx_epoch = self.ctx_epoch.wrapping_add(1);
+        self.refresh_apic_page();
+    }
+
     /// Puts this CPU in the INIT state, waiting for a STARTUP IPI (an AP
     /// at creation, [`alcazar_core::engine::Vcpu::set_wait_for_sipi`]).
     /// Returns `false` if it has no local APIC.

@@ -655,3 +655,40 @@ fn a_read_returns_only_the_bytes_of_its_width() {
     assert_eq!(apic.mmio_read(0x20, 8), full);
     assert_eq!(apic.mmio_read(0x20, 0), 0);
 }
+
+#[test]
+fn a_reset_in_place_gives_the_power_on_state_and_runs_real_mode_code() {
+    use crate::state::{cr0, seg};
+    // A CPU that ran in protected mode with its APIC in x2APIC mode, an
+    // NMI pending and the APIC timer armed: what a guest leaves at S3.
+    let mut cpu = cpu32(&[]);
+    let bus = EmuApicBus::new();
+    let apic = LocalApic::new(0, cpu.irq.clone(), &bus);
+    cpu.attach_apic(apic.clone());
+    apic.mmio_write(0xf0, 4, 0x1ff);
+    apic.mmio_write(0x380, 4, 1_000_000);
+    assert!(apic.set_base(0xfee0_0000 | 0x900 | 0x400, true).is_ok());
+    cpu.refresh_apic_page();
+    cpu.irq.raise_nmi();
+    cpu.s.msr.lstar = 0x1234;
+    cpu.s.msr.tsc_offset = 77;
+    cpu.reset();
+    assert_eq!(cpu.s.seg[seg::CS].base, 0xffff_0000);
+    assert_eq!((cpu.s.seg[seg::CS].selector, cpu.s.rip), (0xf000, 0xfff0));
+    assert_eq!(cpu.s.cr0, cr0::ET | cr0::CD | cr0::NW);
+    assert_eq!((cpu.s.efer, cpu.s.msr.lstar), (0, 0));
+    assert_eq!(cpu.s.msr.tsc_offset, 77, "the TSC keeps counting");
+    assert_eq!(cpu.s.msr.apic_base, 0xfee0_0900, "xAPIC, enabled, BSP");
+    assert_eq!(apic.base(), 0xfee0_0900);
+    assert_eq!(apic.snapshot().svr, 0xff, "software-disabled");
+    assert_eq!(apic.snapshot().timer.initial, 0, "timer stopped");
+    assert!(!cpu.irq.nmi_pending() && !cpu.s.halted && !cpu.s.wait_for_sipi);
+    // Then the platform points it at a real-mode waking vector.
+    let code = [0xc6, 0x06, 0x00, 0x01, 0x5a, 0xf4]; // mov byte [0x100], 0x5a; hlt
+    cpu.machine.memory.write(0x9a000, &code).unwrap();
+    cpu.s.seg[seg::CS].selector = 0x9a00;
+    cpu.s.seg[seg::CS].base = 0x9a000;
+    cpu.s.rip = 0;
+    cpu.step();
+    assert_eq!(cpu.machine.memory.read_u64(0x100).unwrap() & 0xff, 0x5a);
+}

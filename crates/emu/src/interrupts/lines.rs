@@ -136,6 +136,17 @@ impl InterruptLines {
         self.wake.notify_all();
     }
 
+    /// A processor reset: drops a pending NMI, INIT/STARTUP and latched
+    /// vector, and unblocks NMIs (SDM Vol. 3A §10.1.1: nothing survives
+    /// RESET). The connected controller stays connected.
+    pub fn reset(&self) {
+        self.nmi.store(false, SeqCst);
+        self.nmi_blocked.store(false, SeqCst);
+        self.startup.store(false, SeqCst);
+        self.latch.store(0, SeqCst);
+        self.attention.store(false, SeqCst);
+    }
+
     /// Whether anything can ever wake this vCPU from HLT.
     pub fn can_wake(&self) -> bool {
         self.wakeable.load(SeqCst)

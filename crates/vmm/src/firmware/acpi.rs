@@ -13,7 +13,9 @@
 //! SCI_EN set), PM1a event block at 0x600 (4 bytes), PM1a control block at
 //! 0x604 (2 bytes), a 32-bit PM timer at 0x608 (TMR_VAL_EXT), SCI on IRQ 9,
 //! no GPE blocks, no C2/C3, a fixed-feature power button and no sleep
-//! button, no RTC wake status in PM1 (FIX_RTC), no reset register (Linux
+//! button, the RTC's wake status in PM1 (RTC_STS/RTC_EN: FIX_RTC clear,
+//! which makes Linux's rtc-cmos arm RTC_EN for a wake alarm), no reset
+//! register (Linux
 //! falls back to the keyboard controller), legacy devices and an 8042
 //! present, no VGA. Each PM block is given both as the legacy 32-bit port
 //! field and as an X_ generic address structure; the DSDT and FACS both as
@@ -109,14 +111,189 @@ pub const PM_TMR_BLK: u16 = layout::ACPI_PM_BASE_PORT + acpi_pm::PM_TMR_OFFSET;
 /// Length of the PM timer block in bytes.
 pub const PM_TMR_LEN: u8 = 4;
 
-/// The FACS (ACPI 6.5 §5.2.10): 64 bytes, 64-byte aligned. It holds the
-/// global lock and the waking vector; Alcazar supports no sleep state the
-/// waking vector would serve, but OSPM expects the structure on a machine
-/// that is not hardware-reduced.
+/// The FACS (ACPI 6.5 §5.2.10): 64 bytes, 64-byte aligned, version 1. It
+/// holds the global lock and the waking vector the OS writes before S3
+/// ([`waking_vector`] reads it back on the wake). Its flags offer no
+/// 64-bit wake (64BIT_WAKE_SUPPORTED_F clear).
 pub fn build_facs() -> Vec<u8> {
     let mut bytes = Vec::new();
     acpi_tables::facs::FACS::new().to_aml_bytes(&mut bytes);
     bytes
+}
+
+/// Where the OS asked to be started on a wake from S3, as the FACS says
+/// (ACPI 6.5 §5.2.10, Table 5.14, and §16.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakingVector {
+    /// Firmware_Waking_Vector: real mode with CS = vector >> 4 (base
+    /// vector & 0xffff0) and IP = vector & 0xf.
+    RealMode {
+        /// The CS selector (its base is `cs << 4`).
+        cs: u16,
+        /// The IP.
+        ip: u16,
+    },
+    /// X_Firmware_Waking_Vector with 64BIT_WAKE_F clear: 32-bit protected
+    /// mode with paging off and flat 4 GiB CS and data segments, at `eip`.
+    Protected32 {
+        /// The entry point.
+        eip: u32,
+    },
+}
+
+impl std::fmt::Display for WakingVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WakingVector::RealMode { cs, ip } => write!(f, "real mode {cs:#06x}:{ip:#06x}"),
+            WakingVector::Protected32 { eip } => write!(f, "32-bit protected mode {eip:#010x}"),
+        }
+    }
+}
+
+/// Why [`waking_vector`] found no place to wake the OS.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WakeError {
+    /// No valid RSDP in the BIOS read-only area or the EBDA.
+    #[error("no ACPI RSDP in guest memory")]
+    NoRsdp,
+    /// The RSDT or XSDT lists no valid FADT.
+    #[error("no FADT in the RSDT/XSDT")]
+    NoFadt,
+    /// The FADT's FIRMWARE_CTRL and X_FIRMWARE_CTRL point at no FACS.
+    #[error("the FADT points at no FACS")]
+    NoFacs,
+    /// Both waking vectors are zero: the OS set none.
+    #[error("the FACS holds no waking vector")]
+    NoVector,
+    /// Firmware_Waking_Vector lies above the real-mode megabyte.
+    #[error("Firmware_Waking_Vector {0:#x} is not a real-mode address")]
+    NotRealMode(u32),
+    /// X_Firmware_Waking_Vector cannot be entered as asked (above 4 GiB,
+    /// or a 64-bit wake the FACS does not offer).
+    #[error("X_Firmware_Waking_Vector {vector:#x} with OSPM flags {ospm_flags:#x} cannot be entered: only a 32-bit wake below 4 GiB is offered")]
+    Unsupported {
+        /// X_Firmware_Waking_Vector.
+        vector: u64,
+        /// The FACS's OSPM flags (64BIT_WAKE_F is bit 0).
+        ospm_flags: u32,
+    },
+}
+
+/// The RSDP's signature (ACPI 6.5 §5.2.5.3).
+const RSDP_SIGNATURE: &[u8; 8] = b"RSD PTR ";
+/// FACS OSPM flag 64BIT_WAKE_F (ACPI 6.5 Table 5.16).
+const FACS_64BIT_WAKE_F: u32 = 1 << 0;
+/// The most SDT entries [`waking_vector`] looks at.
+const MAX_SDT_ENTRIES: u64 = 64;
+
+fn read_bytes<const N: usize>(mem: &GuestMemory, addr: u64) -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    mem.read(addr, &mut b).ok().map(|_| b)
+}
+
+fn read_u32(mem: &GuestMemory, addr: u64) -> Option<u32> {
+    read_bytes::<4>(mem, addr).map(u32::from_le_bytes)
+}
+
+fn read_u64(mem: &GuestMemory, addr: u64) -> Option<u64> {
+    read_bytes::<8>(mem, addr).map(u64::from_le_bytes)
+}
+
+/// The RSDP's address: searched where an OS searches (ACPI 6.5
+/// §5.2.5.1), the first KiB of the EBDA and 0xe0000-0xfffff, on 16-byte
+/// boundaries, with a valid checksum over its first 20 bytes.
+fn find_rsdp(mem: &GuestMemory) -> Option<u64> {
+    let ebda = read_bytes::<2>(mem, 0x40e).map(|b| u64::from(u16::from_le_bytes(b)) << 4);
+    let ebda_range = ebda.filter(|&e| e >= 0x400).map(|e| e..e + 1024);
+    let ranges = ebda_range
+        .into_iter()
+        .chain(std::iter::once(0xe0000..0x100000));
+    for range in ranges {
+        for addr in range.step_by(16) {
+            let Some(head) = read_bytes::<20>(mem, addr) else {
+                continue;
+            };
+            if &head[..8] == RSDP_SIGNATURE && head.iter().fold(0u8, |s, &b| s.wrapping_add(b)) == 0
+            {
+                return Some(addr);
+            }
+        }
+    }
+    None
+}
+
+/// The FADT's address, from the XSDT (RSDP revision 2+) or the RSDT.
+fn find_fadt(mem: &GuestMemory, rsdp: u64) -> Option<u64> {
+    let revision = read_bytes::<1>(mem, rsdp + 15)?[0];
+    let xsdt = if revision >= 2 {
+        read_u64(mem, rsdp + 24).filter(|&a| a != 0)
+    } else {
+        None
+    };
+    let (table, entry) = match xsdt {
+        Some(x) => (x, 8),
+        None => (u64::from(read_u32(mem, rsdp + 16)?), 4),
+    };
+    let len = u64::from(read_u32(mem, table + 4)?);
+    let count = (len.saturating_sub(SDT_HEADER_LEN as u64) / entry).min(MAX_SDT_ENTRIES);
+    (0..count).find_map(|i| {
+        let at = table + SDT_HEADER_LEN as u64 + i * entry;
+        let addr = if entry == 8 {
+            read_u64(mem, at)?
+        } else {
+            u64::from(read_u32(mem, at)?)
+        };
+        (&read_bytes::<4>(mem, addr)? == b"FACP").then_some(addr)
+    })
+}
+
+/// Reads the waking vector the OS left in the FACS before it put the
+/// machine in S3 (ACPI 6.5 §16.3.2): finds the RSDP, the FADT, its FACS
+/// (X_FIRMWARE_CTRL, else FIRMWARE_CTRL) and takes X_Firmware_Waking_Vector
+/// if the FACS is version 1 or later and it is non-zero, else
+/// Firmware_Waking_Vector. Works on the tables of a direct boot and on
+/// those a BIOS placed. Every value comes from the guest and is checked.
+pub fn waking_vector(mem: &GuestMemory) -> Result<WakingVector, WakeError> {
+    let rsdp = find_rsdp(mem).ok_or(WakeError::NoRsdp)?;
+    let fadt = find_fadt(mem, rsdp).ok_or(WakeError::NoFadt)?;
+    let fadt_len = read_u32(mem, fadt + 4).unwrap_or(0);
+    let x_ctrl = (fadt_len >= 140)
+        .then(|| read_u64(mem, fadt + 132))
+        .flatten()
+        .unwrap_or(0);
+    let ctrl = read_u32(mem, fadt + 36).map_or(0, u64::from);
+    let facs = [x_ctrl, ctrl]
+        .into_iter()
+        .find(|&a| a != 0 && read_bytes::<4>(mem, a).as_ref() == Some(b"FACS"))
+        .ok_or(WakeError::NoFacs)?;
+    let length = read_u32(mem, facs + 4).unwrap_or(0);
+    let vector = read_u32(mem, facs + 12).unwrap_or(0);
+    let version = read_bytes::<1>(mem, facs + 32).map_or(0, |b| b[0]);
+    let (x_vector, ospm_flags) = if length >= 64 && version >= 1 {
+        (
+            read_u64(mem, facs + 24).unwrap_or(0),
+            read_u32(mem, facs + 36).unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
+    if x_vector != 0 {
+        return match u32::try_from(x_vector) {
+            Ok(eip) if ospm_flags & FACS_64BIT_WAKE_F == 0 => Ok(WakingVector::Protected32 { eip }),
+            _ => Err(WakeError::Unsupported {
+                vector: x_vector,
+                ospm_flags,
+            }),
+        };
+    }
+    match vector {
+        0 => Err(WakeError::NoVector),
+        v if v >= 0x10_0000 => Err(WakeError::NotRealMode(v)),
+        v => Ok(WakingVector::RealMode {
+            cs: (v >> 4) as u16,
+            ip: (v & 0xf) as u16,
+        }),
+    }
 }
 
 /// A generic address structure for `len` bytes of I/O ports at `port`.
@@ -131,7 +308,6 @@ pub fn build_fadt(dsdt_addr: u32, facs_addr: u32) -> Vec<u8> {
         .flag(Flags::Wbinvd)
         .flag(Flags::ProcC1)
         .flag(Flags::SlpButton)
-        .flag(Flags::FixRtc)
         .flag(Flags::TmrValExt);
     f.major_version = FADT_MAJOR_VERSION;
     f.fadt_minor_version = FADT_MINOR_VERSION;

@@ -1,10 +1,12 @@
 //! The DSDT (ACPI 6.5 §5.2.11.1): the AML definition block that names the
-//! machine's devices the OS cannot probe, and the `\_S5` sleep object.
+//! machine's devices the OS cannot probe, and the `\_S3` and `\_S5` sleep
+//! objects.
 //!
 //! Namespace (ACPI 6.5 §5.3, §7.4.2 for `\_Sx`, §6.1.5 for `_HID`,
 //! §6.2.2 for `_CRS`, resource descriptors from §6.4.2):
 //!
 //! ```text
+//! \_S3_  Package {SLP_TYP_S3, SLP_TYP_S3, 0, 0}   suspend to RAM (if Platform::s3)
 //! \_S5_  Package {SLP_TYP_S5, SLP_TYP_S5, 0, 0}   soft off (PM1_CNT.SLP_TYP)
 //! \_SB_
 //!   COMn  PNP0501  IO port/8, IRQ         each 16550 UART on the bus (COM1: 0x3f8, IRQ 4)
@@ -34,7 +36,7 @@ use acpi_tables::aml::{
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{Aml, AmlSink};
 use alcazar_core::layout::{self, pci_intx_gsi};
-use alcazar_devices::acpi_pm::SLP_TYP_S5;
+use alcazar_devices::acpi_pm::{SLP_TYP_S3, SLP_TYP_S5};
 use alcazar_devices::pci::root::SLOTS;
 
 use super::acpi::SDT_HEADER_LEN;
@@ -46,6 +48,8 @@ pub const DSDT_REVISION: u8 = 2;
 /// The `\_S5` SLP_TYP value. The PM control register's SLP_TYP field is
 /// 3 bits, so the device's constant always fits a byte.
 const S5_SLP_TYP: u8 = (SLP_TYP_S5 & 0x7) as u8;
+/// The `\_S3` SLP_TYP value (ACPI 6.5 §7.4.2.4), from the PM block.
+const S3_SLP_TYP: u8 = (SLP_TYP_S3 & 0x7) as u8;
 
 /// An I/O port range a device decodes, at a fixed address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +273,11 @@ pub fn dsdt_body(platform: &Platform) -> Vec<u8> {
 
     let s5 = Package::new(vec![&S5_SLP_TYP, &S5_SLP_TYP, &0u8, &0u8]);
     Name::new(Path::new("\\_S5_"), &s5).to_aml_bytes(&mut body);
+    if platform.s3 {
+        // Linux offers `mem` in /sys/power/state when `\_S3` evaluates.
+        let s3 = Package::new(vec![&S3_SLP_TYP, &S3_SLP_TYP, &0u8, &0u8]);
+        Name::new(Path::new("\\_S3_"), &s3).to_aml_bytes(&mut body);
+    }
 
     let devices: Vec<Encoded> = system_bus_devices(platform)
         .into_iter()
@@ -328,5 +337,24 @@ mod tests {
         assert_eq!(body[8], 4);
         assert_eq!(&body[9..13], &[0x0a, S5_SLP_TYP, 0x0a, S5_SLP_TYP]);
         assert_eq!(&body[13..15], &[0x00, 0x00]);
+    }
+
+    #[test]
+    fn s3_package_is_there_only_when_the_platform_can_wake() {
+        let body = dsdt_body(&Platform::new(1));
+        let s3 = [0x08, b'\\', b'_', b'S', b'3', b'_', 0x12];
+        let at = body
+            .windows(s3.len())
+            .position(|w| w == s3)
+            .expect("\\_S3_");
+        assert_eq!(body[at + 8], 4);
+        assert_eq!(
+            &body[at + 9..at + 13],
+            &[0x0a, S3_SLP_TYP, 0x0a, S3_SLP_TYP]
+        );
+        let mut no = Platform::new(1);
+        no.s3 = false;
+        let body = dsdt_body(&no);
+        assert!(!body.windows(s3.len()).any(|w| w == s3));
     }
 }

@@ -96,6 +96,9 @@ pub struct Platform {
     pub uarts: Vec<(u16, u8)>,
     /// Whether the 8042 keyboard controller is on the bus.
     pub i8042: bool,
+    /// Whether the DSDT offers S3 (`\_S3_`): the machine has the ACPI PM
+    /// block and its engine can restart vCPUs at the waking vector.
+    pub s3: bool,
 }
 
 impl Platform {
@@ -111,6 +114,7 @@ impl Platform {
             ioapic_id: ioapic_id(cpus),
             uarts: vec![(0x3f8, 4)],
             i8042: true,
+            s3: true,
         }
     }
 
@@ -140,6 +144,8 @@ impl Platform {
             i8042: devices
                 .iter()
                 .any(|d| matches!(d.config, DeviceConfig::I8042)),
+            // The VMM turns it on once it knows its engine can wake.
+            s3: false,
         }
     }
 

@@ -6,7 +6,9 @@
 use alcazar_core::layout;
 use alcazar_core::memory::{GuestMemory, MemoryMap, RegionKind};
 
-use super::acpi::{install_acpi, install_acpi_tables, AcpiAddresses};
+use super::acpi::{
+    install_acpi, install_acpi_tables, waking_vector, AcpiAddresses, WakeError, WakingVector,
+};
 use super::dsdt::isa_devices;
 use super::mptable::install_mptable;
 use super::*;
@@ -181,6 +183,7 @@ fn fadt_describes_the_pm_block_and_flags() {
     assert!(bit(0) && bit(2), "WBINVD, PROC_C1");
     assert!(!bit(4), "fixed power button present");
     assert!(bit(5), "no fixed sleep button");
+    assert!(!bit(6), "FIX_RTC clear: RTC_STS/RTC_EN are in PM1");
     assert!(bit(8), "TMR_VAL_EXT");
     assert!(!bit(10), "no reset register");
     assert!(!bit(20), "not hardware-reduced");
@@ -638,4 +641,65 @@ fn the_tables_describe_the_devices_as_built() {
 /// The address in the 32-bit field at `offset` of the table `signature`.
 fn table_address(tables: &[(u64, Vec<u8>)], signature: &[u8; 4], offset: usize) -> u64 {
     u64::from(u32_at(table(tables, signature), offset))
+}
+
+#[test]
+fn the_waking_vector_is_read_back_from_the_facs_as_the_os_left_it() {
+    let (mem, addrs) = installed(2);
+    assert_eq!(waking_vector(&mem), Err(WakeError::NoVector));
+    // Linux's real-mode wakeup code sits on a page boundary below 1 MiB.
+    mem.write(addrs.facs + 12, &0x9_a000u32.to_le_bytes())
+        .unwrap();
+    assert_eq!(
+        waking_vector(&mem),
+        Ok(WakingVector::RealMode { cs: 0x9a00, ip: 0 })
+    );
+    mem.write(addrs.facs + 12, &0x9_a00fu32.to_le_bytes())
+        .unwrap();
+    assert_eq!(
+        waking_vector(&mem),
+        Ok(WakingVector::RealMode {
+            cs: 0x9a00,
+            ip: 0xf
+        })
+    );
+    mem.write(addrs.facs + 12, &0x10_0000u32.to_le_bytes())
+        .unwrap();
+    assert_eq!(waking_vector(&mem), Err(WakeError::NotRealMode(0x10_0000)));
+    // X_Firmware_Waking_Vector wins: a 32-bit wake below 4 GiB is
+    // entered, a 64-bit one (not offered) or one above 4 GiB refused.
+    mem.write(addrs.facs + 24, &0x20_0000u64.to_le_bytes())
+        .unwrap();
+    assert_eq!(
+        waking_vector(&mem),
+        Ok(WakingVector::Protected32 { eip: 0x20_0000 })
+    );
+    mem.write(addrs.facs + 36, &1u32.to_le_bytes()).unwrap();
+    assert!(matches!(
+        waking_vector(&mem),
+        Err(WakeError::Unsupported { .. })
+    ));
+    mem.write(addrs.facs + 36, &0u32.to_le_bytes()).unwrap();
+    mem.write(addrs.facs + 24, &(1u64 << 40).to_le_bytes())
+        .unwrap();
+    assert!(matches!(
+        waking_vector(&mem),
+        Err(WakeError::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn a_missing_or_broken_facs_is_an_error_not_a_panic() {
+    let mem = memory();
+    assert_eq!(waking_vector(&mem), Err(WakeError::NoRsdp));
+    let (mem, addrs) = installed(1);
+    mem.write(addrs.facs, b"XXXX").unwrap();
+    assert_eq!(waking_vector(&mem), Err(WakeError::NoFacs));
+    // An RSDT/XSDT whose length points past RAM, or entries anywhere.
+    let (mem, addrs) = installed(1);
+    let xsdt = find_xsdt(&mem);
+    mem.write(xsdt + 4, &u32::MAX.to_le_bytes()).unwrap();
+    mem.write(xsdt + 36, &u64::MAX.to_le_bytes()).unwrap();
+    let _ = waking_vector(&mem);
+    let _ = addrs;
 }
