@@ -193,9 +193,7 @@ impl EmuRunner {
     }
 
     fn load(&mut self, prog: &Program, init: &InitState) -> Result<(), Error> {
-        let mut code = vec![0xccu8; layout::CODE_SIZE as usize];
-        let n = prog.bytes.len().min(code.len());
-        code[..n].copy_from_slice(&prog.bytes[..n]);
+        let code = layout::code_image(prog);
         let mem = &self.machine.memory;
         mem.write(layout::CODE, &code)?;
         mem.write(layout::DATA, &init.data)?;

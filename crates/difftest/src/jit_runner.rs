@@ -190,16 +190,10 @@ impl JitRunner {
         })
     }
 
-    /// Loads the user pages, with `jmp $` after the final `out`, and the
+    /// Loads the user pages ([`layout::code_image`]) and the
     /// CPL-3 start state; forgets the last case's translations.
     fn load(&mut self, prog: &Program, init: &InitState) -> Result<(), Error> {
-        let mut code = vec![0xccu8; layout::CODE_SIZE as usize];
-        let n = prog.bytes.len().min(code.len());
-        code[..n].copy_from_slice(&prog.bytes[..n]);
-        let after_out = (prog.end_rip - layout::CODE) as usize + 2;
-        if let Some(spin) = code.get_mut(after_out..after_out + 2) {
-            spin.copy_from_slice(&[0xeb, 0xfe]);
-        }
+        let code = layout::code_image(prog);
         let mem = &self.machine.memory;
         mem.write(layout::CODE, &code)?;
         mem.write(layout::DATA, &init.data)?;

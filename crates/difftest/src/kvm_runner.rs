@@ -271,9 +271,7 @@ impl KvmRunner {
 
     /// Loads the user pages of `prog` and `init`.
     fn load(&self, prog: &Program, init: &InitState) -> Result<(), Error> {
-        let mut code = vec![0xccu8; layout::CODE_SIZE as usize];
-        let n = prog.bytes.len().min(code.len());
-        code[..n].copy_from_slice(&prog.bytes[..n]);
+        let code = layout::code_image(prog);
         self.mem.write(layout::CODE, &code)?;
         self.mem.write(layout::DATA, &init.data)?;
         self.mem.write(layout::STACK, &init.stack)?;

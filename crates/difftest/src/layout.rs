@@ -216,6 +216,25 @@ fn page_tables() -> Vec<u8> {
     t
 }
 
+/// The code page of `prog` as every runner loads it: the program, then
+/// `jmp $` after its final `out` (where the translator's runner parks a
+/// vCPU that runs on), then INT3 to the end of the page. All runners load
+/// the same bytes, so a sequence that reads its own code page sees the
+/// same values everywhere.
+pub fn code_image(prog: &crate::state::Program) -> Vec<u8> {
+    let mut code = vec![0xccu8; CODE_SIZE as usize];
+    let n = prog.bytes.len().min(code.len());
+    code[..n].copy_from_slice(&prog.bytes[..n]);
+    let after_out = prog.end_rip.wrapping_sub(CODE).wrapping_add(2);
+    if let Some(spin) = usize::try_from(after_out)
+        .ok()
+        .and_then(|at| code.get_mut(at..at.saturating_add(2)))
+    {
+        spin.copy_from_slice(&[0xeb, 0xfe]);
+    }
+    code
+}
+
 /// The static part of the image: everything but the user pages.
 pub fn system_image() -> Result<Vec<Chunk>, Error> {
     Ok(vec![

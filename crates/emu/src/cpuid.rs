@@ -3,10 +3,10 @@
 //!
 //! [`cpuid_table`] advertises exactly what the emu engine implements, as a
 //! plain 64-bit "GenuineIntel" CPU (family 15, model 6, the generic
-//! identity KVM's `kvm64` model uses): x87 FPU, MMX, FXSR, SSE, SSE2 and
-//! SSSE3 ([`crate::fpu`]), the local APIC with x2APIC and the TSC-deadline timer
-//! ([`crate::apic`]). Not advertised until implemented: SSE3, SSE4.1,
-//! SSE4.2 and later vector extensions, XSAVE, MCE/MCA, MTRR (the MSRs
+//! identity KVM's `kvm64` model uses): x87 FPU, MMX, FXSR, SSE, SSE2, SSE3
+//! and SSSE3 ([`crate::fpu`]), the local APIC with x2APIC and the TSC-deadline timer
+//! ([`crate::apic`]). Not advertised until implemented: MONITOR/MWAIT,
+//! SSE4.1, SSE4.2 and later vector extensions, XSAVE, MCE/MCA, MTRR (the MSRs
 //! exist but are not applied), PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
 //! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
 //! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
@@ -49,6 +49,7 @@ mod edx1 {
 
 /// CPUID.1:ECX bits.
 mod ecx1 {
+    pub const SSE3: u32 = 1 << 0;
     pub const SSSE3: u32 = 1 << 9;
     pub const CX16: u32 = 1 << 13;
     pub const X2APIC: u32 = 1 << 21;
@@ -112,8 +113,13 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | FXSR
         | SSE
         | SSE2;
-    let leaf1_ecx =
-        ecx1::SSSE3 | ecx1::CX16 | ecx1::X2APIC | ecx1::MOVBE | ecx1::POPCNT | ecx1::TSC_DEADLINE;
+    let leaf1_ecx = ecx1::SSE3
+        | ecx1::SSSE3
+        | ecx1::CX16
+        | ecx1::X2APIC
+        | ecx1::MOVBE
+        | ecx1::POPCNT
+        | ecx1::TSC_DEADLINE;
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
     let mut t = vec![

@@ -58,6 +58,9 @@ pub enum Class {
     Sse,
     /// SSE/SSE2 floating point: arithmetic, compares, conversions.
     SseFloat,
+    /// SSE3: ADDSUB, HADD, HSUB (PS and PD), MOVSLDUP, MOVSHDUP, MOVDDUP,
+    /// LDDQU.
+    Sse3,
     /// SSSE3 on MMX and XMM registers: PSHUFB, horizontal adds and
     /// subtracts, PMADDUBSW, PMULHRSW, PSIGN*, PABS*, PALIGNR.
     Ssse3,
@@ -86,7 +89,7 @@ impl Class {
     /// The SSE classes: kept apart from [`Class::ALL`] so the integer
     /// classes keep their case streams (a case is a function of seed and
     /// index, and the index picks the class) and `mixed` stays integer.
-    pub const SIMD: [Class; 3] = [Class::Sse, Class::SseFloat, Class::Ssse3];
+    pub const SIMD: [Class; 4] = [Class::Sse, Class::SseFloat, Class::Sse3, Class::Ssse3];
 
     /// Classes run only when named (`--class x87`): not yet at zero
     /// mismatches, so kept out of [`Class::ALL`], the CI test and `mixed`
@@ -108,6 +111,7 @@ impl Class {
             Class::Lock => "lock",
             Class::Sse => "sse",
             Class::SseFloat => "ssefloat",
+            Class::Sse3 => "sse3",
             Class::Ssse3 => "ssse3",
             Class::X87 => "x87",
             Class::Mixed => "mixed",
@@ -126,7 +130,7 @@ impl Class {
     pub fn is_simd(self) -> bool {
         matches!(
             self,
-            Class::Sse | Class::SseFloat | Class::Ssse3 | Class::X87
+            Class::Sse | Class::SseFloat | Class::Sse3 | Class::Ssse3 | Class::X87
         )
     }
 

@@ -227,6 +227,20 @@ pub fn sse(b: &mut Builder<'_>) -> bool {
     emit(b, code)
 }
 
+/// SSE3 on XMM registers.
+pub fn sse3(b: &mut Builder<'_>) -> bool {
+    use Mnemonic::*;
+    let Some(code) = pick(
+        b,
+        &[
+            Addsubps, Addsubpd, Haddps, Haddpd, Hsubps, Hsubpd, Movsldup, Movshdup, Movddup, Lddqu,
+        ],
+    ) else {
+        return false;
+    };
+    emit(b, code)
+}
+
 /// SSSE3, MMX and XMM forms.
 pub fn ssse3(b: &mut Builder<'_>) -> bool {
     use Mnemonic::*;

@@ -1,4 +1,4 @@
-//! The x87 FPU, MMX, SSE/SSE2 and SSSE3 units: their state, the checks every
+//! The x87 FPU, MMX, SSE/SSE2/SSE3 and SSSE3 units: their state, the checks every
 //! floating-point or SIMD instruction makes first, and the dispatch of
 //! their mnemonics to handlers.
 //!
@@ -18,6 +18,7 @@ pub mod access;
 pub mod control;
 pub mod float;
 pub mod fxsave;
+pub mod sse3;
 pub mod sse_conv;
 pub mod sse_float;
 pub mod sse_int;
@@ -321,6 +322,7 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         .or_else(|| sse_move::lookup(insn))
         .or_else(|| sse_int::lookup(insn))
         .or_else(|| ssse3::lookup(insn))
+        .or_else(|| sse3::lookup(insn))
         .or_else(|| sse_float::lookup(insn))
         .or_else(|| x87::lookup(insn))
         .or_else(|| x87_arith::lookup(insn))

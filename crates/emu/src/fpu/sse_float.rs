@@ -56,7 +56,7 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
 
 /// The operation of one lane.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Add,
     Sub,
     Mul,
@@ -188,7 +188,7 @@ fn compare<F: Fmt>(a: u128, b: u128) -> Option<std::cmp::Ordering> {
 /// 4-8): an invalid operation or a NaN operand hides a denormal operand;
 /// so does a zero divisor (as the differential tester observed on
 /// hardware: x / 0 with a denormal x reports ZE alone).
-fn lane<F: Fmt + FloatConvert<Quad>>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
+pub(super) fn lane<F: Fmt + FloatConvert<Quad>>(op: Op, a: u128, b: u128, ctx: &mut Ctx) -> u128 {
     let saved = ctx.pre;
     ctx.pre = 0;
     let unary = matches!(op, Op::Sqrt | Op::Rcp | Op::Rsqrt);

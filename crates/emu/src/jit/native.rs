@@ -188,6 +188,19 @@ fn allowed_sse(m: Mnemonic) -> bool {
             | M::Pextrw
             | M::Pinsrw
     ) || (is_ssse3(m) && host_has_ssse3())
+        || (is_sse3_move(m) && host_has_sse3())
+}
+
+/// The SSE3 moves (the SSE3 arithmetic depends on MXCSR and stays in the
+/// interpreter).
+fn is_sse3_move(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(m, M::Movddup | M::Movshdup | M::Movsldup | M::Lddqu)
+}
+
+/// Whether the host CPU runs SSE3 instructions.
+fn host_has_sse3() -> bool {
+    std::arch::is_x86_feature_detected!("sse3")
 }
 
 /// The SSSE3 mnemonics, which run natively only where the host has SSSE3
@@ -222,7 +235,10 @@ fn host_has_ssse3() -> bool {
 
 /// SSE moves whose 16-byte memory operand may be misaligned.
 fn unaligned_ok(m: Mnemonic) -> bool {
-    matches!(m, Mnemonic::Movdqu | Mnemonic::Movups | Mnemonic::Movupd)
+    matches!(
+        m,
+        Mnemonic::Movdqu | Mnemonic::Movups | Mnemonic::Movupd | Mnemonic::Lddqu
+    )
 }
 
 /// Instructions that may run natively (with the operand checks of

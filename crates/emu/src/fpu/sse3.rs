@@ -1,0 +1,152 @@
+//! SSE3 (SDM Vol. 1 §12.4; Vol. 2 for each instruction), the parts on XMM
+//! registers (FISTTP, its x87 part, is in [`super::x87`]):
+//!
+//! | instruction | result |
+//! |---|---|
+//! | ADDSUBPS/ADDSUBPD | even lanes `a - b`, odd lanes `a + b` |
+//! | HADDPS/HADDPD, HSUBPS/HSUBPD | sums/differences of adjacent lanes, the destination's pairs in the low lanes, the source's in the high |
+//! | MOVSLDUP/MOVSHDUP | the source's even/odd singles, each twice |
+//! | MOVDDUP | the source's low double, twice (a memory source is 8 bytes) |
+//! | LDDQU | an unaligned 16-byte load |
+//!
+//! The arithmetic is the SSE lane arithmetic of [`super::sse_float`]:
+//! MXCSR's rounding, DAZ/FTZ, NaN propagation and exception flags, with
+//! no destination written when an unmasked exception is raised. MONITOR
+//! and MWAIT are not implemented (CPUID.1:ECX.MONITOR stays clear).
+
+use iced_x86::{Instruction, Mnemonic};
+use rustc_apfloat::ieee::{Double, Single};
+
+use super::access::{read_operand, xmm_index};
+use super::check_sse;
+use super::sse_float::{lane, Ctx, Op};
+use crate::exec::HandlerEntry;
+use crate::exec::LinkEffect::KeepsLinks;
+use crate::fault::Fault;
+use crate::Cpu;
+
+/// The handler for `insn`, if it is an SSE3 instruction on XMM registers.
+pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
+    use Mnemonic as M;
+    Some(match insn.mnemonic() {
+        M::Addsubps | M::Addsubpd | M::Haddps | M::Haddpd | M::Hsubps | M::Hsubpd => {
+            (horizontal, KeepsLinks)
+        }
+        M::Movsldup | M::Movshdup | M::Movddup | M::Lddqu => (duplicate, KeepsLinks),
+        _ => return None,
+    })
+}
+
+/// Lane `i` of `bits` bits of `v`.
+fn part(v: u128, bits: u32, i: u32) -> u128 {
+    (v >> (bits * i)) & ((1u128 << bits) - 1)
+}
+
+/// The (operation, first operand, second operand) of each result lane of
+/// `m` on destination `a` and source `b`, lanes of `bits` bits.
+fn plan(m: Mnemonic, a: u128, b: u128, bits: u32) -> Vec<(Op, u128, u128)> {
+    use Mnemonic as M;
+    let lanes = 128 / bits;
+    let op = if matches!(m, M::Haddps | M::Haddpd) {
+        Op::Add
+    } else {
+        Op::Sub
+    };
+    (0..lanes)
+        .map(|i| match m {
+            M::Addsubps | M::Addsubpd => {
+                let op = if i % 2 == 0 { Op::Sub } else { Op::Add };
+                (op, part(a, bits, i), part(b, bits, i))
+            }
+            _ => {
+                let (v, j) = if i < lanes / 2 {
+                    (a, i)
+                } else {
+                    (b, i - lanes / 2)
+                };
+                (op, part(v, bits, 2 * j), part(v, bits, 2 * j + 1))
+            }
+        })
+        .collect()
+}
+
+/// ADDSUB*, HADD*, HSUB*: every lane through the SSE lane arithmetic,
+/// flags committed (or #XM/#UD raised) before the destination is written.
+fn horizontal(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_sse(cpu)?;
+    let m = insn.mnemonic();
+    let double = matches!(m, Mnemonic::Addsubpd | Mnemonic::Haddpd | Mnemonic::Hsubpd);
+    let bits = if double { 64 } else { 32 };
+    let d = xmm_index(insn.op_register(0));
+    let a = cpu.s.fpu.xmm[d];
+    let b = read_operand(cpu, insn, 1)?;
+    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
+    let mut r = 0u128;
+    for (i, (op, x, y)) in plan(m, a, b, bits).into_iter().enumerate() {
+        let v = if double {
+            lane::<Double>(op, x, y, &mut ctx)
+        } else {
+            lane::<Single>(op, x, y, &mut ctx)
+        };
+        r |= (v & ((1u128 << bits) - 1)) << (bits * i as u32);
+    }
+    ctx.finish(cpu)?;
+    cpu.s.fpu.xmm[d] = r;
+    Ok(())
+}
+
+/// MOVSLDUP, MOVSHDUP, MOVDDUP, LDDQU.
+fn duplicate(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_sse(cpu)?;
+    let b = read_operand(cpu, insn, 1)?;
+    let r = match insn.mnemonic() {
+        Mnemonic::Movsldup => {
+            let (x, y) = (part(b, 32, 0), part(b, 32, 2));
+            x | x << 32 | y << 64 | y << 96
+        }
+        Mnemonic::Movshdup => {
+            let (x, y) = (part(b, 32, 1), part(b, 32, 3));
+            x | x << 32 | y << 64 | y << 96
+        }
+        Mnemonic::Movddup => part(b, 64, 0) | part(b, 64, 0) << 64,
+        _ => b,
+    };
+    cpu.s.fpu.xmm[xmm_index(insn.op_register(0))] = r;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn singles(v: [f32; 4]) -> u128 {
+        v.iter()
+            .enumerate()
+            .fold(0, |r, (i, x)| r | u128::from(x.to_bits()) << (32 * i))
+    }
+
+    #[test]
+    fn plans_pair_the_lanes_as_the_sdm_says() {
+        let a = singles([1.0, 2.0, 3.0, 4.0]);
+        let b = singles([10.0, 20.0, 30.0, 40.0]);
+        let pairs: Vec<(bool, u32, u32)> = plan(Mnemonic::Haddps, a, b, 32)
+            .into_iter()
+            .map(|(op, x, y)| (op == Op::Add, x as u32, y as u32))
+            .collect();
+        let f = |x: f32| x.to_bits();
+        assert_eq!(
+            pairs,
+            [
+                (true, f(1.0), f(2.0)),
+                (true, f(3.0), f(4.0)),
+                (true, f(10.0), f(20.0)),
+                (true, f(30.0), f(40.0))
+            ]
+        );
+        let ops: Vec<bool> = plan(Mnemonic::Addsubps, a, b, 32)
+            .into_iter()
+            .map(|(op, _, _)| op == Op::Add)
+            .collect();
+        assert_eq!(ops, [false, true, false, true]);
+    }
+}
