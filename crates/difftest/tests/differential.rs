@@ -171,7 +171,7 @@ fn the_translator_matches_kvm_on_random_user_mode_sequences() {
 }
 
 /// Cases in the SSE test.
-const SIMD_COUNT: u64 = 32_000;
+const SIMD_COUNT: u64 = 40_000;
 
 #[test]
 fn emu_matches_kvm_on_random_sse_sequences() {

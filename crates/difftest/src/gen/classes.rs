@@ -39,6 +39,7 @@ pub fn unit(b: &mut Builder<'_>, class: Class) {
             Class::SseFloat => super::simd::sse_float(b),
             Class::Sse3 => super::simd::sse3(b),
             Class::Ssse3 => super::simd::ssse3(b),
+            Class::Sse4 => super::simd::sse4(b),
             Class::X87 => super::simd::x87(b),
             Class::Mixed => false,
         };

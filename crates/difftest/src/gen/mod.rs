@@ -61,6 +61,10 @@ pub enum Class {
     /// SSE3: ADDSUB, HADD, HSUB (PS and PD), MOVSLDUP, MOVSHDUP, MOVDDUP,
     /// LDDQU.
     Sse3,
+    /// SSE4.1 and SSE4.2 (not the string compares): packed integer
+    /// arithmetic, widening moves, blends, lane inserts and extracts,
+    /// PTEST, PHMINPOSUW, MPSADBW, ROUND*, DP*, PCMPGTQ, CRC32.
+    Sse4,
     /// SSSE3 on MMX and XMM registers: PSHUFB, horizontal adds and
     /// subtracts, PMADDUBSW, PMULHRSW, PSIGN*, PABS*, PALIGNR.
     Ssse3,
@@ -89,7 +93,13 @@ impl Class {
     /// The SSE classes: kept apart from [`Class::ALL`] so the integer
     /// classes keep their case streams (a case is a function of seed and
     /// index, and the index picks the class) and `mixed` stays integer.
-    pub const SIMD: [Class; 4] = [Class::Sse, Class::SseFloat, Class::Sse3, Class::Ssse3];
+    pub const SIMD: [Class; 5] = [
+        Class::Sse,
+        Class::SseFloat,
+        Class::Sse3,
+        Class::Ssse3,
+        Class::Sse4,
+    ];
 
     /// Classes run only when named (`--class x87`): not yet at zero
     /// mismatches, so kept out of [`Class::ALL`], the CI test and `mixed`
@@ -113,6 +123,7 @@ impl Class {
             Class::SseFloat => "ssefloat",
             Class::Sse3 => "sse3",
             Class::Ssse3 => "ssse3",
+            Class::Sse4 => "sse4",
             Class::X87 => "x87",
             Class::Mixed => "mixed",
         }
@@ -130,7 +141,7 @@ impl Class {
     pub fn is_simd(self) -> bool {
         matches!(
             self,
-            Class::Sse | Class::SseFloat | Class::Sse3 | Class::Ssse3 | Class::X87
+            Class::Sse | Class::SseFloat | Class::Sse3 | Class::Ssse3 | Class::Sse4 | Class::X87
         )
     }
 

@@ -181,15 +181,8 @@ fn fill_for(b: &mut Builder<'_>, code: Code) -> Fill {
 }
 
 /// Emits `code` with random operands, fixing immediates to defined
-/// ranges (CMPccPS predicates 0-7). SSE4.1's PEXTRW-to-memory is left out:
-/// the emu engine implements SSE2.
+/// ranges (CMPccPS predicates 0-7).
 fn emit(b: &mut Builder<'_>, code: Code) -> bool {
-    if matches!(
-        code,
-        Code::Pextrw_r32m16_xmm_imm8 | Code::Pextrw_r64m16_xmm_imm8
-    ) {
-        return false;
-    }
     let f = fill_for(b, code);
     let Some(mut insn) = b.fill(code, &f) else {
         return false;
@@ -249,6 +242,25 @@ pub fn ssse3(b: &mut Builder<'_>) -> bool {
         &[
             Pshufb, Phaddw, Phaddd, Phaddsw, Phsubw, Phsubd, Phsubsw, Pmaddubsw, Pmulhrsw, Psignb,
             Psignw, Psignd, Pabsb, Pabsw, Pabsd, Palignr,
+        ],
+    ) else {
+        return false;
+    };
+    emit(b, code)
+}
+
+/// SSE4.1 and SSE4.2 (without PCMPxSTRx).
+pub fn sse4(b: &mut Builder<'_>) -> bool {
+    use Mnemonic::*;
+    let Some(code) = pick(
+        b,
+        &[
+            Pmulld, Pmuldq, Pminsb, Pmaxsb, Pminsd, Pmaxsd, Pminuw, Pmaxuw, Pminud, Pmaxud,
+            Pcmpeqq, Pcmpgtq, Packusdw, Pmovsxbw, Pmovsxbd, Pmovsxbq, Pmovsxwd, Pmovsxwq, Pmovsxdq,
+            Pmovzxbw, Pmovzxbd, Pmovzxbq, Pmovzxwd, Pmovzxwq, Pmovzxdq, Pblendw, Blendps, Blendpd,
+            Pblendvb, Blendvps, Blendvpd, Pextrb, Pextrw, Pextrd, Pextrq, Pinsrb, Pinsrd, Pinsrq,
+            Extractps, Insertps, Ptest, Phminposuw, Mpsadbw, Movntdqa, Roundps, Roundpd, Roundss,
+            Roundsd, Dpps, Dppd, Crc32,
         ],
     ) else {
         return false;

@@ -1,4 +1,4 @@
-//! The x87 FPU, MMX, SSE/SSE2/SSE3 and SSSE3 units: their state, the checks every
+//! The x87 FPU, MMX, SSE/SSE2/SSE3, SSSE3 and SSE4.1/4.2 units: their state, the checks every
 //! floating-point or SIMD instruction makes first, and the dispatch of
 //! their mnemonics to handlers.
 //!
@@ -19,6 +19,8 @@ pub mod control;
 pub mod float;
 pub mod fxsave;
 pub mod sse3;
+pub mod sse41;
+pub mod sse41_float;
 pub mod sse_conv;
 pub mod sse_float;
 pub mod sse_int;
@@ -323,6 +325,8 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         .or_else(|| sse_int::lookup(insn))
         .or_else(|| ssse3::lookup(insn))
         .or_else(|| sse3::lookup(insn))
+        .or_else(|| sse41::lookup(insn))
+        .or_else(|| sse41_float::lookup(insn))
         .or_else(|| sse_float::lookup(insn))
         .or_else(|| x87::lookup(insn))
         .or_else(|| x87_arith::lookup(insn))

@@ -24,22 +24,16 @@ use crate::Cpu;
 pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     match insn.mnemonic() {
-        // 66 0F 3A 15 (PEXTRW to memory) is SSE4.1: not implemented.
-        M::Pextrw if insn.op_kind(0) == OpKind::Register && !is_sse41(insn) => {
+        // 66 0F 3A 15 (PEXTRW to memory) is SSE4.1's: `super::sse41`.
+        M::Pextrw
+            if insn.op_kind(0) == OpKind::Register && !super::sse41::is_sse41_pextrw(insn) =>
+        {
             Some((pextrw, KeepsLinks))
         }
         M::Pinsrw => Some((pinsrw, KeepsLinks)),
         m if compute(m, 0, 0, 0, 128).is_some() => Some((packed, KeepsLinks)),
         _ => None,
     }
-}
-
-/// Whether `insn` is one of the SSE4.1 PEXTRW encodings.
-fn is_sse41(insn: &Instruction) -> bool {
-    matches!(
-        insn.code(),
-        iced_x86::Code::Pextrw_r32m16_xmm_imm8 | iced_x86::Code::Pextrw_r64m16_xmm_imm8
-    )
 }
 
 /// All ones in the low `bits` bits.
