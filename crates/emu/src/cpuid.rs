@@ -4,10 +4,10 @@
 //! [`cpuid_table`] advertises exactly what the emu engine implements, as a
 //! plain 64-bit "GenuineIntel" CPU (family 15, model 6, the generic
 //! identity KVM's `kvm64` model uses): x87 FPU, MMX, FXSR, SSE, SSE2, SSE3,
-//! SSSE3 and SSE4.1 ([`crate::fpu`]), the local APIC with x2APIC and the TSC-deadline timer
+//! SSSE3, SSE4.1 and SSE4.2 ([`crate::fpu`]; with CX16, LAHF/SAHF and
+//! POPCNT, the x86-64-v2 level), the local APIC with x2APIC and the TSC-deadline timer
 //! ([`crate::apic`]). Not advertised until implemented: MONITOR/MWAIT,
-//! SSE4.2 (CRC32 and PCMPGTQ exist, the string compares not yet) and later
-//! vector extensions, XSAVE, MCE/MCA, MTRR (the MSRs
+//! AVX and later vector extensions, XSAVE, MCE/MCA, MTRR (the MSRs
 //! exist but are not applied), PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
 //! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
 //! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
@@ -53,6 +53,7 @@ mod ecx1 {
     pub const SSE3: u32 = 1 << 0;
     pub const SSSE3: u32 = 1 << 9;
     pub const SSE4_1: u32 = 1 << 19;
+    pub const SSE4_2: u32 = 1 << 20;
     pub const CX16: u32 = 1 << 13;
     pub const X2APIC: u32 = 1 << 21;
     pub const TSC_DEADLINE: u32 = 1 << 24;
@@ -118,6 +119,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
     let leaf1_ecx = ecx1::SSE3
         | ecx1::SSSE3
         | ecx1::SSE4_1
+        | ecx1::SSE4_2
         | ecx1::CX16
         | ecx1::X2APIC
         | ecx1::MOVBE

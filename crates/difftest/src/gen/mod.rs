@@ -61,9 +61,9 @@ pub enum Class {
     /// SSE3: ADDSUB, HADD, HSUB (PS and PD), MOVSLDUP, MOVSHDUP, MOVDDUP,
     /// LDDQU.
     Sse3,
-    /// SSE4.1 and SSE4.2 (not the string compares): packed integer
-    /// arithmetic, widening moves, blends, lane inserts and extracts,
-    /// PTEST, PHMINPOSUW, MPSADBW, ROUND*, DP*, PCMPGTQ, CRC32.
+    /// SSE4.1 and SSE4.2: packed integer arithmetic, widening moves,
+    /// blends, lane inserts and extracts, PTEST, PHMINPOSUW, MPSADBW,
+    /// ROUND*, DP*, PCMPGTQ, CRC32, the packed string compares.
     Sse4,
     /// SSSE3 on MMX and XMM registers: PSHUFB, horizontal adds and
     /// subtracts, PMADDUBSW, PMULHRSW, PSIGN*, PABS*, PALIGNR.

@@ -171,7 +171,14 @@ fn fill_for(b: &mut Builder<'_>, code: Code) -> Fill {
     f.mem_size = size.max(1);
     let unaligned = matches!(
         code.mnemonic(),
-        Mnemonic::Movups | Mnemonic::Movupd | Mnemonic::Movdqu
+        Mnemonic::Movups
+            | Mnemonic::Movupd
+            | Mnemonic::Movdqu
+            | Mnemonic::Lddqu
+            | Mnemonic::Pcmpestri
+            | Mnemonic::Pcmpestrm
+            | Mnemonic::Pcmpistri
+            | Mnemonic::Pcmpistrm
     );
     if size == 16 && !unaligned && !b.rng.chance(1, 20) {
         f.mem = MemOpts { align: 16, ..f.mem };
@@ -249,7 +256,7 @@ pub fn ssse3(b: &mut Builder<'_>) -> bool {
     emit(b, code)
 }
 
-/// SSE4.1 and SSE4.2 (without PCMPxSTRx).
+/// SSE4.1 and SSE4.2.
 pub fn sse4(b: &mut Builder<'_>) -> bool {
     use Mnemonic::*;
     let Some(code) = pick(
@@ -260,7 +267,7 @@ pub fn sse4(b: &mut Builder<'_>) -> bool {
             Pmovzxbw, Pmovzxbd, Pmovzxbq, Pmovzxwd, Pmovzxwq, Pmovzxdq, Pblendw, Blendps, Blendpd,
             Pblendvb, Blendvps, Blendvpd, Pextrb, Pextrw, Pextrd, Pextrq, Pinsrb, Pinsrd, Pinsrq,
             Extractps, Insertps, Ptest, Phminposuw, Mpsadbw, Movntdqa, Roundps, Roundpd, Roundss,
-            Roundsd, Dpps, Dppd, Crc32,
+            Roundsd, Dpps, Dppd, Crc32, Pcmpestri, Pcmpestrm, Pcmpistri, Pcmpistrm,
         ],
     ) else {
         return false;

@@ -162,12 +162,20 @@ pub fn write_block(
 }
 
 /// Whether a legacy SSE instruction requires its 16-byte memory operand
-/// to be 16-byte aligned (all but the explicitly unaligned forms).
+/// to be 16-byte aligned (all but the explicitly unaligned forms and
+/// SSE4.2's string compares).
 pub fn needs_alignment(insn: &Instruction) -> bool {
     insn.memory_size().size() == 16
         && !matches!(
             insn.mnemonic(),
-            Mnemonic::Movups | Mnemonic::Movupd | Mnemonic::Movdqu | Mnemonic::Lddqu
+            Mnemonic::Movups
+                | Mnemonic::Movupd
+                | Mnemonic::Movdqu
+                | Mnemonic::Lddqu
+                | Mnemonic::Pcmpestri
+                | Mnemonic::Pcmpestrm
+                | Mnemonic::Pcmpistri
+                | Mnemonic::Pcmpistrm
         )
 }
 

@@ -21,6 +21,7 @@ pub mod fxsave;
 pub mod sse3;
 pub mod sse41;
 pub mod sse41_float;
+pub mod sse42_string;
 pub mod sse_conv;
 pub mod sse_float;
 pub mod sse_int;
@@ -327,6 +328,7 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         .or_else(|| sse3::lookup(insn))
         .or_else(|| sse41::lookup(insn))
         .or_else(|| sse41_float::lookup(insn))
+        .or_else(|| sse42_string::lookup(insn))
         .or_else(|| sse_float::lookup(insn))
         .or_else(|| x87::lookup(insn))
         .or_else(|| x87_arith::lookup(insn))
