@@ -102,7 +102,7 @@ fn compare(imm: u8, a: u128, len_a: u32, b: u128, len_b: u32) -> u32 {
             (true, true, 1) => {
                 // Ranges: even elements of a are lower bounds, odd upper.
                 let (x, y) = (f.element(b, j), f.element(a, i));
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     x >= y
                 } else {
                     x <= y
