@@ -168,6 +168,11 @@ struct RunArgs {
     /// stdout on a terminal, else none.
     #[arg(long, value_name = "text|none")]
     display: Option<String>,
+    /// The guest CPU: max (everything the engine implements: on emu,
+    /// x86-64-v2 plus MOVBE and LZCNT), v1 or v2 (the x86-64 levels), then
+    /// features to hide, e.g. v2,-sse4_2 or max,-popcnt.
+    #[arg(long, value_name = "LEVEL[,-FEATURE]...")]
+    cpu: Option<String>,
     /// The emu engine's tier: jit (hot code translated to host code; the
     /// default on x86-64) or interp (the interpreter alone).
     #[arg(long, value_name = "jit|interp")]
@@ -475,6 +480,9 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     }
     if let Some(t) = &args.emu_tier {
         config.emu.tier = config::parse_emu_tier("--emu-tier", t)?;
+    }
+    if let Some(c) = &args.cpu {
+        config.cpu = config::parse_cpu("--cpu", c)?;
     }
     if let Some(c) = &args.emu_code_cache {
         config.emu.code_cache = config::parse_code_cache("--emu-code-cache", c)?;

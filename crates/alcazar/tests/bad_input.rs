@@ -181,6 +181,18 @@ const CASES: &[Case] = &[
     case(&["run", "--cdrom", "disk.img"], &["disk.img", "ISO 9660"]),
     case(&["run", "--firmware", "uefi"], &["uefi", "unknown firmware"]),
     case(
+        &["run", "--kit", "long-hello", "--cpu", "v9"],
+        &["--cpu", "\"v9\"", "unknown CPU level"],
+    ),
+    case(
+        &["run", "--kit", "long-hello", "--cpu", "v2,-avx2"],
+        &["--cpu", "-avx2", "not a feature to remove", "sse4_2"],
+    ),
+    case(
+        &["run", "--kit", "long-hello", "--engine", "emu", "--cpu", "v3"],
+        &["\"v3\"", "AVX", "use v2 or max"],
+    ),
+    case(
         &["run", "--disk", "disk.img", "--boot", "disk0,cd0"],
         &["\"cd0\"", "not a disk or CD-ROM drive", "disk0"],
     ),

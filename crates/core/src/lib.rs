@@ -25,6 +25,7 @@
 pub mod bus;
 pub mod clock;
 pub mod control;
+pub mod cpu_model;
 pub mod cpuid;
 pub mod engine;
 pub mod hooks;

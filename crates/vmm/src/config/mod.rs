@@ -15,6 +15,8 @@
 //! emu_tier = "jit"        # emu engine: "jit" (translate hot code) or "interp"
 //! emu_code_cache = "32M"  # emu engine: each vCPU's translated-code cache
 //! display = "text"        # a BIOS boot's VGA text screen in the terminal, or "none"
+//! cpu = "v2,-sse4_2"      # the guest CPU: "max" (all the engine offers), "v1", "v2"
+//!                         # (x86-64 levels), minus features: ",-sse4_2,-popcnt"
 //!
 //! [boot]
 //! kind = "flat"           # a flat binary...
@@ -174,6 +176,8 @@ pub struct VmConfig {
     pub emu: EmuSettings,
     /// The display adapter (a BIOS boot only).
     pub display: Display,
+    /// The guest CPU model: what CPUID offers (both engines).
+    pub cpu: alcazar_core::cpu_model::CpuModel,
 }
 
 /// What the machine has for a screen.
@@ -199,6 +203,41 @@ pub fn parse_display(key: &str, s: &str) -> Result<Display, ConfigError> {
             "use text (a VGA text screen in the terminal) or none",
         )),
     }
+}
+
+/// Parses a CPU model: a level (`max`, `v1`, `v2`, `v3`, also written
+/// `x86-64-v2`) and features to remove (`v2,-sse4_2,-popcnt`).
+pub fn parse_cpu(key: &str, s: &str) -> Result<alcazar_core::cpu_model::CpuModel, ConfigError> {
+    use alcazar_core::cpu_model::{CpuFeature, CpuLevel, CpuModel};
+    let mut parts = s.split(',').map(str::trim);
+    let level_name = parts.next().unwrap_or("");
+    let Some(level) = CpuLevel::from_name(level_name) else {
+        return Err(ConfigError::new(
+            key,
+            format!("\"{s}\""),
+            format!("unknown CPU level \"{level_name}\""),
+            "use max, v1, v2 or v3, then features to remove: v2,-sse4_2",
+        ));
+    };
+    let mut removed = Vec::new();
+    for part in parts {
+        let feature = part
+            .strip_prefix('-')
+            .and_then(CpuFeature::from_name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = CpuFeature::ALL.iter().map(|f| f.name()).collect();
+                ConfigError::new(
+                    key,
+                    format!("\"{s}\""),
+                    format!("\"{part}\" is not a feature to remove"),
+                    format!("write -NAME with NAME one of {}", names.join(", ")),
+                )
+            })?;
+        if !removed.contains(&feature) {
+            removed.push(feature);
+        }
+    }
+    Ok(CpuModel { level, removed })
 }
 
 /// How the emu engine runs guest code.
@@ -242,6 +281,7 @@ impl VmConfig {
             on_reboot: None,
             emu: EmuSettings::default(),
             display: Display::None,
+            cpu: alcazar_core::cpu_model::CpuModel::default(),
         }
     }
 }
@@ -346,6 +386,7 @@ const TOP_KEYS: &[&str] = &[
     "emu_tier",
     "emu_code_cache",
     "display",
+    "cpu",
 ];
 
 impl VmConfig {
@@ -434,6 +475,10 @@ impl VmConfig {
             .map(|s| parse_display("display", &s))
             .transpose()?
             .unwrap_or_default();
+        let cpu = opt_str(&table, "cpu")?
+            .map(|s| parse_cpu("cpu", &s))
+            .transpose()?
+            .unwrap_or_default();
         let boot = kinds.parse(table.get("boot"), base)?;
         let devices = device::parse_devices(table.get("device"), base)?;
         let config = VmConfig {
@@ -448,6 +493,7 @@ impl VmConfig {
             on_reboot,
             emu,
             display,
+            cpu,
         };
         Ok(config)
     }
