@@ -306,11 +306,15 @@ pub struct Jit {
     /// instructions are referenced from the code).
     keep: Vec<Arc<Block>>,
     /// The latest translation (its checked entry's offset) of each block
-    /// start (physical address, and the [`Mode`] in bits 62-63): a block decoded
-    /// again after its code changed is translated again at once, and the
-    /// superseded translation's entry is redirected to the new one (links
-    /// and lookups may still lead there).
-    latest: HashMap<u64, u32, BuildKeyHasher>,
+    /// start: its physical address with the [`Mode`] in bits 62-63, and
+    /// its RIP. A translation holds virtual addresses (branch targets,
+    /// return addresses, RIP-relative operands), so the same physical
+    /// code mapped at another address (a shared library in another
+    /// process) is another entry. A block decoded again after its code
+    /// changed is translated again at once, and the superseded
+    /// translation's entry is redirected to the new one (links and
+    /// lookups may still lead there).
+    latest: HashMap<(u64, u64), u32, BuildKeyHasher>,
     /// The RIP of the last stale exit: the next entry there must go
     /// through the block cache (which decodes the new code), not
     /// [`Jit::latest`].
@@ -529,8 +533,11 @@ impl Drop for Jit {
 }
 
 /// The key of a block start in [`Jit::latest`].
-fn latest_key(block: &Block, mode: Mode) -> u64 {
-    (block.pages[0].0 | (block.rip & 0xfff)) | u64::from(mode.bits()) << 62
+fn latest_key(block: &Block, mode: Mode) -> (u64, u64) {
+    (
+        (block.pages[0].0 | (block.rip & 0xfff)) | u64::from(mode.bits()) << 62,
+        block.rip,
+    )
 }
 
 /// Whether `ALCAZAR_JIT_DUMP` asks for every translation on stderr.
@@ -630,7 +637,7 @@ impl Cpu {
         let off = *self
             .jit
             .latest
-            .get(&(t.phys | u64::from(mode.bits()) << 62))?;
+            .get(&(t.phys | u64::from(mode.bits()) << 62, rip))?;
         let (cache, _) = self.jit.code.as_ref()?;
         Some(Entry {
             checked: cache.addr(off as usize),

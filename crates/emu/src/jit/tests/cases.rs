@@ -435,3 +435,43 @@ fn user_mode_code_runs_translated_with_user_permissions() {
     assert_same(&interp, &jit);
     assert!(jit.jit.stats.blocks_translated > 0);
 }
+
+#[test]
+fn one_physical_routine_mapped_at_two_addresses_runs_right_at_each() {
+    // A routine whose result depends on where it runs (its own RIP), on
+    // one physical page mapped at two virtual pages, as a shared library
+    // is in two processes. Its translation made at the first address must
+    // not be entered at the second.
+    const BASE: u64 = 0x60_0000;
+    const ROUTINE: u64 = 0x61_0000;
+    const FIRST: u64 = BASE + 0x1000;
+    const SECOND: u64 = BASE + 0x2000;
+    let code = assemble(64, |a| {
+        for (at, out) in [(FIRST, r8), (SECOND, r9), (FIRST, r10), (SECOND, r11)] {
+            a.mov(rbx, at).unwrap();
+            a.call(rbx).unwrap();
+            a.mov(out, rax).unwrap();
+        }
+        a.hlt().unwrap();
+    });
+    let routine = assemble(64, |a| {
+        let mut here = a.create_label();
+        a.lea(rax, ptr(here)).unwrap();
+        a.set_label(&mut here).unwrap();
+        a.ret().unwrap();
+    });
+    let setup = move |cpu: &mut Cpu| {
+        let pte = small_pages(cpu, BASE);
+        for at in [FIRST, SECOND] {
+            cpu.machine.memory.write_u64(pte(at), ROUTINE | 3).unwrap();
+        }
+        cpu.machine.memory.write(ROUTINE, &routine).unwrap();
+        cpu.mmu.flush_all();
+    };
+    let (interp, jit) = both(&code, &setup);
+    let after_lea = 7; // lea rax, [rip + 0] is 7 bytes
+    for (r, at) in [(8, FIRST), (9, SECOND), (10, FIRST), (11, SECOND)] {
+        assert_eq!(jit.s.gpr[r], at + after_lea, "r{r}");
+    }
+    assert_same(&interp, &jit);
+}
