@@ -196,7 +196,7 @@ mod tests {
             CpuidEntry {
                 leaf: 1,
                 result: CpuidResult {
-                    ecx: 0x00f8_2201,
+                    ecx: 0x00d8_2201,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -216,7 +216,7 @@ mod tests {
         };
         let policy = CpuidPolicy { rules: v1.rules() };
         policy.apply(&mut table, 0, 1);
-        assert_eq!(table[0].result.ecx & 0x00f8_2201, 0);
+        assert_eq!(table[0].result.ecx & 0x00d8_2201, 0);
         assert_eq!(table[1].result.ecx, 0);
         let v2 = CpuModel {
             level: CpuLevel::V2,
