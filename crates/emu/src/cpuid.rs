@@ -236,7 +236,9 @@ mod tests {
         assert_ne!(one.ecx & (1 << 31), 0, "the policy sets the hypervisor bit");
         let fpu_sse = edx1::FPU | edx1::MMX | edx1::FXSR | edx1::SSE | edx1::SSE2;
         assert_eq!(one.edx & fpu_sse, fpu_sse);
-        assert_eq!(one.ecx & 1, 0, "no SSE3");
+        let v2 = ecx1::SSE3 | ecx1::SSSE3 | ecx1::CX16 | ecx1::SSE4_1 | ecx1::SSE4_2 | ecx1::POPCNT;
+        assert_eq!(one.ecx & v2, v2, "x86-64-v2's leaf 1 features");
+        assert_eq!(one.ecx & ecx1::XSAVE, 0, "no XSAVE (no AVX) yet");
     }
 
     #[test]
