@@ -133,6 +133,15 @@ impl PasstStream {
         })
     }
 
+    /// Ends the connection quietly (the VM stopped): passt sees the end
+    /// and waits for its next client.
+    pub fn close(&self) {
+        if !self.dead.swap(true, Ordering::SeqCst) {
+            // SAFETY: shutdown(2) takes no pointers; the descriptor is ours.
+            unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+
     /// Ends the connection (both ways) once, with one log line.
     fn kill(&self, why: &dyn std::fmt::Display) {
         if !self.dead.swap(true, Ordering::SeqCst) {
@@ -188,9 +197,8 @@ impl PasstStream {
         // cannot keep the thread here.
         while decoder.buffered() < LEN_BYTES + MAX_FRAME_LEN {
             // SAFETY: `chunk` is valid for writes of its length.
-            let n = unsafe {
-                libc::read(self.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len())
-            };
+            let n =
+                unsafe { libc::read(self.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 match e.kind() {
@@ -270,6 +278,10 @@ impl NetBackend for PasstStream {
         self.fd.as_raw_fd()
     }
 
+    fn kind(&self) -> &'static str {
+        "passt"
+    }
+
     fn wants_write(&self) -> bool {
         !self.dead.load(Ordering::SeqCst) && !alcazar_core::bus::lock(&self.tx).is_empty()
     }
@@ -328,7 +340,10 @@ mod tests {
         );
         let mut ok = FrameDecoder::new();
         ok.push(&framed(&vec![7u8; MAX_FRAME_LEN]));
-        assert_eq!(ok.next_frame().unwrap().map(<[u8]>::len), Some(MAX_FRAME_LEN));
+        assert_eq!(
+            ok.next_frame().unwrap().map(<[u8]>::len),
+            Some(MAX_FRAME_LEN)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::{exit_tool, initramfs, modules, Flavor, GuestImage};
 
 /// Bumped when the layout or the contents of a cached guest change in a
 /// way that an older cache must be rebuilt for.
-const LAYOUT: i64 = 3;
+const LAYOUT: i64 = 4;
 
 /// Moves a finished guest into place. If another fetch won the race, its
 /// complete guest is kept and ours dropped.
@@ -120,8 +120,9 @@ pub(super) fn contents_digest() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let wanted: String = modules::WANTED.iter().map(|(n, _)| *n).collect();
     let exit_tool = exit_tool::image().unwrap_or_default();
-    let parts: [&[u8]; 4] = [
+    let parts: [&[u8]; 5] = [
         initramfs::INIT_SCRIPT.as_bytes(),
+        initramfs::DHCP_SCRIPT.as_bytes(),
         wanted.as_bytes(),
         &exit_tool,
         &LAYOUT.to_le_bytes(),

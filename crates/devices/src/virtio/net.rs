@@ -386,6 +386,7 @@ impl VirtioDevice for VirtioNet {
         let mac: Vec<String> = self.mac.iter().map(|b| format!("{b:02x}")).collect();
         let mut v = vec![
             ("mac".into(), mac.join(":")),
+            ("backend".into(), self.backend.kind().into()),
             ("rx_frames".into(), c.rx_frames.to_string()),
             ("rx_bytes".into(), c.rx_bytes.to_string()),
             ("rx_too_big".into(), c.rx_too_big.to_string()),

@@ -38,6 +38,9 @@ pub trait NetBackend: Send + Sync + std::fmt::Debug {
     /// The descriptor the receive thread polls.
     fn poll_fd(&self) -> RawFd;
 
+    /// What it is, for the inspector (`tap`, `passt`).
+    fn kind(&self) -> &'static str;
+
     /// Whether bytes of taken frames still wait to be written (the
     /// receive thread then polls for `POLLOUT` and calls
     /// [`NetBackend::flush`]).
@@ -118,6 +121,10 @@ impl NetBackend for TapBackend {
 
     fn poll_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    fn kind(&self) -> &'static str {
+        "tap"
     }
 }
 
