@@ -150,7 +150,8 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[test]
 fn an_unprivileged_vmm_gives_its_guest_dhcp_outbound_tcp_and_a_port_forward_through_passt() {
-    let test = "an_unprivileged_vmm_gives_its_guest_dhcp_outbound_tcp_and_a_port_forward_through_passt";
+    let test =
+        "an_unprivileged_vmm_gives_its_guest_dhcp_outbound_tcp_and_a_port_forward_through_passt";
     if !can_run(test) {
         return;
     }
@@ -204,7 +205,11 @@ fn an_unprivileged_vmm_gives_its_guest_dhcp_outbound_tcp_and_a_port_forward_thro
 
     let (got, _) = g.expect_line("GOT ");
     let fetched = started.elapsed() - booted;
-    assert_eq!(got, format!("GOT {DOWNLOAD}"), "the guest received every byte");
+    assert_eq!(
+        got,
+        format!("GOT {DOWNLOAD}"),
+        "the guest received every byte"
+    );
     g.expect_line("SENT-BACK");
     let sent_back = returned
         .recv_timeout(Duration::from_secs(60))
@@ -212,7 +217,10 @@ fn an_unprivileged_vmm_gives_its_guest_dhcp_outbound_tcp_and_a_port_forward_thro
         .expect("the sink read a whole connection");
     let round_trip = started.elapsed() - booted;
     assert_eq!(sent_back.len(), DOWNLOAD, "the guest sent every byte back");
-    assert!(sent_back == download, "the guest got and returned the exact bytes");
+    assert!(
+        sent_back == download,
+        "the guest got and returned the exact bytes"
+    );
 
     g.expect_line("NC-READY");
     // The host reaches the guest's server through the forward: send,
@@ -229,7 +237,9 @@ fn an_unprivileged_vmm_gives_its_guest_dhcp_outbound_tcp_and_a_port_forward_thro
         let r = reader.read_to_end(&mut back);
         (back, r.map_err(|e| e.to_string()))
     });
-    (&stream).write_all(&upload).expect("sending through the forward");
+    (&stream)
+        .write_all(&upload)
+        .expect("sending through the forward");
     stream.shutdown(Shutdown::Write).expect("half close");
     let (back, result) = echo.join().expect("the reader");
     let echoed = t0.elapsed();

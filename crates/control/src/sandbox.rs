@@ -179,7 +179,14 @@ const ALWAYS: &[(i64, &str)] = &[
         libc::SYS_write,
         "every thread: consoles, logs, API replies, eventfds, TAP",
     ),
-    (libc::SYS_writev, "std's buffered writers (stderr, sockets)"),
+    (
+        libc::SYS_writev,
+        "std's buffered writers (stderr, sockets); virtio-net-rx and vCPUs: a TAP frame (header + frame)",
+    ),
+    (
+        libc::SYS_readv,
+        "virtio-net-rx: a TAP frame, its header apart (NetBackend)",
+    ),
     (
         libc::SYS_pread64,
         "virtio-blk reads; reboot reads the kernel",
