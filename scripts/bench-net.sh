@@ -29,6 +29,7 @@ QEMU=${QEMU:-qemu-system-x86_64}
 command -v passt >/dev/null || { echo "passt is not installed (apt-get install passt)" >&2; exit 1; }
 
 WORK=$(mktemp -d)
+chmod 711 "$WORK" # passt, run as nobody when started as root, binds in it
 head -c $((SIZE_MIB * 1048576)) /dev/urandom >"$WORK/blob"
 HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$WORK" && exec python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 >/dev/null 2>&1) &
@@ -76,7 +77,17 @@ qemu_passt_run() {
     if [ "$(id -u)" = 0 ]; then chown nobody "$dir"; fi
     passt -f -q -s "$dir/passt.socket" >/dev/null 2>&1 &
     local passt=$!
-    while [ ! -S "$dir/passt.socket" ]; do sleep 0.05; done
+    local n=0
+    while [ ! -S "$dir/passt.socket" ]; do
+        sleep 0.05
+        n=$((n + 1))
+        if [ $n -gt 200 ]; then
+            echo "passt did not create its socket" >&2
+            kill $passt 2>/dev/null || true
+            echo failed
+            return
+        fi
+    done
     python3 "$TIMER" 600 -- "$QEMU" "${QEMU_ARGS[@]}" \
         -netdev "stream,id=n0,server=off,addr.type=unix,addr.path=$dir/passt.socket" \
         -device virtio-net-pci,netdev=n0 >"$WORK/run.log" 2>&1 || true
