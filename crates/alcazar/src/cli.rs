@@ -119,7 +119,10 @@ struct RunArgs {
     /// image; the BIOS boots it (implies --firmware seabios).
     #[arg(long, value_name = "ISO")]
     cdrom: Option<String>,
-    /// Add a virtio network card on a host TAP interface (repeatable):
+    /// Add a virtio network card (repeatable):
+    /// user[,hostfwd=tcp:HOSTPORT-:GUESTPORT]... starts passt (no root;
+    /// DHCP, DNS, outbound TCP/UDP/ICMP, the gateway reaches the host's
+    /// loopback); passt=SOCKET connects to a running passt;
     /// tap=NAME[,mac=MAC] attaches to interface NAME (created if missing);
     /// tap[,host=A.B.C.D/N][,mac=MAC] creates alcazarN and gives the host
     /// end that address. Creating or addressing a tap needs root.
@@ -523,6 +526,7 @@ fn config_from_args(args: &RunArgs) -> Result<VmConfig, Failure> {
     apply_firmware_args(args, &mut config)?;
     apply_linux_args(args, &mut config)?;
     crate::virtio_flags::apply_cmdline(args.console, &mut config);
+    crate::virtio_flags::apply_net_cmdline(&mut config);
     if let Some(cmd) = &args.exec {
         let parameter = crate::guest::exec_parameter(cmd);
         // x86 Linux keeps at most COMMAND_LINE_SIZE (2048) bytes of its
@@ -728,6 +732,12 @@ fn run(args: RunArgs) -> u8 {
     // Every VM this process runs (a reboot builds a new one) writes its
     // terminal output into the same hub: attached consoles stay attached.
     let terminal: alcazar_vmm::console::SharedTerminal = Arc::new(HubTerminal::new(hub.clone()));
+    // passt for `--net user` runs as long as this process runs VMs (a
+    // reboot reconnects), and ends when this is dropped.
+    let _passt = match alcazar_vmm::passt::start_user_networks(&mut config) {
+        Ok(p) => p,
+        Err(e) => return fail(&e.into()),
+    };
     let mut vm = match Vm::create_with_terminal(&config, terminal.clone()) {
         Ok(vm) => vm,
         Err(e) => return fail(&e),

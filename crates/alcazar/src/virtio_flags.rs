@@ -20,33 +20,54 @@ pub enum ConsoleKind {
 /// hvc0 (the marker, `--exec` and the login go there).
 pub const HVC0_PARAMETER: &str = "alcazar.console=hvc0";
 
-/// Parses one `--net` value: `tap=NAME` or `tap`, then `host=A.B.C.D/N`
-/// and `mac=..` in any order, comma-separated.
+/// The usage shown with a bad `--net` value.
+const NET_USAGE: &str =
+    "use user[,hostfwd=tcp:HOSTPORT-:GUESTPORT]...[,mac=MAC], passt=SOCKET[,mac=MAC], \
+     tap=NAME[,mac=MAC] or tap[,host=A.B.C.D/N][,mac=MAC]";
+
+/// Parses one `--net` value: the backend first (`user`, `passt=SOCKET`,
+/// `tap=NAME` or `tap`), then `host=A.B.C.D/N` (tap), `hostfwd=..`
+/// (user, repeatable) and `mac=..` in any order, comma-separated.
 pub fn parse_net(text: &str) -> Result<Table, ConfigError> {
-    let bad = |why: &str| {
-        ConfigError::new(
-            "--net",
-            format!("\"{text}\""),
-            why,
-            "use tap=NAME[,mac=MAC] or tap[,host=A.B.C.D/N][,mac=MAC]",
-        )
-    };
+    let bad = |why: &str| ConfigError::new("--net", format!("\"{text}\""), why, NET_USAGE);
     let mut items = text.split(',');
     let mut params = Table::new();
-    match items.next().map(|i| i.split_once('=')) {
-        Some(Some(("tap", name))) if !name.is_empty() => {
+    let first = items.next().unwrap_or_default();
+    let backend = match first.split_once('=') {
+        Some(("tap", name)) if !name.is_empty() => {
             params.insert("tap".into(), Value::String(name.into()));
+            "tap"
         }
-        Some(None) if text.split(',').next() == Some("tap") => {}
-        _ => return Err(bad("the backend must come first: tap or tap=NAME")),
-    }
+        Some(("passt", socket)) if !socket.is_empty() => {
+            params.insert("passt".into(), Value::String(socket.into()));
+            "passt"
+        }
+        None if first == "tap" => "tap",
+        None if first == "user" => {
+            params.insert("user".into(), Value::Boolean(true));
+            "user"
+        }
+        _ => {
+            return Err(bad(
+                "the backend must come first: user, passt=SOCKET, tap or tap=NAME",
+            ))
+        }
+    };
+    let mut forwards = Vec::new();
     for item in items {
         let (key, value) = item
             .split_once('=')
             .ok_or_else(|| bad(&format!("\"{item}\" is not KEY=VALUE")))?;
-        let key = match key {
-            "host" => "host_ip",
-            "mac" => "mac",
+        let key = match (key, backend) {
+            ("host", "tap") => "host_ip",
+            ("hostfwd", "user") => {
+                forwards.push(Value::String(value.into()));
+                continue;
+            }
+            ("mac", _) => "mac",
+            ("host" | "hostfwd", _) => {
+                return Err(bad(&format!("{key} does not go with {backend}")));
+            }
             _ => return Err(bad(&format!("unknown option \"{key}\""))),
         };
         if params
@@ -56,7 +77,31 @@ pub fn parse_net(text: &str) -> Result<Table, ConfigError> {
             return Err(bad(&format!("{key} is given twice")));
         }
     }
+    if !forwards.is_empty() {
+        params.insert("hostfwd".into(), Value::Array(forwards));
+    }
     Ok(params)
+}
+
+/// The kernel parameter that tells the default guest's `/init` to
+/// configure `eth0` by DHCP (added for cards backed by passt, which
+/// serves DHCP; a TAP has no DHCP server, so TAP guests do not wait).
+pub const DHCP_PARAMETER: &str = "alcazar.net=dhcp";
+
+/// With a card backed by passt (`--net user`, `--net passt=`, or the
+/// config's `user`/`passt`), tells a Linux guest's `/init` to run DHCP.
+pub fn apply_net_cmdline(config: &mut VmConfig) {
+    use alcazar_vmm::config::device::DeviceConfig;
+    use alcazar_vmm::config::net::NetBackendConfig;
+    let passt = config.devices.iter().any(
+        |d| matches!(&d.config, DeviceConfig::VirtioNet(c) if c.backend != NetBackendConfig::Tap),
+    );
+    if let (true, BootSource::Linux { cmdline, .. }) = (passt, &mut config.boot) {
+        if !cmdline.split_whitespace().any(|w| w == DHCP_PARAMETER) {
+            cmdline.push(' ');
+            cmdline.push_str(DHCP_PARAMETER);
+        }
+    }
 }
 
 /// Adds the devices `--net` and `--console` ask for to `config`.
@@ -128,12 +173,26 @@ mod tests {
         assert_eq!(s(&t, "tap"), None);
         assert_eq!(s(&t, "host_ip").as_deref(), Some("10.0.2.1/24"));
         assert!(parse_net("tap").unwrap().is_empty());
+        let t = parse_net("user,hostfwd=tcp:8080-:80,hostfwd=udp:53-:53").unwrap();
+        assert_eq!(t.get("user").and_then(|v| v.as_bool()), Some(true));
+        let fwd: Vec<&str> = t["hostfwd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(fwd, ["tcp:8080-:80", "udp:53-:53"]);
+        let t = parse_net("passt=/run/passt.sock,mac=52:54:00:00:00:02").unwrap();
+        assert_eq!(s(&t, "passt").as_deref(), Some("/run/passt.sock"));
     }
 
     #[test]
     fn bad_net_values_say_what_is_wrong() {
         for (text, why) in [
-            ("user", "backend must come first"),
+            ("usr", "backend must come first"),
+            ("passt=", "backend must come first"),
+            ("tap,hostfwd=tcp:1-:2", "hostfwd does not go with tap"),
+            ("user,host=10.0.2.1/24", "host does not go with user"),
             ("tap=", "backend must come first"),
             ("host=1.2.3.4,tap", "backend must come first"),
             ("tap,speed=10", "unknown option \"speed\""),

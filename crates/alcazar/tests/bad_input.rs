@@ -51,6 +51,11 @@ impl Scene {
             "[boot]\nkind = \"kit\"\n[[device]]\nclass = \"virtio-net\"\nmac = \"00:00:00:00:00:00\"\n",
         )
         .unwrap();
+        std::fs::write(
+            dir.join("usertap.toml"),
+            "[boot]\nkind = \"kit\"\n[[device]]\nclass = \"virtio-net\"\nuser = true\ntap = \"tap0\"\n",
+        )
+        .unwrap();
         Scene { dir }
     }
 
@@ -170,6 +175,23 @@ const CASES: &[Case] = &[
     case(&["run", "badid.toml"], &["a/../b", "not a valid device id"]),
     case(&["run", "zeromac.toml"], &["00:00:00:00:00:00", "not a unicast MAC"]),
     case(&["run", "--kit", "long-hello", "--net", "tap=lo"], &["lo", "not a TAP"]),
+    case(
+        &["run", "--kit", "long-hello", "--net", "user,hostfwd=tcp:abc-:80"],
+        &["hostfwd", "tcp:abc-:80", "host port \"abc\"", "HOSTPORT-:GUESTPORT"],
+    ),
+    case(
+        &["run", "--kit", "long-hello", "--net", "user,hostfwd=tcp:8080-10.0.2.15:80"],
+        &["hostfwd", "guest address", "HOSTPORT-:GUESTPORT"],
+    ),
+    case(
+        &["run", "--kit", "long-hello", "--net", "tap,hostfwd=tcp:8080-:80"],
+        &["--net", "hostfwd does not go with tap", "user["],
+    ),
+    case(
+        &["run", "--kit", "long-hello", "--net", "passt=nosuch.socket"],
+        &["nosuch.socket", "cannot connect to passt", "start passt first"],
+    ),
+    case(&["run", "usertap.toml"], &["device[0].tap", "TAP setting on a card backed by passt"]),
     case(
         &["run", "--kit", "long-hello", "--emu-tier", "fast"],
         &["fast", "unknown emu tier", "interp"],

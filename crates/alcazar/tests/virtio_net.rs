@@ -166,7 +166,11 @@ fn a_guest_attached_to_an_existing_tap_reaches_the_host() {
 #[test]
 fn bad_net_values_are_one_line_usage_errors() {
     for (value, says) in [
-        ("user", "--net = \"user\": the backend must come first"),
+        ("usr", "--net = \"usr\": the backend must come first"),
+        (
+            "user,hostfwd=tcp:abc-:80",
+            "--net (hostfwd) = \"tcp:abc-:80\": the host port \"abc\" is not a number",
+        ),
         (
             "tap,host=10.0.2.300/24",
             "--net (host_ip) = \"10.0.2.300/24\": not an IPv4 address",

@@ -83,6 +83,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+use alcazar_vmm::config::net::NetBackendConfig;
 use alcazar_vmm::config::{ConsoleTarget, DeviceConfig, VmConfig};
 
 /// What could not be built or installed.
@@ -134,6 +135,12 @@ pub struct Needs {
     /// A virtio-net card: a reboot opens `/dev/net/tun` again and may give
     /// the host end an address (`socket(AF_INET)`, the `SIOC*` ioctls).
     pub network: bool,
+    /// A network card backed by passt (`--net user` or `passt=`): a reboot
+    /// connects to passt's socket again (`socket(AF_UNIX)`, `connect`), and
+    /// at the end the VMM kills and reaps the passt it started
+    /// (`kill` with SIGKILL only, `wait4`) and removes its socket and
+    /// directory (`unlink`, `rmdir`).
+    pub passt: bool,
     /// An API socket: at its shutdown the server removes the socket file
     /// (`unlink`). [`Needs::of`] leaves it false: the caller
     /// that starts the server sets it.
@@ -153,6 +160,9 @@ impl Needs {
                 .devices
                 .iter()
                 .any(|d| matches!(d.config, DeviceConfig::VirtioNet(_))),
+            passt: config.devices.iter().any(|d| {
+                matches!(&d.config, DeviceConfig::VirtioNet(c) if c.backend != NetBackendConfig::Tap)
+            }),
             api_socket: false,
         }
     }
@@ -169,7 +179,14 @@ const ALWAYS: &[(i64, &str)] = &[
         libc::SYS_write,
         "every thread: consoles, logs, API replies, eventfds, TAP",
     ),
-    (libc::SYS_writev, "std's buffered writers (stderr, sockets)"),
+    (
+        libc::SYS_writev,
+        "std's buffered writers (stderr, sockets); virtio-net-rx and vCPUs: a TAP frame (header + frame)",
+    ),
+    (
+        libc::SYS_readv,
+        "virtio-net-rx: a TAP frame, its header apart (NetBackend)",
+    ),
     (
         libc::SYS_pread64,
         "virtio-blk reads; reboot reads the kernel",
@@ -318,11 +335,24 @@ fn conditional(needs: Needs) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxE
     }
     // socket(domain, ...): a network card's reboot addresses the host end
     // of its TAP (an AF_INET datagram socket for SIOCSIFADDR).
+    let mut families = Vec::new();
     if needs.network {
-        let af_inet = rule(equals(0, Dword, libc::AF_INET as u64))?;
-        m.insert(libc::SYS_socket, vec![af_inet]);
+        families.push(rule(equals(0, Dword, libc::AF_INET as u64))?);
     }
-    if needs.api_socket {
+    if needs.passt {
+        families.push(rule(equals(0, Dword, libc::AF_UNIX as u64))?);
+        m.insert(libc::SYS_connect, Vec::new());
+        m.insert(
+            libc::SYS_kill,
+            vec![rule(equals(1, Dword, libc::SIGKILL as u64))?],
+        );
+        m.insert(libc::SYS_wait4, Vec::new());
+        m.insert(libc::SYS_rmdir, Vec::new());
+    }
+    if !families.is_empty() {
+        m.insert(libc::SYS_socket, families);
+    }
+    if needs.api_socket || needs.passt {
         m.insert(libc::SYS_unlink, Vec::new());
     }
     // prctl: naming a new thread (PR_SET_NAME) only.
@@ -550,6 +580,35 @@ mod tests {
         assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
         let netlink = [libc::AF_NETLINK as usize, libc::SOCK_RAW as usize, 0, 0];
         assert_refused(net, "socket(AF_NETLINK)", libc::SYS_socket, netlink);
+    }
+
+    #[test]
+    fn passt_allows_unix_sockets_and_killing_with_sigkill_only() {
+        let passt = Needs {
+            network: true,
+            passt: true,
+            ..Needs::default()
+        };
+        let status = in_sandboxed_child(passt, || {
+            // SAFETY: socket(2) takes no pointers; wait4 with no child
+            // fails with ECHILD.
+            let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+            // SAFETY: as above.
+            unsafe {
+                libc::wait4(
+                    -1,
+                    std::ptr::null_mut(),
+                    libc::WNOHANG,
+                    std::ptr::null_mut(),
+                )
+            };
+            i32::from(fd < 0)
+        });
+        assert_eq!(exit_code(status), Some(0), "wait status {status:#x}");
+        let sigterm = [1usize << 22, libc::SIGTERM as usize, 0, 0];
+        assert_refused(passt, "kill(SIGTERM)", libc::SYS_kill, sigterm);
+        let netlink = [libc::AF_NETLINK as usize, libc::SOCK_RAW as usize, 0, 0];
+        assert_refused(passt, "socket(AF_NETLINK)", libc::SYS_socket, netlink);
     }
 
     #[test]

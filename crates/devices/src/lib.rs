@@ -16,6 +16,7 @@ pub mod i8042;
 pub mod i8042_keys;
 pub mod ide;
 pub mod ioapic;
+pub mod passt;
 pub mod pci;
 pub mod pic;
 pub mod pit;

@@ -49,6 +49,7 @@ pub mod ide;
 pub mod inspect;
 pub mod lifecycle;
 pub mod machine_tree;
+pub mod passt;
 pub mod pci;
 pub mod platform;
 pub mod registry;

@@ -7,6 +7,10 @@
 //! does not exist (no `tap`: a new `alcazarN`); with `host_ip` the host
 //! end gets that address (prefix from `/N` or `netmask`, else /24) and is
 //! brought up. Creating or addressing an interface needs `CAP_NET_ADMIN`.
+//! With `user` it starts passt ([`crate::passt`]; it ends when the VM
+//! stops) and with `passt` it connects to a running one; either way the
+//! connection is shut down when the VM stops, so passt takes the next
+//! client (the same VM after a reboot).
 //!
 //! The chipset ([`crate::platform`]: 8259A pair, IOAPIC, PIT, RTC) is not
 //! in the registry: every PC has exactly one. Registry devices raise ISA
@@ -21,10 +25,12 @@ use std::sync::{Arc, Mutex};
 
 use alcazar_core::bus::SharedDevice;
 use alcazar_core::{layout, IoSpace, VmControl};
+use alcazar_devices::passt::PasstStream;
 use alcazar_devices::tap::Tap;
 use alcazar_devices::virtio::block::{BlockError, VirtioBlock};
 use alcazar_devices::virtio::console::VirtioConsole;
 use alcazar_devices::virtio::net::VirtioNet;
+use alcazar_devices::virtio::net_backend::{NetBackend, TapBackend};
 use alcazar_devices::virtio::rng::VirtioRng;
 use alcazar_devices::virtio::VirtioDevice;
 use alcazar_devices::{acpi_pm, i8042, system_control};
@@ -35,6 +41,7 @@ use crate::config::device::{
     DebugExitConfig, DebugconConfig, DeviceConfig, SerialConfig, VirtioBlkConfig,
     VirtioConsoleConfig, VirtioNetConfig,
 };
+use crate::config::net::NetBackendConfig;
 use crate::config::{ConsoleTarget, DeviceSpec};
 use crate::console::{sink_for, watched_sink_for, ConsoleInputTarget, ConsoleTail, SharedTerminal};
 use crate::disk_lock::{DiskLock, DiskLockError};
@@ -323,7 +330,56 @@ fn build_virtio_net(
     c: &VirtioNetConfig,
     ctx: &BuildContext<'_>,
 ) -> Result<BuiltDevice, ConfigError> {
-    let (mac, name, address) = (c.mac, c.tap.as_deref(), c.host_address);
+    let backend: Arc<dyn NetBackend> = match &c.backend {
+        NetBackendConfig::Tap => open_tap(spec, c)?,
+        NetBackendConfig::User { hostfwd } => {
+            let process = crate::passt::PasstProcess::start(hostfwd)
+                .map_err(|e| crate::passt::config_error(spec, &e))?;
+            let stream = connect_passt(spec, process.socket(), ctx)?;
+            // Ends with the VM (or with the control, if the VM is never
+            // built).
+            let held = Mutex::new(Some(process));
+            ctx.control.on_stop(Box::new(move || {
+                held.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }));
+            stream
+        }
+        NetBackendConfig::Passt { socket } => connect_passt(spec, socket, ctx)?,
+    };
+    let net = VirtioNet::new(backend, c.mac, ctx.control.clone());
+    add_pci(spec, ctx, Box::new(net))
+}
+
+/// Connects to passt at `socket`; the connection is shut down when the
+/// VM stops.
+fn connect_passt(
+    spec: &DeviceSpec,
+    socket: &Path,
+    ctx: &BuildContext<'_>,
+) -> Result<Arc<dyn NetBackend>, ConfigError> {
+    let fd = crate::passt::connect(socket).map_err(|e| crate::passt::config_error(spec, &e))?;
+    let stream = PasstStream::new(fd).map_err(|e| {
+        ConfigError::new(
+            spec.key("passt"),
+            format!("{socket:?}"),
+            e.to_string(),
+            "give passt's socket",
+        )
+    })?;
+    tracing::info!(?socket, "virtio-net on passt");
+    let stream = Arc::new(stream);
+    let weak = Arc::downgrade(&stream);
+    ctx.control.on_stop(Box::new(move || {
+        if let Some(s) = weak.upgrade() {
+            s.close();
+        }
+    }));
+    Ok(stream)
+}
+
+/// Opens (or creates and addresses) the card's TAP interface.
+fn open_tap(spec: &DeviceSpec, c: &VirtioNetConfig) -> Result<Arc<dyn NetBackend>, ConfigError> {
+    let (name, address) = (c.tap.as_deref(), c.host_address);
     let (key, shown) = match name {
         Some(n) => ("tap", format!("\"{n}\"")),
         None => ("class", "\"virtio-net\"".to_string()),
@@ -360,9 +416,8 @@ fn build_virtio_net(
     }
     .map_err(|e| host_error(&e))?;
     tracing::info!(interface = tap.name(), ?address, "virtio-net on a TAP");
-    let net =
-        VirtioNet::new(tap.into_fd(), mac, ctx.control.clone()).map_err(|e| host_error(&e))?;
-    add_pci(spec, ctx, Box::new(net))
+    let backend = TapBackend::new(tap.into_fd()).map_err(|e| host_error(&e))?;
+    Ok(Arc::new(backend))
 }
 
 fn build_virtio_console(

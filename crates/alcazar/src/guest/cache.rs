@@ -15,7 +15,7 @@ use super::{exit_tool, initramfs, modules, Flavor, GuestImage};
 
 /// Bumped when the layout or the contents of a cached guest change in a
 /// way that an older cache must be rebuilt for.
-const LAYOUT: i64 = 3;
+const LAYOUT: i64 = 4;
 
 /// Moves a finished guest into place. If another fetch won the race, its
 /// complete guest is kept and ours dropped.
@@ -124,8 +124,9 @@ pub(super) fn contents_digest() -> String {
         .chain(modules::ON_DEMAND.iter().copied())
         .collect();
     let exit_tool = exit_tool::image().unwrap_or_default();
-    let parts: [&[u8]; 4] = [
+    let parts: [&[u8]; 5] = [
         initramfs::INIT_SCRIPT.as_bytes(),
+        initramfs::DHCP_SCRIPT.as_bytes(),
         wanted.as_bytes(),
         &exit_tool,
         &LAYOUT.to_le_bytes(),

@@ -26,6 +26,11 @@
 #   alcazar.exec=ENC       the command, base64url-encoded (RFC 4648 section 5,
 #                          padding optional) so that spaces and quotes survive
 #   alcazar.hostname=NAME  the host name (default: alcazar)
+#   alcazar.net=dhcp       configure eth0 by DHCP (busybox udhcpc, with
+#                          /usr/share/udhcpc/default.script applying the
+#                          lease) before the marker; `alcazar run --net user`
+#                          adds it. Without it eth0 is left down (a TAP
+#                          guest configures it itself, no DHCP wait).
 #   alcazar.console=hvc0   the virtio console is the guest's console (what
 #                          `alcazar run --console virtio` adds): the marker
 #                          and the alcazar.exec command go to /dev/hvc0 too.
@@ -103,12 +108,14 @@ fi
 exec_enc=""
 host="alcazar"
 console=""
+net=""
 set -f # the words of the command line are not file name patterns
 for word in $(cat /proc/cmdline); do
 	case "$word" in
 	alcazar.exec=*) exec_enc="${word#alcazar.exec=}" ;;
 	alcazar.hostname=*) host="${word#alcazar.hostname=}" ;;
 	alcazar.console=*) console="${word#alcazar.console=}" ;;
+	alcazar.net=*) net="${word#alcazar.net=}" ;;
 	esac
 done
 set +f
@@ -137,6 +144,22 @@ if ls /dev/input/event* >/dev/null 2>&1; then
 	printf '#!/bin/sh\necho "alcazar-init: power button pressed: powering off" >/dev/console\nexec poweroff\n' >/etc/acpi/PWRF/00000080
 	chmod 0755 /etc/acpi/PWRF/00000080
 	acpid -c /etc/acpi -l /dev/null || say "acpid did not start: the power button does nothing"
+fi
+# DHCP on eth0 when asked: the interface appears once virtio_net has
+# probed; udhcpc gives up after a few tries (the guest still comes up).
+ip link set lo up 2>/dev/null
+if [ "$net" = dhcp ]; then
+	n=0
+	while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 20 ]; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	if [ -e /sys/class/net/eth0 ]; then
+		udhcpc -i eth0 -s /usr/share/udhcpc/default.script -f -q -n -t 10 -T 1 -A 1 ||
+			say "no DHCP lease on eth0"
+	else
+		say "alcazar.net=dhcp but there is no eth0"
+	fi
 fi
 echo "ALCAZAR-READY"
 [ -n "$tty" ] && echo "ALCAZAR-READY" >"$tty"

@@ -8,6 +8,8 @@
 //! - `/init` (`init.sh`), `/etc/inittab`, `/etc/profile`, `/etc/passwd`,
 //!   `/etc/group`, `/etc/hostname`;
 //! - `/bin/alcazar-exit` (see `exit_tool.rs`);
+//! - `/usr/share/udhcpc/default.script` (`udhcpc.sh`), which applies a
+//!   DHCP lease for `/init`'s `alcazar.net=dhcp`;
 //! - `/lib/modules/<version>/kernel/...` the modules, a `modules.dep` for
 //!   them (so `modprobe` works in the guest), and `/etc/alcazar/modules`,
 //!   their paths in load order, which `/init` reads;
@@ -26,6 +28,9 @@ use super::progress::Progress;
 
 /// The `/init` script.
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
+
+/// busybox udhcpc's script: applies a lease (address, route, DNS).
+pub const DHCP_SCRIPT: &str = include_str!("udhcpc.sh");
 
 /// busybox init's table: a shell on the console, respawned when it exits;
 /// sync and unmount when the system goes down (`poweroff`, `reboot`).
@@ -104,6 +109,11 @@ pub fn build(contents: &Contents, progress: &mut Progress) -> anyhow::Result<Vec
         w.symlink(applet, &target)?;
     }
     w.file("bin/alcazar-exit", 0o755, &exit_tool)?;
+    w.file(
+        "usr/share/udhcpc/default.script",
+        0o755,
+        DHCP_SCRIPT.as_bytes(),
+    )?;
     w.file("etc/inittab", 0o644, INITTAB.as_bytes())?;
     w.file("etc/profile", 0o644, PROFILE.as_bytes())?;
     w.file("etc/hostname", 0o644, b"alcazar\n")?;

@@ -38,6 +38,7 @@ pub mod block;
 pub mod chain;
 pub mod console;
 pub mod net;
+pub mod net_backend;
 mod net_rx;
 pub mod pci;
 pub mod rng;

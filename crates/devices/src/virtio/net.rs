@@ -1,5 +1,5 @@
-//! virtio-net: an Ethernet card whose wire is a host TAP interface
-//! (virtio 1.2 §5.1).
+//! virtio-net: an Ethernet card whose wire is a host TAP interface or
+//! passt (virtio 1.2 §5.1).
 //!
 //! Queues: `receiveq1` (index 0), `transmitq1` (index 1); no control
 //! queue, no multiqueue. Features offered: `VIRTIO_F_VERSION_1`,
@@ -9,14 +9,17 @@
 //! checksums computed, and the 12-byte `virtio_net_hdr_v1` in front of it
 //! (§5.1.6) is all zeros except `num_buffers`, which is 1 on receive.
 //!
-//! **The backend** is a packet descriptor: each `read` returns one frame
-//! with the 12-byte header in front, each `write` sends one. A TAP opened
-//! by [`crate::tap::Tap`] (with `IFF_VNET_HDR`) is one; a datagram
-//! socketpair stands in for it in tests.
+//! **The backend** is a [`NetBackend`]: it takes and returns whole
+//! Ethernet frames without blocking, and the device does not know what
+//! carries them — a TAP ([`super::net_backend::TapBackend`]) or passt's
+//! stream socket ([`crate::passt::PasstStream`]); a datagram socketpair
+//! stands in for a TAP in tests.
 //!
 //! **Transmit** runs on the notifying thread (the vCPU under emu): each
 //! chain's device-readable bytes, header plus frame, at most
-//! [`MAX_FRAME_LEN`] of frame, go to the backend with a clean header. A
+//! [`MAX_FRAME_LEN`] of frame, are checked and the frame goes to the
+//! backend (a backend that cannot write it all at once has the receive
+//! thread finish when the host side is writable). A
 //! frame whose header asks for an offload that was not negotiated (a
 //! checksum to fill in, segmentation) is dropped and counted.
 //!
@@ -33,7 +36,6 @@
 //! Every chain is validated ([`Chain::parse`]): a bad one is returned
 //! with nothing written and counted.
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
@@ -43,7 +45,8 @@ use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::chain::{complete, pop_chain, Chain};
-use super::net_rx::{receive_loop, set_nonblocking, write_frame, Active, Shared, State};
+use super::net_backend::NetBackend;
+use super::net_rx::{receive_loop, Active, Shared, State};
 use super::{ActivateError, Activation, DeviceType, VirtioDevice};
 use crate::tap::VNET_HDR_LEN;
 
@@ -163,7 +166,7 @@ pub struct NetCounters {
 /// The virtio network device.
 pub struct VirtioNet {
     mac: [u8; 6],
-    backend: Arc<OwnedFd>,
+    backend: Arc<dyn NetBackend>,
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
 }
@@ -177,11 +180,9 @@ impl std::fmt::Debug for VirtioNet {
 }
 
 impl VirtioNet {
-    /// A network device with address `mac` on `backend` (a TAP descriptor
-    /// with 12-byte virtio headers; made non-blocking here). Its receive
+    /// A network device with address `mac` on `backend`. Its receive
     /// thread ends when `control` stops the VM.
-    pub fn new(backend: OwnedFd, mac: [u8; 6], control: Arc<VmControl>) -> std::io::Result<Self> {
-        set_nonblocking(&backend)?;
+    pub fn new(backend: Arc<dyn NetBackend>, mac: [u8; 6], control: Arc<VmControl>) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 active: None,
@@ -197,12 +198,12 @@ impl VirtioNet {
                 s.wake();
             }
         }));
-        Ok(VirtioNet {
+        VirtioNet {
             mac,
-            backend: Arc::new(backend),
+            backend,
             shared,
             worker: None,
-        })
+        }
     }
 
     /// The counters so far.
@@ -237,7 +238,7 @@ impl VirtioNet {
         ) {
             match parsed {
                 Ok(chain) => match read_tx_frame(&chain, &active.memory, &mut buf) {
-                    Ok(()) => match write_frame(&self.backend, &buf) {
+                    Ok(()) => match self.backend.send(&buf[VNET_HDR_LEN..]) {
                         Ok(()) => {
                             state.counters.tx_frames += 1;
                             state.counters.tx_bytes += (buf.len() - VNET_HDR_LEN) as u64;
@@ -265,6 +266,12 @@ impl VirtioNet {
                 0,
                 active.interrupt.as_ref(),
             );
+        }
+        drop(guard);
+        // Bytes the backend queued are written by the receive thread when
+        // the host side is writable: make it poll for that.
+        if self.backend.wants_write() {
+            self.shared.wake();
         }
     }
 
@@ -379,6 +386,7 @@ impl VirtioDevice for VirtioNet {
         let mac: Vec<String> = self.mac.iter().map(|b| format!("{b:02x}")).collect();
         let mut v = vec![
             ("mac".into(), mac.join(":")),
+            ("backend".into(), self.backend.kind().into()),
             ("rx_frames".into(), c.rx_frames.to_string()),
             ("rx_bytes".into(), c.rx_bytes.to_string()),
             ("rx_too_big".into(), c.rx_too_big.to_string()),
@@ -404,6 +412,7 @@ impl Drop for VirtioNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::net_backend::TapBackend;
     use crate::virtio::testing::{memory, CountingInterrupt, DriverQueue};
     use alcazar_core::GuestMemory;
     use std::os::unix::net::UnixDatagram;
@@ -427,7 +436,8 @@ mod tests {
         let (ours, peer) = UnixDatagram::pair().unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let control = Arc::new(VmControl::new());
-        let net = VirtioNet::new(OwnedFd::from(ours), DEFAULT_MAC, control.clone()).unwrap();
+        let backend = TapBackend::new(std::os::fd::OwnedFd::from(ours)).unwrap();
+        let net = VirtioNet::new(Arc::new(backend), DEFAULT_MAC, control.clone());
         Rig {
             mem: memory(),
             rx: DriverQueue::new(RXQ, 16),

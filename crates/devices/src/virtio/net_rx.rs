@@ -1,10 +1,11 @@
-//! virtio-net's receive side and its backend I/O: the thread that moves
-//! frames from the backend (the TAP) into the guest's receive buffers,
+//! virtio-net's receive side: the thread that moves frames from the
+//! backend ([`super::net_backend::NetBackend`]) into the guest's receive
+//! buffers, and writes out what the backend could not take at once,
 //! and the state it shares with [`super::net::VirtioNet`] (virtio 1.2
 //! §5.1.6.3, "Setting Up Receive Buffers" and §5.1.6.4, "Processing of
 //! Incoming Packets").
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use alcazar_core::bus::lock;
@@ -14,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::{complete, pop_chain};
 use super::net::{rx_header, NetCounters, MAX_FRAME_LEN, RX_QUEUE};
+use super::net_backend::NetBackend;
 use super::VirtioInterrupt;
 use crate::tap::VNET_HDR_LEN;
 
@@ -25,8 +27,7 @@ pub(super) struct Active {
     pub(super) tx: Queue,
     pub(super) memory: DmaMemory,
     pub(super) interrupt: Arc<dyn VirtioInterrupt>,
-    /// A frame (header included) read from the backend that waits for a
-    /// receive buffer.
+    /// A frame read from the backend that waits for a receive buffer.
     pub(super) pending: Option<Vec<u8>>,
 }
 
@@ -59,49 +60,6 @@ impl Shared {
     }
 }
 
-pub(super) fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL take and return plain integers.
-    let rc = unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 {
-            flags
-        } else {
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
-        }
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Writes one header-prefixed frame to the backend.
-pub(super) fn write_frame(fd: &OwnedFd, frame: &[u8]) -> std::io::Result<()> {
-    // SAFETY: `frame` is valid for reads of its length.
-    let n = unsafe { libc::write(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if n as usize != frame.len() {
-        return Err(std::io::Error::other("short write"));
-    }
-    Ok(())
-}
-
-/// Reads one header-prefixed frame; `Ok(None)` when none is waiting.
-pub(super) fn read_frame(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(None),
-            _ => Err(e),
-        };
-    }
-    Ok(Some(n as usize))
-}
-
 /// What happened to a received frame.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Delivery {
@@ -111,8 +69,9 @@ pub(super) enum Delivery {
     NoBuffer,
 }
 
-/// Puts `frame` (header included) into the next receive chain.
-pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
+/// Puts `payload` (an Ethernet frame) into the next receive chain, with
+/// a fresh header in front.
+pub(super) fn deliver(state: &mut State, payload: &[u8]) -> Delivery {
     let Some(active) = state.active.as_mut() else {
         return Delivery::Done; // the device went away; the frame is lost
     };
@@ -140,7 +99,6 @@ pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
             return Delivery::Done;
         }
     };
-    let payload = &frame[VNET_HDR_LEN..];
     let total = VNET_HDR_LEN + payload.len();
     if chain.writable_len() < total as u64 {
         // Reuse the buffer for the next frame.
@@ -166,11 +124,11 @@ pub(super) fn deliver(state: &mut State, frame: &[u8]) -> Delivery {
 /// The receive thread of one activation.
 pub(super) fn receive_loop(
     shared: Arc<Shared>,
-    backend: Arc<OwnedFd>,
+    backend: Arc<dyn NetBackend>,
     wake: Arc<EventFd>,
     generation: u64,
 ) {
-    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_FRAME_LEN];
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
     loop {
         // Deliver what waits; find out whether to read the backend.
         let read_backend = {
@@ -191,9 +149,14 @@ pub(super) fn receive_loop(
                 None => true,
             }
         };
+        if backend.wants_write() {
+            if let Err(e) = backend.flush() {
+                tracing::debug!("virtio-net: flushing the backend failed: {e}");
+            }
+        }
         if read_backend {
-            match read_frame(&backend, &mut buf) {
-                Ok(Some(n)) if n > VNET_HDR_LEN => {
+            match backend.recv(&mut buf) {
+                Ok(Some(n)) if n > 0 => {
                     let mut st = shared.lock();
                     if st.generation != generation {
                         return;
@@ -205,10 +168,6 @@ pub(super) fn receive_loop(
                     }
                     continue;
                 }
-                Ok(Some(0)) => {
-                    tracing::warn!("virtio-net: the backend closed, receive stops");
-                    return;
-                }
                 Ok(Some(_)) => continue, // a runt: nothing to deliver
                 Ok(None) => {}
                 Err(e) => {
@@ -217,15 +176,23 @@ pub(super) fn receive_loop(
                 }
             }
         }
-        if !wait(&backend, read_backend, &wake) {
+        if !wait(backend.as_ref(), read_backend, &wake) {
             return;
         }
     }
 }
 
-/// Sleeps until the backend is readable (if `backend_too`) or `wake` is
-/// signalled. Returns `false` on an unexpected error.
-pub(super) fn wait(backend: &OwnedFd, backend_too: bool, wake: &EventFd) -> bool {
+/// Sleeps until the backend is readable (if `read_too`), writable (if it
+/// has bytes waiting) or `wake` is signalled. Returns `false` on an
+/// unexpected error.
+pub(super) fn wait(backend: &dyn NetBackend, read_too: bool, wake: &EventFd) -> bool {
+    let mut events = 0;
+    if read_too {
+        events |= libc::POLLIN;
+    }
+    if backend.wants_write() {
+        events |= libc::POLLOUT;
+    }
     let mut fds = [
         libc::pollfd {
             fd: wake.as_raw_fd(),
@@ -233,12 +200,12 @@ pub(super) fn wait(backend: &OwnedFd, backend_too: bool, wake: &EventFd) -> bool
             revents: 0,
         },
         libc::pollfd {
-            fd: backend.as_raw_fd(),
-            events: libc::POLLIN,
+            fd: backend.poll_fd(),
+            events,
             revents: 0,
         },
     ];
-    let n = if backend_too { 2 } else { 1 };
+    let n = if events != 0 { 2 } else { 1 };
     // SAFETY: `fds` holds `n` valid pollfd structures.
     let rc = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, -1) };
     if rc < 0 {

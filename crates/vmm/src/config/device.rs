@@ -15,7 +15,7 @@
 //! | `acpi-pm` | |
 //! | `virtio-rng` | |
 //! | `virtio-blk` | `path`, `readonly` (false) |
-//! | `virtio-net` | `tap`, `host_ip` (`A.B.C.D[/N]`), `netmask`, `mac` |
+//! | `virtio-net` | `tap`, `host_ip` (`A.B.C.D[/N]`), `netmask`, `mac`; or `user` (true), `hostfwd` (list of `tcp:HOSTPORT-:GUESTPORT`); or `passt` (a socket path) |
 //! | `virtio-console` | `output` (stdio) |
 //!
 //! Building the devices from these is [`crate::registry`]'s job.
@@ -27,6 +27,7 @@ use alcazar_devices::virtio::net::{parse_mac, DEFAULT_MAC};
 use alcazar_devices::{debug_exit, debugcon};
 use toml::{Table, Value};
 
+use super::net::{HostFwd, NetBackendConfig, HOSTFWD_FIX};
 use super::value::{opt_str, parse_console, show};
 use super::ConsoleTarget;
 use crate::error::ConfigError;
@@ -135,9 +136,12 @@ pub struct VirtioBlkConfig {
     pub readonly: bool,
 }
 
-/// A `virtio-net` device, backed by a host TAP interface.
+/// A `virtio-net` device, backed by a host TAP interface or by passt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtioNetConfig {
+    /// What carries the frames; `tap` and `host_address` apply only to
+    /// [`NetBackendConfig::Tap`].
+    pub backend: NetBackendConfig,
     /// The TAP interface to attach to (created if missing); `None`: a new
     /// `alcazarN`.
     pub tap: Option<String>,
@@ -240,8 +244,10 @@ pub static CLASSES: &[DeviceClass] = &[
     },
     DeviceClass {
         name: "virtio-net",
-        description: "virtio network card on PCI, backed by a host TAP interface",
-        keys: &["tap", "host_ip", "netmask", "mac"],
+        description: "virtio network card on PCI, backed by a host TAP interface or by passt",
+        keys: &[
+            "tap", "host_ip", "netmask", "mac", "user", "hostfwd", "passt",
+        ],
         parse: parse_virtio_net,
     },
     DeviceClass {
@@ -554,12 +560,75 @@ fn parse_virtio_net(e: &Entry<'_>) -> Result<DeviceConfig, ConfigError> {
         })?,
     };
     Ok(DeviceConfig::VirtioNet(VirtioNetConfig {
+        backend: net_backend(e)?,
         tap: e
             .string("tap", "give an interface name like \"tap0\"")?
             .map(str::to_string),
         host_address: host_address(e)?,
         mac,
     }))
+}
+
+/// The card's backend from `user`, `hostfwd` and `passt`; TAP keys go
+/// with neither.
+fn net_backend(e: &Entry<'_>) -> Result<NetBackendConfig, ConfigError> {
+    let user = e.boolean("user")?.unwrap_or(false);
+    let passt = e.string("passt", "give the path of passt's socket")?;
+    let hostfwd = hostfwds(e)?;
+    let tap_key = ["tap", "host_ip", "netmask"]
+        .into_iter()
+        .find(|k| e.params.contains_key(*k));
+    let conflict = |key: &str, why: &str, fix: &str| {
+        ConfigError::new(e.key(key), show(&e.params[key]), why, fix)
+    };
+    if user && passt.is_some() {
+        return Err(conflict(
+            "passt",
+            "user networking starts its own passt",
+            "give user or passt, not both",
+        ));
+    }
+    if !hostfwd.is_empty() && !user {
+        return Err(conflict(
+            "hostfwd",
+            "port forwards need user networking",
+            "add user (--net user,hostfwd=...), or set the forwards on your own passt with -t",
+        ));
+    }
+    if let (Some(k), true) = (tap_key, user || passt.is_some()) {
+        return Err(conflict(
+            k,
+            "a TAP setting on a card backed by passt",
+            "drop the TAP settings, or use a TAP instead of passt",
+        ));
+    }
+    Ok(match passt {
+        Some(p) => NetBackendConfig::Passt {
+            socket: e.base.join(p),
+        },
+        None if user => NetBackendConfig::User { hostfwd },
+        None => NetBackendConfig::Tap,
+    })
+}
+
+/// `hostfwd`: one forward (a string) or a list of them.
+fn hostfwds(e: &Entry<'_>) -> Result<Vec<HostFwd>, ConfigError> {
+    let one = |v: &Value| match v {
+        Value::String(s) => HostFwd::parse(s).map_err(|why| {
+            ConfigError::new(e.key("hostfwd"), format!("\"{s}\""), why, HOSTFWD_FIX)
+        }),
+        other => Err(ConfigError::new(
+            e.key("hostfwd"),
+            show(other),
+            "must be a string or a list of strings",
+            HOSTFWD_FIX,
+        )),
+    };
+    match e.params.get("hostfwd") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(one).collect(),
+        Some(v) => Ok(vec![one(v)?]),
+    }
 }
 
 fn parse_virtio_console(e: &Entry<'_>) -> Result<DeviceConfig, ConfigError> {

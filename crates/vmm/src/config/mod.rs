@@ -39,6 +39,7 @@
 //! `alcazar` command adds `kind = "kit"`, its built-in test guests).
 
 pub mod device;
+pub mod net;
 pub mod value;
 
 use std::path::{Path, PathBuf};
