@@ -89,6 +89,11 @@ fn cpio_entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
 /// unpacks over the first.
 fn initrd_with_glibc(dir: &Path, root: &Path, initrd: &Path) -> PathBuf {
     let mut archive = std::fs::read(initrd).expect("the default initrd");
+    // The kernel looks for a following cpio header only at offsets that
+    // are multiples of 4, skipping NUL bytes (init/initramfs.c).
+    while !archive.len().is_multiple_of(4) {
+        archive.push(0);
+    }
     let mut extra = Vec::new();
     for d in ["lib", "lib/x86_64-linux-gnu"] {
         cpio_entry(&mut extra, d, 0o040755, &[]);
