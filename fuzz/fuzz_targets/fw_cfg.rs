@@ -55,7 +55,11 @@ fuzz_target!(|data: &[u8]| {
     let mut d = FwCfg::new(mem.clone());
     d.set_item(keys::RAM_SIZE, RAM.to_le_bytes().to_vec());
     let mut files = 0u32;
-    for (name, size) in [("etc/e820", 20), ("bootorder", 40), ("etc/acpi/tables", 4096)] {
+    for (name, size) in [
+        ("etc/e820", 20),
+        ("bootorder", 40),
+        ("etc/acpi/tables", 4096),
+    ] {
         if d.add_file(name, vec![0x5a; size]).is_ok() {
             files += 1;
         }
@@ -76,7 +80,8 @@ fuzz_target!(|data: &[u8]| {
             Op::Other { what, arg } => match arg & 3 {
                 0 => {
                     let at = u64::from(what) << 8;
-                    let control = ((arg >> 2) as u32 & 0x1e) | (((arg >> 32) as u32 & 0xffff) << 16);
+                    let control =
+                        ((arg >> 2) as u32 & 0x1e) | (((arg >> 32) as u32 & 0xffff) << 16);
                     let length = (arg >> 8) as u32 & 0xffff;
                     let address = (arg >> 48) << 6;
                     let mut access = [0u8; 16];
@@ -93,7 +98,10 @@ fuzz_target!(|data: &[u8]| {
                     let status = u32::from_be_bytes(done);
                     // The transfer may have overwritten its own structure
                     // before the status went in; the status word is last.
-                    assert!(status & !DMA_ERROR == 0, "control word {status:#x} after DMA");
+                    assert!(
+                        status & !DMA_ERROR == 0,
+                        "control word {status:#x} after DMA"
+                    );
                 }
                 1 => {
                     let mut name = vec![what];

@@ -15,8 +15,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use alcazar_core::irq::NoIrq;
-use alcazar_core::BusDevice;
 use alcazar_core::layout::ECAM_SIZE;
+use alcazar_core::BusDevice;
 use alcazar_devices::pci::root::PciEcam;
 use alcazar_devices::pci::{PciDevice, PciRoot, PciRootPorts, PciWindow};
 use alcazar_devices::virtio::pci::{VirtioPci, BAR_SIZE};
@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let root = Arc::new(Mutex::new(PciRoot::new()));
     let device: Arc<Mutex<dyn PciDevice>> = Arc::new(Mutex::new(transport));
-    root.lock().expect("fresh lock").add(1, device).expect("slot 1 is free");
+    root.lock()
+        .expect("fresh lock")
+        .add(1, device)
+        .expect("slot 1 is free");
     let mut ports = PciRootPorts(root.clone());
     let mut ecam = PciEcam(root.clone());
     let mut window = PciWindow { root, base: WINDOW };

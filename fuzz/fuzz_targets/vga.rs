@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
                         }
                         let _ = screen.lines();
                         renderer.frame(&screen);
-                        assert!(renderer.frame(&screen).is_empty(), "redraw of a still screen");
+                        assert!(
+                            renderer.frame(&screen).is_empty(),
+                            "redraw of a still screen"
+                        );
                     }
                     _ => {
                         let _ = keys.translate_to_vec(&arg.to_le_bytes());

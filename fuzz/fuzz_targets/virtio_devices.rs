@@ -43,6 +43,7 @@ use alcazar_core::{DmaMemory, StopReason, VmControl};
 use alcazar_devices::sink::ConsoleSink;
 use alcazar_devices::virtio::console::{VirtioConsole, INPUT_CAPACITY};
 use alcazar_devices::virtio::net::{VirtioNet, DEFAULT_MAC, MAX_FRAME_LEN};
+use alcazar_devices::virtio::net_backend::TapBackend;
 use alcazar_devices::virtio::rng::VirtioRng;
 use alcazar_devices::virtio::{Activation, VirtioDevice, VirtioInterrupt};
 use common::{memory_with, Input, RAM};
@@ -280,10 +281,10 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let _ = peer.set_nonblocking(true);
-            let Ok(mut net) = VirtioNet::new(OwnedFd::from(ours), DEFAULT_MAC, control.clone())
-            else {
+            let Ok(backend) = TapBackend::new(OwnedFd::from(ours)) else {
                 return;
             };
+            let mut net = VirtioNet::new(Arc::new(backend), DEFAULT_MAC, control.clone());
             let host = Host::Net(peer);
             run(&mut net, &host, &control, &queues, &mem, &mut ops);
             drop(net);
