@@ -318,7 +318,7 @@ pub fn detach(config: &mut VmConfig, socket: Option<PathBuf>, auto: bool) -> u8 
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            runtime::remove_stale(&socket);
+            runtime::remove_if_stale(&socket);
             eprintln!("alcazar: --detach: cannot start the VMM: {e}");
             return 1;
         }
@@ -329,7 +329,7 @@ pub fn detach(config: &mut VmConfig, socket: Option<PathBuf>, auto: bool) -> u8 
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            runtime::remove_stale(&socket);
+            runtime::remove_if_stale(&socket);
             eprintln!("alcazar: the VM \"{name}\" ended while starting ({status}); its log:");
             for line in this_runs_log(&log) {
                 eprintln!("  | {line}");
@@ -341,7 +341,7 @@ pub fn detach(config: &mut VmConfig, socket: Option<PathBuf>, auto: bool) -> u8 
             // would hold the name this command said it could not take.
             let _ = child.kill();
             let _ = child.wait();
-            runtime::remove_stale(&socket);
+            runtime::remove_if_stale(&socket);
             eprintln!(
                 "alcazar: the VM \"{name}\" did not start within {} s and was stopped; see {}",
                 START_TIMEOUT.as_secs(),

@@ -144,10 +144,21 @@ pub fn remove_stale(path: &Path) {
     }
 }
 
+/// Removes the socket at `path` if nobody answers on it any more (its VMM
+/// ended), deciding under the directory's lock: a socket another VMM has
+/// bound there meanwhile is left alone.
+pub fn remove_if_stale(path: &Path) {
+    let _deciding = DirectoryLock::take(path);
+    if occupant(path) == Occupant::StaleSocket {
+        remove_stale(path);
+    }
+}
+
 /// Whether a server answers on `path`. A stale socket (one that refuses
 /// the connection: left over from a VMM that was killed) is removed;
 /// anything that is not a socket is left alone and is not live.
 pub fn is_live(path: &Path) -> bool {
+    let _deciding = DirectoryLock::take(path);
     match occupant(path) {
         Occupant::LiveSocket => true,
         Occupant::StaleSocket => {
@@ -187,6 +198,51 @@ pub fn running(dir: &Path) -> Vec<String> {
     names
 }
 
+/// An exclusive `flock(2)` on the directory of a socket path, held while
+/// a VMM checks and binds its API socket there and while anyone decides
+/// a socket there is stale and removes it, so that nobody takes a socket
+/// between another VMM's bind() and listen() (where a connection is
+/// refused as if it were stale) for a dead one. Advisory: it changes nothing in
+/// the directory. Released when dropped; if the directory cannot be
+/// opened or locked, binding goes on unlocked (the checks still run).
+pub(crate) struct DirectoryLock(Option<std::fs::File>);
+
+impl DirectoryLock {
+    /// Locks the directory `path` is in (waits for other holders).
+    pub(crate) fn take(path: &Path) -> DirectoryLock {
+        use std::os::fd::AsRawFd;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let Ok(file) = std::fs::File::open(dir) else {
+            return DirectoryLock(None);
+        };
+        loop {
+            // SAFETY: flock(2) on a descriptor we own; it passes no memory.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return DirectoryLock(Some(file));
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return DirectoryLock(None);
+            }
+        }
+    }
+}
+
+impl Drop for DirectoryLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        if let Some(file) = &self.0 {
+            // SAFETY: flock(2) on a descriptor we own; it passes no memory.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
+/// Checks that `path` can be bound: short enough, in an existing
+/// directory, and free (a stale socket there is removed; anything else
+/// is an error and stays as it is).
 #[cfg(test)]
 mod tests {
     use super::*;

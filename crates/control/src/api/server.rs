@@ -68,50 +68,6 @@ pub enum ApiError {
 /// terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
-/// An exclusive `flock(2)` on the directory of a socket path, held while
-/// a VMM checks and binds its API socket there, so that of two VMMs
-/// binding one name at once the second sees the first's socket listening
-/// (`UnixListener::bind` binds, then listens: in between, a connection is
-/// refused as if the socket were stale). Advisory: it changes nothing in
-/// the directory. Released when dropped; if the directory cannot be
-/// opened or locked, binding goes on unlocked (the checks still run).
-struct DirectoryLock(Option<std::fs::File>);
-
-impl DirectoryLock {
-    fn take(path: &Path) -> DirectoryLock {
-        use std::os::fd::AsRawFd;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let Ok(file) = std::fs::File::open(dir) else {
-            return DirectoryLock(None);
-        };
-        loop {
-            // SAFETY: flock(2) on a descriptor we own; it passes no memory.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return DirectoryLock(Some(file));
-            }
-            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return DirectoryLock(None);
-            }
-        }
-    }
-}
-
-impl Drop for DirectoryLock {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        if let Some(file) = &self.0 {
-            // SAFETY: flock(2) on a descriptor we own; it passes no memory.
-            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-        }
-    }
-}
-
-/// Checks that `path` can be bound: short enough, in an existing
-/// directory, and free (a stale socket there is removed; anything else
-/// is an error and stays as it is).
 fn check_path(path: &Path) -> Result<(), ApiError> {
     use std::os::unix::ffi::OsStrExt;
     let bad = |problem: String, fix| ApiError::BadPath {
@@ -219,7 +175,7 @@ impl ApiListener {
         // Deciding that a socket is stale and binding a new one must be
         // one step for every VMM: between bind() and listen() another
         // process's socket refuses connections and would look stale.
-        let _binding = DirectoryLock::take(path);
+        let _binding = super::runtime::DirectoryLock::take(path);
         check_path(path)?;
         let listener = UnixListener::bind(path).map_err(socket_err)?;
         let bound = ApiListener {
