@@ -18,6 +18,7 @@ pub mod access;
 pub mod control;
 pub mod float;
 pub mod fxsave;
+pub mod lanes;
 pub mod sse3;
 pub mod sse41;
 pub mod sse41_float;

@@ -19,6 +19,7 @@ use rustc_apfloat::ieee::{Double, Single};
 
 use super::access::{read_operand, xmm_index};
 use super::check_sse;
+use super::lanes::part;
 use super::sse_float::{lane, Ctx, Op};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
@@ -35,11 +36,6 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         M::Movsldup | M::Movshdup | M::Movddup | M::Lddqu => (duplicate, KeepsLinks),
         _ => return None,
     })
-}
-
-/// Lane `i` of `bits` bits of `v`.
-fn part(v: u128, bits: u32, i: u32) -> u128 {
-    (v >> (bits * i)) & ((1u128 << bits) - 1)
 }
 
 /// The (operation, first operand, second operand) of each result lane of
@@ -117,13 +113,8 @@ fn duplicate(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::lanes::singles;
     use super::*;
-
-    fn singles(v: [f32; 4]) -> u128 {
-        v.iter()
-            .enumerate()
-            .fold(0, |r, (i, x)| r | u128::from(x.to_bits()) << (32 * i))
-    }
 
     #[test]
     fn plans_pair_the_lanes_as_the_sdm_says() {

@@ -18,6 +18,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::access::{read_operand, write_operand, xmm_index};
 use super::check_sse;
+use super::lanes::{lane, slane, xmm_lanes};
 use crate::exec::operand::{read_reg, write_reg};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
@@ -51,39 +52,9 @@ pub fn is_sse41_pextrw(insn: &Instruction) -> bool {
     )
 }
 
-/// Lane `i` of `bits` bits of `v`, zero-extended.
-#[inline]
-fn lane(v: u128, bits: u32, i: u32) -> u64 {
-    let mask = if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
-    (v >> (bits * i)) as u64 & mask
-}
-
-/// Lane `i` of `bits` bits of `v`, sign-extended.
-#[inline]
-fn slane(v: u128, bits: u32, i: u32) -> i64 {
-    let x = lane(v, bits, i);
-    ((x << (64 - bits)) as i64) >> (64 - bits)
-}
-
-/// `128 / bits` lanes of `bits` bits, lane `i` being `f(i)` truncated.
-fn build(bits: u32, f: impl Fn(u32) -> i64) -> u128 {
-    let mask = if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
-    (0..128 / bits).fold(0u128, |r, i| {
-        r | u128::from(f(i) as u64 & mask) << (bits * i)
-    })
-}
-
 /// Each lane of `bits` bits from `b` where `pick(i)`, else from `a`.
 fn blend(a: u128, b: u128, bits: u32, pick: impl Fn(u32) -> bool) -> u128 {
-    build(bits, |i| {
+    xmm_lanes(bits, |i| {
         if pick(i) {
             lane(b, bits, i) as i64
         } else {
@@ -119,7 +90,7 @@ fn widening(m: Mnemonic) -> Option<(u32, u32, bool)> {
 pub fn compute(m: Mnemonic, a: u128, b: u128, imm: u8) -> Option<u128> {
     use Mnemonic as M;
     if let Some((from, to, signed)) = widening(m) {
-        return Some(build(to, |i| {
+        return Some(xmm_lanes(to, |i| {
             if signed {
                 slane(b, from, i)
             } else {
@@ -128,7 +99,7 @@ pub fn compute(m: Mnemonic, a: u128, b: u128, imm: u8) -> Option<u128> {
         }));
     }
     let min_max = |bits: u32, signed: bool, max: bool| {
-        build(bits, |i| {
+        xmm_lanes(bits, |i| {
             let (x, y) = if signed {
                 (slane(a, bits, i), slane(b, bits, i))
             } else {
@@ -142,8 +113,8 @@ pub fn compute(m: Mnemonic, a: u128, b: u128, imm: u8) -> Option<u128> {
         })
     };
     Some(match m {
-        M::Pmulld => build(32, |i| slane(a, 32, i).wrapping_mul(slane(b, 32, i))),
-        M::Pmuldq => build(64, |i| slane(a, 32, 2 * i) * slane(b, 32, 2 * i)),
+        M::Pmulld => xmm_lanes(32, |i| slane(a, 32, i).wrapping_mul(slane(b, 32, i))),
+        M::Pmuldq => xmm_lanes(64, |i| slane(a, 32, 2 * i) * slane(b, 32, 2 * i)),
         M::Pminsb => min_max(8, true, false),
         M::Pmaxsb => min_max(8, true, true),
         M::Pminsd => min_max(32, true, false),
@@ -152,9 +123,9 @@ pub fn compute(m: Mnemonic, a: u128, b: u128, imm: u8) -> Option<u128> {
         M::Pmaxuw => min_max(16, false, true),
         M::Pminud => min_max(32, false, false),
         M::Pmaxud => min_max(32, false, true),
-        M::Pcmpeqq => build(64, |i| -i64::from(lane(a, 64, i) == lane(b, 64, i))),
-        M::Pcmpgtq => build(64, |i| -i64::from(slane(a, 64, i) > slane(b, 64, i))),
-        M::Packusdw => build(16, |i| {
+        M::Pcmpeqq => xmm_lanes(64, |i| -i64::from(lane(a, 64, i) == lane(b, 64, i))),
+        M::Pcmpgtq => xmm_lanes(64, |i| -i64::from(slane(a, 64, i) > slane(b, 64, i))),
+        M::Packusdw => xmm_lanes(16, |i| {
             let (v, j) = if i < 4 { (a, i) } else { (b, i - 4) };
             slane(v, 32, j).clamp(0, 0xffff)
         }),
@@ -171,7 +142,7 @@ pub fn compute(m: Mnemonic, a: u128, b: u128, imm: u8) -> Option<u128> {
         M::Mpsadbw => {
             let src = u32::from(imm & 3) * 4;
             let dst = u32::from(imm >> 2 & 1) * 4;
-            build(16, |i| {
+            xmm_lanes(16, |i| {
                 (0..4)
                     .map(|j| lane(a, 8, dst + i + j).abs_diff(lane(b, 8, src + j)) as i64)
                     .sum()
@@ -276,7 +247,7 @@ fn insert(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         };
         let at = u32::from(imm >> 4 & 3);
         let put = (a & !(0xffff_ffffu128 << (32 * at))) | u128::from(x) << (32 * at);
-        build(32, |i| {
+        xmm_lanes(32, |i| {
             if imm >> i & 1 != 0 {
                 0
             } else {

@@ -24,6 +24,7 @@ use rustc_apfloat::{FloatConvert, Status};
 use super::access::{read_operand, xmm_index};
 use super::check_sse;
 use super::float::{self, exc, Fmt};
+use super::lanes::part;
 use super::sse_float::{lane, Ctx, Op};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
@@ -38,11 +39,6 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         M::Dpps | M::Dppd => (dot_product, KeepsLinks),
         _ => return None,
     })
-}
-
-/// Lane `i` of `bits` bits of `v`.
-fn part(v: u128, bits: u32, i: u32) -> u128 {
-    (v >> (bits * i)) & ((1u128 << bits) - 1)
 }
 
 /// One lane of ROUND*: `v` rounded by `imm`.
@@ -163,13 +159,8 @@ fn dot_product(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::lanes::singles;
     use super::*;
-
-    fn singles(v: [f32; 4]) -> u128 {
-        v.iter()
-            .enumerate()
-            .fold(0, |r, (i, x)| r | u128::from(x.to_bits()) << (32 * i))
-    }
 
     #[test]
     fn round_follows_the_immediate_mode() {

@@ -24,6 +24,7 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::access::{read_operand, xmm_index};
 use super::check_sse;
+use super::lanes::{lane, slane};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
@@ -64,12 +65,10 @@ impl Format {
 
     /// Element `i` of `v`, extended as the format says.
     fn element(self, v: u128, i: u32) -> i64 {
-        let bits = self.bits();
-        let x = (v >> (bits * i)) as u64 & ((1u64 << bits) - 1);
         if self.signed {
-            ((x << (64 - bits)) as i64) >> (64 - bits)
+            slane(v, self.bits(), i)
         } else {
-            x as i64
+            lane(v, self.bits(), i) as i64
         }
     }
 

@@ -13,6 +13,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::access::{mmx_enter, read_operand, write_operand};
 use super::check_simd;
+use super::lanes::{lane, ones, sx};
 use crate::exec::operand::write_reg;
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
@@ -34,28 +35,6 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         m if compute(m, 0, 0, 0, 128).is_some() => Some((packed, KeepsLinks)),
         _ => None,
     }
-}
-
-/// All ones in the low `bits` bits.
-#[inline]
-fn ones(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
-
-/// Sign-extends the low `bits` bits of `v`.
-#[inline]
-fn sx(v: u64, bits: u32) -> i64 {
-    ((v << (64 - bits)) as i64) >> (64 - bits)
-}
-
-/// Lane `i` of `bits` bits of `v`.
-#[inline]
-fn lane(v: u128, bits: u32, i: u32) -> u64 {
-    (v >> (bits * i)) as u64 & ones(bits)
 }
 
 /// Applies `f` lane by lane to `a` and `b` over `width` bits.

@@ -22,6 +22,7 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::access::{mmx_enter, read_operand, write_operand};
 use super::check_simd;
+use super::lanes::{build, lane, slane};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
@@ -35,36 +36,6 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     } else {
         None
     }
-}
-
-/// Lane `i` of `bits` bits of `v`, zero-extended.
-#[inline]
-fn lane(v: u128, bits: u32, i: u32) -> u64 {
-    let mask = if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
-    (v >> (bits * i)) as u64 & mask
-}
-
-/// Lane `i` of `bits` bits of `v`, sign-extended.
-#[inline]
-fn slane(v: u128, bits: u32, i: u32) -> i64 {
-    let x = lane(v, bits, i);
-    ((x << (64 - bits)) as i64) >> (64 - bits)
-}
-
-/// `lanes` lanes of `bits` bits, lane `i` being `f(i)` truncated.
-fn build(bits: u32, lanes: u32, f: impl Fn(u32) -> i64) -> u128 {
-    let mask = if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
-    (0..lanes).fold(0u128, |r, i| {
-        r | u128::from(f(i) as u64 & mask) << (bits * i)
-    })
 }
 
 /// Signed saturation of `v` to a 16-bit lane.
