@@ -50,17 +50,6 @@ fn grub_image(dir: &Path) -> PathBuf {
 /// [`grub_image`] with `terminal` as the GRUB commands that pick its
 /// terminal (empty: the BIOS's screen and keyboard).
 fn grub_image_on(dir: &Path, terminal: &str) -> PathBuf {
-    let status = Command::new("grub-mkrescue").arg("--version").output();
-    assert!(
-        status.is_ok_and(|o| o.status.success()),
-        "grub-mkrescue is missing: apt-get install grub-pc-bin grub-common xorriso mtools \
-         (.ci/run does)"
-    );
-    let (kernel, initrd) = common::default_guest_paths("cloud");
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("boot/grub")).expect("iso tree");
-    std::fs::copy(kernel, root.join("boot/vmlinuz")).expect("kernel");
-    std::fs::copy(initrd, root.join("boot/initrd.img")).expect("initrd");
     let entry = |name: &str| {
         format!(
             "menuentry \"Alcazar guest ({name})\" {{\n  \
@@ -73,20 +62,7 @@ fn grub_image_on(dir: &Path, terminal: &str) -> PathBuf {
         entry("first"),
         entry("second")
     );
-    std::fs::write(root.join("boot/grub/grub.cfg"), cfg).expect("grub.cfg");
-    let image = dir.join("guest.iso");
-    let out = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(&image)
-        .arg(&root)
-        .output()
-        .expect("grub-mkrescue runs");
-    assert!(
-        out.status.success(),
-        "grub-mkrescue failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    image
+    common::grub_cd(dir, &cfg)
 }
 
 #[test]
@@ -185,11 +161,6 @@ fn mbr_ext4_disk(dir: &Path, command: &str) -> PathBuf {
         grub.join("boot.img").is_file(),
         "GRUB's BIOS images are missing: apt-get install grub-pc-bin grub-common (.ci/run does)"
     );
-    let (kernel, initrd) = common::default_guest_paths("cloud");
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("boot/grub")).expect("file system tree");
-    std::fs::copy(kernel, root.join("boot/vmlinuz")).expect("kernel");
-    std::fs::copy(initrd, root.join("boot/initrd.img")).expect("initrd");
     let cfg = format!(
         "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n\
          set timeout=0\nmenuentry \"Alcazar disk\" {{\n  \
@@ -197,7 +168,7 @@ fn mbr_ext4_disk(dir: &Path, command: &str) -> PathBuf {
          initrd /boot/initrd.img\n}}\n",
         base64url(command)
     );
-    std::fs::write(root.join("boot/grub/grub.cfg"), cfg).expect("grub.cfg");
+    let root = common::grub_tree(dir, &cfg);
 
     let core = dir.join("core.img");
     let out = Command::new("grub-mkimage")

@@ -170,29 +170,13 @@ fn the_power_button_wakes_a_suspended_guest_and_stop_powers_it_off() {
 /// A GRUB CD image (`grub-mkrescue`, which `.ci/run` installs) that boots
 /// the default guest at once, GRUB on the serial port.
 fn grub_iso(dir: &std::path::Path) -> PathBuf {
-    let (kernel, initrd) = common::default_guest_paths("cloud");
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("boot/grub")).expect("iso tree");
-    std::fs::copy(kernel, root.join("boot/vmlinuz")).expect("kernel");
-    std::fs::copy(initrd, root.join("boot/initrd.img")).expect("initrd");
-    let cfg = "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n\
-               set timeout=0\nmenuentry \"guest\" {\n  \
-               linux /boot/vmlinuz console=ttyS0 quiet cryptomgr.notests\n  \
-               initrd /boot/initrd.img\n}\n";
-    std::fs::write(root.join("boot/grub/grub.cfg"), cfg).expect("grub.cfg");
-    let image = dir.join("guest.iso");
-    let out = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(&image)
-        .arg(&root)
-        .output()
-        .expect("grub-mkrescue runs (apt-get install grub-pc-bin grub-common xorriso mtools)");
-    assert!(
-        out.status.success(),
-        "grub-mkrescue failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    image
+    common::grub_cd(
+        dir,
+        "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n\
+         set timeout=0\nmenuentry \"guest\" {\n  \
+         linux /boot/vmlinuz console=ttyS0 quiet cryptomgr.notests\n  \
+         initrd /boot/initrd.img\n}\n",
+    )
 }
 
 #[test]

@@ -305,6 +305,43 @@ pub fn host_tool(name: &str, package: &str) -> std::path::PathBuf {
         })
 }
 
+/// A GRUB boot tree for the default guest in `dir/root`: the kernel and
+/// initramfs as `boot/vmlinuz` and `boot/initrd.img`, and `cfg` as
+/// `boot/grub/grub.cfg`. Returns the tree's root.
+pub fn grub_tree(dir: &std::path::Path, cfg: &str) -> std::path::PathBuf {
+    let (kernel, initrd) = default_guest_paths("cloud");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("boot/grub")).expect("boot tree");
+    std::fs::copy(kernel, root.join("boot/vmlinuz")).expect("kernel");
+    std::fs::copy(initrd, root.join("boot/initrd.img")).expect("initrd");
+    std::fs::write(root.join("boot/grub/grub.cfg"), cfg).expect("grub.cfg");
+    root
+}
+
+/// A bootable GRUB CD image (`grub-mkrescue`: El Torito, also an MBR
+/// disk) of [`grub_tree`] with `cfg`, as `dir/guest.iso`. Needs
+/// grub-pc-bin, grub-common, xorriso and mtools (`.ci/run` installs them);
+/// without them the test fails saying so.
+pub fn grub_cd(dir: &std::path::Path, cfg: &str) -> std::path::PathBuf {
+    let root = grub_tree(dir, cfg);
+    let image = dir.join("guest.iso");
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&image)
+        .arg(&root)
+        .output()
+        .expect(
+            "grub-mkrescue is missing: apt-get install grub-pc-bin grub-common xorriso mtools \
+             (.ci/run does)",
+        );
+    assert!(
+        out.status.success(),
+        "grub-mkrescue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    image
+}
+
 /// The cached default guest's kernel and initramfs (`alcazar guest
 /// path`), fetching the guest if needed.
 #[allow(dead_code)]
