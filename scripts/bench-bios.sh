@@ -50,21 +50,8 @@ CFG
 grub-mkrescue -o "$WORK/guest.iso" "$WORK/root" 2>/dev/null
 ISO="$WORK/guest.iso"
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-# measure COMMAND...: RUNS boots; prints "median_seconds median_rss_mib".
-measure() {
-    local out
-    out=$(mktemp)
-    for _ in $(seq "$RUNS"); do
-        scripts/boot_timer.py "$MARKER" "$TIMEOUT" -- "$@" >>"$out"
-    done
-    local secs rss
-    secs=$(awk '{print $1}' "$out" | median)
-    rss=$(awk '{print $2}' "$out" | median)
-    rm -f "$out"
-    echo "$secs $((rss / 1024))"
-}
+# median and measure.
+. scripts/boot_measure.sh
 
 echo "| VMM | seconds to marker (median of $RUNS) | peak RSS (MiB) |"
 echo "|---|---:|---:|"

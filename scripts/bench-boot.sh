@@ -28,21 +28,8 @@ INITRD=$("$ALCAZAR" guest path --flavor "$FLAVOR" | sed -n 2p)
 APPEND="console=ttyS0 quiet cryptomgr.notests"
 KHZ=$(awk '/cpu MHz/ {printf "%d", $4 * 1000; exit}' /proc/cpuinfo)
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-# measure NAME COMMAND...: RUNS boots; prints "median_seconds median_rss_mib".
-measure() {
-    local out
-    out=$(mktemp)
-    for _ in $(seq "$RUNS"); do
-        scripts/boot_timer.py "$MARKER" "$TIMEOUT" -- "$@" >>"$out"
-    done
-    local secs rss
-    secs=$(awk '{print $1}' "$out" | median)
-    rss=$(awk '{print $2}' "$out" | median)
-    rm -f "$out"
-    echo "$secs $((rss / 1024))"
-}
+# median and measure.
+. scripts/boot_measure.sh
 
 echo "| VMM | seconds to marker (median of $RUNS) | peak RSS (MiB) |"
 echo "|---|---:|---:|"
