@@ -17,25 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Guest;
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("alcazar-fw-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{Guest, Scratch};
 
 /// A bootable GRUB image (an El Torito CD image that is also an MBR disk)
 /// with two menu entries for the default guest, differing in one kernel
@@ -67,7 +49,7 @@ fn grub_image_on(dir: &Path, terminal: &str) -> PathBuf {
 
 #[test]
 fn seabios_boots_grub_from_a_disk_and_the_terminal_picks_the_second_entry() {
-    let scratch = Scratch::new("grub-disk");
+    let scratch = Scratch::new("fw-grub-disk");
     let image = grub_image(&scratch.0);
     let disk = format!("{},readonly", image.display());
     let mut g = Guest::start_screen(&[
@@ -99,7 +81,7 @@ fn seabios_boots_grub_from_a_disk_and_the_terminal_picks_the_second_entry() {
 
 #[test]
 fn seabios_boots_an_iso_from_the_ide_cdrom_with_cdrom() {
-    let scratch = Scratch::new("grub-cd");
+    let scratch = Scratch::new("fw-grub-cd");
     let image = grub_image(&scratch.0);
     let iso = image.display().to_string();
     let mut g = Guest::start_screen(&[
@@ -129,7 +111,7 @@ fn on_kvm_seabios_boots_the_cdrom() {
     if !common::kvm_available("on_kvm_seabios_boots_the_cdrom") {
         return;
     }
-    let scratch = Scratch::new("grub-cd-kvm");
+    let scratch = Scratch::new("fw-grub-cd-kvm");
     let image = grub_image(&scratch.0);
     let iso = image.display().to_string();
     let mut g = Guest::start_screen(&[
@@ -323,7 +305,7 @@ fn a_bios_boots_an_mbr_ext4_disk_from_virtio_blk_and_the_guest_writes_to_it() {
 /// through the 8042, and Linux (its console on COM1, into a file) boots.
 #[test]
 fn the_vga_text_screen_shows_grub_in_the_terminal_and_the_keyboard_drives_it() {
-    let scratch = Scratch::new("grub-vga");
+    let scratch = Scratch::new("fw-grub-vga");
     let image = grub_image_on(&scratch.0, "");
     let iso = image.display().to_string();
     let com1 = scratch.0.join("com1.log");
@@ -377,7 +359,7 @@ fn the_vga_text_screen_shows_grub_in_the_terminal_and_the_keyboard_drives_it() {
 /// the serial port) shows in the terminal, and Ctrl-A X still quits.
 #[test]
 fn on_a_terminal_a_bios_boot_shows_the_vga_screen_by_default() {
-    let scratch = Scratch::new("grub-tty");
+    let scratch = Scratch::new("fw-grub-tty");
     let image = grub_image_on(&scratch.0, "");
     let iso = image.display().to_string();
     let mut g = Guest::start_on_terminal(&[

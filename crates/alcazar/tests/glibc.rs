@@ -14,15 +14,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Debian's libc6 unpacked into `dir/root`.
 fn unpack_libc6(dir: &Path) -> PathBuf {
     let out = Command::new("apt-get")
@@ -134,10 +125,7 @@ fn run_in_guest(kernel: &Path, initrd: &Path, cpu: &str, command: &str) -> Vec<S
 
 #[test]
 fn glibc_sees_an_x86_64_v2_cpu_and_runs_with_it() {
-    let dir = std::env::temp_dir().join(format!("alcazar-glibc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch");
-    let scratch = Scratch(dir);
+    let scratch = common::Scratch::new("glibc");
     let root = unpack_libc6(&scratch.0);
     let (kernel, initrd) = common::default_guest_paths("cloud");
     let initrd = initrd_with_glibc(&scratch.0, &root, &initrd);

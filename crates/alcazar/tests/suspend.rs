@@ -181,10 +181,8 @@ fn grub_iso(dir: &std::path::Path) -> PathBuf {
 
 #[test]
 fn a_seabios_boot_wakes_from_s3_through_the_same_waking_vector() {
-    let dir = std::env::temp_dir().join(format!("alcazar-s3-fw-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    let iso = grub_iso(&dir).display().to_string();
+    let scratch = common::Scratch::new("s3-fw");
+    let iso = grub_iso(&scratch.0).display().to_string();
     let mut g = Guest::start_screen(&[
         "run", "--engine", "emu", "--memory", "256M", "--cdrom", &iso,
     ]);
@@ -200,5 +198,4 @@ fn a_seabios_boot_wakes_from_s3_through_the_same_waking_vector() {
     g.expect_line("SHELL-42");
     let (status, _, stderr) = g.finish();
     assert_eq!(status, Some(0), "stderr: {stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -305,6 +305,26 @@ pub fn host_tool(name: &str, package: &str) -> std::path::PathBuf {
         })
 }
 
+/// A fresh scratch directory `alcazar-NAME-PID` in the temporary
+/// directory, removed (with what the test put there) when dropped, also
+/// when the test fails.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("alcazar-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A GRUB boot tree for the default guest in `dir/root`: the kernel and
 /// initramfs as `boot/vmlinuz` and `boot/initrd.img`, and `cfg` as
 /// `boot/grub/grub.cfg`. Returns the tree's root.
