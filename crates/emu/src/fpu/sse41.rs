@@ -219,13 +219,8 @@ fn extract(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     };
     let sel = u32::from(insn.immediate8()) & (128 / bits - 1);
     let x = lane(v, bits, sel);
-    if insn.op_kind(0) == OpKind::Register {
-        // A 32-bit (or 64-bit) GPR: the lane zero-extended into it.
-        write_reg(cpu, insn.op_register(0), x);
-        Ok(())
-    } else {
-        write_operand(cpu, insn, 0, u128::from(x))
-    }
+    // A 32-bit (or 64-bit) GPR gets the lane zero-extended.
+    write_operand(cpu, insn, 0, u128::from(x))
 }
 
 /// PINSRB/D/Q and INSERTPS.
@@ -260,11 +255,7 @@ fn insert(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
             Mnemonic::Pinsrd => 32,
             _ => 64,
         };
-        let x = if insn.op_kind(1) == OpKind::Register {
-            read_reg(cpu, insn.op_register(1))
-        } else {
-            read_operand(cpu, insn, 1)? as u64
-        };
+        let x = read_operand(cpu, insn, 1)? as u64;
         let sel = u32::from(imm) & (128 / bits - 1);
         let mask = if bits == 64 {
             u64::MAX
