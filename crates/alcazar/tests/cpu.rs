@@ -1,14 +1,37 @@
 //! `--cpu`: the guest CPU model. The default guest's `/proc/cpuinfo`
-//! (what Linux read from CPUID) shows exactly the features of the level
-//! asked for, minus the ones removed; the emu engine's default ("max")
-//! is x86-64-v2 plus MOVBE and LZCNT.
+//! (what Linux read from CPUID, and kept after checking the CPU can use
+//! it: AVX needs XSAVE and XCR0) shows exactly the features of the level
+//! asked for, minus the ones removed and those that need them.
 
 mod common;
 
-/// The x86-64-v2 features and the two beyond it, as Linux names them.
-const WATCHED: [&str; 9] = [
-    "pni", "ssse3", "cx16", "sse4_1", "sse4_2", "movbe", "popcnt", "lahf_lm", "abm",
+/// Watched flags as Linux names them, with the lowest x86-64 level that
+/// includes each (4: only `max`).
+const WATCHED: [(&str, u8); 14] = [
+    ("pni", 2),
+    ("ssse3", 2),
+    ("fma", 3),
+    ("cx16", 2),
+    ("sse4_1", 2),
+    ("sse4_2", 2),
+    ("movbe", 3),
+    ("popcnt", 2),
+    ("xsave", 3),
+    ("avx", 3),
+    ("f16c", 3),
+    ("lahf_lm", 2),
+    ("abm", 3),
+    ("avx2", 3),
 ];
+
+/// The watched flags of `level`, in `/proc/cpuinfo` order, without `out`.
+fn expected(level: u8, out: &[&str]) -> Vec<String> {
+    WATCHED
+        .iter()
+        .filter(|(f, l)| *l <= level && !out.contains(f))
+        .map(|(f, _)| f.to_string())
+        .collect()
+}
 
 /// The watched flags the guest sees with `--cpu model` (`None`: no flag).
 fn flags_with(model: Option<&str>) -> Vec<String> {
@@ -30,10 +53,17 @@ fn flags_with(model: Option<&str>) -> Vec<String> {
 
 #[test]
 fn each_level_shows_its_features_and_removed_ones_are_gone() {
-    assert_eq!(flags_with(None), WATCHED, "max: v2 + movbe + lzcnt (abm)");
+    assert_eq!(flags_with(None), expected(4, &[]), "max");
     assert!(flags_with(Some("v1")).is_empty(), "v1 is the baseline");
     assert_eq!(
         flags_with(Some("x86-64-v2,-sse4_2")),
-        ["pni", "ssse3", "cx16", "sse4_1", "popcnt", "lahf_lm"]
+        expected(2, &["sse4_2"]),
+        "v2 hides AVX and the rest of v3"
+    );
+    assert_eq!(flags_with(Some("v3,-avx2")), expected(3, &["avx2"]));
+    assert_eq!(
+        flags_with(Some("max,-xsave")),
+        expected(4, &["xsave", "avx", "avx2", "fma", "f16c"]),
+        "AVX and what builds on it need XSAVE"
     );
 }

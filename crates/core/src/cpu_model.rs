@@ -7,8 +7,11 @@
 //! - **v2**: v1 + CMPXCHG16B, LAHF/SAHF in 64-bit mode, POPCNT, SSE3,
 //!   SSE4.1, SSE4.2, SSSE3;
 //! - **v3**: v2 + AVX, AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE, XSAVE
-//!   (with OSXSAVE). The emu engine does not implement AVX yet, so asking
-//!   for v3 is refused where the CLI or config checks the engine.
+//!   (with OSXSAVE).
+//!
+//! Removing a feature also removes those that need it (AVX needs XSAVE;
+//! AVX2, FMA and F16C need AVX), so a guest never sees an impossible
+//! combination.
 //!
 //! Hiding a bit changes what the guest is told, not what the CPU does: as
 //! on hardware under KVM's CPUID masking, a hidden instruction still runs
@@ -17,17 +20,18 @@
 use crate::cpuid::{CpuidReg, CpuidRule};
 
 /// A micro-architecture level, or everything the engine implements.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Levels are ordered: each one includes those before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CpuLevel {
-    /// Everything the engine implements (the default).
-    #[default]
-    Max,
     /// x86-64-v1, the baseline.
     V1,
     /// x86-64-v2.
     V2,
     /// x86-64-v3.
     V3,
+    /// Everything the engine implements (the default).
+    #[default]
+    Max,
 }
 
 impl CpuLevel {
@@ -53,15 +57,10 @@ impl CpuLevel {
     }
 
     /// The features above the level, which it hides.
-    fn hidden(self) -> &'static [CpuFeature] {
-        use CpuFeature::*;
-        match self {
-            CpuLevel::Max | CpuLevel::V3 => &[],
-            CpuLevel::V2 => &[Movbe, Lzcnt],
-            CpuLevel::V1 => &[
-                Sse3, Ssse3, Sse4_1, Sse4_2, Popcnt, Cx16, LahfLm, Movbe, Lzcnt,
-            ],
-        }
+    fn hidden(self) -> impl Iterator<Item = CpuFeature> {
+        CpuFeature::ALL
+            .into_iter()
+            .filter(move |f| f.level() > self)
     }
 }
 
@@ -86,11 +85,21 @@ pub enum CpuFeature {
     LahfLm,
     /// LZCNT (CPUID.80000001H:ECX[5], ABM).
     Lzcnt,
+    /// XSAVE and the XCR0 register (CPUID.1:ECX[26]).
+    Xsave,
+    /// AVX (CPUID.1:ECX[28]).
+    Avx,
+    /// FMA (CPUID.1:ECX[12]).
+    Fma,
+    /// F16C (CPUID.1:ECX[29]).
+    F16c,
+    /// AVX2 (CPUID.(EAX=7,ECX=0):EBX[5]).
+    Avx2,
 }
 
 impl CpuFeature {
     /// Every feature, in CPUID order.
-    pub const ALL: [CpuFeature; 9] = [
+    pub const ALL: [CpuFeature; 14] = [
         CpuFeature::Sse3,
         CpuFeature::Ssse3,
         CpuFeature::Cx16,
@@ -100,7 +109,31 @@ impl CpuFeature {
         CpuFeature::Popcnt,
         CpuFeature::LahfLm,
         CpuFeature::Lzcnt,
+        CpuFeature::Xsave,
+        CpuFeature::Avx,
+        CpuFeature::Fma,
+        CpuFeature::F16c,
+        CpuFeature::Avx2,
     ];
+
+    /// The lowest level that includes it ([`CpuLevel::Max`]: none does).
+    pub fn level(self) -> CpuLevel {
+        use CpuFeature::*;
+        match self {
+            Sse3 | Ssse3 | Cx16 | Sse4_1 | Sse4_2 | Popcnt | LahfLm => CpuLevel::V2,
+            Movbe | Lzcnt | Xsave | Avx | Fma | F16c | Avx2 => CpuLevel::V3,
+        }
+    }
+
+    /// The features it needs: removing one of them removes it too.
+    pub fn needs(self) -> &'static [CpuFeature] {
+        use CpuFeature::*;
+        match self {
+            Avx => &[Xsave],
+            Fma | F16c | Avx2 => &[Avx],
+            _ => &[],
+        }
+    }
 
     /// The name Linux's `/proc/cpuinfo` gives it, which `--cpu` takes.
     pub fn name(self) -> &'static str {
@@ -114,6 +147,11 @@ impl CpuFeature {
             CpuFeature::Popcnt => "popcnt",
             CpuFeature::LahfLm => "lahf_lm",
             CpuFeature::Lzcnt => "lzcnt",
+            CpuFeature::Xsave => "xsave",
+            CpuFeature::Avx => "avx",
+            CpuFeature::Fma => "fma",
+            CpuFeature::F16c => "f16c",
+            CpuFeature::Avx2 => "avx2",
         }
     }
 
@@ -141,6 +179,11 @@ impl CpuFeature {
             CpuFeature::Popcnt => (1, CpuidReg::Ecx, 1 << 23),
             CpuFeature::LahfLm => (0x8000_0001, CpuidReg::Ecx, 1 << 0),
             CpuFeature::Lzcnt => (0x8000_0001, CpuidReg::Ecx, 1 << 5),
+            CpuFeature::Xsave => (1, CpuidReg::Ecx, 1 << 26),
+            CpuFeature::Avx => (1, CpuidReg::Ecx, 1 << 28),
+            CpuFeature::Fma => (1, CpuidReg::Ecx, 1 << 12),
+            CpuFeature::F16c => (1, CpuidReg::Ecx, 1 << 29),
+            CpuFeature::Avx2 => (7, CpuidReg::Ebx, 1 << 5),
         }
     }
 }
@@ -155,23 +198,50 @@ pub struct CpuModel {
 }
 
 impl CpuModel {
-    /// The CPUID rules that hide what the model leaves out.
+    /// Every feature the model hides: the level's, the removed ones, and
+    /// those that need a hidden one.
+    pub fn hidden(&self) -> Vec<CpuFeature> {
+        let mut hidden: Vec<CpuFeature> = self.level.hidden().chain(self.removed.clone()).collect();
+        // Features needing a hidden one, until nothing changes (the
+        // dependency chains are short).
+        loop {
+            let more: Vec<CpuFeature> = CpuFeature::ALL
+                .into_iter()
+                .filter(|f| !hidden.contains(f) && f.needs().iter().any(|n| hidden.contains(n)))
+                .collect();
+            if more.is_empty() {
+                return hidden;
+            }
+            hidden.extend(more);
+        }
+    }
+
+    /// The CPUID rules that hide what the model leaves out. Hiding AVX
+    /// also takes its state component out of CPUID.(EAX=0DH,ECX=0):EAX,
+    /// so a guest cannot enable it in XCR0.
     pub fn rules(&self) -> Vec<CpuidRule> {
-        self.level
-            .hidden()
-            .iter()
-            .chain(&self.removed)
-            .map(|f| {
-                let (leaf, reg, bit) = f.cpuid_bit();
-                CpuidRule {
-                    leaf,
-                    subleaf: None,
-                    reg,
-                    clear: bit,
+        let mut rules = Vec::new();
+        for f in self.hidden() {
+            let (leaf, reg, bit) = f.cpuid_bit();
+            let subleaf = (leaf == 7).then_some(0);
+            rules.push(CpuidRule {
+                leaf,
+                subleaf,
+                reg,
+                clear: bit,
+                set: 0,
+            });
+            if f == CpuFeature::Avx {
+                rules.push(CpuidRule {
+                    leaf: 0xd,
+                    subleaf: Some(0),
+                    reg: CpuidReg::Eax,
+                    clear: 1 << 2,
                     set: 0,
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        rules
     }
 
     /// The model as `--cpu` writes it (`v2,-sse4_2`).
@@ -223,7 +293,31 @@ mod tests {
             removed: vec![CpuFeature::Sse4_2],
         };
         assert_eq!(v2.describe(), "v2,-sse4_2");
-        assert_eq!(v2.rules().len(), 3);
+        // MOVBE, LZCNT, XSAVE, AVX (and its XCR0 bit), FMA, F16C, AVX2,
+        // and SSE4.2.
+        assert_eq!(v2.rules().len(), 9);
+    }
+
+    #[test]
+    fn removing_a_feature_removes_what_needs_it() {
+        let model = CpuModel {
+            level: CpuLevel::Max,
+            removed: vec![CpuFeature::Xsave],
+        };
+        let hidden = model.hidden();
+        for f in [
+            CpuFeature::Avx,
+            CpuFeature::Avx2,
+            CpuFeature::Fma,
+            CpuFeature::F16c,
+        ] {
+            assert!(hidden.contains(&f), "{f:?}");
+        }
+        let v3 = CpuModel {
+            level: CpuLevel::V3,
+            removed: vec![CpuFeature::Avx2],
+        };
+        assert_eq!(v3.hidden(), [CpuFeature::Avx2]);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! plain 64-bit "GenuineIntel" CPU (family 15, model 6, the generic
 //! identity KVM's `kvm64` model uses): x87 FPU, MMX, FXSR, SSE, SSE2, SSE3,
 //! SSSE3, SSE4.1 and SSE4.2 ([`crate::fpu`]; with CX16, LAHF/SAHF and
-//! POPCNT, the x86-64-v2 level), the local APIC with x2APIC and the TSC-deadline timer
+//! POPCNT, the x86-64-v2 level), XSAVE with XSAVEOPT and XSAVEC, AVX,
+//! AVX2, FMA and F16C ([`crate::fpu::xsave`], [`crate::fpu::avx`]), the
+//! local APIC with x2APIC and the TSC-deadline timer
 //! ([`crate::apic`]). Not advertised until implemented: MONITOR/MWAIT,
-//! AVX and later vector extensions, XSAVE, MCE/MCA, MTRR (the MSRs
+//! AVX-512, XSAVES, MCE/MCA, MTRR (the MSRs
 //! exist but are not applied), PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
 //! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
 //! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
@@ -23,6 +25,7 @@
 
 use alcazar_core::cpuid::{CpuidEntry, CpuidPolicy, CpuidResult};
 
+use crate::fpu::xsave;
 use crate::state::cr4;
 use crate::Cpu;
 
@@ -59,8 +62,23 @@ mod ecx1 {
     pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
+    pub const FMA: u32 = 1 << 12;
     pub const XSAVE: u32 = 1 << 26;
     pub const OSXSAVE: u32 = 1 << 27;
+    pub const AVX: u32 = 1 << 28;
+    pub const F16C: u32 = 1 << 29;
+}
+
+/// CPUID.(EAX=7,ECX=0):EBX bits.
+mod ebx7 {
+    pub const TSC_ADJUST: u32 = 1 << 1;
+    pub const AVX2: u32 = 1 << 5;
+}
+
+/// CPUID.(EAX=0DH,ECX=1):EAX bits: the XSAVE instructions beyond XSAVE.
+mod eax_d1 {
+    pub const XSAVEOPT: u32 = 1 << 0;
+    pub const XSAVEC: u32 = 1 << 1;
 }
 
 /// The highest basic leaf.
@@ -124,23 +142,46 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | ecx1::X2APIC
         | ecx1::MOVBE
         | ecx1::POPCNT
-        | ecx1::TSC_DEADLINE;
+        | ecx1::TSC_DEADLINE
+        | ecx1::XSAVE
+        | ecx1::AVX
+        | ecx1::FMA
+        | ecx1::F16C;
+    let xsave_max = xsave::area_size(xsave::XCR0_SUPPORTED);
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
     let mut t = vec![
         entry(0, MAX_BASIC, genu, ntel, inei),
         entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
-        // Leaf 7: EBX: IA32_TSC_ADJUST (1). ECX: RDPID (22). EDX:
+        // Leaf 7: EBX: IA32_TSC_ADJUST, AVX2. ECX: RDPID (22). EDX:
         // IBRS/IBPB (26), STIBP (27), IA32_ARCH_CAPABILITIES (29), SSBD
         // (31) — the speculation controls are accepted and change nothing.
         indexed(
-            entry(7, 0, 1 << 1, 1 << 22, 1 << 26 | 1 << 27 | 1 << 29 | 1 << 31),
+            entry(
+                7,
+                0,
+                ebx7::TSC_ADJUST | ebx7::AVX2,
+                1 << 22,
+                1 << 26 | 1 << 27 | 1 << 29 | 1 << 31,
+            ),
             0,
         ),
         // Topology: level 0 = SMT (1 thread per core), level 1 = core
         // (the count is filled in by `execute`).
         indexed(entry(0xb, 0, 1, 0x100, 0), 0),
         indexed(entry(0xb, 0, 1, 0x201, 0), 1),
+        // XSAVE (SDM Vol. 1 §13.2): the supported XCR0 bits and area
+        // sizes (EBX follows XCR0: `execute`), the instructions beyond
+        // XSAVE, and where the AVX component sits.
+        indexed(
+            entry(0xd, xsave::XCR0_SUPPORTED as u32, xsave_max, xsave_max, 0),
+            0,
+        ),
+        indexed(entry(0xd, eax_d1::XSAVEOPT | eax_d1::XSAVEC, 0, 0, 0), 1),
+        indexed(
+            entry(0xd, xsave::AVX_SIZE as u32, xsave::AVX_OFFSET as u32, 0, 0),
+            2,
+        ),
         // TSC = crystal * EBX / EAX = 1 GHz.
         entry(0x15, 1, 1, 1_000_000_000, 0),
         entry(0x16, 1000, 1000, 1000, 0),
@@ -193,6 +234,10 @@ pub fn execute(cpu: &Cpu, leaf: u32, subleaf: u32) -> CpuidResult {
                 r.edx &= !edx1::APIC;
             }
         }
+        0xd if subleaf <= 1 && r.eax | r.ebx != 0 => {
+            // The size of the area for what XCR0 enables now.
+            r.ebx = xsave::area_size(cpu.s.xcr0);
+        }
         0xb => {
             let vcpus = cpu.machine.vcpu_count().max(1);
             let shift = 32 - (vcpus - 1).leading_zeros();
@@ -238,7 +283,9 @@ mod tests {
         assert_eq!(one.edx & fpu_sse, fpu_sse);
         let v2 = ecx1::SSE3 | ecx1::SSSE3 | ecx1::CX16 | ecx1::SSE4_1 | ecx1::SSE4_2 | ecx1::POPCNT;
         assert_eq!(one.ecx & v2, v2, "x86-64-v2's leaf 1 features");
-        assert_eq!(one.ecx & ecx1::XSAVE, 0, "no XSAVE (no AVX) yet");
+        let v3 = ecx1::XSAVE | ecx1::AVX | ecx1::FMA | ecx1::F16C | ecx1::MOVBE;
+        assert_eq!(one.ecx & v3, v3, "x86-64-v3's leaf 1 features");
+        assert_ne!(execute(&cpu, 7, 0).ebx & ebx7::AVX2, 0);
     }
 
     #[test]

@@ -90,18 +90,6 @@ impl Vm {
         };
         let memory = GuestMemory::new(map)?;
         let selected = engine_select::select(config.engine, &config.emu)?;
-        if config.cpu.level == alcazar_core::cpu_model::CpuLevel::V3
-            && selected.engine.kind() == alcazar_core::engine::EngineKind::Emu
-        {
-            return Err(ConfigError::new(
-                "cpu",
-                format!("\"{}\"", config.cpu.describe()),
-                "x86-64-v3 needs AVX, AVX2, BMI1/2, F16C, FMA and XSAVE, which the emu engine \
-                 does not implement yet",
-                "use v2 or max (x86-64-v2 and more)",
-            )
-            .into());
-        }
         let mut machine = Machine::new(memory, config.cpus);
         machine.cpuid.rules.extend(config.cpu.rules());
         let machine = Arc::new(machine);

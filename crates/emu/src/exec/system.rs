@@ -301,9 +301,6 @@ fn swapgs(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
-/// XCR0 bits the emu engine accepts: x87 and SSE state.
-const XCR0_SUPPORTED: u64 = 0b11;
-
 fn xgetbv(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
     if cpu.s.cr4 & cr4::OSXSAVE == 0 {
         return Err(Fault::InvalidOpcode);
@@ -321,7 +318,10 @@ fn xsetbv(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
     }
     require_cpl0(cpu)?;
     let v = edx_eax(cpu);
-    if cpu.s.gpr[reg::RCX] as u32 != 0 || v & 1 == 0 || v & !XCR0_SUPPORTED != 0 {
+    // Only what CPUID.(EAX=0DH,ECX=0):EAX offers (the VM's CPU model may
+    // hide AVX).
+    let offered = u64::from(alcazar_core::cpuid::CpuidPolicy::lookup(&cpu.cpuid, 0xd, 0).eax);
+    if cpu.s.gpr[reg::RCX] as u32 != 0 || !crate::fpu::xsave::valid_xcr0(v) || v & !offered != 0 {
         return Err(Fault::GeneralProtection(0));
     }
     cpu.s.xcr0 = v;

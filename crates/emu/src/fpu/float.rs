@@ -5,7 +5,7 @@
 //! `rustc_apfloat`'s status to the x86 exception flags (bit positions are
 //! the same in MXCSR and the x87 status word).
 
-use rustc_apfloat::ieee::{Double, Quad, Single, X87DoubleExtended};
+use rustc_apfloat::ieee::{Double, Half, Quad, Single, X87DoubleExtended};
 use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 
 /// Exception flag bits, as in MXCSR and FSW.
@@ -42,6 +42,13 @@ impl Fmt for Double {
     const WIDTH: u32 = 64;
     const FRAC: u32 = 52;
     const EXP: u32 = 11;
+    const EXPLICIT: bool = false;
+}
+
+impl Fmt for Half {
+    const WIDTH: u32 = 16;
+    const FRAC: u32 = 10;
+    const EXP: u32 = 5;
     const EXPLICIT: bool = false;
 }
 
@@ -103,7 +110,7 @@ pub fn with_overflow<F: Fmt>(r: StatusAnd<F>, beyond: impl FnOnce() -> bool) -> 
 }
 
 /// 2^(emax+1) of format `F`, as a quad.
-fn threshold<F: Fmt>() -> Quad {
+pub(crate) fn threshold<F: Fmt>() -> Quad {
     Quad::from_u128(1).value.scalbn(F::MAX_EXP + 1)
 }
 

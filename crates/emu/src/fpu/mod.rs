@@ -1,4 +1,5 @@
-//! The x87 FPU, MMX, SSE/SSE2/SSE3, SSSE3 and SSE4.1/4.2 units: their state, the checks every
+//! The x87 FPU, MMX, SSE/SSE2/SSE3, SSSE3, SSE4.1/4.2 and AVX/AVX2/FMA/F16C units
+//! ([`avx`]) and the XSAVE state areas ([`xsave`]): their state, the checks every
 //! floating-point or SIMD instruction makes first, and the dispatch of
 //! their mnemonics to handlers.
 //!
@@ -15,6 +16,7 @@
 //! here. What is left out is listed in `docs/architecture.md`.
 
 pub mod access;
+pub mod avx;
 pub mod control;
 pub mod float;
 pub mod fxsave;
@@ -36,6 +38,7 @@ mod tests_sse_float;
 mod tests_x87;
 pub mod x87;
 pub mod x87_arith;
+pub mod xsave;
 
 use iced_x86::{Instruction, Mnemonic};
 
@@ -127,8 +130,12 @@ pub struct FpuState {
     pub fdp: u64,
     /// Last data pointer's segment selector.
     pub fds: u16,
-    /// XMM0-XMM15.
+    /// XMM0-XMM15 (bits 127:0 of YMM0-YMM15).
     pub xmm: [u128; 16],
+    /// Bits 255:128 of YMM0-YMM15 (SDM Vol. 1 §14.1.1): the AVX state
+    /// component of XSAVE. Legacy SSE instructions keep them; VEX.128
+    /// instructions zero them.
+    pub ymm_hi: [u128; 16],
     /// MXCSR.
     pub mxcsr: u32,
 }
@@ -148,6 +155,7 @@ impl Default for FpuState {
             fdp: 0,
             fds: 0,
             xmm: [0; 16],
+            ymm_hi: [0; 16],
             mxcsr: mxcsr::RESET,
         }
     }
@@ -323,6 +331,8 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         return Some((fxsave::fxrstor, KeepsLinks));
     }
     control::lookup(insn)
+        .or_else(|| avx::lookup(insn))
+        .or_else(|| xsave::lookup(insn))
         .or_else(|| sse_move::lookup(insn))
         .or_else(|| sse_int::lookup(insn))
         .or_else(|| ssse3::lookup(insn))

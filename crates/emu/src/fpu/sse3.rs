@@ -66,36 +66,47 @@ fn plan(m: Mnemonic, a: u128, b: u128, bits: u32) -> Vec<(Op, u128, u128)> {
         .collect()
 }
 
-/// ADDSUB*, HADD*, HSUB*: every lane through the SSE lane arithmetic,
-/// flags committed (or #XM/#UD raised) before the destination is written.
+/// One 128-bit chunk of ADDSUB*, HADD* or HSUB* `m` on first source `a`
+/// and second source `b`, every lane through the SSE lane arithmetic
+/// with flags in `ctx`; `None` if `m` is not one of them.
+pub fn horizontal_chunk(m: Mnemonic, a: u128, b: u128, ctx: &mut Ctx) -> Option<u128> {
+    use Mnemonic as M;
+    let double = match m {
+        M::Addsubpd | M::Haddpd | M::Hsubpd => true,
+        M::Addsubps | M::Haddps | M::Hsubps => false,
+        _ => return None,
+    };
+    let bits = if double { 64 } else { 32 };
+    let mut r = 0u128;
+    for (i, (op, x, y)) in plan(m, a, b, bits).into_iter().enumerate() {
+        let v = if double {
+            lane::<Double>(op, x, y, ctx)
+        } else {
+            lane::<Single>(op, x, y, ctx)
+        };
+        r |= (v & ((1u128 << bits) - 1)) << (bits * i as u32);
+    }
+    Some(r)
+}
+
+/// ADDSUB*, HADD*, HSUB*: flags committed (or #XM/#UD raised) before the
+/// destination is written.
 fn horizontal(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     check_sse(cpu)?;
-    let m = insn.mnemonic();
-    let double = matches!(m, Mnemonic::Addsubpd | Mnemonic::Haddpd | Mnemonic::Hsubpd);
-    let bits = if double { 64 } else { 32 };
     let d = xmm_index(insn.op_register(0));
     let a = cpu.s.fpu.xmm[d];
     let b = read_operand(cpu, insn, 1)?;
     let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
-    let mut r = 0u128;
-    for (i, (op, x, y)) in plan(m, a, b, bits).into_iter().enumerate() {
-        let v = if double {
-            lane::<Double>(op, x, y, &mut ctx)
-        } else {
-            lane::<Single>(op, x, y, &mut ctx)
-        };
-        r |= (v & ((1u128 << bits) - 1)) << (bits * i as u32);
-    }
+    let r = horizontal_chunk(insn.mnemonic(), a, b, &mut ctx).unwrap_or(a);
     ctx.finish(cpu)?;
     cpu.s.fpu.xmm[d] = r;
     Ok(())
 }
 
-/// MOVSLDUP, MOVSHDUP, MOVDDUP, LDDQU.
-fn duplicate(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    check_sse(cpu)?;
-    let b = read_operand(cpu, insn, 1)?;
-    let r = match insn.mnemonic() {
+/// One 128-bit chunk of MOVSLDUP, MOVSHDUP or MOVDDUP of source `b`
+/// (LDDQU and anything else: `b` as it is).
+pub fn duplicate_chunk(m: Mnemonic, b: u128) -> u128 {
+    match m {
         Mnemonic::Movsldup => {
             let (x, y) = (part(b, 32, 0), part(b, 32, 2));
             x | x << 32 | y << 64 | y << 96
@@ -106,7 +117,14 @@ fn duplicate(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         }
         Mnemonic::Movddup => part(b, 64, 0) | part(b, 64, 0) << 64,
         _ => b,
-    };
+    }
+}
+
+/// MOVSLDUP, MOVSHDUP, MOVDDUP, LDDQU.
+fn duplicate(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_sse(cpu)?;
+    let b = read_operand(cpu, insn, 1)?;
+    let r = duplicate_chunk(insn.mnemonic(), b);
     cpu.s.fpu.xmm[xmm_index(insn.op_register(0))] = r;
     Ok(())
 }

@@ -62,31 +62,41 @@ fn round_lane<F: Fmt>(v: u128, imm: u8, ctx: &mut Ctx) -> u128 {
     float::bits(r.value)
 }
 
-/// ROUNDPS, ROUNDPD, ROUNDSS, ROUNDSD.
-fn round(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+/// One 128-bit chunk of ROUND* `m`: the lanes it rounds are `b`'s
+/// rounded by `imm`, the others are `a`'s; `None` if `m` is not ROUND*.
+pub fn round_chunk(m: Mnemonic, a: u128, b: u128, imm: u8, ctx: &mut Ctx) -> Option<u128> {
     use Mnemonic as M;
-    check_sse(cpu)?;
-    let m = insn.mnemonic();
-    let double = matches!(m, M::Roundpd | M::Roundsd);
-    let scalar = matches!(m, M::Roundss | M::Roundsd);
+    let (double, scalar) = match m {
+        M::Roundps => (false, false),
+        M::Roundpd => (true, false),
+        M::Roundss => (false, true),
+        M::Roundsd => (true, true),
+        _ => return None,
+    };
     let bits = if double { 64 } else { 32 };
     let lanes = if scalar { 1 } else { 128 / bits };
-    let d = xmm_index(insn.op_register(0));
-    let a = cpu.s.fpu.xmm[d];
-    let b = read_operand(cpu, insn, 1)?;
-    let imm = insn.immediate8();
-    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
     let mask = (1u128 << bits) - 1;
     let mut r = a;
     for i in 0..lanes {
         let x = part(b, bits, i);
         let v = if double {
-            round_lane::<Double>(x, imm, &mut ctx)
+            round_lane::<Double>(x, imm, ctx)
         } else {
-            round_lane::<Single>(x, imm, &mut ctx)
+            round_lane::<Single>(x, imm, ctx)
         };
         r = (r & !(mask << (bits * i))) | (v & mask) << (bits * i);
     }
+    Some(r)
+}
+
+/// ROUNDPS, ROUNDPD, ROUNDSS, ROUNDSD.
+fn round(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_sse(cpu)?;
+    let d = xmm_index(insn.op_register(0));
+    let a = cpu.s.fpu.xmm[d];
+    let b = read_operand(cpu, insn, 1)?;
+    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
+    let r = round_chunk(insn.mnemonic(), a, b, insn.immediate8(), &mut ctx).unwrap_or(a);
     ctx.finish(cpu)?;
     cpu.s.fpu.xmm[d] = r;
     Ok(())
@@ -98,7 +108,7 @@ fn round(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 /// the next step runs (so an underflowing product's UE and PE are
 /// recorded even when the add it feeds then faults on a denormal
 /// operand); an error from `commit` ends the instruction.
-fn dot<F: Fmt + FloatConvert<Quad>>(
+pub fn dot<F: Fmt + FloatConvert<Quad>>(
     a: u128,
     b: u128,
     imm: u8,

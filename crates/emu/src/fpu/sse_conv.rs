@@ -49,7 +49,7 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
 }
 
 /// A float to a signed integer of `width` bits.
-fn to_int<F: Fmt>(v: u128, width: usize, round: Round, ctx: &mut Ctx) -> u64 {
+pub(crate) fn to_int<F: Fmt>(v: u128, width: usize, round: Round, ctx: &mut Ctx) -> u64 {
     let v = ctx.input::<F>(v, false);
     let indefinite = 1u64 << (width - 1);
     if float::is_nan::<F>(v) {
@@ -74,13 +74,13 @@ fn to_int<F: Fmt>(v: u128, width: usize, round: Round, ctx: &mut Ctx) -> u64 {
 }
 
 /// A signed integer to a float.
-fn from_int<F: Fmt>(v: i64, ctx: &mut Ctx) -> u128 {
+pub(crate) fn from_int<F: Fmt>(v: i64, ctx: &mut Ctx) -> u128 {
     let r = F::from_i128_r(i128::from(v), ctx.round);
     ctx.output::<F>(float::bits(r.value), r.status)
 }
 
 /// Converts between float formats `S` and `D`.
-fn float_to_float<S: Fmt + FloatConvert<D> + FloatConvert<Quad>, D: Fmt>(
+pub(crate) fn float_to_float<S: Fmt + FloatConvert<D> + FloatConvert<Quad>, D: Fmt>(
     v: u128,
     ctx: &mut Ctx,
 ) -> u128 {

@@ -208,15 +208,17 @@ fn lane_inner<F: Fmt + FloatConvert<Quad>>(op: Op, a: u128, b: u128, ctx: &mut C
     if let Op::Cmp(p) = op {
         let a = ctx.input::<F>(a, true);
         let b = ctx.input::<F>(b, true);
-        let p = p & 7;
-        let signaling = matches!(p, 1 | 2 | 5 | 6);
+        // SDM Vol. 2A "CMPPD", Table 3-1: predicates 16-31 are 0-15 with
+        // the signaling behaviour swapped.
+        let q = p & 15;
+        let signaling = matches!(q, 1 | 2 | 5 | 6 | 9 | 10 | 13 | 14) != (p & 16 != 0);
         if float::is_snan::<F>(a) || float::is_snan::<F>(b) || signaling && (is_nan(a) || is_nan(b))
         {
             ctx.pre |= exc::IE;
         }
         use std::cmp::Ordering::*;
         let c = compare::<F>(a, b);
-        let t = match p {
+        let t = match q {
             0 => c == Some(Equal),
             1 => c == Some(Less),
             2 => matches!(c, Some(Less | Equal)),
@@ -224,7 +226,15 @@ fn lane_inner<F: Fmt + FloatConvert<Quad>>(op: Op, a: u128, b: u128, ctx: &mut C
             4 => c != Some(Equal),
             5 => c != Some(Less),
             6 => !matches!(c, Some(Less | Equal)),
-            _ => c.is_some(),
+            7 => c.is_some(),
+            8 => matches!(c, Some(Equal) | None),
+            9 => matches!(c, Some(Less) | None),
+            10 => matches!(c, Some(Less | Equal) | None),
+            11 => false,
+            12 => matches!(c, Some(Less | Greater)),
+            13 => matches!(c, Some(Greater | Equal)),
+            14 => c == Some(Greater),
+            _ => true,
         };
         return if t { (1u128 << F::WIDTH) - 1 } else { 0 };
     }
@@ -341,12 +351,11 @@ fn shape(m: Mnemonic) -> (bool, bool) {
     }
 }
 
-/// Packed/scalar arithmetic, MIN/MAX, SQRT, RCP/RSQRT and CMPcc.
-fn arith(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+/// The lane operation of arithmetic mnemonic `m` (`pred`: the compare
+/// predicate of CMPcc, 0-31), or `None` if `m` is not one of them.
+fn op_of(m: Mnemonic, pred: u8) -> Option<Op> {
     use Mnemonic as M;
-    check_sse(cpu)?;
-    let m = insn.mnemonic();
-    let op = match m {
+    Some(match m {
         M::Addps | M::Addss | M::Addpd | M::Addsd => Op::Add,
         M::Subps | M::Subss | M::Subpd | M::Subsd => Op::Sub,
         M::Mulps | M::Mulss | M::Mulpd | M::Mulsd => Op::Mul,
@@ -356,13 +365,20 @@ fn arith(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         M::Maxps | M::Maxss | M::Maxpd | M::Maxsd => Op::Max,
         M::Rcpps | M::Rcpss => Op::Rcp,
         M::Rsqrtps | M::Rsqrtss => Op::Rsqrt,
-        _ => Op::Cmp(insn.immediate8()),
-    };
+        M::Cmpps | M::Cmpss | M::Cmppd | M::Cmpsd => Op::Cmp(pred),
+        _ => return None,
+    })
+}
+
+/// One 128-bit chunk of packed or scalar arithmetic `m` (MIN/MAX, SQRT,
+/// RCP/RSQRT and CMPcc included) on first source `a` and second source
+/// `b`: the lanes the instruction computes are replaced, the others are
+/// `a`'s. `pred` is CMPcc's predicate (0-31; legacy encodings pass
+/// imm8[2:0]). Flags accumulate in `ctx`; `None` if `m` is not one of
+/// these. The VEX forms ([`crate::fpu::avx`]) call this once per chunk.
+pub fn arith_chunk(m: Mnemonic, a: u128, b: u128, pred: u8, ctx: &mut Ctx) -> Option<u128> {
+    let op = op_of(m, pred)?;
     let (double, scalar) = shape(m);
-    let d = xmm_index(insn.op_register(0));
-    let a = cpu.s.fpu.xmm[d];
-    let b = read_operand(cpu, insn, 1)?;
-    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
     let (width, lanes) = match (double, scalar) {
         (true, true) => (64, 1),
         (true, false) => (64, 2),
@@ -374,12 +390,28 @@ fn arith(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     for i in 0..lanes {
         let (x, y) = ((a >> (width * i)) & mask, (b >> (width * i)) & mask);
         let v = if double {
-            lane::<Double>(op, x, y, &mut ctx)
+            lane::<Double>(op, x, y, ctx)
         } else {
-            lane::<Single>(op, x, y, &mut ctx)
+            lane::<Single>(op, x, y, ctx)
         };
         r = (r & !(mask << (width * i))) | (v & mask) << (width * i);
     }
+    Some(r)
+}
+
+/// Packed/scalar arithmetic, MIN/MAX, SQRT, RCP/RSQRT and CMPcc.
+fn arith(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_sse(cpu)?;
+    let d = xmm_index(insn.op_register(0));
+    let a = cpu.s.fpu.xmm[d];
+    let b = read_operand(cpu, insn, 1)?;
+    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
+    let pred = if insn.op_count() > 2 {
+        insn.immediate8() & 7
+    } else {
+        0
+    };
+    let r = arith_chunk(insn.mnemonic(), a, b, pred, &mut ctx).unwrap_or(a);
     ctx.finish(cpu)?;
     cpu.s.fpu.xmm[d] = r;
     Ok(())
