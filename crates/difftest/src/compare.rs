@@ -50,6 +50,10 @@ pub enum FpuField {
     XmmLo(usize),
     /// XMMi, high 64 bits.
     XmmHi(usize),
+    /// YMMi bits 191:128.
+    YmmLo(usize),
+    /// YMMi bits 255:192.
+    YmmHi(usize),
 }
 
 /// The FSW bits compared: all but C0, C2 and C3.
@@ -89,6 +93,16 @@ pub fn compare_fpu(kvm: &crate::state::FpuRegs, emu: &crate::state::FpuRegs) -> 
             FpuField::XmmHi(i),
             (kvm.xmm[i] >> 64) as u64,
             (emu.xmm[i] >> 64) as u64,
+        );
+        check(
+            FpuField::YmmLo(i),
+            kvm.ymm_hi[i] as u64,
+            emu.ymm_hi[i] as u64,
+        );
+        check(
+            FpuField::YmmHi(i),
+            (kvm.ymm_hi[i] >> 64) as u64,
+            (emu.ymm_hi[i] >> 64) as u64,
         );
     }
     d

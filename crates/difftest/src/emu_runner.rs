@@ -87,6 +87,7 @@ pub fn user_state(init: &InitState, alignment_checks: bool) -> CpuState {
         },
         cr3: layout::PML4,
         cr4: layout::CR4,
+        xcr0: layout::XCR0,
         efer: layout::EFER,
         ..CpuState::default()
     };
@@ -127,6 +128,7 @@ pub fn load_fpu(d: &mut FpuState, f: &FpuRegs) {
     d.fsw = f.fsw;
     d.mxcsr = f.mxcsr;
     d.xmm = f.xmm;
+    d.ymm_hi = f.ymm_hi;
     let top = d.top();
     for (i, v) in f.st.iter().enumerate() {
         d.st[(top + i) & 7] = v & ((1u128 << 80) - 1);
@@ -146,6 +148,7 @@ pub fn save_fpu(s: &FpuState) -> FpuRegs {
         ftw: s.abridged_tag(),
         st,
         xmm: s.xmm,
+        ymm_hi: s.ymm_hi,
         mxcsr: s.mxcsr,
     }
 }

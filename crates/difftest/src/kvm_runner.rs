@@ -115,7 +115,7 @@ impl std::fmt::Debug for KvmRunner {
 }
 
 /// The standard-format XSAVE image of `f` (legacy area per SDM Vol. 1
-/// §10.5.1, XSTATE_BV = x87 | SSE).
+/// §10.5.1, the AVX component at 576, XSTATE_BV = x87 | SSE | AVX).
 fn to_kvm_xsave(f: &FpuRegs) -> kvm_bindings::kvm_xsave {
     let mut b = [0u8; 4096];
     b[0..2].copy_from_slice(&f.fcw.to_le_bytes());
@@ -129,7 +129,10 @@ fn to_kvm_xsave(f: &FpuRegs) -> kvm_bindings::kvm_xsave {
     for (i, v) in f.xmm.iter().enumerate() {
         b[160 + 16 * i..176 + 16 * i].copy_from_slice(&v.to_le_bytes());
     }
-    b[512] = 3;
+    for (i, v) in f.ymm_hi.iter().enumerate() {
+        b[576 + 16 * i..592 + 16 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    b[512] = 7;
     let mut x = kvm_bindings::kvm_xsave::default();
     for (d, c) in x.region.iter_mut().zip(b.chunks_exact(4)) {
         *d = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -165,6 +168,11 @@ fn from_kvm_xsave(x: &kvm_bindings::kvm_xsave) -> FpuRegs {
     if bv & 2 != 0 {
         for (i, s) in f.xmm.iter_mut().enumerate() {
             *s = u128_at(160 + 16 * i);
+        }
+    }
+    if bv & 4 != 0 {
+        for (i, s) in f.ymm_hi.iter_mut().enumerate() {
+            *s = u128_at(576 + 16 * i);
         }
     }
     f
@@ -258,6 +266,17 @@ impl KvmRunner {
         s.cr3 = layout::PML4;
         s.cr4 = layout::CR4;
         s.efer = layout::EFER;
+        let mut xcrs = kvm_bindings::kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0] = kvm_bindings::kvm_xcr {
+            xcr: 0,
+            reserved: 0,
+            value: layout::XCR0,
+        };
+        vcpu.set_sregs(&s).map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu.set_xcrs(&xcrs).map_err(kvm_err("KVM_SET_XCRS"))?;
         Ok(KvmRunner {
             _kvm: kvm,
             _vm: vm,

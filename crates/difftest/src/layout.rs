@@ -80,8 +80,11 @@ pub const TSS_LIMIT: u32 = IOPB_OFFSET + 32;
 /// the host's CR0, so whether #AC is raised is the host's choice: the emu
 /// runner's CR0.AM follows what [`crate::host::HostFacts`] measured.
 pub const CR0: u64 = 1 | 2 | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 18) | (1 << 31);
-/// CR4: PAE and OSFXSR/OSXMMEXCPT.
-pub const CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10);
+/// CR4: PAE, OSFXSR/OSXMMEXCPT and OSXSAVE (XCR0 enables AVX: [`XCR0`]).
+pub const CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10) | (1 << 18);
+
+/// XCR0: x87, SSE and AVX state enabled.
+pub const XCR0: u64 = 0b111;
 /// EFER: SCE, LME, LMA, NXE.
 pub const EFER: u64 = 1 | (1 << 8) | (1 << 10) | (1 << 11);
 

@@ -15,7 +15,7 @@ pub const GPR_NAMES: [&str; 16] = [
 /// Index of RSP in a GPR array.
 pub const RSP: usize = 4;
 
-/// x87, MMX and SSE state as FXSAVE lays it out (SDM Vol. 1 §10.5.1):
+/// x87, MMX, SSE and AVX state as XSAVE lays it out (SDM Vol. 1 §10.5.1, §13.4):
 /// what both runners load before a run and read back after it. FOP and
 /// the last instruction/data pointers are not part of it (the emu engine
 /// does not track FOP, and the pointers differ between engines' views).
@@ -31,6 +31,8 @@ pub struct FpuRegs {
     pub st: [u128; 8],
     /// XMM0..XMM15.
     pub xmm: [u128; 16],
+    /// Bits 255:128 of YMM0..YMM15 (the XSAVE AVX component).
+    pub ymm_hi: [u128; 16],
     /// MXCSR.
     pub mxcsr: u32,
 }
@@ -44,6 +46,7 @@ impl Default for FpuRegs {
             ftw: 0,
             st: [0; 8],
             xmm: [0; 16],
+            ymm_hi: [0; 16],
             mxcsr: 0x1f80,
         }
     }

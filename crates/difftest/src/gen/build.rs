@@ -516,6 +516,20 @@ impl<'a> Builder<'a> {
                 K::xmm_reg | K::xmm_rm => {
                     Operand::Reg(super::simd::XMM[self.rng.below(16) as usize])
                 }
+                K::xmm_vvvv | K::xmm_is4 => {
+                    Operand::Reg(super::simd::XMM[self.rng.below(16) as usize])
+                }
+                K::ymm_reg | K::ymm_rm | K::ymm_vvvv | K::ymm_is4 => {
+                    Operand::Reg(super::simd::YMM[self.rng.below(16) as usize])
+                }
+                K::ymm_or_mem => {
+                    if forced || self.rng.chance(f.mem_percent, 100) {
+                        forced = false;
+                        Operand::Mem(self.mem(f.mem_size, opts))
+                    } else {
+                        Operand::Reg(super::simd::YMM[self.rng.below(16) as usize])
+                    }
+                }
                 K::mm_reg | K::mm_rm => Operand::Reg(super::simd::MM[self.rng.below(8) as usize]),
                 K::st0 => Operand::Reg(Register::ST0),
                 K::sti_opcode => Operand::Reg(super::simd::ST[self.rng.below(8) as usize]),

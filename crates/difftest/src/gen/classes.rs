@@ -40,6 +40,9 @@ pub fn unit(b: &mut Builder<'_>, class: Class) {
             Class::Sse3 => super::simd::sse3(b),
             Class::Ssse3 => super::simd::ssse3(b),
             Class::Sse4 => super::simd::sse4(b),
+            Class::Avx => super::avx::avx(b),
+            Class::Avx2 => super::avx::avx2(b),
+            Class::Fma => super::avx::fma(b),
             Class::X87 => super::simd::x87(b),
             Class::Mixed => false,
         };

@@ -13,6 +13,7 @@
 //! [`assemble`] turns items into a [`Program`] with iced-x86's block
 //! encoder; a final `out` to [`crate::layout::DONE_PORT`] ends it.
 
+pub mod avx;
 pub mod build;
 pub mod classes;
 #[cfg(test)]
@@ -68,6 +69,14 @@ pub enum Class {
     /// SSSE3 on MMX and XMM registers: PSHUFB, horizontal adds and
     /// subtracts, PMADDUBSW, PMULHRSW, PSIGN*, PABS*, PALIGNR.
     Ssse3,
+    /// AVX: the VEX forms of SSE-SSE4.1 floating point and data movement
+    /// in 128 and 256 bits, broadcasts, 128-bit inserts/extracts,
+    /// permutes, masked moves, VTEST/VPTEST, VZEROUPPER/VZEROALL.
+    Avx,
+    /// The VEX integer instructions (AVX2 in 256 bits) and AVX2's own.
+    Avx2,
+    /// FMA and F16C.
+    Fma,
     /// x87 loads, stores, arithmetic, compares and control.
     X87,
     /// Templates of every other class mixed in one sequence.
@@ -93,12 +102,15 @@ impl Class {
     /// The SSE classes: kept apart from [`Class::ALL`] so the integer
     /// classes keep their case streams (a case is a function of seed and
     /// index, and the index picks the class) and `mixed` stays integer.
-    pub const SIMD: [Class; 5] = [
+    pub const SIMD: [Class; 8] = [
         Class::Sse,
         Class::SseFloat,
         Class::Sse3,
         Class::Ssse3,
         Class::Sse4,
+        Class::Avx,
+        Class::Avx2,
+        Class::Fma,
     ];
 
     /// Classes run only when named (`--class x87`): not yet at zero
@@ -124,6 +136,9 @@ impl Class {
             Class::Sse3 => "sse3",
             Class::Ssse3 => "ssse3",
             Class::Sse4 => "sse4",
+            Class::Avx => "avx",
+            Class::Avx2 => "avx2",
+            Class::Fma => "fma",
             Class::X87 => "x87",
             Class::Mixed => "mixed",
         }
@@ -141,7 +156,15 @@ impl Class {
     pub fn is_simd(self) -> bool {
         matches!(
             self,
-            Class::Sse | Class::SseFloat | Class::Sse3 | Class::Ssse3 | Class::Sse4 | Class::X87
+            Class::Sse
+                | Class::SseFloat
+                | Class::Sse3
+                | Class::Ssse3
+                | Class::Sse4
+                | Class::Avx
+                | Class::Avx2
+                | Class::Fma
+                | Class::X87
         )
     }
 
@@ -262,7 +285,11 @@ impl Generator {
                 // From a separate stream, so the integer classes' cases
                 // stay what they were before the SIMD classes existed.
                 let mut fpu_rng = Rng::new(rng.next_u64() ^ 0x5eed_f00d);
-                init.fpu = simd::random_fpu(&mut fpu_rng);
+                init.fpu = if matches!(class, Class::Avx | Class::Avx2 | Class::Fma) {
+                    simd::random_fpu_with_ymm(&mut fpu_rng)
+                } else {
+                    simd::random_fpu(&mut fpu_rng)
+                };
             }
             let len = rng.range(1, self.max_len as u64) as usize;
             let mut b = build::Builder::new(&mut rng, &self.tables);

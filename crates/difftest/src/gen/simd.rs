@@ -31,6 +31,15 @@ pub const XMM: [Register; 16] = {
     ]
 };
 
+/// YMM0..YMM15.
+pub const YMM: [Register; 16] = {
+    use Register::*;
+    [
+        YMM0, YMM1, YMM2, YMM3, YMM4, YMM5, YMM6, YMM7, YMM8, YMM9, YMM10, YMM11, YMM12, YMM13,
+        YMM14, YMM15,
+    ]
+};
+
 /// MM0..MM7.
 pub const MM: [Register; 8] = {
     use Register::*;
@@ -154,6 +163,16 @@ pub fn random_fpu(rng: &mut Rng) -> FpuRegs {
     f
 }
 
+/// [`random_fpu`] with the upper halves of the YMM registers random too
+/// (for the AVX classes; the SSE classes' streams stay as they were).
+pub fn random_fpu_with_ymm(rng: &mut Rng) -> FpuRegs {
+    let mut f = random_fpu(rng);
+    for y in f.ymm_hi.iter_mut() {
+        *y = u128::from(lane64(rng)) | u128::from(lane64(rng)) << 64;
+    }
+    f
+}
+
 /// A SIMD form of a random mnemonic from `ms`.
 fn pick(b: &mut Builder<'_>, ms: &[Mnemonic]) -> Option<Code> {
     let m = *b.rng.pick(ms);
@@ -163,7 +182,7 @@ fn pick(b: &mut Builder<'_>, ms: &[Mnemonic]) -> Option<Code> {
 
 /// Fill options for `code`: memory operands of its size, 16-byte aligned
 /// (mostly) where the SDM requires alignment.
-fn fill_for(b: &mut Builder<'_>, code: Code) -> Fill {
+pub(super) fn fill_for(b: &mut Builder<'_>, code: Code) -> Fill {
     let mut probe = Instruction::default();
     probe.set_code(code);
     let size = probe.memory_size().size() as u32;
@@ -172,9 +191,16 @@ fn fill_for(b: &mut Builder<'_>, code: Code) -> Fill {
     // The emu engine's rule (the SDM's): 16-byte operands aligned but
     // for the explicitly unaligned forms. One in 20 stays unaligned, to
     // check the rule itself against the CPU.
-    if alcazar_emu::fpu::access::needs_alignment(&probe) && !b.rng.chance(1, 20) {
-        f.mem = MemOpts { align: 16, ..f.mem };
-        f.mem.wild = false;
+    let align = if code.encoding() == iced_x86::EncodingKind::VEX {
+        alcazar_emu::fpu::avx::operands::needs_alignment(&probe).then_some(u64::from(size))
+    } else {
+        alcazar_emu::fpu::access::needs_alignment(&probe).then_some(16)
+    };
+    if let Some(align) = align {
+        if !b.rng.chance(1, 20) {
+            f.mem = MemOpts { align, ..f.mem };
+            f.mem.wild = false;
+        }
     }
     f
 }

@@ -62,6 +62,21 @@ pub fn simd_kind(kind: K) -> bool {
     )
 }
 
+/// Whether an operand kind is a VEX vector operand: a YMM register, an
+/// XMM or YMM register in VEX.vvvv or in imm8[7:4], or YMM/memory.
+pub fn vex_kind(kind: K) -> bool {
+    matches!(
+        kind,
+        K::xmm_vvvv
+            | K::xmm_is4
+            | K::ymm_reg
+            | K::ymm_rm
+            | K::ymm_vvvv
+            | K::ymm_is4
+            | K::ymm_or_mem
+    )
+}
+
 /// Forms left out on purpose: BSWAP r16 has an undefined result; MOVSXD
 /// r16, r/m16 reads two bytes on Intel but four on AMD (this project's
 /// hosts), so the oracle and the SDM disagree.
@@ -78,6 +93,7 @@ pub fn kinds(code: Code) -> Vec<K> {
 pub struct Tables {
     by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
     simd_by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
+    vex_by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
 }
 
 impl Default for Tables {
@@ -91,6 +107,7 @@ impl Tables {
     pub fn new() -> Self {
         let mut by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
         let mut simd_by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
+        let mut vex_by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
         for code in Code::values() {
             let op = code.op_code();
             let legacy = op.is_instruction()
@@ -107,15 +124,35 @@ impl Tables {
                     .push(code);
             }
         }
+        for code in Code::values() {
+            let op = code.op_code();
+            let vex = op.is_instruction() && op.mode64() && op.encoding() == EncodingKind::VEX;
+            if vex
+                && kinds(code)
+                    .into_iter()
+                    .all(|k| fillable(k) || simd_kind(k) || vex_kind(k))
+            {
+                vex_by_mnemonic
+                    .entry(code.mnemonic())
+                    .or_default()
+                    .push(code);
+            }
+        }
         Tables {
             by_mnemonic,
             simd_by_mnemonic,
+            vex_by_mnemonic,
         }
     }
 
     /// Every form of `m` (empty if none is usable).
     pub fn codes(&self, m: Mnemonic) -> &[Code] {
         self.by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every VEX-encoded vector form of `m` (AVX, AVX2, FMA, F16C).
+    pub fn vex_codes(&self, m: Mnemonic) -> &[Code] {
+        self.vex_by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
     }
 
     /// Every form of `m`, including those with x87/MMX/XMM operands.

@@ -213,6 +213,30 @@ pub fn bits<F: Fmt>(f: F) -> u128 {
     f.to_bits() & ((1u128 << F::WIDTH) - 1)
 }
 
+/// Whether the exact value `q` is tiny after rounding to `F`'s precision
+/// with an unbounded exponent (IEEE 754 "tininess after rounding", which
+/// x86 uses): a value just below the smallest normal that rounds up to it
+/// in the bounded format is still tiny. `q` is scaled into `F`'s normal
+/// range first (exactly: a power of two), so the rounding sees the full
+/// precision.
+pub fn tiny_unbounded<F: Fmt + FloatConvert<Quad>>(q: Quad, round: Round) -> bool
+where
+    Quad: FloatConvert<F>,
+{
+    if q.is_zero() || !q.is_finite() {
+        return false;
+    }
+    let scale = F::MAX_EXP / 2;
+    let min_normal = Quad::from_u128(1).value.scalbn(F::MIN_EXP);
+    if q.abs() >= min_normal {
+        return false;
+    }
+    let mut loses = false;
+    let scaled: F = q.scalbn(scale).convert_r(round, &mut loses).value;
+    let back: Quad = scaled.convert(&mut loses).value;
+    back.abs() < min_normal.scalbn(scale)
+}
+
 /// Whether a finite result is tiny (nonzero with a zero exponent field).
 pub fn is_tiny<F: Fmt>(v: u128) -> bool {
     is_denormal::<F>(v)

@@ -114,10 +114,19 @@ impl Ctx {
 
     /// Records the status of a computed result and applies FTZ.
     pub fn output<F: Fmt>(&mut self, v: u128, s: Status) -> u128 {
+        self.output_with_tininess::<F>(v, s, float::is_tiny::<F>(v))
+    }
+
+    /// [`Ctx::output`] for a result whose tininess the caller knows from
+    /// the exact value ([`float::tiny_unbounded`]); a result rounded up to
+    /// the smallest normal can still be tiny.
+    pub fn output_with_tininess<F: Fmt>(&mut self, v: u128, s: Status, tiny: bool) -> u128 {
         let f = float::flags_of(s);
         self.pre |= f & (exc::IE | exc::ZE);
         let mut post = f & (exc::OE | exc::UE | exc::PE);
-        let tiny = float::is_tiny::<F>(v);
+        if tiny && s.contains(Status::INEXACT) {
+            post |= exc::UE;
+        }
         if tiny && self.masks & exc::UE == 0 {
             // Unmasked underflow is reported for tiny results even when
             // exact (SDM Vol. 1 §4.9.1.5).
@@ -417,29 +426,42 @@ fn arith(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
-/// COMISS/UCOMISS/COMISD/UCOMISD: ZF, PF, CF from the comparison
-/// (unordered 111, less 001, equal 100, greater 000); OF, SF, AF cleared.
-fn comis(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
-    check_sse(cpu)?;
-    let m = insn.mnemonic();
-    let double = matches!(m, Mnemonic::Comisd | Mnemonic::Ucomisd);
-    let ordered = matches!(m, Mnemonic::Comiss | Mnemonic::Comisd);
-    let a = cpu.s.fpu.xmm[xmm_index(insn.op_register(0))];
-    let b = read_operand(cpu, insn, 1)?;
-    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
-    let c = if double {
-        comis_lane::<Double>(a as u64 as u128, b as u64 as u128, ordered, &mut ctx)
-    } else {
-        comis_lane::<Single>(a as u32 as u128, b as u32 as u128, ordered, &mut ctx)
+/// The arithmetic flags COMISS/UCOMISS/COMISD/UCOMISD `m` sets for
+/// first operand `a` and second operand `b` (unordered: ZF PF CF; less:
+/// CF; equal: ZF; greater: none), with MXCSR flags in `ctx`; `None` if
+/// `m` is not one of them.
+pub fn compare_flags(m: Mnemonic, a: u128, b: u128, ctx: &mut Ctx) -> Option<u64> {
+    use Mnemonic as M;
+    let (double, ordered) = match m {
+        M::Comiss => (false, true),
+        M::Ucomiss => (false, false),
+        M::Comisd => (true, true),
+        M::Ucomisd => (true, false),
+        _ => return None,
     };
-    ctx.finish(cpu)?;
+    let c = if double {
+        comis_lane::<Double>(a as u64 as u128, b as u64 as u128, ordered, ctx)
+    } else {
+        comis_lane::<Single>(a as u32 as u128, b as u32 as u128, ordered, ctx)
+    };
     use std::cmp::Ordering::*;
-    let f = match c {
+    Some(match c {
         None => ZF | PF | CF,
         Some(Less) => CF,
         Some(Equal) => ZF,
         Some(Greater) => 0,
-    };
+    })
+}
+
+/// COMISS/UCOMISS/COMISD/UCOMISD: the flags of [`compare_flags`]; OF,
+/// SF, AF cleared.
+fn comis(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_sse(cpu)?;
+    let a = cpu.s.fpu.xmm[xmm_index(insn.op_register(0))];
+    let b = read_operand(cpu, insn, 1)?;
+    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
+    let f = compare_flags(insn.mnemonic(), a, b, &mut ctx).unwrap_or(0);
+    ctx.finish(cpu)?;
     cpu.s.flags.set_arith(ARITH, f);
     Ok(())
 }

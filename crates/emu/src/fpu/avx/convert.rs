@@ -217,6 +217,11 @@ fn single_to_half(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     } else {
         (imm & 3) << mxcsr::RC_SHIFT
     };
+    if insn.op_kind(0) == iced_x86::OpKind::Memory {
+        // A store that cannot be done faults before any MXCSR flag is set.
+        let (seg, off) = crate::exec::operand::memory_operand(cpu, insn);
+        crate::fpu::access::probe_write(cpu, seg, off, 2 * n as u64)?;
+    }
     // FTZ never applies to the half results.
     let mut ctx = Ctx::new((m & !(3 << mxcsr::RC_SHIFT) & !mxcsr::FZ) | rc);
     let mut r: Ymm = [0; 2];

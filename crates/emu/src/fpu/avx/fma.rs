@@ -13,8 +13,9 @@
 //! x86 specifics, as for the other SSE arithmetic: DAZ on inputs, DE for
 //! denormal inputs (hidden by a NaN input or an invalid operation), a NaN
 //! input gives the first NaN operand in the order multiplicand,
-//! multiplier, addend (quieted; IE for an SNaN), `0 * inf` is invalid
-//! (QNaN indefinite) even with a NaN addend, and FTZ on results.
+//! multiplier, addend (quieted; IE only for an SNaN: `0 * inf + QNaN` is
+//! the QNaN without IE, as the CPU does), `0 * inf` with a number addend
+//! is invalid (QNaN indefinite), and FTZ on results.
 //! Scalar forms keep bits 127:32 (or 127:64) of `dst` and zero 255:128.
 
 use iced_x86::{Instruction, Mnemonic};
@@ -129,23 +130,26 @@ where
     let b = ctx.input::<F>(b, true);
     let c = ctx.input::<F>(c, true);
     let (x, y, z) = (float::val::<F>(a), float::val::<F>(b), float::val::<F>(c));
-    let r = if (x.is_infinite() && y.is_zero()) || (x.is_zero() && y.is_infinite()) {
-        ctx.pre |= exc::IE;
-        float::indefinite::<F>()
-    } else if any_nan {
+    let zero_times_inf = (x.is_infinite() && y.is_zero()) || (x.is_zero() && y.is_infinite());
+    let r = if any_nan {
         if float::is_snan::<F>(a) || float::is_snan::<F>(b) || float::is_snan::<F>(c) {
             ctx.pre |= exc::IE;
         }
         let first = [a, b, c].into_iter().find(|&v| nan(v)).unwrap_or(c);
         float::quiet::<F>(first)
+    } else if zero_times_inf {
+        ctx.pre |= exc::IE;
+        float::indefinite::<F>()
     } else {
         let x = if negate { -x } else { x };
         let z = if sub { -z } else { z };
-        let exact = x.mul_add_r(y, z, ctx.round);
-        let r = float::with_overflow(exact, || {
-            let mut loses = false;
-            let mut q = |v: F| -> Quad { v.convert(&mut loses).value };
-            let (qx, qy, qz) = (q(x), q(y), q(z));
+        let rounded = x.mul_add_r(y, z, ctx.round);
+        // The product is exact in quad precision (at most 106 bits), so
+        // the quad sum decides overflow and tininess.
+        let mut loses = false;
+        let mut q = |v: F| -> Quad { v.convert(&mut loses).value };
+        let (qx, qy, qz) = (q(x), q(y), q(z));
+        let r = float::with_overflow(rounded, || {
             let s: StatusAnd<Quad> = qx.mul_add_r(qy, qz, Round::TowardZero);
             s.value.abs() >= float::threshold::<F>()
         });
@@ -154,7 +158,10 @@ where
             ctx.pre |= exc::IE;
             float::indefinite::<F>()
         } else {
-            ctx.output::<F>(float::bits(r.value), r.status)
+            let bits = float::bits(r.value);
+            let exact = qx.mul_add_r(qy, qz, Round::NearestTiesToEven).value;
+            let tiny = float::is_tiny::<F>(bits) || float::tiny_unbounded::<F>(exact, ctx.round);
+            ctx.output_with_tininess::<F>(bits, r.status, tiny)
         }
     };
     let mut mine = ctx.pre;

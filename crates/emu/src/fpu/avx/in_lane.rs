@@ -111,11 +111,32 @@ pub fn is_widening(l: Mnemonic) -> bool {
     name.starts_with("Pmovsx") || name.starts_with("Pmovzx")
 }
 
-/// The handler for `insn`, if it is the VEX form of an in-lane operation.
+/// The handler for `insn`, if it is the VEX form of an in-lane operation
+/// or of a scalar compare into RFLAGS.
 pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
+    use Mnemonic as M;
     let l = legacy(insn.mnemonic())?;
+    if matches!(l, M::Comiss | M::Ucomiss | M::Comisd | M::Ucomisd) {
+        return Some((compare_scalar, KeepsLinks));
+    }
     family(l)?;
     Some((in_lane, KeepsLinks))
+}
+
+/// VCOMISS/VUCOMISS/VCOMISD/VUCOMISD: as the legacy forms
+/// ([`sse_float::compare_flags`]).
+fn compare_scalar(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_avx(cpu)?;
+    let Some(l) = legacy(insn.mnemonic()) else {
+        return Err(Fault::InvalidOpcode);
+    };
+    let a = read(cpu, insn, 0)?[0];
+    let b = read(cpu, insn, 1)?[0];
+    let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
+    let f = sse_float::compare_flags(l, a, b, &mut ctx).unwrap_or(0);
+    ctx.finish(cpu)?;
+    cpu.s.flags.set_arith(crate::flags::ARITH, f);
+    Ok(())
 }
 
 /// Whether legacy `l` with an immediate count is a shift by that count.

@@ -271,25 +271,34 @@ fn masked_move(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let store = insn.op_kind(0) == OpKind::Memory;
     let mask = read(cpu, insn, 1)?;
     let data = if store { read(cpu, insn, 2)? } else { [0; 2] };
-    let mut r: Ymm = [0; 2];
-    for k in 0..halves {
-        for i in 0..per {
-            if lane(mask[k], bits, i) >> (bits - 1) == 0 {
-                continue;
-            }
-            let at = off.wrapping_add(u64::from((k as u32 * per + i) * bits / 8));
-            if store {
-                cpu.write(s, at, bytes, lane(data[k], bits, i))?;
-            } else {
-                r[k] |= u128::from(cpu.read(s, at, bytes)?) << (bits * i);
-            }
-        }
-    }
+    // The selected elements: (half, element, offset).
+    let selected: Vec<(usize, u32, u64)> = (0..halves)
+        .flat_map(|k| (0..per).map(move |i| (k, i)))
+        .filter(|&(k, i)| lane(mask[k], bits, i) >> (bits - 1) != 0)
+        .map(|(k, i)| {
+            (
+                k,
+                i,
+                off.wrapping_add(u64::from((k as u32 * per + i) * bits / 8)),
+            )
+        })
+        .collect();
     if store {
-        Ok(())
-    } else {
-        write(cpu, insn, 0, r)
+        // Every selected element is checked before any is written, so a
+        // fault leaves memory as it was (as the CPU does).
+        for &(_, _, at) in &selected {
+            crate::fpu::access::probe_write(cpu, s, at, u64::from(bytes))?;
+        }
+        for &(k, i, at) in &selected {
+            cpu.write(s, at, bytes, lane(data[k], bits, i))?;
+        }
+        return Ok(());
     }
+    let mut r: Ymm = [0; 2];
+    for &(k, i, at) in &selected {
+        r[k] |= u128::from(cpu.read(s, at, bytes)?) << (bits * i);
+    }
+    write(cpu, insn, 0, r)
 }
 
 /// VPMOVSX*/VPMOVZX*: the low elements of the source widened, sign- or

@@ -34,9 +34,14 @@ pub fn vec_index(r: Register) -> usize {
     }
 }
 
-/// Whether `insn` works on 256 bits (VEX.L = 1): any YMM operand.
+/// Whether `insn` works on 256 bits (VEX.L = 1): any YMM operand, or a
+/// 32-byte memory operand (`VCVTPD2PS xmm1, m256`).
 pub fn is_256(insn: &Instruction) -> bool {
-    (0..insn.op_count()).any(|n| insn.op_kind(n) == OpKind::Register && is_ymm(insn.op_register(n)))
+    (0..insn.op_count()).any(|n| match insn.op_kind(n) {
+        OpKind::Register => is_ymm(insn.op_register(n)),
+        OpKind::Memory => insn.memory_size().size() == 32,
+        _ => false,
+    })
 }
 
 /// Whether the memory operand of `insn` must be aligned to its size:
