@@ -33,6 +33,8 @@ pub mod ssse3;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_avx;
+#[cfg(test)]
 mod tests_sse_float;
 #[cfg(test)]
 mod tests_x87;
