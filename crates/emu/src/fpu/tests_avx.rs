@@ -92,7 +92,10 @@ fn xsavec_writes_the_compacted_header_and_xrstor_reads_it() {
         },
     );
     // XCOMP_BV: compacted, SSE | AVX requested.
-    assert_eq!(cpu.machine.memory.read_u64(DATA + 520).unwrap(), 1 << 63 | 6);
+    assert_eq!(
+        cpu.machine.memory.read_u64(DATA + 520).unwrap(),
+        1 << 63 | 6
+    );
     assert_eq!(cpu.s.fpu.ymm_hi[0], 5);
 }
 
@@ -154,7 +157,8 @@ fn a_gather_loads_the_selected_elements_and_clears_the_mask() {
             a.mov(dword_ptr(rsi + 4), 11u32).unwrap();
             a.mov(dword_ptr(rsi + 8), 12u32).unwrap();
             a.mov(dword_ptr(rsi + 12), 13u32).unwrap();
-            a.vpgatherdd_3(xmm0, dword_ptr(rsi + xmm1 * 4), xmm2).unwrap();
+            a.vpgatherdd_3(xmm0, dword_ptr(rsi + xmm1 * 4), xmm2)
+                .unwrap();
         },
     );
     let r = cpu.s.fpu.xmm[0];
@@ -166,7 +170,8 @@ fn a_gather_loads_the_selected_elements_and_clears_the_mask() {
 #[test]
 fn a_gather_with_the_same_register_twice_is_undefined() {
     let same = |a: &mut CodeAssembler| {
-        a.vpgatherdd_3(xmm1, dword_ptr(rsi + xmm1 * 4), xmm2).unwrap();
+        a.vpgatherdd_3(xmm1, dword_ptr(rsi + xmm1 * 4), xmm2)
+            .unwrap();
     };
     assert_eq!(fault_of(avx_on, same), Some(Fault::InvalidOpcode));
 }
