@@ -41,6 +41,7 @@ pub fn unit(b: &mut Builder<'_>, class: Class) {
             Class::Ssse3 => super::simd::ssse3(b),
             Class::Sse4 => super::simd::sse4(b),
             Class::X87 => super::simd::x87(b),
+            Class::Bmi => super::bmi::bmi(b),
             Class::Mixed => false,
         };
         if ok {
