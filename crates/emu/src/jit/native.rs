@@ -26,6 +26,11 @@
 //! in the frame while translated code runs and are loaded into host XMM0-
 //! XMM2 around each such instruction.
 //!
+//! The general-register extensions BMI1 (TZCNT, ANDN, BEXTR, BLSI, BLSMSK,
+//! BLSR), BMI2 (BZHI, MULX, PDEP, PEXT, RORX, SARX, SHLX, SHRX) and ADX
+//! (ADCX, ADOX) run natively where the host CPU has them (checked once);
+//! RDRAND, RDSEED and the FSGSBASE instructions stay in the interpreter.
+//!
 //! Undefined flags (SDM: "the SF, ZF, AF and PF flags are undefined" after
 //! `IMUL`, for instance) are whatever the host computes; the interpreter
 //! may leave other values. Defined results are identical.
