@@ -7,7 +7,7 @@ mod common;
 
 /// Watched flags as Linux names them, with the lowest x86-64 level that
 /// includes each (4: only `max`).
-const WATCHED: [(&str, u8); 14] = [
+const WATCHED: [(&str, u8); 20] = [
     ("pni", 2),
     ("ssse3", 2),
     ("fma", 3),
@@ -19,9 +19,15 @@ const WATCHED: [(&str, u8); 14] = [
     ("xsave", 3),
     ("avx", 3),
     ("f16c", 3),
+    ("rdrand", 4),
     ("lahf_lm", 2),
     ("abm", 3),
+    ("fsgsbase", 4),
+    ("bmi1", 3),
     ("avx2", 3),
+    ("bmi2", 3),
+    ("rdseed", 4),
+    ("adx", 4),
 ];
 
 /// The watched flags of `level`, in `/proc/cpuinfo` order, without `out`.

@@ -9,6 +9,9 @@
 //! - **v3**: v2 + AVX, AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE, XSAVE
 //!   (with OSXSAVE).
 //!
+//! ADX, RDRAND, RDSEED and FSGSBASE belong to no level: only `max` has
+//! them.
+//!
 //! Removing a feature also removes those that need it (AVX needs XSAVE;
 //! AVX2, FMA and F16C need AVX), so a guest never sees an impossible
 //! combination.
@@ -95,11 +98,26 @@ pub enum CpuFeature {
     F16c,
     /// AVX2 (CPUID.(EAX=7,ECX=0):EBX[5]).
     Avx2,
+    /// RDRAND (CPUID.1:ECX[30]).
+    Rdrand,
+    /// RDFSBASE/RDGSBASE/WRFSBASE/WRGSBASE and CR4.FSGSBASE
+    /// (CPUID.(EAX=7,ECX=0):EBX[0]).
+    Fsgsbase,
+    /// BMI1: ANDN, BEXTR, BLSI, BLSMSK, BLSR, TZCNT
+    /// (CPUID.(EAX=7,ECX=0):EBX[3]).
+    Bmi1,
+    /// BMI2: BZHI, MULX, PDEP, PEXT, RORX, SARX, SHLX, SHRX
+    /// (CPUID.(EAX=7,ECX=0):EBX[8]).
+    Bmi2,
+    /// RDSEED (CPUID.(EAX=7,ECX=0):EBX[18]).
+    Rdseed,
+    /// ADCX and ADOX (CPUID.(EAX=7,ECX=0):EBX[19]).
+    Adx,
 }
 
 impl CpuFeature {
     /// Every feature, in CPUID order.
-    pub const ALL: [CpuFeature; 14] = [
+    pub const ALL: [CpuFeature; 20] = [
         CpuFeature::Sse3,
         CpuFeature::Ssse3,
         CpuFeature::Cx16,
@@ -113,7 +131,13 @@ impl CpuFeature {
         CpuFeature::Avx,
         CpuFeature::Fma,
         CpuFeature::F16c,
+        CpuFeature::Rdrand,
+        CpuFeature::Fsgsbase,
+        CpuFeature::Bmi1,
         CpuFeature::Avx2,
+        CpuFeature::Bmi2,
+        CpuFeature::Rdseed,
+        CpuFeature::Adx,
     ];
 
     /// The lowest level that includes it ([`CpuLevel::Max`]: none does).
@@ -121,7 +145,8 @@ impl CpuFeature {
         use CpuFeature::*;
         match self {
             Sse3 | Ssse3 | Cx16 | Sse4_1 | Sse4_2 | Popcnt | LahfLm => CpuLevel::V2,
-            Movbe | Lzcnt | Xsave | Avx | Fma | F16c | Avx2 => CpuLevel::V3,
+            Movbe | Lzcnt | Xsave | Avx | Fma | F16c | Avx2 | Bmi1 | Bmi2 => CpuLevel::V3,
+            Rdrand | Fsgsbase | Rdseed | Adx => CpuLevel::Max,
         }
     }
 
@@ -152,6 +177,12 @@ impl CpuFeature {
             CpuFeature::Fma => "fma",
             CpuFeature::F16c => "f16c",
             CpuFeature::Avx2 => "avx2",
+            CpuFeature::Rdrand => "rdrand",
+            CpuFeature::Fsgsbase => "fsgsbase",
+            CpuFeature::Bmi1 => "bmi1",
+            CpuFeature::Bmi2 => "bmi2",
+            CpuFeature::Rdseed => "rdseed",
+            CpuFeature::Adx => "adx",
         }
     }
 
@@ -184,6 +215,12 @@ impl CpuFeature {
             CpuFeature::Fma => (1, CpuidReg::Ecx, 1 << 12),
             CpuFeature::F16c => (1, CpuidReg::Ecx, 1 << 29),
             CpuFeature::Avx2 => (7, CpuidReg::Ebx, 1 << 5),
+            CpuFeature::Rdrand => (1, CpuidReg::Ecx, 1 << 30),
+            CpuFeature::Fsgsbase => (7, CpuidReg::Ebx, 1 << 0),
+            CpuFeature::Bmi1 => (7, CpuidReg::Ebx, 1 << 3),
+            CpuFeature::Bmi2 => (7, CpuidReg::Ebx, 1 << 8),
+            CpuFeature::Rdseed => (7, CpuidReg::Ebx, 1 << 18),
+            CpuFeature::Adx => (7, CpuidReg::Ebx, 1 << 19),
         }
     }
 }
@@ -294,8 +331,9 @@ mod tests {
         };
         assert_eq!(v2.describe(), "v2,-sse4_2");
         // MOVBE, LZCNT, XSAVE, AVX (and its XCR0 bit), FMA, F16C, AVX2,
+        // BMI1, BMI2; RDRAND, FSGSBASE, RDSEED, ADX (no level has them);
         // and SSE4.2.
-        assert_eq!(v2.rules().len(), 9);
+        assert_eq!(v2.rules().len(), 15);
     }
 
     #[test]
@@ -317,7 +355,22 @@ mod tests {
             level: CpuLevel::V3,
             removed: vec![CpuFeature::Avx2],
         };
-        assert_eq!(v3.hidden(), [CpuFeature::Avx2]);
+        assert_eq!(
+            v3.hidden(),
+            [
+                CpuFeature::Rdrand,
+                CpuFeature::Fsgsbase,
+                CpuFeature::Rdseed,
+                CpuFeature::Adx,
+                CpuFeature::Avx2
+            ]
+        );
+        let v3 = CpuModel {
+            level: CpuLevel::V3,
+            removed: vec![],
+        };
+        assert!(!v3.hidden().contains(&CpuFeature::Bmi1));
+        assert!(!v3.hidden().contains(&CpuFeature::Bmi2));
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! ```text
 //! alcazar-difftest [--seed N] [--start INDEX] [--count N] [--class NAME[,NAME..]|all] [--len N]
 //!                  [--long] [--time SECONDS] [--case INDEX] [--max-shrinks N]
-//!                  [--self-test] [--kvm-vs-kvm] [--list-classes]
+//!                  [--self-test] [--kvm-vs-kvm] [--jit] [--list-classes]
 //! ```
 //!
 //! `--kvm-vs-kvm` runs the cases on two KVM VMs instead (a check of the
 //! oracle's determinism: everything must match, undefined flags included).
+//! `--jit` makes the emu engine's translator (tier 1) the subject instead
+//! of its interpreter: every block is translated on its first run.
 //!
 //! ```text
 //! ```
@@ -39,11 +41,13 @@ struct Args {
     case: Option<u64>,
     self_test: bool,
     kvm_vs_kvm: bool,
+    jit: bool,
     long: bool,
 }
 
 const USAGE: &str = "usage: alcazar-difftest [--seed N] [--start INDEX] [--count N] [--class NAME[,NAME..]|all] \
-[--len N] [--long] [--time SECONDS] [--case INDEX] [--max-shrinks N] [--self-test] [--kvm-vs-kvm] [--list-classes]";
+[--len N] [--long] [--time SECONDS] [--case INDEX] [--max-shrinks N] [--self-test] [--kvm-vs-kvm] [--jit] \
+[--list-classes]";
 
 fn number(v: Option<String>, name: &str) -> Result<u64, Error> {
     let v = v.ok_or_else(|| Error::Usage(format!("{name} needs a value")))?;
@@ -60,6 +64,7 @@ fn parse() -> Result<Option<Args>, Error> {
         case: None,
         self_test: false,
         kvm_vs_kvm: false,
+        jit: false,
         long: false,
     };
     let mut it = std::env::args().skip(1);
@@ -77,12 +82,17 @@ fn parse() -> Result<Option<Args>, Error> {
             "--long" => a.long = true,
             "--self-test" => a.self_test = true,
             "--kvm-vs-kvm" => a.kvm_vs_kvm = true,
+            "--jit" => a.jit = true,
             "--class" => {
                 let v = it
                     .next()
                     .ok_or_else(|| Error::Usage("--class needs a value".into()))?;
                 a.cfg.classes = if v == "all" {
-                    Class::ALL.into_iter().chain(Class::SIMD).collect()
+                    Class::ALL
+                        .into_iter()
+                        .chain(Class::SIMD)
+                        .chain(Class::EXTENSIONS)
+                        .collect()
                 } else {
                     v.split(',')
                         .map(|n| {
@@ -272,6 +282,13 @@ fn main() -> ExitCode {
                     subject: KvmRunner::new()?,
                     host,
                 };
+                batch(&mut h, &args, stop)
+            })
+        } else if args.jit {
+            Harness::kvm_vs_jit().and_then(|h| {
+                let mut h =
+                    h.ok_or_else(|| Error::Usage("this host cannot run translated code".into()))?;
+                eprintln!("{}", h.host.describe());
                 batch(&mut h, &args, stop)
             })
         } else {

@@ -125,9 +125,15 @@ fn the_translator_matches_kvm_on_random_user_mode_sequences() {
         println!("SKIPPED: this host cannot run translated code");
         return;
     };
+    let extensions: &[Class] = if host_has_extensions() {
+        &Class::EXTENSIONS
+    } else {
+        &[]
+    };
     let classes: Vec<Class> = Class::ALL
         .iter()
         .chain(Class::SIMD.iter())
+        .chain(extensions)
         .copied()
         .collect();
     let cfg = Config {
@@ -185,6 +191,43 @@ fn emu_matches_kvm_on_random_sse_sequences() {
             s.runs >= SIMD_COUNT / (2 * Class::SIMD.len() as u64),
             "class {class} ran only {} cases",
             s.runs
+        );
+    }
+}
+
+/// Whether the host CPU, which runs the oracle's user code, has the
+/// extensions of [`Class::EXTENSIONS`] (BMI1, BMI2, ADX); prints the skip
+/// line if not.
+fn host_has_extensions() -> bool {
+    let has = std::arch::is_x86_feature_detected!("bmi1")
+        && std::arch::is_x86_feature_detected!("bmi2")
+        && std::arch::is_x86_feature_detected!("adx");
+    if !has {
+        println!("SKIPPED: the host CPU lacks BMI1, BMI2 or ADX");
+    }
+    has
+}
+
+/// Cases in the extensions test.
+const EXTENSIONS_COUNT: u64 = 20_000;
+
+#[test]
+fn emu_matches_kvm_on_random_bmi_and_adx_sequences() {
+    if !kvm_or_skip() || !host_has_extensions() {
+        return;
+    }
+    let sum = run_against_kvm(&Class::EXTENSIONS, EXTENSIONS_COUNT);
+    for class in Class::EXTENSIONS {
+        let s = sum.classes.get(&class).copied().unwrap_or_default();
+        assert!(
+            s.runs >= EXTENSIONS_COUNT / Class::EXTENSIONS.len() as u64,
+            "class {class} ran only {} cases",
+            s.runs
+        );
+        assert!(
+            s.passed + s.mismatched >= s.runs * 9 / 10,
+            "class {class}: too many indeterminate cases ({})",
+            s.indeterminate
         );
     }
 }

@@ -6,12 +6,15 @@
 //! identity KVM's `kvm64` model uses): x87 FPU, MMX, FXSR, SSE, SSE2, SSE3,
 //! SSSE3, SSE4.1 and SSE4.2 ([`crate::fpu`]; with CX16, LAHF/SAHF and
 //! POPCNT, the x86-64-v2 level), XSAVE with XSAVEOPT and XSAVEC, AVX,
-//! AVX2, FMA and F16C ([`crate::fpu::xsave`], [`crate::fpu::avx`]), the
+//! AVX2, FMA and F16C ([`crate::fpu::xsave`], [`crate::fpu::avx`]), BMI1,
+//! BMI2 and ADX ([`crate::exec::bmi1`], [`crate::exec::bmi2`],
+//! [`crate::exec::adx`]), RDRAND and RDSEED ([`crate::exec::random`]),
+//! FSGSBASE ([`crate::exec::fsgsbase`]), the
 //! local APIC with x2APIC and the TSC-deadline timer
 //! ([`crate::apic`]). Not advertised until implemented: MONITOR/MWAIT,
 //! AVX-512, XSAVES, MCE/MCA, MTRR (the MSRs
-//! exist but are not applied), PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
-//! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
+//! exist but are not applied), PCID, SMEP/SMAP,
+//! and 1 GiB pages: the MMU walks them, but INVLPG (which drops
 //! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
 //!
 //! Leaves 0x15/0x16 give the TSC frequency: 1 GHz, from a 1 GHz "core
@@ -67,12 +70,18 @@ mod ecx1 {
     pub const OSXSAVE: u32 = 1 << 27;
     pub const AVX: u32 = 1 << 28;
     pub const F16C: u32 = 1 << 29;
+    pub const RDRAND: u32 = 1 << 30;
 }
 
 /// CPUID.(EAX=7,ECX=0):EBX bits.
 mod ebx7 {
+    pub const FSGSBASE: u32 = 1 << 0;
     pub const TSC_ADJUST: u32 = 1 << 1;
+    pub const BMI1: u32 = 1 << 3;
     pub const AVX2: u32 = 1 << 5;
+    pub const BMI2: u32 = 1 << 8;
+    pub const RDSEED: u32 = 1 << 18;
+    pub const ADX: u32 = 1 << 19;
 }
 
 /// CPUID.(EAX=0DH,ECX=1):EAX bits: the XSAVE instructions beyond XSAVE.
@@ -146,21 +155,30 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | ecx1::XSAVE
         | ecx1::AVX
         | ecx1::FMA
-        | ecx1::F16C;
+        | ecx1::F16C
+        | ecx1::RDRAND;
+    let leaf7_ebx = ebx7::FSGSBASE
+        | ebx7::TSC_ADJUST
+        | ebx7::BMI1
+        | ebx7::AVX2
+        | ebx7::BMI2
+        | ebx7::RDSEED
+        | ebx7::ADX;
     let xsave_max = xsave::area_size(xsave::XCR0_SUPPORTED);
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
     let mut t = vec![
         entry(0, MAX_BASIC, genu, ntel, inei),
         entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
-        // Leaf 7: EBX: IA32_TSC_ADJUST, AVX2. ECX: RDPID (22). EDX:
+        // Leaf 7: EBX: FSGSBASE, IA32_TSC_ADJUST, BMI1, AVX2, BMI2,
+        // RDSEED, ADX. ECX: RDPID (22). EDX:
         // IBRS/IBPB (26), STIBP (27), IA32_ARCH_CAPABILITIES (29), SSBD
         // (31) — the speculation controls are accepted and change nothing.
         indexed(
             entry(
                 7,
                 0,
-                ebx7::TSC_ADJUST | ebx7::AVX2,
+                leaf7_ebx,
                 1 << 22,
                 1 << 26 | 1 << 27 | 1 << 29 | 1 << 31,
             ),
@@ -286,6 +304,16 @@ mod tests {
         let v3 = ecx1::XSAVE | ecx1::AVX | ecx1::FMA | ecx1::F16C | ecx1::MOVBE;
         assert_eq!(one.ecx & v3, v3, "x86-64-v3's leaf 1 features");
         assert_ne!(execute(&cpu, 7, 0).ebx & ebx7::AVX2, 0);
+        let bmi = ebx7::BMI1 | ebx7::BMI2;
+        assert_eq!(execute(&cpu, 7, 0).ebx & bmi, bmi, "x86-64-v3's BMI1/BMI2");
+    }
+
+    #[test]
+    fn the_bit_manipulation_random_and_base_instructions_are_advertised() {
+        let cpu = cpu64(&[]);
+        assert_ne!(execute(&cpu, 1, 0).ecx & ecx1::RDRAND, 0);
+        let more = ebx7::FSGSBASE | ebx7::ADX | ebx7::RDSEED;
+        assert_eq!(execute(&cpu, 7, 0).ebx & more, more);
     }
 
     #[test]

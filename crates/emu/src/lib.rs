@@ -35,7 +35,7 @@
 //! | the run loop: blocks, slices, delivery between blocks | `run.rs` |
 //! | decoded blocks, their cache and links; the block decoder; self-modifying code | `code.rs`, `code/cache.rs`, `code/decode.rs` |
 //! | choosing a handler, and its effect on block links ([`exec::LinkEffect`]) | `exec/mod.rs` |
-//! | instruction handlers: data, ALU, shifts, mul/div, bits, strings, near branches, port I/O | `exec/*.rs` |
+//! | instruction handlers: data, ALU, shifts, mul/div, bits, BMI1/BMI2/ADX, RDRAND/RDSEED, FSGSBASE, strings, near branches, port I/O | `exec/*.rs` |
 //! | fast paths for the hottest forms | `exec/fast/` |
 //! | system instructions | `exec/system.rs` and `exec/system/` |
 //! | operating modes: CR0/CR4/EFER writes, IA-32e activation (Vol. 3A §2.2, §10.8.5) | `modes.rs` |

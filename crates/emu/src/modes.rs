@@ -136,7 +136,8 @@ pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
 }
 
 /// CR4: only implemented features may be enabled (no VME/PVI, UMIP,
-/// FSGSBASE, PCIDE, SMEP, SMAP; OSXSAVE only with XSAVE advertised);
+/// PCIDE, SMEP, SMAP; OSXSAVE and FSGSBASE only when CPUID advertises
+/// them);
 /// PAE cannot be cleared in IA-32e mode.
 fn write_cr4(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
     let mut allowed = cr4::TSD
@@ -151,6 +152,10 @@ fn write_cr4(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
     let leaf1 = alcazar_core::cpuid::CpuidPolicy::lookup(&cpu.cpuid, 1, 0);
     if leaf1.ecx & (1 << 26) != 0 {
         allowed |= cr4::OSXSAVE;
+    }
+    // FSGSBASE only with CPUID.(EAX=7,ECX=0):EBX.FSGSBASE[bit 0].
+    if alcazar_core::cpuid::CpuidPolicy::lookup(&cpu.cpuid, 7, 0).ebx & 1 != 0 {
+        allowed |= cr4::FSGSBASE;
     }
     if v & !allowed != 0 || (cpu.s.long_mode() && v & cr4::PAE == 0) {
         return Err(gp(0));

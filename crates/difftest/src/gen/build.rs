@@ -47,6 +47,8 @@ fn make_inner(code: Code, ops: &[Operand]) -> Result<Option<Instruction>, IcedEr
         [Reg(a), Reg(b), Reg(c)] => Instruction::with3(code, a, b, c)?,
         [Reg(a), Reg(b), Imm(c)] => Instruction::with3(code, a, b, c as i32)?,
         [Reg(a), Mem(b), Imm(c)] => Instruction::with3(code, a, b, c as i32)?,
+        [Reg(a), Reg(b), Mem(c)] => Instruction::with3(code, a, b, c)?,
+        [Reg(a), Mem(b), Reg(c)] => Instruction::with3(code, a, b, c)?,
         [Mem(a), Reg(b), Reg(c)] => Instruction::with3(code, a, b, c)?,
         [Mem(a), Reg(b), Imm(c)] => Instruction::with3(code, a, b, c as i32)?,
         _ => return Ok(None),
@@ -511,8 +513,12 @@ impl<'a> Builder<'a> {
                 }
                 K::r8_reg | K::r8_opcode => Operand::Reg(self.reg(1, f.avoid)),
                 K::r16_reg | K::r16_rm | K::r16_opcode => Operand::Reg(self.reg(2, f.avoid)),
-                K::r32_reg | K::r32_rm | K::r32_opcode => Operand::Reg(self.reg(4, f.avoid)),
-                K::r64_reg | K::r64_rm | K::r64_opcode => Operand::Reg(self.reg(8, f.avoid)),
+                K::r32_reg | K::r32_rm | K::r32_opcode | K::r32_vvvv => {
+                    Operand::Reg(self.reg(4, f.avoid))
+                }
+                K::r64_reg | K::r64_rm | K::r64_opcode | K::r64_vvvv => {
+                    Operand::Reg(self.reg(8, f.avoid))
+                }
                 K::xmm_reg | K::xmm_rm => {
                     Operand::Reg(super::simd::XMM[self.rng.below(16) as usize])
                 }

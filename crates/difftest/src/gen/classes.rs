@@ -44,6 +44,7 @@ pub fn unit(b: &mut Builder<'_>, class: Class) {
             Class::Avx2 => super::avx::avx2(b),
             Class::Fma => super::avx::fma(b),
             Class::X87 => super::simd::x87(b),
+            Class::Bmi => super::bmi::bmi(b),
             Class::Mixed => false,
         };
         if ok {

@@ -14,6 +14,7 @@
 //! encoder; a final `out` to [`crate::layout::DONE_PORT`] ends it.
 
 pub mod avx;
+pub mod bmi;
 pub mod build;
 pub mod classes;
 #[cfg(test)]
@@ -79,6 +80,10 @@ pub enum Class {
     Fma,
     /// x87 loads, stores, arithmetic, compares and control.
     X87,
+    /// BMI1 (ANDN BEXTR BLSI BLSMSK BLSR), BMI2 (BZHI MULX PDEP PEXT RORX
+    /// SARX SHLX SHRX) and ADX (ADCX ADOX): VEX-encoded and legacy
+    /// general-register extensions.
+    Bmi,
     /// Templates of every other class mixed in one sequence.
     Mixed,
 }
@@ -118,6 +123,12 @@ impl Class {
     /// (the remaining differences are listed in `docs/architecture.md`).
     pub const EXTRA: [Class; 1] = [Class::X87];
 
+    /// Classes of general-register instruction-set extensions beyond the
+    /// x86-64 baseline, which the oracle's host CPU must have: kept apart
+    /// from [`Class::ALL`] so the baseline classes keep their case
+    /// streams and `mixed` stays baseline.
+    pub const EXTENSIONS: [Class; 1] = [Class::Bmi];
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -140,15 +151,18 @@ impl Class {
             Class::Avx2 => "avx2",
             Class::Fma => "fma",
             Class::X87 => "x87",
+            Class::Bmi => "bmi",
             Class::Mixed => "mixed",
         }
     }
 
-    /// Every class: [`Class::ALL`], [`Class::SIMD`], [`Class::EXTRA`].
+    /// Every class: [`Class::ALL`], [`Class::SIMD`], [`Class::EXTENSIONS`],
+    /// [`Class::EXTRA`].
     pub fn every() -> impl Iterator<Item = Class> {
         Class::ALL
             .into_iter()
             .chain(Class::SIMD)
+            .chain(Class::EXTENSIONS)
             .chain(Class::EXTRA)
     }
 

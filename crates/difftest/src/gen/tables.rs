@@ -1,6 +1,14 @@
-//! Instruction forms by mnemonic: every legacy-encoded iced-x86 [`Code`]
-//! that is valid in 64-bit mode and whose operands are all things the
-//! generator can fill (GPRs, memory, immediates, near branches).
+//! Instruction forms by mnemonic: every iced-x86 [`Code`] that is valid
+//! in 64-bit mode and whose operands are all things the generator can
+//! fill (GPRs, memory, immediates, near branches; x87/MMX/XMM registers
+//! for the SIMD classes).
+//!
+//! Legacy and VEX encodings are kept in separate tables
+//! ([`Tables::codes`], [`Tables::vex_codes`]), so a class says which it
+//! draws from and the legacy classes' case streams do not change as VEX
+//! operand kinds become fillable. A VEX [`Code`] fixes VEX.L and VEX.W
+//! (iced-x86 has one code per valid L/W combination and encodes the
+//! ignored ones as 0), so every form the tables hold is a valid encoding.
 
 use std::collections::HashMap;
 
@@ -27,6 +35,8 @@ pub fn fillable(kind: K) -> bool {
             | K::r64_reg
             | K::r64_rm
             | K::r64_opcode
+            | K::r32_vvvv
+            | K::r64_vvvv
             | K::al
             | K::cl
             | K::ax
@@ -110,29 +120,24 @@ impl Tables {
         let mut vex_by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
         for code in Code::values() {
             let op = code.op_code();
-            let legacy = op.is_instruction()
-                && op.mode64()
-                && op.encoding() == EncodingKind::Legacy
-                && !EXCLUDED.contains(&code);
-            if legacy && kinds(code).into_iter().all(fillable) {
-                by_mnemonic.entry(code.mnemonic()).or_default().push(code);
-            }
-            if legacy && kinds(code).into_iter().all(|k| fillable(k) || simd_kind(k)) {
-                simd_by_mnemonic
-                    .entry(code.mnemonic())
-                    .or_default()
-                    .push(code);
-            }
-        }
-        for code in Code::values() {
-            let op = code.op_code();
-            let vex = op.is_instruction() && op.mode64() && op.encoding() == EncodingKind::VEX;
+            let usable = op.is_instruction() && op.mode64() && !EXCLUDED.contains(&code);
+            let legacy = usable && op.encoding() == EncodingKind::Legacy;
+            let vex = usable && op.encoding() == EncodingKind::VEX;
             if vex
                 && kinds(code)
                     .into_iter()
                     .all(|k| fillable(k) || simd_kind(k) || vex_kind(k))
             {
                 vex_by_mnemonic
+                    .entry(code.mnemonic())
+                    .or_default()
+                    .push(code);
+            }
+            if legacy && kinds(code).into_iter().all(fillable) {
+                by_mnemonic.entry(code.mnemonic()).or_default().push(code);
+            }
+            if legacy && kinds(code).into_iter().all(|k| fillable(k) || simd_kind(k)) {
+                simd_by_mnemonic
                     .entry(code.mnemonic())
                     .or_default()
                     .push(code);
@@ -150,14 +155,16 @@ impl Tables {
         self.by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
     }
 
-    /// Every VEX-encoded vector form of `m` (AVX, AVX2, FMA, F16C).
-    pub fn vex_codes(&self, m: Mnemonic) -> &[Code] {
-        self.vex_by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
-    }
-
     /// Every form of `m`, including those with x87/MMX/XMM operands.
     pub fn simd_codes(&self, m: Mnemonic) -> &[Code] {
         self.simd_by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every VEX-encoded form of `m` whose operands can be filled: the
+    /// general-register ones of BMI1/BMI2 and the vector ones of AVX,
+    /// AVX2, FMA and F16C.
+    pub fn vex_codes(&self, m: Mnemonic) -> &[Code] {
+        self.vex_by_mnemonic.get(&m).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -178,5 +185,25 @@ mod tests {
         assert!(t
             .codes(Mnemonic::Cmpxchg16b)
             .contains(&Code::Cmpxchg16b_m128));
+    }
+
+    #[test]
+    fn vex_forms_are_apart_from_the_legacy_ones() {
+        let t = Tables::new();
+        assert!(t.codes(Mnemonic::Andn).is_empty());
+        assert_eq!(
+            t.vex_codes(Mnemonic::Andn),
+            [Code::VEX_Andn_r32_r32_rm32, Code::VEX_Andn_r64_r64_rm64]
+        );
+        assert_eq!(t.vex_codes(Mnemonic::Rorx).len(), 2);
+        assert_eq!(t.vex_codes(Mnemonic::Mulx).len(), 2);
+        assert!(t.vex_codes(Mnemonic::Add).is_empty());
+        assert!(t.codes(Mnemonic::Adcx).contains(&Code::Adcx_r64_rm64));
+        // Only VEX.L = 0 forms exist for the GPR instructions.
+        for m in [Mnemonic::Blsi, Mnemonic::Bzhi, Mnemonic::Shlx] {
+            for c in t.vex_codes(m) {
+                assert_eq!(c.op_code().l(), 0, "{c:?}");
+            }
+        }
     }
 }

@@ -14,14 +14,19 @@
 //! valid. The effect is declared next to the handler, never inferred from
 //! which module knows the instruction.
 
+pub mod adx;
 pub mod alu;
 pub mod bits;
+pub mod bmi1;
+pub mod bmi2;
 pub mod data;
 pub mod fast;
 pub mod flow;
+pub mod fsgsbase;
 pub mod io;
 pub mod muldiv;
 pub mod operand;
+pub mod random;
 pub mod shift;
 pub mod string;
 pub mod system;
@@ -74,7 +79,7 @@ pub fn lookup(insn: &Instruction) -> HandlerEntry {
     if insn.code() == Code::INVALID {
         return UNDEFINED;
     }
-    let lookups: [fn(&Instruction) -> Option<HandlerEntry>; 10] = [
+    let lookups: [fn(&Instruction) -> Option<HandlerEntry>; 15] = [
         crate::fpu::lookup,
         data::lookup,
         flow::lookup,
@@ -82,6 +87,11 @@ pub fn lookup(insn: &Instruction) -> HandlerEntry {
         shift::lookup,
         muldiv::lookup,
         bits::lookup,
+        bmi1::lookup,
+        bmi2::lookup,
+        adx::lookup,
+        random::lookup,
+        fsgsbase::lookup,
         string::lookup,
         io::lookup,
         system::lookup,
@@ -145,6 +155,8 @@ mod tests {
             (64, &[0x0f, 0x01, 0x38], M::Invlpg),
             (64, &[0x0f, 0x01, 0xd1], M::Xsetbv),
             (64, &[0x0f, 0x01, 0xf8], M::Swapgs),
+            (64, &[0xf3, 0x48, 0x0f, 0xae, 0xd0], M::Wrfsbase), // the JIT's base copy
+            (64, &[0xf3, 0x0f, 0xae, 0xd8], M::Wrgsbase),
             (64, &[0x0f, 0xaa], M::Rsm),
             // Far transfers.
             (32, &[0xea, 0, 0, 0, 0, 0x08, 0], M::Jmp), // jmp 8:0

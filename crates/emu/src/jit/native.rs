@@ -26,6 +26,11 @@
 //! in the frame while translated code runs and are loaded into host XMM0-
 //! XMM2 around each such instruction.
 //!
+//! The general-register extensions BMI1 (TZCNT, ANDN, BEXTR, BLSI, BLSMSK,
+//! BLSR), BMI2 (BZHI, MULX, PDEP, PEXT, RORX, SARX, SHLX, SHRX) and ADX
+//! (ADCX, ADOX) run natively where the host CPU has them (checked once);
+//! RDRAND, RDSEED and the FSGSBASE instructions stay in the interpreter.
+//!
 //! Undefined flags (SDM: "the SF, ZF, AF and PF flags are undefined" after
 //! `IMUL`, for instance) are whatever the host computes; the interpreter
 //! may leave other values. Defined results are identical.
@@ -339,6 +344,35 @@ fn host_has_bmi1() -> bool {
     *BMI1.get_or_init(|| std::arch::is_x86_feature_detected!("bmi1"))
 }
 
+/// Whether the host has BMI2.
+fn host_has_bmi2() -> bool {
+    static BMI2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BMI2.get_or_init(|| std::arch::is_x86_feature_detected!("bmi2"))
+}
+
+/// Whether the host has ADX.
+fn host_has_adx() -> bool {
+    static ADX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ADX.get_or_init(|| std::arch::is_x86_feature_detected!("adx"))
+}
+
+/// The general-register instructions of the BMI1, BMI2 and ADX
+/// extensions, which run natively where the host has the extension (else
+/// the interpreter runs them: [`crate::exec::bmi1`], [`crate::exec::bmi2`],
+/// [`crate::exec::adx`]). Flags the SDM leaves undefined after them are
+/// the host's.
+fn host_runs_extension(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    match m {
+        M::Tzcnt | M::Andn | M::Bextr | M::Blsi | M::Blsmsk | M::Blsr => host_has_bmi1(),
+        M::Bzhi | M::Mulx | M::Pdep | M::Pext | M::Rorx | M::Sarx | M::Shlx | M::Shrx => {
+            host_has_bmi2()
+        }
+        M::Adcx | M::Adox => host_has_adx(),
+        _ => false,
+    }
+}
+
 /// Whether a native `insn` needs its 32-bit destination zero-extended
 /// afterwards: BSF/BSR with a zero source leave the destination alone on
 /// AMD hosts but write it back (clearing bits 63:32) on Intel ones, whose
@@ -403,8 +437,8 @@ pub fn classify(
 ) -> Option<Native> {
     let m = insn.mnemonic();
     let is_sse = allowed_sse(m);
-    let tzcnt = m == Mnemonic::Tzcnt && host_has_bmi1();
-    if !(allowed(m) || tzcnt || (sse && is_sse)) || insn.is_invalid() {
+    let extension = host_runs_extension(m);
+    if !(allowed(m) || extension || (sse && is_sse)) || insn.is_invalid() {
         return None;
     }
     // String MOVSD and the like are not SSE; neither are MMX forms.
@@ -686,8 +720,56 @@ mod tests {
             &[0x0f, 0x58, 0xc1],             // addps xmm0, xmm1
             &[0xf3, 0x48, 0x0f, 0xbd, 0xc1], // lzcnt rax, rcx
             &[0x48, 0x0f, 0xc7, 0x0b],       // cmpxchg16b [rbx]
+            &[0x48, 0x0f, 0xc7, 0xf0],       // rdrand rax
+            &[0x48, 0x0f, 0xc7, 0xf8],       // rdseed rax
+            &[0xf3, 0x48, 0x0f, 0xae, 0xd0], // wrfsbase rax
+            &[0xf3, 0x48, 0x0f, 0xae, 0xc0], // rdfsbase rax
         ] {
             assert_eq!(native(bytes), None, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn bmi_and_adx_run_natively_where_the_host_has_them() {
+        let cases: [(&[u8], &str, bool); 5] = [
+            // andn rax, r12, [rbx]
+            (
+                &[0xc4, 0xe2, 0x98, 0xf2, 0x03],
+                "andn rax,r10,[r14]",
+                host_has_bmi1(),
+            ),
+            // mulx rcx, rsi, rdi (RDX implicit, in its own register)
+            (
+                &[0xc4, 0xe2, 0xcb, 0xf6, 0xcf],
+                "mulx rcx,rsi,rdi",
+                host_has_bmi2(),
+            ),
+            // rorx eax, ecx, 5
+            (
+                &[0xc4, 0xe3, 0x7b, 0xf0, 0xc1, 0x05],
+                "rorx eax,ecx,5",
+                host_has_bmi2(),
+            ),
+            // shlx r9, r13, rsp: frame-resident R9 through a scratch register
+            (
+                &[0xc4, 0x42, 0xd9, 0xf7, 0xcd],
+                "shlx r13,r11,r9",
+                host_has_bmi2(),
+            ),
+            // adox rax, rbx
+            (
+                &[0xf3, 0x48, 0x0f, 0x38, 0xf6, 0xc3],
+                "adox rax,rbx",
+                host_has_adx(),
+            ),
+        ];
+        for (bytes, text, host) in cases {
+            let got = native(bytes);
+            if host {
+                assert_eq!(got.as_deref(), Some(text), "{bytes:02x?}");
+            } else {
+                assert_eq!(got, None, "{bytes:02x?}");
+            }
         }
     }
 
