@@ -117,6 +117,9 @@ pub struct Frame {
     /// The guest's XMM0-XMM15 while translated code runs (native SSE
     /// instructions load and store them here).
     pub xmm: [u128; 16],
+    /// Bits 255:128 of the guest's YMM0-YMM15 while translated code runs
+    /// (native VEX instructions load and store them here).
+    pub ymm_hi: [u128; 16],
     /// A slot for translated code (an indirect call's target while the
     /// return address is pushed).
     pub scratch: u64,
@@ -161,6 +164,7 @@ pub mod off {
     pub const HOST_RSP: usize = offset_of!(Frame, host_rsp);
     pub const SCRATCH: usize = offset_of!(Frame, scratch);
     pub const XMM: usize = offset_of!(Frame, xmm);
+    pub const YMM_HI: usize = offset_of!(Frame, ymm_hi);
     pub const JUMP_CACHE: usize = offset_of!(Frame, jump_cache);
     pub const COUNTS: usize = offset_of!(Frame, counts);
 }

@@ -70,12 +70,12 @@ pub(super) unsafe extern "sysv64" fn run_insn(
     // the raw pointer before the CPU is borrowed and written after its
     // last use, so the two never overlap in time.
     let (gpr, image, cpu) = unsafe { ((*frame).gpr, (*frame).flags, (*frame).cpu) };
-    let xmm = if info & info::XMM != 0 {
-        // SAFETY: as above (a 256-byte copy, only for SSE and FPU
-        // instructions).
-        unsafe { (*frame).xmm }
+    let (xmm, ymm_hi) = if info & info::XMM != 0 {
+        // SAFETY: as above (two 256-byte copies, only for SSE, AVX and
+        // FPU instructions).
+        unsafe { ((*frame).xmm, (*frame).ymm_hi) }
     } else {
-        [0; 16]
+        ([0; 16], [0; 16])
     };
     // SAFETY: as above.
     let (cpu, d) = unsafe { (&mut *cpu, &*d) };
@@ -84,6 +84,7 @@ pub(super) unsafe extern "sysv64" fn run_insn(
     cpu.s.gpr = gpr;
     if sync_xmm {
         cpu.s.fpu.xmm = xmm;
+        cpu.s.fpu.ymm_hi = ymm_hi;
     }
     cpu.s.flags.set_arith(ARITH, image_to_flags(image));
     cpu.s.rip = d.rip;
@@ -112,12 +113,18 @@ pub(super) unsafe extern "sysv64" fn run_insn(
             leave.then_some((cpu.next_rip, total - done - retired))
         }
     };
-    let (gpr, image, xmm) = (cpu.s.gpr, flags_to_image(cpu.s.flags.get()), cpu.s.fpu.xmm);
+    let (gpr, image, xmm, ymm_hi) = (
+        cpu.s.gpr,
+        flags_to_image(cpu.s.flags.get()),
+        cpu.s.fpu.xmm,
+        cpu.s.fpu.ymm_hi,
+    );
     // SAFETY: the CPU borrow ends above; see the function's contract.
     unsafe {
         (*frame).gpr = gpr;
         if sync_xmm {
             (*frame).xmm = xmm;
+            (*frame).ymm_hi = ymm_hi;
         }
         (*frame).flags = image;
         match exit {

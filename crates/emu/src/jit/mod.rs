@@ -361,12 +361,15 @@ pub(crate) struct Mode {
     /// SSE instructions may run (CR4.OSFXSR = 1, CR0.EM = CR0.TS = 0):
     /// the translation runs some of them natively ([`native`]).
     pub sse: bool,
+    /// VEX instructions may run too (CR4.OSXSAVE = 1 and XCR0 enables
+    /// the SSE and AVX state): some run natively.
+    pub avx: bool,
 }
 
 impl Mode {
-    /// The mode as one byte.
+    /// The mode as three bits.
     pub fn bits(self) -> u8 {
-        u8::from(self.user) | u8::from(self.sse) << 1
+        u8::from(self.user) | u8::from(self.sse) << 1 | u8::from(self.avx) << 2
     }
 }
 
@@ -535,7 +538,7 @@ impl Drop for Jit {
 /// The key of a block start in [`Jit::latest`].
 fn latest_key(block: &Block, mode: Mode) -> (u64, u64) {
     (
-        (block.pages[0].0 | (block.rip & 0xfff)) | u64::from(mode.bits()) << 62,
+        (block.pages[0].0 | (block.rip & 0xfff)) | u64::from(mode.bits()) << 61,
         block.rip,
     )
 }
@@ -637,7 +640,7 @@ impl Cpu {
         let off = *self
             .jit
             .latest
-            .get(&(t.phys | u64::from(mode.bits()) << 62, rip))?;
+            .get(&(t.phys | u64::from(mode.bits()) << 61, rip))?;
         let (cache, _) = self.jit.code.as_ref()?;
         Some(Entry {
             checked: cache.addr(off as usize),
@@ -697,9 +700,11 @@ impl Cpu {
     /// The [`Mode`] translations made now are for.
     fn jit_mode(&self) -> Mode {
         use crate::state::cr4;
+        let sse = self.s.cr4 & cr4::OSFXSR != 0 && self.s.cr0 & (cr0::EM | cr0::TS) == 0;
         Mode {
             user: self.user(),
-            sse: self.s.cr4 & cr4::OSFXSR != 0 && self.s.cr0 & (cr0::EM | cr0::TS) == 0,
+            sse,
+            avx: sse && crate::fpu::avx::check_avx(self).is_ok(),
         }
     }
 
@@ -886,11 +891,12 @@ impl Cpu {
         let gpr = self.s.gpr;
         let sse = self.jit_mode().sse;
         self.jit.run_sse = sse;
-        let xmm = self.s.fpu.xmm;
+        let (xmm, ymm_hi) = (self.s.fpu.xmm, self.s.fpu.ymm_hi);
         let frame = self.mmu.frame();
         frame.gpr = gpr;
         if sse {
             frame.xmm = xmm;
+            frame.ymm_hi = ymm_hi;
         }
         frame.flags = image;
         frame.budget = BUDGET;
@@ -907,6 +913,7 @@ impl Cpu {
         let (gpr, image, rip, budget) = (frame.gpr, frame.flags, frame.exit_rip, frame.budget);
         if sse {
             self.s.fpu.xmm = frame.xmm;
+            self.s.fpu.ymm_hi = frame.ymm_hi;
         }
         self.s.gpr = gpr;
         self.s.flags.set_arith(ARITH, image_to_flags(image));

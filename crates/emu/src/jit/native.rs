@@ -19,6 +19,12 @@
 //! `XLAT`, stack instructions other than PUSH/POP r64) runs in the
 //! interpreter instead ([`super::helpers`]).
 //!
+//! VEX instructions of the same kinds (AVX/AVX2 integer, logic, shuffles,
+//! permutes, moves) run natively when the guest may use AVX and the host
+//! has AVX2: their vector registers are loaded whole (the XMM home and
+//! the frame's `ymm_hi`) into host YMM0-YMM2 and stored whole after, and
+//! a VZEROUPPER follows so no dirty upper state meets legacy SSE code.
+//!
 //! SSE, SSE2 and SSSE3 instructions that neither depend on MXCSR nor raise SIMD
 //! floating-point exceptions (moves, integer arithmetic, logic, shuffles)
 //! run natively too when the guest's SSE state is usable (CR4.OSFXSR = 1,
@@ -53,6 +59,10 @@ pub struct Native {
     pub temps: Vec<(usize, Reg, bool)>,
     /// The guest XMM registers it uses (their home is the frame).
     pub xmms: Vec<Xmm>,
+    /// A VEX instruction: its vector registers are loaded and stored
+    /// whole (YMM: the XMM home and the `ymm_hi` home), since VEX writes
+    /// bits 255:128 too (VEX.128 zeroes them).
+    pub vex: bool,
 }
 
 /// An instruction's memory operand.
@@ -89,6 +99,11 @@ pub struct Xmm {
 /// SIMD floating-point exception, so the host's MXCSR does not matter
 /// (floating-point arithmetic stays in the interpreter).
 fn allowed_sse(m: Mnemonic) -> bool {
+    allowed_sse_base(m) || (is_ssse3(m) && host_has_ssse3()) || (is_sse3_move(m) && host_has_sse3())
+}
+
+/// The SSE and SSE2 instructions of [`allowed_sse`].
+fn allowed_sse_base(m: Mnemonic) -> bool {
     use Mnemonic as M;
     matches!(
         m,
@@ -192,8 +207,7 @@ fn allowed_sse(m: Mnemonic) -> bool {
             | M::Psrldq
             | M::Pextrw
             | M::Pinsrw
-    ) || (is_ssse3(m) && host_has_ssse3())
-        || (is_sse3_move(m) && host_has_sse3())
+    )
 }
 
 /// The SSE3 moves (the SSE3 arithmetic depends on MXCSR and stays in the
@@ -230,6 +244,126 @@ fn is_ssse3(m: Mnemonic) -> bool {
             | M::Pabsw
             | M::Pabsd
             | M::Palignr
+    )
+}
+
+/// SSE4.1 instructions without MXCSR effects: whose VEX forms run
+/// natively (the legacy forms stay in the interpreter).
+fn is_sse41_integer(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Pmulld
+            | M::Pmuldq
+            | M::Pminsb
+            | M::Pmaxsb
+            | M::Pminsd
+            | M::Pmaxsd
+            | M::Pminuw
+            | M::Pmaxuw
+            | M::Pminud
+            | M::Pmaxud
+            | M::Pcmpeqq
+            | M::Pcmpgtq
+            | M::Packusdw
+            | M::Pblendw
+            | M::Blendps
+            | M::Blendpd
+            | M::Pblendvb
+            | M::Blendvps
+            | M::Blendvpd
+            | M::Ptest
+            | M::Phminposuw
+            | M::Mpsadbw
+            | M::Pextrb
+            | M::Pextrd
+            | M::Pextrq
+            | M::Pinsrb
+            | M::Pinsrd
+            | M::Pinsrq
+            | M::Extractps
+            | M::Insertps
+            | M::Movntdqa
+            | M::Pmovsxbw
+            | M::Pmovsxbd
+            | M::Pmovsxbq
+            | M::Pmovsxwd
+            | M::Pmovsxwq
+            | M::Pmovsxdq
+            | M::Pmovzxbw
+            | M::Pmovzxbd
+            | M::Pmovzxbq
+            | M::Pmovzxwd
+            | M::Pmovzxwq
+            | M::Pmovzxdq
+    )
+}
+
+/// VEX instructions that run natively when the guest may use AVX (the
+/// translation's [`super::Mode`]) and the host has AVX2: the VEX forms of
+/// the SSE-SSE4.1 instructions above that neither depend on MXCSR nor
+/// raise SIMD floating-point exceptions, and AVX/AVX2's own data movement,
+/// permutes and per-element shifts. Not here: floating-point arithmetic
+/// (MXCSR), gathers (VSIB), masked moves (they fault per element),
+/// VZEROUPPER/VZEROALL, VLDMXCSR/VSTMXCSR.
+fn allowed_vex(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    if let Some(l) = crate::fpu::avx::in_lane::legacy(m) {
+        if allowed_sse_base(l) || is_ssse3(l) || is_sse3_move(l) || is_sse41_integer(l) {
+            return true;
+        }
+    }
+    matches!(
+        m,
+        M::Vbroadcastss
+            | M::Vbroadcastsd
+            | M::Vbroadcastf128
+            | M::Vbroadcasti128
+            | M::Vpbroadcastb
+            | M::Vpbroadcastw
+            | M::Vpbroadcastd
+            | M::Vpbroadcastq
+            | M::Vinsertf128
+            | M::Vinserti128
+            | M::Vextractf128
+            | M::Vextracti128
+            | M::Vperm2f128
+            | M::Vperm2i128
+            | M::Vpermilps
+            | M::Vpermilpd
+            | M::Vpermd
+            | M::Vpermps
+            | M::Vpermq
+            | M::Vpermpd
+            | M::Vpsllvd
+            | M::Vpsllvq
+            | M::Vpsrlvd
+            | M::Vpsrlvq
+            | M::Vpsravd
+            | M::Vpblendd
+            | M::Vtestps
+            | M::Vtestpd
+    )
+}
+
+/// Whether the host CPU runs AVX2 (and so AVX) instructions, with the OS
+/// saving YMM state.
+fn host_has_avx2() -> bool {
+    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+}
+
+/// VEX moves whose memory operand must be aligned to its size.
+fn vex_aligned(m: Mnemonic) -> bool {
+    matches!(
+        m,
+        Mnemonic::Vmovdqa
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovapd
+            | Mnemonic::Vmovntdq
+            | Mnemonic::Vmovntps
+            | Mnemonic::Vmovntpd
+            | Mnemonic::Vmovntdqa
     )
 }
 
@@ -428,15 +562,20 @@ pub fn is_skipped(insn: &Instruction) -> bool {
 }
 
 /// How `insn` (64-bit code) runs natively, or `None` if it must run in
-/// the interpreter. `sse`: SSE instructions may run (the translation's
-/// [`super::Mode`]).
+/// the interpreter. `sse`: SSE instructions may run; `avx`: VEX ones may
+/// (the translation's [`super::Mode`]).
 pub fn classify(
     insn: &Instruction,
     info: &mut InstructionInfoFactory,
     sse: bool,
+    avx: bool,
 ) -> Option<Native> {
     let m = insn.mnemonic();
-    let is_sse = allowed_sse(m);
+    let vex = insn.encoding() == iced_x86::EncodingKind::VEX && allowed_vex(m);
+    if vex && !(avx && host_has_avx2()) {
+        return None;
+    }
+    let is_sse = if vex { true } else { allowed_sse(m) };
     let extension = host_runs_extension(m);
     if !(allowed(m) || extension || (sse && is_sse)) || insn.is_invalid() {
         return None;
@@ -451,7 +590,7 @@ pub fn classify(
         match insn.op_kind(n) {
             OpKind::Register => {
                 let r = insn.op_register(n);
-                if r.is_xmm() && is_sse && r.number() < 16 {
+                if (r.is_xmm() || (vex && r.is_ymm())) && is_sse && r.number() < 16 {
                     continue;
                 }
                 explicit.push(guest_gpr(r)?.0);
@@ -461,7 +600,8 @@ pub fn classify(
                     return None;
                 }
                 let size = insn.memory_size().size();
-                let ok = matches!(size, 1 | 2 | 4 | 8) || (is_sse && size == 16);
+                let ok =
+                    matches!(size, 1 | 2 | 4 | 8) || (is_sse && size == 16) || (vex && size == 32);
                 if !ok {
                     return None;
                 }
@@ -510,7 +650,9 @@ pub fn classify(
     for u in used.used_registers() {
         let r = u.register();
         let written = !matches!(u.access(), OpAccess::Read | OpAccess::CondRead);
-        if r.is_xmm() && is_sse {
+        // A VEX write is reported on the ZMM register: it zeroes every bit
+        // above the operand, up to the widest vector length.
+        if (r.is_xmm() || (vex && (r.is_ymm() || r.is_zmm()))) && is_sse {
             let guest = r.number() as u8;
             if guest >= 16 {
                 return None;
@@ -571,7 +713,8 @@ pub fn classify(
     }
     let align = match mem {
         Some(size) if locked && size > 1 => size - 1,
-        Some(16) if !unaligned_ok(m) => 15,
+        Some(size) if vex && vex_aligned(m) => size - 1,
+        Some(16) if !vex && !unaligned_ok(m) => 15,
         _ => 0,
     };
     Some(Native {
@@ -582,6 +725,7 @@ pub fn classify(
         }),
         temps,
         xmms,
+        vex,
     })
 }
 
@@ -598,9 +742,10 @@ pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Opt
             continue;
         }
         let r = i.op_register(op);
-        if r.is_xmm() {
+        if r.is_xmm() || r.is_ymm() {
             let x = n.xmms.iter().find(|x| usize::from(x.guest) == r.number())?;
-            i.set_op_register(op, HOST_XMM[usize::from(x.host)]);
+            let host = if r.is_ymm() { HOST_YMM } else { HOST_XMM };
+            i.set_op_register(op, host[usize::from(x.host)]);
             continue;
         }
         let (g, _) = guest_gpr(r)?;
@@ -635,6 +780,9 @@ pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Opt
 /// The host scratch XMM registers.
 const HOST_XMM: [Register; 3] = [Register::XMM0, Register::XMM1, Register::XMM2];
 
+/// The same registers as YMM (VEX.256 operands).
+const HOST_YMM: [Register; 3] = [Register::YMM0, Register::YMM1, Register::YMM2];
+
 /// The ModR/M form of a `MOV` with a `moffs` operand (which has no base
 /// register to put `[T1]` in); other codes unchanged.
 fn register_form(code: Code) -> Code {
@@ -668,12 +816,36 @@ mod tests {
     fn native_with(enc: &mut Encoder, bytes: &[u8]) -> Option<String> {
         let insn = decode(bytes);
         let mut f = InstructionInfoFactory::new();
-        let n = classify(&insn, &mut f, true)?;
+        let n = classify(&insn, &mut f, true, true)?;
         encode(enc, &insn, &n, 0x2000)?;
         let code = enc.take_buffer();
         let mut s = String::new();
         IntelFormatter::new().format(&decode(&code), &mut s);
         Some(s)
+    }
+
+    #[test]
+    fn vex_instructions_run_in_the_host_ymm_registers() {
+        if !host_has_avx2() {
+            return;
+        }
+        // vpaddq ymm4, ymm5, ymm6
+        assert_eq!(
+            native(&[0xc5, 0xd5, 0xd4, 0xe6]).unwrap(),
+            "vpaddq ymm0,ymm1,ymm2"
+        );
+        // vpaddq ymm0, ymm1, [rbp+0x20]
+        assert_eq!(
+            native(&[0xc5, 0xf5, 0xd4, 0x45, 0x20]).unwrap(),
+            "vpaddq ymm0,ymm1,[r14]"
+        );
+        // vpalignr ymm8, ymm9, ymm10, 8
+        assert_eq!(
+            native(&[0xc4, 0x43, 0x35, 0x0f, 0xc2, 0x08]).unwrap(),
+            "vpalignr ymm0,ymm1,ymm2,8"
+        );
+        // vaddps stays in the interpreter (MXCSR).
+        assert_eq!(native(&[0xc5, 0xf4, 0x58, 0xc2]), None);
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! Each instruction is planned ([`Plan`]) before anything is emitted, so
 //! the flag liveness pass ([`super::flags::live_after`]) sees the block.
 
-use iced_x86::{Encoder, FlowControl, InstructionInfoFactory, Mnemonic};
+use iced_x86::{
+    Code, Encoder, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, Register,
+};
 
 use super::branch::Stub;
 use super::emit::{at, Alu, Asm, Cond};
@@ -107,13 +109,36 @@ pub(super) fn xmm_home(n: u8) -> super::emit::Mem {
     at(CTX, (off::XMM + 16 * usize::from(n & 15)) as i32)
 }
 
+/// The frame home of bits 255:128 of guest YMM register `n`, as an
+/// iced-x86 memory operand (for the VEX loads and stores).
+fn ymm_hi_home(n: u8) -> iced_x86::MemoryOperand {
+    iced_x86::MemoryOperand::with_base_displ(
+        Register::R15,
+        (off::YMM_HI + 16 * usize::from(n & 15)) as i64,
+    )
+}
+
+/// The host registers native vector instructions run in, as XMM and as
+/// YMM (the same as [`native`]'s).
+const HOST_XMM: [Register; 3] = [Register::XMM0, Register::XMM1, Register::XMM2];
+const HOST_YMM: [Register; 3] = [Register::YMM0, Register::YMM1, Register::YMM2];
+
+/// [`xmm_home`] as an iced-x86 memory operand.
+fn xmm_home_iced(n: u8) -> iced_x86::MemoryOperand {
+    iced_x86::MemoryOperand::with_base_displ(
+        Register::R15,
+        (off::XMM + 16 * usize::from(n & 15)) as i64,
+    )
+}
+
 /// The budget operand for `n` instructions.
 pub(super) fn count(n: usize) -> super::emit::Mem {
     at(CTX, (off::COUNTS + 16 * n.min(MAX_COUNT)) as i32)
 }
 
-/// Plans `d` (64-bit code; `sse`: SSE instructions may run natively).
-fn plan(d: &Decoded, info: &mut InstructionInfoFactory, sse: bool) -> Plan {
+/// Plans `d` (64-bit code; `mode` says whether SSE and VEX instructions
+/// may run natively).
+fn plan(d: &Decoded, info: &mut InstructionInfoFactory, mode: super::Mode) -> Plan {
     let insn = &d.insn;
     let helper = |insn: &iced_x86::Instruction| Plan::Helper {
         always_exit: exec::lookup(insn).1 == LinkEffect::DropsLinks
@@ -121,7 +146,7 @@ fn plan(d: &Decoded, info: &mut InstructionInfoFactory, sse: bool) -> Plan {
     };
     if d.fused {
         let cc = Cond::from_iced(exec::fast::condition(d.ops.cc));
-        return match (native::classify(insn, info, false), cc) {
+        return match (native::classify(insn, info, false, false), cc) {
             (Some(n), Some(cc)) if n.mem.is_none() => Plan::CmpJcc(n, cc, d.ops.mem.disp),
             _ => Plan::Helper { always_exit: true },
         };
@@ -177,7 +202,7 @@ fn plan(d: &Decoded, info: &mut InstructionInfoFactory, sse: bool) -> Plan {
     {
         return Plan::Lea;
     }
-    match native::classify(insn, info, sse) {
+    match native::classify(insn, info, mode.sse, mode.avx) {
         Some(n) => Plan::Native(n),
         None => helper(insn),
     }
@@ -215,11 +240,7 @@ pub(super) fn translate(
     enc: &mut Encoder,
     info: &mut InstructionInfoFactory,
 ) -> Option<Translation> {
-    let plans: Vec<Plan> = block
-        .insns
-        .iter()
-        .map(|d| plan(d, info, mode.sse))
-        .collect();
+    let plans: Vec<Plan> = block.insns.iter().map(|d| plan(d, info, mode)).collect();
     // Not worth it: the first instruction leaves translated code at once.
     if let Some(Plan::Helper { always_exit: true }) = plans.first() {
         return None;
@@ -440,7 +461,9 @@ impl Translator<'_> {
             self.a.load(8, t, home(g));
         }
         for x in &n.xmms {
-            if x.load {
+            if x.load && n.vex {
+                self.vex_load(x.host, x.guest)?;
+            } else if x.load {
                 self.a.movaps_load(x.host, xmm_home(x.guest));
             }
         }
@@ -461,9 +484,16 @@ impl Translator<'_> {
             }
         }
         for x in &n.xmms {
-            if x.store {
+            if x.store && n.vex {
+                self.vex_store(x.guest, x.host)?;
+            } else if x.store {
                 self.a.movaps_store(xmm_home(x.guest), x.host);
             }
+        }
+        if n.vex {
+            // Leave no dirty upper YMM state behind for the legacy SSE
+            // code around (a transition penalty on many hosts).
+            self.iced(Instruction::with(Code::VEX_Vzeroupper))?;
         }
         if u.writes != 0 {
             self.flags.written();
@@ -472,6 +502,64 @@ impl Translator<'_> {
             self.resume(resume, live);
         }
         Some(true)
+    }
+
+    /// Emits one instruction encoded by iced-x86 (no RIP-relative
+    /// operand: the bytes do not depend on where they land).
+    fn iced(&mut self, i: Instruction) -> Option<()> {
+        let mut buf = self.enc.take_buffer();
+        buf.clear();
+        self.enc.set_buffer(buf);
+        let encoded = self.enc.encode(&i, 0);
+        let mut bytes = self.enc.take_buffer();
+        if encoded.is_ok() {
+            self.a.bytes(&bytes);
+        }
+        bytes.clear();
+        self.enc.set_buffer(bytes);
+        encoded.ok().map(|_| ())
+    }
+
+    /// Loads guest YMM register `guest` whole into host YMM `host`:
+    /// `vmovdqu xmm, [xmm home]`, `vinserti128 ymm, ymm, [ymm_hi home], 1`.
+    fn vex_load(&mut self, host: u8, guest: u8) -> Option<()> {
+        let (x, y) = (
+            *HOST_XMM.get(usize::from(host))?,
+            *HOST_YMM.get(usize::from(host))?,
+        );
+        self.iced(
+            Instruction::with2(Code::VEX_Vmovdqu_xmm_xmmm128, x, xmm_home_iced(guest)).ok()?,
+        )?;
+        self.iced(
+            Instruction::with4(
+                Code::VEX_Vinserti128_ymm_ymm_xmmm128_imm8,
+                y,
+                y,
+                ymm_hi_home(guest),
+                1u32,
+            )
+            .ok()?,
+        )
+    }
+
+    /// Stores host YMM `host` whole into guest YMM register `guest`.
+    fn vex_store(&mut self, guest: u8, host: u8) -> Option<()> {
+        let (x, y) = (
+            *HOST_XMM.get(usize::from(host))?,
+            *HOST_YMM.get(usize::from(host))?,
+        );
+        self.iced(
+            Instruction::with2(Code::VEX_Vmovdqu_xmmm128_xmm, xmm_home_iced(guest), x).ok()?,
+        )?;
+        self.iced(
+            Instruction::with3(
+                Code::VEX_Vextracti128_xmmm128_ymm_imm8,
+                ymm_hi_home(guest),
+                y,
+                1u32,
+            )
+            .ok()?,
+        )
     }
 
     /// LEA: T1 = the address, then into the destination at its size.

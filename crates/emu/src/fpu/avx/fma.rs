@@ -57,9 +57,20 @@ enum Subtract {
     Odd,
 }
 
+/// The form of FMA mnemonic `m` (`None`: not FMA), from a table indexed
+/// by mnemonic built once from [`parse`].
+fn form(m: Mnemonic) -> Option<Form> {
+    static TABLE: std::sync::OnceLock<Vec<Option<Form>>> = std::sync::OnceLock::new();
+    TABLE
+        .get_or_init(|| Mnemonic::values().map(parse).collect())
+        .get(m as usize)
+        .copied()
+        .flatten()
+}
+
 /// Parses an FMA mnemonic's name: `Vf` `[n]` `madd|msub|maddsub|msubadd`
 /// `132|213|231` `ps|pd|ss|sd`.
-fn form(m: Mnemonic) -> Option<Form> {
+fn parse(m: Mnemonic) -> Option<Form> {
     let name = format!("{m:?}").to_ascii_lowercase();
     let rest = name.strip_prefix("vf")?;
     let (negate_product, rest) = match rest.strip_prefix('n') {

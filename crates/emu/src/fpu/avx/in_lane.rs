@@ -40,24 +40,23 @@ use crate::Cpu;
 
 /// The legacy mnemonic whose operation VEX mnemonic `m` performs
 /// (`Vpaddb` → `Paddb`), found by name: iced-x86 names every VEX form
-/// `V` + the legacy name.
+/// `V` + the legacy name. A table indexed by mnemonic, built once.
 pub fn legacy(m: Mnemonic) -> Option<Mnemonic> {
-    static TABLE: OnceLock<HashMap<Mnemonic, Mnemonic>> = OnceLock::new();
+    static TABLE: OnceLock<Vec<Option<Mnemonic>>> = OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let by_name: HashMap<String, Mnemonic> =
             Mnemonic::values().map(|m| (format!("{m:?}"), m)).collect();
         Mnemonic::values()
-            .filter_map(|v| {
+            .map(|v| {
                 let name = format!("{v:?}");
                 let rest = name.strip_prefix('V')?;
                 let mut l = rest.chars();
                 let first = l.next()?.to_ascii_uppercase();
-                let legacy = format!("{first}{}", l.as_str());
-                by_name.get(&legacy).map(|&m| (v, m))
+                by_name.get(&format!("{first}{}", l.as_str())).copied()
             })
             .collect()
     });
-    table.get(&m).copied()
+    table.get(m as usize).copied().flatten()
 }
 
 /// How a legacy operation computes a 128-bit chunk.
@@ -112,15 +111,23 @@ pub fn is_widening(l: Mnemonic) -> bool {
 }
 
 /// The handler for `insn`, if it is the VEX form of an in-lane operation
-/// or of a scalar compare into RFLAGS.
+/// or of a scalar compare into RFLAGS: one handler per family, chosen
+/// here once per decoded instruction.
 pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     let l = legacy(insn.mnemonic())?;
     if matches!(l, M::Comiss | M::Ucomiss | M::Comisd | M::Ucomisd) {
         return Some((compare_scalar, KeepsLinks));
     }
-    family(l)?;
-    Some((in_lane, KeepsLinks))
+    let h: fn(&mut Cpu, &Instruction) -> Result<(), Fault> = match family(l)? {
+        Family::Integer => integer,
+        Family::Float => float,
+        Family::Horizontal => horizontal,
+        Family::Duplicate => duplicate,
+        Family::Round => round,
+        Family::Dot => dot,
+    };
+    Some((h, KeepsLinks))
 }
 
 /// VCOMISS/VUCOMISS/VCOMISD/VUCOMISD: as the legacy forms
@@ -195,14 +202,36 @@ fn inputs(cpu: &mut Cpu, insn: &Instruction, l: Mnemonic) -> Result<(Ymm, Ymm, u
     })
 }
 
-/// Every in-lane VEX instruction: both halves computed (flags gathered),
-/// then the destination written.
-fn in_lane(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+/// Runs `chunk` on each 128-bit half of an in-lane VEX instruction (with
+/// that half's immediate), then writes the destination.
+fn per_half(
+    cpu: &mut Cpu,
+    insn: &Instruction,
+    mut chunk: impl FnMut(&mut Cpu, Mnemonic, u128, u128, u8) -> Result<u128, Fault>,
+) -> Result<(), Fault> {
     check_avx(cpu)?;
     let Some(l) = legacy(insn.mnemonic()) else {
         return Err(Fault::InvalidOpcode);
     };
-    let Some(fam) = family(l) else {
+    let (a, b, imm) = inputs(cpu, insn, l)?;
+    let halves = if is_256(insn) { 2 } else { 1 };
+    let mut r: Ymm = [0; 2];
+    for k in 0..halves {
+        r[k] = chunk(cpu, l, a[k], b[k], half_imm(l, imm, k as u32))?;
+    }
+    write(cpu, insn, 0, r)
+}
+
+/// The same, for operations that set MXCSR flags: the flags of both
+/// halves are gathered in one context and committed (or faulted on)
+/// before the destination is written.
+fn per_half_float(
+    cpu: &mut Cpu,
+    insn: &Instruction,
+    chunk: impl Fn(Mnemonic, u128, u128, u8, &mut Ctx) -> Option<u128>,
+) -> Result<(), Fault> {
+    check_avx(cpu)?;
+    let Some(l) = legacy(insn.mnemonic()) else {
         return Err(Fault::InvalidOpcode);
     };
     let (a, b, imm) = inputs(cpu, insn, l)?;
@@ -210,32 +239,58 @@ fn in_lane(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
     let mut r: Ymm = [0; 2];
     for k in 0..halves {
-        let (x, y, i) = (a[k], b[k], half_imm(l, imm, k as u32));
-        r[k] = match fam {
-            Family::Integer => sse41::compute(l, x, y, i)
-                .or_else(|| sse_int::compute(l, x, y, i, 128))
-                .or_else(|| ssse3::compute(l, x, y, i, 128))
-                .unwrap_or(x),
-            Family::Float => sse_float::arith_chunk(l, x, y, i & 31, &mut ctx).unwrap_or(x),
-            Family::Horizontal => sse3::horizontal_chunk(l, x, y, &mut ctx).unwrap_or(x),
-            Family::Duplicate => sse3::duplicate_chunk(l, y),
-            Family::Round => sse41_float::round_chunk(l, x, y, i, &mut ctx).unwrap_or(x),
-            Family::Dot => {
-                // Each step's flags are committed in turn, as for DPPS.
-                let mxcsr = cpu.s.fpu.mxcsr;
-                let commit = |c: Ctx| c.finish(cpu);
-                if l == Mnemonic::Dppd {
-                    sse41_float::dot::<Double>(x, y, i, mxcsr, commit)?
-                } else {
-                    sse41_float::dot::<Single>(x, y, i, mxcsr, commit)?
-                }
-            }
-        };
+        r[k] = chunk(l, a[k], b[k], half_imm(l, imm, k as u32), &mut ctx).unwrap_or(a[k]);
     }
-    if matches!(fam, Family::Float | Family::Horizontal | Family::Round) {
-        ctx.finish(cpu)?;
-    }
+    ctx.finish(cpu)?;
     write(cpu, insn, 0, r)
+}
+
+/// Integer, logical and shuffle operations.
+fn integer(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    per_half(cpu, insn, |_, l, x, y, i| {
+        Ok(sse41::compute(l, x, y, i)
+            .or_else(|| sse_int::compute(l, x, y, i, 128))
+            .or_else(|| ssse3::compute(l, x, y, i, 128))
+            .unwrap_or(x))
+    })
+}
+
+/// SSE/SSE2 floating-point arithmetic and compares (all 32 predicates).
+fn float(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    per_half_float(cpu, insn, |l, x, y, i, ctx| {
+        sse_float::arith_chunk(l, x, y, i & 31, ctx)
+    })
+}
+
+/// ADDSUB, HADD, HSUB.
+fn horizontal(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    per_half_float(cpu, insn, |l, x, y, _, ctx| {
+        sse3::horizontal_chunk(l, x, y, ctx)
+    })
+}
+
+/// ROUND*.
+fn round(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    per_half_float(cpu, insn, sse41_float::round_chunk)
+}
+
+/// MOVSLDUP, MOVSHDUP, MOVDDUP.
+fn duplicate(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    per_half(cpu, insn, |_, l, _, y, _| Ok(sse3::duplicate_chunk(l, y)))
+}
+
+/// DPPS/DPPD: each step's flags are committed in turn, as for the legacy
+/// forms.
+fn dot(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    per_half(cpu, insn, |cpu, l, x, y, i| {
+        let mxcsr = cpu.s.fpu.mxcsr;
+        let commit = |c: Ctx| c.finish(cpu);
+        if l == Mnemonic::Dppd {
+            sse41_float::dot::<Double>(x, y, i, mxcsr, commit)
+        } else {
+            sse41_float::dot::<Single>(x, y, i, mxcsr, commit)
+        }
+    })
 }
 
 #[cfg(test)]

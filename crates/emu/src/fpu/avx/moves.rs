@@ -305,16 +305,22 @@ fn masked_move(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 /// zero-extended, across the whole destination.
 fn widen(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     check_avx(cpu)?;
-    let name = format!("{:?}", insn.mnemonic());
-    let signed = name.starts_with("Vpmovsx");
-    let size = |c: u8| match c {
-        b'b' => 8,
-        b'w' => 16,
-        b'd' => 32,
-        _ => 64,
+    use Mnemonic as M;
+    let (from, to, signed) = match insn.mnemonic() {
+        M::Vpmovsxbw => (8, 16, true),
+        M::Vpmovsxbd => (8, 32, true),
+        M::Vpmovsxbq => (8, 64, true),
+        M::Vpmovsxwd => (16, 32, true),
+        M::Vpmovsxwq => (16, 64, true),
+        M::Vpmovsxdq => (32, 64, true),
+        M::Vpmovzxbw => (8, 16, false),
+        M::Vpmovzxbd => (8, 32, false),
+        M::Vpmovzxbq => (8, 64, false),
+        M::Vpmovzxwd => (16, 32, false),
+        M::Vpmovzxwq => (16, 64, false),
+        M::Vpmovzxdq => (32, 64, false),
+        _ => return Err(Fault::InvalidOpcode),
     };
-    let tail = name.as_bytes();
-    let (from, to) = (size(tail[tail.len() - 2]), size(tail[tail.len() - 1]));
     let src = read(cpu, insn, 1)?[0];
     let total = if is_256(insn) { 256 } else { 128 };
     let mut r: Ymm = [0; 2];
