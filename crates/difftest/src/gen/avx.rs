@@ -322,6 +322,10 @@ pub fn avx2(b: &mut Builder<'_>) -> bool {
             Vpblendd,
             Vpmaskmovd,
             Vpmaskmovq,
+            Vpcmpestri,
+            Vpcmpestrm,
+            Vpcmpistri,
+            Vpcmpistrm,
         ],
     )
 }

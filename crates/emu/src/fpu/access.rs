@@ -163,9 +163,11 @@ pub fn write_block(
 
 /// Whether a legacy SSE instruction requires its 16-byte memory operand
 /// to be 16-byte aligned (all but the explicitly unaligned forms and
-/// SSE4.2's string compares).
+/// SSE4.2's string compares; VEX forms never do, except the explicitly
+/// aligned ones: [`super::avx::operands::needs_alignment`]).
 pub fn needs_alignment(insn: &Instruction) -> bool {
-    insn.memory_size().size() == 16
+    insn.encoding() == iced_x86::EncodingKind::Legacy
+        && insn.memory_size().size() == 16
         && !matches!(
             insn.mnemonic(),
             Mnemonic::Movups

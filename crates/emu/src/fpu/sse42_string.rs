@@ -36,9 +36,14 @@ use crate::Cpu;
 pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     match insn.mnemonic() {
-        M::Pcmpestri | M::Pcmpestrm | M::Pcmpistri | M::Pcmpistrm => {
-            Some((string_compare, KeepsLinks))
-        }
+        M::Pcmpestri
+        | M::Pcmpestrm
+        | M::Pcmpistri
+        | M::Pcmpistrm
+        | M::Vpcmpestri
+        | M::Vpcmpestrm
+        | M::Vpcmpistri
+        | M::Vpcmpistrm => Some((string_compare, KeepsLinks)),
         _ => None,
     }
 }
@@ -132,11 +137,24 @@ fn compare(imm: u8, a: u128, len_a: u32, b: u128, len_b: u32) -> u32 {
     }
 }
 
-/// PCMPESTRI, PCMPESTRM, PCMPISTRI, PCMPISTRM.
+/// PCMPESTRI, PCMPESTRM, PCMPISTRI, PCMPISTRM and their VEX.128 forms
+/// (which check as AVX instructions and, for the mask forms, zero bits
+/// 255:128 of YMM0).
 fn string_compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     use Mnemonic as M;
-    check_sse(cpu)?;
-    let m = insn.mnemonic();
+    let vex = insn.encoding() == iced_x86::EncodingKind::VEX;
+    if vex {
+        super::avx::check_avx(cpu)?;
+    } else {
+        check_sse(cpu)?;
+    }
+    let m = match insn.mnemonic() {
+        M::Vpcmpestri => M::Pcmpestri,
+        M::Vpcmpestrm => M::Pcmpestrm,
+        M::Vpcmpistri => M::Pcmpistri,
+        M::Vpcmpistrm => M::Pcmpistrm,
+        m => m,
+    };
     let imm = insn.immediate8();
     let f = Format::of(imm);
     let a = cpu.s.fpu.xmm[xmm_index(insn.op_register(0))];
@@ -146,6 +164,8 @@ fn string_compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
             insn.code(),
             iced_x86::Code::Pcmpestri64_xmm_xmmm128_imm8
                 | iced_x86::Code::Pcmpestrm64_xmm_xmmm128_imm8
+                | iced_x86::Code::VEX_Vpcmpestri64_xmm_xmmm128_imm8
+                | iced_x86::Code::VEX_Vpcmpestrm64_xmm_xmmm128_imm8
         );
         let read = |r: usize| {
             let v = cpu.s.gpr[r];
@@ -175,6 +195,9 @@ fn string_compare(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         // ECX, zero-extended into RCX.
         cpu.s.gpr[reg::RCX] = u64::from(index);
     } else {
+        if vex {
+            cpu.s.fpu.ymm_hi[0] = 0;
+        }
         cpu.s.fpu.xmm[0] = if imm & 0x40 != 0 {
             let bits = f.bits();
             (0..n).fold(0u128, |r, i| {
