@@ -172,8 +172,9 @@ struct RunArgs {
     #[arg(long, value_name = "text|none")]
     display: Option<String>,
     /// The guest CPU: max (everything the engine implements: on emu,
-    /// x86-64-v2 plus MOVBE and LZCNT), v1 or v2 (the x86-64 levels), then
-    /// features to hide, e.g. v2,-sse4_2 or max,-popcnt.
+    /// x86-64-v3 plus more), v1, v2 or v3 (the x86-64 levels), then
+    /// features to hide, e.g. v3,-avx2 or max,-popcnt (features that need
+    /// a hidden one go too).
     #[arg(long, value_name = "LEVEL[,-FEATURE]...")]
     cpu: Option<String>,
     /// The emu engine's tier: jit (hot code translated to host code; the
