@@ -108,10 +108,10 @@ mod tests {
         let a = 3u128 << 64 | 5;
         let b = 7u128 << 64 | 9;
         let m = |imm| compute(Mnemonic::Pclmulqdq, a, b, imm).unwrap();
-        assert_eq!(m(0x00), carryless_multiply(5, 9) as u128);
-        assert_eq!(m(0x01), carryless_multiply(3, 9) as u128);
-        assert_eq!(m(0x10), carryless_multiply(5, 7) as u128);
-        assert_eq!(m(0x11), carryless_multiply(3, 7) as u128);
+        assert_eq!(m(0x00), carryless_multiply(5, 9));
+        assert_eq!(m(0x01), carryless_multiply(3, 9));
+        assert_eq!(m(0x10), carryless_multiply(5, 7));
+        assert_eq!(m(0x11), carryless_multiply(3, 7));
         assert_eq!(m(0xee), m(0x00), "only bits 0 and 4 count");
         assert_eq!(compute(Mnemonic::Pxor, a, b, 0), None);
     }

@@ -238,9 +238,9 @@ mod tests {
         let mut abcd = abcd0;
         let mut e_msg = add(e0, msgs[0]);
         let mut previous = abcd;
-        for g in 0..20 {
+        for (g, msg) in msgs.iter().enumerate() {
             if g > 0 {
-                e_msg = compute(M::Sha1nexte, previous, msgs[g], 0, 0).unwrap();
+                e_msg = compute(M::Sha1nexte, previous, *msg, 0, 0).unwrap();
             }
             previous = abcd;
             abcd = compute(M::Sha1rnds4, abcd, e_msg, (g / 5) as u8, 0).unwrap();
