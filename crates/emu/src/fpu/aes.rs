@@ -293,6 +293,25 @@ mod tests {
     }
 
     #[test]
+    fn the_legacy_memory_forms_need_16_byte_alignment() {
+        use iced_x86::{Decoder, DecoderOptions};
+        // aesenc/aesenclast/aesdec/aesdeclast/aesimc xmm1, [rax];
+        // aeskeygenassist xmm1, [rax], 1.
+        for bytes in [
+            &[0x66, 0x0f, 0x38, 0xdc, 0x08][..],
+            &[0x66, 0x0f, 0x38, 0xdd, 0x08],
+            &[0x66, 0x0f, 0x38, 0xde, 0x08],
+            &[0x66, 0x0f, 0x38, 0xdf, 0x08],
+            &[0x66, 0x0f, 0x38, 0xdb, 0x08],
+            &[0x66, 0x0f, 0x3a, 0xdf, 0x08, 0x01],
+        ] {
+            let insn = Decoder::new(64, bytes, DecoderOptions::NONE).decode();
+            assert!(lookup(&insn).is_some(), "{bytes:02x?}");
+            assert!(super::super::access::needs_alignment(&insn), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
     fn other_mnemonics_are_not_aes() {
         assert_eq!(compute(M::Pxor, 1, 2, 0), None);
         assert_eq!(compute(M::Vaesenc, 1, 2, 0), None);

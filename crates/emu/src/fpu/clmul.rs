@@ -117,6 +117,16 @@ mod tests {
     }
 
     #[test]
+    fn the_legacy_memory_form_needs_16_byte_alignment() {
+        use iced_x86::{Decoder, DecoderOptions};
+        // pclmulqdq xmm1, [rax], 0x10
+        let bytes = [0x66, 0x0f, 0x3a, 0x44, 0x08, 0x10];
+        let insn = Decoder::new(64, &bytes, DecoderOptions::NONE).decode();
+        assert!(lookup(&insn).is_some());
+        assert!(super::super::access::needs_alignment(&insn));
+    }
+
+    #[test]
     fn ghash_of_gcm_test_case_2() {
         // GCM specification (McGrew, Viega), test case 2: K = 0, IV = 0,
         // P = 0^128. H = E(K, 0), C the ciphertext, and the tag is

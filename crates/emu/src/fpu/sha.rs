@@ -337,6 +337,26 @@ mod tests {
     }
 
     #[test]
+    fn the_legacy_memory_forms_need_16_byte_alignment() {
+        use iced_x86::{Decoder, DecoderOptions};
+        // sha1rnds4 xmm1, [rax], 0; sha1nexte, sha1msg1, sha1msg2,
+        // sha256rnds2, sha256msg1, sha256msg2 xmm1, [rax].
+        for bytes in [
+            &[0x0f, 0x3a, 0xcc, 0x08, 0x00][..],
+            &[0x0f, 0x38, 0xc8, 0x08],
+            &[0x0f, 0x38, 0xc9, 0x08],
+            &[0x0f, 0x38, 0xca, 0x08],
+            &[0x0f, 0x38, 0xcb, 0x08],
+            &[0x0f, 0x38, 0xcc, 0x08],
+            &[0x0f, 0x38, 0xcd, 0x08],
+        ] {
+            let insn = Decoder::new(64, bytes, DecoderOptions::NONE).decode();
+            assert!(lookup(&insn).is_some(), "{bytes:02x?}");
+            assert!(super::super::access::needs_alignment(&insn), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
     fn only_sha_mnemonics_are_computed() {
         assert_eq!(compute(M::Pxor, 1, 2, 0, 0), None);
         assert!(compute(M::Sha256msg2, 1, 2, 0, 0).is_some());
