@@ -7,8 +7,9 @@ mod common;
 
 /// Watched flags as Linux names them, with the lowest x86-64 level that
 /// includes each (4: only `max`).
-const WATCHED: [(&str, u8); 20] = [
+const WATCHED: [(&str, u8); 23] = [
     ("pni", 2),
+    ("pclmulqdq", 4),
     ("ssse3", 2),
     ("fma", 3),
     ("cx16", 2),
@@ -16,6 +17,7 @@ const WATCHED: [(&str, u8); 20] = [
     ("sse4_2", 2),
     ("movbe", 3),
     ("popcnt", 2),
+    ("aes", 4),
     ("xsave", 3),
     ("avx", 3),
     ("f16c", 3),
@@ -28,6 +30,7 @@ const WATCHED: [(&str, u8); 20] = [
     ("bmi2", 3),
     ("rdseed", 4),
     ("adx", 4),
+    ("sha_ni", 4),
 ];
 
 /// The watched flags of `level`, in `/proc/cpuinfo` order, without `out`.

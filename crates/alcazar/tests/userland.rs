@@ -326,7 +326,7 @@ fn openssl_gives_the_known_answers_with_aes_ni_pclmulqdq_and_sha() {
         .enumerate()
         .map(|(i, (c, _))| format!("echo CHECK{i}: $({c}); "))
         .collect();
-    let command = format!("grep -m1 '^flags' /proc/cpuinfo | grep -o -w -e aes -e pclmulqdq -e sha_ni -e avx2 | tr '\\n' ' '; echo; {script}");
+    let command = format!("grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'aes|pclmulqdq|sha_ni|avx2' | tr '\\n' ' '; echo; {script}");
     let lines = u.run("max", &command);
     let flags = lines
         .iter()

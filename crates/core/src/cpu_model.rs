@@ -9,8 +9,8 @@
 //! - **v3**: v2 + AVX, AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE, XSAVE
 //!   (with OSXSAVE).
 //!
-//! ADX, RDRAND, RDSEED and FSGSBASE belong to no level: only `max` has
-//! them.
+//! ADX, RDRAND, RDSEED, FSGSBASE, AES-NI, PCLMULQDQ and the SHA
+//! extensions belong to no level: only `max` has them.
 //!
 //! Removing a feature also removes those that need it (AVX needs XSAVE;
 //! AVX2, FMA and F16C need AVX), so a guest never sees an impossible
@@ -72,6 +72,8 @@ impl CpuLevel {
 pub enum CpuFeature {
     /// SSE3 (CPUID.1:ECX.SSE3[bit 0], Linux's `pni`).
     Sse3,
+    /// PCLMULQDQ, carry-less multiplication (CPUID.1:ECX[1]).
+    Pclmulqdq,
     /// SSSE3 (CPUID.1:ECX[9]).
     Ssse3,
     /// CMPXCHG16B (CPUID.1:ECX[13]).
@@ -84,6 +86,9 @@ pub enum CpuFeature {
     Movbe,
     /// POPCNT (CPUID.1:ECX[23]).
     Popcnt,
+    /// AES-NI: AESENC, AESENCLAST, AESDEC, AESDECLAST, AESIMC,
+    /// AESKEYGENASSIST (CPUID.1:ECX[25]).
+    Aes,
     /// LAHF/SAHF in 64-bit mode (CPUID.80000001H:ECX[0]).
     LahfLm,
     /// LZCNT (CPUID.80000001H:ECX[5], ABM).
@@ -113,18 +118,24 @@ pub enum CpuFeature {
     Rdseed,
     /// ADCX and ADOX (CPUID.(EAX=7,ECX=0):EBX[19]).
     Adx,
+    /// The SHA extensions: SHA1RNDS4, SHA1NEXTE, SHA1MSG1, SHA1MSG2,
+    /// SHA256RNDS2, SHA256MSG1, SHA256MSG2 (CPUID.(EAX=7,ECX=0):EBX[29],
+    /// Linux's `sha_ni`).
+    Sha,
 }
 
 impl CpuFeature {
     /// Every feature, in CPUID order.
-    pub const ALL: [CpuFeature; 20] = [
+    pub const ALL: [CpuFeature; 23] = [
         CpuFeature::Sse3,
+        CpuFeature::Pclmulqdq,
         CpuFeature::Ssse3,
         CpuFeature::Cx16,
         CpuFeature::Sse4_1,
         CpuFeature::Sse4_2,
         CpuFeature::Movbe,
         CpuFeature::Popcnt,
+        CpuFeature::Aes,
         CpuFeature::LahfLm,
         CpuFeature::Lzcnt,
         CpuFeature::Xsave,
@@ -138,6 +149,7 @@ impl CpuFeature {
         CpuFeature::Bmi2,
         CpuFeature::Rdseed,
         CpuFeature::Adx,
+        CpuFeature::Sha,
     ];
 
     /// The lowest level that includes it ([`CpuLevel::Max`]: none does).
@@ -146,7 +158,7 @@ impl CpuFeature {
         match self {
             Sse3 | Ssse3 | Cx16 | Sse4_1 | Sse4_2 | Popcnt | LahfLm => CpuLevel::V2,
             Movbe | Lzcnt | Xsave | Avx | Fma | F16c | Avx2 | Bmi1 | Bmi2 => CpuLevel::V3,
-            Rdrand | Fsgsbase | Rdseed | Adx => CpuLevel::Max,
+            Rdrand | Fsgsbase | Rdseed | Adx | Pclmulqdq | Aes | Sha => CpuLevel::Max,
         }
     }
 
@@ -183,6 +195,9 @@ impl CpuFeature {
             CpuFeature::Bmi2 => "bmi2",
             CpuFeature::Rdseed => "rdseed",
             CpuFeature::Adx => "adx",
+            CpuFeature::Pclmulqdq => "pclmulqdq",
+            CpuFeature::Aes => "aes",
+            CpuFeature::Sha => "sha_ni",
         }
     }
 
@@ -221,6 +236,9 @@ impl CpuFeature {
             CpuFeature::Bmi2 => (7, CpuidReg::Ebx, 1 << 8),
             CpuFeature::Rdseed => (7, CpuidReg::Ebx, 1 << 18),
             CpuFeature::Adx => (7, CpuidReg::Ebx, 1 << 19),
+            CpuFeature::Pclmulqdq => (1, CpuidReg::Ecx, 1 << 1),
+            CpuFeature::Aes => (1, CpuidReg::Ecx, 1 << 25),
+            CpuFeature::Sha => (7, CpuidReg::Ebx, 1 << 29),
         }
     }
 }
@@ -331,9 +349,9 @@ mod tests {
         };
         assert_eq!(v2.describe(), "v2,-sse4_2");
         // MOVBE, LZCNT, XSAVE, AVX (and its XCR0 bit), FMA, F16C, AVX2,
-        // BMI1, BMI2; RDRAND, FSGSBASE, RDSEED, ADX (no level has them);
-        // and SSE4.2.
-        assert_eq!(v2.rules().len(), 15);
+        // BMI1, BMI2; RDRAND, FSGSBASE, RDSEED, ADX, PCLMULQDQ, AES, SHA
+        // (no level has them); and SSE4.2.
+        assert_eq!(v2.rules().len(), 18);
     }
 
     #[test]
@@ -358,10 +376,13 @@ mod tests {
         assert_eq!(
             v3.hidden(),
             [
+                CpuFeature::Pclmulqdq,
+                CpuFeature::Aes,
                 CpuFeature::Rdrand,
                 CpuFeature::Fsgsbase,
                 CpuFeature::Rdseed,
                 CpuFeature::Adx,
+                CpuFeature::Sha,
                 CpuFeature::Avx2
             ]
         );
@@ -371,6 +392,31 @@ mod tests {
         };
         assert!(!v3.hidden().contains(&CpuFeature::Bmi1));
         assert!(!v3.hidden().contains(&CpuFeature::Bmi2));
+    }
+
+    #[test]
+    fn the_crypto_extensions_are_only_in_max_and_removable() {
+        for f in [CpuFeature::Aes, CpuFeature::Pclmulqdq, CpuFeature::Sha] {
+            assert_eq!(f.level(), CpuLevel::Max, "{f:?}");
+        }
+        assert_eq!(CpuFeature::from_name("sha_ni"), Some(CpuFeature::Sha));
+        let model = CpuModel {
+            level: CpuLevel::Max,
+            removed: vec![CpuFeature::Aes],
+        };
+        assert_eq!(model.describe(), "max,-aes");
+        let rules = model.rules();
+        assert_eq!(rules.len(), 1);
+        assert_eq!((rules[0].leaf, rules[0].clear), (1, 1 << 25));
+        let sha = CpuModel {
+            level: CpuLevel::Max,
+            removed: vec![CpuFeature::Sha],
+        }
+        .rules();
+        assert_eq!(
+            (sha[0].leaf, sha[0].subleaf, sha[0].clear),
+            (7, Some(0), 1 << 29)
+        );
     }
 
     #[test]

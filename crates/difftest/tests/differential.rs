@@ -196,23 +196,28 @@ fn emu_matches_kvm_on_random_sse_sequences() {
 }
 
 /// Whether the host CPU, which runs the oracle's user code, has the
-/// extensions of [`Class::EXTENSIONS`] (BMI1, BMI2, ADX); prints the skip
-/// line if not.
+/// extensions of [`Class::EXTENSIONS`] (BMI1, BMI2, ADX; AES-NI,
+/// PCLMULQDQ, SHA); prints the skip line if not.
 fn host_has_extensions() -> bool {
     let has = std::arch::is_x86_feature_detected!("bmi1")
         && std::arch::is_x86_feature_detected!("bmi2")
-        && std::arch::is_x86_feature_detected!("adx");
+        && std::arch::is_x86_feature_detected!("adx")
+        && std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq")
+        && std::arch::is_x86_feature_detected!("sha");
     if !has {
-        println!("SKIPPED: the host CPU lacks BMI1, BMI2 or ADX");
+        println!("SKIPPED: the host CPU lacks BMI1, BMI2, ADX, AES-NI, PCLMULQDQ or SHA");
     }
     has
 }
 
-/// Cases in the extensions test.
-const EXTENSIONS_COUNT: u64 = 20_000;
+/// Cases in the extensions test (20,000 per class).
+const EXTENSIONS_COUNT: u64 = 20_000 * Class::EXTENSIONS.len() as u64;
 
+/// The extension classes: `bmi` (BMI1, BMI2, ADX) and `crypto` (AES-NI,
+/// PCLMULQDQ, SHA).
 #[test]
-fn emu_matches_kvm_on_random_bmi_and_adx_sequences() {
+fn emu_matches_kvm_on_random_bmi_adx_and_crypto_sequences() {
     if !kvm_or_skip() || !host_has_extensions() {
         return;
     }

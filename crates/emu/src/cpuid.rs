@@ -9,7 +9,9 @@
 //! AVX2, FMA and F16C ([`crate::fpu::xsave`], [`crate::fpu::avx`]), BMI1,
 //! BMI2 and ADX ([`crate::exec::bmi1`], [`crate::exec::bmi2`],
 //! [`crate::exec::adx`]), RDRAND and RDSEED ([`crate::exec::random`]),
-//! FSGSBASE ([`crate::exec::fsgsbase`]), the
+//! FSGSBASE ([`crate::exec::fsgsbase`]), AES-NI, PCLMULQDQ and the SHA
+//! extensions ([`crate::fpu::aes`], [`crate::fpu::clmul`],
+//! [`crate::fpu::sha`]), the
 //! local APIC with x2APIC and the TSC-deadline timer
 //! ([`crate::apic`]). Not advertised until implemented: MONITOR/MWAIT,
 //! AVX-512, XSAVES, MCE/MCA, MTRR (the MSRs
@@ -57,6 +59,7 @@ mod edx1 {
 /// CPUID.1:ECX bits.
 mod ecx1 {
     pub const SSE3: u32 = 1 << 0;
+    pub const PCLMULQDQ: u32 = 1 << 1;
     pub const SSSE3: u32 = 1 << 9;
     pub const SSE4_1: u32 = 1 << 19;
     pub const SSE4_2: u32 = 1 << 20;
@@ -65,6 +68,7 @@ mod ecx1 {
     pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
+    pub const AES: u32 = 1 << 25;
     pub const FMA: u32 = 1 << 12;
     pub const XSAVE: u32 = 1 << 26;
     pub const OSXSAVE: u32 = 1 << 27;
@@ -82,6 +86,7 @@ mod ebx7 {
     pub const BMI2: u32 = 1 << 8;
     pub const RDSEED: u32 = 1 << 18;
     pub const ADX: u32 = 1 << 19;
+    pub const SHA: u32 = 1 << 29;
 }
 
 /// CPUID.(EAX=0DH,ECX=1):EAX bits: the XSAVE instructions beyond XSAVE.
@@ -156,14 +161,17 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | ecx1::AVX
         | ecx1::FMA
         | ecx1::F16C
-        | ecx1::RDRAND;
+        | ecx1::RDRAND
+        | ecx1::PCLMULQDQ
+        | ecx1::AES;
     let leaf7_ebx = ebx7::FSGSBASE
         | ebx7::TSC_ADJUST
         | ebx7::BMI1
         | ebx7::AVX2
         | ebx7::BMI2
         | ebx7::RDSEED
-        | ebx7::ADX;
+        | ebx7::ADX
+        | ebx7::SHA;
     let xsave_max = xsave::area_size(xsave::XCR0_SUPPORTED);
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
@@ -171,7 +179,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         entry(0, MAX_BASIC, genu, ntel, inei),
         entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
         // Leaf 7: EBX: FSGSBASE, IA32_TSC_ADJUST, BMI1, AVX2, BMI2,
-        // RDSEED, ADX. ECX: RDPID (22). EDX:
+        // RDSEED, ADX, SHA. ECX: RDPID (22). EDX:
         // IBRS/IBPB (26), STIBP (27), IA32_ARCH_CAPABILITIES (29), SSBD
         // (31) — the speculation controls are accepted and change nothing.
         indexed(
@@ -314,6 +322,14 @@ mod tests {
         assert_ne!(execute(&cpu, 1, 0).ecx & ecx1::RDRAND, 0);
         let more = ebx7::FSGSBASE | ebx7::ADX | ebx7::RDSEED;
         assert_eq!(execute(&cpu, 7, 0).ebx & more, more);
+    }
+
+    #[test]
+    fn aes_pclmulqdq_and_sha_are_advertised() {
+        let cpu = cpu64(&[]);
+        let crypto = ecx1::AES | ecx1::PCLMULQDQ;
+        assert_eq!(execute(&cpu, 1, 0).ecx & crypto, crypto);
+        assert_ne!(execute(&cpu, 7, 0).ebx & ebx7::SHA, 0);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn unit(b: &mut Builder<'_>, class: Class) {
             Class::Fma => super::avx::fma(b),
             Class::X87 => super::simd::x87(b),
             Class::Bmi => super::bmi::bmi(b),
+            Class::Crypto => super::crypto::crypto(b),
             Class::Mixed => false,
         };
         if ok {

@@ -19,6 +19,7 @@ pub mod build;
 pub mod classes;
 #[cfg(test)]
 mod coverage;
+pub mod crypto;
 pub mod memory;
 pub mod regs;
 pub mod simd;
@@ -84,6 +85,10 @@ pub enum Class {
     /// SARX SHLX SHRX) and ADX (ADCX ADOX): VEX-encoded and legacy
     /// general-register extensions.
     Bmi,
+    /// AES-NI (AESENC AESENCLAST AESDEC AESDECLAST AESIMC
+    /// AESKEYGENASSIST), PCLMULQDQ and the SHA extensions (SHA1RNDS4
+    /// SHA1NEXTE SHA1MSG1 SHA1MSG2 SHA256RNDS2 SHA256MSG1 SHA256MSG2).
+    Crypto,
     /// Templates of every other class mixed in one sequence.
     Mixed,
 }
@@ -123,11 +128,11 @@ impl Class {
     /// (the remaining differences are listed in `docs/architecture.md`).
     pub const EXTRA: [Class; 1] = [Class::X87];
 
-    /// Classes of general-register instruction-set extensions beyond the
-    /// x86-64 baseline, which the oracle's host CPU must have: kept apart
-    /// from [`Class::ALL`] so the baseline classes keep their case
-    /// streams and `mixed` stays baseline.
-    pub const EXTENSIONS: [Class; 1] = [Class::Bmi];
+    /// Classes of instruction-set extensions beyond the x86-64 levels
+    /// (BMI1/BMI2/ADX; AES-NI, PCLMULQDQ, SHA), which the oracle's host
+    /// CPU must have: kept apart from [`Class::ALL`] so the baseline
+    /// classes keep their case streams and `mixed` stays baseline.
+    pub const EXTENSIONS: [Class; 2] = [Class::Bmi, Class::Crypto];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -152,6 +157,7 @@ impl Class {
             Class::Fma => "fma",
             Class::X87 => "x87",
             Class::Bmi => "bmi",
+            Class::Crypto => "crypto",
             Class::Mixed => "mixed",
         }
     }
@@ -179,6 +185,7 @@ impl Class {
                 | Class::Avx2
                 | Class::Fma
                 | Class::X87
+                | Class::Crypto
         )
     }
 
@@ -299,10 +306,12 @@ impl Generator {
                 // From a separate stream, so the integer classes' cases
                 // stay what they were before the SIMD classes existed.
                 let mut fpu_rng = Rng::new(rng.next_u64() ^ 0x5eed_f00d);
-                init.fpu = if matches!(class, Class::Avx | Class::Avx2 | Class::Fma) {
-                    simd::random_fpu_with_ymm(&mut fpu_rng)
-                } else {
-                    simd::random_fpu(&mut fpu_rng)
+                init.fpu = match class {
+                    Class::Avx | Class::Avx2 | Class::Fma => {
+                        simd::random_fpu_with_ymm(&mut fpu_rng)
+                    }
+                    Class::Crypto => crypto::random_crypto_fpu(&mut fpu_rng),
+                    _ => simd::random_fpu(&mut fpu_rng),
                 };
             }
             let len = rng.range(1, self.max_len as u64) as usize;

@@ -16,11 +16,14 @@
 //! here. What is left out is listed in `docs/architecture.md`.
 
 pub mod access;
+pub mod aes;
 pub mod avx;
+pub mod clmul;
 pub mod control;
 pub mod float;
 pub mod fxsave;
 pub mod lanes;
+pub mod sha;
 pub mod sse3;
 pub mod sse41;
 pub mod sse41_float;
@@ -342,6 +345,9 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         .or_else(|| sse41::lookup(insn))
         .or_else(|| sse41_float::lookup(insn))
         .or_else(|| sse42_string::lookup(insn))
+        .or_else(|| aes::lookup(insn))
+        .or_else(|| clmul::lookup(insn))
+        .or_else(|| sha::lookup(insn))
         .or_else(|| sse_float::lookup(insn))
         .or_else(|| x87::lookup(insn))
         .or_else(|| x87_arith::lookup(insn))

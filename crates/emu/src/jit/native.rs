@@ -30,7 +30,8 @@
 //! run natively too when the guest's SSE state is usable (CR4.OSFXSR = 1,
 //! CR0.EM = CR0.TS = 0: the translation's mode): guest XMM registers live
 //! in the frame while translated code runs and are loaded into host XMM0-
-//! XMM2 around each such instruction.
+//! XMM2 around each such instruction. So do AES-NI, PCLMULQDQ and the SHA
+//! extensions where the host CPU has them (checked once).
 //!
 //! The general-register extensions BMI1 (TZCNT, ANDN, BEXTR, BLSI, BLSMSK,
 //! BLSR), BMI2 (BZHI, MULX, PDEP, PEXT, RORX, SARX, SHLX, SHRX) and ADX
@@ -99,7 +100,10 @@ pub struct Xmm {
 /// SIMD floating-point exception, so the host's MXCSR does not matter
 /// (floating-point arithmetic stays in the interpreter).
 fn allowed_sse(m: Mnemonic) -> bool {
-    allowed_sse_base(m) || (is_ssse3(m) && host_has_ssse3()) || (is_sse3_move(m) && host_has_sse3())
+    allowed_sse_base(m)
+        || (is_ssse3(m) && host_has_ssse3())
+        || (is_sse3_move(m) && host_has_sse3())
+        || host_runs_crypto(m)
 }
 
 /// The SSE and SSE2 instructions of [`allowed_sse`].
@@ -208,6 +212,33 @@ fn allowed_sse_base(m: Mnemonic) -> bool {
             | M::Pextrw
             | M::Pinsrw
     )
+}
+
+/// AES-NI, PCLMULQDQ and the SHA extensions, which run natively where the
+/// host has them (checked once; else the interpreter runs them:
+/// [`crate::fpu::aes`], [`crate::fpu::clmul`], [`crate::fpu::sha`]).
+/// SHA256RNDS2's implicit XMM0 is the host's XMM0 ([`classify`] puts
+/// guest XMM0 there).
+fn host_runs_crypto(m: Mnemonic) -> bool {
+    use std::sync::OnceLock;
+    use Mnemonic as M;
+    static AES: OnceLock<bool> = OnceLock::new();
+    static PCLMULQDQ: OnceLock<bool> = OnceLock::new();
+    static SHA: OnceLock<bool> = OnceLock::new();
+    match m {
+        M::Aesenc | M::Aesenclast | M::Aesdec | M::Aesdeclast | M::Aesimc | M::Aeskeygenassist => {
+            *AES.get_or_init(|| std::arch::is_x86_feature_detected!("aes"))
+        }
+        M::Pclmulqdq => *PCLMULQDQ.get_or_init(|| std::arch::is_x86_feature_detected!("pclmulqdq")),
+        M::Sha1rnds4
+        | M::Sha1nexte
+        | M::Sha1msg1
+        | M::Sha1msg2
+        | M::Sha256rnds2
+        | M::Sha256msg1
+        | M::Sha256msg2 => *SHA.get_or_init(|| std::arch::is_x86_feature_detected!("sha")),
+        _ => false,
+    }
 }
 
 /// The SSE3 moves (the SSE3 arithmetic depends on MXCSR and stays in the
@@ -647,6 +678,15 @@ pub fn classify(
     let address = [insn.memory_base(), insn.memory_index()];
     let mut temps: Vec<(usize, Reg, bool)> = Vec::new();
     let mut xmms: Vec<Xmm> = Vec::new();
+    if m == Mnemonic::Sha256rnds2 {
+        // Its implicit operand is XMM0 on the host too.
+        xmms.push(Xmm {
+            guest: 0,
+            host: 0,
+            load: true,
+            store: false,
+        });
+    }
     for u in used.used_registers() {
         let r = u.register();
         let written = !matches!(u.access(), OpAccess::Read | OpAccess::CondRead);
@@ -942,6 +982,50 @@ mod tests {
             } else {
                 assert_eq!(got, None, "{bytes:02x?}");
             }
+        }
+    }
+
+    #[test]
+    fn aes_pclmulqdq_and_sha_run_natively_where_the_host_has_them() {
+        let aes = std::arch::is_x86_feature_detected!("aes");
+        let clmul = std::arch::is_x86_feature_detected!("pclmulqdq");
+        let sha = std::arch::is_x86_feature_detected!("sha");
+        let cases: [(&[u8], &str, bool); 4] = [
+            // aesenc xmm9, [rax]
+            (
+                &[0x66, 0x44, 0x0f, 0x38, 0xdc, 0x08],
+                "aesenc xmm0,[r14]",
+                aes,
+            ),
+            // pclmulqdq xmm1, xmm2, 0x11
+            (
+                &[0x66, 0x0f, 0x3a, 0x44, 0xca, 0x11],
+                "pclmulhqhqdq xmm0,xmm1",
+                clmul,
+            ),
+            // sha1rnds4 xmm1, xmm2, 3
+            (
+                &[0x0f, 0x3a, 0xcc, 0xca, 0x03],
+                "sha1rnds4 xmm0,xmm1,3",
+                sha,
+            ),
+            // sha256rnds2 xmm3, xmm5: guest XMM0 stays the host's XMM0.
+            (&[0x0f, 0x38, 0xcb, 0xdd], "sha256rnds2 xmm1,xmm2", sha),
+        ];
+        for (bytes, text, host) in cases {
+            let got = native(bytes);
+            if host {
+                assert_eq!(got.as_deref(), Some(text), "{bytes:02x?}");
+            } else {
+                assert_eq!(got, None, "{bytes:02x?}");
+            }
+        }
+        if sha {
+            let insn = decode(&[0x0f, 0x38, 0xcb, 0xdd]);
+            let n = classify(&insn, &mut InstructionInfoFactory::new(), true).unwrap();
+            let homes: Vec<(u8, u8, bool)> =
+                n.xmms.iter().map(|x| (x.guest, x.host, x.store)).collect();
+            assert_eq!(homes, [(0, 0, false), (3, 1, true), (5, 2, false)]);
         }
     }
 

@@ -8,7 +8,8 @@
 //! bits 255:128 of the destination zeroed. The per-chunk functions are
 //! the legacy ones ([`sse_int::compute`], [`ssse3::compute`],
 //! [`sse41::compute`], [`sse_float::arith_chunk`],
-//! [`sse3::horizontal_chunk`], [`sse41_float::round_chunk`],
+//! [`sse3::horizontal_chunk`], [`sse41_float::round_chunk`], the AES-NI
+//! and PCLMULQDQ ones ([`aes::compute`], [`clmul::compute`]),
 //! [`sse41_float::dot`]), so the two encodings cannot disagree.
 //!
 //! What differs from lane to lane or from the legacy form:
@@ -35,7 +36,7 @@ use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::fpu::sse_float::{self, Ctx};
-use crate::fpu::{sse3, sse41, sse41_float, sse_int, ssse3};
+use crate::fpu::{aes, clmul, sse3, sse41, sse41_float, sse_int, ssse3};
 use crate::Cpu;
 
 /// The legacy mnemonic whose operation VEX mnemonic `m` performs
@@ -86,7 +87,10 @@ fn family(l: Mnemonic) -> Option<Family> {
     if sse_int::compute(l, 0, 0, 0, 128).is_some() && l != M::Pshufw {
         return Some(Family::Integer);
     }
-    if ssse3::compute(l, 0, 0, 0, 128).is_some() {
+    if ssse3::compute(l, 0, 0, 0, 128).is_some()
+        || aes::compute(l, 0, 0, 0).is_some()
+        || clmul::compute(l, 0, 0, 0).is_some()
+    {
         return Some(Family::Integer);
     }
     let mut ctx = Ctx::new(crate::fpu::mxcsr::RESET);
@@ -251,6 +255,8 @@ fn integer(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
         Ok(sse41::compute(l, x, y, i)
             .or_else(|| sse_int::compute(l, x, y, i, 128))
             .or_else(|| ssse3::compute(l, x, y, i, 128))
+            .or_else(|| aes::compute(l, x, y, i))
+            .or_else(|| clmul::compute(l, x, y, i))
             .unwrap_or(x))
     })
 }
