@@ -1,17 +1,19 @@
 //! `--cpu`: the guest CPU model. The default guest's `/proc/cpuinfo`
 //! (what Linux read from CPUID, and kept after checking the CPU can use
 //! it: AVX needs XSAVE and XCR0) shows exactly the features of the level
-//! asked for, minus the ones removed and those that need them.
+//! asked for, minus the ones removed and those that need them. The system
+//! features (PCID, SMEP, INVPCID, SMAP, UMIP) are only in `max`.
 
 mod common;
 
 /// Watched flags as Linux names them, with the lowest x86-64 level that
 /// includes each (4: only `max`).
-const WATCHED: [(&str, u8); 14] = [
+const WATCHED: [(&str, u8); 19] = [
     ("pni", 2),
     ("ssse3", 2),
     ("fma", 3),
     ("cx16", 2),
+    ("pcid", 4),
     ("sse4_1", 2),
     ("sse4_2", 2),
     ("movbe", 3),
@@ -22,6 +24,10 @@ const WATCHED: [(&str, u8); 14] = [
     ("lahf_lm", 2),
     ("abm", 3),
     ("avx2", 3),
+    ("smep", 4),
+    ("invpcid", 4),
+    ("smap", 4),
+    ("umip", 4),
 ];
 
 /// The watched flags of `level`, in `/proc/cpuinfo` order, without `out`.
@@ -65,5 +71,10 @@ fn each_level_shows_its_features_and_removed_ones_are_gone() {
         flags_with(Some("max,-xsave")),
         expected(4, &["xsave", "avx", "avx2", "fma", "f16c"]),
         "AVX and what builds on it need XSAVE"
+    );
+    assert_eq!(
+        flags_with(Some("max,-smap")),
+        expected(4, &["smap"]),
+        "a system feature goes alone"
     );
 }

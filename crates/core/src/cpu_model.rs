@@ -9,6 +9,10 @@
 //! - **v3**: v2 + AVX, AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE, XSAVE
 //!   (with OSXSAVE).
 //!
+//! The system features (PCID, SMEP, INVPCID, SMAP, UMIP) belong to no
+//! level: only `max` offers them. Hiding one of them does change the CPU:
+//! the emu engine refuses its CR4 bit (#GP) when CPUID does not offer it.
+//!
 //! Removing a feature also removes those that need it (AVX needs XSAVE;
 //! AVX2, FMA and F16C need AVX), so a guest never sees an impossible
 //! combination.
@@ -95,11 +99,24 @@ pub enum CpuFeature {
     F16c,
     /// AVX2 (CPUID.(EAX=7,ECX=0):EBX[5]).
     Avx2,
+    /// PCID, process-context identifiers (CPUID.1:ECX[17]); CR4.PCIDE.
+    Pcid,
+    /// SMEP, supervisor-mode execution prevention
+    /// (CPUID.(EAX=7,ECX=0):EBX[7]); CR4.SMEP.
+    Smep,
+    /// INVPCID (CPUID.(EAX=7,ECX=0):EBX[10]).
+    Invpcid,
+    /// SMAP, supervisor-mode access prevention, with STAC/CLAC
+    /// (CPUID.(EAX=7,ECX=0):EBX[20]); CR4.SMAP.
+    Smap,
+    /// UMIP, user-mode instruction prevention
+    /// (CPUID.(EAX=7,ECX=0):ECX[2]); CR4.UMIP.
+    Umip,
 }
 
 impl CpuFeature {
     /// Every feature, in CPUID order.
-    pub const ALL: [CpuFeature; 14] = [
+    pub const ALL: [CpuFeature; 19] = [
         CpuFeature::Sse3,
         CpuFeature::Ssse3,
         CpuFeature::Cx16,
@@ -114,6 +131,11 @@ impl CpuFeature {
         CpuFeature::Fma,
         CpuFeature::F16c,
         CpuFeature::Avx2,
+        CpuFeature::Pcid,
+        CpuFeature::Smep,
+        CpuFeature::Invpcid,
+        CpuFeature::Smap,
+        CpuFeature::Umip,
     ];
 
     /// The lowest level that includes it ([`CpuLevel::Max`]: none does).
@@ -122,6 +144,7 @@ impl CpuFeature {
         match self {
             Sse3 | Ssse3 | Cx16 | Sse4_1 | Sse4_2 | Popcnt | LahfLm => CpuLevel::V2,
             Movbe | Lzcnt | Xsave | Avx | Fma | F16c | Avx2 => CpuLevel::V3,
+            Pcid | Smep | Invpcid | Smap | Umip => CpuLevel::Max,
         }
     }
 
@@ -152,6 +175,11 @@ impl CpuFeature {
             CpuFeature::Fma => "fma",
             CpuFeature::F16c => "f16c",
             CpuFeature::Avx2 => "avx2",
+            CpuFeature::Pcid => "pcid",
+            CpuFeature::Smep => "smep",
+            CpuFeature::Invpcid => "invpcid",
+            CpuFeature::Smap => "smap",
+            CpuFeature::Umip => "umip",
         }
     }
 
@@ -184,6 +212,11 @@ impl CpuFeature {
             CpuFeature::Fma => (1, CpuidReg::Ecx, 1 << 12),
             CpuFeature::F16c => (1, CpuidReg::Ecx, 1 << 29),
             CpuFeature::Avx2 => (7, CpuidReg::Ebx, 1 << 5),
+            CpuFeature::Pcid => (1, CpuidReg::Ecx, 1 << 17),
+            CpuFeature::Smep => (7, CpuidReg::Ebx, 1 << 7),
+            CpuFeature::Invpcid => (7, CpuidReg::Ebx, 1 << 10),
+            CpuFeature::Smap => (7, CpuidReg::Ebx, 1 << 20),
+            CpuFeature::Umip => (7, CpuidReg::Ecx, 1 << 2),
         }
     }
 }
@@ -294,8 +327,8 @@ mod tests {
         };
         assert_eq!(v2.describe(), "v2,-sse4_2");
         // MOVBE, LZCNT, XSAVE, AVX (and its XCR0 bit), FMA, F16C, AVX2,
-        // and SSE4.2.
-        assert_eq!(v2.rules().len(), 9);
+        // the five system features of `max`, and SSE4.2.
+        assert_eq!(v2.rules().len(), 14);
     }
 
     #[test]
@@ -317,7 +350,36 @@ mod tests {
             level: CpuLevel::V3,
             removed: vec![CpuFeature::Avx2],
         };
-        assert_eq!(v3.hidden(), [CpuFeature::Avx2]);
+        let system = [
+            CpuFeature::Pcid,
+            CpuFeature::Smep,
+            CpuFeature::Invpcid,
+            CpuFeature::Smap,
+            CpuFeature::Umip,
+        ];
+        let mut expected = system.to_vec();
+        expected.push(CpuFeature::Avx2);
+        assert_eq!(v3.hidden(), expected);
+    }
+
+    #[test]
+    fn the_system_features_are_only_in_max_and_each_can_be_removed() {
+        let max = CpuModel::default();
+        assert!(max.hidden().is_empty());
+        let no_smap = CpuModel {
+            level: CpuLevel::Max,
+            removed: vec![CpuFeature::Smap],
+        };
+        assert_eq!(no_smap.hidden(), [CpuFeature::Smap]);
+        let rule = no_smap.rules()[0];
+        assert_eq!(
+            (rule.leaf, rule.subleaf, rule.reg, rule.clear),
+            (7, Some(0), CpuidReg::Ebx, 1 << 20)
+        );
+        for f in ["pcid", "smep", "invpcid", "smap", "umip"] {
+            let f = CpuFeature::from_name(f).unwrap();
+            assert_eq!(f.level(), CpuLevel::Max);
+        }
     }
 
     #[test]

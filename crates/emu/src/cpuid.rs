@@ -8,9 +8,11 @@
 //! POPCNT, the x86-64-v2 level), XSAVE with XSAVEOPT and XSAVEC, AVX,
 //! AVX2, FMA and F16C ([`crate::fpu::xsave`], [`crate::fpu::avx`]), the
 //! local APIC with x2APIC and the TSC-deadline timer
-//! ([`crate::apic`]). Not advertised until implemented: MONITOR/MWAIT,
-//! AVX-512, XSAVES, MCE/MCA, MTRR (the MSRs
-//! exist but are not applied), PCID, SMEP/SMAP, FSGSBASE, BMI1 (only TZCNT of it
+//! ([`crate::apic`]), and the system features SMEP, SMAP (with STAC/CLAC),
+//! UMIP, PCID and INVPCID ([`crate::mmu`], [`crate::modes`]; their CR4 bits
+//! are writable only while advertised). Not advertised until implemented:
+//! MONITOR/MWAIT, AVX-512, XSAVES, MCE/MCA, MTRR (the MSRs
+//! exist but are not applied), FSGSBASE, BMI1 (only TZCNT of it
 //! exists), and 1 GiB pages: the MMU walks them, but INVLPG (which drops
 //! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
 //!
@@ -58,6 +60,7 @@ mod ecx1 {
     pub const SSE4_1: u32 = 1 << 19;
     pub const SSE4_2: u32 = 1 << 20;
     pub const CX16: u32 = 1 << 13;
+    pub const PCID: u32 = 1 << 17;
     pub const X2APIC: u32 = 1 << 21;
     pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const MOVBE: u32 = 1 << 22;
@@ -73,6 +76,15 @@ mod ecx1 {
 mod ebx7 {
     pub const TSC_ADJUST: u32 = 1 << 1;
     pub const AVX2: u32 = 1 << 5;
+    pub const SMEP: u32 = 1 << 7;
+    pub const INVPCID: u32 = 1 << 10;
+    pub const SMAP: u32 = 1 << 20;
+}
+
+/// CPUID.(EAX=7,ECX=0):ECX bits.
+mod ecx7 {
+    pub const UMIP: u32 = 1 << 2;
+    pub const RDPID: u32 = 1 << 22;
 }
 
 /// CPUID.(EAX=0DH,ECX=1):EAX bits: the XSAVE instructions beyond XSAVE.
@@ -139,6 +151,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | ecx1::SSE4_1
         | ecx1::SSE4_2
         | ecx1::CX16
+        | ecx1::PCID
         | ecx1::X2APIC
         | ecx1::MOVBE
         | ecx1::POPCNT
@@ -153,15 +166,16 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
     let mut t = vec![
         entry(0, MAX_BASIC, genu, ntel, inei),
         entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
-        // Leaf 7: EBX: IA32_TSC_ADJUST, AVX2. ECX: RDPID (22). EDX:
-        // IBRS/IBPB (26), STIBP (27), IA32_ARCH_CAPABILITIES (29), SSBD
-        // (31) — the speculation controls are accepted and change nothing.
+        // Leaf 7: EBX: IA32_TSC_ADJUST, AVX2, SMEP, INVPCID, SMAP. ECX:
+        // UMIP, RDPID. EDX: IBRS/IBPB (26), STIBP (27),
+        // IA32_ARCH_CAPABILITIES (29), SSBD (31) — the speculation
+        // controls are accepted and change nothing.
         indexed(
             entry(
                 7,
                 0,
-                ebx7::TSC_ADJUST | ebx7::AVX2,
-                1 << 22,
+                ebx7::TSC_ADJUST | ebx7::AVX2 | ebx7::SMEP | ebx7::INVPCID | ebx7::SMAP,
+                ecx7::UMIP | ecx7::RDPID,
                 1 << 26 | 1 << 27 | 1 << 29 | 1 << 31,
             ),
             0,

@@ -155,7 +155,7 @@ use self::glue::Glue;
 use crate::code::{Block, BuildKeyHasher};
 use crate::fault::Fault;
 use crate::flags::{AC, ARITH, IF, TF};
-use crate::mmu::AccessKind;
+use crate::mmu::{AccessKind, Privilege};
 use crate::state::{cr0, seg, CodeSize};
 use crate::Cpu;
 
@@ -632,7 +632,13 @@ impl Cpu {
         let mode = self.jit_mode();
         let t = self
             .mmu
-            .translate(&mut self.s, &self.code, rip, AccessKind::Fetch, mode.user)
+            .translate(
+                &mut self.s,
+                &self.code,
+                rip,
+                AccessKind::Fetch,
+                Privilege::explicit(mode.user),
+            )
             .ok()?;
         let off = *self
             .jit
@@ -865,7 +871,13 @@ impl Cpu {
             // the cache stays if none moved.
             chain::Check::Recheck(pages) => pages.into_iter().all(|(lin, phys)| {
                 self.mmu
-                    .translate(&mut self.s, &self.code, lin, AccessKind::Fetch, mode.user)
+                    .translate(
+                        &mut self.s,
+                        &self.code,
+                        lin,
+                        AccessKind::Fetch,
+                        Privilege::explicit(mode.user),
+                    )
                     .is_ok_and(|t| t.phys & !0xfff == phys)
             }),
         };
