@@ -52,7 +52,7 @@ fn flags_with(model: Option<&str>) -> Vec<String> {
         .find_map(|l| l.trim().strip_prefix("FLAGS:"))
         .unwrap_or_else(|| panic!("no flags line in {lines:?}"));
     line.split_whitespace()
-        .filter(|f| WATCHED.contains(f))
+        .filter(|f| WATCHED.iter().any(|(w, _)| w == f))
         .map(String::from)
         .collect()
 }
