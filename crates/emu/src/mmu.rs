@@ -19,10 +19,12 @@
 //! may reach (no user-mode page for data under SMAP, none for fetches under
 //! SMEP: the walk refuses them), and an explicit supervisor access with
 //! AC = 1 under SMAP has sets of its own ([`AC_SETS`]), which nothing but
-//! [`Mmu::translate`] consults. So an entry filled with AC = 1 can never
-//! serve an access after CLAC, an implicit access (descriptor tables, IDT,
-//! TSS: [`Privilege::Implicit`]) or translated code (whose inline probes
-//! read the supervisor sets and leave everything else to the interpreter).
+//! [`Mmu::translate`] and translated supervisor code consult, the latter
+//! only after a runtime test that AC is set (a frame byte kept current at
+//! every entry into translated code and after every instruction the
+//! interpreter runs for it: [`crate::jit::frame::Frame::smap_ac`]). So an
+//! entry filled with AC = 1 can never serve an access after CLAC, nor an
+//! implicit access (descriptor tables, IDT, TSS: [`Privilege::Implicit`]).
 //! Changing CR4.SMEP or CR4.SMAP flushes the TLB ([`crate::modes`]).
 //!
 //! Global pages (CR4.PGE) survive CR3 writes; which writes flush what is
@@ -309,6 +311,14 @@ fn set_for(cpu: &CpuState, kind: AccessKind, privilege: Privilege) -> usize {
         Privilege::Supervisor if smap_overridden(cpu, kind) => AC_SETS + kind as usize,
         Privilege::Supervisor | Privilege::Implicit => kind as usize * 2,
     }
+}
+
+/// Whether explicit supervisor data accesses use [`AC_SETS`] now (CR4.SMAP,
+/// RFLAGS.AC and CPL < 3): what translated code learns through its frame
+/// ([`crate::jit::frame::Frame::smap_ac`]).
+#[inline]
+pub(crate) fn ac_sets_in_use(cpu: &CpuState) -> bool {
+    cpu.cpl < 3 && smap_overridden(cpu, AccessKind::Read)
 }
 
 /// Whether an explicit supervisor access of `kind` may reach user-mode

@@ -113,9 +113,12 @@ pub(super) unsafe extern "sysv64" fn run_insn(
         }
     };
     let (gpr, image, xmm) = (cpu.s.gpr, flags_to_image(cpu.s.flags.get()), cpu.s.fpu.xmm);
+    // The instruction may have changed RFLAGS.AC, CR4.SMAP or CPL.
+    let smap_ac = u64::from(crate::mmu::ac_sets_in_use(&cpu.s));
     // SAFETY: the CPU borrow ends above; see the function's contract.
     unsafe {
         (*frame).gpr = gpr;
+        (*frame).smap_ac = smap_ac;
         if sync_xmm {
             (*frame).xmm = xmm;
         }

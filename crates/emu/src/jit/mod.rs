@@ -899,8 +899,10 @@ impl Cpu {
         let sse = self.jit_mode().sse;
         self.jit.run_sse = sse;
         let xmm = self.s.fpu.xmm;
+        let smap_ac = u64::from(crate::mmu::ac_sets_in_use(&self.s));
         let frame = self.mmu.frame();
         frame.gpr = gpr;
+        frame.smap_ac = smap_ac;
         if sse {
             frame.xmm = xmm;
         }

@@ -400,7 +400,11 @@ fn an_exhausted_code_cache_is_flushed_and_translation_goes_on() {
         5 * u64::from(BLOCKS * (BLOCKS - 1) / 2)
     );
     assert_same(&interp, &jit);
-    assert!(jit.jit.stats.cache_flushes > 0, "{:?}", jit.jit.stats);
+    assert!(
+        jit.jit.stats.cache_flushes > 0,
+        "{:?}",
+        jit.jit.stats.top_fallbacks(4)
+    );
     let (used, size) = jit.jit.cache_bytes();
     assert!(used <= size);
 }
@@ -524,6 +528,22 @@ fn translated_supervisor_code_faults_on_a_user_page_after_clac() {
     assert_eq!(error_code, u64::from(crate::fault::pf::PRESENT));
     assert_same(&interp, &jit);
     assert!(jit.jit.stats.blocks_translated > 0);
+    // The accesses with AC = 1 ran translated (from the AC sets), after
+    // the first ones filled them.
+    let fallbacks = |m: iced_x86::Mnemonic| {
+        let n = jit.jit.stats.fallbacks.get(m as usize);
+        n.copied().unwrap_or(0)
+    };
+    assert!(
+        fallbacks(iced_x86::Mnemonic::Add) < 5,
+        "{:?}",
+        jit.jit.stats.top_fallbacks(4)
+    );
+    assert!(
+        fallbacks(iced_x86::Mnemonic::Mov) < 5,
+        "{:?}",
+        jit.jit.stats.top_fallbacks(4)
+    );
 }
 
 #[test]
