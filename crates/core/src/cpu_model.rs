@@ -10,8 +10,10 @@
 //!   (with OSXSAVE).
 //!
 //! The system features (PCID, SMEP, INVPCID, SMAP, UMIP) belong to no
-//! level: only `max` offers them. Hiding one of them does change the CPU:
-//! the emu engine refuses its CR4 bit (#GP) when CPUID does not offer it.
+//! level: only `max` offers them. Hiding PCID, SMEP, SMAP or UMIP does
+//! change the emu engine's CPU: it refuses the feature's CR4 bit (#GP)
+//! when CPUID does not offer it (its instructions, STAC/CLAC and INVPCID,
+//! still run, like any hidden instruction).
 //!
 //! Removing a feature also removes those that need it (AVX needs XSAVE;
 //! AVX2, FMA and F16C need AVX), so a guest never sees an impossible

@@ -30,7 +30,7 @@
 //!   and SYSENTER/SYSEXIT (`exec/system/syscall.rs`).
 //!
 //! TLB rules: a CR3 write drops non-global translations (with CR4.PCIDE
-//! too, see [`write_cr3`]); a change of CR0.PG/WP/PE,
+//! too, see `write_cr3`); a change of CR0.PG/WP/PE,
 //! CR4.PGE/PAE/PSE/SMEP/SMAP or EFER.NXE, and clearing CR4.PCIDE, drop all
 //! ([`crate::mmu`]).
 //! Each such write ends the decoded block, and the instruction making it
@@ -166,7 +166,7 @@ pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
 /// VME/PVI, FSGSBASE), and of those the ones CPUID offers may (OSXSAVE with
 /// XSAVE, SMEP, SMAP, UMIP, PCIDE: a feature the VM's CPU model hides is a
 /// reserved bit); PAE cannot be cleared in IA-32e mode; PCIDE can be set
-/// only in IA-32e mode with CR3[11:0] = 0 (§4.10.1). Changing PGE, PAE,
+/// only in IA-32e mode with CR3 bits 11:0 = 0 (§4.10.1). Changing PGE, PAE,
 /// PSE, SMEP or SMAP (TLB entries hold permission decisions made under
 /// them) or clearing PCIDE drops every translation.
 fn write_cr4(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {

@@ -54,7 +54,9 @@ pub use crate::cpuid::cpuid_table;
 ///
 /// Most system instructions can change CS, the mode, CPL, paging or IF.
 /// The few that cannot (CPUID, RDTSC, SGDT, the fences) are rare, and are
-/// declared [`DropsLinks`] too: the conservative choice.
+/// declared [`DropsLinks`] too: the conservative choice. STAC and CLAC
+/// only change RFLAGS.AC, which is run often (around every copy to or from
+/// user memory) and changes nothing links rely on: [`KeepsLinks`].
 pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {

@@ -102,6 +102,20 @@ fn pcide_is_set_only_in_ia32e_mode_with_pcid_zero() {
 }
 
 #[test]
+fn paging_cannot_be_turned_off_with_pcide_even_from_compatibility_mode() {
+    let mut cpu = cpu64(&[]);
+    cpu.s.seg[crate::state::seg::CS] = alcazar_core::regs::Segment::flat32(0x38, true);
+    let v = cpu.s.cr4 | cr4::PCIDE;
+    write_cr(&mut cpu, 4, v).unwrap();
+    let no_paging = cpu.s.cr0 & !crate::state::cr0::PG;
+    assert_eq!(write_cr(&mut cpu, 0, no_paging), GP);
+    let v = cpu.s.cr4 & !cr4::PCIDE;
+    write_cr(&mut cpu, 4, v).unwrap();
+    assert_eq!(write_cr(&mut cpu, 0, no_paging), Ok(()));
+    assert!(!cpu.s.long_mode());
+}
+
+#[test]
 fn cr3_with_pcide_keeps_the_pcid_drops_bit_63_and_still_flushes() {
     let mut cpu = cpu64(&[]);
     let base = cpu.s.cr3;
