@@ -1,18 +1,20 @@
 //! `--cpu`: the guest CPU model. The default guest's `/proc/cpuinfo`
 //! (what Linux read from CPUID, and kept after checking the CPU can use
 //! it: AVX needs XSAVE and XCR0) shows exactly the features of the level
-//! asked for, minus the ones removed and those that need them.
+//! asked for, minus the ones removed and those that need them. The system
+//! features (PCID, SMEP, INVPCID, SMAP, UMIP) are only in `max`.
 
 mod common;
 
 /// Watched flags as Linux names them, with the lowest x86-64 level that
 /// includes each (4: only `max`).
-const WATCHED: [(&str, u8); 23] = [
+const WATCHED: [(&str, u8); 28] = [
     ("pni", 2),
     ("pclmulqdq", 4),
     ("ssse3", 2),
     ("fma", 3),
     ("cx16", 2),
+    ("pcid", 4),
     ("sse4_1", 2),
     ("sse4_2", 2),
     ("movbe", 3),
@@ -27,10 +29,14 @@ const WATCHED: [(&str, u8); 23] = [
     ("fsgsbase", 4),
     ("bmi1", 3),
     ("avx2", 3),
+    ("smep", 4),
     ("bmi2", 3),
+    ("invpcid", 4),
     ("rdseed", 4),
     ("adx", 4),
+    ("smap", 4),
     ("sha_ni", 4),
+    ("umip", 4),
 ];
 
 /// The watched flags of `level`, in `/proc/cpuinfo` order, without `out`.
@@ -74,5 +80,10 @@ fn each_level_shows_its_features_and_removed_ones_are_gone() {
         flags_with(Some("max,-xsave")),
         expected(4, &["xsave", "avx", "avx2", "fma", "f16c"]),
         "AVX and what builds on it need XSAVE"
+    );
+    assert_eq!(
+        flags_with(Some("max,-smap")),
+        expected(4, &["smap"]),
+        "a system feature goes alone"
     );
 }

@@ -11,6 +11,11 @@
 //!
 //! ADX, RDRAND, RDSEED, FSGSBASE, AES-NI, PCLMULQDQ and the SHA
 //! extensions belong to no level: only `max` has them.
+//! The system features (PCID, SMEP, INVPCID, SMAP, UMIP) belong to no
+//! level: only `max` offers them. Hiding PCID, SMEP, SMAP or UMIP does
+//! change the emu engine's CPU: it refuses the feature's CR4 bit (#GP)
+//! when CPUID does not offer it (its instructions, STAC/CLAC and INVPCID,
+//! still run, like any hidden instruction).
 //!
 //! Removing a feature also removes those that need it (AVX needs XSAVE;
 //! AVX2, FMA and F16C need AVX), so a guest never sees an impossible
@@ -122,11 +127,24 @@ pub enum CpuFeature {
     /// SHA256RNDS2, SHA256MSG1, SHA256MSG2 (CPUID.(EAX=7,ECX=0):EBX[29],
     /// Linux's `sha_ni`).
     Sha,
+    /// PCID, process-context identifiers (CPUID.1:ECX[17]); CR4.PCIDE.
+    Pcid,
+    /// SMEP, supervisor-mode execution prevention
+    /// (CPUID.(EAX=7,ECX=0):EBX[7]); CR4.SMEP.
+    Smep,
+    /// INVPCID (CPUID.(EAX=7,ECX=0):EBX[10]).
+    Invpcid,
+    /// SMAP, supervisor-mode access prevention, with STAC/CLAC
+    /// (CPUID.(EAX=7,ECX=0):EBX[20]); CR4.SMAP.
+    Smap,
+    /// UMIP, user-mode instruction prevention
+    /// (CPUID.(EAX=7,ECX=0):ECX[2]); CR4.UMIP.
+    Umip,
 }
 
 impl CpuFeature {
     /// Every feature, in CPUID order.
-    pub const ALL: [CpuFeature; 23] = [
+    pub const ALL: [CpuFeature; 28] = [
         CpuFeature::Sse3,
         CpuFeature::Pclmulqdq,
         CpuFeature::Ssse3,
@@ -150,6 +168,11 @@ impl CpuFeature {
         CpuFeature::Rdseed,
         CpuFeature::Adx,
         CpuFeature::Sha,
+        CpuFeature::Pcid,
+        CpuFeature::Smep,
+        CpuFeature::Invpcid,
+        CpuFeature::Smap,
+        CpuFeature::Umip,
     ];
 
     /// The lowest level that includes it ([`CpuLevel::Max`]: none does).
@@ -158,7 +181,8 @@ impl CpuFeature {
         match self {
             Sse3 | Ssse3 | Cx16 | Sse4_1 | Sse4_2 | Popcnt | LahfLm => CpuLevel::V2,
             Movbe | Lzcnt | Xsave | Avx | Fma | F16c | Avx2 | Bmi1 | Bmi2 => CpuLevel::V3,
-            Rdrand | Fsgsbase | Rdseed | Adx | Pclmulqdq | Aes | Sha => CpuLevel::Max,
+            Rdrand | Fsgsbase | Rdseed | Adx | Pclmulqdq | Aes | Sha | Pcid | Smep | Invpcid
+            | Smap | Umip => CpuLevel::Max,
         }
     }
 
@@ -198,6 +222,11 @@ impl CpuFeature {
             CpuFeature::Pclmulqdq => "pclmulqdq",
             CpuFeature::Aes => "aes",
             CpuFeature::Sha => "sha_ni",
+            CpuFeature::Pcid => "pcid",
+            CpuFeature::Smep => "smep",
+            CpuFeature::Invpcid => "invpcid",
+            CpuFeature::Smap => "smap",
+            CpuFeature::Umip => "umip",
         }
     }
 
@@ -239,6 +268,11 @@ impl CpuFeature {
             CpuFeature::Pclmulqdq => (1, CpuidReg::Ecx, 1 << 1),
             CpuFeature::Aes => (1, CpuidReg::Ecx, 1 << 25),
             CpuFeature::Sha => (7, CpuidReg::Ebx, 1 << 29),
+            CpuFeature::Pcid => (1, CpuidReg::Ecx, 1 << 17),
+            CpuFeature::Smep => (7, CpuidReg::Ebx, 1 << 7),
+            CpuFeature::Invpcid => (7, CpuidReg::Ebx, 1 << 10),
+            CpuFeature::Smap => (7, CpuidReg::Ebx, 1 << 20),
+            CpuFeature::Umip => (7, CpuidReg::Ecx, 1 << 2),
         }
     }
 }
@@ -350,8 +384,8 @@ mod tests {
         assert_eq!(v2.describe(), "v2,-sse4_2");
         // MOVBE, LZCNT, XSAVE, AVX (and its XCR0 bit), FMA, F16C, AVX2,
         // BMI1, BMI2; RDRAND, FSGSBASE, RDSEED, ADX, PCLMULQDQ, AES, SHA
-        // (no level has them); and SSE4.2.
-        assert_eq!(v2.rules().len(), 18);
+        // and the five system features (no level has them); and SSE4.2.
+        assert_eq!(v2.rules().len(), 23);
     }
 
     #[test]
@@ -373,19 +407,25 @@ mod tests {
             level: CpuLevel::V3,
             removed: vec![CpuFeature::Avx2],
         };
-        assert_eq!(
-            v3.hidden(),
-            [
-                CpuFeature::Pclmulqdq,
-                CpuFeature::Aes,
-                CpuFeature::Rdrand,
-                CpuFeature::Fsgsbase,
-                CpuFeature::Rdseed,
-                CpuFeature::Adx,
-                CpuFeature::Sha,
-                CpuFeature::Avx2
-            ]
-        );
+        let hidden = v3.hidden();
+        assert_eq!(hidden.len(), 13, "{hidden:?}");
+        for f in [
+            CpuFeature::Pclmulqdq,
+            CpuFeature::Aes,
+            CpuFeature::Rdrand,
+            CpuFeature::Fsgsbase,
+            CpuFeature::Rdseed,
+            CpuFeature::Adx,
+            CpuFeature::Sha,
+            CpuFeature::Pcid,
+            CpuFeature::Smep,
+            CpuFeature::Invpcid,
+            CpuFeature::Smap,
+            CpuFeature::Umip,
+            CpuFeature::Avx2,
+        ] {
+            assert!(hidden.contains(&f), "{f:?}");
+        }
         let v3 = CpuModel {
             level: CpuLevel::V3,
             removed: vec![],

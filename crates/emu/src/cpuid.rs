@@ -13,9 +13,11 @@
 //! extensions ([`crate::fpu::aes`], [`crate::fpu::clmul`],
 //! [`crate::fpu::sha`]), the
 //! local APIC with x2APIC and the TSC-deadline timer
-//! ([`crate::apic`]). Not advertised until implemented: MONITOR/MWAIT,
-//! AVX-512, XSAVES, MCE/MCA, MTRR (the MSRs
-//! exist but are not applied), PCID, SMEP/SMAP,
+//! ([`crate::apic`]), and the system features SMEP, SMAP (with STAC/CLAC),
+//! UMIP, PCID and INVPCID ([`crate::mmu`], [`crate::modes`]; their CR4 bits
+//! are writable only while advertised). Not advertised until implemented:
+//! MONITOR/MWAIT, AVX-512, XSAVES, PKU, MCE/MCA, MTRR (the MSRs
+//! exist but are not applied),
 //! and 1 GiB pages: the MMU walks them, but INVLPG (which drops
 //! the 4 KiB slices of the surrounding 2 MiB) would not cover one.
 //!
@@ -64,6 +66,7 @@ mod ecx1 {
     pub const SSE4_1: u32 = 1 << 19;
     pub const SSE4_2: u32 = 1 << 20;
     pub const CX16: u32 = 1 << 13;
+    pub const PCID: u32 = 1 << 17;
     pub const X2APIC: u32 = 1 << 21;
     pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const MOVBE: u32 = 1 << 22;
@@ -87,6 +90,15 @@ mod ebx7 {
     pub const RDSEED: u32 = 1 << 18;
     pub const ADX: u32 = 1 << 19;
     pub const SHA: u32 = 1 << 29;
+    pub const SMEP: u32 = 1 << 7;
+    pub const INVPCID: u32 = 1 << 10;
+    pub const SMAP: u32 = 1 << 20;
+}
+
+/// CPUID.(EAX=7,ECX=0):ECX bits.
+mod ecx7 {
+    pub const UMIP: u32 = 1 << 2;
+    pub const RDPID: u32 = 1 << 22;
 }
 
 /// CPUID.(EAX=0DH,ECX=1):EAX bits: the XSAVE instructions beyond XSAVE.
@@ -153,6 +165,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | ecx1::SSE4_1
         | ecx1::SSE4_2
         | ecx1::CX16
+        | ecx1::PCID
         | ecx1::X2APIC
         | ecx1::MOVBE
         | ecx1::POPCNT
@@ -171,15 +184,18 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
         | ebx7::BMI2
         | ebx7::RDSEED
         | ebx7::ADX
-        | ebx7::SHA;
+        | ebx7::SHA
+        | ebx7::SMEP
+        | ebx7::INVPCID
+        | ebx7::SMAP;
     let xsave_max = xsave::area_size(xsave::XCR0_SUPPORTED);
     // EBX: CLFLUSH line size 8 * 8 = 64 bytes; the policy fills the APIC
     // ID and logical processor count.
     let mut t = vec![
         entry(0, MAX_BASIC, genu, ntel, inei),
         entry(1, SIGNATURE, 8 << 8, leaf1_ecx, leaf1_edx),
-        // Leaf 7: EBX: FSGSBASE, IA32_TSC_ADJUST, BMI1, AVX2, BMI2,
-        // RDSEED, ADX, SHA. ECX: RDPID (22). EDX:
+        // Leaf 7: EBX: FSGSBASE, IA32_TSC_ADJUST, BMI1, AVX2, SMEP, BMI2,
+        // INVPCID, RDSEED, ADX, SMAP, SHA. ECX: UMIP, RDPID. EDX:
         // IBRS/IBPB (26), STIBP (27), IA32_ARCH_CAPABILITIES (29), SSBD
         // (31) — the speculation controls are accepted and change nothing.
         indexed(
@@ -187,7 +203,7 @@ pub fn cpuid_table() -> Vec<CpuidEntry> {
                 7,
                 0,
                 leaf7_ebx,
-                1 << 22,
+                ecx7::UMIP | ecx7::RDPID,
                 1 << 26 | 1 << 27 | 1 << 29 | 1 << 31,
             ),
             0,

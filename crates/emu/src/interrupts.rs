@@ -157,7 +157,7 @@ fn deliver_real(cpu: &mut Cpu, ev: Event) -> Result<(), Fault> {
         return Err(Fault::GeneralProtection(0));
     }
     let addr = cpu.s.idtr.base.wrapping_add(off) & 0xffff_ffff;
-    let entry = cpu.read_lin(addr, 4, false)?;
+    let entry = cpu.read_system(addr, 4)?;
     let mut st = Stack::current(cpu);
     let rflags = cpu.s.flags.get();
     st.push(cpu, 2, rflags)?;

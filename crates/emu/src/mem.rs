@@ -14,7 +14,7 @@ use alcazar_core::engine::ExitKind;
 use alcazar_core::IoSpace;
 
 use crate::fault::Fault;
-use crate::mmu::{AccessKind, Translation};
+use crate::mmu::{AccessKind, Privilege, Translation};
 use crate::state::seg;
 use crate::Cpu;
 
@@ -146,7 +146,8 @@ impl Cpu {
         }
     }
 
-    /// Translates a linear address with the current privilege.
+    /// Translates a linear address for an explicit access, with user
+    /// privilege if `user`.
     #[inline]
     pub fn translate(
         &mut self,
@@ -154,7 +155,19 @@ impl Cpu {
         kind: AccessKind,
         user: bool,
     ) -> Result<Translation, Fault> {
-        self.mmu.translate(&mut self.s, &self.code, lin, kind, user)
+        self.translate_as(lin, kind, Privilege::explicit(user))
+    }
+
+    /// Translates a linear address for an access at `privilege`.
+    #[inline]
+    pub fn translate_as(
+        &mut self,
+        lin: u64,
+        kind: AccessKind,
+        privilege: Privilege,
+    ) -> Result<Translation, Fault> {
+        self.mmu
+            .translate(&mut self.s, &self.code, lin, kind, privilege)
     }
 
     /// Reads `size` bytes (1, 2, 4, 8) at `seg:off`.
@@ -173,33 +186,66 @@ impl Cpu {
         self.write_lin(lin, size, value, user)
     }
 
-    /// Reads at a linear address; `user` selects the privilege of the
-    /// access (system structures are read with supervisor privilege).
+    /// Reads at a linear address for an explicit access; `user` selects
+    /// the privilege of the access.
     #[inline]
     pub fn read_lin(&mut self, lin: u64, size: u8, user: bool) -> Result<u64, Fault> {
+        self.read_lin_as(lin, size, Privilege::explicit(user))
+    }
+
+    /// Writes at a linear address for an explicit access.
+    #[inline]
+    pub fn write_lin(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Fault> {
+        self.write_lin_as(lin, size, value, Privilege::explicit(user))
+    }
+
+    /// Reads a system data structure (a descriptor table, the TSS) at a
+    /// linear address: an implicit supervisor-mode access at any CPL (SDM
+    /// Vol. 3A §4.6.1).
+    #[inline]
+    pub fn read_system(&mut self, lin: u64, size: u8) -> Result<u64, Fault> {
+        self.read_lin_as(lin, size, Privilege::Implicit)
+    }
+
+    /// Writes a system data structure (a descriptor's accessed or busy
+    /// bit): an implicit supervisor-mode access.
+    #[inline]
+    pub fn write_system(&mut self, lin: u64, size: u8, value: u64) -> Result<(), Fault> {
+        self.write_lin_as(lin, size, value, Privilege::Implicit)
+    }
+
+    /// Reads at a linear address with `privilege`.
+    #[inline]
+    pub fn read_lin_as(&mut self, lin: u64, size: u8, privilege: Privilege) -> Result<u64, Fault> {
         if (lin & 0xfff) + u64::from(size) > 0x1000 {
-            return self.read_split(lin, size, user);
+            return self.read_split(lin, size, privilege);
         }
-        let t = self.translate(lin, AccessKind::Read, user)?;
+        let t = self.translate_as(lin, AccessKind::Read, privilege)?;
         Ok(self.read_phys_at(t, size))
     }
 
-    /// Writes at a linear address.
+    /// Writes at a linear address with `privilege`.
     #[inline]
-    pub fn write_lin(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Fault> {
+    pub fn write_lin_as(
+        &mut self,
+        lin: u64,
+        size: u8,
+        value: u64,
+        privilege: Privilege,
+    ) -> Result<(), Fault> {
         if (lin & 0xfff) + u64::from(size) > 0x1000 {
-            return self.write_split(lin, size, value, user);
+            return self.write_split(lin, size, value, privilege);
         }
-        let t = self.translate(lin, AccessKind::Write, user)?;
+        let t = self.translate_as(lin, AccessKind::Write, privilege)?;
         self.write_phys_at(t, size, value);
         Ok(())
     }
 
-    fn read_split(&mut self, lin: u64, size: u8, user: bool) -> Result<u64, Fault> {
+    fn read_split(&mut self, lin: u64, size: u8, privilege: Privilege) -> Result<u64, Fault> {
         let first = 0x1000 - (lin & 0xfff);
-        let t0 = self.translate(lin, AccessKind::Read, user)?;
+        let t0 = self.translate_as(lin, AccessKind::Read, privilege)?;
         self.check_second_part(lin.wrapping_add(first))?;
-        let t1 = self.translate(lin.wrapping_add(first), AccessKind::Read, user)?;
+        let t1 = self.translate_as(lin.wrapping_add(first), AccessKind::Read, privilege)?;
         let mut v = 0u64;
         for i in 0..u64::from(size) {
             let t = if i < first {
@@ -212,11 +258,17 @@ impl Cpu {
         Ok(v)
     }
 
-    fn write_split(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Fault> {
+    fn write_split(
+        &mut self,
+        lin: u64,
+        size: u8,
+        value: u64,
+        privilege: Privilege,
+    ) -> Result<(), Fault> {
         let first = 0x1000 - (lin & 0xfff);
-        let t0 = self.translate(lin, AccessKind::Write, user)?;
+        let t0 = self.translate_as(lin, AccessKind::Write, privilege)?;
         self.check_second_part(lin.wrapping_add(first))?;
-        let t1 = self.translate(lin.wrapping_add(first), AccessKind::Write, user)?;
+        let t1 = self.translate_as(lin.wrapping_add(first), AccessKind::Write, privilege)?;
         for i in 0..u64::from(size) {
             let t = if i < first {
                 offset(t0, i)

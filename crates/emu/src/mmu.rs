@@ -9,6 +9,24 @@
 //! the paging structures (`mmu/walk.rs`: 32-bit, PAE and 4-level paging)
 //! and refills the entry.
 //!
+//! An entry records that one access was allowed, so it may only serve
+//! accesses that the rules of §4.6 would allow too. SMEP and SMAP make
+//! that depend on more than kind and CPL (§4.6.1): with CR4.SMAP, a
+//! supervisor-mode data access reaches a user-mode page only if it is
+//! explicit and RFLAGS.AC = 1 (STAC/CLAC flip AC around every copy to or
+//! from user memory, so flushing on AC changes would cost much). The
+//! supervisor sets therefore hold only what the strictest supervisor access
+//! may reach (no user-mode page for data under SMAP, none for fetches under
+//! SMEP: the walk refuses them), and an explicit supervisor access with
+//! AC = 1 under SMAP has sets of its own ([`AC_SETS`]), which nothing but
+//! [`Mmu::translate`] and translated supervisor code consult, the latter
+//! only after a runtime test that AC is set (a frame byte kept current at
+//! every entry into translated code and after every instruction the
+//! interpreter runs for it: [`crate::jit::frame::Frame::smap_ac`]). So an
+//! entry filled with AC = 1 can never serve an access after CLAC, nor an
+//! implicit access (descriptor tables, IDT, TSS: [`Privilege::Implicit`]).
+//! Changing CR4.SMEP or CR4.SMAP flushes the TLB ([`crate::modes`]).
+//!
 //! Global pages (CR4.PGE) survive CR3 writes; which writes flush what is
 //! in [`crate::modes`], INVLPG in `exec/system/control.rs`. A TLB entry
 //! for writing is only made once the page's dirty bit is set, so every
@@ -23,6 +41,8 @@
 //! entry maps that page to RAM. The table shares its allocation with the
 //! translator's frame ([`TlbTable`]).
 
+#[cfg(test)]
+mod tests;
 mod walk;
 
 use std::sync::atomic::AtomicU32;
@@ -31,7 +51,7 @@ use alcazar_core::memory::HostRegion;
 
 use crate::code::CodePages;
 use crate::fault::{pf, Fault};
-use crate::state::{cr0, efer, CpuState};
+use crate::state::{cr0, cr4, efer, CpuState};
 
 /// Entries per TLB (a power of two).
 pub const TLB_ENTRIES: usize = 1024;
@@ -49,6 +69,40 @@ pub enum AccessKind {
     Write = 1,
     /// An instruction fetch.
     Fetch = 2,
+}
+
+/// Who makes an access, for the access rights of SDM Vol. 3A §4.6.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Privilege {
+    /// An explicit supervisor-mode access: one an instruction makes at CPL
+    /// 0, 1 or 2. Under CR4.SMAP it reaches user-mode pages only with
+    /// RFLAGS.AC = 1.
+    Supervisor,
+    /// A user-mode access (CPL 3).
+    User,
+    /// An implicit supervisor-mode access, at any CPL: the CPU reading or
+    /// writing a system data structure (GDT, LDT, IDT, TSS). Under
+    /// CR4.SMAP it never reaches a user-mode page, whatever RFLAGS.AC.
+    Implicit,
+}
+
+impl Privilege {
+    /// The privilege of an explicit access: [`Privilege::User`] if `user`
+    /// (CPL 3), else [`Privilege::Supervisor`].
+    #[inline(always)]
+    pub fn explicit(user: bool) -> Privilege {
+        if user {
+            Privilege::User
+        } else {
+            Privilege::Supervisor
+        }
+    }
+
+    /// Whether this is a user-mode access.
+    #[inline(always)]
+    pub fn is_user(self) -> bool {
+        self == Privilege::User
+    }
 }
 
 /// Where a translated page lives.
@@ -101,15 +155,24 @@ const fn empty(index: usize) -> TlbEntry {
     }
 }
 
+/// TLB sets: one per access kind and privilege (index `kind * 2 + user`),
+/// then the two of [`AC_SETS`].
+pub const TLB_SETS: usize = 8;
+/// The first of the sets for explicit supervisor reads and writes made
+/// with CR4.SMAP and RFLAGS.AC set (index `AC_SETS + kind`): they may hold
+/// user-mode pages, so only such accesses look there.
+pub const AC_SETS: usize = 6;
+
 /// The TLB entries (one set per access kind and privilege: index
-/// `kind * 2 + user`), after the translator's frame in the same
-/// allocation, so translated code reaches both from one base register.
+/// `kind * 2 + user`; then [`AC_SETS`]), after the translator's frame in
+/// the same allocation, so translated code reaches both from one base
+/// register.
 #[repr(C)]
 pub struct TlbTable {
     /// The translator's per-vCPU frame ([`crate::jit::frame`]).
     pub frame: crate::jit::frame::Frame,
     /// The entries.
-    pub sets: [[TlbEntry; TLB_ENTRIES]; 6],
+    pub sets: [[TlbEntry; TLB_ENTRIES]; TLB_SETS],
 }
 
 impl TlbTable {
@@ -237,6 +300,35 @@ impl std::fmt::Debug for Mmu {
 /// Why a page walk failed: the page-fault error code bits it found.
 struct WalkFault(u32);
 
+/// The TLB set that serves (and caches) an access of `kind` at
+/// `privilege` in the CPU's current state: the user set, one of
+/// [`AC_SETS`] for an explicit supervisor data access with CR4.SMAP and
+/// RFLAGS.AC set, else the supervisor set.
+#[inline(always)]
+fn set_for(cpu: &CpuState, kind: AccessKind, privilege: Privilege) -> usize {
+    match privilege {
+        Privilege::User => kind as usize * 2 + 1,
+        Privilege::Supervisor if smap_overridden(cpu, kind) => AC_SETS + kind as usize,
+        Privilege::Supervisor | Privilege::Implicit => kind as usize * 2,
+    }
+}
+
+/// Whether explicit supervisor data accesses use [`AC_SETS`] now (CR4.SMAP,
+/// RFLAGS.AC and CPL < 3): what translated code learns through its frame
+/// ([`crate::jit::frame::Frame::smap_ac`]).
+#[inline]
+pub(crate) fn ac_sets_in_use(cpu: &CpuState) -> bool {
+    cpu.cpl < 3 && smap_overridden(cpu, AccessKind::Read)
+}
+
+/// Whether an explicit supervisor access of `kind` may reach user-mode
+/// pages under CR4.SMAP: a data access with RFLAGS.AC = 1 (SDM Vol. 3A
+/// §4.6.1).
+#[inline(always)]
+fn smap_overridden(cpu: &CpuState, kind: AccessKind) -> bool {
+    kind != AccessKind::Fetch && cpu.cr4 & cr4::SMAP != 0 && cpu.flags.test(crate::flags::AC)
+}
+
 impl Mmu {
     /// An MMU over the given host regions (from `GuestMemory::host_regions`).
     pub fn new(regions: &[HostRegion]) -> Self {
@@ -278,8 +370,8 @@ impl Mmu {
             })
     }
 
-    /// Entries holding a translation, over all six TLBs (per access kind
-    /// and privilege); the inspector's view, a scan of every entry.
+    /// Entries holding a translation, over all the TLB sets (per access
+    /// kind and privilege); the inspector's view, a scan of every entry.
     pub fn entries_in_use(&self) -> usize {
         self.tlb
             .sets
@@ -380,9 +472,9 @@ impl Mmu {
         }
     }
 
-    /// Translates `lin` for an access of `kind` at privilege `user`.
-    /// `code` is consulted so that pages holding decoded code never get a
-    /// write entry (their stores must invalidate the code cache).
+    /// Translates `lin` for an access of `kind` at `privilege`. `code` is
+    /// consulted so that pages holding decoded code never get a write entry
+    /// (their stores must invalidate the code cache).
     #[inline]
     pub fn translate(
         &mut self,
@@ -390,10 +482,10 @@ impl Mmu {
         code: &CodePages,
         lin: u64,
         kind: AccessKind,
-        user: bool,
+        privilege: Privilege,
     ) -> Result<Translation, Fault> {
         let page = lin & PAGE_MASK;
-        let set = kind as usize * 2 + usize::from(user);
+        let set = set_for(cpu, kind, privilege);
         let idx = ((lin >> 12) as usize) & (TLB_ENTRIES - 1);
         let e = &self.tlb.sets[set][idx];
         let offset = lin & 0xfff;
@@ -411,7 +503,7 @@ impl Mmu {
                 host: None,
             });
         }
-        self.translate_slow(cpu, code, lin, kind, user, set, idx)
+        self.translate_slow(cpu, code, lin, kind, privilege, set, idx)
     }
 
     /// The host address (and the guest-physical address) of `size` bytes
@@ -419,7 +511,8 @@ impl Mmu {
     /// at privilege `user`; `None` sends the access down the full path
     /// ([`Mmu::translate`]: a TLB miss, MMIO, or a page-crossing access).
     /// This is the one check a load or store of the interpreter's fast
-    /// handlers makes inline.
+    /// handlers makes inline. It never looks in [`AC_SETS`]: what the
+    /// supervisor sets hold, every explicit supervisor access may reach.
     #[inline(always)]
     pub fn host_hit(
         &self,
@@ -452,7 +545,7 @@ impl Mmu {
         code: &CodePages,
         lin: u64,
         kind: AccessKind,
-        user: bool,
+        privilege: Privilege,
         set: usize,
         idx: usize,
     ) -> Result<Translation, Fault> {
@@ -463,19 +556,23 @@ impl Mmu {
             (lin & PAGE_MASK & 0xffff_ffff_ffff, false)
         } else {
             self.walks += 1;
-            self.walk(cpu, lin, kind, user).map_err(|WalkFault(code)| {
-                let mut code = code;
-                if kind == AccessKind::Write {
-                    code |= pf::WRITE;
-                }
-                if user {
-                    code |= pf::USER;
-                }
-                if kind == AccessKind::Fetch && cpu.efer & efer::NXE != 0 {
-                    code |= pf::FETCH;
-                }
-                Fault::PageFault { addr: lin, code }
-            })?
+            self.walk(cpu, lin, kind, privilege)
+                .map_err(|WalkFault(code)| {
+                    let mut code = code;
+                    if kind == AccessKind::Write {
+                        code |= pf::WRITE;
+                    }
+                    if privilege.is_user() {
+                        code |= pf::USER;
+                    }
+                    // I/D is reported with SMEP or with NX (SDM Vol. 3A §4.7).
+                    if kind == AccessKind::Fetch
+                        && (cpu.efer & efer::NXE != 0 || cpu.cr4 & cr4::SMEP != 0)
+                    {
+                        code |= pf::FETCH;
+                    }
+                    Fault::PageFault { addr: lin, code }
+                })?
         };
         let offset = lin & 0xfff;
         let backing = if phys_page == self.apic_page {

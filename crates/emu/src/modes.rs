@@ -29,10 +29,14 @@
 //! * CPL, CS and SS change without reading a descriptor on SYSCALL/SYSRET
 //!   and SYSENTER/SYSEXIT (`exec/system/syscall.rs`).
 //!
-//! TLB rules: a CR3 write drops non-global translations; a change of
-//! CR0.PG/WP/PE, CR4.PGE/PAE/PSE or EFER.NXE drops all ([`crate::mmu`]).
+//! TLB rules: a CR3 write drops non-global translations (with CR4.PCIDE
+//! too, see `write_cr3`); a change of CR0.PG/WP/PE,
+//! CR4.PGE/PAE/PSE/SMEP/SMAP or EFER.NXE, and clearing CR4.PCIDE, drop all
+//! ([`crate::mmu`]).
 //! Each such write ends the decoded block, and the instruction making it
 //! drops the block links ([`crate::exec::LinkEffect`]).
+
+use alcazar_core::cpuid::{CpuidPolicy, CpuidReg};
 
 use crate::fault::Fault;
 use crate::state::{cr0, cr4, efer, seg, CodeSize};
@@ -68,18 +72,7 @@ pub(crate) fn write_cr(cpu: &mut Cpu, n: usize, v: u64) -> Result<(), Fault> {
     match n {
         0 => write_cr0(cpu, v)?,
         2 => cpu.s.cr2 = v,
-        3 => {
-            let v = if cpu.s.long_mode() {
-                if v & PHYS_RESERVED != 0 {
-                    return Err(gp(0));
-                }
-                v
-            } else {
-                v & 0xffff_ffff
-            };
-            cpu.s.cr3 = v;
-            cpu.mmu.flush_non_global();
-        }
+        3 => write_cr3(cpu, v)?,
         4 => write_cr4(cpu, v)?,
         8 => {
             if v >> 4 != 0 {
@@ -99,9 +92,43 @@ pub(crate) fn write_cr(cpu: &mut Cpu, n: usize, v: u64) -> Result<(), Fault> {
     Ok(())
 }
 
+/// CR3 (SDM Vol. 3A §2.5, §4.10.4.1). In IA-32e mode bits above the
+/// physical-address width are reserved, except that with CR4.PCIDE bit 63
+/// of the source asks the CPU not to invalidate the TLB (it is never
+/// stored), and bits 11:0 are the new PCID (§4.10.1).
+///
+/// The TLB is not tagged by PCID, so every load drops the non-global
+/// translations, bit 63 or not: keeping them would let one address
+/// space's translations serve another PCID's. That is allowed (a TLB may
+/// drop any entry at any time, §4.10.4.4), and it makes every PCID rule
+/// hold trivially: the TLB only ever holds translations for the current
+/// PCID plus global ones. The cost is what a guest with PCIDs hoped to
+/// save, which the emu engine never had.
+fn write_cr3(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
+    let v = if cpu.s.long_mode() {
+        let v = if cpu.s.cr4 & cr4::PCIDE != 0 {
+            v & !PCID_NO_FLUSH
+        } else {
+            v
+        };
+        if v & PHYS_RESERVED != 0 {
+            return Err(gp(0));
+        }
+        v
+    } else {
+        v & 0xffff_ffff
+    };
+    cpu.s.cr3 = v;
+    cpu.mmu.flush_non_global();
+    Ok(())
+}
+
+/// Bit 63 of a MOV to CR3 with CR4.PCIDE: keep the PCID's translations.
+const PCID_NO_FLUSH: u64 = 1 << 63;
+
 /// CR0 (SDM Vol. 3A §2.5, §10.8.5): PG needs PE; NW needs CD; setting PG
 /// with EFER.LME activates IA-32e mode (needs CR4.PAE and CS.L = 0);
-/// clearing PG leaves it (not from 64-bit code).
+/// clearing PG leaves it (not from 64-bit code, nor with CR4.PCIDE).
 pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
     if v >> 32 != 0 {
         return Err(gp(0));
@@ -119,7 +146,7 @@ pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
         efer |= efer::LMA;
     }
     if v & cr0::PG == 0 && old & cr0::PG != 0 && cpu.s.long_mode() {
-        if in_64bit(cpu) {
+        if in_64bit(cpu) || cpu.s.cr4 & cr4::PCIDE != 0 {
             return Err(gp(0));
         }
         efer &= !efer::LMA;
@@ -135,10 +162,13 @@ pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
     Ok(())
 }
 
-/// CR4: only implemented features may be enabled (no VME/PVI, UMIP,
-/// PCIDE, SMEP, SMAP; OSXSAVE and FSGSBASE only when CPUID advertises
-/// them);
-/// PAE cannot be cleared in IA-32e mode.
+/// CR4 (SDM Vol. 3A §2.5): only implemented features may be enabled (no
+/// VME/PVI), and of those the ones CPUID offers may (OSXSAVE with XSAVE,
+/// FSGSBASE, SMEP, SMAP, UMIP, PCIDE: a feature the VM's CPU model hides
+/// is a reserved bit); PAE cannot be cleared in IA-32e mode; PCIDE can be
+/// set only in IA-32e mode with CR3 bits 11:0 = 0 (§4.10.1). Changing PGE,
+/// PAE, PSE, SMEP or SMAP (TLB entries hold permission decisions made
+/// under them) or clearing PCIDE drops every translation.
 fn write_cr4(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
     let mut allowed = cr4::TSD
         | cr4::DE
@@ -149,9 +179,17 @@ fn write_cr4(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
         | cr4::PCE
         | cr4::OSFXSR
         | cr4::OSXMMEXCPT;
-    let leaf1 = alcazar_core::cpuid::CpuidPolicy::lookup(&cpu.cpuid, 1, 0);
-    if leaf1.ecx & (1 << 26) != 0 {
-        allowed |= cr4::OSXSAVE;
+    for (leaf, reg, bit, cr4_bit) in CR4_FEATURES {
+        let r = CpuidPolicy::lookup(&cpu.cpuid, leaf, 0);
+        let value = match reg {
+            CpuidReg::Eax => r.eax,
+            CpuidReg::Ebx => r.ebx,
+            CpuidReg::Ecx => r.ecx,
+            CpuidReg::Edx => r.edx,
+        };
+        if value & bit != 0 {
+            allowed |= cr4_bit;
+        }
     }
     // FSGSBASE only with CPUID.(EAX=7,ECX=0):EBX.FSGSBASE[bit 0].
     if alcazar_core::cpuid::CpuidPolicy::lookup(&cpu.cpuid, 7, 0).ebx & 1 != 0 {
@@ -161,12 +199,26 @@ fn write_cr4(cpu: &mut Cpu, v: u64) -> Result<(), Fault> {
         return Err(gp(0));
     }
     let old = cpu.s.cr4;
+    if v & !old & cr4::PCIDE != 0 && (!cpu.s.long_mode() || cpu.s.cr3 & 0xfff != 0) {
+        return Err(gp(0));
+    }
     cpu.s.cr4 = v;
-    if (old ^ v) & (cr4::PGE | cr4::PAE | cr4::PSE) != 0 {
+    let flushing = cr4::PGE | cr4::PAE | cr4::PSE | cr4::SMEP | cr4::SMAP;
+    if (old ^ v) & flushing != 0 || old & !v & cr4::PCIDE != 0 {
         cpu.mmu.flush_all();
     }
     Ok(())
 }
+
+/// The CR4 bits that exist only when CPUID offers their feature: leaf
+/// (subleaf 0), register, bit, and the CR4 bit.
+const CR4_FEATURES: [(u32, CpuidReg, u32, u64); 5] = [
+    (1, CpuidReg::Ecx, 1 << 26, cr4::OSXSAVE),
+    (1, CpuidReg::Ecx, 1 << 17, cr4::PCIDE),
+    (7, CpuidReg::Ebx, 1 << 7, cr4::SMEP),
+    (7, CpuidReg::Ebx, 1 << 20, cr4::SMAP),
+    (7, CpuidReg::Ecx, 1 << 2, cr4::UMIP),
+];
 
 /// IA32_EFER: SCE, LME and NXE are writable; LMA is read-only; changing
 /// LME while paging is on is #GP(0) (SDM Vol. 3A §10.8.5).

@@ -25,6 +25,16 @@ pub(crate) fn require_cpl0(cpu: &Cpu) -> Result<(), Fault> {
     }
 }
 
+/// #GP(0) for SGDT, SIDT, SLDT, SMSW and STR at CPL > 0 when CR4.UMIP is
+/// set (SDM Vol. 3A §2.5, "User-Mode Instruction Prevention").
+pub(crate) fn check_umip(cpu: &Cpu) -> Result<(), Fault> {
+    if cpu.s.cr4 & crate::state::cr4::UMIP != 0 && (cpu.s.cpl > 0 || cpu.s.v86_mode()) {
+        Err(Fault::GeneralProtection(0))
+    } else {
+        Ok(())
+    }
+}
+
 /// RFLAGS.IOPL.
 pub(crate) fn iopl(cpu: &Cpu) -> u8 {
     ((cpu.s.flags.get() & flags::IOPL) >> 12) as u8
@@ -67,12 +77,12 @@ pub fn check_io(cpu: &mut Cpu, port: u16, size: u8) -> Result<(), Fault> {
             a & 0xffff_ffff
         }
     };
-    let map_base = cpu.read_lin(lin(102), 2, false)?;
+    let map_base = cpu.read_system(lin(102), 2)?;
     let off = map_base + u64::from(port / 8);
     if off + 1 > limit {
         return Err(gp);
     }
-    let bits = cpu.read_lin(lin(off), 2, false)?;
+    let bits = cpu.read_system(lin(off), 2)?;
     let want = ((1u64 << size) - 1) << (port & 7);
     if bits & want != 0 {
         return Err(gp);

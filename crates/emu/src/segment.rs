@@ -142,12 +142,12 @@ fn is_wide(cpu: &Cpu, lo: u64) -> bool {
 /// Descriptor-table reads are supervisor accesses.
 pub fn read_descriptor(cpu: &mut Cpu, selector: u16) -> Result<(u64, u64), Fault> {
     let addr = descriptor_address(cpu, selector, 8)?;
-    let lo = cpu.read_lin(addr, 8, false)?;
+    let lo = cpu.read_system(addr, 8)?;
     if !is_wide(cpu, lo) {
         return Ok((lo, 0));
     }
     let addr = descriptor_address(cpu, selector, 16)?;
-    let hi = cpu.read_lin(addr.wrapping_add(8), 8, false)?;
+    let hi = cpu.read_system(addr.wrapping_add(8), 8)?;
     Ok((lo, hi))
 }
 
@@ -192,14 +192,14 @@ pub fn probe_descriptor(cpu: &mut Cpu, selector: u16) -> Result<Option<(u64, u64
     let Ok(addr) = descriptor_address(cpu, selector, 8) else {
         return Ok(None);
     };
-    let lo = cpu.read_lin(addr, 8, false)?;
+    let lo = cpu.read_system(addr, 8)?;
     if !is_wide(cpu, lo) {
         return Ok(Some((lo, 0)));
     }
     if descriptor_address(cpu, selector, 16).is_err() {
         return Ok(None);
     }
-    let hi = cpu.read_lin(addr.wrapping_add(8), 8, false)?;
+    let hi = cpu.read_system(addr.wrapping_add(8), 8)?;
     Ok(Some((lo, hi)))
 }
 
@@ -211,7 +211,7 @@ pub fn set_accessed(cpu: &mut Cpu, selector: u16, lo: u64) -> Result<(), Fault> 
     }
     let addr = descriptor_address(cpu, selector, 8)?;
     let byte = ((lo >> 40) & 0xff) | 1;
-    cpu.write_lin(addr.wrapping_add(5), 1, byte, false)
+    cpu.write_system(addr.wrapping_add(5), 1, byte)
 }
 
 /// A null (unusable) segment register holding `selector`.

@@ -3,7 +3,7 @@
 //!
 //! This module decides which handler runs (and declares each one's
 //! [`super::LinkEffect`]) and implements the small ones: CPUID,
-//! RDTSC/RDTSCP/RDPID, RDMSR/WRMSR, HLT, CLI/STI and PUSHF/POPF with their
+//! RDTSC/RDTSCP/RDPID, RDMSR/WRMSR, HLT, CLI/STI, STAC/CLAC and PUSHF/POPF with their
 //! IOPL rules (Vol. 1 §3.4.3, Vol. 3A §20.2.7; the checks are in
 //! [`crate::privilege`]), SWAPGS, XGETBV/XSETBV, VMCALL/VMMCALL as Alcazar
 //! hypercalls, the cache and fence instructions (no-ops or host fences:
@@ -13,7 +13,7 @@
 //! * `far.rs`: MOV/PUSH/POP Sreg, LDS..LSS, far JMP/CALL (with call
 //!   gates), RETF, IRET;
 //! * `control.rs`: MOV to/from control and debug registers, LMSW, SMSW,
-//!   CLTS, INVLPG (their effect on the mode and paging is in
+//!   CLTS, INVLPG, INVPCID (their effect on the mode and paging is in
 //!   [`crate::modes`]);
 //! * `tables.rs`: LGDT/LIDT/SGDT/SIDT, LLDT/SLDT/LTR/STR,
 //!   LAR/LSL/VERR/VERW, ARPL;
@@ -30,6 +30,8 @@ mod syscall;
 mod tables;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cr4;
 
 use alcazar_core::engine::ExitKind;
 use alcazar_core::hooks::{HypercallArgs, HYPERCALL_UNKNOWN};
@@ -37,7 +39,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::operand::{pop, push, stack_op_size, write_reg};
 use super::HandlerEntry;
-use super::LinkEffect::DropsLinks;
+use super::LinkEffect::{DropsLinks, KeepsLinks};
 use crate::fault::Fault;
 use crate::flags::{self, Flags};
 use crate::modes::in_64bit;
@@ -52,7 +54,9 @@ pub use crate::cpuid::cpuid_table;
 ///
 /// Most system instructions can change CS, the mode, CPL, paging or IF.
 /// The few that cannot (CPUID, RDTSC, SGDT, the fences) are rare, and are
-/// declared [`DropsLinks`] too: the conservative choice.
+/// declared [`DropsLinks`] too: the conservative choice. STAC and CLAC
+/// only change RFLAGS.AC, which is run often (around every copy to or from
+/// user memory) and changes nothing links rely on: [`KeepsLinks`].
 pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
     use Mnemonic as M;
     Some(match insn.mnemonic() {
@@ -83,6 +87,7 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         M::Smsw => (control::smsw, DropsLinks),
         M::Clts => (control::clts, DropsLinks),
         M::Invlpg => (control::invlpg, DropsLinks),
+        M::Invpcid => (control::invpcid, DropsLinks),
         M::Lar | M::Lsl => (tables::lar_lsl, DropsLinks),
         M::Verr | M::Verw => (tables::verr_verw, DropsLinks),
         M::Arpl => (tables::arpl, DropsLinks),
@@ -94,6 +99,7 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         M::Hlt => (hlt, DropsLinks),
         M::Cli => (cli, DropsLinks),
         M::Sti => (sti, DropsLinks),
+        M::Stac | M::Clac => (stac_clac, KeepsLinks),
         M::Pushf | M::Pushfd | M::Pushfq => (pushf, DropsLinks),
         M::Popf | M::Popfd | M::Popfq => (popf, DropsLinks),
         M::Swapgs => (swapgs, DropsLinks),
@@ -248,6 +254,21 @@ fn sti(cpu: &mut Cpu, _: &Instruction) -> Result<(), Fault> {
         cpu.s.interrupt_shadow = true;
     }
     cpu.end_block = true;
+    Ok(())
+}
+
+/// STAC/CLAC (SDM Vol. 2 STAC, CLAC): set or clear RFLAGS.AC, which lets
+/// explicit supervisor accesses reach user-mode pages under CR4.SMAP
+/// ([`crate::mmu::Privilege`]); #UD at CPL > 0. They change no link
+/// (translated code never uses the TLB entries AC opens, see
+/// [`crate::mmu`]).
+fn stac_clac(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    if cpu.s.cpl > 0 || cpu.s.v86_mode() {
+        return Err(Fault::InvalidOpcode);
+    }
+    cpu.s
+        .flags
+        .set_flag(flags::AC, insn.mnemonic() == Mnemonic::Stac);
     Ok(())
 }
 

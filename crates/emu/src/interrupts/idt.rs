@@ -32,7 +32,7 @@ pub(crate) fn tss_read(cpu: &mut Cpu, off: u64, len: u8, ext: u16) -> Result<u64
         return Err(Fault::InvalidTss(err_code(tr.selector) | ext));
     }
     let addr = sys_linear(cpu, tr.base.wrapping_add(off));
-    cpu.read_lin(addr, len, false)
+    cpu.read_system(addr, len)
 }
 
 /// A decoded IDT gate.
@@ -53,9 +53,9 @@ fn read_gate(cpu: &mut Cpu, vector: u8, idt_err: u16) -> Result<Gate, Fault> {
         return Err(Fault::GeneralProtection(idt_err));
     }
     let addr = sys_linear(cpu, cpu.s.idtr.base.wrapping_add(off));
-    let lo = cpu.read_lin(addr, 8, false)?;
+    let lo = cpu.read_system(addr, 8)?;
     let hi = if long {
-        cpu.read_lin(addr.wrapping_add(8), 8, false)?
+        cpu.read_system(addr.wrapping_add(8), 8)?
     } else {
         0
     };

@@ -42,6 +42,16 @@ pub(super) enum Stub {
     Chain { at: Label, rip: u64, field: usize },
     /// Leave for the guest RIP in T1.
     ExitT1 { at: Label, reason: Exit },
+    /// A supervisor probe's miss: look in the TLB's AC sets if SMAP lets
+    /// the access through with RFLAGS.AC (`memory.rs`), continuing at `hit`
+    /// or `slow`.
+    AcProbe {
+        at: Label,
+        hit: Label,
+        slow: Label,
+        access: Access,
+        size: u8,
+    },
     /// A lookup miss at T1; for a non-canonical target the interpreter
     /// runs the branch `d` (after RSP moves back by `rsp_undo`).
     Miss {
@@ -246,6 +256,16 @@ impl Translator<'_> {
                     self.a
                         .store_imm(8, at(CTX, off::EXIT_REASON as i32), Exit::Chain as i32);
                     self.a.jmp_abs(self.glue.epilogue);
+                }
+                Stub::AcProbe {
+                    at: l,
+                    hit,
+                    slow,
+                    access,
+                    size,
+                } => {
+                    self.a.bind(l);
+                    self.emit_ac_probe(access, size, hit, slow);
                 }
                 Stub::ExitT1 { at: l, reason } => {
                     self.a.bind(l);

@@ -123,6 +123,13 @@ pub struct Frame {
     /// A slot for translated code (an indirect call's target while the
     /// return address is pushed).
     pub scratch: u64,
+    /// 1 while explicit supervisor accesses may use the TLB's
+    /// [`crate::mmu::AC_SETS`] (CR4.SMAP, RFLAGS.AC and CPL < 3), else 0:
+    /// what a supervisor translation's probe tests before its second look
+    /// (`memory.rs`). Set when translated code is entered and after every
+    /// instruction the interpreter runs for it (only those change AC, CR4
+    /// or CPL).
+    pub smap_ac: u64,
     /// The indirect-branch lookup caches, one per privilege (index 0 for
     /// supervisor code, 1 for user code), [`JUMP_WAYS`]-way.
     pub jump_cache: [[JumpEntry; JUMP_CACHE_ENTRIES]; 2],
@@ -163,6 +170,7 @@ pub mod off {
     pub const EXIT_PATCH: usize = offset_of!(Frame, exit_patch);
     pub const HOST_RSP: usize = offset_of!(Frame, host_rsp);
     pub const SCRATCH: usize = offset_of!(Frame, scratch);
+    pub const SMAP_AC: usize = offset_of!(Frame, smap_ac);
     pub const XMM: usize = offset_of!(Frame, xmm);
     pub const YMM_HI: usize = offset_of!(Frame, ymm_hi);
     pub const JUMP_CACHE: usize = offset_of!(Frame, jump_cache);

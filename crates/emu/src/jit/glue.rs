@@ -1,7 +1,8 @@
 //! The shared glue at the start of every code cache: the trampoline that
 //! enters translated code from Rust, the epilogue every exit goes through,
-//! and the thunk through which translated code calls the interpreter
-//! ([`super::helpers::run_insn`]).
+//! the thunk through which translated code calls the interpreter
+//! ([`super::helpers::run_insn`]), and the routines that look in the TLB's
+//! AC sets for supervisor probes that missed ([`super::memory`]).
 //!
 //! The host ABI is System V AMD64: RBX, RBP, R12-R15 are callee-saved,
 //! RSP is 16-byte aligned at a call, DF is clear. Translated code keeps
@@ -14,6 +15,7 @@
 use super::cache::CodeCache;
 use super::emit::{at, Asm, Reg};
 use super::frame::{off, BUDGET_XMM};
+use super::memory::{emit_ac_probe_routine, Access, AC_PROBE_SIZES};
 use super::regs::{home, mapped, CTX, T0, T1};
 
 /// Addresses of the glue in one code cache.
@@ -29,6 +31,11 @@ pub struct Glue {
     /// instruction in the interpreter; returns to the caller, or leaves
     /// through `epilogue_nosave` if the helper asks to.
     pub thunk: u64,
+    /// The routines that look for a supervisor access in the TLB's AC sets
+    /// after a probe missed, by [`super::memory::Access`] and operand size
+    /// ([`super::memory::AC_PROBE_SIZES`]): see
+    /// [`super::memory::emit_ac_probe_routine`].
+    pub ac_probe: [[u64; AC_PROBE_SIZES.len()]; 2],
 }
 
 /// Callee-saved host registers, in push order.
@@ -93,6 +100,14 @@ pub fn emit(cache: &mut CodeCache) -> Option<Glue> {
     load_guest_regs(&mut a);
     a.ret();
 
+    let mut ac_probe = [[0; AC_PROBE_SIZES.len()]; 2];
+    for (access, routines) in [Access::Read, Access::Write].into_iter().zip(&mut ac_probe) {
+        for (size, routine) in AC_PROBE_SIZES.into_iter().zip(routines.iter_mut()) {
+            *routine = a.here();
+            emit_ac_probe_routine(&mut a, access, size);
+        }
+    }
+
     let code = a.finish()?;
     cache.push(&code)?;
     cache.seal_glue();
@@ -100,5 +115,6 @@ pub fn emit(cache: &mut CodeCache) -> Option<Glue> {
         enter,
         epilogue,
         thunk,
+        ac_probe,
     })
 }

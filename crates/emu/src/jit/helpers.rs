@@ -119,9 +119,12 @@ pub(super) unsafe extern "sysv64" fn run_insn(
         cpu.s.fpu.xmm,
         cpu.s.fpu.ymm_hi,
     );
+    // The instruction may have changed RFLAGS.AC, CR4.SMAP or CPL.
+    let smap_ac = u64::from(crate::mmu::ac_sets_in_use(&cpu.s));
     // SAFETY: the CPU borrow ends above; see the function's contract.
     unsafe {
         (*frame).gpr = gpr;
+        (*frame).smap_ac = smap_ac;
         if sync_xmm {
             (*frame).xmm = xmm;
             (*frame).ymm_hi = ymm_hi;

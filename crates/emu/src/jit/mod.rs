@@ -155,7 +155,7 @@ use self::glue::Glue;
 use crate::code::{Block, BuildKeyHasher};
 use crate::fault::Fault;
 use crate::flags::{AC, ARITH, IF, TF};
-use crate::mmu::AccessKind;
+use crate::mmu::{AccessKind, Privilege};
 use crate::state::{cr0, seg, CodeSize};
 use crate::Cpu;
 
@@ -635,7 +635,13 @@ impl Cpu {
         let mode = self.jit_mode();
         let t = self
             .mmu
-            .translate(&mut self.s, &self.code, rip, AccessKind::Fetch, mode.user)
+            .translate(
+                &mut self.s,
+                &self.code,
+                rip,
+                AccessKind::Fetch,
+                Privilege::explicit(mode.user),
+            )
             .ok()?;
         let off = *self
             .jit
@@ -870,7 +876,13 @@ impl Cpu {
             // the cache stays if none moved.
             chain::Check::Recheck(pages) => pages.into_iter().all(|(lin, phys)| {
                 self.mmu
-                    .translate(&mut self.s, &self.code, lin, AccessKind::Fetch, mode.user)
+                    .translate(
+                        &mut self.s,
+                        &self.code,
+                        lin,
+                        AccessKind::Fetch,
+                        Privilege::explicit(mode.user),
+                    )
                     .is_ok_and(|t| t.phys & !0xfff == phys)
             }),
         };
@@ -892,8 +904,10 @@ impl Cpu {
         let sse = self.jit_mode().sse;
         self.jit.run_sse = sse;
         let (xmm, ymm_hi) = (self.s.fpu.xmm, self.s.fpu.ymm_hi);
+        let smap_ac = u64::from(crate::mmu::ac_sets_in_use(&self.s));
         let frame = self.mmu.frame();
         frame.gpr = gpr;
+        frame.smap_ac = smap_ac;
         if sse {
             frame.xmm = xmm;
             frame.ymm_hi = ymm_hi;

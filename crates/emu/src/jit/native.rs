@@ -1022,7 +1022,7 @@ mod tests {
         }
         if sha {
             let insn = decode(&[0x0f, 0x38, 0xcb, 0xdd]);
-            let n = classify(&insn, &mut InstructionInfoFactory::new(), true).unwrap();
+            let n = classify(&insn, &mut InstructionInfoFactory::new(), true, true).unwrap();
             let homes: Vec<(u8, u8, bool)> =
                 n.xmms.iter().map(|x| (x.guest, x.host, x.store)).collect();
             assert_eq!(homes, [(0, 0, false), (3, 1, true), (5, 2, false)]);

@@ -9,14 +9,18 @@
 //! Permissions accumulate down the walk (§4.6: U/S, R/W with CR0.WP, NX
 //! with EFER.NXE); reserved bits are checked (a set one is a #PF with
 //! RSVD in the error code, §4.7); accessed and dirty bits are set
-//! atomically (§4.8), since another vCPU may walk the same tables. SMEP, SMAP, PCID and
-//! protection keys are not implemented (and not advertised).
+//! atomically (§4.8), since another vCPU may walk the same tables. With
+//! CR4.SMEP a supervisor-mode fetch from a user-mode page is refused, and
+//! with CR4.SMAP a supervisor-mode data access to one unless it is explicit
+//! and RFLAGS.AC = 1 (§4.6.1). Protection keys are not implemented (and
+//! not advertised); PCIDs do not reach the walk (CR3 bits 11:0 are not
+//! address bits in IA-32e mode, see [`crate::modes`]).
 //!
 //! The software TLB in front of the walk is in [`super::Mmu`].
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::{AccessKind, Mmu, WalkFault, PAGE_MASK, PHYS_MASK};
+use super::{smap_overridden, AccessKind, Mmu, Privilege, WalkFault, PAGE_MASK, PHYS_MASK};
 use crate::fault::pf;
 use crate::state::{cr0, cr4, efer, CpuState};
 
@@ -33,10 +37,10 @@ impl Mmu {
         cpu: &CpuState,
         lin: u64,
         kind: AccessKind,
-        user: bool,
+        privilege: Privilege,
     ) -> Result<(u64, bool), WalkFault> {
         if cpu.cr4 & cr4::PAE == 0 {
-            return self.walk32(cpu, lin, kind, user);
+            return self.walk32(cpu, lin, kind, privilege);
         }
         let nxe = cpu.efer & efer::NXE != 0;
         // Physical-address bits 40..51 are reserved; so is XD without NXE.
@@ -82,7 +86,7 @@ impl Mmu {
             perms.narrow(e, nxe);
             entries[depth] = Some((p, e));
             if large || shift == 12 {
-                perms.check(cpu, kind, user)?;
+                perms.check(cpu, kind, privilege)?;
                 self.set_accessed_dirty(&entries[..=depth], kind == AccessKind::Write, 8);
                 let frame = e & PHYS_MASK & !((1u64 << shift) - 1);
                 let page = frame | (lin & ((1u64 << shift) - 1) & PAGE_MASK);
@@ -100,7 +104,7 @@ impl Mmu {
         cpu: &CpuState,
         lin: u64,
         kind: AccessKind,
-        user: bool,
+        privilege: Privilege,
     ) -> Result<(u64, bool), WalkFault> {
         let lin = lin & 0xffff_ffff;
         let mut perms = Perms::all();
@@ -115,7 +119,7 @@ impl Mmu {
             if pde & (1 << 21) != 0 {
                 return Err(WalkFault(pf::PRESENT | pf::RSVD));
             }
-            perms.check(cpu, kind, user)?;
+            perms.check(cpu, kind, privilege)?;
             self.set_accessed_dirty(&[Some((pde_ptr, pde))], kind == AccessKind::Write, 4);
             // PSE-36: bits 20:13 give physical address bits 39:32.
             let frame = (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32;
@@ -129,7 +133,7 @@ impl Mmu {
             return Err(WalkFault(0));
         }
         perms.narrow(pte, false);
-        perms.check(cpu, kind, user)?;
+        perms.check(cpu, kind, privilege)?;
         self.set_accessed_dirty(
             &[Some((pde_ptr, pde)), Some((pte_ptr, pte))],
             kind == AccessKind::Write,
@@ -181,9 +185,28 @@ impl Perms {
         self.no_exec |= nxe && entry & (1 << 63) != 0;
     }
 
-    fn check(&self, cpu: &CpuState, kind: AccessKind, user: bool) -> Result<(), WalkFault> {
+    /// Whether `privilege` may make an access of `kind` to the page
+    /// (SDM §4.6.1): U/S for user-mode accesses, SMEP and SMAP for
+    /// supervisor-mode accesses to user-mode pages, then R/W (with CR0.WP
+    /// for supervisor writes) and XD.
+    fn check(
+        &self,
+        cpu: &CpuState,
+        kind: AccessKind,
+        privilege: Privilege,
+    ) -> Result<(), WalkFault> {
+        let user = privilege.is_user();
+        let supervisor_to_user_page = !user && self.user;
         let denied = match kind {
             _ if user && !self.user => true,
+            AccessKind::Fetch if supervisor_to_user_page && cpu.cr4 & cr4::SMEP != 0 => true,
+            AccessKind::Read | AccessKind::Write
+                if supervisor_to_user_page
+                    && cpu.cr4 & cr4::SMAP != 0
+                    && !(privilege == Privilege::Supervisor && smap_overridden(cpu, kind)) =>
+            {
+                true
+            }
             AccessKind::Write => !self.writable && (user || cpu.cr0 & cr0::WP != 0),
             AccessKind::Fetch => self.no_exec,
             AccessKind::Read => false,

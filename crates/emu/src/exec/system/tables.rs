@@ -12,7 +12,7 @@ use crate::exec::operand::{memory_operand, read_op, read_reg, write_op, write_re
 use crate::fault::Fault;
 use crate::flags;
 use crate::modes::in_64bit;
-use crate::privilege::require_cpl0;
+use crate::privilege::{check_umip, require_cpl0};
 use crate::segment::{
     descriptor_address, descriptor_to_segment, err_code, is_code, is_conforming, is_null,
     null_segment, probe_descriptor, read_descriptor, sys, ty,
@@ -53,9 +53,10 @@ pub(super) fn load_table(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault>
     Ok(())
 }
 
-/// SGDT/SIDT: limit then base (32 bits, or 64 in 64-bit mode). UMIP is not
-/// implemented, so any CPL may.
+/// SGDT/SIDT: limit then base (32 bits, or 64 in 64-bit mode); #GP(0) at
+/// CPL > 0 with CR4.UMIP.
 pub(super) fn store_table(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
+    check_umip(cpu)?;
     let t = if insn.mnemonic() == Mnemonic::Sgdt {
         cpu.s.gdtr
     } else {
@@ -134,7 +135,7 @@ pub(super) fn ltr(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     }
     let addr = descriptor_address(cpu, sel, 8)?;
     let access = ((lo >> 40) & 0xff) | 2;
-    cpu.write_lin(addr.wrapping_add(5), 1, access, false)?;
+    cpu.write_system(addr.wrapping_add(5), 1, access)?;
     cpu.s.tr = alcazar_core::regs::Segment {
         type_: d.type_ | 2,
         ..d
@@ -143,9 +144,10 @@ pub(super) fn ltr(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 }
 
 /// SLDT/STR: the selector (zero-extended into a register, 16 bits to
-/// memory).
+/// memory); #GP(0) at CPL > 0 with CR4.UMIP.
 pub(super) fn store_selector(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     require_protected(cpu)?;
+    check_umip(cpu)?;
     let sel = if insn.mnemonic() == Mnemonic::Sldt {
         cpu.s.ldtr.selector
     } else {

@@ -196,9 +196,9 @@ fn paging_with_lme_but_without_pae_raises_gp() {
     cpu.run_block(2).unwrap();
     assert_eq!(cpu.run_block(1), Err(Fault::GeneralProtection(0)));
     assert_eq!(cpu.s.cr0 & cr0::PG, 0);
-    // Unsupported CR4 bits fault too.
+    // Unsupported CR4 bits (VME) fault too.
     let code = assemble(32, |a| {
-        a.mov(eax, 1u32 << 20).unwrap();
+        a.mov(eax, 1u32).unwrap();
         a.mov(cr4, eax).unwrap();
     });
     let mut cpu = cpu32(&code);

@@ -400,7 +400,11 @@ fn an_exhausted_code_cache_is_flushed_and_translation_goes_on() {
         5 * u64::from(BLOCKS * (BLOCKS - 1) / 2)
     );
     assert_same(&interp, &jit);
-    assert!(jit.jit.stats.cache_flushes > 0, "{:?}", jit.jit.stats);
+    assert!(
+        jit.jit.stats.cache_flushes > 0,
+        "{:?}",
+        jit.jit.stats.top_fallbacks(4)
+    );
     let (used, size) = jit.jit.cache_bytes();
     assert!(used <= size);
 }
@@ -474,4 +478,108 @@ fn one_physical_routine_mapped_at_two_addresses_runs_right_at_each() {
         assert_eq!(jit.s.gpr[r], at + after_lea, "r{r}");
     }
     assert_same(&interp, &jit);
+}
+
+/// Makes the 2 MiB page at `base` a user-mode page of `cpu`'s identity
+/// map (the rest stays supervisor-only).
+fn user_region(cpu: &mut Cpu, base: u64) {
+    let m = &cpu.machine.memory;
+    for table in [0x1000u64, 0x2000, PD + 8 * (base >> 21)] {
+        let e = m.read_u64(table).unwrap();
+        m.write_u64(table, e | 4).unwrap();
+    }
+    cpu.mmu.flush_all();
+}
+
+#[test]
+fn translated_supervisor_code_faults_on_a_user_page_after_clac() {
+    // A hot loop reads a user page between STAC and CLAC; on its last
+    // round it reads the page once more after CLAC: #PF under SMAP,
+    // although the same translated block just read it.
+    const USER: u64 = 0x20_0000;
+    let code = assemble(64, |a| {
+        let (mut top, mut skip) = (a.create_label(), a.create_label());
+        a.mov(ecx, 100u32).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.stac().unwrap();
+        a.add(rax, qword_ptr(USER)).unwrap();
+        a.mov(qword_ptr(USER + 8), rax).unwrap();
+        a.clac().unwrap();
+        a.cmp(ecx, 1).unwrap();
+        a.jne(skip).unwrap();
+        a.add(rbx, qword_ptr(USER)).unwrap();
+        a.set_label(&mut skip).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(top).unwrap();
+        a.hlt().unwrap();
+    });
+    let setup = |cpu: &mut Cpu| {
+        exception_handlers(cpu);
+        user_region(cpu, USER);
+        cpu.s.cr4 |= crate::state::cr4::SMAP;
+        cpu.machine.memory.write_u64(USER, 2).unwrap();
+    };
+    let (interp, jit) = both(&code, &setup);
+    assert_eq!(jit.s.gpr[15], 0x1000 | 14, "#PF delivered");
+    assert_eq!(jit.s.gpr[reg::RAX], 2 * 100, "the reads with AC = 1 worked");
+    assert_eq!(jit.s.cr2, USER);
+    assert_eq!(jit.s.gpr[reg::RBX], 0, "the read after CLAC did not");
+    let error_code = jit.machine.memory.read_u64(jit.s.gpr[reg::RSP]).unwrap();
+    assert_eq!(error_code, u64::from(crate::fault::pf::PRESENT));
+    assert_same(&interp, &jit);
+    assert!(jit.jit.stats.blocks_translated > 0);
+    // The accesses with AC = 1 ran translated (from the AC sets), after
+    // the first ones filled them.
+    let fallbacks = |m: iced_x86::Mnemonic| {
+        let n = jit.jit.stats.fallbacks.get(m as usize);
+        n.copied().unwrap_or(0)
+    };
+    assert!(
+        fallbacks(iced_x86::Mnemonic::Add) < 5,
+        "{:?}",
+        jit.jit.stats.top_fallbacks(4)
+    );
+    assert!(
+        fallbacks(iced_x86::Mnemonic::Mov) < 5,
+        "{:?}",
+        jit.jit.stats.top_fallbacks(4)
+    );
+}
+
+#[test]
+fn translated_calls_into_a_user_page_fault_once_smep_is_on() {
+    // A hot loop calls a routine on a user page (allowed without SMEP);
+    // then the code sets CR4.SMEP and calls it again: #PF with I/D.
+    const USER: u64 = 0x20_0000;
+    let code = assemble(64, |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 100u32).unwrap();
+        a.mov(esi, USER as u32).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.call(rsi).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(top).unwrap();
+        a.mov(rdx, cr4).unwrap();
+        a.or(rdx, crate::state::cr4::SMEP as i32).unwrap();
+        a.mov(cr4, rdx).unwrap();
+        a.call(rsi).unwrap();
+        a.hlt().unwrap();
+    });
+    let setup = |cpu: &mut Cpu| {
+        exception_handlers(cpu);
+        user_region(cpu, USER);
+        put(cpu, USER, 64, |a| {
+            a.add(rax, 1).unwrap();
+            a.ret().unwrap();
+        });
+    };
+    let (interp, jit) = both(&code, &setup);
+    assert_eq!(jit.s.gpr[15], 0x1000 | 14, "#PF delivered");
+    assert_eq!(jit.s.gpr[reg::RAX], 100);
+    assert_eq!(jit.s.cr2, USER);
+    let error_code = jit.machine.memory.read_u64(jit.s.gpr[reg::RSP]).unwrap();
+    let fetch = crate::fault::pf::PRESENT | crate::fault::pf::FETCH;
+    assert_eq!(error_code, u64::from(fetch));
+    assert_same(&interp, &jit);
+    assert!(jit.jit.stats.blocks_translated > 0);
 }
