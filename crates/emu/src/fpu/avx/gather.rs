@@ -16,12 +16,12 @@
 use iced_x86::{Instruction, Mnemonic, Register};
 
 use super::check_avx;
-use super::operands::{vec_index, write_vec, ymm, Ymm};
+use super::operands::{element as get, set_element as set, vec_index, write_vec, ymm};
 use crate::exec::operand::{address_size, read_reg, seg_index};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
-use crate::fpu::lanes::{lane, ones, sx};
+use crate::fpu::lanes::sx;
 use crate::Cpu;
 
 /// The handler for `insn`, if it is a gather.
@@ -38,20 +38,6 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         | M::Vgatherqpd => Some((gather, KeepsLinks)),
         _ => None,
     }
-}
-
-/// Element `i` of `bits` bits across a YMM value.
-fn get(v: &Ymm, bits: u32, i: u32) -> u64 {
-    let per = 128 / bits;
-    lane(v[(i / per) as usize], bits, i % per)
-}
-
-/// Sets element `i` of `bits` bits of a YMM value.
-fn set(v: &mut Ymm, bits: u32, i: u32, e: u64) {
-    let per = 128 / bits;
-    let h = &mut v[(i / per) as usize];
-    let at = bits * (i % per);
-    *h = (*h & !(u128::from(ones(bits)) << at)) | u128::from(e & ones(bits)) << at;
 }
 
 /// Every gather.

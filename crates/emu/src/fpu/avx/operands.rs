@@ -173,3 +173,19 @@ pub fn imm8(insn: &Instruction) -> u8 {
         0
     }
 }
+
+/// Element `i` of `bits` bits of a YMM value, counting across both
+/// halves (element 0 is bits `bits-1:0` of the low half).
+pub fn element(v: &Ymm, bits: u32, i: u32) -> u64 {
+    let per = 128 / bits;
+    crate::fpu::lanes::lane(v[(i / per) as usize], bits, i % per)
+}
+
+/// Sets element `i` of `bits` bits of a YMM value.
+pub fn set_element(v: &mut Ymm, bits: u32, i: u32, e: u64) {
+    let per = 128 / bits;
+    let h = &mut v[(i / per) as usize];
+    let at = bits * (i % per);
+    let ones = crate::fpu::lanes::ones(bits);
+    *h = (*h & !(u128::from(ones) << at)) | u128::from(e & ones) << at;
+}

@@ -9,12 +9,12 @@
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::check_avx;
-use super::operands::{is_256, read, write, Ymm};
+use super::operands::{element as get, is_256, read, set_element as set, write, Ymm};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::flags::{ARITH, CF, ZF};
-use crate::fpu::lanes::{lane, ones, sx};
+use crate::fpu::lanes::sx;
 use crate::Cpu;
 
 /// The handler for `insn`, if it is one of this file's.
@@ -31,20 +31,6 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
         _ => return None,
     };
     Some((h, KeepsLinks))
-}
-
-/// Element `i` of `bits` bits of a YMM value, counting across both halves.
-fn get(v: &Ymm, bits: u32, i: u32) -> u64 {
-    let per = 128 / bits;
-    lane(v[(i / per) as usize], bits, i % per)
-}
-
-/// Sets element `i` of `bits` bits of a YMM value.
-fn set(v: &mut Ymm, bits: u32, i: u32, e: u64) {
-    let per = 128 / bits;
-    let h = &mut v[(i / per) as usize];
-    let at = bits * (i % per);
-    *h = (*h & !(u128::from(ones(bits)) << at)) | u128::from(e & ones(bits)) << at;
 }
 
 /// The number of elements of `bits` bits `insn` works on.
