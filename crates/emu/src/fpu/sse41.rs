@@ -65,7 +65,7 @@ fn blend(a: u128, b: u128, bits: u32, pick: impl Fn(u32) -> bool) -> u128 {
 
 /// The widening move `m`: (source lane bits, destination lane bits,
 /// signed), or `None`.
-fn widening(m: Mnemonic) -> Option<(u32, u32, bool)> {
+pub fn widening(m: Mnemonic) -> Option<(u32, u32, bool)> {
     use Mnemonic as M;
     Some(match m {
         M::Pmovsxbw => (8, 16, true),

@@ -220,23 +220,19 @@ fn allowed_sse_base(m: Mnemonic) -> bool {
 /// SHA256RNDS2's implicit XMM0 is the host's XMM0 ([`classify`] puts
 /// guest XMM0 there).
 fn host_runs_crypto(m: Mnemonic) -> bool {
-    use std::sync::OnceLock;
     use Mnemonic as M;
-    static AES: OnceLock<bool> = OnceLock::new();
-    static PCLMULQDQ: OnceLock<bool> = OnceLock::new();
-    static SHA: OnceLock<bool> = OnceLock::new();
     match m {
         M::Aesenc | M::Aesenclast | M::Aesdec | M::Aesdeclast | M::Aesimc | M::Aeskeygenassist => {
-            *AES.get_or_init(|| std::arch::is_x86_feature_detected!("aes"))
+            std::arch::is_x86_feature_detected!("aes")
         }
-        M::Pclmulqdq => *PCLMULQDQ.get_or_init(|| std::arch::is_x86_feature_detected!("pclmulqdq")),
+        M::Pclmulqdq => std::arch::is_x86_feature_detected!("pclmulqdq"),
         M::Sha1rnds4
         | M::Sha1nexte
         | M::Sha1msg1
         | M::Sha1msg2
         | M::Sha256rnds2
         | M::Sha256msg1
-        | M::Sha256msg2 => *SHA.get_or_init(|| std::arch::is_x86_feature_detected!("sha")),
+        | M::Sha256msg2 => std::arch::is_x86_feature_detected!("sha"),
         _ => false,
     }
 }
@@ -380,8 +376,7 @@ fn allowed_vex(m: Mnemonic) -> bool {
 /// Whether the host CPU runs AVX2 (and so AVX) instructions, with the OS
 /// saving YMM state.
 fn host_has_avx2() -> bool {
-    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+    std::arch::is_x86_feature_detected!("avx2")
 }
 
 /// VEX moves whose memory operand must be aligned to its size.
@@ -505,20 +500,17 @@ fn allowed(m: Mnemonic) -> bool {
 /// Whether the host runs TZCNT as TZCNT (BMI1; without it the same bytes
 /// are BSF, and the interpreter implements TZCNT).
 fn host_has_bmi1() -> bool {
-    static BMI1: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *BMI1.get_or_init(|| std::arch::is_x86_feature_detected!("bmi1"))
+    std::arch::is_x86_feature_detected!("bmi1")
 }
 
 /// Whether the host has BMI2.
 fn host_has_bmi2() -> bool {
-    static BMI2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *BMI2.get_or_init(|| std::arch::is_x86_feature_detected!("bmi2"))
+    std::arch::is_x86_feature_detected!("bmi2")
 }
 
 /// Whether the host has ADX.
 fn host_has_adx() -> bool {
-    static ADX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ADX.get_or_init(|| std::arch::is_x86_feature_detected!("adx"))
+    std::arch::is_x86_feature_detected!("adx")
 }
 
 /// The general-register instructions of the BMI1, BMI2 and ADX
@@ -818,10 +810,10 @@ pub fn encode(enc: &mut Encoder, insn: &Instruction, n: &Native, ip: u64) -> Opt
 }
 
 /// The host scratch XMM registers.
-const HOST_XMM: [Register; 3] = [Register::XMM0, Register::XMM1, Register::XMM2];
+pub(super) const HOST_XMM: [Register; 3] = [Register::XMM0, Register::XMM1, Register::XMM2];
 
 /// The same registers as YMM (VEX.256 operands).
-const HOST_YMM: [Register; 3] = [Register::YMM0, Register::YMM1, Register::YMM2];
+pub(super) const HOST_YMM: [Register; 3] = [Register::YMM0, Register::YMM1, Register::YMM2];
 
 /// The ModR/M form of a `MOV` with a `moffs` operand (which has no base
 /// register to put `[T1]` in); other codes unchanged.

@@ -32,7 +32,7 @@ use super::frame::{off, Exit, BUDGET_XMM, MAX_COUNT};
 use super::glue::Glue;
 use super::helpers::site_info;
 use super::memory::PushValue;
-use super::native::{self, Native};
+use super::native::{self, Native, HOST_XMM, HOST_YMM};
 use super::regs::{guest_gpr, home, host, CTX, T0, T1};
 use crate::code::{Block, CodePages, Decoded, CODE_BIT};
 use crate::exec::{self, LinkEffect};
@@ -117,11 +117,6 @@ fn ymm_hi_home(n: u8) -> iced_x86::MemoryOperand {
         (off::YMM_HI + 16 * usize::from(n & 15)) as i64,
     )
 }
-
-/// The host registers native vector instructions run in, as XMM and as
-/// YMM (the same as [`native`]'s).
-const HOST_XMM: [Register; 3] = [Register::XMM0, Register::XMM1, Register::XMM2];
-const HOST_YMM: [Register; 3] = [Register::YMM0, Register::YMM1, Register::YMM2];
 
 /// [`xmm_home`] as an iced-x86 memory operand.
 fn xmm_home_iced(n: u8) -> iced_x86::MemoryOperand {

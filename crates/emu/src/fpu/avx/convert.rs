@@ -19,13 +19,12 @@ use rustc_apfloat::ieee::{Double, Half, Single};
 use rustc_apfloat::{FloatConvert, Round};
 
 use super::check_avx;
-use super::operands::{is_256, read, write, Ymm};
+use super::operands::{element, is_256, read, set_element, write, Ymm};
 use crate::exec::operand::{op_size, write_reg};
 use crate::exec::HandlerEntry;
 use crate::exec::LinkEffect::KeepsLinks;
 use crate::fault::Fault;
 use crate::fpu::float::{self, exc};
-use crate::fpu::lanes::lane;
 use crate::fpu::mxcsr;
 use crate::fpu::sse_conv::{float_to_float, from_int, to_int};
 use crate::fpu::sse_float::Ctx;
@@ -54,14 +53,12 @@ pub fn lookup(insn: &Instruction) -> Option<HandlerEntry> {
 
 /// Element `i` of `bits` bits across a YMM value.
 fn get(v: &Ymm, bits: u32, i: u32) -> u128 {
-    let per = 128 / bits;
-    u128::from(lane(v[(i / per) as usize], bits, i % per))
+    u128::from(element(v, bits, i))
 }
 
-/// Element `i` of `bits` bits set in a YMM value being built from zero.
+/// Sets element `i` of `bits` bits of a YMM value.
 fn put(v: &mut Ymm, bits: u32, i: u32, e: u128) {
-    let per = 128 / bits;
-    v[(i / per) as usize] |= (e & ((1u128 << bits) - 1)) << (bits * (i % per));
+    set_element(v, bits, i, e as u64);
 }
 
 /// The packed conversions.

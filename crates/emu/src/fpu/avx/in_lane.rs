@@ -110,8 +110,7 @@ fn family(l: Mnemonic) -> Option<Family> {
 
 /// Whether `l` is one of the PMOVSX/PMOVZX widening moves.
 pub fn is_widening(l: Mnemonic) -> bool {
-    let name = format!("{l:?}");
-    name.starts_with("Pmovsx") || name.starts_with("Pmovzx")
+    sse41::widening(l).is_some()
 }
 
 /// The handler for `insn`, if it is the VEX form of an in-lane operation
@@ -206,6 +205,20 @@ fn inputs(cpu: &mut Cpu, insn: &Instruction, l: Mnemonic) -> Result<(Ymm, Ymm, u
     })
 }
 
+/// The legacy operation of an in-lane VEX instruction and, for each
+/// 128-bit half it works on, (first source, second source, immediate).
+fn halves(cpu: &mut Cpu, insn: &Instruction) -> Result<(Mnemonic, Halves), Fault> {
+    check_avx(cpu)?;
+    let l = legacy(insn.mnemonic()).ok_or(Fault::InvalidOpcode)?;
+    let (a, b, imm) = inputs(cpu, insn, l)?;
+    let count = if is_256(insn) { 2 } else { 1 };
+    let half = |k: usize| (a[k], b[k], half_imm(l, imm, k as u32));
+    Ok((l, ([half(0), half(1)], count)))
+}
+
+/// The inputs of each half ([`halves`]) and how many halves there are.
+type Halves = ([(u128, u128, u8); 2], usize);
+
 /// Runs `chunk` on each 128-bit half of an in-lane VEX instruction (with
 /// that half's immediate), then writes the destination.
 fn per_half(
@@ -213,15 +226,10 @@ fn per_half(
     insn: &Instruction,
     mut chunk: impl FnMut(&mut Cpu, Mnemonic, u128, u128, u8) -> Result<u128, Fault>,
 ) -> Result<(), Fault> {
-    check_avx(cpu)?;
-    let Some(l) = legacy(insn.mnemonic()) else {
-        return Err(Fault::InvalidOpcode);
-    };
-    let (a, b, imm) = inputs(cpu, insn, l)?;
-    let halves = if is_256(insn) { 2 } else { 1 };
+    let (l, (inputs, count)) = halves(cpu, insn)?;
     let mut r: Ymm = [0; 2];
-    for k in 0..halves {
-        r[k] = chunk(cpu, l, a[k], b[k], half_imm(l, imm, k as u32))?;
+    for (k, &(x, y, i)) in inputs.iter().take(count).enumerate() {
+        r[k] = chunk(cpu, l, x, y, i)?;
     }
     write(cpu, insn, 0, r)
 }
@@ -234,16 +242,11 @@ fn per_half_float(
     insn: &Instruction,
     chunk: impl Fn(Mnemonic, u128, u128, u8, &mut Ctx) -> Option<u128>,
 ) -> Result<(), Fault> {
-    check_avx(cpu)?;
-    let Some(l) = legacy(insn.mnemonic()) else {
-        return Err(Fault::InvalidOpcode);
-    };
-    let (a, b, imm) = inputs(cpu, insn, l)?;
-    let halves = if is_256(insn) { 2 } else { 1 };
+    let (l, (inputs, count)) = halves(cpu, insn)?;
     let mut ctx = Ctx::new(cpu.s.fpu.mxcsr);
     let mut r: Ymm = [0; 2];
-    for k in 0..halves {
-        r[k] = chunk(l, a[k], b[k], half_imm(l, imm, k as u32), &mut ctx).unwrap_or(a[k]);
+    for (k, &(x, y, i)) in inputs.iter().take(count).enumerate() {
+        r[k] = chunk(l, x, y, i, &mut ctx).unwrap_or(x);
     }
     ctx.finish(cpu)?;
     write(cpu, insn, 0, r)

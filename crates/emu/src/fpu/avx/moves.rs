@@ -305,21 +305,9 @@ fn masked_move(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
 /// zero-extended, across the whole destination.
 fn widen(cpu: &mut Cpu, insn: &Instruction) -> Result<(), Fault> {
     check_avx(cpu)?;
-    use Mnemonic as M;
-    let (from, to, signed) = match insn.mnemonic() {
-        M::Vpmovsxbw => (8, 16, true),
-        M::Vpmovsxbd => (8, 32, true),
-        M::Vpmovsxbq => (8, 64, true),
-        M::Vpmovsxwd => (16, 32, true),
-        M::Vpmovsxwq => (16, 64, true),
-        M::Vpmovsxdq => (32, 64, true),
-        M::Vpmovzxbw => (8, 16, false),
-        M::Vpmovzxbd => (8, 32, false),
-        M::Vpmovzxbq => (8, 64, false),
-        M::Vpmovzxwd => (16, 32, false),
-        M::Vpmovzxwq => (16, 64, false),
-        M::Vpmovzxdq => (32, 64, false),
-        _ => return Err(Fault::InvalidOpcode),
+    let Some((from, to, signed)) = legacy(insn.mnemonic()).and_then(crate::fpu::sse41::widening)
+    else {
+        return Err(Fault::InvalidOpcode);
     };
     let src = read(cpu, insn, 1)?[0];
     let total = if is_256(insn) { 256 } else { 128 };
